@@ -1,0 +1,313 @@
+//! The [`Provider`] trait: the contract between virtrigaud and a hypervisor backend.
+//!
+//! Providers implement primitives (read the power state, start, power off hard, ask the guest
+//! to shut down through one channel). Policy — grace periods, re-signalling, fallbacks,
+//! journals — lives in [`crate::shutdown`], so every backend gets the same behaviour.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::capabilities::{ProviderCapabilities, VmCapabilities};
+use crate::clone::Cloner;
+use crate::error::{Error, Result};
+use crate::placement::{Inventory, Placer};
+use crate::snapshot::Snapshotter;
+use crate::vm::{AgentStatus, PowerState, ShutdownChannel, VmDescription, VmId};
+
+/// A stream of power-state changes for one VM.
+pub type PowerStateStream = BoxStream<'static, Result<PowerState>>;
+
+/// Options for [`Provider::start`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct StartOptions {
+    /// Start paused (where supported).
+    pub paused: bool,
+}
+
+/// Options for [`Provider::power_off`] (hard power-off).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct PowerOffOptions {}
+
+/// Options for [`Provider::request_shutdown`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ShutdownRequestOptions {
+    /// Time left in the grace period when the request is sent. Providers with a server-side
+    /// shutdown deadline (Proxmox `timeout`) may pass it on; others ignore it.
+    pub remaining_grace: Option<Duration>,
+    /// Which attempt this is (1 for the first request of a shutdown).
+    pub attempt: u32,
+}
+
+impl ShutdownRequestOptions {
+    /// Options for attempt `attempt` with `remaining` grace.
+    pub fn new(attempt: u32, remaining: Duration) -> Self {
+        ShutdownRequestOptions { remaining_grace: Some(remaining), attempt }
+    }
+}
+
+/// Options for [`Provider::delete`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct DeleteOptions {
+    /// Also delete the VM's disks / volumes.
+    pub delete_disks: bool,
+}
+
+/// A disk to create with a VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DiskCreateSpec {
+    /// Disk name.
+    pub name: String,
+    /// Size in GiB.
+    pub size_gib: u64,
+    /// Disk type (`thin`, `thick`, `qcow2`, …), provider-specific.
+    pub disk_type: Option<String>,
+}
+
+impl DiskCreateSpec {
+    /// A disk of `size_gib`.
+    pub fn new(name: impl Into<String>, size_gib: u64) -> Self {
+        DiskCreateSpec { name: name.into(), size_gib, disk_type: None }
+    }
+}
+
+/// A network attachment to create with a VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NetworkCreateSpec {
+    /// Network name (port group, bridge, libvirt network, PVE bridge).
+    pub network: String,
+    /// Adapter model (`virtio`, `vmxnet3`, `e1000`), provider-specific.
+    pub model: Option<String>,
+}
+
+impl NetworkCreateSpec {
+    /// An attachment to `network`.
+    pub fn new(network: impl Into<String>) -> Self {
+        NetworkCreateSpec { network: network.into(), model: None }
+    }
+}
+
+/// Everything a provider needs to create a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct VmCreateSpec {
+    /// VM name.
+    pub name: String,
+    /// vCPUs.
+    pub cpu: u32,
+    /// Memory, MiB.
+    pub memory_mib: u64,
+    /// Disks.
+    pub disks: Vec<DiskCreateSpec>,
+    /// Networks.
+    pub networks: Vec<NetworkCreateSpec>,
+    /// Image reference (provider-specific: template, volume, URL already imported).
+    pub image: Option<String>,
+    /// cloud-init user data to inject (NoCloud, guestinfo, PVE cicustom).
+    pub cloud_init_user_data: Option<String>,
+    /// Labels to store with the VM (used by VM sets to find their members).
+    pub labels: BTreeMap<String, String>,
+    /// Host / node / cluster to place the VM on, when a placement was decided.
+    pub placement: Option<String>,
+    /// Power on after creation.
+    pub power_on: bool,
+}
+
+impl VmCreateSpec {
+    /// A spec for `name` with `cpu` vCPUs and `memory_mib` MiB.
+    pub fn new(name: impl Into<String>, cpu: u32, memory_mib: u64) -> Self {
+        VmCreateSpec { name: name.into(), cpu, memory_mib, ..Default::default() }
+    }
+}
+
+/// A disk size change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DiskResize {
+    /// Disk name.
+    pub name: String,
+    /// New size, GiB (grow only).
+    pub size_gib: u64,
+}
+
+impl DiskResize {
+    /// Grow `name` to `size_gib`.
+    pub fn new(name: impl Into<String>, size_gib: u64) -> Self {
+        DiskResize { name: name.into(), size_gib }
+    }
+}
+
+/// A change of resources for [`Provider::reconfigure`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ReconfigureRequest {
+    /// New vCPU count.
+    pub cpu: Option<u32>,
+    /// New memory, MiB.
+    pub memory_mib: Option<u64>,
+    /// Disks to grow.
+    pub disks: Vec<DiskResize>,
+}
+
+/// What [`Provider::reconfigure`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ReconfigureResult {
+    /// The change is live in the running guest.
+    pub applied_live: bool,
+    /// The change was stored but needs a power cycle to take effect.
+    pub needs_power_cycle: bool,
+    /// Human-readable notes (which parts were live, which pending).
+    pub notes: Vec<String>,
+}
+
+/// Options for [`Provider::list_vms`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ListOptions {
+    /// Only VMs carrying all these labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A hypervisor backend.
+///
+/// Object-safe: pass providers around as `Arc<dyn Provider>`. Optional operations have
+/// default implementations that return [`crate::ErrorKind::Unsupported`]; a provider declares
+/// what it really supports in [`Provider::capabilities`].
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use virtrigaud_core::{Provider, PowerState, sim::{Simulator, GuestBehavior}};
+/// let sim = Simulator::new();
+/// let vm = sim.add_vm("web-1", GuestBehavior::cooperative());
+/// let provider: Arc<dyn Provider> = Arc::new(sim);
+/// assert_eq!(provider.power_state(&vm).await?, PowerState::Running);
+/// # Ok::<(), virtrigaud_core::Error>(()) }).unwrap();
+/// ```
+#[async_trait]
+pub trait Provider: Send + Sync + Debug + 'static {
+    /// The provider type (`"libvirt"`, `"vsphere"`, `"proxmox"`, `"kubevirt"`, `"simulator"`);
+    /// used as the `provider_type` metrics label.
+    fn provider_type(&self) -> &'static str;
+
+    /// What this provider supports.
+    fn capabilities(&self) -> ProviderCapabilities;
+
+    /// What one VM supports right now.
+    async fn vm_capabilities(&self, vm: &VmId) -> Result<VmCapabilities>;
+
+    /// The VM's power state. A VM that does not exist is [`crate::ErrorKind::NotFound`].
+    async fn power_state(&self, vm: &VmId) -> Result<PowerState>;
+
+    /// A stream of the VM's power-state changes, if the provider can push them
+    /// (`Ok(None)` otherwise; the engine then polls). The stream starts with changes after the
+    /// call; callers read [`Provider::power_state`] after subscribing.
+    async fn watch_power_state(&self, vm: &VmId) -> Result<Option<PowerStateStream>> {
+        let _ = vm;
+        Ok(None)
+    }
+
+    /// Powers the VM on. Starting a running VM is [`crate::ErrorKind::InvalidState`].
+    async fn start(&self, vm: &VmId, opts: &StartOptions) -> Result<()>;
+
+    /// Powers the VM off at once (destroy, PowerOff, stop). Powering off a VM that is already
+    /// off is [`crate::ErrorKind::InvalidState`]; the engine treats that as success.
+    async fn power_off(&self, vm: &VmId, opts: &PowerOffOptions) -> Result<()>;
+
+    /// Asks whether the guest agent / tools can take a request now. Called with a small time
+    /// budget by the engine.
+    async fn probe_agent(&self, vm: &VmId) -> Result<AgentStatus> {
+        let _ = vm;
+        Ok(AgentStatus::Unknown)
+    }
+
+    /// Asks the guest to shut down through exactly one channel, and returns once the request
+    /// is delivered (not when the VM is off).
+    async fn request_shutdown(
+        &self,
+        vm: &VmId,
+        channel: ShutdownChannel,
+        opts: &ShutdownRequestOptions,
+    ) -> Result<()>;
+
+    /// Hard reset.
+    async fn reset(&self, vm: &VmId) -> Result<()> {
+        let _ = vm;
+        Err(Error::unsupported("reset").with_provider(self.provider_type()))
+    }
+
+    /// Asks the guest to reboot through one channel (a real guest reboot, not off + on).
+    async fn reboot(&self, vm: &VmId, channel: ShutdownChannel) -> Result<()> {
+        let _ = (vm, channel);
+        Err(Error::unsupported("reboot").with_provider(self.provider_type()))
+    }
+
+    /// Pauses execution (memory stays resident).
+    async fn pause(&self, vm: &VmId) -> Result<()> {
+        let _ = vm;
+        Err(Error::unsupported("pause").with_provider(self.provider_type()))
+    }
+
+    /// Resumes a paused VM.
+    async fn resume(&self, vm: &VmId) -> Result<()> {
+        let _ = vm;
+        Err(Error::unsupported("resume").with_provider(self.provider_type()))
+    }
+
+    /// Creates a VM and returns its id.
+    async fn create(&self, spec: &VmCreateSpec) -> Result<VmId> {
+        let _ = spec;
+        Err(Error::unsupported("create").with_provider(self.provider_type()))
+    }
+
+    /// Deletes a VM (which must be off) and its snapshots' metadata.
+    async fn delete(&self, vm: &VmId, opts: &DeleteOptions) -> Result<()> {
+        let _ = (vm, opts);
+        Err(Error::unsupported("delete").with_provider(self.provider_type()))
+    }
+
+    /// Changes CPU, memory or disk sizes; live where possible.
+    async fn reconfigure(&self, vm: &VmId, change: &ReconfigureRequest) -> Result<ReconfigureResult> {
+        let _ = (vm, change);
+        Err(Error::unsupported("reconfigure").with_provider(self.provider_type()))
+    }
+
+    /// Describes one VM.
+    async fn describe(&self, vm: &VmId) -> Result<VmDescription>;
+
+    /// Lists VMs, optionally filtered by labels.
+    async fn list_vms(&self, opts: &ListOptions) -> Result<Vec<VmDescription>> {
+        let _ = opts;
+        Err(Error::unsupported("list_vms").with_provider(self.provider_type()))
+    }
+
+    /// The placement inventory (hosts, clusters, datastores, load).
+    async fn inventory(&self) -> Result<Inventory> {
+        Err(Error::unsupported("inventory").with_provider(self.provider_type()))
+    }
+
+    /// This provider's snapshot support, if any.
+    fn snapshotter(&self) -> Option<&dyn Snapshotter> {
+        None
+    }
+
+    /// This provider's clone support, if any.
+    fn cloner(&self) -> Option<&dyn Cloner> {
+        None
+    }
+
+    /// This provider's own placement, if it has one (most use the core solver).
+    fn placer(&self) -> Option<&dyn Placer> {
+        None
+    }
+}

@@ -1,0 +1,1 @@
+//! In-memory hypervisor simulator (in progress).

@@ -1,0 +1,1 @@
+//! virtrigaud provider for kubevirt (work in progress: not yet implemented).

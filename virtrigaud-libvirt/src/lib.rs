@@ -1,0 +1,1 @@
+//! virtrigaud provider for libvirt (work in progress: not yet implemented).

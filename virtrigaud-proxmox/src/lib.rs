@@ -1,0 +1,1 @@
+//! virtrigaud provider for proxmox (work in progress: not yet implemented).

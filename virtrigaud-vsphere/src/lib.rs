@@ -1,0 +1,1 @@
+//! virtrigaud provider for vsphere (work in progress: not yet implemented).
