@@ -12,6 +12,7 @@ pub mod provider;
 pub mod shutdown;
 pub mod sim;
 pub mod snapshot;
+pub mod testing;
 pub mod vm;
 
 pub use capabilities::{ProviderCapabilities, VmCapabilities};
