@@ -7,6 +7,7 @@ pub mod capabilities;
 pub mod clone;
 pub mod conformance;
 pub mod error;
+pub mod model;
 pub mod placement;
 pub mod provider;
 pub mod shutdown;

@@ -1,0 +1,1 @@
+//! The spec/status model (in progress).
