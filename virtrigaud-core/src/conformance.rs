@@ -1,15 +1,32 @@
 //! The conformance suite every provider runs against its real test server.
 //!
-//! (Being filled in: the API below is stable for provider crates.)
+//! Like `object_store`'s integration module: public async checks that take a provider and a
+//! [`Fixture`], gated on the provider's declared capabilities. The simulator passes them in
+//! this crate's tests; each provider crate runs them against its real test server. The set of
+//! checks may grow in any release (it is not a stable API for third-party providers).
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use virtrigaud_core::conformance::{self, SimFixture};
+//! let fixture = SimFixture::new();
+//! conformance::run_all(Arc::new(fixture.simulator()), &fixture).await.assert_passed();
+//! # });
+//! ```
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::error::Result;
-use crate::provider::Provider;
-use crate::vm::VmId;
+use crate::clone::CloneOptions;
+use crate::error::{ErrorKind, Result};
+use crate::provider::{DeleteOptions, PowerOffOptions, Provider, StartOptions};
+use crate::shutdown::{ForcedReason, ShutdownManager, ShutdownOutcome, ShutdownPolicy};
+use crate::sim::{GuestBehavior, Simulator};
+use crate::snapshot::{DeleteSnapshotOptions, RevertOptions, SnapshotOptions};
+use crate::vm::{PowerState, VmId};
 
 /// What a backend supplies to the conformance suite.
 #[async_trait]
@@ -43,10 +60,301 @@ pub trait Fixture: Send + Sync {
     }
 }
 
-/// Runs every check the provider's capabilities allow.
+/// Runs every check the provider's capabilities allow, in order.
 pub async fn run_all(provider: Arc<dyn Provider>, fixture: &dyn Fixture) -> Report {
-    let _ = (provider, fixture);
-    Report { results: Vec::new() }
+    let mut report = Report::default();
+    let p = &provider;
+    report.push("not_found_is_classified", not_found_is_classified(p, fixture).await);
+    report.push("power_cycle", power_cycle(p, fixture).await);
+    report.push("graceful_shutdown_completes", graceful_shutdown_completes(p, fixture).await);
+    report.push("grace_zero_forces_at_once", grace_zero_forces_at_once(p, fixture).await);
+    report.push("ignored_shutdown_forced_at_deadline", ignored_shutdown_forced_at_deadline(p, fixture).await);
+    report.push("racing_requests_share_one_grace", racing_requests_share_one_grace(p, fixture).await);
+    report.push("watch_reports_off", watch_reports_off(p, fixture).await);
+    report.push("snapshot_round_trip", snapshot_round_trip(p, fixture).await);
+    report.push("clone_round_trip", clone_round_trip(p, fixture).await);
+    report
+}
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return CheckOutcome::Failed(format!($($msg)+));
+        }
+    };
+}
+
+macro_rules! attempt {
+    ($e:expr, $what:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(err) => return CheckOutcome::Failed(format!("{}: {}", $what, crate::error::error_chain(&err))),
+        }
+    };
+}
+
+/// Polls the power state until `pred` holds or `limit` passes (test helper; the engine
+/// itself never polls a push-capable provider).
+pub async fn await_state(
+    provider: &Arc<dyn Provider>,
+    vm: &VmId,
+    limit: Duration,
+    pred: impl Fn(&PowerState) -> bool,
+) -> Result<PowerState> {
+    let give_up = tokio::time::Instant::now() + limit;
+    loop {
+        let state = provider.power_state(vm).await?;
+        if pred(&state) {
+            return Ok(state);
+        }
+        if tokio::time::Instant::now() >= give_up {
+            return Err(crate::Error::timeout(format!(
+                "{vm} still {state} after {limit:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// A missing VM is `NotFound` everywhere, and its shutdown fails with `NotFound`.
+pub async fn not_found_is_classified(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) -> CheckOutcome {
+    let missing = fixture.missing_vm();
+    match provider.power_state(&missing).await {
+        Err(e) if e.is(ErrorKind::NotFound) => {}
+        other => return CheckOutcome::Failed(format!("power_state of a missing VM: {other:?}")),
+    }
+    match provider.describe(&missing).await {
+        Err(e) if e.is(ErrorKind::NotFound) => {}
+        other => return CheckOutcome::Failed(format!("describe of a missing VM: {other:?}")),
+    }
+    let manager = ShutdownManager::new(Arc::clone(provider));
+    let report = attempt!(manager.shutdown(&missing, ShutdownPolicy::with_grace(fixture.short_grace())).await, "shutdown");
+    match report.outcome {
+        ShutdownOutcome::Failed { error } if error.is(ErrorKind::NotFound) => CheckOutcome::Passed,
+        other => CheckOutcome::Failed(format!("shutdown of a missing VM ended {other}")),
+    }
+}
+
+/// Hard off, start, hard off; powering off an off VM is `InvalidState`.
+pub async fn power_cycle(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) -> CheckOutcome {
+    let vm = attempt!(fixture.cooperative_vm().await, "fixture.cooperative_vm");
+    let outcome = async {
+        let state = attempt!(provider.power_state(&vm).await, "power_state");
+        ensure!(state.is_active(), "a fresh cooperative VM should be running, it is {state}");
+        attempt!(provider.power_off(&vm, &PowerOffOptions::default()).await, "power_off");
+        attempt!(await_state(provider, &vm, SETTLE, PowerState::is_off).await, "waiting for off");
+        match provider.power_off(&vm, &PowerOffOptions::default()).await {
+            Err(e) if e.is(ErrorKind::InvalidState) => {}
+            other => return CheckOutcome::Failed(format!("power_off of an off VM: {other:?} (want InvalidState)")),
+        }
+        attempt!(provider.start(&vm, &StartOptions::default()).await, "start");
+        attempt!(await_state(provider, &vm, SETTLE, |s| *s == PowerState::Running).await, "waiting for running");
+        let d = attempt!(provider.describe(&vm).await, "describe");
+        ensure!(d.id == vm, "describe returned id {} for {vm}", d.id);
+        attempt!(provider.power_off(&vm, &PowerOffOptions::default()).await, "power_off");
+        attempt!(await_state(provider, &vm, SETTLE, PowerState::is_off).await, "waiting for off");
+        CheckOutcome::Passed
+    }
+    .await;
+    fixture.cleanup(&vm).await;
+    outcome
+}
+
+/// A cooperative guest stops gracefully; a second shutdown reports `AlreadyOff` without
+/// signalling or powering off.
+pub async fn graceful_shutdown_completes(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) -> CheckOutcome {
+    let vm = attempt!(fixture.cooperative_vm().await, "fixture.cooperative_vm");
+    let manager = ShutdownManager::new(Arc::clone(provider));
+    let outcome = async {
+        let grace = fixture.graceful_grace();
+        let report = attempt!(manager.shutdown(&vm, ShutdownPolicy::with_grace(grace)).await, "shutdown");
+        ensure!(
+            matches!(report.outcome, ShutdownOutcome::Graceful { .. }),
+            "cooperative guest ended {} after {:?}", report.outcome, report.elapsed
+        );
+        ensure!(report.elapsed <= grace, "graceful shutdown took {:?} > grace {grace:?}", report.elapsed);
+        let state = attempt!(provider.power_state(&vm).await, "power_state");
+        ensure!(state.is_off(), "reported graceful but the provider says {state}");
+        let again = attempt!(manager.shutdown(&vm, ShutdownPolicy::with_grace(grace)).await, "second shutdown");
+        ensure!(matches!(again.outcome, ShutdownOutcome::AlreadyOff), "second shutdown ended {}", again.outcome);
+        ensure!(again.signals_sent == 0 && again.power_off_calls == 0, "an off VM was signalled or powered off");
+        CheckOutcome::Passed
+    }
+    .await;
+    fixture.cleanup(&vm).await;
+    outcome
+}
+
+/// Grace 0 powers off at once, without a request to the guest.
+pub async fn grace_zero_forces_at_once(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) -> CheckOutcome {
+    let vm = attempt!(fixture.cooperative_vm().await, "fixture.cooperative_vm");
+    let manager = ShutdownManager::new(Arc::clone(provider));
+    let outcome = async {
+        let report = attempt!(manager.shutdown(&vm, ShutdownPolicy::force()).await, "shutdown");
+        ensure!(
+            matches!(report.outcome, ShutdownOutcome::Forced { reason: ForcedReason::GraceZero }),
+            "grace 0 ended {}", report.outcome
+        );
+        ensure!(report.signals_sent == 0, "grace 0 sent {} requests", report.signals_sent);
+        let state = attempt!(provider.power_state(&vm).await, "power_state");
+        ensure!(state.is_off(), "forced off but the provider says {state}");
+        CheckOutcome::Passed
+    }
+    .await;
+    fixture.cleanup(&vm).await;
+    outcome
+}
+
+/// A guest that ignores the request is powered off at the deadline, not before.
+pub async fn ignored_shutdown_forced_at_deadline(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) -> CheckOutcome {
+    let vm = match fixture.ignoring_vm().await {
+        Ok(Some(vm)) => vm,
+        Ok(None) => return CheckOutcome::Skipped("the backend cannot model a guest that ignores shutdown".into()),
+        Err(e) => return CheckOutcome::Failed(format!("fixture.ignoring_vm: {e}")),
+    };
+    let manager = ShutdownManager::new(Arc::clone(provider));
+    let outcome = async {
+        let grace = fixture.short_grace();
+        let report = attempt!(manager.shutdown(&vm, ShutdownPolicy::with_grace(grace)).await, "shutdown");
+        ensure!(
+            matches!(report.outcome, ShutdownOutcome::Forced { reason: ForcedReason::Timeout }),
+            "ignoring guest ended {}", report.outcome
+        );
+        ensure!(report.elapsed >= grace, "forced after {:?}, before the grace {grace:?}", report.elapsed);
+        ensure!(report.signals_sent >= 1, "no request was sent before forcing");
+        let state = attempt!(provider.power_state(&vm).await, "power_state");
+        ensure!(state.is_off(), "forced off but the provider says {state}");
+        CheckOutcome::Passed
+    }
+    .await;
+    fixture.cleanup(&vm).await;
+    outcome
+}
+
+/// Two concurrent requests with different graces share one shutdown; the shorter grace wins.
+pub async fn racing_requests_share_one_grace(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) -> CheckOutcome {
+    let (vm, ignoring) = match fixture.ignoring_vm().await {
+        Ok(Some(vm)) => (vm, true),
+        Ok(None) => (attempt!(fixture.cooperative_vm().await, "fixture.cooperative_vm"), false),
+        Err(e) => return CheckOutcome::Failed(format!("fixture.ignoring_vm: {e}")),
+    };
+    let manager = ShutdownManager::new(Arc::clone(provider));
+    let outcome = async {
+        let long = fixture.graceful_grace().max(fixture.short_grace() * 4);
+        let short = if ignoring { fixture.short_grace() } else { fixture.graceful_grace() };
+        let first = attempt!(manager.start(&vm, ShutdownPolicy::with_grace(long)), "start long");
+        let second = attempt!(manager.start(&vm, ShutdownPolicy::with_grace(short)), "start short");
+        let (a, b) = futures::join!(first.wait(), second.wait());
+        ensure!(a.outcome.as_str() == b.outcome.as_str(), "joined requests saw {} and {}", a.outcome, b.outcome);
+        ensure!(a.signals_sent == b.signals_sent && a.provider_calls == b.provider_calls,
+            "the two requests ran separate shutdowns ({} vs {} signals)", a.signals_sent, b.signals_sent);
+        ensure!(a.grace <= short + Duration::from_secs(1), "grace {:?} exceeds the shorter request {short:?}", a.grace);
+        if ignoring {
+            ensure!(matches!(a.outcome, ShutdownOutcome::Forced { reason: ForcedReason::Timeout }), "ended {}", a.outcome);
+            ensure!(a.elapsed < long, "the longer grace won: {:?}", a.elapsed);
+        } else {
+            ensure!(a.outcome.is_off(), "ended {}", a.outcome);
+        }
+        CheckOutcome::Passed
+    }
+    .await;
+    fixture.cleanup(&vm).await;
+    outcome
+}
+
+/// A push-capable provider pushes the transition to off.
+pub async fn watch_reports_off(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) -> CheckOutcome {
+    if !provider.capabilities().power_state_watch {
+        return CheckOutcome::Skipped("the provider does not push power-state changes".into());
+    }
+    let vm = attempt!(fixture.cooperative_vm().await, "fixture.cooperative_vm");
+    let outcome = async {
+        let Some(mut stream) = attempt!(provider.watch_power_state(&vm).await, "watch_power_state") else {
+            return CheckOutcome::Failed("declares power_state_watch but returned no stream".into());
+        };
+        attempt!(provider.power_off(&vm, &PowerOffOptions::default()).await, "power_off");
+        let seen = tokio::time::timeout(SETTLE, async {
+            while let Some(item) = futures::StreamExt::next(&mut stream).await {
+                if let Ok(state) = item {
+                    if state.is_off() {
+                        return true;
+                    }
+                }
+            }
+            false
+        })
+        .await;
+        ensure!(matches!(seen, Ok(true)), "no off state was pushed after a power-off");
+        CheckOutcome::Passed
+    }
+    .await;
+    fixture.cleanup(&vm).await;
+    outcome
+}
+
+/// Create, list, revert and delete a snapshot.
+pub async fn snapshot_round_trip(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) -> CheckOutcome {
+    let caps = provider.capabilities();
+    let Some(snapshotter) = provider.snapshotter().filter(|_| caps.snapshots) else {
+        return CheckOutcome::Skipped("the provider has no snapshots".into());
+    };
+    let vm = attempt!(fixture.cooperative_vm().await, "fixture.cooperative_vm");
+    let outcome = async {
+        let opts = SnapshotOptions::new("vr-conformance").with_memory(caps.memory_snapshots)
+            .with_description("virtrigaud conformance");
+        let snap = attempt!(snapshotter.create_snapshot(&vm, &opts).await, "create_snapshot");
+        ensure!(snap.name.starts_with("vr-conformance"), "snapshot named {}", snap.name);
+        let list = attempt!(snapshotter.list_snapshots(&vm).await, "list_snapshots");
+        ensure!(list.iter().any(|s| s.id == snap.id), "new snapshot {} not listed", snap.id);
+        attempt!(snapshotter.revert_snapshot(&vm, &snap.id, &RevertOptions::default()).await, "revert_snapshot");
+        attempt!(snapshotter.delete_snapshot(&vm, &snap.id, &DeleteSnapshotOptions::default()).await, "delete_snapshot");
+        let list = attempt!(snapshotter.list_snapshots(&vm).await, "list_snapshots");
+        ensure!(!list.iter().any(|s| s.id == snap.id), "deleted snapshot {} still listed", snap.id);
+        match snapshotter.delete_snapshot(&vm, &snap.id, &DeleteSnapshotOptions::default()).await {
+            Err(e) if e.is(ErrorKind::NotFound) => {}
+            other => return CheckOutcome::Failed(format!("deleting a deleted snapshot: {other:?} (want NotFound)")),
+        }
+        CheckOutcome::Passed
+    }
+    .await;
+    fixture.cleanup(&vm).await;
+    outcome
+}
+
+/// Clone a VM, see the clone, delete it.
+pub async fn clone_round_trip(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) -> CheckOutcome {
+    let caps = provider.capabilities();
+    let Some(cloner) = provider.cloner().filter(|_| caps.full_clones || caps.linked_clones) else {
+        return CheckOutcome::Skipped("the provider has no clones".into());
+    };
+    let source = attempt!(fixture.cooperative_vm().await, "fixture.cooperative_vm");
+    let outcome = async {
+        // Clone from a stopped source: every backend supports that.
+        if attempt!(provider.power_state(&source).await, "power_state").is_active() {
+            attempt!(provider.power_off(&source, &PowerOffOptions::default()).await, "power_off");
+            attempt!(await_state(provider, &source, SETTLE, PowerState::is_off).await, "waiting for off");
+        }
+        let name = format!("vrconf-clone-{}", std::process::id());
+        let opts = CloneOptions::new(name).linked(!caps.full_clones);
+        let result = attempt!(cloner.clone_vm(&source, &opts).await, "clone_vm");
+        let d = attempt!(provider.describe(&result.vm).await, "describe clone");
+        ensure!(d.id == result.vm, "clone describes as {}", d.id);
+        if d.power_state.is_active() {
+            attempt!(provider.power_off(&result.vm, &PowerOffOptions::default()).await, "power_off clone");
+            attempt!(await_state(provider, &result.vm, SETTLE, PowerState::is_off).await, "waiting for clone off");
+        }
+        attempt!(provider.delete(&result.vm, &DeleteOptions { delete_disks: true }).await, "delete clone");
+        match provider.power_state(&result.vm).await {
+            Err(e) if e.is(ErrorKind::NotFound) => {}
+            other => return CheckOutcome::Failed(format!("deleted clone still answers: {other:?}")),
+        }
+        CheckOutcome::Passed
+    }
+    .await;
+    fixture.cleanup(&source).await;
+    outcome
 }
 
 /// The result of one check.
@@ -68,6 +376,19 @@ pub struct Report {
 }
 
 impl Report {
+    /// Appends a result.
+    pub fn push(&mut self, name: &'static str, outcome: CheckOutcome) {
+        self.results.push((name, outcome));
+    }
+    /// Names of the checks that passed.
+    pub fn passed(&self) -> Vec<&'static str> {
+        self.results.iter().filter(|(_, o)| *o == CheckOutcome::Passed).map(|(n, _)| *n).collect()
+    }
+    /// Names of the checks that were skipped.
+    pub fn skipped(&self) -> Vec<&'static str> {
+        self.results.iter().filter(|(_, o)| matches!(o, CheckOutcome::Skipped(_))).map(|(n, _)| *n).collect()
+    }
+
     /// Panics with every failure listed if any check failed; prints skips loudly.
     ///
     /// # Panics
@@ -82,5 +403,49 @@ impl Report {
             }
         }
         assert!(failures.is_empty(), "conformance failures:\n{}", failures.join("\n"));
+    }
+}
+
+/// The simulator's fixture: fresh VMs with the personalities the checks need.
+#[derive(Debug, Clone, Default)]
+pub struct SimFixture {
+    sim: Simulator,
+    next: Arc<AtomicU32>,
+}
+
+impl SimFixture {
+    /// A fixture over a new simulator.
+    pub fn new() -> Self {
+        Self::over(Simulator::new())
+    }
+    /// A fixture over `sim`.
+    pub fn over(sim: Simulator) -> Self {
+        SimFixture { sim, next: Arc::new(AtomicU32::new(0)) }
+    }
+    /// The simulator (clone; shared state).
+    pub fn simulator(&self) -> Simulator {
+        self.sim.clone()
+    }
+    fn name(&self, kind: &str) -> String {
+        format!("{kind}-{}", self.next.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+#[async_trait]
+impl Fixture for SimFixture {
+    async fn cooperative_vm(&self) -> Result<VmId> {
+        Ok(self.sim.add_vm(&self.name("coop"), GuestBehavior::cooperative()))
+    }
+    async fn ignoring_vm(&self) -> Result<Option<VmId>> {
+        Ok(Some(self.sim.add_vm(&self.name("ignoring"), GuestBehavior::ignores_acpi())))
+    }
+    fn missing_vm(&self) -> VmId {
+        VmId::new("no-such-vm")
+    }
+    fn graceful_grace(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+    fn short_grace(&self) -> Duration {
+        Duration::from_secs(10)
     }
 }

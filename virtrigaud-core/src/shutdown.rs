@@ -1,1 +1,0 @@
-//! Graceful-shutdown engine (in progress).

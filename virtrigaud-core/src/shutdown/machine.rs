@@ -1,0 +1,724 @@
+//! The pure graceful-shutdown state machine.
+//!
+//! [`Machine`] does no I/O and reads no clock: the driver feeds it [`Input`]s with the
+//! current time and executes the [`Command`] it returns. That makes every rule below unit-
+//! and property-testable:
+//!
+//! - a VM is reported off only after the provider *read* off (never on "shutting down");
+//! - the hard power-off happens at the deadline, earlier only for grace 0, a crashed or
+//!   (by policy) paused guest, or a request that cannot be delivered on any channel;
+//! - every stage is time-boxed by `min(stage budget, time left)`, so no single call eats
+//!   the grace period;
+//! - after one successful hard power-off no other is issued;
+//! - "already off" from the hard power-off is success (the guest won the race).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::outcome::{ForcedReason, ShutdownOutcome};
+use super::policy::{ChannelPreference, MissingAgent, PausedGuest, ShutdownPolicy};
+use crate::capabilities::ProviderCapabilities;
+use crate::error::{Error, ErrorKind};
+use crate::vm::{AgentStatus, PowerState, ShutdownChannel};
+
+/// Consecutive failed requests (on the last channel) before giving up on signalling.
+const MAX_SIGNAL_FAILURES: u32 = 3;
+/// Pause between retries of a failed state read or hard power-off.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Smallest time box given to a call (a zero time-out would fail before trying).
+const MIN_BOX: Duration = Duration::from_millis(1);
+
+/// What the machine asks the driver to do next.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Read the power state, within `timeout`.
+    ReadPowerState {
+        /// Time box.
+        timeout: Duration,
+    },
+    /// Run the pre-stop hook, within `timeout`.
+    RunPreStop {
+        /// Time box.
+        timeout: Duration,
+    },
+    /// Probe the guest agent, within `timeout`.
+    ProbeAgent {
+        /// Time box.
+        timeout: Duration,
+    },
+    /// Resume a paused guest, within `timeout`.
+    Resume {
+        /// Time box.
+        timeout: Duration,
+    },
+    /// Send one shutdown request on `channel`, within `timeout`.
+    Signal {
+        /// The channel.
+        channel: ShutdownChannel,
+        /// Time box.
+        timeout: Duration,
+        /// 1 for the first request.
+        attempt: u32,
+        /// Time left in the grace period.
+        remaining: Duration,
+    },
+    /// Wait until `until`, or until a pushed power-state change.
+    Wait {
+        /// Wake-up time.
+        until: Instant,
+    },
+    /// Power off hard, within `timeout`.
+    HardOff {
+        /// Time box.
+        timeout: Duration,
+        /// Why.
+        reason: ForcedReason,
+    },
+    /// Done.
+    Finish(ShutdownOutcome),
+}
+
+/// What happened, fed back to the machine.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Result of [`Command::ReadPowerState`] (a time-out is an `Err` of kind Timeout).
+    PowerState(Result<PowerState, Error>),
+    /// Result of [`Command::RunPreStop`].
+    PreStopDone(Result<(), Error>),
+    /// Result of [`Command::ProbeAgent`].
+    AgentProbed(Result<AgentStatus, Error>),
+    /// Result of [`Command::Resume`].
+    Resumed(Result<(), Error>),
+    /// Result of [`Command::Signal`].
+    Signalled(Result<(), Error>),
+    /// [`Command::Wait`] ended at its time (or the deadline changed).
+    Wake,
+    /// [`Command::Wait`] ended with a pushed power state.
+    Pushed(PowerState),
+    /// The push stream ended: switch to polling.
+    PushClosed,
+    /// Result of [`Command::HardOff`].
+    HardOffDone(Result<(), Error>),
+    /// The caller cancelled.
+    Cancel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Init,
+    Inspecting,
+    PreStop,
+    Resuming,
+    Probing,
+    Signalling,
+    Waiting,
+    Forcing,
+    ConfirmingOff,
+    Done,
+}
+
+/// The capabilities the machine needs, taken from the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MachineCaps {
+    /// ACPI requests possible.
+    pub acpi: bool,
+    /// Agent requests possible.
+    pub agent: bool,
+    /// Re-sending a request is safe.
+    pub resignal: bool,
+    /// Pushed power-state changes are available for this shutdown.
+    pub push: bool,
+    /// Pause / resume supported.
+    pub resume: bool,
+}
+
+impl MachineCaps {
+    /// From provider capabilities, with `push` telling whether a stream was obtained.
+    pub fn from_provider(caps: &ProviderCapabilities, push: bool) -> Self {
+        MachineCaps {
+            acpi: caps.acpi_shutdown,
+            agent: caps.agent_shutdown,
+            resignal: caps.repeatable_shutdown_signal,
+            push,
+            resume: caps.pause,
+        }
+    }
+}
+
+/// The graceful-shutdown state machine of one VM.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    policy: ShutdownPolicy,
+    caps: MachineCaps,
+    deadline: Instant,
+    phase: Phase,
+    channel: Option<ShutdownChannel>,
+    signals_sent: u32,
+    signal_failures: u32,
+    next_resignal: Option<Instant>,
+    resignal_step: Duration,
+    next_poll: Option<Instant>,
+    poll_step: Duration,
+    last_state: Option<PowerState>,
+    forced: Option<ForcedReason>,
+    force_deadline: Option<Instant>,
+    hard_off_calls: u32,
+    hard_off_ok: bool,
+    pre_stop_done: bool,
+    shortened_to_zero: bool,
+    outcome: Option<ShutdownOutcome>,
+}
+
+impl Machine {
+    /// A machine for one shutdown whose grace ends at `deadline`.
+    pub fn new(policy: ShutdownPolicy, caps: MachineCaps, deadline: Instant) -> Self {
+        let poll_step = policy.poll_initial.max(Duration::from_millis(1));
+        let resignal_step = policy.resignal_interval.unwrap_or(Duration::ZERO);
+        Machine {
+            policy,
+            caps,
+            deadline,
+            phase: Phase::Init,
+            channel: None,
+            signals_sent: 0,
+            signal_failures: 0,
+            next_resignal: None,
+            resignal_step,
+            next_poll: None,
+            poll_step,
+            last_state: None,
+            forced: None,
+            force_deadline: None,
+            hard_off_calls: 0,
+            hard_off_ok: false,
+            pre_stop_done: false,
+            shortened_to_zero: false,
+            outcome: None,
+        }
+    }
+
+    /// The current grace deadline.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+    /// Requests delivered so far.
+    pub fn signals_sent(&self) -> u32 {
+        self.signals_sent
+    }
+    /// Hard power-off calls so far.
+    pub fn hard_off_calls(&self) -> u32 {
+        self.hard_off_calls
+    }
+    /// The last channel used.
+    pub fn channel(&self) -> Option<ShutdownChannel> {
+        self.channel
+    }
+    /// The outcome, once finished.
+    pub fn outcome(&self) -> Option<&ShutdownOutcome> {
+        self.outcome.as_ref()
+    }
+    /// Whether the machine is in its waiting phase (a deadline change should wake it).
+    pub fn is_waiting(&self) -> bool {
+        self.phase == Phase::Waiting
+    }
+    /// Whether the hard power-off stage has begun (it is never interrupted).
+    pub fn is_forcing(&self) -> bool {
+        matches!(self.phase, Phase::Forcing | Phase::ConfirmingOff)
+    }
+    /// Switches to polling (the push stream is gone).
+    pub fn disable_push(&mut self) {
+        self.caps.push = false;
+    }
+
+    /// Moves the deadline earlier; a later deadline is ignored (nothing lengthens a grace
+    /// period). A deadline at or before `now` forces at the next step.
+    pub fn shorten(&mut self, deadline: Instant, now: Instant) {
+        if deadline < self.deadline {
+            self.deadline = deadline;
+            if deadline <= now {
+                self.shortened_to_zero = true;
+            }
+        }
+    }
+
+    /// Starts the machine.
+    pub fn start(&mut self, _now: Instant) -> Command {
+        self.phase = Phase::Inspecting;
+        Command::ReadPowerState { timeout: self.policy.read_budget }
+    }
+
+    /// Feeds one input and returns the next command.
+    pub fn on(&mut self, input: Input, now: Instant) -> Command {
+        if self.phase == Phase::Done {
+            return self.finished();
+        }
+        if let Input::Cancel = input {
+            return self.finish(ShutdownOutcome::Cancelled);
+        }
+        let input = match input {
+            Input::PushClosed if self.phase != Phase::Waiting => {
+                self.caps.push = false;
+                Input::Wake
+            }
+            Input::Pushed(_) if self.phase != Phase::Waiting => Input::Wake,
+            other => other,
+        };
+        match self.phase {
+            Phase::Init => self.start(now),
+            Phase::Inspecting => self.on_inspecting(input, now),
+            Phase::PreStop => match input {
+                Input::PreStopDone(_) => {
+                    self.pre_stop_done = true;
+                    self.choose_channel(now)
+                }
+                _ => self.unexpected(now),
+            },
+            Phase::Resuming => match input {
+                Input::Resumed(Ok(())) => self.after_running(now),
+                Input::Resumed(Err(e)) if e.is(ErrorKind::NotFound) => {
+                    self.finish(ShutdownOutcome::Vanished)
+                }
+                Input::Resumed(Err(_)) => self.force(ForcedReason::GuestPaused, now),
+                _ => self.unexpected(now),
+            },
+            Phase::Probing => match input {
+                Input::AgentProbed(result) => self.on_probed(result, now),
+                _ => self.unexpected(now),
+            },
+            Phase::Signalling => match input {
+                Input::Signalled(result) => self.on_signalled(result, now),
+                _ => self.unexpected(now),
+            },
+            Phase::Waiting => self.on_waiting(input, now),
+            Phase::Forcing => self.on_forcing(input, now),
+            Phase::ConfirmingOff => self.on_confirming(input, now),
+            Phase::Done => self.finished(),
+        }
+    }
+
+    fn finished(&self) -> Command {
+        Command::Finish(self.outcome.clone().unwrap_or(ShutdownOutcome::Cancelled))
+    }
+
+    fn finish(&mut self, outcome: ShutdownOutcome) -> Command {
+        self.phase = Phase::Done;
+        self.outcome = Some(outcome.clone());
+        Command::Finish(outcome)
+    }
+
+    /// An input that does not belong to the phase (a driver bug): re-inspect the VM.
+    fn unexpected(&mut self, _now: Instant) -> Command {
+        if self.is_forcing() {
+            self.phase = Phase::ConfirmingOff;
+        } else {
+            self.phase = Phase::Waiting;
+        }
+        Command::ReadPowerState { timeout: self.policy.read_budget }
+    }
+
+    fn remaining(&self, now: Instant) -> Duration {
+        self.deadline.saturating_duration_since(now)
+    }
+
+    fn grace_over(&self, now: Instant) -> bool {
+        now >= self.deadline
+    }
+
+    fn zero_reason(&self) -> ForcedReason {
+        if self.shortened_to_zero || self.policy.grace.is_zero() {
+            ForcedReason::GraceZero
+        } else {
+            ForcedReason::Timeout
+        }
+    }
+
+    fn on_inspecting(&mut self, input: Input, now: Instant) -> Command {
+        let result = match input {
+            Input::PowerState(result) => result,
+            Input::Wake => {
+                return Command::ReadPowerState {
+                    timeout: self.policy.read_budget.min(self.remaining(now)).max(MIN_BOX),
+                };
+            }
+            _ => return self.unexpected(now),
+        };
+        match result {
+            Ok(state) => {
+                self.last_state = Some(state);
+                match state {
+                    PowerState::Off(_) => self.finish(ShutdownOutcome::AlreadyOff),
+                    _ if self.grace_over(now) => self.force(self.zero_reason(), now),
+                    PowerState::Crashed => self.force(ForcedReason::GuestCrashed, now),
+                    PowerState::Paused(_) => match self.policy.on_paused {
+                        PausedGuest::Resume if self.caps.resume => {
+                            self.phase = Phase::Resuming;
+                            Command::Resume { timeout: self.stage(self.policy.signal_budget, now) }
+                        }
+                        PausedGuest::Fail => self.finish(ShutdownOutcome::Failed {
+                            error: Error::invalid_state(
+                                "the guest is paused and cannot take a shutdown request; \
+                                 resume it or force it off",
+                            )
+                            .with_operation("shutdown"),
+                        }),
+                        _ => self.force(ForcedReason::GuestPaused, now),
+                    },
+                    PowerState::ShuttingDown => {
+                        // Already on its way down: do not signal again, just watch.
+                        self.enter_waiting(now)
+                    }
+                    _ => self.after_running(now),
+                }
+            }
+            Err(e) if e.is(ErrorKind::NotFound) => self.finish(ShutdownOutcome::Failed { error: e }),
+            Err(e) if e.is_retryable() && !self.grace_over(now) => {
+                // Read again shortly; still inspecting.
+                let _ = e;
+                self.phase = Phase::Inspecting;
+                Command::Wait { until: (now + RETRY_PAUSE).min(self.deadline) }
+            }
+            Err(e) if self.grace_over(now) => {
+                let _ = e;
+                self.force(self.zero_reason(), now)
+            }
+            Err(e) => self.finish(ShutdownOutcome::Failed { error: e }),
+        }
+    }
+
+    fn after_running(&mut self, now: Instant) -> Command {
+        if self.grace_over(now) {
+            return self.force(self.zero_reason(), now);
+        }
+        if !self.pre_stop_done {
+            if let Some(hook) = &self.policy.pre_stop {
+                let budget = hook.budget;
+                self.phase = Phase::PreStop;
+                return Command::RunPreStop { timeout: self.stage(budget, now) };
+            }
+        }
+        self.choose_channel(now)
+    }
+
+    fn stage(&self, budget: Duration, now: Instant) -> Duration {
+        budget.min(self.remaining(now))
+    }
+
+    fn choose_channel(&mut self, now: Instant) -> Command {
+        if self.grace_over(now) {
+            return self.force(self.zero_reason(), now);
+        }
+        match self.policy.channel {
+            ChannelPreference::AcpiOnly => {
+                if self.caps.acpi {
+                    self.signal(ShutdownChannel::Acpi, now)
+                } else {
+                    self.force(ForcedReason::NoGuestTools, now)
+                }
+            }
+            ChannelPreference::Auto | ChannelPreference::AgentOnly => {
+                if self.caps.agent {
+                    self.phase = Phase::Probing;
+                    Command::ProbeAgent { timeout: self.stage(self.policy.probe_budget, now) }
+                } else {
+                    self.no_agent(now)
+                }
+            }
+        }
+    }
+
+    fn no_agent(&mut self, now: Instant) -> Command {
+        let acpi_allowed = match self.policy.channel {
+            ChannelPreference::Auto => true,
+            ChannelPreference::AgentOnly => {
+                self.policy.on_missing_agent == MissingAgent::FallBackToAcpi
+            }
+            ChannelPreference::AcpiOnly => true,
+        };
+        if acpi_allowed && self.caps.acpi {
+            return self.signal(ShutdownChannel::Acpi, now);
+        }
+        if self.policy.channel == ChannelPreference::AgentOnly
+            && self.policy.on_missing_agent == MissingAgent::Fail
+        {
+            return self.finish(ShutdownOutcome::Failed {
+                error: Error::new(
+                    ErrorKind::Unsupported,
+                    "no guest agent is connected and the policy allows no other channel",
+                )
+                .with_operation("shutdown"),
+            });
+        }
+        self.force(ForcedReason::NoGuestTools, now)
+    }
+
+    fn on_probed(&mut self, result: Result<AgentStatus, Error>, now: Instant) -> Command {
+        match result {
+            Ok(AgentStatus::Connected) => self.signal(ShutdownChannel::Agent, now),
+            Ok(AgentStatus::Unknown) if !self.caps.acpi => {
+                // Cannot tell and nothing else to try: try the agent.
+                self.signal(ShutdownChannel::Agent, now)
+            }
+            Err(e) if e.is(ErrorKind::NotFound) => self.finish(ShutdownOutcome::Vanished),
+            _ => self.no_agent(now),
+        }
+    }
+
+    fn signal(&mut self, channel: ShutdownChannel, now: Instant) -> Command {
+        if self.grace_over(now) {
+            return self.force(self.zero_reason(), now);
+        }
+        self.phase = Phase::Signalling;
+        self.channel = Some(channel);
+        Command::Signal {
+            channel,
+            timeout: self.stage(self.policy.signal_budget, now),
+            attempt: self.signals_sent + self.signal_failures + 1,
+            remaining: self.remaining(now),
+        }
+    }
+
+    fn on_signalled(&mut self, result: Result<(), Error>, now: Instant) -> Command {
+        let channel = self.channel.unwrap_or(ShutdownChannel::Acpi);
+        match result {
+            Ok(()) => {
+                self.signals_sent += 1;
+                self.signal_failures = 0;
+                if self.caps.resignal && !self.resignal_step.is_zero() {
+                    self.next_resignal = Some(now + self.resignal_step);
+                    self.resignal_step = self.resignal_step.saturating_mul(2);
+                }
+                self.enter_waiting(now)
+            }
+            Err(e) if e.is(ErrorKind::NotFound) => self.finish(ShutdownOutcome::Vanished),
+            Err(e) if e.is(ErrorKind::InvalidState) => {
+                // Maybe it went off (or paused) under us: look before deciding.
+                let _ = e;
+                self.enter_waiting_with_read(now)
+            }
+            Err(e) => {
+                self.signal_failures += 1;
+                if channel == ShutdownChannel::Agent && self.caps.acpi && self.acpi_allowed() {
+                    // A hung or failing agent must not eat the grace period: switch channel.
+                    return self.signal(ShutdownChannel::Acpi, now);
+                }
+                if self.signals_sent > 0 {
+                    // An earlier request was delivered; keep waiting for it.
+                    return self.enter_waiting(now);
+                }
+                if e.is_retryable() && self.signal_failures < MAX_SIGNAL_FAILURES {
+                    self.phase = Phase::Waiting;
+                    self.next_resignal = Some(now + RETRY_PAUSE);
+                    return Command::Wait { until: self.next_wake(now) };
+                }
+                self.force(ForcedReason::SignalFailed, now)
+            }
+        }
+    }
+
+    fn acpi_allowed(&self) -> bool {
+        match self.policy.channel {
+            ChannelPreference::Auto | ChannelPreference::AcpiOnly => true,
+            ChannelPreference::AgentOnly => {
+                self.policy.on_missing_agent == MissingAgent::FallBackToAcpi
+            }
+        }
+    }
+
+    fn enter_waiting(&mut self, now: Instant) -> Command {
+        self.phase = Phase::Waiting;
+        if !self.caps.push && self.next_poll.is_none() {
+            self.next_poll = Some(now + self.poll_step);
+        }
+        if self.grace_over(now) {
+            return self.force(self.zero_reason(), now);
+        }
+        Command::Wait { until: self.next_wake(now) }
+    }
+
+    fn enter_waiting_with_read(&mut self, now: Instant) -> Command {
+        self.phase = Phase::Waiting;
+        let _ = now;
+        Command::ReadPowerState { timeout: self.stage(self.policy.read_budget, now).max(MIN_BOX) }
+    }
+
+    fn next_wake(&self, _now: Instant) -> Instant {
+        let mut wake = self.deadline;
+        if !self.caps.push {
+            if let Some(p) = self.next_poll {
+                wake = wake.min(p);
+            }
+        }
+        if let Some(r) = self.next_resignal {
+            wake = wake.min(r);
+        }
+        wake
+    }
+
+    fn on_waiting(&mut self, input: Input, now: Instant) -> Command {
+        match input {
+            Input::Pushed(state) => {
+                self.last_state = Some(state);
+                if state.is_off() {
+                    // Confirm with a read: report off only when the provider says so.
+                    return Command::ReadPowerState {
+                        timeout: self.policy.read_budget.min(self.remaining(now)).max(MIN_BOX),
+                    };
+                }
+                if state == PowerState::Crashed {
+                    return self.force(ForcedReason::GuestCrashed, now);
+                }
+                self.wake(now)
+            }
+            Input::PushClosed => {
+                self.caps.push = false;
+                self.next_poll = Some(now);
+                self.wake(now)
+            }
+            Input::Wake => self.wake(now),
+            Input::PowerState(result) => match result {
+                Ok(state) => {
+                    self.last_state = Some(state);
+                    match state {
+                        PowerState::Off(_) => {
+                            let channel = if self.signals_sent == 0 {
+                                // No request of ours was delivered: it went down by itself.
+                                None
+                            } else {
+                                self.channel
+                            };
+                            self.finish(ShutdownOutcome::Graceful { channel })
+                        }
+                        PowerState::Crashed => self.force(ForcedReason::GuestCrashed, now),
+                        _ => self.wake(now),
+                    }
+                }
+                Err(e) if e.is(ErrorKind::NotFound) => self.finish(ShutdownOutcome::Vanished),
+                Err(_) => self.wake(now),
+            },
+            _ => self.unexpected(now),
+        }
+    }
+
+    /// Decides what to do when waiting wakes up.
+    fn wake(&mut self, now: Instant) -> Command {
+        if self.grace_over(now) {
+            return self.force(self.zero_reason(), now);
+        }
+        if !self.caps.push && self.next_poll.is_some_and(|p| now >= p) {
+            self.poll_step = (self.poll_step.saturating_mul(2)).min(self.policy.poll_max);
+            self.next_poll = Some(now + self.poll_step);
+            return Command::ReadPowerState {
+                timeout: self.stage(self.policy.read_budget, now).max(MIN_BOX),
+            };
+        }
+        if self.next_resignal.is_some_and(|r| now >= r) {
+            self.next_resignal = None;
+            let still_running = !matches!(
+                self.last_state,
+                Some(PowerState::ShuttingDown) | Some(PowerState::Paused(_))
+            );
+            if still_running {
+                if self.signals_sent == 0 {
+                    // Retrying a failed first request.
+                    let channel = self.channel.unwrap_or(ShutdownChannel::Acpi);
+                    return self.signal(channel, now);
+                }
+                if self.caps.resignal {
+                    let channel = self.channel.unwrap_or(ShutdownChannel::Acpi);
+                    return self.signal(channel, now);
+                }
+            }
+        }
+        self.phase = Phase::Waiting;
+        Command::Wait { until: self.next_wake(now) }
+    }
+
+    fn force(&mut self, reason: ForcedReason, now: Instant) -> Command {
+        self.forced = Some(reason);
+        self.phase = Phase::Forcing;
+        let force_deadline = *self.force_deadline.get_or_insert(now + self.policy.force_budget);
+        self.hard_off_calls += 1;
+        Command::HardOff {
+            timeout: force_deadline.saturating_duration_since(now).max(Duration::from_millis(1)),
+            reason,
+        }
+    }
+
+    fn force_time_left(&self, now: Instant) -> Duration {
+        self.force_deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(now))
+    }
+
+    fn on_forcing(&mut self, input: Input, now: Instant) -> Command {
+        match input {
+            Input::HardOffDone(Ok(())) => {
+                self.hard_off_ok = true;
+                self.confirm(now)
+            }
+            Input::HardOffDone(Err(e)) if e.is(ErrorKind::InvalidState) => {
+                // Typically "already powered off": the guest won the race. Look.
+                self.confirm(now)
+            }
+            Input::HardOffDone(Err(e)) if e.is(ErrorKind::NotFound) => {
+                self.finish(ShutdownOutcome::Vanished)
+            }
+            Input::HardOffDone(Err(e)) => {
+                if e.is_retryable() && self.force_time_left(now) > RETRY_PAUSE {
+                    Command::Wait { until: now + RETRY_PAUSE }
+                } else {
+                    self.finish(ShutdownOutcome::Failed { error: e })
+                }
+            }
+            Input::Wake => {
+                let reason = self.forced.unwrap_or(ForcedReason::Timeout);
+                self.force(reason, now)
+            }
+            _ => self.unexpected(now),
+        }
+    }
+
+    fn confirm(&mut self, now: Instant) -> Command {
+        self.phase = Phase::ConfirmingOff;
+        let left = self.force_time_left(now).max(Duration::from_millis(1));
+        Command::ReadPowerState { timeout: self.policy.read_budget.min(left) }
+    }
+
+    fn on_confirming(&mut self, input: Input, now: Instant) -> Command {
+        match input {
+            Input::PowerState(Ok(state)) if state.is_off() => {
+                let reason = self.forced.unwrap_or(ForcedReason::Timeout);
+                if self.hard_off_ok {
+                    self.finish(ShutdownOutcome::Forced { reason })
+                } else if self.signals_sent > 0 {
+                    // Our power-off was refused because the guest had already gone down.
+                    self.finish(ShutdownOutcome::Graceful { channel: self.channel })
+                } else {
+                    self.finish(ShutdownOutcome::AlreadyOff)
+                }
+            }
+            Input::PowerState(Err(e)) if e.is(ErrorKind::NotFound) => {
+                self.finish(ShutdownOutcome::Vanished)
+            }
+            Input::PowerState(_) | Input::Wake => {
+                let left = self.force_time_left(now);
+                if left.is_zero() {
+                    return self.finish(ShutdownOutcome::Failed {
+                        error: Error::timeout(
+                            "the VM is not reported off within the hard power-off budget",
+                        )
+                        .with_operation("power_off"),
+                    });
+                }
+                if matches!(input, Input::Wake) {
+                    return self.confirm(now);
+                }
+                if !self.hard_off_ok {
+                    // Refused, yet not off: pause, then power off again.
+                    self.phase = Phase::Forcing;
+                }
+                Command::Wait { until: now + RETRY_PAUSE.min(left) }
+            }
+            _ => self.unexpected(now),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! What a shutdown ended with.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::vm::ShutdownChannel;
+
+/// Why the VM was powered off hard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ForcedReason {
+    /// The grace period ran out.
+    Timeout,
+    /// The shutdown request could not be delivered on any channel.
+    SignalFailed,
+    /// No guest agent / tools and no other channel (or the policy said power off).
+    NoGuestTools,
+    /// The grace period was zero (or shortened to zero by a forcing request).
+    GraceZero,
+    /// The guest had crashed.
+    GuestCrashed,
+    /// The guest was paused and the policy said power off.
+    GuestPaused,
+}
+
+impl ForcedReason {
+    /// A stable snake_case name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ForcedReason::Timeout => "timeout",
+            ForcedReason::SignalFailed => "signal_failed",
+            ForcedReason::NoGuestTools => "no_guest_tools",
+            ForcedReason::GraceZero => "grace_zero",
+            ForcedReason::GuestCrashed => "guest_crashed",
+            ForcedReason::GuestPaused => "guest_paused",
+        }
+    }
+}
+
+/// How a shutdown ended.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ShutdownOutcome {
+    /// The VM was already off.
+    AlreadyOff,
+    /// The guest shut down by itself after a request (`channel`), or was already shutting
+    /// down when we came (`None`).
+    Graceful {
+        /// The channel of the request it honoured.
+        channel: Option<ShutdownChannel>,
+    },
+    /// The VM was powered off hard.
+    Forced {
+        /// Why.
+        reason: ForcedReason,
+    },
+    /// The VM disappeared during the shutdown.
+    Vanished,
+    /// The shutdown was cancelled; the VM is as it was when cancelled (see the report).
+    Cancelled,
+    /// The shutdown failed; the VM may still be running.
+    Failed {
+        /// What went wrong.
+        error: Error,
+    },
+}
+
+impl ShutdownOutcome {
+    /// Whether the VM is known to be off (or gone) at the end.
+    pub fn is_off(&self) -> bool {
+        matches!(
+            self,
+            ShutdownOutcome::AlreadyOff
+                | ShutdownOutcome::Graceful { .. }
+                | ShutdownOutcome::Forced { .. }
+                | ShutdownOutcome::Vanished
+        )
+    }
+    /// A stable snake_case name, used as the metrics `outcome` label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ShutdownOutcome::AlreadyOff => "already_off",
+            ShutdownOutcome::Graceful { .. } => "graceful",
+            ShutdownOutcome::Forced { .. } => "forced",
+            ShutdownOutcome::Vanished => "vanished",
+            ShutdownOutcome::Cancelled => "cancelled",
+            ShutdownOutcome::Failed { .. } => "failed",
+        }
+    }
+}
+
+impl fmt::Display for ShutdownOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShutdownOutcome::Graceful { channel: Some(c) } => write!(f, "graceful ({c})"),
+            ShutdownOutcome::Graceful { channel: None } => f.write_str("graceful (guest)"),
+            ShutdownOutcome::Forced { reason } => write!(f, "forced ({})", reason.as_str()),
+            ShutdownOutcome::Failed { error } => write!(f, "failed ({error})"),
+            other => f.write_str(other.as_str()),
+        }
+    }
+}
+
+/// The report of one shutdown.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// How it ended.
+    pub outcome: ShutdownOutcome,
+    /// Time from the start of the grace period to the end (across restarts: from the
+    /// journalled start).
+    pub elapsed: Duration,
+    /// The grace period that applied (after any shortening).
+    pub grace: Duration,
+    /// Shutdown requests delivered to the guest.
+    pub signals_sent: u32,
+    /// Hard power-off calls made.
+    pub power_off_calls: u32,
+    /// Provider calls made by the engine for this shutdown (reads, probes, signals, offs).
+    pub provider_calls: u32,
+    /// The last channel used.
+    pub channel: Option<ShutdownChannel>,
+    /// Whether the pre-stop hook ran successfully (`None`: no hook).
+    pub pre_stop_ok: Option<bool>,
+    /// Whether this shutdown resumed a journalled one after a restart.
+    pub resumed: bool,
+}

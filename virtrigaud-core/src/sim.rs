@@ -1,1 +1,0 @@
-//! In-memory hypervisor simulator (in progress).

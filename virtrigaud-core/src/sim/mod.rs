@@ -1,0 +1,348 @@
+//! An in-memory hypervisor on tokio's clock, for tests, doctests, examples and benchmarks.
+//!
+//! [`Simulator`] implements [`Provider`], [`Snapshotter`], [`Cloner`] and [`Placer`]. Each VM
+//! has a scripted [`GuestBehavior`]: honours ACPI after N s, ignores it, has or lacks an agent,
+//! an agent that hangs, requests that fail, power-offs that fail once, a VM that vanishes
+//! mid-shutdown, a visible (or hidden) shutting-down state, paused guests. Time is tokio's,
+//! so with a paused clock an hour of guest behaviour runs in milliseconds. The simulator
+//! counts API calls per operation and keeps the ground truth the engine's reports are
+//! checked against.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
+//! use std::time::Duration;
+//! use virtrigaud_core::{Provider, PowerState, ShutdownChannel, ShutdownRequestOptions};
+//! use virtrigaud_core::sim::{GuestBehavior, Simulator};
+//! let sim = Simulator::new();
+//! let vm = sim.add_vm("app-1", GuestBehavior::cooperative().acpi_after(Duration::from_secs(3)));
+//! sim.request_shutdown(&vm, ShutdownChannel::Acpi, &ShutdownRequestOptions::default()).await?;
+//! assert_eq!(sim.power_state(&vm).await?, PowerState::ShuttingDown);
+//! tokio::time::sleep(Duration::from_secs(3)).await;
+//! assert!(sim.power_state(&vm).await?.is_off());
+//! assert_eq!(sim.calls("request_shutdown"), 1);
+//! # Ok::<(), virtrigaud_core::Error>(()) }).unwrap();
+//! ```
+
+mod behavior;
+mod provider;
+mod storage;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+pub use behavior::{AcpiResponse, AgentResponse, GuestBehavior};
+
+use crate::capabilities::ProviderCapabilities;
+use crate::error::{Error, ErrorKind, Result};
+use crate::placement::{HostInfo, Inventory, Resources};
+use crate::snapshot::SnapshotInfo;
+use crate::vm::{DiskInfo, OffReason, PowerState, VmId};
+
+/// The provider type of the simulator.
+pub const PROVIDER_TYPE: &str = "simulator";
+
+#[derive(Debug, Clone)]
+struct SimSnapshot {
+    info: SnapshotInfo,
+    cpu: u32,
+    memory_mib: u64,
+    disks: Vec<DiskInfo>,
+    power: PowerState,
+}
+
+#[derive(Debug)]
+struct SimVm {
+    name: String,
+    behavior: GuestBehavior,
+    power: PowerState,
+    booted_at: Instant,
+    /// When the guest will be off by itself (after an honoured request).
+    off_at: Option<Instant>,
+    vanish_at: Option<Instant>,
+    power_off_failures_left: u32,
+    effective_power_offs: u32,
+    signals_received: u32,
+    cpu: u32,
+    memory_mib: u64,
+    max_live_vcpus: u32,
+    max_live_memory_mib: u64,
+    pending: Option<(u32, u64)>,
+    disks: Vec<DiskInfo>,
+    labels: BTreeMap<String, String>,
+    host: Option<String>,
+    snapshots: Vec<SimSnapshot>,
+    watchers: Vec<mpsc::UnboundedSender<Result<PowerState>>>,
+    generation: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    vms: HashMap<VmId, SimVm>,
+    hosts: Vec<HostInfo>,
+    calls: BTreeMap<&'static str, u64>,
+    faults: HashMap<&'static str, Vec<ErrorKind>>,
+    next_snapshot: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: Mutex<State>,
+    caps: ProviderCapabilities,
+}
+
+/// The in-memory hypervisor. Cheap to clone (shared state).
+#[derive(Debug, Clone)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+impl Default for Simulator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Simulator {
+    /// A simulator that can push power-state changes.
+    pub fn new() -> Self {
+        Self::with_capabilities(Self::default_capabilities())
+    }
+
+    /// A simulator that cannot push (the engine must poll), for comparisons.
+    pub fn polling_only() -> Self {
+        let mut caps = Self::default_capabilities();
+        caps.power_state_watch = false;
+        Self::with_capabilities(caps)
+    }
+
+    /// A simulator declaring `caps` (to test capability gating).
+    pub fn with_capabilities(caps: ProviderCapabilities) -> Self {
+        Simulator { inner: Arc::new(Inner { state: Mutex::new(State::default()), caps }) }
+    }
+
+    /// Everything the simulator can do.
+    pub fn default_capabilities() -> ProviderCapabilities {
+        let mut c = ProviderCapabilities::default();
+        c.reconfigure_online = true;
+        c.disk_expansion_online = true;
+        c.snapshots = true;
+        c.memory_snapshots = true;
+        c.quiesced_snapshots = true;
+        c.linked_clones = true;
+        c.full_clones = true;
+        c.clone_customization = true;
+        c.image_import = false;
+        c.supported_disk_types = vec!["thin".into(), "thick".into()];
+        c.supported_network_types = vec!["virtio".into()];
+        c.acpi_shutdown = true;
+        c.agent_shutdown = true;
+        c.repeatable_shutdown_signal = true;
+        c.power_state_watch = true;
+        c.reset = true;
+        c.reboot = true;
+        c.pause = true;
+        c.create = true;
+        c.delete = true;
+        c.reconfigure = true;
+        c.inventory = true;
+        c
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a simulator bug; recover the data anyway.
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a running VM named `name` (its id is the name).
+    pub fn add_vm(&self, name: &str, behavior: GuestBehavior) -> VmId {
+        self.insert_vm(name, behavior, PowerState::Running, 2, 2048, BTreeMap::new())
+    }
+
+    /// Adds a VM that is off.
+    pub fn add_stopped_vm(&self, name: &str, behavior: GuestBehavior) -> VmId {
+        self.insert_vm(name, behavior, PowerState::Off(OffReason::Unknown), 2, 2048, BTreeMap::new())
+    }
+
+    fn insert_vm(
+        &self,
+        name: &str,
+        behavior: GuestBehavior,
+        power: PowerState,
+        cpu: u32,
+        memory_mib: u64,
+        labels: BTreeMap<String, String>,
+    ) -> VmId {
+        let id = VmId::new(name);
+        let vm = SimVm {
+            name: name.to_owned(),
+            power_off_failures_left: behavior.power_off_failures,
+            behavior,
+            power,
+            booted_at: Instant::now(),
+            off_at: None,
+            vanish_at: None,
+            effective_power_offs: 0,
+            signals_received: 0,
+            cpu,
+            memory_mib,
+            max_live_vcpus: cpu.saturating_mul(4).max(4),
+            max_live_memory_mib: memory_mib.saturating_mul(4),
+            pending: None,
+            disks: vec![DiskInfo::new("root", 20)],
+            labels,
+            host: None,
+            snapshots: Vec::new(),
+            watchers: Vec::new(),
+            generation: 0,
+        };
+        self.lock().vms.insert(id.clone(), vm);
+        id
+    }
+
+    /// Pauses a VM directly (ground truth, no API call counted).
+    pub fn set_paused(&self, vm: &VmId) {
+        let mut st = self.lock();
+        if let Some(v) = st.vms.get_mut(vm) {
+            set_power(v, PowerState::Paused(crate::vm::PauseReason::User));
+        }
+    }
+
+    /// Adds a host to the placement inventory.
+    pub fn add_host(&self, host: HostInfo) {
+        self.lock().hosts.push(host);
+    }
+
+    /// Makes the next call of `operation` fail with `kind` (queued; one failure per call).
+    pub fn inject_fault(&self, operation: &'static str, kind: ErrorKind) {
+        self.lock().faults.entry(operation).or_default().push(kind);
+    }
+
+    /// API calls made so far to `operation`.
+    pub fn calls(&self, operation: &str) -> u64 {
+        self.lock().calls.get(operation).copied().unwrap_or(0)
+    }
+
+    /// API calls made so far, per operation.
+    pub fn all_calls(&self) -> BTreeMap<&'static str, u64> {
+        self.lock().calls.clone()
+    }
+
+    /// Total API calls made so far.
+    pub fn total_calls(&self) -> u64 {
+        self.lock().calls.values().sum()
+    }
+
+    /// Resets the call counters.
+    pub fn reset_calls(&self) {
+        self.lock().calls.clear();
+    }
+
+    /// The true power state (settled to now), without counting a call; `None` if the VM does
+    /// not exist.
+    pub fn true_state(&self, vm: &VmId) -> Option<PowerState> {
+        let mut st = self.lock();
+        settle_vm(&mut st, vm, Instant::now());
+        st.vms.get(vm).map(|v| v.power)
+    }
+
+    /// Hard power-offs that took effect on `vm`.
+    pub fn effective_power_offs(&self, vm: &VmId) -> u32 {
+        self.lock().vms.get(vm).map_or(0, |v| v.effective_power_offs)
+    }
+
+    /// Shutdown requests that reached `vm`'s guest (lost ACPI presses included).
+    pub fn signals_received(&self, vm: &VmId) -> u32 {
+        self.lock().vms.get(vm).map_or(0, |v| v.signals_received)
+    }
+
+    /// Number of VMs.
+    pub fn vm_count(&self) -> usize {
+        self.lock().vms.len()
+    }
+
+    fn inventory_snapshot(&self) -> Inventory {
+        let st = self.lock();
+        let mut inv = Inventory::default();
+        inv.hosts = st.hosts.clone();
+        for host in &mut inv.hosts {
+            let mut alloc = Resources::default();
+            host.vms.clear();
+            for v in st.vms.values() {
+                if v.host.as_deref() == Some(host.name.as_str()) {
+                    alloc.cpu += u64::from(v.cpu);
+                    alloc.memory_mib += v.memory_mib;
+                    host.vms.push(v.name.clone());
+                }
+            }
+            host.allocated = alloc;
+        }
+        inv
+    }
+}
+
+/// Counts a call and applies an injected fault, if any.
+fn begin(st: &mut State, op: &'static str) -> Result<()> {
+    *st.calls.entry(op).or_insert(0) += 1;
+    if let Some(queue) = st.faults.get_mut(op) {
+        if !queue.is_empty() {
+            let kind = queue.remove(0);
+            return Err(Error::new(kind, format!("injected fault in {op}"))
+                .with_provider(PROVIDER_TYPE)
+                .with_operation(op));
+        }
+    }
+    Ok(())
+}
+
+fn not_found(vm: &VmId) -> Error {
+    Error::not_found(format!("no VM {vm}")).with_provider(PROVIDER_TYPE).with_resource(vm.to_string())
+}
+
+fn set_power(v: &mut SimVm, power: PowerState) {
+    if v.power != power {
+        v.power = power;
+        v.watchers.retain(|w| w.send(Ok(power)).is_ok());
+    }
+}
+
+/// Applies the transitions due at `now` to one VM.
+fn settle_vm(st: &mut State, id: &VmId, now: Instant) {
+    let vanish = match st.vms.get_mut(id) {
+        None => return,
+        Some(v) => {
+            if v.vanish_at.is_some_and(|t| now >= t) {
+                true
+            } else {
+                if let Some(t) = v.off_at {
+                    if now >= t && v.power.is_active() {
+                        v.off_at = None;
+                        set_power(v, PowerState::Off(OffReason::GuestShutdown));
+                    }
+                }
+                false
+            }
+        }
+    };
+    if vanish {
+        if let Some(v) = st.vms.remove(id) {
+            for w in v.watchers {
+                let _ = w.send(Err(not_found(id)));
+            }
+        }
+    }
+}
+
+/// Schedules a settle of `id` at `at` (so watchers hear about it on time).
+fn schedule(sim: &Simulator, id: VmId, at: Instant, generation: u64) {
+    let sim = sim.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep_until(at).await;
+        let mut st = sim.lock();
+        if st.vms.get(&id).is_some_and(|v| v.generation == generation) {
+            settle_vm(&mut st, &id, Instant::now());
+        }
+    });
+}
