@@ -1,1 +1,80 @@
-//! virtrigaud provider for libvirt (work in progress: not yet implemented).
+//! # virtrigaud-libvirt
+//!
+//! The libvirt/KVM provider of virtrigaud: one [`LibvirtProvider`] over any libvirt URI
+//! (`qemu:///system`, `qemu+ssh://user@host/system`, `test:///default`, …) implementing the core
+//! [`Provider`](virtrigaud_core::Provider), [`Snapshotter`](virtrigaud_core::Snapshotter) and
+//! [`Cloner`](virtrigaud_core::Cloner) traits. VM ids are libvirt domain names.
+//!
+//! ## A short tour
+//!
+//! ```no_run
+//! # async fn demo() -> virtrigaud_core::Result<()> {
+//! use std::sync::Arc;
+//! use virtrigaud_core::{Provider, ShutdownChannel, VmId};
+//! use virtrigaud_libvirt::{LibvirtConfig, LibvirtProvider};
+//!
+//! let provider = LibvirtProvider::connect(
+//!     LibvirtConfig::new("qemu:///system").with_storage_pool("default"),
+//! )
+//! .await?;
+//! let vm = VmId::new("web-1");
+//! println!("{}", provider.power_state(&vm).await?);
+//! // One channel per call; the core shutdown engine decides re-sends and the deadline.
+//! provider
+//!     .request_shutdown(&vm, ShutdownChannel::Acpi, &Default::default())
+//!     .await?;
+//! let provider: Arc<dyn Provider> = Arc::new(provider);
+//! # let _ = provider; Ok(()) }
+//! ```
+//!
+//! * **Blocking calls off the runtime.** libvirt's API is blocking; every call runs on tokio's
+//!   blocking pool behind a semaphore ([`LibvirtConfig::max_concurrency`]). libvirt's default
+//!   printing of errors to stderr is switched off; errors are returned, mapped in one place
+//!   to the core [`ErrorKind`](virtrigaud_core::ErrorKind)s (no domain → `NotFound`, operation
+//!   invalid → `InvalidState`, RPC/system/no connection → retryable `Unavailable`, auth →
+//!   `Unauthenticated`, no support → `Unsupported`, agent unresponsive / timeout → `Timeout`).
+//! * **Event-driven power state.** The provider registers for domain lifecycle and
+//!   agent-lifecycle events (libvirt's default event loop runs on a dedicated thread) and
+//!   exposes them through [`Provider::watch_power_state`](virtrigaud_core::Provider::watch_power_state);
+//!   when registration fails the engine polls. States keep *shutting down*
+//!   (`VIR_DOMAIN_SHUTDOWN`), *paused*, *crashed* and *off with a reason* apart.
+//! * **Shutdown primitives.** `request_shutdown(Agent)` → `virDomainShutdownFlags(GUEST_AGENT)`,
+//!   `request_shutdown(Acpi)` → `ACPI_POWER_BTN`; drivers that refuse mode flags (the test
+//!   driver) get a plain `virDomainShutdown`. `power_off` is `destroy`. `repeatable_shutdown_signal`
+//!   is declared because an ACPI press sent before the guest's `acpid` runs is lost.
+//! * **Create** generates domain XML from a [`VmCreateSpec`](virtrigaud_core::VmCreateSpec)
+//!   with hot-plug headroom ([`DomainTemplate`]), qcow2 volumes in the configured pool, labels
+//!   in the domain `<metadata>`. **Snapshots** are internal (with memory when running).
+//!   **Clones** are linked (qcow2 overlay) or full (volume copy) with a new UUID and MACs.
+//!   **Reconfigure** changes vCPUs/memory live within the maximum, otherwise in the
+//!   configuration with `needs_power_cycle`, and grows disks (`blockresize`).
+//!
+//! ## Licensing
+//!
+//! This crate is MIT OR Apache-2.0. It depends on the [`virt`](https://crates.io/crates/virt)
+//! crate (0.5.0), which is **LGPL-2.1** and links libvirt dynamically; `virt` pins
+//! `libc = "=0.2.183"`, which constrains the `libc` version of any workspace using this crate.
+//! Building needs libvirt's development files (`libvirt-dev` and `pkg-config` on Debian).
+//!
+//! ## Known gaps
+//!
+//! cloud-init NoCloud seeds, clone customization and cloning from a snapshot return
+//! `Unsupported`; placement inventory is not provided.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod clone;
+mod config;
+mod domxml;
+mod error;
+mod events;
+mod ffi;
+mod provider;
+mod snapshot;
+mod xml;
+
+pub use config::{DomainTemplate, KernelBoot, LibvirtConfig};
+pub use domxml::{AGENT_PORT, METADATA_NS};
+pub use provider::LibvirtProvider;
+
+/// The provider type name.
+pub const PROVIDER: &str = "libvirt";

@@ -1,0 +1,729 @@
+//! [`LibvirtProvider`]: the [`Provider`] implementation.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use tokio::sync::Semaphore;
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::storage_pool::StoragePool;
+use virt::storage_vol::StorageVol;
+use virt::sys;
+use virtrigaud_core::provider::{
+    DeleteOptions, ListOptions, PowerOffOptions, PowerStateStream, ReconfigureRequest,
+    ReconfigureResult, ShutdownRequestOptions, StartOptions, VmCreateSpec,
+};
+use virtrigaud_core::{
+    AgentStatus, Cloner, DiskInfo, Error, ErrorKind, PowerState, Provider, ProviderCapabilities,
+    Result, ShutdownChannel, Snapshotter, VmCapabilities, VmDescription, VmId,
+};
+
+use crate::PROVIDER;
+use crate::config::{DomainTemplate, LibvirtConfig};
+use crate::domxml::{self, DiskAttach};
+use crate::error::{is_unsupported_flags, map_err};
+use crate::events::{self, EventHub};
+use crate::ffi;
+use crate::xml::Element;
+
+const GIB: u64 = 1024 * 1024 * 1024;
+
+/// Extension to attach context to `virt` results.
+pub(crate) trait Ctx<T> {
+    /// Maps the error of `operation` on `resource`.
+    fn ctx(self, operation: &'static str, resource: &str) -> Result<T>;
+}
+
+impl<T> Ctx<T> for std::result::Result<T, virt::error::Error> {
+    fn ctx(self, operation: &'static str, resource: &str) -> Result<T> {
+        self.map_err(|e| map_err(e, operation, Some(resource)))
+    }
+}
+
+/// The connection, event registrations and call limits shared by clones of a provider.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    conn: Option<Connect>,
+    pub(crate) hub: Option<EventHub>,
+    sem: Semaphore,
+    pub(crate) cfg: LibvirtConfig,
+    calls: AtomicU64,
+    driver: String,
+}
+
+impl Inner {
+    pub(crate) fn conn(&self) -> &Connect {
+        // Set in `connect`, taken only in Drop.
+        self.conn.as_ref().unwrap_or_else(|| unreachable!("connection used after drop"))
+    }
+    pub(crate) fn count(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if let Some(hub) = &self.hub {
+                hub.deregister(&conn);
+            }
+            ffi::close_quietly(conn);
+        }
+    }
+}
+
+/// A libvirt provider over one connection. Cheap to clone.
+///
+/// VM ids are libvirt domain names.
+#[derive(Debug, Clone)]
+pub struct LibvirtProvider {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl LibvirtProvider {
+    /// Opens a connection to `cfg.uri` (and registers for domain events when `cfg.events`).
+    ///
+    /// Libvirt's own error printing to stderr is switched off (errors are returned instead).
+    pub async fn connect(cfg: LibvirtConfig) -> Result<LibvirtProvider> {
+        let uri = cfg.uri.clone();
+        let events_wanted = cfg.events;
+        let (conn, hub, driver) = tokio::task::spawn_blocking(move || {
+            virt::error::clear_error_callback();
+            let loop_ok = events_wanted && events::ensure_event_loop();
+            let conn = Connect::open(Some(&uri)).map_err(|e| map_err(e, "connect", Some(&uri)))?;
+            let driver = conn.driver_type().unwrap_or_default();
+            let hub = if loop_ok {
+                match EventHub::register(&conn) {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "domain events unavailable; power state is polled");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            if !uri.starts_with("test:") && !uri.contains(":///") && loop_ok {
+                // Remote connection: detect a dead peer.
+                let _ = conn.set_keep_alive(5, 3);
+            }
+            Ok::<_, Error>((conn, hub, driver))
+        })
+        .await
+        .map_err(|e| Error::internal(format!("connect task failed: {e}")).with_provider(PROVIDER))??;
+        let sem = Semaphore::new(cfg.max_concurrency.max(1));
+        Ok(LibvirtProvider {
+            inner: Arc::new(Inner { conn: Some(conn), hub, sem, cfg, calls: AtomicU64::new(0), driver }),
+        })
+    }
+
+    /// The libvirt driver name (`QEMU`, `TEST`, …).
+    pub fn driver(&self) -> &str {
+        &self.inner.driver
+    }
+
+    /// Whether domain events are registered (power state is pushed, not polled).
+    pub fn events_registered(&self) -> bool {
+        self.inner.hub.is_some()
+    }
+
+    /// How many libvirt API calls this provider made so far (for measurements).
+    pub fn api_calls(&self) -> u64 {
+        self.inner.calls.load(Ordering::Relaxed)
+    }
+
+    /// When the last `Stopped` lifecycle event of `vm` arrived (for latency measurements).
+    pub fn last_stop_event(&self, vm: &VmId) -> Option<Instant> {
+        self.inner.hub.as_ref().and_then(|h| h.last_stop(vm.as_str()))
+    }
+
+    /// Runs `f` on the blocking pool with bounded concurrency.
+    pub(crate) async fn call<T, F>(&self, op: &'static str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
+    {
+        let _permit = self.inner.sem.acquire().await.map_err(|_| {
+            Error::unavailable("provider is shutting down").with_provider(PROVIDER).with_operation(op)
+        })?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| Error::internal(format!("libvirt call panicked or was cancelled: {e}")))?
+            .map_err(|e| e.context(PROVIDER, op))
+    }
+
+    /// Creates a VM from `spec` with an explicit domain template (kernel boot, serial log, …)
+    /// instead of the configured one.
+    pub async fn create_with(&self, spec: &VmCreateSpec, tpl: &DomainTemplate) -> Result<VmId> {
+        if spec.cloud_init_user_data.is_some() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "cloud-init NoCloud seeds are not implemented by the libvirt provider yet",
+            )
+            .with_provider(PROVIDER)
+            .with_operation("create"));
+        }
+        let spec = spec.clone();
+        let tpl = tpl.clone();
+        self.call("create", move |inner| create_blocking(inner, &spec, &tpl)).await
+    }
+}
+
+/// Looks a domain up by name.
+pub(crate) fn lookup(inner: &Inner, name: &str) -> Result<Domain> {
+    inner.count();
+    inner.conn().lookup_domain_by_name(name).ctx("lookup", name)
+}
+
+/// The domain's power state; a vanished domain is NotFound.
+pub(crate) fn state_of(inner: &Inner, dom: &Domain, name: &str) -> Result<PowerState> {
+    inner.count();
+    let (st, reason) = dom.state().ctx("power_state", name)?;
+    events::state_to_power(st, reason).ok_or_else(|| {
+        Error::not_found(format!("domain {name} vanished")).with_resource(name.to_owned())
+    })
+}
+
+pub(crate) fn xml_of(inner: &Inner, dom: &Domain, name: &str, flags: u32) -> Result<Element> {
+    inner.count();
+    Element::parse(&dom.xml_desc(flags).ctx("xml_desc", name)?)
+}
+
+fn pool(inner: &Inner) -> Result<Option<StoragePool>> {
+    match &inner.cfg.storage_pool {
+        None => Ok(None),
+        Some(p) => {
+            inner.count();
+            Ok(Some(inner.conn().lookup_storage_pool_by_name(p).ctx("storage_pool", p)?))
+        }
+    }
+}
+
+fn pool_required(inner: &Inner, op: &'static str) -> Result<StoragePool> {
+    pool(inner)?.ok_or_else(|| {
+        Error::invalid_spec("this operation needs a storage pool (LibvirtConfig::with_storage_pool)")
+            .with_operation(op)
+    })
+}
+
+fn create_blocking(inner: &Inner, spec: &VmCreateSpec, tpl: &DomainTemplate) -> Result<VmId> {
+    inner.count();
+    if inner.conn().lookup_domain_by_name(&spec.name).is_ok() {
+        return Err(Error::new(ErrorKind::AlreadyExists, format!("domain {} exists", spec.name))
+            .with_resource(spec.name.clone()));
+    }
+    let mut created: Vec<StorageVol> = Vec::new();
+    let result = (|| {
+        let mut attach = Vec::new();
+        if !spec.disks.is_empty() || spec.image.is_some() {
+            let pool = pool_required(inner, "create")?;
+            // The image (a volume name in the pool or a path) becomes the backing file of vda.
+            let base = match &spec.image {
+                Some(img) => {
+                    inner.count();
+                    let v = pool
+                        .lookup_storage_vol_by_name(img)
+                        .or_else(|_| inner.conn().lookup_storage_vol_by_path(img))
+                        .ctx("image", img)?;
+                    Some(v.path().ctx("image", img)?)
+                }
+                None => None,
+            };
+            let n = spec.disks.len().max(usize::from(base.is_some()));
+            for i in 0..n {
+                let target = domxml::disk_target(i);
+                let size = spec.disks.get(i).map(|d| d.size_gib).unwrap_or(1).max(1) * GIB;
+                let name = format!("{}-{target}.qcow2", spec.name);
+                let backing = if i == 0 { base.as_deref() } else { None };
+                let vol = create_qcow2(inner, &pool, &name, size, backing)?;
+                inner.count();
+                let path = vol.path().ctx("volume", &name)?;
+                created.push(vol);
+                attach.push(DiskAttach { target, path, format: "qcow2".into() });
+            }
+        }
+        let xml = domxml::domain_xml(spec, tpl, &attach)?;
+        inner.count();
+        let dom = inner.conn().define_domain_xml(&xml).ctx("define", &spec.name)?;
+        if spec.power_on {
+            inner.count();
+            if let Err(e) = dom.create().ctx("start", &spec.name) {
+                inner.count();
+                let _ = dom.undefine_flags(sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA);
+                return Err(e);
+            }
+        }
+        Ok(VmId::new(spec.name.clone()))
+    })();
+    if result.is_err() {
+        for v in created {
+            inner.count();
+            let _ = v.delete(0);
+        }
+    }
+    result
+}
+
+pub(crate) fn create_qcow2(
+    inner: &Inner,
+    pool: &StoragePool,
+    name: &str,
+    bytes: u64,
+    backing: Option<&str>,
+) -> Result<StorageVol> {
+    let mut vol = Element::new("volume")
+        .child(Element::new("name").text(name))
+        .child(Element::new("capacity").attr("unit", "bytes").text(bytes.to_string()))
+        .child(Element::new("target").child(Element::new("format").attr("type", "qcow2")));
+    if let Some(b) = backing {
+        let fmt = backing_format(inner, b);
+        vol = vol.child(
+            Element::new("backingStore")
+                .child(Element::new("path").text(b))
+                .child(Element::new("format").attr("type", fmt)),
+        );
+    }
+    inner.count();
+    StorageVol::create_xml(pool, &vol.to_xml(), 0).ctx("volume_create", name)
+}
+
+fn backing_format(inner: &Inner, path: &str) -> String {
+    inner.count();
+    inner
+        .conn()
+        .lookup_storage_vol_by_path(path)
+        .ok()
+        .and_then(|v| v.xml_desc(0).ok())
+        .and_then(|x| Element::parse(&x).ok())
+        .and_then(|e| e.path("target/format").and_then(|f| f.get_attr("type")).map(str::to_owned))
+        .unwrap_or_else(|| "qcow2".into())
+}
+
+fn describe_blocking(inner: &Inner, dom: &Domain, name: &str) -> Result<VmDescription> {
+    let state = state_of(inner, dom, name)?;
+    let x = xml_of(inner, dom, name, 0)?;
+    let mut d = VmDescription::new(VmId::new(name.to_owned()), name.to_owned(), state);
+    d.cpu = domxml::vcpus(&x).0;
+    d.memory_mib = x.find("currentMemory").or_else(|| x.find("memory")).map(domxml::size_kib).unwrap_or(0) / 1024;
+    d.labels = domxml::labels(&x);
+    inner.count();
+    d.host = inner.conn().hostname().ok();
+    for (target, src, _fmt) in domxml::disks(&x) {
+        inner.count();
+        let cap = dom.block_info(&target, 0).map(|b| b.capacity).ok().or_else(|| {
+            let p = src.as_deref()?;
+            inner.conn().lookup_storage_vol_by_path(p).ok()?.info().ok().map(|i| i.capacity)
+        });
+        d.disks.push(DiskInfo::new(target, cap.unwrap_or(0).div_ceil(GIB)));
+    }
+    if state.is_active() {
+        let cfg = xml_of(inner, dom, name, sys::VIR_DOMAIN_XML_INACTIVE)?;
+        let mem_cfg = cfg.find("currentMemory").map(domxml::size_kib);
+        let mem_live = x.find("currentMemory").map(domxml::size_kib);
+        d.pending_power_cycle = domxml::vcpus(&cfg) != domxml::vcpus(&x)
+            || cfg.find("memory").map(domxml::size_kib) != x.find("memory").map(domxml::size_kib)
+            || (mem_cfg != mem_live && mem_cfg > x.find("memory").map(domxml::size_kib));
+    }
+    Ok(d)
+}
+
+fn shutdown_or_reboot(
+    inner: &Inner,
+    name: &str,
+    channel: ShutdownChannel,
+    reboot: bool,
+) -> Result<()> {
+    let dom = lookup(inner, name)?;
+    let op = if reboot { "reboot" } else { "request_shutdown" };
+    let flag = match channel {
+        ShutdownChannel::Agent => sys::VIR_DOMAIN_SHUTDOWN_GUEST_AGENT,
+        ShutdownChannel::Acpi => sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN,
+        _ => sys::VIR_DOMAIN_SHUTDOWN_DEFAULT,
+    };
+    inner.count();
+    let first = if reboot { dom.reboot(flag) } else { dom.shutdown_flags(flag) }.ctx(op, name);
+    match first {
+        Err(e) if is_unsupported_flags(&e) => {
+            // Drivers without mode flags (the test driver): plain request.
+            tracing::debug!(vm = name, "driver refuses shutdown mode flags; sending a plain request");
+            inner.count();
+            if reboot { dom.reboot(0) } else { dom.shutdown() }.ctx(op, name)
+        }
+        other => other,
+    }
+}
+
+fn probe_agent_blocking(inner: &Inner, name: &str) -> Result<AgentStatus> {
+    let dom = lookup(inner, name)?;
+    let st = state_of(inner, &dom, name)?;
+    if st.is_off() {
+        return Ok(AgentStatus::NotConnected);
+    }
+    let x = xml_of(inner, &dom, name, 0)?;
+    let (configured, live_state) = domxml::agent_channel(&x);
+    if !configured {
+        return Ok(AgentStatus::NotConnected);
+    }
+    if let Some(ev) = inner.hub.as_ref().and_then(|h| h.agent_state(name)) {
+        return Ok(if ev { AgentStatus::Connected } else { AgentStatus::NotConnected });
+    }
+    if let Some(connected) = live_state {
+        return Ok(if connected { AgentStatus::Connected } else { AgentStatus::NotConnected });
+    }
+    let secs = inner.cfg.agent_ping_timeout.as_secs().clamp(1, 60) as i32;
+    inner.count();
+    match dom.qemu_agent_command(r#"{"execute":"guest-ping"}"#, secs, 0).ctx("probe_agent", name) {
+        Ok(_) => Ok(AgentStatus::Connected),
+        Err(e) if e.kind() == ErrorKind::Unsupported => Ok(AgentStatus::Unknown),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(e),
+        Err(_) => Ok(AgentStatus::NotConnected),
+    }
+}
+
+fn vm_caps_blocking(inner: &Inner, name: &str) -> Result<VmCapabilities> {
+    let dom = lookup(inner, name)?;
+    let st = state_of(inner, &dom, name)?;
+    let x = xml_of(inner, &dom, name, 0)?;
+    let mut c = VmCapabilities::default();
+    let (configured, live) = domxml::agent_channel(&x);
+    c.agent_configured = configured;
+    c.agent_connected = if st.is_off() || !configured {
+        Some(false)
+    } else {
+        inner.hub.as_ref().and_then(|h| h.agent_state(name)).or(live)
+    };
+    let (cur, max) = domxml::vcpus(&x);
+    c.cpu_hot_add = max > cur;
+    c.max_live_vcpus = max;
+    let max_kib = x.find("memory").map(domxml::size_kib).unwrap_or(0);
+    let cur_kib = x.find("currentMemory").map(domxml::size_kib).unwrap_or(max_kib);
+    c.memory_hot_add = max_kib > cur_kib && x.path("devices/memballoon").is_some_and(|b| b.get_attr("model") != Some("none"));
+    c.max_live_memory_mib = max_kib / 1024;
+    let disks = domxml::disks(&x);
+    c.disk_grow_online = !disks.is_empty();
+    let all_qcow2 = !disks.is_empty() && disks.iter().all(|d| d.2 == "qcow2");
+    c.snapshot_memory = all_qcow2 || inner.driver == "TEST";
+    c.snapshot_quiesce = false;
+    c.linked_clone_source = disks.iter().all(|d| d.1.is_some()) && !disks.is_empty();
+    Ok(c)
+}
+
+fn reconfigure_blocking(inner: &Inner, name: &str, ch: &ReconfigureRequest) -> Result<ReconfigureResult> {
+    let dom = lookup(inner, name)?;
+    let running = state_of(inner, &dom, name)?.is_active();
+    let mut res = ReconfigureResult::default();
+    let mut live_parts = 0usize;
+    let mut pending = false;
+    let x = xml_of(inner, &dom, name, if running { 0 } else { sys::VIR_DOMAIN_XML_INACTIVE })?;
+    if let Some(cpu) = ch.cpu {
+        if cpu == 0 {
+            return Err(Error::invalid_spec("cpu must be positive"));
+        }
+        let (cur, max) = domxml::vcpus(&x);
+        let config = sys::VIR_DOMAIN_AFFECT_CONFIG;
+        if running && cpu <= max && cpu >= cur {
+            inner.count();
+            dom.set_vcpus_flags(cpu, sys::VIR_DOMAIN_AFFECT_LIVE | config).ctx("reconfigure", name)?;
+            live_parts += 1;
+            res.notes.push(format!("vCPUs {cur} -> {cpu} live"));
+        } else {
+            if cpu > max {
+                inner.count();
+                dom.set_vcpus_flags(cpu, config | sys::VIR_DOMAIN_VCPU_MAXIMUM).ctx("reconfigure", name)?;
+            }
+            inner.count();
+            dom.set_vcpus_flags(cpu, config).ctx("reconfigure", name)?;
+            if running {
+                pending = true;
+                res.notes.push(format!(
+                    "vCPUs -> {cpu} stored in the configuration (live {} is not possible: max {max}, live unplug unreliable)",
+                    if cpu < cur { "unplug" } else { "hot-add beyond maximum" }
+                ));
+            } else {
+                res.notes.push(format!("vCPUs -> {cpu} (VM off)"));
+            }
+        }
+    }
+    if let Some(mib) = ch.memory_mib {
+        if mib == 0 {
+            return Err(Error::invalid_spec("memory_mib must be positive"));
+        }
+        let kib = mib * 1024;
+        let max_kib = x.find("memory").map(domxml::size_kib).unwrap_or(0);
+        let config = sys::VIR_DOMAIN_AFFECT_CONFIG;
+        if running && kib <= max_kib {
+            inner.count();
+            dom.set_memory_flags(kib, sys::VIR_DOMAIN_AFFECT_LIVE | config).ctx("reconfigure", name)?;
+            live_parts += 1;
+            res.notes.push(format!("memory -> {mib} MiB live (balloon)"));
+        } else {
+            if kib > max_kib {
+                inner.count();
+                if running {
+                    dom.set_memory_flags(kib, config | sys::VIR_DOMAIN_MEM_MAXIMUM)
+                        .ctx("reconfigure", name)?;
+                } else {
+                    dom.set_max_memory(kib).ctx("reconfigure", name)?;
+                }
+            }
+            inner.count();
+            dom.set_memory_flags(kib, config).ctx("reconfigure", name)?;
+            if running {
+                pending = true;
+                res.notes.push(format!("memory -> {mib} MiB stored in the configuration (above the live maximum)"));
+            } else {
+                res.notes.push(format!("memory -> {mib} MiB (VM off)"));
+            }
+        }
+    }
+    for d in &ch.disks {
+        let disks = domxml::disks(&x);
+        let Some((target, src, _)) = disks.iter().find(|(t, s, _)| {
+            *t == d.name || s.as_deref().is_some_and(|s| s.ends_with(&format!("/{}", d.name)))
+        }) else {
+            return Err(Error::not_found(format!("disk {} not found", d.name)).with_resource(name.to_owned()));
+        };
+        let bytes = d.size_gib * GIB;
+        let cur = if running {
+            inner.count();
+            dom.block_info(target, 0).map(|b| b.capacity).ok()
+        } else {
+            None
+        };
+        let vol = src.as_deref().and_then(|p| {
+            inner.count();
+            inner.conn().lookup_storage_vol_by_path(p).ok()
+        });
+        let cur = cur.or_else(|| vol.as_ref().and_then(|v| v.info().ok()).map(|i| i.capacity));
+        if cur.is_some_and(|c| bytes < c) {
+            return Err(Error::invalid_spec(format!("disk {} can only grow", d.name)));
+        }
+        if running {
+            inner.count();
+            dom.block_resize(target, bytes, sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES).ctx("reconfigure", name)?;
+            live_parts += 1;
+        } else {
+            let vol = vol.ok_or_else(|| {
+                Error::new(ErrorKind::Unsupported, format!("disk {} is not a storage volume", d.name))
+            })?;
+            inner.count();
+            vol.resize(bytes, 0).ctx("reconfigure", name)?;
+        }
+        res.notes.push(format!("disk {target} -> {} GiB", d.size_gib));
+    }
+    res.applied_live = running && live_parts > 0 && !pending;
+    res.needs_power_cycle = pending;
+    Ok(res)
+}
+
+fn delete_blocking(inner: &Inner, name: &str, opts: &DeleteOptions) -> Result<()> {
+    let dom = lookup(inner, name)?;
+    if state_of(inner, &dom, name)?.is_active() {
+        return Err(Error::invalid_state(format!("domain {name} must be off to be deleted"))
+            .with_resource(name.to_owned()));
+    }
+    let x = xml_of(inner, &dom, name, sys::VIR_DOMAIN_XML_INACTIVE)?;
+    inner.count();
+    dom.undefine_flags(sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+        .ctx("delete", name)?;
+    if opts.delete_disks {
+        for (_, src, _) in domxml::disks(&x) {
+            if let Some(p) = src {
+                inner.count();
+                if let Ok(v) = inner.conn().lookup_storage_vol_by_path(&p) {
+                    inner.count();
+                    if let Err(e) = v.delete(0) {
+                        tracing::warn!(path = %p, error = %e, "could not delete disk volume");
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Provider for LibvirtProvider {
+    fn provider_type(&self) -> &'static str {
+        PROVIDER
+    }
+
+    fn capabilities(&self) -> ProviderCapabilities {
+        let test = self.inner.driver == "TEST";
+        let mut c = ProviderCapabilities::default();
+        c.reconfigure_online = true;
+        c.disk_expansion_online = !test;
+        c.snapshots = true;
+        c.memory_snapshots = true;
+        c.quiesced_snapshots = false;
+        c.linked_clones = self.inner.cfg.storage_pool.is_some();
+        c.full_clones = self.inner.cfg.storage_pool.is_some();
+        c.image_import = false;
+        c.supported_disk_types = vec!["qcow2".into()];
+        c.supported_network_types = vec!["virtio".into(), "e1000".into(), "rtl8139".into()];
+        c.acpi_shutdown = true;
+        c.agent_shutdown = !test;
+        // An ACPI press sent before the guest's acpid runs is lost: re-sending is useful.
+        c.repeatable_shutdown_signal = true;
+        c.power_state_watch = self.inner.hub.is_some();
+        c.reset = true;
+        c.reboot = true;
+        c.pause = true;
+        c.create = true;
+        c.delete = true;
+        c.reconfigure = true;
+        c.inventory = false;
+        c
+    }
+
+    async fn vm_capabilities(&self, vm: &VmId) -> Result<VmCapabilities> {
+        let n = vm.to_string();
+        self.call("vm_capabilities", move |i| vm_caps_blocking(i, &n)).await
+    }
+
+    async fn power_state(&self, vm: &VmId) -> Result<PowerState> {
+        let n = vm.to_string();
+        self.call("power_state", move |i| {
+            let d = lookup(i, &n)?;
+            state_of(i, &d, &n)
+        })
+        .await
+    }
+
+    async fn watch_power_state(&self, vm: &VmId) -> Result<Option<PowerStateStream>> {
+        Ok(self.inner.hub.as_ref().map(|h| h.watch(vm.to_string())))
+    }
+
+    async fn start(&self, vm: &VmId, opts: &StartOptions) -> Result<()> {
+        let n = vm.to_string();
+        let flags = if opts.paused { sys::VIR_DOMAIN_START_PAUSED } else { 0 };
+        self.call("start", move |i| {
+            let d = lookup(i, &n)?;
+            i.count();
+            d.create_with_flags(flags).ctx("start", &n)
+        })
+        .await
+    }
+
+    async fn power_off(&self, vm: &VmId, _opts: &PowerOffOptions) -> Result<()> {
+        let n = vm.to_string();
+        self.call("power_off", move |i| {
+            let d = lookup(i, &n)?;
+            i.count();
+            d.destroy().ctx("power_off", &n)
+        })
+        .await
+    }
+
+    async fn probe_agent(&self, vm: &VmId) -> Result<AgentStatus> {
+        let n = vm.to_string();
+        self.call("probe_agent", move |i| probe_agent_blocking(i, &n)).await
+    }
+
+    async fn request_shutdown(
+        &self,
+        vm: &VmId,
+        channel: ShutdownChannel,
+        _opts: &ShutdownRequestOptions,
+    ) -> Result<()> {
+        let n = vm.to_string();
+        self.call("request_shutdown", move |i| shutdown_or_reboot(i, &n, channel, false)).await
+    }
+
+    async fn reset(&self, vm: &VmId) -> Result<()> {
+        let n = vm.to_string();
+        self.call("reset", move |i| {
+            let d = lookup(i, &n)?;
+            i.count();
+            d.reset().ctx("reset", &n)
+        })
+        .await
+    }
+
+    async fn reboot(&self, vm: &VmId, channel: ShutdownChannel) -> Result<()> {
+        let n = vm.to_string();
+        self.call("reboot", move |i| shutdown_or_reboot(i, &n, channel, true)).await
+    }
+
+    async fn pause(&self, vm: &VmId) -> Result<()> {
+        let n = vm.to_string();
+        self.call("pause", move |i| {
+            let d = lookup(i, &n)?;
+            i.count();
+            d.suspend().ctx("pause", &n)
+        })
+        .await
+    }
+
+    async fn resume(&self, vm: &VmId) -> Result<()> {
+        let n = vm.to_string();
+        self.call("resume", move |i| {
+            let d = lookup(i, &n)?;
+            i.count();
+            d.resume().ctx("resume", &n)
+        })
+        .await
+    }
+
+    async fn create(&self, spec: &VmCreateSpec) -> Result<VmId> {
+        let tpl = self.inner.cfg.template.clone();
+        self.create_with(spec, &tpl).await
+    }
+
+    async fn delete(&self, vm: &VmId, opts: &DeleteOptions) -> Result<()> {
+        let n = vm.to_string();
+        let opts = opts.clone();
+        self.call("delete", move |i| delete_blocking(i, &n, &opts)).await
+    }
+
+    async fn reconfigure(&self, vm: &VmId, change: &ReconfigureRequest) -> Result<ReconfigureResult> {
+        let n = vm.to_string();
+        let change = change.clone();
+        self.call("reconfigure", move |i| reconfigure_blocking(i, &n, &change)).await
+    }
+
+    async fn describe(&self, vm: &VmId) -> Result<VmDescription> {
+        let n = vm.to_string();
+        self.call("describe", move |i| {
+            let d = lookup(i, &n)?;
+            describe_blocking(i, &d, &n)
+        })
+        .await
+    }
+
+    async fn list_vms(&self, opts: &ListOptions) -> Result<Vec<VmDescription>> {
+        let want = opts.labels.clone();
+        self.call("list_vms", move |i| {
+            i.count();
+            let doms = i.conn().list_all_domains(0).ctx("list_vms", "")?;
+            let mut out = Vec::new();
+            for d in doms {
+                i.count();
+                let Ok(name) = d.name() else { continue };
+                match describe_blocking(i, &d, &name) {
+                    Ok(desc) => {
+                        if want.iter().all(|(k, v)| desc.labels.get(k) == Some(v)) {
+                            out.push(desc);
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })
+        .await
+    }
+
+    fn snapshotter(&self) -> Option<&dyn Snapshotter> {
+        Some(self)
+    }
+
+    fn cloner(&self) -> Option<&dyn Cloner> {
+        if self.inner.cfg.storage_pool.is_some() { Some(self) } else { None }
+    }
+}
