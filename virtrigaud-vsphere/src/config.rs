@@ -1,0 +1,119 @@
+//! Connection settings for [`crate::VsphereProvider`].
+
+use std::fmt;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+/// How the server's TLS certificate is checked.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum TlsVerification {
+    /// Verify against the platform's trust store (the default).
+    #[default]
+    System,
+    /// Trust exactly the certificate authorities in this PEM bundle (and nothing else). Use it
+    /// for a vCenter with a private CA, or a self-signed test server whose certificate you saved.
+    CaPem(Vec<u8>),
+    /// **Do not verify the certificate at all.**
+    ///
+    /// Anyone on the network path can then read the password and every session cookie. Only for
+    /// throw-away lab servers; prefer [`TlsVerification::CaPem`] with the server's certificate.
+    /// A warning is logged each time a client is built with this setting.
+    DangerousAcceptInvalidCerts,
+}
+
+impl fmt::Debug for TlsVerification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsVerification::System => f.write_str("System"),
+            TlsVerification::CaPem(pem) => write!(f, "CaPem({} bytes)", pem.len()),
+            TlsVerification::DangerousAcceptInvalidCerts => f.write_str("DangerousAcceptInvalidCerts"),
+        }
+    }
+}
+
+/// Connection settings for a vCenter or ESXi host.
+///
+/// ```
+/// use virtrigaud_vsphere::{VsphereConfig, TlsVerification};
+/// let cfg = VsphereConfig::new("https://vcenter.example.com/sdk", "svc-virtrigaud", "s3cret")
+///     .with_tls(TlsVerification::System);
+/// assert!(!format!("{cfg:?}").contains("s3cret"));
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct VsphereConfig {
+    /// The SOAP endpoint, usually `https://<vcenter>/sdk` (a bare host gets `/sdk` appended).
+    pub url: String,
+    /// User name.
+    pub username: String,
+    /// Password (never logged, never in `Debug`).
+    pub password: SecretString,
+    /// Certificate verification.
+    pub tls: TlsVerification,
+    /// Timeout of one HTTP request (long-poll waits add their own wait time to it).
+    pub request_timeout: Duration,
+    /// How long one `WaitForUpdatesEx` long poll may wait on the server.
+    pub wait_poll: Duration,
+    /// Interval of the session keep-alive (`CurrentTime`); `None` disables it.
+    pub keepalive: Option<Duration>,
+    /// The `User-Agent` header (vCenter shows it in its session list).
+    pub user_agent: String,
+}
+
+impl fmt::Debug for VsphereConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VsphereConfig")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("tls", &self.tls)
+            .field("request_timeout", &self.request_timeout)
+            .field("wait_poll", &self.wait_poll)
+            .field("keepalive", &self.keepalive)
+            .field("user_agent", &self.user_agent)
+            .finish()
+    }
+}
+
+impl VsphereConfig {
+    /// Settings for `url` with a user name and password; TLS verified against the system roots.
+    pub fn new(url: impl Into<String>, username: impl Into<String>, password: impl Into<String>) -> Self {
+        VsphereConfig {
+            url: url.into(),
+            username: username.into(),
+            password: SecretString::from(password.into()),
+            tls: TlsVerification::System,
+            request_timeout: Duration::from_secs(60),
+            wait_poll: Duration::from_secs(30),
+            keepalive: Some(Duration::from_secs(300)),
+            user_agent: concat!("virtrigaud-vsphere/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+    /// Sets the certificate verification.
+    pub fn with_tls(mut self, tls: TlsVerification) -> Self {
+        self.tls = tls;
+        self
+    }
+    /// Sets the per-request timeout.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+    /// Sets how long one `WaitForUpdatesEx` long poll waits on the server (at least 1 s).
+    pub fn with_wait_poll(mut self, wait: Duration) -> Self {
+        self.wait_poll = wait.max(Duration::from_secs(1));
+        self
+    }
+    /// Sets (or disables) the session keep-alive interval.
+    pub fn with_keepalive(mut self, interval: Option<Duration>) -> Self {
+        self.keepalive = interval;
+        self
+    }
+    /// Sets the `User-Agent` header.
+    pub fn with_user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = user_agent.into();
+        self
+    }
+}

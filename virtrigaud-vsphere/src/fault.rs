@@ -1,0 +1,185 @@
+//! SOAP faults and the one place where vim25 failures become [`virtrigaud_core::Error`]s.
+
+use std::fmt;
+
+use virtrigaud_core::{Error, ErrorKind};
+
+use crate::xml::{Element, XmlError};
+
+/// A vim25 fault, from a SOAP `Fault` or a failed task's `info.error`.
+///
+/// Attached as the [`std::error::Error::source`] of the [`virtrigaud_core::Error`]s this crate
+/// returns, so callers can downcast to read the vSphere fault type when they need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SoapFault {
+    fault_type: String,
+    message: String,
+}
+
+impl SoapFault {
+    /// A fault of type `fault_type` (`InvalidPowerState`, `ToolsUnavailable`, …).
+    pub fn new(fault_type: impl Into<String>, message: impl Into<String>) -> Self {
+        SoapFault { fault_type: fault_type.into(), message: message.into() }
+    }
+    /// The vim25 fault type name, without the `Fault` element suffix.
+    pub fn fault_type(&self) -> &str {
+        &self.fault_type
+    }
+    /// The server's message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Reads a SOAP `<Fault>` element.
+    pub(crate) fn from_soap_fault(fault: &Element) -> Self {
+        let message = fault.text_at("faultstring").unwrap_or("").to_owned();
+        let ty = fault
+            .child("detail")
+            .and_then(|d| d.children.first())
+            .map(|d| {
+                d.xsi_type
+                    .clone()
+                    .unwrap_or_else(|| d.name.strip_suffix("Fault").unwrap_or(&d.name).to_owned())
+            })
+            .unwrap_or_else(|| fault.text_at("faultcode").unwrap_or("UnknownFault").to_owned());
+        SoapFault { fault_type: ty, message }
+    }
+
+    /// Reads a `LocalizedMethodFault` (`<error><fault xsi:type=…/><localizedMessage/></error>`).
+    pub(crate) fn from_localized(err: &Element) -> Self {
+        let ty = err
+            .child("fault")
+            .and_then(|f| f.xsi_type.clone())
+            .unwrap_or_else(|| "UnknownFault".to_owned());
+        let message = err.text_at("localizedMessage").unwrap_or("").to_owned();
+        SoapFault { fault_type: ty, message }
+    }
+
+    /// Whether this fault is `NotAuthenticated` (session gone: log in again).
+    pub(crate) fn is_not_authenticated(&self) -> bool {
+        self.fault_type == "NotAuthenticated"
+    }
+
+    /// The core error kind for this fault type.
+    pub(crate) fn kind(&self) -> ErrorKind {
+        match self.fault_type.as_str() {
+            "InvalidLogin" | "NotAuthenticated" | "InvalidCredentials" | "NoClientCertificate" => {
+                ErrorKind::Unauthenticated
+            }
+            "NoPermission" | "RestrictedVersion" | "SecurityError" => ErrorKind::PermissionDenied,
+            "ManagedObjectNotFound" | "NotFound" | "FileNotFound" => ErrorKind::NotFound,
+            "InvalidPowerState" | "InvalidState" | "ToolsUnavailable" | "VmConfigIncompatibleForPowerOnOp"
+            | "InvalidHostState" | "DisallowedOperationOnFailoverHost" => ErrorKind::InvalidState,
+            "TaskInProgress" | "ConcurrentAccess" | "FileLocked" | "ResourceInUse" => ErrorKind::Conflict,
+            "DuplicateName" | "AlreadyExists" | "FileAlreadyExists" => ErrorKind::AlreadyExists,
+            "InvalidArgument" | "InvalidRequest" | "InvalidType" | "InvalidProperty" | "InvalidName"
+            | "InvalidDeviceSpec" | "InvalidSnapshotFormat" | "MethodNotFound" | "InvalidDatastorePath" => {
+                ErrorKind::InvalidSpec
+            }
+            "NotSupported" | "NotImplemented" | "CpuHotPlugNotSupported" | "MemoryHotPlugNotSupported" => {
+                ErrorKind::Unsupported
+            }
+            "HostNotConnected" | "HostCommunication" | "HostNotReachable" | "Timedout" => ErrorKind::Unavailable,
+            "RequestCanceled" => ErrorKind::Cancelled,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+impl fmt::Display for SoapFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.message.is_empty() {
+            write!(f, "vSphere fault {}", self.fault_type)
+        } else {
+            write!(f, "vSphere fault {}: {}", self.fault_type, self.message)
+        }
+    }
+}
+
+impl std::error::Error for SoapFault {}
+
+/// Everything that can go wrong inside the SOAP client (crate-private).
+#[derive(Debug)]
+pub(crate) enum VimError {
+    /// The server answered with a fault.
+    Fault(SoapFault),
+    /// The server answered with an HTTP status and no SOAP fault.
+    Http(u16, String),
+    /// The request did not get an answer.
+    Transport(reqwest::Error),
+    /// The answer was not XML we understand.
+    Xml(XmlError),
+    /// The answer was XML but not what the method returns.
+    Protocol(String),
+}
+
+impl From<XmlError> for VimError {
+    fn from(e: XmlError) -> Self {
+        VimError::Xml(e)
+    }
+}
+impl From<SoapFault> for VimError {
+    fn from(f: SoapFault) -> Self {
+        VimError::Fault(f)
+    }
+}
+
+impl VimError {
+    /// The fault, if this is one.
+    pub(crate) fn fault(&self) -> Option<&SoapFault> {
+        match self {
+            VimError::Fault(f) => Some(f),
+            _ => None,
+        }
+    }
+    /// Whether this is the fault `ty`.
+    pub(crate) fn is_fault(&self, ty: &str) -> bool {
+        self.fault().is_some_and(|f| f.fault_type == ty)
+    }
+
+    /// The single mapping of client failures to core errors.
+    pub(crate) fn into_error(self, operation: &'static str, resource: Option<&str>) -> Error {
+        let err = match self {
+            VimError::Fault(f) => {
+                let kind = f.kind();
+                Error::new(kind, f.to_string()).with_source(f)
+            }
+            VimError::Http(status, body) => {
+                let kind = match status {
+                    401 => ErrorKind::Unauthenticated,
+                    403 => ErrorKind::PermissionDenied,
+                    404 => ErrorKind::NotFound,
+                    409 => ErrorKind::Conflict,
+                    429 => ErrorKind::RateLimited,
+                    500..=599 => ErrorKind::Unavailable,
+                    _ => ErrorKind::Internal,
+                };
+                let snippet: String = body.chars().take(200).collect();
+                Error::new(kind, format!("HTTP {status} from the SOAP endpoint: {snippet}"))
+            }
+            VimError::Transport(e) => {
+                let kind = if e.is_timeout() { ErrorKind::Timeout } else { ErrorKind::Unavailable };
+                Error::new(kind, format!("cannot reach the SOAP endpoint: {e}")).with_source(e).temporary()
+            }
+            VimError::Xml(e) => Error::internal(format!("unreadable SOAP reply: {e}")).with_source(e),
+            VimError::Protocol(msg) => Error::internal(format!("unexpected SOAP reply: {msg}")),
+        };
+        let err = err.with_provider(crate::PROVIDER_TYPE).with_operation(operation);
+        match resource {
+            Some(r) => err.with_resource(r),
+            None => err,
+        }
+    }
+}
+
+impl fmt::Display for VimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VimError::Fault(x) => x.fmt(f),
+            VimError::Http(s, _) => write!(f, "HTTP {s}"),
+            VimError::Transport(e) => e.fmt(f),
+            VimError::Xml(e) => e.fmt(f),
+            VimError::Protocol(m) => f.write_str(m),
+        }
+    }
+}

@@ -1,0 +1,615 @@
+//! [`VsphereProvider`]: the virtrigaud [`Provider`] for vSphere.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use virtrigaud_core::{
+    AgentStatus, CloneOptions, CloneResult, Cloner, DeleteOptions, DeleteSnapshotOptions, DiskInfo,
+    Error, ErrorKind, ListOptions, OffReason, PowerOffOptions, PowerState, PowerStateStream, Provider,
+    ProviderCapabilities, ReconfigureRequest, ReconfigureResult, Result, RevertOptions, ShutdownChannel,
+    ShutdownRequestOptions, SnapshotInfo, SnapshotOptions, Snapshotter, StartOptions, VmCapabilities,
+    VmDescription, VmId,
+};
+
+use crate::client::{Client, MoRef, Props};
+use crate::config::VsphereConfig;
+use crate::fault::VimError;
+use crate::spec;
+use crate::xml::{Element, Xml};
+
+/// The provider type label.
+pub(crate) const PROVIDER_TYPE: &str = "vsphere";
+
+const POWER_PATHS: [&str; 2] = ["runtime.powerState", "guest.guestState"];
+
+/// The vSphere provider: one logged-in vim25 SOAP session.
+///
+/// [`VmId`]s are VM managed object ids (`vm-57`). Find them with
+/// [`VsphereProvider::find_vm_by_path`] or [`VsphereProvider::find_vm_by_name`].
+#[derive(Debug, Clone)]
+pub struct VsphereProvider {
+    client: Arc<Client>,
+}
+
+fn map<T>(r: std::result::Result<T, VimError>, op: &'static str, vm: &VmId) -> Result<T> {
+    r.map_err(|e| e.into_error(op, Some(vm.as_str())))
+}
+
+/// Maps `runtime.powerState` + `guest.guestState` to a core power state.
+pub(crate) fn power_state_of(props: &Props) -> Option<PowerState> {
+    let power = props.str("runtime.powerState")?;
+    Some(match power {
+        "poweredOn" => match props.str("guest.guestState") {
+            Some("shuttingDown") => PowerState::ShuttingDown,
+            _ => PowerState::Running,
+        },
+        "poweredOff" => PowerState::Off(OffReason::Unknown),
+        "suspended" => PowerState::Off(OffReason::Saved),
+        _ => return None,
+    })
+}
+
+impl VsphereProvider {
+    /// Connects to vCenter / ESXi and logs in.
+    ///
+    /// A wrong user name or password is [`ErrorKind::Unauthenticated`]; an unreachable or
+    /// untrusted endpoint is [`ErrorKind::Unavailable`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> virtrigaud_core::Result<()> {
+    /// use virtrigaud_vsphere::{VsphereConfig, VsphereProvider};
+    /// let provider = VsphereProvider::connect(
+    ///     VsphereConfig::new("https://vcenter.example.com/sdk", "svc-virtrigaud", "secret"),
+    /// ).await?;
+    /// let vm = provider.find_vm_by_path("DC0/vm/web-1").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(config: VsphereConfig) -> Result<Self> {
+        let client = Client::connect(&config).await.map_err(|e| e.into_error("connect", None))?;
+        Ok(VsphereProvider { client })
+    }
+
+    /// Finds a VM by inventory path (`DC0/vm/folder/name`).
+    pub async fn find_vm_by_path(&self, path: &str) -> Result<VmId> {
+        let found = self
+            .client
+            .find_by_inventory_path(path)
+            .await
+            .map_err(|e| e.into_error("find_vm", Some(path)))?;
+        match found {
+            Some(m) if m.ty == "VirtualMachine" => Ok(VmId::new(m.value)),
+            Some(m) => Err(Error::invalid_spec(format!("{path} is a {}, not a VM", m.ty))
+                .with_provider(PROVIDER_TYPE)
+                .with_operation("find_vm")),
+            None => Err(Error::not_found(format!("no VM at inventory path {path}"))
+                .with_provider(PROVIDER_TYPE)
+                .with_operation("find_vm")
+                .with_resource(path)),
+        }
+    }
+
+    /// Finds a VM by display name (through a container view over the whole inventory).
+    /// Several VMs with that name are [`ErrorKind::Conflict`].
+    pub async fn find_vm_by_name(&self, name: &str) -> Result<VmId> {
+        let all = self
+            .client
+            .list_by_type("VirtualMachine", &["name"])
+            .await
+            .map_err(|e| e.into_error("find_vm", Some(name)))?;
+        let mut hits = all.into_iter().filter(|(_, p)| p.str("name") == Some(name)).map(|(m, _)| m.value);
+        match (hits.next(), hits.next()) {
+            (Some(id), None) => Ok(VmId::new(id)),
+            (None, _) => Err(Error::not_found(format!("no VM named {name}"))
+                .with_provider(PROVIDER_TYPE)
+                .with_operation("find_vm")
+                .with_resource(name)),
+            (Some(_), Some(_)) => Err(Error::new(ErrorKind::Conflict, format!("several VMs are named {name}"))
+                .permanent()
+                .with_provider(PROVIDER_TYPE)
+                .with_operation("find_vm")
+                .with_resource(name)),
+        }
+    }
+
+    /// Checks that a VM id exists (by managed object id) and returns its display name.
+    pub async fn vm_name(&self, vm: &VmId) -> Result<String> {
+        let p = map(self.client.retrieve(&MoRef::vm(vm.as_str()), &["name"]).await, "describe", vm)?;
+        Ok(p.str("name").unwrap_or_default().to_owned())
+    }
+
+    /// Suspends the VM to disk (`SuspendVM_Task`); it then reads as `Off(Saved)`.
+    pub async fn suspend(&self, vm: &VmId) -> Result<()> {
+        map(self.client.run_task("SuspendVM_Task", &MoRef::vm(vm.as_str()), "").await, "suspend", vm).map(|_| ())
+    }
+
+    /// Logs the session out. Later calls log in again.
+    pub async fn logout(&self) -> Result<()> {
+        self.client.logout().await.map_err(|e| e.into_error("logout", None))
+    }
+
+    /// The number of SOAP calls this provider has sent (including logins); for measurements.
+    pub fn soap_calls(&self) -> u64 {
+        self.client.calls()
+    }
+
+    async fn props(&self, vm: &VmId, paths: &[&str], op: &'static str) -> Result<Props> {
+        map(self.client.retrieve(&MoRef::vm(vm.as_str()), paths).await, op, vm)
+    }
+
+    async fn vm_task(&self, vm: &VmId, method: &str, body: &str, op: &'static str) -> Result<Option<Element>> {
+        map(self.client.run_task(method, &MoRef::vm(vm.as_str()), body).await, op, vm)
+    }
+
+    async fn snapshot_tree(&self, vm: &VmId) -> Result<Vec<SnapshotInfo>> {
+        let p = self.props(vm, &["snapshot"], "snapshot_list").await?;
+        let mut out = Vec::new();
+        if let Some(info) = p.get("snapshot") {
+            for root in info.children_named("rootSnapshotList") {
+                walk_snapshots(root, None, &mut out);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn resolve_snapshot(&self, vm: &VmId, snapshot: &str) -> Result<MoRef> {
+        let list = self.snapshot_tree(vm).await?;
+        let by_id = list.iter().find(|s| s.id == snapshot);
+        let hit = by_id.or_else(|| list.iter().rev().find(|s| s.name == snapshot));
+        hit.map(|s| MoRef::new("VirtualMachineSnapshot", &s.id)).ok_or_else(|| {
+            Error::not_found(format!("VM {vm} has no snapshot {snapshot}"))
+                .with_provider(PROVIDER_TYPE)
+                .with_operation("snapshot")
+                .with_resource(vm.as_str())
+        })
+    }
+}
+
+fn walk_snapshots(tree: &Element, parent: Option<&str>, out: &mut Vec<SnapshotInfo>) {
+    let Some(id) = tree.child("snapshot").map(|s| s.text().to_owned()) else { return };
+    let mut info = SnapshotInfo::new(id.clone(), tree.text_at("name").unwrap_or_default());
+    info.description = tree.text_at("description").filter(|d| !d.is_empty()).map(str::to_owned);
+    info.has_memory = tree.text_at("state") == Some("poweredOn");
+    info.quiesced = tree.text_at("quiesced") == Some("true");
+    info.parent = parent.map(str::to_owned);
+    out.push(info);
+    for child in tree.children_named("childSnapshotList") {
+        walk_snapshots(child, Some(&id), out);
+    }
+}
+
+/// Disks from `config.hardware.device`: `(label, capacity KiB, device element)`.
+pub(crate) fn disks_of(devices: Option<&Element>) -> Vec<(String, u64, Element)> {
+    let Some(devs) = devices else { return Vec::new() };
+    devs.children
+        .iter()
+        .filter(|d| d.xsi_type.as_deref() == Some("VirtualDisk"))
+        .map(|d| {
+            let label = d.text_at("deviceInfo/label").unwrap_or("disk").to_owned();
+            let kib = d
+                .text_at("capacityInBytes")
+                .and_then(|b| b.parse::<u64>().ok())
+                .map(|b| b / 1024)
+                .or_else(|| d.text_at("capacityInKB").and_then(|k| k.parse().ok()))
+                .unwrap_or(0);
+            (label, kib, d.clone())
+        })
+        .collect()
+}
+
+const GIB_KIB: u64 = 1024 * 1024;
+
+#[async_trait]
+impl Provider for VsphereProvider {
+    fn provider_type(&self) -> &'static str {
+        PROVIDER_TYPE
+    }
+
+    fn capabilities(&self) -> ProviderCapabilities {
+        let mut c = ProviderCapabilities::default();
+        c.reconfigure_online = true;
+        c.disk_expansion_online = true;
+        c.snapshots = true;
+        c.memory_snapshots = true;
+        c.quiesced_snapshots = true;
+        c.linked_clones = true;
+        c.full_clones = true;
+        c.clone_customization = true;
+        c.supported_disk_types = vec!["thin".into(), "thick".into()];
+        c.supported_network_types = vec!["vmxnet3".into(), "e1000".into()];
+        // ShutdownGuest goes through VMware Tools; vSphere has no separate ACPI button API.
+        c.acpi_shutdown = false;
+        c.agent_shutdown = true;
+        c.repeatable_shutdown_signal = false;
+        c.power_state_watch = true;
+        c.reset = true;
+        c.reboot = true;
+        c.pause = false;
+        c.create = false;
+        c.delete = true;
+        c.reconfigure = true;
+        c.inventory = false;
+        c
+    }
+
+    async fn vm_capabilities(&self, vm: &VmId) -> Result<VmCapabilities> {
+        let p = self
+            .props(
+                vm,
+                &[
+                    "runtime.powerState",
+                    "guest.toolsRunningStatus",
+                    "guest.toolsVersionStatus2",
+                    "config.cpuHotAddEnabled",
+                    "config.memoryHotAddEnabled",
+                    "config.hardware.numCPU",
+                    "config.hardware.memoryMB",
+                ],
+                "vm_capabilities",
+            )
+            .await?;
+        let tools_running = p.str("guest.toolsRunningStatus") == Some("guestToolsRunning");
+        let running = p.str("runtime.powerState") == Some("poweredOn");
+        let mut c = VmCapabilities::default();
+        c.agent_configured = p.str("guest.toolsVersionStatus2").is_some_and(|s| s != "guestToolsNotInstalled");
+        c.agent_connected = Some(tools_running);
+        c.cpu_hot_add = p.bool("config.cpuHotAddEnabled").unwrap_or(false);
+        c.memory_hot_add = p.bool("config.memoryHotAddEnabled").unwrap_or(false);
+        c.max_live_vcpus = if c.cpu_hot_add { 0 } else { p.u64("config.hardware.numCPU").unwrap_or(0) as u32 };
+        c.max_live_memory_mib = if c.memory_hot_add { 0 } else { p.u64("config.hardware.memoryMB").unwrap_or(0) };
+        c.disk_grow_online = true;
+        c.snapshot_memory = running;
+        c.snapshot_quiesce = running && tools_running;
+        c.linked_clone_source = true;
+        Ok(c)
+    }
+
+    async fn power_state(&self, vm: &VmId) -> Result<PowerState> {
+        let p = self.props(vm, &POWER_PATHS, "power_state").await?;
+        power_state_of(&p).ok_or_else(|| {
+            Error::internal("VM has no runtime.powerState").with_provider(PROVIDER_TYPE).with_resource(vm.as_str())
+        })
+    }
+
+    async fn watch_power_state(&self, vm: &VmId) -> Result<Option<PowerStateStream>> {
+        let moref = MoRef::vm(vm.as_str());
+        let mut waiter = map(self.client.waiter(&moref, &POWER_PATHS).await, "watch_power_state", vm)?;
+        // The first update carries the current values: consume it so the stream only reports
+        // changes after this call (callers read power_state themselves).
+        let mut props = Props::default();
+        let first = map(waiter.next().await, "watch_power_state", vm)?;
+        props.apply(first.unwrap_or_default());
+        let last = power_state_of(&props);
+        let vmid = vm.clone();
+        let stream = futures::stream::unfold(
+            Some((waiter, props, last)),
+            move |state| {
+                let vmid = vmid.clone();
+                async move {
+                    let (mut waiter, mut props, mut last) = state?;
+                    loop {
+                        match waiter.next().await {
+                            Ok(Some(changes)) => {
+                                props.apply(changes);
+                                let now = power_state_of(&props);
+                                if now.is_some() && now != last {
+                                    last = now;
+                                    let s = now?;
+                                    return Some((Ok(s), Some((waiter, props, last))));
+                                }
+                            }
+                            Ok(None) => continue,
+                            Err(e) => {
+                                let err = e.into_error("watch_power_state", Some(vmid.as_str()));
+                                waiter.destroy().await;
+                                return Some((Err(err), None));
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        Ok(Some(stream.boxed()))
+    }
+
+    async fn start(&self, vm: &VmId, _opts: &StartOptions) -> Result<()> {
+        self.vm_task(vm, "PowerOnVM_Task", "", "start").await.map(|_| ())
+    }
+
+    async fn power_off(&self, vm: &VmId, _opts: &PowerOffOptions) -> Result<()> {
+        // InvalidPowerState (already off) maps to ErrorKind::InvalidState.
+        self.vm_task(vm, "PowerOffVM_Task", "", "power_off").await.map(|_| ())
+    }
+
+    async fn probe_agent(&self, vm: &VmId) -> Result<AgentStatus> {
+        let p = self.props(vm, &["guest.toolsRunningStatus"], "probe_agent").await?;
+        Ok(match p.str("guest.toolsRunningStatus") {
+            Some("guestToolsRunning") => AgentStatus::Connected,
+            Some(_) => AgentStatus::NotConnected,
+            None => AgentStatus::Unknown,
+        })
+    }
+
+    async fn request_shutdown(&self, vm: &VmId, channel: ShutdownChannel, _opts: &ShutdownRequestOptions) -> Result<()> {
+        match channel {
+            ShutdownChannel::Agent => map(
+                self.client.call("ShutdownGuest", &MoRef::vm(vm.as_str()), "").await,
+                "request_shutdown",
+                vm,
+            )
+            .map(|_| ()),
+            _ => Err(Error::new(
+                ErrorKind::Unsupported,
+                "vSphere has no ACPI power-button API: shut down through VMware Tools (agent channel)",
+            )
+            .with_provider(PROVIDER_TYPE)
+            .with_operation("request_shutdown")
+            .with_resource(vm.as_str())),
+        }
+    }
+
+    async fn reset(&self, vm: &VmId) -> Result<()> {
+        self.vm_task(vm, "ResetVM_Task", "", "reset").await.map(|_| ())
+    }
+
+    async fn reboot(&self, vm: &VmId, channel: ShutdownChannel) -> Result<()> {
+        match channel {
+            ShutdownChannel::Agent => {
+                map(self.client.call("RebootGuest", &MoRef::vm(vm.as_str()), "").await, "reboot", vm).map(|_| ())
+            }
+            _ => Err(Error::new(ErrorKind::Unsupported, "vSphere reboots guests through VMware Tools only")
+                .with_provider(PROVIDER_TYPE)
+                .with_operation("reboot")
+                .with_resource(vm.as_str())),
+        }
+    }
+
+    async fn delete(&self, vm: &VmId, opts: &DeleteOptions) -> Result<()> {
+        if opts.delete_disks {
+            self.vm_task(vm, "Destroy_Task", "", "delete").await.map(|_| ())
+        } else {
+            map(self.client.call("UnregisterVM", &MoRef::vm(vm.as_str()), "").await, "delete", vm).map(|_| ())
+        }
+    }
+
+    async fn reconfigure(&self, vm: &VmId, change: &ReconfigureRequest) -> Result<ReconfigureResult> {
+        let p = self
+            .props(
+                vm,
+                &[
+                    "runtime.powerState",
+                    "config.hardware.numCPU",
+                    "config.hardware.memoryMB",
+                    "config.cpuHotAddEnabled",
+                    "config.memoryHotAddEnabled",
+                    "config.hardware.device",
+                ],
+                "reconfigure",
+            )
+            .await?;
+        let running = p.str("runtime.powerState") != Some("poweredOff");
+        let cur_cpu = p.u64("config.hardware.numCPU").unwrap_or(0) as u32;
+        let cur_mem = p.u64("config.hardware.memoryMB").unwrap_or(0);
+        let invalid = |msg: String| {
+            Error::invalid_state(msg).with_provider(PROVIDER_TYPE).with_operation("reconfigure").with_resource(vm.as_str())
+        };
+        let mut notes = Vec::new();
+        let cpu = change.cpu.filter(|c| *c != cur_cpu);
+        let mem = change.memory_mib.filter(|m| *m != cur_mem);
+        if running {
+            if let Some(c) = cpu {
+                if c < cur_cpu || !p.bool("config.cpuHotAddEnabled").unwrap_or(false) {
+                    return Err(invalid(format!(
+                        "changing vCPUs {cur_cpu} -> {c} on a running VM needs CPU hot-add (grow only); power it off first"
+                    )));
+                }
+                notes.push(format!("vCPUs {cur_cpu} -> {c} hot-added"));
+            }
+            if let Some(m) = mem {
+                if m < cur_mem || !p.bool("config.memoryHotAddEnabled").unwrap_or(false) {
+                    return Err(invalid(format!(
+                        "changing memory {cur_mem} -> {m} MiB on a running VM needs memory hot-add (grow only); power it off first"
+                    )));
+                }
+                notes.push(format!("memory {cur_mem} -> {m} MiB hot-added"));
+            }
+        }
+        let disks = disks_of(p.get("config.hardware.device"));
+        let mut edits = Vec::new();
+        for d in &change.disks {
+            let Some((label, kib, el)) = disks.iter().find(|(l, _, _)| *l == d.name) else {
+                return Err(Error::not_found(format!("VM {vm} has no disk {}", d.name))
+                    .with_provider(PROVIDER_TYPE)
+                    .with_operation("reconfigure")
+                    .with_resource(vm.as_str()));
+            };
+            let want = d.size_gib * GIB_KIB;
+            if want < *kib {
+                return Err(Error::invalid_spec(format!("disk {label} can only grow ({} KiB -> {want} KiB)", kib))
+                    .with_provider(PROVIDER_TYPE)
+                    .with_operation("reconfigure")
+                    .with_resource(vm.as_str()));
+            }
+            if want > *kib {
+                edits.push(spec::grown_disk(el, want));
+                notes.push(format!("{label} grown to {} GiB", d.size_gib));
+            }
+        }
+        if cpu.is_none() && mem.is_none() && edits.is_empty() {
+            let mut r = ReconfigureResult::default();
+            r.applied_live = running;
+            r.notes.push("nothing to change".into());
+            return Ok(r);
+        }
+        let body = spec::config_spec(cpu, mem, &edits);
+        self.vm_task(vm, "ReconfigVM_Task", &body, "reconfigure").await?;
+        let mut r = ReconfigureResult::default();
+        r.applied_live = running;
+        r.needs_power_cycle = false;
+        if !running {
+            notes.push("applied while powered off".into());
+        }
+        r.notes = notes;
+        Ok(r)
+    }
+
+    async fn describe(&self, vm: &VmId) -> Result<VmDescription> {
+        let p = self
+            .props(
+                vm,
+                &[
+                    "name",
+                    "runtime.powerState",
+                    "guest.guestState",
+                    "config.hardware.numCPU",
+                    "config.hardware.memoryMB",
+                    "config.hardware.device",
+                    "runtime.host",
+                ],
+                "describe",
+            )
+            .await?;
+        Ok(describe_from(vm.clone(), &p))
+    }
+
+    async fn list_vms(&self, opts: &ListOptions) -> Result<Vec<VmDescription>> {
+        if !opts.labels.is_empty() {
+            return Err(Error::new(ErrorKind::Unsupported, "label filters are not supported by the vSphere provider")
+                .with_provider(PROVIDER_TYPE)
+                .with_operation("list_vms"));
+        }
+        let all = self
+            .client
+            .list_by_type(
+                "VirtualMachine",
+                &[
+                    "name",
+                    "runtime.powerState",
+                    "guest.guestState",
+                    "config.hardware.numCPU",
+                    "config.hardware.memoryMB",
+                    "runtime.host",
+                ],
+            )
+            .await
+            .map_err(|e| e.into_error("list_vms", None))?;
+        Ok(all.into_iter().map(|(m, p)| describe_from(VmId::new(m.value), &p)).collect())
+    }
+
+    fn snapshotter(&self) -> Option<&dyn Snapshotter> {
+        Some(self)
+    }
+
+    fn cloner(&self) -> Option<&dyn Cloner> {
+        Some(self)
+    }
+}
+
+fn describe_from(id: VmId, p: &Props) -> VmDescription {
+    let state = power_state_of(p).unwrap_or(PowerState::Off(OffReason::Unknown));
+    let mut d = VmDescription::new(id, p.str("name").unwrap_or_default(), state);
+    d.cpu = p.u64("config.hardware.numCPU").unwrap_or(0) as u32;
+    d.memory_mib = p.u64("config.hardware.memoryMB").unwrap_or(0);
+    d.disks = disks_of(p.get("config.hardware.device"))
+        .into_iter()
+        .map(|(l, kib, _)| DiskInfo::new(l, kib.div_ceil(GIB_KIB)))
+        .collect();
+    d.host = p.str("runtime.host").map(str::to_owned);
+    d
+}
+
+#[async_trait]
+impl Snapshotter for VsphereProvider {
+    async fn create_snapshot(&self, vm: &VmId, opts: &SnapshotOptions) -> Result<SnapshotInfo> {
+        let mut b = Xml::new();
+        b.el("name", &opts.name)
+            .opt("description", opts.description.as_deref())
+            .el("memory", if opts.memory { "true" } else { "false" })
+            .el("quiesce", if opts.quiesce { "true" } else { "false" });
+        let result = self.vm_task(vm, "CreateSnapshot_Task", &b.finish(), "snapshot_create").await?;
+        let id = result.map(|r| r.text().to_owned()).filter(|s| !s.is_empty());
+        let list = self.snapshot_tree(vm).await?;
+        let found = match &id {
+            Some(id) => list.into_iter().find(|s| &s.id == id),
+            None => list.into_iter().rev().find(|s| s.name == opts.name),
+        };
+        found.ok_or_else(|| {
+            Error::internal("the new snapshot is not in the VM's snapshot tree")
+                .with_provider(PROVIDER_TYPE)
+                .with_operation("snapshot_create")
+                .with_resource(vm.as_str())
+        })
+    }
+
+    async fn list_snapshots(&self, vm: &VmId) -> Result<Vec<SnapshotInfo>> {
+        self.snapshot_tree(vm).await
+    }
+
+    async fn revert_snapshot(&self, vm: &VmId, snapshot: &str, opts: &RevertOptions) -> Result<()> {
+        let snap = self.resolve_snapshot(vm, snapshot).await?;
+        let mut b = Xml::new();
+        b.el("suppressPowerOn", if opts.start { "false" } else { "true" });
+        map(self.client.run_task("RevertToSnapshot_Task", &snap, &b.finish()).await, "snapshot_revert", vm)?;
+        if opts.start && self.power_state(vm).await?.is_off() {
+            self.start(vm, &StartOptions::default()).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_snapshot(&self, vm: &VmId, snapshot: &str, opts: &DeleteSnapshotOptions) -> Result<()> {
+        let snap = self.resolve_snapshot(vm, snapshot).await?;
+        let mut b = Xml::new();
+        b.el("removeChildren", if opts.children { "true" } else { "false" }).el("consolidate", "true");
+        map(self.client.run_task("RemoveSnapshot_Task", &snap, &b.finish()).await, "snapshot_delete", vm).map(|_| ())
+    }
+}
+
+#[async_trait]
+impl Cloner for VsphereProvider {
+    async fn clone_vm(&self, source: &VmId, opts: &CloneOptions) -> Result<CloneResult> {
+        if opts.target_name.is_empty() {
+            return Err(Error::invalid_spec("clone target name is empty").with_provider(PROVIDER_TYPE));
+        }
+        let p = self.props(source, &["parent", "resourcePool", "snapshot.currentSnapshot"], "clone").await?;
+        let folder = p.get("parent").and_then(MoRef::from_el).ok_or_else(|| {
+            Error::invalid_state("source VM has no parent folder (is it a template?)")
+                .with_provider(PROVIDER_TYPE)
+                .with_operation("clone")
+                .with_resource(source.as_str())
+        })?;
+        let pool = p.get("resourcePool").and_then(MoRef::from_el);
+        let snapshot = if let Some(s) = &opts.snapshot {
+            Some(self.resolve_snapshot(source, s).await?)
+        } else if opts.linked {
+            match p.get("snapshot.currentSnapshot").and_then(MoRef::from_el) {
+                Some(s) => Some(s),
+                None => {
+                    // A linked clone needs a snapshot to share disks with: take one.
+                    let info = self
+                        .create_snapshot(source, &SnapshotOptions::new(format!("{}-base", opts.target_name)))
+                        .await?;
+                    Some(MoRef::new("VirtualMachineSnapshot", &info.id))
+                }
+            }
+        } else {
+            None
+        };
+        let customization = opts.customization.as_ref().filter(|c| !c.is_empty());
+        let body = spec::clone_spec(
+            &folder,
+            &opts.target_name,
+            pool.as_ref(),
+            opts.linked,
+            snapshot.as_ref(),
+            customization,
+            opts.power_on,
+        )
+        .map_err(|e| e.with_provider(PROVIDER_TYPE).with_operation("clone").with_resource(source.as_str()))?;
+        let result = self.vm_task(source, "CloneVM_Task", &body, "clone").await?;
+        let vm = result.and_then(|r| MoRef::from_el(&r).or_else(|| Some(MoRef::vm(r.text()))));
+        let vm = vm.filter(|m| !m.value.is_empty()).ok_or_else(|| {
+            Error::internal("CloneVM_Task returned no VM").with_provider(PROVIDER_TYPE).with_operation("clone")
+        })?;
+        Ok(CloneResult::new(VmId::new(vm.value), opts.linked, customization.is_some()))
+    }
+}

@@ -1,0 +1,202 @@
+//! Request bodies for ReconfigVM_Task and CloneVM_Task (elements in XSD order: vCenter's
+//! deserializer is order-sensitive).
+
+use std::net::Ipv4Addr;
+
+use virtrigaud_core::{Customization, Error};
+
+use crate::client::MoRef;
+use crate::xml::{Element, Xml, esc};
+
+/// Serialises a parsed element back to XML (keeps `xsi:type` and plain attributes).
+pub(crate) fn write_element(out: &mut String, el: &Element, name: &str) {
+    out.push('<');
+    out.push_str(name);
+    if let Some(t) = &el.xsi_type {
+        out.push_str(&format!(" xsi:type=\"{}\"", esc(t)));
+    }
+    for (k, v) in &el.attrs {
+        out.push_str(&format!(" {k}=\"{}\"", esc(v)));
+    }
+    out.push('>');
+    if el.children.is_empty() {
+        out.push_str(&esc(el.text()));
+    } else {
+        for c in &el.children {
+            write_element(out, c, &c.name);
+        }
+    }
+    out.push_str("</");
+    out.push_str(name);
+    out.push('>');
+}
+
+/// A `deviceChange` entry that grows `disk` to `kib`.
+pub(crate) fn grown_disk(disk: &Element, kib: u64) -> String {
+    let mut d = disk.clone();
+    for c in &mut d.children {
+        match c.name.as_str() {
+            "capacityInKB" => c.text = kib.to_string(),
+            "capacityInBytes" => c.text = (kib * 1024).to_string(),
+            _ => {}
+        }
+    }
+    let mut out = String::from("<deviceChange><operation>edit</operation>");
+    write_element(&mut out, &d, "device");
+    out.push_str("</deviceChange>");
+    out
+}
+
+/// The body of `ReconfigVM_Task`.
+pub(crate) fn config_spec(cpu: Option<u32>, memory_mib: Option<u64>, device_changes: &[String]) -> String {
+    let mut b = Xml::new();
+    b.open("spec");
+    if let Some(c) = cpu {
+        b.el("numCPUs", &c.to_string());
+    }
+    if let Some(m) = memory_mib {
+        b.el("memoryMB", &m.to_string());
+    }
+    for d in device_changes {
+        b.raw(d);
+    }
+    b.close("spec");
+    b.finish()
+}
+
+fn prefix_to_mask(prefix: u8) -> Ipv4Addr {
+    let bits: u32 = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
+    Ipv4Addr::from(bits)
+}
+
+/// Splits `10.0.0.5/24` into address and subnet mask (no prefix: /24).
+fn split_cidr(ip: &str) -> Result<(Ipv4Addr, Ipv4Addr), Error> {
+    let (addr, prefix) = match ip.split_once('/') {
+        Some((a, p)) => (a, p.parse::<u8>().map_err(|_| Error::invalid_spec(format!("bad prefix in {ip}")))?),
+        None => (ip, 24),
+    };
+    if prefix > 32 {
+        return Err(Error::invalid_spec(format!("bad prefix in {ip}")));
+    }
+    let addr: Ipv4Addr = addr.parse().map_err(|_| Error::invalid_spec(format!("bad IPv4 address {ip}")))?;
+    Ok((addr, prefix_to_mask(prefix)))
+}
+
+/// A Linux `CustomizationSpec` for hostname and networks.
+pub(crate) fn customization_spec(c: &Customization) -> Result<String, Error> {
+    let mut b = Xml::new();
+    b.open("customization");
+    b.open_typed("identity", "CustomizationLinuxPrep");
+    let host = c.hostname.as_deref().unwrap_or("");
+    let (short, domain) = host.split_once('.').unwrap_or((host, "localdomain"));
+    if short.is_empty() {
+        b.raw("<hostName xsi:type=\"CustomizationVirtualMachineName\"></hostName>");
+    } else {
+        b.open_typed("hostName", "CustomizationFixedName").el("name", short).close("hostName");
+    }
+    b.el("domain", domain);
+    b.close("identity");
+    let dns: Vec<&str> = c.networks.iter().flat_map(|n| n.dns.iter().map(String::as_str)).collect();
+    b.open("globalIPSettings");
+    for d in &dns {
+        b.el("dnsServerList", d);
+    }
+    b.close("globalIPSettings");
+    for n in &c.networks {
+        b.open("nicSettingMap").open("adapter");
+        match &n.ip_address {
+            Some(ip) => {
+                let (addr, mask) = split_cidr(ip)?;
+                b.open_typed("ip", "CustomizationFixedIp").el("ipAddress", &addr.to_string()).close("ip");
+                b.el("subnetMask", &mask.to_string());
+            }
+            None => {
+                b.raw("<ip xsi:type=\"CustomizationDhcpIpGenerator\"></ip>");
+            }
+        }
+        if let Some(gw) = &n.gateway {
+            b.el("gateway", gw);
+        }
+        for d in &n.dns {
+            b.el("dnsServerList", d);
+        }
+        b.close("adapter").close("nicSettingMap");
+    }
+    b.close("customization");
+    Ok(b.finish())
+}
+
+/// The body of `CloneVM_Task`.
+pub(crate) fn clone_spec(
+    folder: &MoRef,
+    name: &str,
+    pool: Option<&MoRef>,
+    linked: bool,
+    snapshot: Option<&MoRef>,
+    customization: Option<&Customization>,
+    power_on: bool,
+) -> Result<String, Error> {
+    let mut b = Xml::new();
+    b.moref("folder", &folder.ty, &folder.value).el("name", name).open("spec").open("location");
+    if linked {
+        b.el("diskMoveType", "createNewChildDiskBacking");
+    }
+    if let Some(p) = pool {
+        b.moref("pool", &p.ty, &p.value);
+    }
+    b.close("location").el("template", "false");
+    if let Some(c) = customization {
+        b.raw(&customization_spec(c)?);
+    }
+    b.el("powerOn", if power_on { "true" } else { "false" });
+    if let Some(s) = snapshot {
+        b.moref("snapshot", &s.ty, &s.value);
+    }
+    b.close("spec");
+    Ok(b.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use virtrigaud_core::NetworkCustomization;
+
+    #[test]
+    fn masks() {
+        assert_eq!(prefix_to_mask(24).to_string(), "255.255.255.0");
+        assert_eq!(prefix_to_mask(0).to_string(), "0.0.0.0");
+        assert_eq!(prefix_to_mask(32).to_string(), "255.255.255.255");
+        assert!(split_cidr("10.0.0.1/33").is_err());
+        assert!(split_cidr("nope").is_err());
+    }
+
+    #[test]
+    fn linked_clone_body_order() {
+        let mut c = Customization::default();
+        c.hostname = Some("web-1.example.com".into());
+        let mut n = NetworkCustomization::default();
+        n.name = "VM Network".into();
+        n.ip_address = Some("10.0.0.5/24".into());
+        n.gateway = Some("10.0.0.1".into());
+        n.dns = vec!["10.0.0.2".into()];
+        c.networks.push(n);
+        let body = clone_spec(
+            &MoRef::new("Folder", "group-v3"),
+            "web-1",
+            Some(&MoRef::new("ResourcePool", "resgroup-1")),
+            true,
+            Some(&MoRef::new("VirtualMachineSnapshot", "snapshot-1")),
+            Some(&c),
+            true,
+        )
+        .expect("body");
+        let order = ["<folder", "<name>web-1", "<location>", "createNewChildDiskBacking", "<pool", "</location>",
+            "<template>", "CustomizationLinuxPrep", "<name>web-1</name>", "<domain>example.com", "255.255.255.0",
+            "<gateway>10.0.0.1", "<powerOn>true", "<snapshot type=\"VirtualMachineSnapshot\">snapshot-1"];
+        let mut at = 0;
+        for o in order {
+            let i = body[at..].find(o).unwrap_or_else(|| panic!("{o} missing or out of order in {body}"));
+            at += i;
+        }
+    }
+}
