@@ -1,1 +1,103 @@
-//! The spec/status model (in progress).
+//! The typed spec/status model: every kind in the design documents, as serde types.
+//!
+//! # Tour
+//!
+//! - **Kinds**: [`VirtualMachine`], [`VMSnapshot`], [`VMClone`], [`VMSet`],
+//!   [`VMPlacementPolicy`], [`VMImage`] are aliases of the generic envelope [`Object`]
+//!   (`apiVersion`, `kind`, [`ObjectMeta`], `spec`, `status`); [`ProviderResource`] carries
+//!   declared [`crate::ProviderCapabilities`]. [`SpecPatch`] holds a spec-only fragment.
+//! - **Value types**: [`HumanDuration`] (`"120s"`, `"7d"`; bare numbers rejected),
+//!   [`IntOrPercent`] (`1` or `"25%"`, resolved against a replica count), [`Checksum`]
+//!   (`sha256:<64 hex>`), [`Quantity`] (`4Gi`), [`Condition`] with [`set_condition`] and
+//!   [`find_condition`].
+//! - **Lifecycle**: [`VirtualMachineSpec::graceful_shutdown_timeout`] (60 s by default) and
+//!   [`VirtualMachineSpec::pre_stop_command`] feed the shutdown engine; [`LifecycleAction`]
+//!   (`start`/`stop`, `force`, `gracePeriodSeconds`) and [`RunStrategy`] model seed 004.
+//! - **Parsing**: [`from_yaml_str`] (feature `yaml`) and [`from_json_str`] deserialize
+//!   through `serde_path_to_error`, so a bad field is reported with its path
+//!   ([`ParseError::Field`]), then run [`Validate`], which collects every broken rule as a
+//!   [`SpecError`] (`path`, `rule`, `value`) in [`SpecErrors`]. [`ParseError`] converts into
+//!   [`crate::Error`] with [`crate::ErrorKind::InvalidSpec`].
+//!
+//! ```
+//! # #[cfg(feature = "yaml")] {
+//! use virtrigaud_core::model::{from_yaml_str, VMSet};
+//! let err = from_yaml_str::<VMSet>(
+//!     "apiVersion: infra.virtrigaud.io/v1beta1
+//! kind: VMSet
+//! metadata: {name: web}
+//! spec:
+//!   replicas: -1
+//!   template: {}
+//!   updateStrategy: {rollingUpdate: {maxUnavailable: 0, maxSurge: 0}}
+//! ",
+//! )
+//! .unwrap_err();
+//! let errors = err.spec_errors().unwrap();
+//! assert_eq!(errors.errors()[0].path, "spec.replicas");
+//! assert!(errors.find("spec.updateStrategy.rollingUpdate.maxUnavailable").is_some());
+//! let err: virtrigaud_core::Error = err.into();
+//! assert_eq!(err.kind(), virtrigaud_core::ErrorKind::InvalidSpec);
+//! # }
+//! ```
+
+mod checksum;
+mod clone;
+mod condition;
+mod duration;
+mod image;
+mod intorpercent;
+mod lifecycle;
+mod meta;
+mod parse;
+mod placement;
+mod provider;
+mod quantity;
+mod snapshot;
+mod validate;
+mod vm;
+mod vmset;
+
+pub use checksum::{Checksum, ChecksumAlgorithm, ChecksumParseError};
+pub use clone::{
+    CloneCustomization, CloneNetwork, ClonePhase, CloneTarget, CloudInit, UserData, VMClone,
+    VMCloneSpec, VMCloneStatus,
+};
+pub use condition::{
+    Condition, ConditionStatus, find_condition, is_condition_true, remove_condition,
+    set_condition, types as condition_types,
+};
+pub use duration::{DURATION_RULE, DurationParseError, HumanDuration};
+pub use image::{
+    ImagePhase, ImagePrepare, ImageStorage, LibvirtImageSource, LibvirtImageStorage, OnMissing,
+    ProxmoxImageSource, ProxmoxImageStorage, VMImage, VMImageSpec, VMImageStatus,
+    VsphereImageSource, VsphereImageStorage,
+};
+pub use intorpercent::{INT_OR_PERCENT_RULE, IntOrPercent, IntOrPercentParseError};
+pub use lifecycle::{
+    DEFAULT_STOP_GRACE_PERIOD, LifecycleAction, LifecycleActionKind, LifecyclePhase,
+    LifecycleState, RunStrategy,
+};
+pub use meta::{API_VERSION, LabelSelector, Object, ObjectMeta, ObjectRef, Resource, SpecPatch};
+#[cfg(feature = "yaml")]
+pub use parse::{from_yaml_str, from_yaml_str_unvalidated, to_yaml_string, yaml_to_value};
+pub use parse::{
+    ParseError, from_json_str, from_json_value, from_value_unvalidated, to_json_string,
+};
+pub use placement::{
+    AntiAffinity, PlacementConstraints, VMPlacementPolicy, VMPlacementPolicySpec,
+    VMPlacementPolicyStatus,
+};
+pub use provider::{ProviderResource, ProviderSpec, ProviderStatus};
+pub use quantity::{Quantity, QuantityParseError};
+pub use snapshot::{RetentionPolicy, SnapshotPhase, VMSnapshot, VMSnapshotSpec, VMSnapshotStatus};
+pub use validate::{SpecError, SpecErrors, Validate, index as path_index, join as path_join};
+pub use vm::{
+    DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT, ExecAction, ExpandPolicy, LifecycleHandler,
+    ObservedPowerState, VirtualMachine, VirtualMachineSpec, VirtualMachineStatus, VmDisk,
+    VmLifecycle, VmNetwork, VmPowerState, VmResources, VmSnapshotOperation,
+};
+pub use vmset::{
+    DEFAULT_ROLLING_PERCENT, RollingUpdate, UpdateStrategy, UpdateStrategyType, VMSet,
+    VMSetSpec, VMSetStatus, VmTemplate,
+};

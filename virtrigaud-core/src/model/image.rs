@@ -1,0 +1,257 @@
+//! `VMImage`: per-provider image sources and preparation (import) options.
+
+use serde::{Deserialize, Serialize};
+
+use super::checksum::Checksum;
+use super::condition::Condition;
+use super::duration::HumanDuration;
+use super::meta::{API_VERSION, Object, Resource};
+use super::validate::{SpecErrors, Validate, join};
+
+/// A `VMImage` object.
+pub type VMImage = Object<VMImageSpec, VMImageStatus>;
+
+/// Spec of a `VMImage`: one source per provider type, plus preparation options.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct VMImageSpec {
+    /// vSphere source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsphere: Option<VsphereImageSource>,
+    /// libvirt source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub libvirt: Option<LibvirtImageSource>,
+    /// Proxmox VE source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxmox: Option<ProxmoxImageSource>,
+    /// Preparation options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepare: Option<ImagePrepare>,
+}
+
+impl Resource for VMImageSpec {
+    const API_VERSION: &'static str = API_VERSION;
+    const KIND: &'static str = "VMImage";
+}
+
+impl Validate for VMImageSpec {
+    fn validate_at(&self, path: &str, errors: &mut SpecErrors) {
+        if self.vsphere.is_none() && self.libvirt.is_none() && self.proxmox.is_none() {
+            errors.add_rule(
+                path.to_owned(),
+                "at least one image source (vsphere, libvirt or proxmox) is required",
+            );
+        }
+        if let Some(v) = &self.vsphere
+            && v.ova_url.is_none()
+            && v.template_name.is_none()
+        {
+            errors.add_rule(join(path, "vsphere"), "one of ovaURL or templateName is required");
+        }
+        if let Some(l) = &self.libvirt
+            && l.url.is_none()
+            && l.path.is_none()
+        {
+            errors.add_rule(join(path, "libvirt"), "one of url or path is required");
+        }
+        if let Some(p) = &self.proxmox
+            && p.template_id.is_none()
+            && p.template_name.is_none()
+            && p.url.is_none()
+        {
+            errors.add_rule(
+                join(path, "proxmox"),
+                "one of templateID, templateName or url is required",
+            );
+        }
+        self.prepare.validate_at(&join(path, "prepare"), errors);
+    }
+}
+
+/// vSphere image source: an OVA to import or an existing template.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct VsphereImageSource {
+    /// URL of an OVA to import.
+    #[serde(default, rename = "ovaURL", skip_serializing_if = "Option::is_none")]
+    pub ova_url: Option<String>,
+    /// Existing template name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_name: Option<String>,
+    /// Expected checksum of the download.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<Checksum>,
+}
+
+/// libvirt image source: a disk image URL or a local path.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LibvirtImageSource {
+    /// URL of the disk image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Path of an existing image on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Disk format (`qcow2`, `raw`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// Expected checksum of the download.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<Checksum>,
+}
+
+/// Proxmox VE image source: an existing template or a disk image URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ProxmoxImageSource {
+    /// VMID of a template.
+    #[serde(default, rename = "templateID", skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<u32>,
+    /// Name of a template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_name: Option<String>,
+    /// URL of a disk image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Disk format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// Expected checksum of the download.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<Checksum>,
+}
+
+/// What to do when the image is missing on the provider.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum OnMissing {
+    /// Import it from the source.
+    #[default]
+    Import,
+    /// Fail.
+    Fail,
+}
+
+/// `spec.prepare`: import and preparation options.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ImagePrepare {
+    /// What to do when the image is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_missing: Option<OnMissing>,
+    /// Verify the checksum after download.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate_checksum: Option<bool>,
+    /// Time budget for one import attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    /// Retries after a failed attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// Where to store the imported image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<ImageStorage>,
+}
+
+impl Validate for ImagePrepare {
+    fn validate_at(&self, path: &str, errors: &mut SpecErrors) {
+        if let Some(t) = self.timeout
+            && t.is_zero()
+        {
+            errors.add(join(path, "timeout"), "must be greater than zero", t);
+        }
+    }
+}
+
+/// Per-provider storage for imported images.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ImageStorage {
+    /// vSphere storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsphere: Option<VsphereImageStorage>,
+    /// libvirt storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub libvirt: Option<LibvirtImageStorage>,
+    /// Proxmox storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxmox: Option<ProxmoxImageStorage>,
+}
+
+/// vSphere image storage.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct VsphereImageStorage {
+    /// Datastore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datastore: Option<String>,
+    /// Inventory folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
+    /// Thin provisioning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thin_provisioned: Option<bool>,
+}
+
+/// libvirt image storage.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LibvirtImageStorage {
+    /// Storage pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+}
+
+/// Proxmox image storage.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ProxmoxImageStorage {
+    /// Storage id (e.g. `local-lvm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+}
+
+/// Phase of image preparation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ImagePhase {
+    /// Waiting to start.
+    Pending,
+    /// Downloading / importing.
+    Importing,
+    /// Converting or otherwise processing.
+    Preparing,
+    /// Ready for use.
+    Ready,
+    /// Failed.
+    Failed,
+}
+
+/// Status of a `VMImage`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct VMImageStatus {
+    /// Phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ImagePhase>,
+    /// Attempts made so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// Human-readable detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
