@@ -274,6 +274,7 @@ async fn run_one(
     cancel: CancellationToken,
 ) {
     let provider_type = shared.provider.provider_type();
+    let requested_at = Instant::now();
     let wall_now = shared.clock.now();
     let requested_wall = wall_now + policy.grace;
     let existing = match shared.journal.get(provider_type, &vm).await {
@@ -306,9 +307,13 @@ async fn run_one(
     if let Err(e) = shared.journal.record(&lease).await {
         tracing::warn!(vm = %vm, error = %e, "could not journal the shutdown; it is not restart-safe");
     }
-    let since_start = wall_now.duration_since(lease.started_at()).unwrap_or(Duration::ZERO);
-    let now = Instant::now();
-    let started = now.checked_sub(since_start).unwrap_or(now);
+    let started = if resumed {
+        let since_start = wall_now.duration_since(lease.started_at()).unwrap_or(Duration::ZERO);
+        let now = Instant::now();
+        now.checked_sub(since_start).unwrap_or(now)
+    } else {
+        requested_at
+    };
 
     let run = Run {
         provider: Arc::clone(&shared.provider),
