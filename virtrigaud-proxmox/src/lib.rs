@@ -1,1 +1,53 @@
-//! virtrigaud provider for proxmox (work in progress: not yet implemented).
+//! # virtrigaud-proxmox
+//!
+//! The [Proxmox VE](https://www.proxmox.com/) provider of virtrigaud, over the real PVE REST
+//! API (`/api2/json`).
+//!
+//! A short tour:
+//!
+//! * [`ProxmoxConfig`] + [`Auth`] + [`Tls`]: where and how to connect. TLS verification is on
+//!   by default; [`ProxmoxConfig::with_ca_pem`] trusts a self-signed node's CA;
+//!   [`ProxmoxConfig::danger_accept_invalid_certs`] is an explicit, logged opt-out.
+//!   API tokens (`user@realm!id` + secret) or password login with tickets, CSRF and renewal.
+//!   Secrets never appear in logs or `Debug` output.
+//! * [`PveClient`]: a thin typed client. It sends **form-encoded** bodies (as PVE's own
+//!   clients do), unwraps `{"data": …}`, parses numbers leniently and counts its requests
+//!   ([`PveClient::requests_sent`]).
+//! * [`request`]: every call is first built as an [`ApiRequest`] value (method, schema path
+//!   template, parameters) that can be inspected without sending it; the test suite validates
+//!   all of them against the PVE API schema.
+//! * [`task`]: UPIDs and the [`TaskWaiter`] (bounded by a deadline, cancellable with a
+//!   `CancellationToken`, the task log in the error when a task fails).
+//! * [`ProxmoxProvider`]: the [`virtrigaud_core::Provider`] with snapshots
+//!   ([`virtrigaud_core::Snapshotter`]) and clones ([`virtrigaud_core::Cloner`]). VM ids are
+//!   `node/vmid`. Its docs explain how the engine's grace period maps onto PVE's
+//!   `timeout`/`forceStop` and how a running shutdown is escalated.
+//! * [`error`]: the single mapping from PVE answers to [`virtrigaud_core::ErrorKind`]s.
+//!
+//! ```no_run
+//! # async fn demo() -> virtrigaud_core::Result<()> {
+//! use std::sync::Arc;
+//! use virtrigaud_core::{Provider, VmId};
+//! use virtrigaud_proxmox::{Auth, ProxmoxConfig, ProxmoxProvider};
+//!
+//! let pem = std::fs::read("/etc/pve/pve-root-ca.pem").expect("CA");
+//! let cfg = ProxmoxConfig::new("https://pve1.example:8006", Auth::api_token("root@pam!ci", "…"))
+//!     .with_ca_pem(pem);
+//! let provider: Arc<dyn Provider> = Arc::new(ProxmoxProvider::connect(cfg)?);
+//! println!("{}", provider.power_state(&VmId::new("pve1/101")).await?);
+//! # Ok(()) }
+//! ```
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod provider;
+pub mod request;
+pub mod task;
+pub mod types;
+
+pub use client::{ApiError, PveClient};
+pub use config::{Auth, ProxmoxConfig, Tls};
+pub use provider::{NodeCapabilities, ProviderOptions, ProxmoxProvider, VmRef};
+pub use request::{ApiRequest, Method};
+pub use task::{TaskOutcome, TaskWaiter, Upid};

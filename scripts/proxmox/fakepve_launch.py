@@ -1,0 +1,174 @@
+"""Run fakepve (a test double of the PVE 9 API, AGPL, never a library dependency) for virtrigaud's tests.
+
+    python fakepve_launch.py guests.json --port 18006 --control-port 18007 --time-scale 1 \
+        --token 'root@pam!ci=SECRET' --control-token TOKEN --cafile ca.pem
+
+Always binds 127.0.0.1. Besides the PVE API (TLS, CA written to --cafile) it serves a small
+plain-HTTP control API for tests on --control-port (header X-Control-Token required):
+
+    POST /vm            {"name", "node", "status", "config", "template", "acpi", "shutdown_secs",
+                         "start_secs", "stop_secs", "start_error", "agent", "agent_hangs"} -> {"vmid", "node"}
+    GET  /vm/<vmid>     fake-side view: status, qmpstatus, lock, agent_requests
+    POST /fault         {"method", "suffix", "status"?, "message"?, "error"?, "times"?}
+    POST /unfault       {"method", "suffix"}
+    POST /node          {"node", "online"}
+    POST /lock          {"vmid", "secs"}   (another task holds the VM config lock)
+    POST /unlock        {"vmid"}
+    POST /revoke-tickets
+    GET  /requests?since=N   {"total", "items": [[method, path], ...]}
+"""
+import argparse
+import asyncio
+import itertools
+import json
+import shutil
+import tempfile
+
+from aiohttp import web
+from fakepve import FakePve
+from fakepve.certs import make_cert
+
+VM_ATTRS = ('shutdown_secs', 'start_secs', 'stop_secs', 'start_error', 'ha_state', 'agent', 'agent_hangs')
+
+
+def add_guest(pve, g, vmid):
+    vm = pve.add_vm(vmid, g.get('name', 'vm{0}'.format(vmid)), node=g.get('node', 'pve1'),
+                    status=g.get('status', 'stopped'), qmpstatus=g.get('qmpstatus'), config=g.get('config', {}),
+                    template=g.get('template', False), lock=g.get('lock'))
+    vm.acpi = g.get('acpi', True)
+    for key in VM_ATTRS:
+        if key in g:
+            setattr(vm, key, g[key])
+    return vm
+
+
+def control_app(pve, token):
+    ids = itertools.count(100000)
+
+    @web.middleware
+    async def auth(request, handler):
+        if request.headers.get('X-Control-Token') != token:
+            return web.json_response({'error': 'bad control token'}, status=401)
+        try:
+            return await handler(request)
+        except (KeyError, ValueError, TypeError) as e:
+            return web.json_response({'error': repr(e)}, status=400)
+
+    async def body(request):
+        raw = await request.read()
+        return json.loads(raw) if raw else {}
+
+    async def new_vm(request):
+        g = await body(request)
+        vmid = next(ids)
+        while pve.guest(vmid) is not None:
+            vmid = next(ids)
+        vm = add_guest(pve, g, vmid)
+        return web.json_response({'vmid': vm.vmid, 'node': vm.node})
+
+    async def get_vm(request):
+        vm = pve.vm(int(request.match_info['vmid']))
+        if vm is None:
+            return web.json_response({'error': 'no such vm'}, status=404)
+        return web.json_response({'vmid': vm.vmid, 'node': vm.node, 'status': vm.status, 'qmpstatus': vm.qmpstatus,
+                                  'lock': vm.lock, 'config': vm.config, 'pending': vm.pending,
+                                  'agent_requests': [list(r) for r in vm.agent_requests]}, dumps=lambda o: json.dumps(o, default=str))
+
+    async def fault(request):
+        b = await body(request)
+        pve.fail(b['method'], b['suffix'], status=b.get('status'), message=b.get('message'), error=b.get('error'),
+                 times=b.get('times'))
+        return web.json_response({'ok': True})
+
+    async def unfault(request):
+        b = await body(request)
+        pve.failures.pop((b['method'], b['suffix']), None)
+        return web.json_response({'ok': True})
+
+    async def node(request):
+        b = await body(request)
+        pve.set_node_offline(b['node'], offline=not b.get('online', False))
+        return web.json_response({'ok': True})
+
+    async def lock(request):
+        b = await body(request)
+        await pve.hold_config_lock(int(b['vmid']), b.get('secs'))
+        return web.json_response({'ok': True})
+
+    async def unlock(request):
+        b = await body(request)
+        pve.release_config_lock(int(b['vmid']))
+        return web.json_response({'ok': True})
+
+    async def revoke(request):
+        pve.revoke_tickets()
+        return web.json_response({'ok': True})
+
+    async def requests(request):
+        since = int(request.query.get('since', '0'))
+        total = len(pve.requests)
+        items = [[m, p] for (m, p, _b) in pve.requests[since:]]
+        return web.json_response({'total': total, 'items': items})
+
+    app = web.Application(middlewares=[auth])
+    app.router.add_post('/vm', new_vm)
+    app.router.add_get('/vm/{vmid}', get_vm)
+    app.router.add_post('/fault', fault)
+    app.router.add_post('/unfault', unfault)
+    app.router.add_post('/node', node)
+    app.router.add_post('/lock', lock)
+    app.router.add_post('/unlock', unlock)
+    app.router.add_post('/revoke-tickets', revoke)
+    app.router.add_get('/requests', requests)
+    return app
+
+
+async def serve(a):
+    pve = FakePve(user=a.user, password=a.password, host='127.0.0.1', port=a.port)
+    pve.time_scale = a.time_scale
+    pve.lock_wait = a.lock_wait
+    pve.max_requests = 10 ** 7
+    for tok in a.token:
+        tokenid, _, secret = tok.partition('=')
+        pve.apitokens[tokenid] = secret
+    with open(a.guests) as fh:
+        for g in json.load(fh)['guests']:
+            add_guest(pve, g, g['vmid'])
+    for n in a.node:
+        pve.add_node(n)
+    tmp = tempfile.mkdtemp(prefix='fakepve-')
+    try:
+        cert, key, _ = make_cert(tmp, hosts=('127.0.0.1',))
+        shutil.copy(cert, a.cafile)
+        await pve.start(cert, key)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    runner = web.AppRunner(control_app(pve, a.control_token))
+    await runner.setup()
+    await web.TCPSite(runner, '127.0.0.1', a.control_port).start()
+    print('fakepve listening on {0}, control on http://127.0.0.1:{1} (ca: {2})'.format(
+        pve.url, a.control_port, a.cafile), flush=True)
+    await asyncio.Event().wait()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument('guests')
+    p.add_argument('--port', type=int, default=18006)
+    p.add_argument('--control-port', type=int, default=18007)
+    p.add_argument('--control-token', required=True)
+    p.add_argument('--user', default='root@pam')
+    p.add_argument('--password', default='secret')
+    p.add_argument('--time-scale', type=float, default=1.0)
+    p.add_argument('--lock-wait', type=float, default=3.0, help='PVE seconds a task waits for a held config lock')
+    p.add_argument('--token', action='append', default=[], help="'user@realm!id=secret'")
+    p.add_argument('--node', action='append', default=[], help='extra cluster nodes')
+    p.add_argument('--cafile', required=True)
+    try:
+        asyncio.run(serve(p.parse_args()))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,337 @@
+//! A thin typed client for the PVE REST API (`/api2/json`).
+//!
+//! * Bodies are **form-encoded** (as PVE's own clients send them; booleans as `0`/`1`).
+//! * Answers are unwrapped from PVE's `{"data": …}` envelope.
+//! * API-token auth, or ticket + CSRF auth with renewal (before expiry, and once on a 401).
+//! * Secrets never appear in logs or `Debug` output.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+
+use crate::config::{Auth, ProxmoxConfig, Tls};
+use crate::request::{ApiRequest, Method, api};
+
+/// A failure of one API call, before it is mapped to a [`virtrigaud_core::Error`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// PVE answered with an HTTP error status.
+    #[error("HTTP {status}: {message}{}", fmt_field_errors(.errors))]
+    Http {
+        /// HTTP status (401, 403, 500, 595, …).
+        status: u16,
+        /// PVE's message (trimmed).
+        message: String,
+        /// Per-parameter errors of a 400.
+        errors: Vec<(String, String)>,
+    },
+    /// The request did not reach PVE or no answer came back.
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// The answer could not be decoded.
+    #[error("unexpected answer: {0}")]
+    Decode(String),
+    /// Login failed or was refused.
+    #[error("login failed: {0}")]
+    Login(String),
+    /// The client could not be built (bad CA PEM, bad URL).
+    #[error("client configuration: {0}")]
+    Config(String),
+    /// A task ended with an exit status other than `OK`.
+    #[error("task {task_type} failed: {exitstatus}{}", fmt_log(.log))]
+    TaskFailed {
+        /// The task's UPID.
+        upid: String,
+        /// Task type (`qmshutdown`, `qmclone`, …).
+        task_type: String,
+        /// PVE's exit status (the error message).
+        exitstatus: String,
+        /// The last lines of the task log.
+        log: Vec<String>,
+    },
+    /// Waiting for a task exceeded its deadline (the task may still be running on PVE).
+    #[error("task {upid} still running after the deadline")]
+    TaskTimeout {
+        /// The task's UPID.
+        upid: String,
+    },
+    /// The wait was cancelled (the task may still be running on PVE).
+    #[error("cancelled while waiting for task {upid}")]
+    Cancelled {
+        /// The task's UPID.
+        upid: String,
+    },
+}
+
+fn fmt_field_errors(errors: &[(String, String)]) -> String {
+    if errors.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = errors.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    format!(" ({})", parts.join("; "))
+}
+
+fn fmt_log(log: &[String]) -> String {
+    if log.is_empty() { String::new() } else { format!(" (task log: {})", log.join(" | ")) }
+}
+
+impl ApiError {
+    /// The HTTP status, when PVE answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Http { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// PVE's message or exit status.
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::Http { message, .. } => message.clone(),
+            ApiError::TaskFailed { exitstatus, .. } => exitstatus.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+struct Ticket {
+    ticket: SecretString,
+    csrf: SecretString,
+    obtained: Instant,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: String,
+    config: ProxmoxConfig,
+    ticket: Mutex<Option<Arc<Ticket>>>,
+    requests: AtomicU64,
+}
+
+/// The PVE API client. Cheap to clone (shared connection pool and session).
+#[derive(Clone)]
+pub struct PveClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PveClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PveClient")
+            .field("base", &self.inner.base)
+            .field("auth", &self.inner.config.auth)
+            .field("tls", &self.inner.config.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PveClient {
+    /// Builds a client (no request is sent until the first call).
+    pub fn new(config: ProxmoxConfig) -> Result<Self, ApiError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.connect_timeout)
+            .user_agent(concat!("virtrigaud-proxmox/", env!("CARGO_PKG_VERSION")));
+        match &config.tls {
+            Tls::Verify => {}
+            Tls::TrustCaPem(pem) => {
+                let certs = reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|e| ApiError::Config(format!("CA PEM: {e}")))?;
+                if certs.is_empty() {
+                    return Err(ApiError::Config("CA PEM holds no certificate".into()));
+                }
+                builder = builder.tls_certs_only(certs);
+            }
+            Tls::DangerAcceptInvalidCerts => {
+                tracing::warn!(
+                    url = %config.url,
+                    "TLS certificate verification is DISABLED for this Proxmox endpoint"
+                );
+                builder = builder.tls_danger_accept_invalid_certs(true);
+            }
+        }
+        let http = builder.build().map_err(|e| ApiError::Config(e.to_string()))?;
+        let base = config.api_base();
+        url::Url::parse(&base).map_err(|e| ApiError::Config(format!("URL {base:?}: {e}")))?;
+        Ok(PveClient {
+            inner: Arc::new(Inner { http, base, config, ticket: Mutex::new(None), requests: AtomicU64::new(0) }),
+        })
+    }
+
+    /// The settings this client was built with.
+    pub fn config(&self) -> &ProxmoxConfig {
+        &self.inner.config
+    }
+
+    /// How many HTTP requests this client (and its clones) sent so far, logins included.
+    pub fn requests_sent(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// Sends `req` and decodes the `data` of the answer into `T`.
+    pub async fn call<T: DeserializeOwned>(&self, req: &ApiRequest) -> Result<T, ApiError> {
+        let data = self.send(req).await?;
+        serde_json::from_value(data)
+            .map_err(|e| ApiError::Decode(format!("{} {}: {e}", req.method, req.template)))
+    }
+
+    /// Sends `req` and returns the `data` of the answer.
+    pub async fn send(&self, req: &ApiRequest) -> Result<serde_json::Value, ApiError> {
+        match &self.inner.config.auth {
+            Auth::ApiToken { .. } => self.send_once(req, None).await,
+            Auth::Password { .. } => {
+                let ticket = self.ticket(false).await?;
+                match self.send_once(req, Some(&ticket)).await {
+                    Err(ApiError::Http { status: 401, message, .. }) => {
+                        // A 401 means the request was refused before it ran: safe to repeat once.
+                        tracing::debug!(%message, "PVE ticket refused; logging in again");
+                        let ticket = self.ticket(true).await?;
+                        self.send_once(req, Some(&ticket)).await
+                    }
+                    other => other,
+                }
+            }
+        }
+    }
+
+    async fn ticket(&self, force: bool) -> Result<Arc<Ticket>, ApiError> {
+        let mut guard = self.inner.ticket.lock().await;
+        if let Some(t) = guard.as_ref()
+            && !force
+            && t.obtained.elapsed() < self.inner.config.ticket_renew_after
+        {
+            return Ok(Arc::clone(t));
+        }
+        let Auth::Password { username, password } = &self.inner.config.auth else {
+            return Err(ApiError::Login("not using password auth".into()));
+        };
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Answer {
+            #[serde(rename = "ticket")]
+            ticket: Option<String>,
+            #[serde(rename = "CSRFPreventionToken")]
+            csrf: Option<String>,
+            #[serde(rename = "NeedTFA", default)]
+            need_tfa: Option<serde_json::Value>,
+        }
+        let req = api::ticket(username, password.expose_secret());
+        let data = match self.send_once(&req, None).await {
+            Ok(d) => d,
+            Err(ApiError::Http { status, message, .. }) => {
+                return Err(ApiError::Http { status, message: format!("login as {username}: {message}"), errors: vec![] });
+            }
+            Err(e) => return Err(e),
+        };
+        let answer: Answer = serde_json::from_value(data).map_err(|e| ApiError::Decode(format!("ticket: {e}")))?;
+        if answer.need_tfa.is_some_and(|v| v != serde_json::Value::from(0)) {
+            return Err(ApiError::Login(format!("{username} needs a second factor (TFA); use an API token")));
+        }
+        let (Some(ticket), Some(csrf)) = (answer.ticket, answer.csrf) else {
+            return Err(ApiError::Login("answer without ticket or CSRF token".into()));
+        };
+        let t = Arc::new(Ticket {
+            ticket: SecretString::from(ticket),
+            csrf: SecretString::from(csrf),
+            obtained: Instant::now(),
+        });
+        *guard = Some(Arc::clone(&t));
+        Ok(t)
+    }
+
+    async fn send_once(&self, req: &ApiRequest, ticket: Option<&Ticket>) -> Result<serde_json::Value, ApiError> {
+        let url = format!("{}{}", self.inner.base, req.path());
+        let method = match req.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+            Method::Delete => reqwest::Method::DELETE,
+        };
+        let mut rb = self.inner.http.request(method, &url);
+        rb = match req.method {
+            Method::Get | Method::Delete => rb.query(&req.params),
+            // Always a form body, even when empty: PVE parses forms, not JSON booleans.
+            Method::Post | Method::Put => rb.form(&req.params),
+        };
+        match (&self.inner.config.auth, ticket) {
+            (Auth::ApiToken { token_id, secret }, _) => {
+                let mut value = reqwest::header::HeaderValue::from_str(&format!(
+                    "PVEAPIToken={token_id}={}",
+                    secret.expose_secret()
+                ))
+                .map_err(|_| ApiError::Config("API token contains invalid header characters".into()))?;
+                value.set_sensitive(true);
+                rb = rb.header(reqwest::header::AUTHORIZATION, value);
+            }
+            (Auth::Password { .. }, Some(t)) => {
+                let mut cookie =
+                    reqwest::header::HeaderValue::from_str(&format!("PVEAuthCookie={}", t.ticket.expose_secret()))
+                        .map_err(|_| ApiError::Login("ticket contains invalid header characters".into()))?;
+                cookie.set_sensitive(true);
+                rb = rb.header(reqwest::header::COOKIE, cookie);
+                if req.method.needs_csrf() {
+                    let mut csrf = reqwest::header::HeaderValue::from_str(t.csrf.expose_secret())
+                        .map_err(|_| ApiError::Login("CSRF token contains invalid header characters".into()))?;
+                    csrf.set_sensitive(true);
+                    rb = rb.header("CSRFPreventionToken", csrf);
+                }
+            }
+            (Auth::Password { .. }, None) => {}
+        }
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(request = ?req, "PVE request");
+        let resp = rb.send().await.map_err(|e| ApiError::Transport(transport_message(&e)))?;
+        let status = resp.status();
+        let reason = status.canonical_reason().map(str::to_owned);
+        let bytes = resp.bytes().await.map_err(|e| ApiError::Transport(transport_message(&e)))?;
+        let body: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+        if !status.is_success() {
+            let mut message = body
+                .as_ref()
+                .and_then(|b| b.get("message"))
+                .and_then(|m| m.as_str())
+                .map(|m| m.trim().to_owned())
+                .unwrap_or_default();
+            if message.is_empty() {
+                let text = String::from_utf8_lossy(&bytes);
+                let text = text.trim();
+                message = if text.is_empty() || text.starts_with('<') {
+                    reason.unwrap_or_else(|| "error".into())
+                } else {
+                    text.chars().take(300).collect()
+                };
+            }
+            let errors = body
+                .as_ref()
+                .and_then(|b| b.get("errors"))
+                .and_then(|e| e.as_object())
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().map(|s| s.trim().to_owned()).unwrap_or_else(|| v.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            return Err(ApiError::Http { status: status.as_u16(), message, errors });
+        }
+        let Some(mut body) = body else {
+            return Err(ApiError::Decode(format!("{} {}: answer is not JSON", req.method, req.template)));
+        };
+        Ok(body.get_mut("data").map(serde_json::Value::take).unwrap_or(serde_json::Value::Null))
+    }
+}
+
+fn transport_message(e: &reqwest::Error) -> String {
+    // reqwest's errors carry the URL but never headers, so no secret leaks here.
+    let mut out = e.to_string();
+    let mut cur = std::error::Error::source(e);
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}

@@ -1,0 +1,136 @@
+//! The one place where PVE failures become [`virtrigaud_core::Error`]s.
+//!
+//! | PVE answer | kind |
+//! | --- | --- |
+//! | 401 (after one ticket renewal) | `Unauthenticated` |
+//! | 403 | `PermissionDenied` |
+//! | 400 parameter verification | `InvalidSpec` (field errors in the message) |
+//! | 500 `Configuration file … does not exist`, `snapshot … does not exist` | `NotFound` |
+//! | 500 `VM is locked (…)`, `can't lock file … got timeout` | `Conflict` (retryable) |
+//! | 500 `checksum mismatch` (digest) | `Conflict` (retryable after re-reading) |
+//! | 500 `not running`, `already running`, `VM is paused - cannot shutdown` | `InvalidState` |
+//! | 500 `already exists`, `already used` | `AlreadyExists` |
+//! | 500 `Linked clone feature is not supported` | `InvalidSpec` (the source is not a template) |
+//! | 500 `no quorum` | `Unavailable` (retryable) |
+//! | 595/596 (node offline, no route), 502–504, transport errors | `Unavailable` (retryable) |
+//! | 501 | `Unsupported` |
+//! | a task ending in error | as its exit status above, with the task log in the message |
+
+use virtrigaud_core::{Error, ErrorKind};
+
+use crate::client::ApiError;
+
+/// Provider type name used in errors and metrics.
+pub const PROVIDER: &str = "proxmox";
+
+/// Classifies PVE's error text (HTTP 500 messages and task exit statuses).
+pub fn classify_message(msg: &str) -> ErrorKind {
+    let m = msg.to_ascii_lowercase();
+    if m.contains("vm is locked") || m.contains("can't lock file") || m.contains("checksum mismatch") {
+        ErrorKind::Conflict
+    } else if m.contains("linked clone feature is not supported") {
+        ErrorKind::InvalidSpec
+    } else if (m.contains("configuration file") && m.contains("does not exist"))
+        || (m.contains("snapshot") && m.contains("does not exist"))
+        || m.contains("no such vm")
+    {
+        ErrorKind::NotFound
+    } else if m.contains("already exists") || m.contains("already used") {
+        ErrorKind::AlreadyExists
+    } else if m.contains("not running")
+        || m.contains("already running")
+        || m.contains("is running")
+        || m.contains("is paused")
+        || m.contains("cannot shutdown")
+        || m.contains("is a template")
+        || m.contains("if it's a template")
+        || m.contains("if vm is a template")
+    {
+        ErrorKind::InvalidState
+    } else if m.contains("no quorum") || m.contains("no route to host") || m.contains("connection timed out") {
+        ErrorKind::Unavailable
+    } else if m.contains("got timeout") {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::Internal
+    }
+}
+
+/// Maps an [`ApiError`] to a core error for `operation` on `resource`.
+pub fn to_core(err: ApiError, operation: &'static str, resource: &str) -> Error {
+    let (kind, message) = match &err {
+        ApiError::Http { status, message, .. } => {
+            let kind = match *status {
+                401 => ErrorKind::Unauthenticated,
+                403 => ErrorKind::PermissionDenied,
+                400 => ErrorKind::InvalidSpec,
+                404 => ErrorKind::NotFound,
+                429 => ErrorKind::RateLimited,
+                501 => ErrorKind::Unsupported,
+                502..=504 | 595 | 596 => ErrorKind::Unavailable,
+                _ => classify_message(message),
+            };
+            let hint = match *status {
+                595 | 596 => " (PVE node offline or unreachable)",
+                401 => " (check the API token or password)",
+                _ => "",
+            };
+            let hint = if message.to_ascii_lowercase().contains("linked clone feature is not supported") {
+                " (linked clones need a template as source: convert the source to a template or make a full clone)"
+            } else {
+                hint
+            };
+            (kind, format!("{err}{hint}"))
+        }
+        ApiError::Transport(_) => (ErrorKind::Unavailable, err.to_string()),
+        ApiError::Decode(_) => (ErrorKind::Internal, err.to_string()),
+        ApiError::Login(_) => (ErrorKind::Unauthenticated, err.to_string()),
+        ApiError::Config(_) => (ErrorKind::InvalidSpec, err.to_string()),
+        ApiError::TaskFailed { exitstatus, .. } => (classify_message(exitstatus), err.to_string()),
+        ApiError::TaskTimeout { .. } => (ErrorKind::Timeout, err.to_string()),
+        ApiError::Cancelled { .. } => (ErrorKind::Cancelled, err.to_string()),
+    };
+    Error::new(kind, message)
+        .with_provider(PROVIDER)
+        .with_operation(operation)
+        .with_resource(resource.to_owned())
+        .with_source(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(status: u16, msg: &str) -> ApiError {
+        ApiError::Http { status, message: msg.into(), errors: vec![] }
+    }
+
+    #[test]
+    fn maps_pve_errors() {
+        let e = to_core(http(500, "VM is locked (backup)"), "start", "pve1/100");
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+        assert!(e.is_retryable());
+        assert_eq!(
+            to_core(http(500, "can't lock file '/var/lock/qemu-server/lock-100.conf' - got timeout"), "x", "r").kind(),
+            ErrorKind::Conflict
+        );
+        assert_eq!(to_core(http(595, "No route to host"), "x", "r").kind(), ErrorKind::Unavailable);
+        assert_eq!(to_core(http(401, "authentication failure"), "x", "r").kind(), ErrorKind::Unauthenticated);
+        assert_eq!(to_core(http(403, "Permission check failed"), "x", "r").kind(), ErrorKind::PermissionDenied);
+        assert_eq!(
+            to_core(http(500, "Configuration file 'nodes/pve1/qemu-server/9.conf' does not exist"), "x", "r").kind(),
+            ErrorKind::NotFound
+        );
+        assert_eq!(to_core(http(500, "VM 100 not running"), "x", "r").kind(), ErrorKind::InvalidState);
+        assert_eq!(to_core(http(500, "VM is paused - cannot shutdown"), "x", "r").kind(), ErrorKind::InvalidState);
+        let task = ApiError::TaskFailed {
+            upid: "UPID:pve1:1:1:1:qmstart:100:root@pam:".into(),
+            task_type: "qmstart".into(),
+            exitstatus: "start failed: disk missing".into(),
+            log: vec!["starting".into()],
+        };
+        let e = to_core(task, "start", "pve1/100");
+        assert!(e.message().contains("start failed: disk missing"), "{e}");
+        assert!(e.message().contains("task log: starting"), "{e}");
+    }
+}
