@@ -127,7 +127,7 @@ pub struct Object<S, St = ()> {
     /// Desired state.
     pub spec: S,
     /// Observed state, when reported.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<St>,
 }
 

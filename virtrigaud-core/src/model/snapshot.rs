@@ -58,7 +58,7 @@ pub struct RetentionPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_count: Option<u32>,
     /// Delete the snapshot when its VM is deleted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, rename = "deleteOnVMDelete", skip_serializing_if = "Option::is_none")]
     pub delete_on_vm_delete: Option<bool>,
 }
 
