@@ -36,6 +36,12 @@ pub(crate) fn classify(code: ErrorNumber, message: &str) -> (ErrorKind, bool) {
         N::InvalidArg | N::XmlError | N::XmlDetail | N::XmlInvalidSchema => {
             (ErrorKind::InvalidSpec, false)
         }
+        N::InternalError | N::OperationFailed
+            if message.contains("already running") || message.contains("is not running") =>
+        {
+            // The test driver reports state conflicts as internal errors.
+            (ErrorKind::InvalidState, false)
+        }
         _ => (ErrorKind::Internal, false),
     }
 }

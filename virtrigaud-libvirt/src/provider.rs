@@ -426,7 +426,9 @@ fn reconfigure_blocking(inner: &Inner, name: &str, ch: &ReconfigureRequest) -> R
         let config = sys::VIR_DOMAIN_AFFECT_CONFIG;
         if running && cpu <= max && cpu >= cur {
             inner.count();
-            dom.set_vcpus_flags(cpu, sys::VIR_DOMAIN_AFFECT_LIVE | config).ctx("reconfigure", name)?;
+            dom.set_vcpus_flags(cpu, sys::VIR_DOMAIN_AFFECT_LIVE).ctx("reconfigure", name)?;
+            inner.count();
+            dom.set_vcpus_flags(cpu, config).ctx("reconfigure", name)?;
             live_parts += 1;
             res.notes.push(format!("vCPUs {cur} -> {cpu} live"));
         } else {
@@ -456,7 +458,9 @@ fn reconfigure_blocking(inner: &Inner, name: &str, ch: &ReconfigureRequest) -> R
         let config = sys::VIR_DOMAIN_AFFECT_CONFIG;
         if running && kib <= max_kib {
             inner.count();
-            dom.set_memory_flags(kib, sys::VIR_DOMAIN_AFFECT_LIVE | config).ctx("reconfigure", name)?;
+            dom.set_memory_flags(kib, sys::VIR_DOMAIN_AFFECT_LIVE).ctx("reconfigure", name)?;
+            inner.count();
+            dom.set_memory_flags(kib, config).ctx("reconfigure", name)?;
             live_parts += 1;
             res.notes.push(format!("memory -> {mib} MiB live (balloon)"));
         } else {

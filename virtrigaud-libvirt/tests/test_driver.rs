@@ -1,0 +1,277 @@
+//! Fast tests against private in-process `test:///` driver instances (no daemon, no QEMU).
+//!
+//! Every test opens its own instance (`test:///<tmp>/node.xml`), so tests run in parallel
+//! without sharing state (all connections to `test:///default` in one process would share it).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use virtrigaud_core::clone::CloneOptions;
+use virtrigaud_core::conformance::{self, Fixture};
+use virtrigaud_core::provider::{
+    DeleteOptions, DiskCreateSpec, ListOptions, PowerOffOptions, ReconfigureRequest,
+    ShutdownRequestOptions, StartOptions, VmCreateSpec,
+};
+use virtrigaud_core::shutdown::{ShutdownManager, ShutdownOutcome, ShutdownPolicy};
+use virtrigaud_core::snapshot::{DeleteSnapshotOptions, RevertOptions, SnapshotOptions};
+use virtrigaud_core::{
+    AgentStatus, ErrorKind, OffReason, PauseReason, PowerState, Provider, ShutdownChannel, VmId,
+};
+use virtrigaud_libvirt::{LibvirtConfig, LibvirtProvider};
+
+const POOL: &str = "vr-pool";
+
+/// A private test-driver instance with one directory pool.
+async fn private() -> (LibvirtProvider, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = dir.path().join("node.xml");
+    std::fs::write(
+        &node,
+        format!(
+            "<node><pool type='dir'><name>{POOL}</name><target><path>/vr-pool</path></target></pool></node>"
+        ),
+    )
+    .expect("write node xml");
+    let uri = format!("test://{}", node.display());
+    let p = LibvirtProvider::connect(LibvirtConfig::new(uri).with_storage_pool(POOL))
+        .await
+        .expect("connect to the private test driver");
+    (p, dir)
+}
+
+fn del_disks() -> DeleteOptions {
+    let mut o = DeleteOptions::default();
+    o.delete_disks = true;
+    o
+}
+
+fn rq(cpu: Option<u32>, memory_mib: Option<u64>) -> ReconfigureRequest {
+    let mut r = ReconfigureRequest::default();
+    r.cpu = cpu;
+    r.memory_mib = memory_mib;
+    r
+}
+
+async fn running_vm(p: &LibvirtProvider, name: &str) -> VmId {
+    let mut spec = VmCreateSpec::new(name, 1, 128);
+    spec.disks.push(DiskCreateSpec::new("root", 1));
+    spec.power_on = true;
+    p.create(&spec).await.expect("create")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_suite_passes_on_the_test_driver() {
+    struct Fx {
+        p: LibvirtProvider,
+        n: AtomicU32,
+    }
+    #[async_trait]
+    impl Fixture for Fx {
+        async fn cooperative_vm(&self) -> virtrigaud_core::Result<VmId> {
+            let name = format!("conf-{}", self.n.fetch_add(1, Ordering::SeqCst));
+            Ok(running_vm(&self.p, &name).await)
+        }
+        fn missing_vm(&self) -> VmId {
+            VmId::new("no-such-domain")
+        }
+        fn graceful_grace(&self) -> Duration {
+            Duration::from_secs(10)
+        }
+        async fn cleanup(&self, vm: &VmId) {
+            let _ = self.p.power_off(vm, &PowerOffOptions::default()).await;
+            let _ = self.p.delete(vm, &del_disks()).await;
+        }
+    }
+    let (p, _dir) = private().await;
+    let fx = Fx { p: p.clone(), n: AtomicU32::new(0) };
+    conformance::run_all(Arc::new(p), &fx).await.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_classified() {
+    let (p, _dir) = private().await;
+    let missing = VmId::new("missing");
+    assert_eq!(p.power_state(&missing).await.expect_err("missing").kind(), ErrorKind::NotFound);
+    assert_eq!(p.describe(&missing).await.expect_err("missing").kind(), ErrorKind::NotFound);
+    let vm = running_vm(&p, "e1").await;
+    let again = p.start(&vm, &StartOptions::default()).await.expect_err("start running");
+    assert_eq!(again.kind(), ErrorKind::InvalidState, "{again}");
+    p.power_off(&vm, &PowerOffOptions::default()).await.expect("destroy");
+    let off = p.power_off(&vm, &PowerOffOptions::default()).await.expect_err("destroy off");
+    assert_eq!(off.kind(), ErrorKind::InvalidState);
+    assert_eq!(off.provider(), "libvirt");
+    let dup = p.create(&VmCreateSpec::new("e1", 1, 64)).await.expect_err("duplicate");
+    assert_eq!(dup.kind(), ErrorKind::AlreadyExists);
+    let bad = p.create(&VmCreateSpec::new("", 1, 64)).await.expect_err("bad name");
+    assert_eq!(bad.kind(), ErrorKind::InvalidSpec);
+    let mut ci = VmCreateSpec::new("ci", 1, 64);
+    ci.cloud_init_user_data = Some("#cloud-config".into());
+    assert_eq!(p.create(&ci).await.expect_err("ci").kind(), ErrorKind::Unsupported);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_modes_fall_back_to_a_plain_request_and_events_push_off() {
+    let (p, _dir) = private().await;
+    assert!(p.events_registered(), "events should register on the test driver");
+    assert!(p.capabilities().power_state_watch);
+    assert!(p.capabilities().repeatable_shutdown_signal);
+    for ch in [ShutdownChannel::Acpi, ShutdownChannel::Agent] {
+        let vm = running_vm(&p, &format!("s-{}", ch.as_str())).await;
+        let mut watch = p.watch_power_state(&vm).await.expect("watch").expect("stream");
+        p.request_shutdown(&vm, ch, &ShutdownRequestOptions::new(1, Duration::from_secs(5)))
+            .await
+            .expect("shutdown request (flags refused, plain request sent)");
+        let st = tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .expect("event in time")
+            .expect("stream item")
+            .expect("state");
+        assert_eq!(st, PowerState::Off(OffReason::GuestShutdown));
+        assert_eq!(p.power_state(&vm).await.expect("state"), PowerState::Off(OffReason::GuestShutdown));
+        assert!(p.last_stop_event(&vm).is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_stops_a_test_driver_vm_gracefully() {
+    let (p, _dir) = private().await;
+    let vm = running_vm(&p, "eng").await;
+    let p: Arc<dyn Provider> = Arc::new(p);
+    let report = ShutdownManager::new(Arc::clone(&p))
+        .shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(10)))
+        .await
+        .expect("shutdown");
+    assert!(matches!(report.outcome, ShutdownOutcome::Graceful { .. }), "{}", report.outcome);
+    assert_eq!(report.power_off_calls, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_operations_pause_resume_reset_reboot() {
+    let (p, _dir) = private().await;
+    let vm = running_vm(&p, "ops").await;
+    p.pause(&vm).await.expect("pause");
+    assert_eq!(p.power_state(&vm).await.expect("state"), PowerState::Paused(PauseReason::User));
+    p.resume(&vm).await.expect("resume");
+    assert_eq!(p.power_state(&vm).await.expect("state"), PowerState::Running);
+    p.reboot(&vm, ShutdownChannel::Acpi).await.expect("reboot");
+    // The test driver has no agent: the probe says so.
+    let a = p.probe_agent(&vm).await.expect("probe");
+    assert!(matches!(a, AgentStatus::Unknown | AgentStatus::NotConnected), "{a:?}");
+    p.power_off(&vm, &PowerOffOptions::default()).await.expect("off");
+    assert_eq!(p.power_state(&vm).await.expect("state"), PowerState::Off(OffReason::Destroyed));
+    p.start(&vm, &StartOptions::default()).await.expect("start");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_describe_list_by_labels_and_delete() {
+    let (p, _dir) = private().await;
+    let mut spec = VmCreateSpec::new("lab-1", 2, 256);
+    spec.labels = BTreeMap::from([("set".to_string(), "web".to_string())]);
+    spec.disks.push(DiskCreateSpec::new("root", 2));
+    p.create(&spec).await.expect("create");
+    let mut other = VmCreateSpec::new("lab-2", 1, 128);
+    other.labels = BTreeMap::from([("set".to_string(), "db".to_string())]);
+    p.create(&other).await.expect("create");
+    let d = p.describe(&VmId::new("lab-1")).await.expect("describe");
+    assert_eq!((d.cpu, d.memory_mib), (2, 256));
+    assert_eq!(d.labels.get("set").map(String::as_str), Some("web"));
+    assert_eq!(d.disks.len(), 1);
+    assert!(d.power_state.is_off());
+    let caps = p.vm_capabilities(&VmId::new("lab-1")).await.expect("caps");
+    assert_eq!(caps.max_live_vcpus, 4);
+    assert_eq!(caps.max_live_memory_mib, 512);
+    assert!(caps.agent_configured);
+    let mut opts = ListOptions::default();
+    opts.labels.insert("set".into(), "web".into());
+    let listed = p.list_vms(&opts).await.expect("list");
+    assert_eq!(listed.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), vec!["lab-1"]);
+    p.delete(&VmId::new("lab-1"), &del_disks()).await.expect("delete");
+    assert_eq!(p.describe(&VmId::new("lab-1")).await.expect_err("gone").kind(), ErrorKind::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_vm_cannot_be_deleted() {
+    let (p, _dir) = private().await;
+    let vm = running_vm(&p, "del").await;
+    let e = p.delete(&vm, &DeleteOptions::default()).await.expect_err("running");
+    assert_eq!(e.kind(), ErrorKind::InvalidState);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_create_list_revert_delete() {
+    let (p, _dir) = private().await;
+    let vm = running_vm(&p, "snap").await;
+    let s = p.snapshotter().expect("snapshots");
+    let info = s
+        .create_snapshot(&vm, &SnapshotOptions::new("s1").with_memory(true).with_description("first"))
+        .await
+        .expect("create");
+    assert!(info.has_memory);
+    assert_eq!(info.description.as_deref(), Some("first"));
+    let dup = s.create_snapshot(&vm, &SnapshotOptions::new("s1")).await.expect_err("dup");
+    assert_eq!(dup.kind(), ErrorKind::AlreadyExists);
+    p.power_off(&vm, &PowerOffOptions::default()).await.expect("off");
+    let s2 = s.create_snapshot(&vm, &SnapshotOptions::new("s2")).await.expect("offline");
+    assert!(!s2.has_memory);
+    assert_eq!(s2.parent.as_deref(), Some("s1"));
+    let list = s.list_snapshots(&vm).await.expect("list");
+    assert_eq!(list.iter().map(|x| x.name.as_str()).collect::<Vec<_>>(), vec!["s1", "s2"]);
+    // Revert a stopped VM to a running (memory) snapshot: it runs again.
+    s.revert_snapshot(&vm, "s1", &RevertOptions::default()).await.expect("revert");
+    assert_eq!(p.power_state(&vm).await.expect("state"), PowerState::Running);
+    s.delete_snapshot(&vm, "s2", &DeleteSnapshotOptions::default()).await.expect("delete");
+    let e = s.delete_snapshot(&vm, "s2", &DeleteSnapshotOptions::default()).await.expect_err("gone");
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    p.power_off(&vm, &PowerOffOptions::default()).await.expect("off");
+    // Delete removes snapshot metadata with the domain.
+    p.delete(&vm, &DeleteOptions::default()).await.expect("delete with snapshots");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_and_linked_clones_get_new_identity_and_failures_leave_nothing() {
+    let (p, _dir) = private().await;
+    let mut spec = VmCreateSpec::new("src", 1, 128);
+    spec.disks.push(DiskCreateSpec::new("root", 1));
+    p.create(&spec).await.expect("create");
+    let c = p.cloner().expect("cloner");
+    let full = c.clone_vm(&VmId::new("src"), &CloneOptions::new("full").power_on(true)).await.expect("full");
+    assert!(!full.linked);
+    assert_eq!(p.power_state(&full.vm).await.expect("state"), PowerState::Running);
+    let linked = c.clone_vm(&VmId::new("src"), &CloneOptions::new("linked").linked(true)).await.expect("linked");
+    assert!(linked.linked);
+    let d = p.describe(&linked.vm).await.expect("describe");
+    assert_eq!(d.disks.len(), 1);
+    let dup = c.clone_vm(&VmId::new("src"), &CloneOptions::new("full")).await.expect_err("dup");
+    assert_eq!(dup.kind(), ErrorKind::AlreadyExists);
+    // A linked clone of a running source is refused before anything is created.
+    let e = c.clone_vm(&full.vm, &CloneOptions::new("bad").linked(true)).await.expect_err("running");
+    assert_eq!(e.kind(), ErrorKind::InvalidState);
+    assert_eq!(p.describe(&VmId::new("bad")).await.expect_err("nothing").kind(), ErrorKind::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconfigure_live_within_maximum_else_power_cycle() {
+    let (p, _dir) = private().await;
+    let vm = running_vm(&p, "rc").await;
+    let r = p.reconfigure(&vm, &rq(Some(2), Some(200)))
+        .await
+        .expect("live");
+    assert!(r.applied_live && !r.needs_power_cycle, "{r:?}");
+    let d = p.describe(&vm).await.expect("describe");
+    assert_eq!(d.cpu, 2);
+    let r = p.reconfigure(&vm, &rq(Some(8), None)).await.expect("cfg");
+    assert!(r.needs_power_cycle && !r.applied_live, "{r:?}");
+    assert!(p.describe(&vm).await.expect("describe").pending_power_cycle);
+    p.power_off(&vm, &PowerOffOptions::default()).await.expect("off");
+    let r = p.reconfigure(&vm, &rq(None, Some(1024)))
+        .await
+        .expect("offline");
+    assert!(!r.needs_power_cycle);
+    p.start(&vm, &StartOptions::default()).await.expect("start");
+    let d = p.describe(&vm).await.expect("describe");
+    assert_eq!((d.cpu, d.memory_mib), (8, 1024));
+}
