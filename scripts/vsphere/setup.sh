@@ -52,10 +52,25 @@ else
   log "built vcsim in $(( $(date +%s) - start ))s"
 fi
 
+# 2b. A test CA and a P-256 server certificate for 127.0.0.1 (cached). Clients pin the CA.
+PKI="$CACHE/pki"
+if [ ! -s "$PKI/server.pem" ] || [ ! -s "$PKI/ca.pem" ]; then
+  log "creating a test CA and server certificate in $PKI"
+  rm -rf "$PKI"; mkdir -p "$PKI"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+    -subj "/CN=virtrigaud vcsim test CA" -keyout "$PKI/ca.key" -out "$PKI/ca.pem" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$PKI/server.key" -out "$PKI/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$PKI/ext.cnf"
+  openssl x509 -req -in "$PKI/server.csr" -CA "$PKI/ca.pem" -CAkey "$PKI/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$PKI/ext.cnf" -out "$PKI/server.pem" 2>/dev/null
+fi
+
 URL="https://127.0.0.1:$PORT/sdk"
 healthy() {
   # A SOAP RetrieveServiceContent answers when vcsim is ready.
-  curl -sk --max-time 2 -H 'Content-Type: text/xml; charset=utf-8' -H 'SOAPAction: "urn:vim25/6.5"' \
+  curl -s --cacert "$PKI/ca.pem" --max-time 2 -H 'Content-Type: text/xml; charset=utf-8' -H 'SOAPAction: "urn:vim25/6.5"' \
     --data-binary '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><RetrieveServiceContent xmlns="urn:vim25"><_this type="ServiceInstance">ServiceInstance</_this></RetrieveServiceContent></soapenv:Body></soapenv:Envelope>' \
     "$URL" 2>/dev/null | grep -q '<apiVersion>'
 }
@@ -69,8 +84,9 @@ else
     kill "$(cat "$RUN/vcsim.pid")" || true; sleep 1
   fi
   log "starting vcsim on 127.0.0.1:$PORT"
-  # Extra VMs per resource pool so parallel tests each get their own VMs.
-  nohup "$BIN" -l "127.0.0.1:$PORT" -username "$USER_NAME" -password "$PASSWORD" -vm 4 \
+  # 12 VMs per host/resource pool (24 in all) so every test and conformance check gets its own VM.
+  nohup "$BIN" -l "127.0.0.1:$PORT" -username "$USER_NAME" -password "$PASSWORD" -vm 12 -tools-running \
+    -tls-cert "$PKI/server.pem" -tls-key "$PKI/server.key" \
     >"$RUN/vcsim.out" 2>"$RUN/vcsim.log" </dev/null &
   echo $! > "$RUN/vcsim.pid"
   for i in $(seq 1 100); do
@@ -82,20 +98,10 @@ else
   log "vcsim ready (pid $(cat "$RUN/vcsim.pid"))"
 fi
 
-# 4. vcsim's certificate is self-signed and generated per start: save it and trust exactly it.
-CA="$RUN/vcsim-ca.pem"
-echo | openssl s_client -connect "127.0.0.1:$PORT" -servername 127.0.0.1 2>/dev/null \
-  | sed -n '/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/p' > "$CA.tmp" || true
-if [ -s "$CA.tmp" ]; then
-  mv "$CA.tmp" "$CA"
-  CA_LINE="export VIRTRIGAUD_VSPHERE_CA_FILE=$CA"
-  INSECURE=0
-else
-  rm -f "$CA.tmp"
-  log "could not read vcsim's certificate (openssl missing?); tests will use the insecure opt-in"
-  CA_LINE="export VIRTRIGAUD_VSPHERE_CA_FILE="
-  INSECURE=1
-fi
+# 4. Trust exactly the test CA (verification stays on).
+cp "$PKI/ca.pem" "$RUN/ca.pem"
+CA_LINE="export VIRTRIGAUD_VSPHERE_CA_FILE=$RUN/ca.pem"
+INSECURE=0
 cat > "$ENVF" <<ENV
 export VIRTRIGAUD_VSPHERE_URL=$URL
 export VIRTRIGAUD_VSPHERE_USER=$USER_NAME

@@ -18,6 +18,7 @@ import (
 
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/simulator/esx"
+	"github.com/vmware/govmomi/vim25/types"
 
 	// optional endpoints present in 0.24.x
 	_ "github.com/vmware/govmomi/lookup/simulator"
@@ -42,11 +43,15 @@ func main() {
 	v := &model.ServiceContent.About.ApiVersion
 	flag.StringVar(v, "api-version", *v, "API version")
 	isESX := flag.Bool("esx", false, "simulate standalone ESX")
-	isTLS := flag.Bool("tls", true, "enable TLS (self-signed)")
+	isTLS := flag.Bool("tls", true, "enable TLS (self-signed unless -tls-cert/-tls-key are given)")
+	tlsCert := flag.String("tls-cert", "", "PEM certificate (chain) for TLS")
+	tlsKey := flag.String("tls-key", "", "PEM private key for TLS")
 	listen := flag.String("l", "127.0.0.1:8989", "listen address")
 	user := flag.String("username", "", "login username (any by default)")
 	pass := flag.String("password", "", "login password (any by default)")
 	flag.BoolVar(&simulator.Trace, "trace", false, "trace SOAP to stderr")
+	toolsRunning := flag.Bool("tools-running", false,
+		"report VMware Tools as running in the model VMs (VMs created later, e.g. clones, report tools not running)")
 	flag.Parse()
 
 	if *methodDelay != "" {
@@ -81,10 +86,31 @@ func main() {
 	if err := model.Create(); err != nil {
 		log.Fatal(err)
 	}
+	if *toolsRunning {
+		// vcsim 0.24 has no guest-tools model; its ShutdownGuest works regardless. Declaring
+		// Tools running in the model VMs lets clients that honour guest.toolsRunningStatus
+		// (as they must on real vSphere) use ShutdownGuest on them.
+		for _, e := range simulator.Map.All("VirtualMachine") {
+			if vm, ok := e.(*simulator.VirtualMachine); ok && vm.Guest != nil {
+				vm.Guest.ToolsRunningStatus = string(types.VirtualMachineToolsRunningStatusGuestToolsRunning)
+				vm.Guest.ToolsStatus = types.VirtualMachineToolsStatusToolsOk
+				vm.Guest.ToolsVersionStatus2 = string(types.VirtualMachineToolsVersionStatusGuestToolsCurrent)
+			}
+		}
+	}
 	model.Service.RegisterEndpoints = true
 	model.Service.Listen = u
 	if *isTLS {
 		model.Service.TLS = new(tls.Config)
+		if *tlsCert != "" {
+			// Go's built-in test certificate has a 1024-bit RSA key, which rustls/webpki
+			// (rightly) refuse; the setup script supplies a P-256 certificate from its own CA.
+			pair, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+			if err != nil {
+				log.Fatal(err)
+			}
+			model.Service.TLS.Certificates = []tls.Certificate{pair}
+		}
 	}
 	s := model.Service.NewServer()
 	fmt.Printf("export GOVC_URL=%s GOVC_SIM_PID=%d\n", s.URL, os.Getpid())
