@@ -2,6 +2,7 @@
 //! typed values with the expected fields, and serialises back (YAML and JSON) to an equal
 //! value.
 #![cfg(feature = "yaml")]
+#![allow(clippy::unwrap_used)] // test helpers
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -54,7 +55,10 @@ fn seed000_vm_lifecycle_hooks() {
         lifecycle.graceful_shutdown_timeout,
         Some(HumanDuration::from_secs(120))
     );
-    assert_eq!(vm.spec.graceful_shutdown_timeout(), Duration::from_secs(120));
+    assert_eq!(
+        vm.spec.graceful_shutdown_timeout(),
+        Duration::from_secs(120)
+    );
     let argv = vm.spec.pre_stop_command().unwrap();
     assert_eq!(argv.len(), 3);
     assert_eq!(argv[0], "/bin/bash");
@@ -103,10 +107,16 @@ fn seed003_vmsnapshot() {
     assert_eq!(snap.spec.name_hint.as_deref(), Some("maintenance-backup"));
     assert_eq!(snap.spec.memory, Some(true));
     assert_eq!(snap.spec.quiesce, None);
-    assert_eq!(snap.spec.description.as_deref(), Some("Backup before maintenance"));
+    assert_eq!(
+        snap.spec.description.as_deref(),
+        Some("Backup before maintenance")
+    );
     let rp = snap.spec.retention_policy.as_ref().unwrap();
     // "7d" is seven 24-hour days.
-    assert_eq!(rp.max_age.unwrap().as_duration(), Duration::from_secs(7 * 24 * 3600));
+    assert_eq!(
+        rp.max_age.unwrap().as_duration(),
+        Duration::from_secs(7 * 24 * 3600)
+    );
     assert_eq!(rp.delete_on_vm_delete, Some(true));
     assert_eq!(rp.max_count, None);
     round_trip(&snap);
@@ -117,7 +127,14 @@ fn seed003_vmsnapshot() {
 #[test]
 fn seed003_vm_revert_patch() {
     let patch: SpecPatch<VirtualMachineSpec> = parse("003_04_vm_revert_patch.yaml");
-    let revert = patch.spec.snapshot.as_ref().unwrap().revert_to_ref.as_ref().unwrap();
+    let revert = patch
+        .spec
+        .snapshot
+        .as_ref()
+        .unwrap()
+        .revert_to_ref
+        .as_ref()
+        .unwrap();
     assert_eq!(revert.name, "pre-maintenance-backup");
     assert_eq!(revert.namespace, None);
     round_trip(&patch);
@@ -129,7 +146,10 @@ fn seed003_vmclone() {
     assert_eq!(clone.name(), "web-server-clone");
     assert_eq!(clone.spec.source_ref.name, "web-server");
     assert_eq!(clone.spec.target.name, "web-server-test");
-    assert_eq!(clone.spec.target.class_ref, Some(ObjectRef::new("test-class")));
+    assert_eq!(
+        clone.spec.target.class_ref,
+        Some(ObjectRef::new("test-class"))
+    );
     assert_eq!(clone.spec.linked, Some(true));
     assert_eq!(clone.spec.power_on, Some(true));
     assert!(clone.spec.customization.is_none());
@@ -180,9 +200,19 @@ fn seed003_vmset() {
     assert_eq!(set.name(), "web-tier");
     assert_eq!(set.spec.replicas, Some(3));
     assert_eq!(set.spec.replicas(), 3);
-    assert_eq!(set.spec.selector.match_labels.get("app").map(String::as_str), Some("web-server"));
+    assert_eq!(
+        set.spec
+            .selector
+            .match_labels
+            .get("app")
+            .map(String::as_str),
+        Some("web-server")
+    );
     let t = &set.spec.template;
-    assert_eq!(t.metadata.labels.get("app").map(String::as_str), Some("web-server"));
+    assert_eq!(
+        t.metadata.labels.get("app").map(String::as_str),
+        Some("web-server")
+    );
     assert_eq!(t.spec.provider_ref, Some(ObjectRef::new("vsphere-prod")));
     assert_eq!(t.spec.class_ref, Some(ObjectRef::new("web-class")));
     assert_eq!(t.spec.image_ref, Some(ObjectRef::new("nginx-image")));
@@ -217,7 +247,10 @@ fn seed003_vmplacementpolicy() {
 #[test]
 fn seed003_vm_placementref_patch() {
     let patch: SpecPatch<VirtualMachineSpec> = parse("003_09_vm_placementref_patch.yaml");
-    assert_eq!(patch.spec.placement_ref, Some(ObjectRef::new("production-policy")));
+    assert_eq!(
+        patch.spec.placement_ref,
+        Some(ObjectRef::new("production-policy"))
+    );
     round_trip(&patch);
 }
 
@@ -343,7 +376,10 @@ fn seed004_graceful_stop() {
     assert_eq!(a.action, LifecycleActionKind::Stop);
     assert!(!a.force);
     assert_eq!(a.grace_period_seconds, Some(60));
-    assert_eq!(a.grace_period(DEFAULT_STOP_GRACE_PERIOD), Duration::from_secs(60));
+    assert_eq!(
+        a.grace_period(DEFAULT_STOP_GRACE_PERIOD),
+        Duration::from_secs(60)
+    );
 }
 
 #[test]
@@ -417,12 +453,18 @@ fn conditions_set_and_get_round_trip() {
         )
         .at("2026-11-22T03:00:00Z"),
     );
-    set_condition(&mut status.conditions, Condition::new("Ready", false, "ShuttingDown", ""));
+    set_condition(
+        &mut status.conditions,
+        Condition::new("Ready", false, "ShuttingDown", ""),
+    );
     status.power_state = Some(ObservedPowerState::ShuttingDown);
     status.last_reconfigure_time = Some("2026-11-22T02:00:00Z".into());
     vm.status = Some(status);
     let st = vm.status.as_ref().unwrap();
-    assert!(is_condition_true(&st.conditions, "ReconfigurePendingPowerCycle"));
+    assert!(is_condition_true(
+        &st.conditions,
+        "ReconfigurePendingPowerCycle"
+    ));
     assert!(!is_condition_true(&st.conditions, "Ready"));
     assert_eq!(
         find_condition(&st.conditions, "Ready").unwrap().status,
@@ -430,6 +472,9 @@ fn conditions_set_and_get_round_trip() {
     );
     round_trip(&vm);
     let json = to_json_string(&vm).unwrap();
-    assert!(json.contains("\"lastTransitionTime\": \"2026-11-22T03:00:00Z\""), "{json}");
+    assert!(
+        json.contains("\"lastTransitionTime\": \"2026-11-22T03:00:00Z\""),
+        "{json}"
+    );
     assert!(json.contains("\"powerState\": \"ShuttingDown\""), "{json}");
 }

@@ -38,9 +38,11 @@ impl Resource for VMCloneSpec {
 
 impl Validate for VMCloneSpec {
     fn validate_at(&self, path: &str, errors: &mut SpecErrors) {
-        self.source_ref.validate_at(&join(path, "sourceRef"), errors);
+        self.source_ref
+            .validate_at(&join(path, "sourceRef"), errors);
         self.target.validate_at(&join(path, "target"), errors);
-        self.customization.validate_at(&join(path, "customization"), errors);
+        self.customization
+            .validate_at(&join(path, "customization"), errors);
     }
 }
 
@@ -66,7 +68,8 @@ impl Validate for CloneTarget {
     fn validate_at(&self, path: &str, errors: &mut SpecErrors) {
         errors.require_name(join(path, "name"), &self.name);
         self.class_ref.validate_at(&join(path, "classRef"), errors);
-        self.placement_ref.validate_at(&join(path, "placementRef"), errors);
+        self.placement_ref
+            .validate_at(&join(path, "placementRef"), errors);
     }
 }
 
@@ -137,7 +140,11 @@ impl Validate for CloneNetwork {
         if let Some(ip) = &self.ip_address
             && !is_ip_or_cidr(ip)
         {
-            errors.add(join(path, "ipAddress"), "must be an IP address, optionally with /prefix", ip);
+            errors.add(
+                join(path, "ipAddress"),
+                "must be an IP address, optionally with /prefix",
+                ip,
+            );
         }
         if let Some(gw) = &self.gateway
             && gw.parse::<IpAddr>().is_err()

@@ -117,7 +117,7 @@ impl fmt::Display for HumanDuration {
         }
         // Largest unit that divides exactly: one token, exact, humantime-parsable.
         for (unit, size) in UNITS {
-            if nanos % size == 0 {
+            if nanos.is_multiple_of(size) {
                 return write!(f, "{}{unit}", nanos / size);
             }
         }

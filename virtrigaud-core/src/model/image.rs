@@ -47,7 +47,10 @@ impl Validate for VMImageSpec {
             && v.ova_url.is_none()
             && v.template_name.is_none()
         {
-            errors.add_rule(join(path, "vsphere"), "one of ovaURL or templateName is required");
+            errors.add_rule(
+                join(path, "vsphere"),
+                "one of ovaURL or templateName is required",
+            );
         }
         if let Some(l) = &self.libvirt
             && l.url.is_none()
@@ -110,7 +113,11 @@ pub struct LibvirtImageSource {
 #[non_exhaustive]
 pub struct ProxmoxImageSource {
     /// VMID of a template.
-    #[serde(default, rename = "templateID", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "templateID",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub template_id: Option<u32>,
     /// Name of a template.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -139,7 +139,9 @@ impl<'de> Deserialize<'de> for IntOrPercent {
                 }
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<IntOrPercent, E> {
-                Err(E::custom(format!("invalid value {v}: {INT_OR_PERCENT_RULE}")))
+                Err(E::custom(format!(
+                    "invalid value {v}: {INT_OR_PERCENT_RULE}"
+                )))
             }
         }
         d.deserialize_any(V)

@@ -161,7 +161,11 @@ impl<S: Resource + Validate, St> Validate for Object<S, St> {
             );
         }
         if self.kind != S::KIND {
-            errors.add(join(path, "kind"), format!("must be {:?}", S::KIND), &self.kind);
+            errors.add(
+                join(path, "kind"),
+                format!("must be {:?}", S::KIND),
+                &self.kind,
+            );
         }
         errors.require_name(join(path, "metadata.name"), &self.metadata.name);
         self.spec.validate_at(&join(path, "spec"), errors);

@@ -64,8 +64,8 @@ pub use clone::{
     VMCloneSpec, VMCloneStatus,
 };
 pub use condition::{
-    Condition, ConditionStatus, find_condition, is_condition_true, remove_condition,
-    set_condition, types as condition_types,
+    Condition, ConditionStatus, find_condition, is_condition_true, remove_condition, set_condition,
+    types as condition_types,
 };
 pub use duration::{DURATION_RULE, DurationParseError, HumanDuration};
 pub use image::{
@@ -79,11 +79,11 @@ pub use lifecycle::{
     LifecycleState, RunStrategy,
 };
 pub use meta::{API_VERSION, LabelSelector, Object, ObjectMeta, ObjectRef, Resource, SpecPatch};
-#[cfg(feature = "yaml")]
-pub use parse::{from_yaml_str, from_yaml_str_unvalidated, to_yaml_string, yaml_to_value};
 pub use parse::{
     ParseError, from_json_str, from_json_value, from_value_unvalidated, to_json_string,
 };
+#[cfg(feature = "yaml")]
+pub use parse::{from_yaml_str, from_yaml_str_unvalidated, to_yaml_string, yaml_to_value};
 pub use placement::{
     AntiAffinity, PlacementConstraints, VMPlacementPolicy, VMPlacementPolicySpec,
     VMPlacementPolicyStatus,
@@ -98,6 +98,6 @@ pub use vm::{
     VmLifecycle, VmNetwork, VmPowerState, VmResources, VmSnapshotOperation,
 };
 pub use vmset::{
-    DEFAULT_ROLLING_PERCENT, RollingUpdate, UpdateStrategy, UpdateStrategyType, VMSet,
-    VMSetSpec, VMSetStatus, VmTemplate,
+    DEFAULT_ROLLING_PERCENT, RollingUpdate, UpdateStrategy, UpdateStrategyType, VMSet, VMSetSpec,
+    VMSetStatus, VmTemplate,
 };

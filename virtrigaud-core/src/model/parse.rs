@@ -59,7 +59,9 @@ impl From<ParseError> for crate::Error {
 }
 
 /// Deserialize a JSON value into `T` with path-aware errors, without validation.
-pub fn from_value_unvalidated<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ParseError> {
+pub fn from_value_unvalidated<T: DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, ParseError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
@@ -71,7 +73,9 @@ pub fn from_value_unvalidated<T: DeserializeOwned>(value: serde_json::Value) -> 
 }
 
 /// Deserialize a JSON value into `T` and validate it.
-pub fn from_json_value<T: DeserializeOwned + Validate>(value: serde_json::Value) -> Result<T, ParseError> {
+pub fn from_json_value<T: DeserializeOwned + Validate>(
+    value: serde_json::Value,
+) -> Result<T, ParseError> {
     let v: T = from_value_unvalidated(value)?;
     v.validate()?;
     Ok(v)
@@ -89,19 +93,23 @@ pub fn from_json_value<T: DeserializeOwned + Validate>(value: serde_json::Value)
 /// assert!(err.to_string().contains("OffGraceful"));
 /// ```
 pub fn from_json_str<T: DeserializeOwned + Validate>(text: &str) -> Result<T, ParseError> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| ParseError::Syntax {
-            format: "JSON",
-            message: e.to_string(),
-        })?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ParseError::Syntax {
+        format: "JSON",
+        message: e.to_string(),
+    })?;
     from_json_value(value)
 }
 
 /// Parse a YAML document into a JSON value (no typing, no validation).
+///
+/// Scalars follow the YAML 1.2 core schema: only `true`/`false` (any case form) are
+/// booleans, so `powerState: On` or a network named `n` stay strings (YAML 1.1's
+/// `on`/`off`/`yes`/`no`/`y`/`n` "Norway problem" does not apply).
 #[cfg(feature = "yaml")]
 #[cfg_attr(docsrs, doc(cfg(feature = "yaml")))]
 pub fn yaml_to_value(text: &str) -> Result<serde_json::Value, ParseError> {
-    serde_saphyr::from_str(text).map_err(|e| ParseError::Syntax {
+    let options = serde_saphyr::options! { strict_booleans: true };
+    serde_saphyr::from_str_with_options(text, options).map_err(|e| ParseError::Syntax {
         format: "YAML",
         message: e.to_string(),
     })

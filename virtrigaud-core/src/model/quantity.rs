@@ -56,7 +56,7 @@ impl Quantity {
     pub fn from_bytes(bytes: u64) -> Self {
         let mut text = bytes.to_string();
         for (suffix, size) in SUFFIXES[..6].iter().rev() {
-            if bytes != 0 && bytes % size == 0 {
+            if bytes != 0 && bytes.is_multiple_of(*size) {
                 text = format!("{}{suffix}", bytes / size);
                 break;
             }
@@ -112,7 +112,7 @@ impl FromStr for Quantity {
             let frac: u128 = frac_part.parse().map_err(|_| err("number too large"))?;
             let scale = 10u128.pow(frac_part.len() as u32);
             let scaled = frac * u128::from(multiplier);
-            if scaled % scale != 0 {
+            if !scaled.is_multiple_of(scale) {
                 return Err(err("not a whole number of bytes"));
             }
             bytes += scaled / scale;
@@ -175,7 +175,15 @@ mod tests {
         assert_eq!("1G".parse::<Quantity>().unwrap().bytes(), 1_000_000_000);
         assert_eq!("512".parse::<Quantity>().unwrap().bytes(), 512);
         assert_eq!(Quantity::from_bytes(8 << 30).as_str(), "8Gi");
-        for bad in ["", "Gi", "-1Gi", "4 lightyears", "0.5", "1.2.3Mi", "99999999999Ei"] {
+        for bad in [
+            "",
+            "Gi",
+            "-1Gi",
+            "4 lightyears",
+            "0.5",
+            "1.2.3Mi",
+            "99999999999Ei",
+        ] {
             assert!(bad.parse::<Quantity>().is_err(), "{bad}");
         }
     }

@@ -42,7 +42,8 @@ impl Resource for VMSnapshotSpec {
 impl Validate for VMSnapshotSpec {
     fn validate_at(&self, path: &str, errors: &mut SpecErrors) {
         self.vm_ref.validate_at(&join(path, "vmRef"), errors);
-        self.retention_policy.validate_at(&join(path, "retentionPolicy"), errors);
+        self.retention_policy
+            .validate_at(&join(path, "retentionPolicy"), errors);
     }
 }
 
@@ -58,7 +59,11 @@ pub struct RetentionPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_count: Option<u32>,
     /// Delete the snapshot when its VM is deleted.
-    #[serde(default, rename = "deleteOnVMDelete", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "deleteOnVMDelete",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delete_on_vm_delete: Option<bool>,
 }
 

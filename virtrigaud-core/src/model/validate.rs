@@ -69,7 +69,12 @@ impl SpecErrors {
     }
 
     /// Record a violation of `rule` at `path` with the offending `value`.
-    pub fn add(&mut self, path: impl Into<String>, rule: impl Into<String>, value: impl fmt::Display) {
+    pub fn add(
+        &mut self,
+        path: impl Into<String>,
+        rule: impl Into<String>,
+        value: impl fmt::Display,
+    ) {
         self.push(SpecError::new(path, rule).with_value(value));
     }
 

@@ -108,7 +108,10 @@ impl VirtualMachineSpec {
         self.lifecycle
             .as_ref()
             .and_then(|l| l.graceful_shutdown_timeout)
-            .map_or(DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT, HumanDuration::as_duration)
+            .map_or(
+                DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT,
+                HumanDuration::as_duration,
+            )
     }
 
     /// The preStop hook's argv (no implicit shell), if any.
@@ -132,10 +135,12 @@ impl VirtualMachineSpec {
 
 impl Validate for VirtualMachineSpec {
     fn validate_at(&self, path: &str, errors: &mut SpecErrors) {
-        self.provider_ref.validate_at(&join(path, "providerRef"), errors);
+        self.provider_ref
+            .validate_at(&join(path, "providerRef"), errors);
         self.class_ref.validate_at(&join(path, "classRef"), errors);
         self.image_ref.validate_at(&join(path, "imageRef"), errors);
-        self.placement_ref.validate_at(&join(path, "placementRef"), errors);
+        self.placement_ref
+            .validate_at(&join(path, "placementRef"), errors);
         self.lifecycle.validate_at(&join(path, "lifecycle"), errors);
         self.resources.validate_at(&join(path, "resources"), errors);
         let disks = join(path, "disks");
@@ -143,7 +148,11 @@ impl Validate for VirtualMachineSpec {
         let mut seen = BTreeSet::new();
         for (i, d) in self.disks.iter().enumerate() {
             if !d.name.is_empty() && !seen.insert(d.name.as_str()) {
-                errors.add(join(&index(&disks, i), "name"), "must be unique among disks", &d.name);
+                errors.add(
+                    join(&index(&disks, i), "name"),
+                    "must be unique among disks",
+                    &d.name,
+                );
             }
         }
         self.networks.validate_at(&join(path, "networks"), errors);
@@ -171,7 +180,8 @@ pub struct VmLifecycle {
 impl Validate for VmLifecycle {
     fn validate_at(&self, path: &str, errors: &mut SpecErrors) {
         self.pre_stop.validate_at(&join(path, "preStop"), errors);
-        self.post_start.validate_at(&join(path, "postStart"), errors);
+        self.post_start
+            .validate_at(&join(path, "postStart"), errors);
     }
 }
 
@@ -307,7 +317,8 @@ pub struct VmNetwork {
 impl Validate for VmNetwork {
     fn validate_at(&self, path: &str, errors: &mut SpecErrors) {
         errors.require_name(join(path, "name"), &self.name);
-        self.network_ref.validate_at(&join(path, "networkRef"), errors);
+        self.network_ref
+            .validate_at(&join(path, "networkRef"), errors);
     }
 }
 
@@ -323,7 +334,8 @@ pub struct VmSnapshotOperation {
 
 impl Validate for VmSnapshotOperation {
     fn validate_at(&self, path: &str, errors: &mut SpecErrors) {
-        self.revert_to_ref.validate_at(&join(path, "revertToRef"), errors);
+        self.revert_to_ref
+            .validate_at(&join(path, "revertToRef"), errors);
     }
 }
 

@@ -40,8 +40,7 @@ impl Resource for VMSetSpec {
 impl VMSetSpec {
     /// Desired replicas (1 when absent, 0 when negative).
     pub fn replicas(&self) -> u32 {
-        self.replicas
-            .map_or(1, |r| u32::try_from(r).unwrap_or(0))
+        self.replicas.map_or(1, |r| u32::try_from(r).unwrap_or(0))
     }
 }
 
@@ -58,8 +57,11 @@ impl Validate for VMSetSpec {
                 "must match spec.template.metadata.labels",
             );
         }
-        self.template.spec.validate_at(&join(path, "template.spec"), errors);
-        self.update_strategy.validate_at(&join(path, "updateStrategy"), errors);
+        self.template
+            .spec
+            .validate_at(&join(path, "template.spec"), errors);
+        self.update_strategy
+            .validate_at(&join(path, "updateStrategy"), errors);
     }
 }
 
@@ -108,7 +110,8 @@ impl Validate for UpdateStrategy {
                 "must not be set when type is Recreate",
             );
         }
-        self.rolling_update.validate_at(&join(path, "rollingUpdate"), errors);
+        self.rolling_update
+            .validate_at(&join(path, "rollingUpdate"), errors);
     }
 }
 
