@@ -466,8 +466,8 @@ impl Client {
         let mut current = props;
         let out = loop {
             match w.next().await {
-                Ok(Some(changes)) => {
-                    current.apply(changes);
+                Ok(Some(groups)) => {
+                    groups.into_iter().for_each(|g| current.apply(g));
                     if let Some(r) = task_outcome(&current) {
                         break r;
                     }
@@ -543,7 +543,7 @@ impl Props {
         self.str(path).and_then(|s| s.parse().ok())
     }
     /// Applies changes from an update (`None` = removed).
-    pub(crate) fn apply(&mut self, changes: Vec<(String, Option<Element>)>) {
+    pub(crate) fn apply(&mut self, changes: Changes) {
         for (name, val) in changes {
             self.0.retain(|(n, _)| *n != name);
             if let Some(v) = val {
@@ -552,6 +552,9 @@ impl Props {
         }
     }
 }
+
+/// Property changes of one object update: `(path, new value or None when removed)`.
+pub(crate) type Changes = Vec<(String, Option<Element>)>;
 
 /// A private property collector with a filter, read with `WaitForUpdatesEx`.
 #[derive(Debug)]
@@ -566,8 +569,9 @@ pub(crate) struct Waiter {
 
 impl Waiter {
     /// One long poll. `Ok(None)` when nothing changed within the poll time; otherwise the
-    /// changed properties (the first call returns every property's current value).
-    pub(crate) async fn next(&mut self) -> Result<Option<Vec<(String, Option<Element>)>>, VimError> {
+    /// changed properties, one group per object update in server order (the server may batch
+    /// several updates, e.g. off then on again; the first call returns the current values).
+    pub(crate) async fn next(&mut self) -> Result<Option<Vec<Changes>>, VimError> {
         let Some(pc) = self.pc.clone() else {
             return Err(VimError::Protocol("waiter destroyed".into()));
         };
@@ -611,11 +615,13 @@ impl Waiter {
                         format!("{} {} was removed", self.obj.ty, self.obj.value),
                     )));
                 }
+                let mut group = Vec::new();
                 for cs in os.children_named("changeSet") {
                     let Some(name) = cs.text_at("name") else { continue };
                     let val = if cs.text_at("op") == Some("remove") { None } else { cs.child("val").cloned() };
-                    changes.push((name.to_owned(), val));
+                    group.push((name.to_owned(), val));
                 }
+                changes.push(group);
             }
         }
         Ok(Some(changes))

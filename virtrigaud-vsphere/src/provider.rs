@@ -278,37 +278,42 @@ impl Provider for VsphereProvider {
         // changes after this call (callers read power_state themselves).
         let mut props = Props::default();
         let first = map(waiter.next().await, "watch_power_state", vm)?;
-        props.apply(first.unwrap_or_default());
+        for group in first.unwrap_or_default() {
+            props.apply(group);
+        }
         let last = power_state_of(&props);
         let vmid = vm.clone();
-        let stream = futures::stream::unfold(
-            Some((waiter, props, last)),
-            move |state| {
-                let vmid = vmid.clone();
-                async move {
-                    let (mut waiter, mut props, mut last) = state?;
-                    loop {
-                        match waiter.next().await {
-                            Ok(Some(changes)) => {
-                                props.apply(changes);
+        let pending: std::collections::VecDeque<PowerState> = std::collections::VecDeque::new();
+        let stream = futures::stream::unfold(Some((waiter, props, last, pending)), move |state| {
+            let vmid = vmid.clone();
+            async move {
+                let (mut waiter, mut props, mut last, mut pending) = state?;
+                loop {
+                    if let Some(s) = pending.pop_front() {
+                        return Some((Ok(s), Some((waiter, props, last, pending))));
+                    }
+                    match waiter.next().await {
+                        Ok(Some(groups)) => {
+                            // One state per object update, so a batched off-then-on reports both.
+                            for group in groups {
+                                props.apply(group);
                                 let now = power_state_of(&props);
-                                if now.is_some() && now != last {
+                                if let Some(s) = now.filter(|_| now != last) {
                                     last = now;
-                                    let s = now?;
-                                    return Some((Ok(s), Some((waiter, props, last))));
+                                    pending.push_back(s);
                                 }
                             }
-                            Ok(None) => continue,
-                            Err(e) => {
-                                let err = e.into_error("watch_power_state", Some(vmid.as_str()));
-                                waiter.destroy().await;
-                                return Some((Err(err), None));
-                            }
+                        }
+                        Ok(None) => continue,
+                        Err(e) => {
+                            let err = e.into_error("watch_power_state", Some(vmid.as_str()));
+                            waiter.destroy().await;
+                            return Some((Err(err), None));
                         }
                     }
                 }
-            },
-        );
+            }
+        });
         Ok(Some(stream.boxed()))
     }
 

@@ -1,0 +1,340 @@
+//! Provider tests against a real vcsim over SOAP (scripts/vsphere/setup.sh starts it).
+//!
+//! Each test owns distinct model VMs (by name) so tests can run in parallel and re-run
+//! against a warm vcsim. Real time with short budgets (vcsim answers in milliseconds).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use virtrigaud_core::conformance::{self, Fixture};
+use virtrigaud_core::shutdown::{ForcedReason, ShutdownManager, ShutdownOutcome, ShutdownPolicy};
+use virtrigaud_core::{
+    AgentStatus, CloneOptions, Customization, DeleteOptions, DeleteSnapshotOptions, DiskResize, ErrorKind,
+    ListOptions, NetworkCustomization, OffReason, PowerOffOptions, PowerState, Provider, ReconfigureRequest,
+    RevertOptions, ShutdownChannel, ShutdownRequestOptions, SnapshotOptions, StartOptions, VmId,
+};
+use virtrigaud_vsphere::{SoapFault, TlsVerification, VsphereConfig, VsphereProvider};
+
+use common::{RawSession, config, provider, running_vm};
+
+struct VcsimFixture {
+    provider: VsphereProvider,
+    pool: Mutex<Vec<&'static str>>,
+}
+
+#[async_trait]
+impl Fixture for VcsimFixture {
+    async fn cooperative_vm(&self) -> virtrigaud_core::Result<VmId> {
+        let name = self.pool.lock().expect("pool").pop().expect("the fixture ran out of model VMs");
+        Ok(running_vm(&self.provider, name).await)
+    }
+    fn missing_vm(&self) -> VmId {
+        VmId::new("vm-999999")
+    }
+    fn graceful_grace(&self) -> Duration {
+        Duration::from_secs(20)
+    }
+    fn short_grace(&self) -> Duration {
+        Duration::from_secs(2)
+    }
+    async fn cleanup(&self, _vm: &VmId) {
+        // Model VMs are kept (re-runs power them on again).
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_suite() {
+    let Some(p) = provider().await else { return };
+    let pool = (0..9).map(|i| &*Box::leak(format!("DC0_C0_RP0_VM{i}").into_boxed_str())).collect();
+    let fixture = VcsimFixture { provider: p.clone(), pool: Mutex::new(pool) };
+    let report = conformance::run_all(Arc::new(p), &fixture).await;
+    report.assert_passed();
+}
+
+#[tokio::test]
+async fn login_failure_is_unauthenticated() {
+    let Some(cfg) = config() else { return };
+    let mut bad = cfg.clone();
+    bad.password = "definitely-wrong".to_owned().into();
+    let err = VsphereProvider::connect(bad.clone()).await.expect_err("wrong password must fail");
+    assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err}");
+    let fault = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<SoapFault>()).expect("SoapFault source");
+    assert_eq!(fault.fault_type(), "InvalidLogin");
+    assert!(!format!("{err:?}").contains("definitely-wrong"));
+    assert!(!format!("{bad:?}").contains("definitely-wrong"), "password in Debug");
+}
+
+#[tokio::test]
+async fn tls_verification_is_on_by_default() {
+    let Some(cfg) = config() else { return };
+    // vcsim's certificate comes from the test CA, which the system roots do not hold.
+    let err = VsphereProvider::connect(cfg.with_tls(TlsVerification::System)).await.expect_err("untrusted cert");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+}
+
+#[tokio::test]
+async fn lookup_describe_and_list() {
+    let Some(p) = provider().await else { return };
+    let by_name = p.find_vm_by_name("DC0_H0_VM7").await.expect("by name");
+    let by_path = p.find_vm_by_path("DC0/vm/DC0_H0_VM7").await.expect("by path");
+    assert_eq!(by_name, by_path);
+    assert!(by_name.as_str().starts_with("vm-"), "VmId is the moref: {by_name}");
+    assert_eq!(p.vm_name(&by_name).await.expect("name"), "DC0_H0_VM7");
+    let d = p.describe(&by_name).await.expect("describe");
+    assert_eq!(d.name, "DC0_H0_VM7");
+    assert!(d.cpu >= 1 && d.memory_mib >= 32, "{d:?}");
+    assert!(!d.disks.is_empty(), "{d:?}");
+    let all = p.list_vms(&ListOptions::default()).await.expect("list");
+    assert!(all.iter().any(|v| v.id == by_name), "list_vms lacks {by_name}");
+    assert!(all.len() >= 24, "{} VMs", all.len());
+    for missing in [p.find_vm_by_name("no-such-vm").await, p.find_vm_by_path("DC0/vm/no-such-vm").await] {
+        assert_eq!(missing.expect_err("missing").kind(), ErrorKind::NotFound);
+    }
+    let err = p.power_state(&VmId::new("vm-999999")).await.expect_err("missing moref");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    let caps = p.vm_capabilities(&by_name).await.expect("caps");
+    assert_eq!(caps.agent_connected, Some(true), "model VMs run Tools in our vcsim");
+}
+
+#[tokio::test]
+async fn power_cycle_suspend_reset_and_invalid_states() {
+    let Some(p) = provider().await else { return };
+    let vm = running_vm(&p, "DC0_H0_VM0").await;
+    let err = p.start(&vm, &StartOptions::default()).await.expect_err("start a running VM");
+    assert_eq!(err.kind(), ErrorKind::InvalidState, "{err}");
+    p.reset(&vm).await.expect("reset");
+    p.suspend(&vm).await.expect("suspend");
+    assert_eq!(p.power_state(&vm).await.expect("state"), PowerState::Off(OffReason::Saved));
+    p.start(&vm, &StartOptions::default()).await.expect("resume from suspend");
+    p.power_off(&vm, &PowerOffOptions::default()).await.expect("power off");
+    assert!(p.power_state(&vm).await.expect("state").is_off());
+    let err = p.power_off(&vm, &PowerOffOptions::default()).await.expect_err("off twice");
+    assert_eq!(err.kind(), ErrorKind::InvalidState, "{err}");
+    let err = p
+        .request_shutdown(&vm, ShutdownChannel::Agent, &ShutdownRequestOptions::default())
+        .await
+        .expect_err("ShutdownGuest on an off VM");
+    assert_eq!(err.kind(), ErrorKind::InvalidState, "{err}");
+    let err = p
+        .request_shutdown(&vm, ShutdownChannel::Acpi, &ShutdownRequestOptions::default())
+        .await
+        .expect_err("no ACPI channel on vSphere");
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    p.start(&vm, &StartOptions::default()).await.expect("start");
+    assert_eq!(p.probe_agent(&vm).await.expect("probe"), AgentStatus::Connected);
+    p.request_shutdown(&vm, ShutdownChannel::Agent, &ShutdownRequestOptions::default()).await.expect("ShutdownGuest");
+    assert!(p.power_state(&vm).await.expect("state").is_off(), "vcsim's ShutdownGuest is synchronous");
+}
+
+#[tokio::test]
+async fn snapshot_create_revert_remove() {
+    let Some(p) = provider().await else { return };
+    let vm = running_vm(&p, "DC0_H0_VM1").await;
+    let snaps = p.snapshotter().expect("snapshotter");
+    for s in snaps.list_snapshots(&vm).await.expect("list") {
+        let _ = snaps.delete_snapshot(&vm, &s.id, &DeleteSnapshotOptions::default()).await;
+    }
+    let a = snaps
+        .create_snapshot(&vm, &SnapshotOptions::new("vr-a").with_memory(true).with_description("first"))
+        .await
+        .expect("snapshot a");
+    assert_eq!(a.name, "vr-a");
+    assert_eq!(a.description.as_deref(), Some("first"));
+    let b = snaps.create_snapshot(&vm, &SnapshotOptions::new("vr-b").with_quiesce(true)).await.expect("snapshot b");
+    assert_eq!(b.parent.as_deref(), Some(a.id.as_str()), "b is a child of a");
+    let list = snaps.list_snapshots(&vm).await.expect("list");
+    assert_eq!(list.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["vr-a", "vr-b"]);
+    // Revert by name and by id.
+    snaps.revert_snapshot(&vm, "vr-a", &RevertOptions::default()).await.expect("revert by name");
+    snaps.revert_snapshot(&vm, &b.id, &RevertOptions::default()).await.expect("revert by id");
+    let err = snaps.revert_snapshot(&vm, "no-such", &RevertOptions::default()).await.expect_err("missing");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    snaps.delete_snapshot(&vm, &a.id, &{ let mut o = DeleteSnapshotOptions::default(); o.children = true; o }).await.expect("remove tree");
+    assert!(snaps.list_snapshots(&vm).await.expect("list").is_empty());
+    let err = snaps.delete_snapshot(&vm, &a.id, &DeleteSnapshotOptions::default()).await.expect_err("gone");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+}
+
+#[tokio::test]
+async fn clone_full_linked_and_customized() {
+    let Some(p) = provider().await else { return };
+    let src = running_vm(&p, "DC0_H0_VM2").await;
+    let cloner = p.cloner().expect("cloner");
+    let tag = std::process::id();
+    // Full clone, powered on.
+    let full = cloner
+        .clone_vm(&src, &CloneOptions::new(format!("vr-full-{tag}")).power_on(true))
+        .await
+        .expect("full clone");
+    assert!(!full.linked);
+    assert_eq!(p.vm_name(&full.vm).await.expect("name"), format!("vr-full-{tag}"));
+    // Linked clone with customization (vcsim accepts the spec; it ignores diskMoveType).
+    let mut c = Customization::default();
+    c.hostname = Some("web-1.example.com".into());
+    let mut n = NetworkCustomization::default();
+    n.name = "VM Network".into();
+    n.ip_address = Some("10.0.0.5/24".into());
+    n.gateway = Some("10.0.0.1".into());
+    n.dns = vec!["10.0.0.2".into()];
+    c.networks.push(n);
+    let linked = cloner
+        .clone_vm(&src, &CloneOptions::new(format!("vr-linked-{tag}")).linked(true).with_customization(c))
+        .await
+        .expect("linked clone");
+    assert!(linked.linked && linked.customized);
+    // Clones report Tools not running (vcsim creates them that way): an engine shutdown must
+    // force at once with NoGuestTools instead of sending ShutdownGuest.
+    let clone_vm = linked.vm.clone();
+    if p.power_state(&clone_vm).await.expect("state").is_off() {
+        p.start(&clone_vm, &StartOptions::default()).await.expect("start clone");
+    }
+    assert_eq!(p.probe_agent(&clone_vm).await.expect("probe"), AgentStatus::NotConnected);
+    let provider: Arc<dyn Provider> = Arc::new(p.clone());
+    let report = ShutdownManager::new(provider)
+        .shutdown(&clone_vm, ShutdownPolicy::with_grace(Duration::from_secs(10)))
+        .await
+        .expect("shutdown");
+    assert!(
+        matches!(report.outcome, ShutdownOutcome::Forced { reason: ForcedReason::NoGuestTools }),
+        "{}",
+        report.outcome
+    );
+    assert_eq!(report.signals_sent, 0);
+    for vm in [full.vm, linked.vm] {
+        if p.power_state(&vm).await.expect("state").is_active() {
+            p.power_off(&vm, &PowerOffOptions::default()).await.expect("off");
+        }
+        p.delete(&vm, &{ let mut o = DeleteOptions::default(); o.delete_disks = true; o }).await.expect("destroy");
+        assert_eq!(p.power_state(&vm).await.expect_err("deleted").kind(), ErrorKind::NotFound);
+    }
+    // The base snapshot the linked clone needed stays on the source; remove it.
+    let snaps = p.snapshotter().expect("snapshotter");
+    for s in snaps.list_snapshots(&src).await.expect("list") {
+        snaps.delete_snapshot(&src, &s.id, &DeleteSnapshotOptions::default()).await.expect("cleanup");
+    }
+}
+
+#[tokio::test]
+async fn reconfigure_cpu_memory_disk() {
+    let Some(p) = provider().await else { return };
+    let vm = running_vm(&p, "DC0_H0_VM3").await;
+    let caps = p.vm_capabilities(&vm).await.expect("caps");
+    assert!(!caps.cpu_hot_add && !caps.memory_hot_add, "model VMs have hot-add disabled");
+    let before = p.describe(&vm).await.expect("describe");
+    // Running without hot-add: refused, nothing changed.
+    let mut up = ReconfigureRequest::default();
+    up.cpu = Some(before.cpu + 1);
+    let err = p.reconfigure(&vm, &up).await.expect_err("cpu change while running");
+    assert_eq!(err.kind(), ErrorKind::InvalidState, "{err}");
+    // Disks grow online.
+    let disk = before.disks[0].clone();
+    let mut grow = ReconfigureRequest::default();
+    grow.disks.push(DiskResize::new(disk.name.clone(), disk.size_gib + 1));
+    let r = p.reconfigure(&vm, &grow).await.expect("grow disk");
+    assert!(r.applied_live);
+    let after = p.describe(&vm).await.expect("describe");
+    assert_eq!(after.disks[0].size_gib, disk.size_gib + 1, "{after:?}");
+    let mut shrink = ReconfigureRequest::default();
+    shrink.disks.push(DiskResize::new(disk.name.clone(), 0));
+    assert_eq!(p.reconfigure(&vm, &shrink).await.expect_err("shrink").kind(), ErrorKind::InvalidSpec);
+    // Powered off: CPU and memory change.
+    p.power_off(&vm, &PowerOffOptions::default()).await.expect("off");
+    let mut change = ReconfigureRequest::default();
+    change.cpu = Some(if before.cpu == 2 { 4 } else { 2 });
+    change.memory_mib = Some(if before.memory_mib == 2048 { 1024 } else { 2048 });
+    let r = p.reconfigure(&vm, &change).await.expect("reconfigure off");
+    assert!(!r.applied_live && !r.needs_power_cycle);
+    let d = p.describe(&vm).await.expect("describe");
+    assert_eq!((Some(d.cpu), Some(d.memory_mib)), (change.cpu, change.memory_mib));
+}
+
+#[tokio::test]
+async fn watch_is_pushed_by_wait_for_updates() {
+    let Some(p) = provider().await else { return };
+    let vm = running_vm(&p, "DC0_H0_VM4").await;
+    let mut stream = p.watch_power_state(&vm).await.expect("watch").expect("stream");
+    let calls_before = p.soap_calls();
+    let waiting = tokio::spawn(async move {
+        let first = stream.next().await;
+        let second = stream.next().await;
+        (first, second)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    p.power_off(&vm, &PowerOffOptions::default()).await.expect("off");
+    p.start(&vm, &StartOptions::default()).await.expect("on");
+    let (first, second) = tokio::time::timeout(Duration::from_secs(20), waiting).await.expect("pushed in time").expect("join");
+    assert!(first.expect("item").expect("ok").is_off());
+    assert_eq!(second.expect("item").expect("ok"), PowerState::Running);
+    // power_off + start are 2 calls each (task + one read); the watch added a few long polls,
+    // not a polling loop.
+    let used = p.soap_calls() - calls_before;
+    assert!(used <= 10, "{used} SOAP calls for two pushed transitions");
+}
+
+#[tokio::test]
+async fn session_expiry_relogs_in_once() {
+    let Some(cfg) = config() else { return };
+    let agent = format!("virtrigaud-vsphere-test-expiry-{}", std::process::id());
+    let p = VsphereProvider::connect(cfg.with_user_agent(agent.clone())).await.expect("connect");
+    let vm = running_vm(&p, "DC0_H0_VM5").await;
+    let mut stream = p.watch_power_state(&vm).await.expect("watch").expect("stream");
+    let mut raw = RawSession::login().await;
+    assert_eq!(raw.terminate_sessions_of(&agent).await, 1, "our provider's session should be listed once");
+    // The next call hits NotAuthenticated, logs in again and succeeds.
+    assert_eq!(p.power_state(&vm).await.expect("after expiry"), PowerState::Running);
+    // The watch rebuilt its (session-scoped) property collector and still pushes.
+    p.power_off(&vm, &PowerOffOptions::default()).await.expect("off");
+    let got = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(item) = stream.next().await {
+            if item.expect("watch item").is_off() {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("in time");
+    assert!(got, "off was pushed after the re-login");
+    // Logout behind the client's back too: the provider recovers again.
+    raw.terminate_sessions_of(&agent).await;
+    p.start(&vm, &StartOptions::default()).await.expect("start after second expiry");
+    p.logout().await.expect("logout");
+    assert_eq!(p.power_state(&vm).await.expect("after logout"), PowerState::Running);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_through_the_engine_counts_soap_calls() {
+    let Some(cfg) = config() else { return };
+    let p = VsphereProvider::connect(cfg).await.expect("connect");
+    let vm = running_vm(&p, "DC0_H0_VM6").await;
+    let provider: Arc<dyn Provider> = Arc::new(p.clone());
+    let mgr = ShutdownManager::new(provider);
+    let before = p.soap_calls();
+    let report = mgr.shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(20))).await.expect("shutdown");
+    let calls = p.soap_calls() - before;
+    assert!(
+        matches!(report.outcome, ShutdownOutcome::Graceful { channel: Some(ShutdownChannel::Agent) }),
+        "{}",
+        report.outcome
+    );
+    assert_eq!(report.signals_sent, 1);
+    assert_eq!(report.power_off_calls, 0);
+    eprintln!("SOAP calls for one graceful shutdown (engine + vcsim): {calls}; provider calls {}", report.provider_calls);
+    assert!(calls <= 12, "{calls} SOAP calls for one graceful shutdown");
+    p.start(&vm, &StartOptions::default()).await.expect("start again");
+}
+
+#[tokio::test]
+async fn insecure_opt_in_connects() {
+    let Some(cfg) = config() else { return };
+    let p = VsphereProvider::connect(cfg.with_tls(TlsVerification::DangerousAcceptInvalidCerts))
+        .await
+        .expect("insecure connect");
+    p.find_vm_by_name("DC0_H0_VM7").await.expect("works");
+    let _ = VsphereConfig::new("https://x/sdk", "u", "p");
+}
