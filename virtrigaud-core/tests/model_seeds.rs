@@ -478,3 +478,25 @@ fn conditions_set_and_get_round_trip() {
     );
     assert!(json.contains("\"powerState\": \"ShuttingDown\""), "{json}");
 }
+
+/// Seed 001 is a web-rendered copy of seed 000 whose YAML lost its indentation. Those
+/// documents are not what they look like; they must be rejected with a path or a line,
+/// never silently misread as a VM without a name.
+#[test]
+fn seed001_flattened_copies_are_rejected_not_misread() {
+    let err =
+        from_yaml_str::<VirtualMachine>(&fixture("001_01_vm_basic_flattened.yaml")).unwrap_err();
+    assert_eq!(err.path(), Some("metadata"), "{err}");
+    assert!(
+        err.to_string().contains("expected struct ObjectMeta"),
+        "{err}"
+    );
+
+    let err = from_yaml_str::<VirtualMachine>(&fixture("001_02_vm_lifecycle_hooks_flattened.yaml"))
+        .unwrap_err();
+    assert!(
+        matches!(err, ParseError::Syntax { format: "YAML", .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("line 18"), "{err}");
+}

@@ -424,22 +424,13 @@ fn syntax_errors_and_error_conversion() {
         "{e}"
     );
 
-    let e: Error = SpecErrors::from_iter_for_test().into();
+    let errors: SpecErrors =
+        std::iter::once(SpecError::new("spec.replicas", "must not be negative").with_value(-1))
+            .collect();
+    assert_eq!(
+        errors.to_string(),
+        "invalid spec: spec.replicas: must not be negative (got \"-1\")"
+    );
+    let e: Error = errors.into();
     assert_eq!(e.kind(), ErrorKind::InvalidSpec);
-}
-
-trait ForTest {
-    fn from_iter_for_test() -> SpecErrors;
-}
-
-impl ForTest for SpecErrors {
-    fn from_iter_for_test() -> SpecErrors {
-        let mut e = SpecErrors::new();
-        e.push(SpecError::new("spec.replicas", "must not be negative").with_value(-1));
-        assert_eq!(
-            e.to_string(),
-            "invalid spec: spec.replicas: must not be negative (got \"-1\")"
-        );
-        e
-    }
 }

@@ -113,8 +113,8 @@ impl LabelSelector {
 /// The per-kind aliases ([`super::VirtualMachine`], [`super::VMSnapshot`], …) fix `S` and
 /// `St`. Validation checks `apiVersion`/`kind` against `S`'s [`Resource`] constants, that
 /// `metadata.name` is not empty, and then the spec under the path `spec`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Object<S, St = ()> {
     /// API group and version, e.g. `infra.virtrigaud.io/v1beta1`.
@@ -173,7 +173,7 @@ impl<S: Resource + Validate, St> Validate for Object<S, St> {
 }
 
 /// A partial document holding only `spec` (a merge-patch such as `{"spec":{"disks":[…]}}`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct SpecPatch<S> {

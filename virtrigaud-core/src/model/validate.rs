@@ -135,6 +135,28 @@ impl fmt::Display for SpecErrors {
     }
 }
 
+impl From<SpecError> for SpecErrors {
+    fn from(error: SpecError) -> Self {
+        SpecErrors {
+            errors: vec![error],
+        }
+    }
+}
+
+impl FromIterator<SpecError> for SpecErrors {
+    fn from_iter<I: IntoIterator<Item = SpecError>>(iter: I) -> Self {
+        SpecErrors {
+            errors: iter.into_iter().collect(),
+        }
+    }
+}
+
+impl Extend<SpecError> for SpecErrors {
+    fn extend<I: IntoIterator<Item = SpecError>>(&mut self, iter: I) {
+        self.errors.extend(iter);
+    }
+}
+
 impl IntoIterator for SpecErrors {
     type Item = SpecError;
     type IntoIter = std::vec::IntoIter<SpecError>;
