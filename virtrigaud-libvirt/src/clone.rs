@@ -14,18 +14,29 @@ use crate::xml::Element;
 fn clone_blocking(inner: &Inner, source: &str, opts: &CloneOptions) -> Result<CloneResult> {
     let target = opts.target_name.as_str();
     if target.is_empty() || target.contains('/') {
-        return Err(Error::invalid_spec(format!("invalid clone name {target:?}")));
+        return Err(Error::invalid_spec(format!(
+            "invalid clone name {target:?}"
+        )));
     }
     if opts.customization.as_ref().is_some_and(|c| !c.is_empty()) {
-        return Err(Error::new(ErrorKind::Unsupported, "clone customization is not implemented for libvirt"));
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            "clone customization is not implemented for libvirt",
+        ));
     }
     if opts.snapshot.is_some() {
-        return Err(Error::new(ErrorKind::Unsupported, "cloning from a snapshot is not implemented for libvirt"));
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            "cloning from a snapshot is not implemented for libvirt",
+        ));
     }
     let src = lookup(inner, source)?;
     inner.count();
     if inner.conn().lookup_domain_by_name(target).is_ok() {
-        return Err(Error::new(ErrorKind::AlreadyExists, format!("domain {target} exists")).with_resource(target.to_owned()));
+        return Err(
+            Error::new(ErrorKind::AlreadyExists, format!("domain {target} exists"))
+                .with_resource(target.to_owned()),
+        );
     }
     let running = state_of(inner, &src, source)?.is_active();
     if opts.linked && running {
@@ -34,9 +45,16 @@ fn clone_blocking(inner: &Inner, source: &str, opts: &CloneOptions) -> Result<Cl
         )
         .with_resource(source.to_owned()));
     }
-    let pool_name = inner.cfg.storage_pool.clone().ok_or_else(|| Error::invalid_spec("clones need a storage pool"))?;
+    let pool_name = inner
+        .cfg
+        .storage_pool
+        .clone()
+        .ok_or_else(|| Error::invalid_spec("clones need a storage pool"))?;
     inner.count();
-    let pool = inner.conn().lookup_storage_pool_by_name(&pool_name).ctx("clone", &pool_name)?;
+    let pool = inner
+        .conn()
+        .lookup_storage_pool_by_name(&pool_name)
+        .ctx("clone", &pool_name)?;
     let mut dom = xml_of(inner, &src, source, sys::VIR_DOMAIN_XML_INACTIVE)?;
 
     let mut created: Vec<StorageVol> = Vec::new();
@@ -47,13 +65,24 @@ fn clone_blocking(inner: &Inner, source: &str, opts: &CloneOptions) -> Result<Cl
                 if disk.get_attr("device").unwrap_or("disk") != "disk" {
                     continue;
                 }
-                let Some(path) = disk.find("source").and_then(|s| s.get_attr("file")).map(str::to_owned) else {
+                let Some(path) = disk
+                    .find("source")
+                    .and_then(|s| s.get_attr("file"))
+                    .map(str::to_owned)
+                else {
                     continue;
                 };
-                let dev = disk.find("target").and_then(|t| t.get_attr("dev")).unwrap_or("disk").to_owned();
+                let dev = disk
+                    .find("target")
+                    .and_then(|t| t.get_attr("dev"))
+                    .unwrap_or("disk")
+                    .to_owned();
                 let vol_name = format!("{target}-{dev}.qcow2");
                 inner.count();
-                let src_vol = inner.conn().lookup_storage_vol_by_path(&path).ctx("clone", &path)?;
+                let src_vol = inner
+                    .conn()
+                    .lookup_storage_vol_by_path(&path)
+                    .ctx("clone", &path)?;
                 inner.count();
                 let cap = src_vol.info().ctx("clone", &path)?.capacity;
                 let new = if opts.linked {
@@ -61,8 +90,15 @@ fn clone_blocking(inner: &Inner, source: &str, opts: &CloneOptions) -> Result<Cl
                 } else {
                     let xml = Element::new("volume")
                         .child(Element::new("name").text(vol_name.as_str()))
-                        .child(Element::new("capacity").attr("unit", "bytes").text(cap.to_string()))
-                        .child(Element::new("target").child(Element::new("format").attr("type", "qcow2")))
+                        .child(
+                            Element::new("capacity")
+                                .attr("unit", "bytes")
+                                .text(cap.to_string()),
+                        )
+                        .child(
+                            Element::new("target")
+                                .child(Element::new("format").attr("type", "qcow2")),
+                        )
                         .to_xml();
                     inner.count();
                     StorageVol::create_xml_from(&pool, &xml, &src_vol, 0).ctx("clone", &vol_name)?
@@ -84,11 +120,15 @@ fn clone_blocking(inner: &Inner, source: &str, opts: &CloneOptions) -> Result<Cl
                 nic.remove_all("target");
             }
             // Per-VM serial log files.
-            for ser in devs.children.iter_mut().filter(|c| c.name == "serial" || c.name == "console") {
-                if let Some(s) = ser.find_mut("source") {
-                    if let Some(p) = s.get_attr("path").map(str::to_owned) {
-                        s.set_attr("path", p.replace(source, target));
-                    }
+            for ser in devs
+                .children
+                .iter_mut()
+                .filter(|c| c.name == "serial" || c.name == "console")
+            {
+                if let Some(s) = ser.find_mut("source")
+                    && let Some(p) = s.get_attr("path").map(str::to_owned)
+                {
+                    s.set_attr("path", p.replace(source, target));
                 }
             }
         }
@@ -97,7 +137,10 @@ fn clone_blocking(inner: &Inner, source: &str, opts: &CloneOptions) -> Result<Cl
         }
         dom.remove_all("uuid");
         inner.count();
-        let new_dom = inner.conn().define_domain_xml(&dom.to_xml()).ctx("clone", target)?;
+        let new_dom = inner
+            .conn()
+            .define_domain_xml(&dom.to_xml())
+            .ctx("clone", target)?;
         if opts.power_on {
             inner.count();
             if let Err(e) = new_dom.create().ctx("clone", target) {
@@ -106,7 +149,11 @@ fn clone_blocking(inner: &Inner, source: &str, opts: &CloneOptions) -> Result<Cl
                 return Err(e);
             }
         }
-        Ok(CloneResult::new(VmId::new(target.to_owned()), opts.linked, false))
+        Ok(CloneResult::new(
+            VmId::new(target.to_owned()),
+            opts.linked,
+            false,
+        ))
     })();
     if result.is_err() {
         for v in created {

@@ -17,8 +17,16 @@ pub struct KernelBoot {
 
 impl KernelBoot {
     /// Boots `kernel` with `initrd` and `cmdline`.
-    pub fn new(kernel: impl Into<PathBuf>, initrd: Option<PathBuf>, cmdline: impl Into<String>) -> Self {
-        KernelBoot { kernel: kernel.into(), initrd, cmdline: cmdline.into() }
+    pub fn new(
+        kernel: impl Into<PathBuf>,
+        initrd: Option<PathBuf>,
+        cmdline: impl Into<String>,
+    ) -> Self {
+        KernelBoot {
+            kernel: kernel.into(),
+            initrd,
+            cmdline: cmdline.into(),
+        }
     }
 }
 

@@ -37,7 +37,11 @@ pub(crate) fn disk_target(i: usize) -> String {
 fn labels_element(labels: &BTreeMap<String, String>) -> Element {
     let mut l = Element::new("vr:labels").attr("xmlns:vr", METADATA_NS);
     for (k, v) in labels {
-        l = l.child(Element::new("vr:label").attr("key", k.as_str()).attr("value", v.as_str()));
+        l = l.child(
+            Element::new("vr:label")
+                .attr("key", k.as_str())
+                .attr("value", v.as_str()),
+        );
     }
     l
 }
@@ -49,15 +53,23 @@ pub(crate) fn domain_xml(
     disks: &[DiskAttach],
 ) -> Result<String> {
     if spec.name.is_empty() || spec.name.contains('/') {
-        return Err(Error::invalid_spec(format!("invalid VM name {:?}", spec.name)));
+        return Err(Error::invalid_spec(format!(
+            "invalid VM name {:?}",
+            spec.name
+        )));
     }
     if spec.cpu == 0 || spec.memory_mib == 0 {
         return Err(Error::invalid_spec("cpu and memory_mib must be positive"));
     }
     let max_vcpus = spec.cpu.saturating_mul(tpl.vcpu_headroom.max(1));
-    let max_mem = spec.memory_mib.saturating_mul(u64::from(tpl.memory_headroom.max(1)));
+    let max_mem = spec
+        .memory_mib
+        .saturating_mul(u64::from(tpl.memory_headroom.max(1)));
     let mut os = Element::new("os").child(
-        Element::new("type").attr("arch", "x86_64").attr("machine", tpl.machine.as_str()).text("hvm"),
+        Element::new("type")
+            .attr("arch", "x86_64")
+            .attr("machine", tpl.machine.as_str())
+            .text("hvm"),
     );
     if let Some(kb) = &tpl.kernel_boot {
         os = os.child(Element::new("kernel").text(kb.kernel.to_string_lossy()));
@@ -74,9 +86,17 @@ pub(crate) fn domain_xml(
             Element::new("disk")
                 .attr("type", "file")
                 .attr("device", "disk")
-                .child(Element::new("driver").attr("name", "qemu").attr("type", d.format.as_str()))
+                .child(
+                    Element::new("driver")
+                        .attr("name", "qemu")
+                        .attr("type", d.format.as_str()),
+                )
                 .child(Element::new("source").attr("file", d.path.as_str()))
-                .child(Element::new("target").attr("dev", d.target.as_str()).attr("bus", "virtio")),
+                .child(
+                    Element::new("target")
+                        .attr("dev", d.target.as_str())
+                        .attr("bus", "virtio"),
+                ),
         );
     }
     for n in &spec.networks {
@@ -87,14 +107,21 @@ pub(crate) fn domain_xml(
                 .child(Element::new("model").attr("type", n.model.as_deref().unwrap_or("virtio"))),
         );
     }
-    devices = devices.child(Element::new("controller").attr("type", "usb").attr("model", "none"));
+    devices = devices.child(
+        Element::new("controller")
+            .attr("type", "usb")
+            .attr("model", "none"),
+    );
     devices = match &tpl.serial_log {
         Some(dir) => devices.child(
             Element::new("serial")
                 .attr("type", "file")
                 .child(
-                    Element::new("source")
-                        .attr("path", dir.join(format!("{}.console.log", spec.name)).to_string_lossy()),
+                    Element::new("source").attr(
+                        "path",
+                        dir.join(format!("{}.console.log", spec.name))
+                            .to_string_lossy(),
+                    ),
                 )
                 .child(Element::new("target").attr("port", "0")),
         ),
@@ -102,9 +129,11 @@ pub(crate) fn domain_xml(
     };
     if tpl.guest_agent_channel {
         devices = devices.child(
-            Element::new("channel")
-                .attr("type", "unix")
-                .child(Element::new("target").attr("type", "virtio").attr("name", AGENT_PORT)),
+            Element::new("channel").attr("type", "unix").child(
+                Element::new("target")
+                    .attr("type", "virtio")
+                    .attr("name", AGENT_PORT),
+            ),
         );
     }
     devices = devices.child(Element::new("memballoon").attr("model", "virtio"));
@@ -112,8 +141,16 @@ pub(crate) fn domain_xml(
         .attr("type", tpl.domain_type.as_str())
         .child(Element::new("name").text(spec.name.as_str()))
         .child(Element::new("metadata").child(labels_element(&spec.labels)))
-        .child(Element::new("memory").attr("unit", "MiB").text(max_mem.to_string()))
-        .child(Element::new("currentMemory").attr("unit", "MiB").text(spec.memory_mib.to_string()))
+        .child(
+            Element::new("memory")
+                .attr("unit", "MiB")
+                .text(max_mem.to_string()),
+        )
+        .child(
+            Element::new("currentMemory")
+                .attr("unit", "MiB")
+                .text(spec.memory_mib.to_string()),
+        )
         .child(
             Element::new("vcpu")
                 .attr("placement", "static")
@@ -121,7 +158,11 @@ pub(crate) fn domain_xml(
                 .text(max_vcpus.to_string()),
         )
         .child(os)
-        .child(Element::new("features").child(Element::new("acpi")).child(Element::new("apic")))
+        .child(
+            Element::new("features")
+                .child(Element::new("acpi"))
+                .child(Element::new("apic")),
+        )
         .child(Element::new("clock").attr("offset", "utc"))
         .child(Element::new("on_poweroff").text("destroy"))
         .child(Element::new("on_reboot").text(tpl.on_reboot.as_str()))
@@ -133,10 +174,14 @@ pub(crate) fn domain_xml(
 /// Labels stored in the domain's `<metadata>`.
 pub(crate) fn labels(dom: &Element) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let Some(md) = dom.find("metadata") else { return out };
-    for l in md.children.iter().filter(|c| {
-        c.name.ends_with(":labels") && c.attrs.iter().any(|(_, v)| v == METADATA_NS)
-    }) {
+    let Some(md) = dom.find("metadata") else {
+        return out;
+    };
+    for l in md
+        .children
+        .iter()
+        .filter(|c| c.name.ends_with(":labels") && c.attrs.iter().any(|(_, v)| v == METADATA_NS))
+    {
         for e in &l.children {
             if let (Some(k), Some(v)) = (e.get_attr("key"), e.get_attr("value")) {
                 out.insert(k.to_owned(), v.to_owned());
@@ -164,13 +209,22 @@ pub(crate) fn size_kib(e: &Element) -> u64 {
 
 /// Disk devices (`device='disk'`) with their target and source file, if any.
 pub(crate) fn disks(dom: &Element) -> Vec<(String, Option<String>, String)> {
-    let Some(devs) = dom.find("devices") else { return Vec::new() };
+    let Some(devs) = dom.find("devices") else {
+        return Vec::new();
+    };
     devs.all("disk")
         .filter(|d| d.get_attr("device").unwrap_or("disk") == "disk")
         .filter_map(|d| {
             let target = d.find("target")?.get_attr("dev")?.to_owned();
-            let src = d.find("source").and_then(|s| s.get_attr("file")).map(str::to_owned);
-            let fmt = d.find("driver").and_then(|x| x.get_attr("type")).unwrap_or("raw").to_owned();
+            let src = d
+                .find("source")
+                .and_then(|s| s.get_attr("file"))
+                .map(str::to_owned);
+            let fmt = d
+                .find("driver")
+                .and_then(|x| x.get_attr("type"))
+                .unwrap_or("raw")
+                .to_owned();
             Some((target, src, fmt))
         })
         .collect()
@@ -178,13 +232,15 @@ pub(crate) fn disks(dom: &Element) -> Vec<(String, Option<String>, String)> {
 
 /// Whether a guest-agent channel is configured, and its live state attribute if reported.
 pub(crate) fn agent_channel(dom: &Element) -> (bool, Option<bool>) {
-    let Some(devs) = dom.find("devices") else { return (false, None) };
+    let Some(devs) = dom.find("devices") else {
+        return (false, None);
+    };
     for ch in devs.all("channel") {
-        if let Some(t) = ch.find("target") {
-            if t.get_attr("name") == Some(AGENT_PORT) {
-                let st = t.get_attr("state").map(|s| s == "connected");
-                return (true, st);
-            }
+        if let Some(t) = ch.find("target")
+            && t.get_attr("name") == Some(AGENT_PORT)
+        {
+            let st = t.get_attr("state").map(|s| s == "connected");
+            return (true, st);
         }
     }
     (false, None)
@@ -192,9 +248,14 @@ pub(crate) fn agent_channel(dom: &Element) -> (bool, Option<bool>) {
 
 /// Current and maximum vCPUs.
 pub(crate) fn vcpus(dom: &Element) -> (u32, u32) {
-    let Some(v) = dom.find("vcpu") else { return (0, 0) };
+    let Some(v) = dom.find("vcpu") else {
+        return (0, 0);
+    };
     let max: u32 = v.text.trim().parse().unwrap_or(0);
-    let cur = v.get_attr("current").and_then(|c| c.parse().ok()).unwrap_or(max);
+    let cur = v
+        .get_attr("current")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(max);
     (cur, max)
 }
 
@@ -204,13 +265,21 @@ mod tests {
     use std::path::PathBuf;
 
     #[test]
+    #[allow(clippy::field_reassign_with_default)]
     fn generated_xml_has_headroom_labels_disks_and_agent() {
         let mut spec = VmCreateSpec::new("web-1", 2, 512);
         spec.labels.insert("set".into(), "a&b".into());
         let mut tpl = DomainTemplate::default();
-        tpl.kernel_boot =
-            Some(crate::config::KernelBoot::new("/k", Some(PathBuf::from("/i")), "console=ttyS0"));
-        let disks = [DiskAttach { target: disk_target(0), path: "/p/web-1-vda.qcow2".into(), format: "qcow2".into() }];
+        tpl.kernel_boot = Some(crate::config::KernelBoot::new(
+            "/k",
+            Some(PathBuf::from("/i")),
+            "console=ttyS0",
+        ));
+        let disks = [DiskAttach {
+            target: disk_target(0),
+            path: "/p/web-1-vda.qcow2".into(),
+            format: "qcow2".into(),
+        }];
         let xml = domain_xml(&spec, &tpl, &disks).expect("xml");
         let dom = Element::parse(&xml).expect("parse");
         assert_eq!(vcpus(&dom), (2, 4));
@@ -219,7 +288,10 @@ mod tests {
         assert_eq!(labels(&dom).get("set").map(String::as_str), Some("a&b"));
         assert_eq!(disks_of(&dom), vec!["vda".to_string()]);
         assert_eq!(agent_channel(&dom), (true, None));
-        assert_eq!(dom.path("os/cmdline").map(|c| c.text.as_str()), Some("console=ttyS0"));
+        assert_eq!(
+            dom.path("os/cmdline").map(|c| c.text.as_str()),
+            Some("console=ttyS0")
+        );
     }
 
     fn disks_of(dom: &Element) -> Vec<String> {

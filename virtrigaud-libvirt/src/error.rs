@@ -9,8 +9,13 @@ use crate::PROVIDER;
 pub(crate) fn classify(code: ErrorNumber, message: &str) -> (ErrorKind, bool) {
     use ErrorNumber as N;
     match code {
-        N::NoDomain | N::NoDomainSnapshot | N::NoStoragePool | N::NoStorageVolume
-        | N::NoNetwork | N::NoDomainMetadata | N::NoDomainCheckpoint => (ErrorKind::NotFound, false),
+        N::NoDomain
+        | N::NoDomainSnapshot
+        | N::NoStoragePool
+        | N::NoStorageVolume
+        | N::NoNetwork
+        | N::NoDomainMetadata
+        | N::NoDomainCheckpoint => (ErrorKind::NotFound, false),
         N::DomExist | N::StorageVolExist | N::NetworkExist => (ErrorKind::AlreadyExists, false),
         N::OperationInvalid => {
             // libvirt uses OPERATION_INVALID for "domain is already running / not running" and
@@ -24,7 +29,9 @@ pub(crate) fn classify(code: ErrorNumber, message: &str) -> (ErrorKind, bool) {
         N::Rpc | N::SystemError | N::NoConnect | N::InvalidConn | N::NoServer | N::NoClient => {
             (ErrorKind::Unavailable, true)
         }
-        N::AuthFailed | N::AuthCancelled | N::AuthUnavailable => (ErrorKind::Unauthenticated, false),
+        N::AuthFailed | N::AuthCancelled | N::AuthUnavailable => {
+            (ErrorKind::Unauthenticated, false)
+        }
         N::AccessDenied | N::OperationDenied => (ErrorKind::PermissionDenied, false),
         N::NoSupport | N::OperationUnsupported | N::ConfigUnsupported => {
             (ErrorKind::Unsupported, false)
@@ -78,16 +85,37 @@ mod tests {
     fn kinds_follow_the_issue_table() {
         use ErrorNumber as N;
         assert_eq!(classify(N::NoDomain, ""), (ErrorKind::NotFound, false));
-        assert_eq!(classify(N::OperationInvalid, "domain is not running"), (ErrorKind::InvalidState, false));
+        assert_eq!(
+            classify(N::OperationInvalid, "domain is not running"),
+            (ErrorKind::InvalidState, false)
+        );
         assert_eq!(classify(N::Rpc, ""), (ErrorKind::Unavailable, true));
         assert_eq!(classify(N::SystemError, ""), (ErrorKind::Unavailable, true));
         assert_eq!(classify(N::NoConnect, ""), (ErrorKind::Unavailable, true));
-        assert_eq!(classify(N::AuthFailed, ""), (ErrorKind::Unauthenticated, false));
+        assert_eq!(
+            classify(N::AuthFailed, ""),
+            (ErrorKind::Unauthenticated, false)
+        );
         assert_eq!(classify(N::NoSupport, ""), (ErrorKind::Unsupported, false));
-        assert_eq!(classify(N::OperationUnsupported, ""), (ErrorKind::Unsupported, false));
-        assert_eq!(classify(N::AgentUnresponsive, ""), (ErrorKind::Timeout, true));
-        assert_eq!(classify(N::OperationTimeout, ""), (ErrorKind::Timeout, true));
-        assert_eq!(classify(N::NoDomainSnapshot, ""), (ErrorKind::NotFound, false));
-        assert_eq!(classify(N::AccessDenied, ""), (ErrorKind::PermissionDenied, false));
+        assert_eq!(
+            classify(N::OperationUnsupported, ""),
+            (ErrorKind::Unsupported, false)
+        );
+        assert_eq!(
+            classify(N::AgentUnresponsive, ""),
+            (ErrorKind::Timeout, true)
+        );
+        assert_eq!(
+            classify(N::OperationTimeout, ""),
+            (ErrorKind::Timeout, true)
+        );
+        assert_eq!(
+            classify(N::NoDomainSnapshot, ""),
+            (ErrorKind::NotFound, false)
+        );
+        assert_eq!(
+            classify(N::AccessDenied, ""),
+            (ErrorKind::PermissionDenied, false)
+        );
     }
 }

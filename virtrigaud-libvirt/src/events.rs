@@ -10,7 +10,7 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 use virt::connect::Connect;
 use virt::domain::{
-    DomainPausedReason, DomainState, DomainStateReason, DomainStateReasonEnum, DomainShutoffReason,
+    DomainPausedReason, DomainShutoffReason, DomainState, DomainStateReason, DomainStateReasonEnum,
 };
 use virt::enumutil::Enum;
 use virt::sys;
@@ -36,6 +36,8 @@ pub(crate) fn ensure_event_loop() -> bool {
                 loop {
                     if let Err(e) = virt::event::event_run_default_impl() {
                         tracing::warn!(error = %e, "libvirt event loop iteration failed");
+                        // A dedicated OS thread outside any runtime: back off before retrying.
+                        #[allow(clippy::disallowed_methods)]
                         std::thread::sleep(std::time::Duration::from_millis(100));
                     }
                 }
@@ -89,7 +91,9 @@ pub(crate) fn state_to_power(
     state: Enum<DomainState, sys::virDomainState>,
     reason: DomainStateReasonEnum,
 ) -> Option<PowerState> {
-    let Enum::Known(state) = state else { return None };
+    let Enum::Known(state) = state else {
+        return None;
+    };
     Some(match state {
         DomainState::NoState => PowerState::Starting,
         DomainState::Running | DomainState::Blocked => PowerState::Running,
@@ -151,10 +155,10 @@ impl HubShared {
                     if let Ok(mut m) = self.agents.lock() {
                         m.insert(ev.domain.clone(), false);
                     }
-                } else if e == sys::VIR_DOMAIN_EVENT_UNDEFINED {
-                    if let Ok(mut m) = self.agents.lock() {
-                        m.remove(&ev.domain);
-                    }
+                } else if e == sys::VIR_DOMAIN_EVENT_UNDEFINED
+                    && let Ok(mut m) = self.agents.lock()
+                {
+                    m.remove(&ev.domain);
                 }
             }
         }
@@ -198,12 +202,20 @@ impl EventHub {
 
     /// The agent state the events reported for `domain`, if any.
     pub(crate) fn agent_state(&self, domain: &str) -> Option<bool> {
-        self.shared.agents.lock().ok().and_then(|m| m.get(domain).copied())
+        self.shared
+            .agents
+            .lock()
+            .ok()
+            .and_then(|m| m.get(domain).copied())
     }
 
     /// When the last `Stopped` event for `domain` arrived.
     pub(crate) fn last_stop(&self, domain: &str) -> Option<Instant> {
-        self.shared.stops.lock().ok().and_then(|m| m.get(domain).copied())
+        self.shared
+            .stops
+            .lock()
+            .ok()
+            .and_then(|m| m.get(domain).copied())
     }
 
     /// A stream of power states of `domain`, from events after this call.
@@ -222,10 +234,11 @@ impl EventHub {
                                     return Some((Ok(s), (rx, domain, false)));
                                 }
                                 Some(EventMeaning::Gone) => {
-                                    let e = Error::not_found(format!("domain {domain} was undefined"))
-                                        .with_provider(PROVIDER)
-                                        .with_operation("watch_power_state")
-                                        .with_resource(domain.clone());
+                                    let e =
+                                        Error::not_found(format!("domain {domain} was undefined"))
+                                            .with_provider(PROVIDER)
+                                            .with_operation("watch_power_state")
+                                            .with_resource(domain.clone());
                                     return Some((Err(e), (rx, domain, true)));
                                 }
                                 None => {}
@@ -252,14 +265,19 @@ mod tests {
     fn lifecycle_events_keep_shutting_down_paused_crashed_and_off_reasons_apart() {
         use sys::*;
         let m = |e: u32, d: u32| lifecycle_meaning(e as i32, d as i32);
-        assert_eq!(m(VIR_DOMAIN_EVENT_STARTED, 0), Some(EventMeaning::State(PowerState::Running)));
+        assert_eq!(
+            m(VIR_DOMAIN_EVENT_STARTED, 0),
+            Some(EventMeaning::State(PowerState::Running))
+        );
         assert_eq!(
             m(VIR_DOMAIN_EVENT_SHUTDOWN, VIR_DOMAIN_EVENT_SHUTDOWN_GUEST),
             Some(EventMeaning::State(PowerState::ShuttingDown))
         );
         assert_eq!(
             m(VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN),
-            Some(EventMeaning::State(PowerState::Off(OffReason::GuestShutdown)))
+            Some(EventMeaning::State(PowerState::Off(
+                OffReason::GuestShutdown
+            )))
         );
         assert_eq!(
             m(VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_DESTROYED),
@@ -270,21 +288,35 @@ mod tests {
             Some(EventMeaning::State(PowerState::Off(OffReason::Crashed)))
         );
         assert_eq!(
-            m(VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_PAUSED),
+            m(
+                VIR_DOMAIN_EVENT_SUSPENDED,
+                VIR_DOMAIN_EVENT_SUSPENDED_PAUSED
+            ),
             Some(EventMeaning::State(PowerState::Paused(PauseReason::User)))
         );
         assert_eq!(
-            m(VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_IOERROR),
-            Some(EventMeaning::State(PowerState::Paused(PauseReason::Hypervisor)))
+            m(
+                VIR_DOMAIN_EVENT_SUSPENDED,
+                VIR_DOMAIN_EVENT_SUSPENDED_IOERROR
+            ),
+            Some(EventMeaning::State(PowerState::Paused(
+                PauseReason::Hypervisor
+            )))
         );
-        assert_eq!(m(VIR_DOMAIN_EVENT_CRASHED, 0), Some(EventMeaning::State(PowerState::Crashed)));
+        assert_eq!(
+            m(VIR_DOMAIN_EVENT_CRASHED, 0),
+            Some(EventMeaning::State(PowerState::Crashed))
+        );
         assert_eq!(m(VIR_DOMAIN_EVENT_UNDEFINED, 0), Some(EventMeaning::Gone));
         assert_eq!(m(VIR_DOMAIN_EVENT_DEFINED, 0), None);
     }
 
     #[test]
     fn vanished_domain_state_is_none() {
-        assert_eq!(state_to_power(Enum::Unknown(u32::MAX), Enum::Unknown(-1)), None);
+        assert_eq!(
+            state_to_power(Enum::Unknown(u32::MAX), Enum::Unknown(-1)),
+            None
+        );
         assert_eq!(
             state_to_power(Enum::Known(DomainState::Shutdown), Enum::Unknown(0)),
             Some(PowerState::ShuttingDown)

@@ -62,7 +62,11 @@ fn domain_name(dom: sys::virDomainPtr) -> String {
     // long as the domain is, and we copy it out immediately.
     unsafe {
         let p = sys::virDomainGetName(dom);
-        if p.is_null() { String::new() } else { CStr::from_ptr(p).to_string_lossy().into_owned() }
+        if p.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
     }
 }
 
@@ -72,7 +76,15 @@ fn deliver(opaque: *mut c_void, dom: sys::virDomainPtr, kind: RawEventKind) {
     }
     // SAFETY: opaque is the `Box<Sink>` we registered; libvirt keeps it alive until free_sink.
     let sink = unsafe { &*(opaque as *const Sink) };
-    let ev = RawEvent { at: Instant::now(), domain: domain_name(dom), kind };
+    // Wall-clock arrival time of a hypervisor event (for latency measurements), taken on
+    // libvirt's event thread: not a timer, so tokio's paused clock does not apply.
+    #[allow(clippy::disallowed_methods)]
+    let at = Instant::now();
+    let ev = RawEvent {
+        at,
+        domain: domain_name(dom),
+        kind,
+    };
     // Never unwind into C.
     let _ = catch_unwind(AssertUnwindSafe(|| sink(ev)));
 }
@@ -107,14 +119,19 @@ unsafe extern "C" fn free_sink(opaque: *mut c_void) {
 
 type LifecycleFn =
     unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, c_int, c_int, *mut c_void) -> c_int;
-type AgentFn = unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, c_int, c_int, *mut c_void);
+type AgentFn =
+    unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, c_int, c_int, *mut c_void);
 type GenericFn = unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *mut c_void);
 
 /// Registers `sink` for `id` events of every domain on `conn`; returns the callback id.
 ///
 /// Needs the default event loop implementation registered before `conn` was opened and a
 /// thread running it (see `crate::events::ensure_event_loop`).
-pub(crate) fn register(conn: &Connect, id: EventId, sink: Sink) -> Result<c_int, virt::error::Error> {
+pub(crate) fn register(
+    conn: &Connect,
+    id: EventId,
+    sink: Sink,
+) -> Result<c_int, virt::error::Error> {
     let opaque = Box::into_raw(Box::new(sink)) as *mut c_void;
     // SAFETY: libvirt's generic callback type is cast to the event-specific signature it
     // calls for that event id (the documented C idiom VIR_DOMAIN_EVENT_CALLBACK); the
@@ -177,10 +194,24 @@ mod tests {
 
     #[test]
     fn deliver_ignores_null_opaque_and_catches_panics() {
-        deliver(ptr::null_mut(), ptr::null_mut(), RawEventKind::Agent { state: 1, reason: 2 });
+        deliver(
+            ptr::null_mut(),
+            ptr::null_mut(),
+            RawEventKind::Agent {
+                state: 1,
+                reason: 2,
+            },
+        );
         let sink: Sink = Arc::new(|_ev| panic!("boom"));
         let opaque = Box::into_raw(Box::new(sink)) as *mut c_void;
-        deliver(opaque, ptr::null_mut(), RawEventKind::Lifecycle { event: 5, detail: 0 });
+        deliver(
+            opaque,
+            ptr::null_mut(),
+            RawEventKind::Lifecycle {
+                event: 5,
+                detail: 0,
+            },
+        );
         // SAFETY: opaque came from Box::into_raw above.
         unsafe { free_sink(opaque) };
     }

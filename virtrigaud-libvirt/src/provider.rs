@@ -56,7 +56,9 @@ pub(crate) struct Inner {
 impl Inner {
     pub(crate) fn conn(&self) -> &Connect {
         // Set in `connect`, taken only in Drop.
-        self.conn.as_ref().unwrap_or_else(|| unreachable!("connection used after drop"))
+        self.conn
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("connection used after drop"))
     }
     pub(crate) fn count(&self) {
         self.calls.fetch_add(1, Ordering::Relaxed);
@@ -115,7 +117,14 @@ impl LibvirtProvider {
         .map_err(|e| Error::internal(format!("connect task failed: {e}")).with_provider(PROVIDER))??;
         let sem = Semaphore::new(cfg.max_concurrency.max(1));
         Ok(LibvirtProvider {
-            inner: Arc::new(Inner { conn: Some(conn), hub, sem, cfg, calls: AtomicU64::new(0), driver }),
+            inner: Arc::new(Inner {
+                conn: Some(conn),
+                hub,
+                sem,
+                cfg,
+                calls: AtomicU64::new(0),
+                driver,
+            }),
         })
     }
 
@@ -136,7 +145,10 @@ impl LibvirtProvider {
 
     /// When the last `Stopped` lifecycle event of `vm` arrived (for latency measurements).
     pub fn last_stop_event(&self, vm: &VmId) -> Option<Instant> {
-        self.inner.hub.as_ref().and_then(|h| h.last_stop(vm.as_str()))
+        self.inner
+            .hub
+            .as_ref()
+            .and_then(|h| h.last_stop(vm.as_str()))
     }
 
     /// Runs `f` on the blocking pool with bounded concurrency.
@@ -146,7 +158,9 @@ impl LibvirtProvider {
         F: FnOnce(&Inner) -> Result<T> + Send + 'static,
     {
         let _permit = self.inner.sem.acquire().await.map_err(|_| {
-            Error::unavailable("provider is shutting down").with_provider(PROVIDER).with_operation(op)
+            Error::unavailable("provider is shutting down")
+                .with_provider(PROVIDER)
+                .with_operation(op)
         })?;
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || f(&inner))
@@ -168,7 +182,8 @@ impl LibvirtProvider {
         }
         let spec = spec.clone();
         let tpl = tpl.clone();
-        self.call("create", move |inner| create_blocking(inner, &spec, &tpl)).await
+        self.call("create", move |inner| create_blocking(inner, &spec, &tpl))
+            .await
     }
 }
 
@@ -197,23 +212,33 @@ fn pool(inner: &Inner) -> Result<Option<StoragePool>> {
         None => Ok(None),
         Some(p) => {
             inner.count();
-            Ok(Some(inner.conn().lookup_storage_pool_by_name(p).ctx("storage_pool", p)?))
+            Ok(Some(
+                inner
+                    .conn()
+                    .lookup_storage_pool_by_name(p)
+                    .ctx("storage_pool", p)?,
+            ))
         }
     }
 }
 
 fn pool_required(inner: &Inner, op: &'static str) -> Result<StoragePool> {
     pool(inner)?.ok_or_else(|| {
-        Error::invalid_spec("this operation needs a storage pool (LibvirtConfig::with_storage_pool)")
-            .with_operation(op)
+        Error::invalid_spec(
+            "this operation needs a storage pool (LibvirtConfig::with_storage_pool)",
+        )
+        .with_operation(op)
     })
 }
 
 fn create_blocking(inner: &Inner, spec: &VmCreateSpec, tpl: &DomainTemplate) -> Result<VmId> {
     inner.count();
     if inner.conn().lookup_domain_by_name(&spec.name).is_ok() {
-        return Err(Error::new(ErrorKind::AlreadyExists, format!("domain {} exists", spec.name))
-            .with_resource(spec.name.clone()));
+        return Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!("domain {} exists", spec.name),
+        )
+        .with_resource(spec.name.clone()));
     }
     let mut created: Vec<StorageVol> = Vec::new();
     let result = (|| {
@@ -242,12 +267,19 @@ fn create_blocking(inner: &Inner, spec: &VmCreateSpec, tpl: &DomainTemplate) -> 
                 inner.count();
                 let path = vol.path().ctx("volume", &name)?;
                 created.push(vol);
-                attach.push(DiskAttach { target, path, format: "qcow2".into() });
+                attach.push(DiskAttach {
+                    target,
+                    path,
+                    format: "qcow2".into(),
+                });
             }
         }
         let xml = domxml::domain_xml(spec, tpl, &attach)?;
         inner.count();
-        let dom = inner.conn().define_domain_xml(&xml).ctx("define", &spec.name)?;
+        let dom = inner
+            .conn()
+            .define_domain_xml(&xml)
+            .ctx("define", &spec.name)?;
         if spec.power_on {
             inner.count();
             if let Err(e) = dom.create().ctx("start", &spec.name) {
@@ -276,7 +308,11 @@ pub(crate) fn create_qcow2(
 ) -> Result<StorageVol> {
     let mut vol = Element::new("volume")
         .child(Element::new("name").text(name))
-        .child(Element::new("capacity").attr("unit", "bytes").text(bytes.to_string()))
+        .child(
+            Element::new("capacity")
+                .attr("unit", "bytes")
+                .text(bytes.to_string()),
+        )
         .child(Element::new("target").child(Element::new("format").attr("type", "qcow2")));
     if let Some(b) = backing {
         let fmt = backing_format(inner, b);
@@ -298,7 +334,11 @@ fn backing_format(inner: &Inner, path: &str) -> String {
         .ok()
         .and_then(|v| v.xml_desc(0).ok())
         .and_then(|x| Element::parse(&x).ok())
-        .and_then(|e| e.path("target/format").and_then(|f| f.get_attr("type")).map(str::to_owned))
+        .and_then(|e| {
+            e.path("target/format")
+                .and_then(|f| f.get_attr("type"))
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| "qcow2".into())
 }
 
@@ -307,17 +347,33 @@ fn describe_blocking(inner: &Inner, dom: &Domain, name: &str) -> Result<VmDescri
     let x = xml_of(inner, dom, name, 0)?;
     let mut d = VmDescription::new(VmId::new(name.to_owned()), name.to_owned(), state);
     d.cpu = domxml::vcpus(&x).0;
-    d.memory_mib = x.find("currentMemory").or_else(|| x.find("memory")).map(domxml::size_kib).unwrap_or(0) / 1024;
+    d.memory_mib = x
+        .find("currentMemory")
+        .or_else(|| x.find("memory"))
+        .map(domxml::size_kib)
+        .unwrap_or(0)
+        / 1024;
     d.labels = domxml::labels(&x);
     inner.count();
     d.host = inner.conn().hostname().ok();
     for (target, src, _fmt) in domxml::disks(&x) {
         inner.count();
-        let cap = dom.block_info(&target, 0).map(|b| b.capacity).ok().or_else(|| {
-            let p = src.as_deref()?;
-            inner.conn().lookup_storage_vol_by_path(p).ok()?.info().ok().map(|i| i.capacity)
-        });
-        d.disks.push(DiskInfo::new(target, cap.unwrap_or(0).div_ceil(GIB)));
+        let cap = dom
+            .block_info(&target, 0)
+            .map(|b| b.capacity)
+            .ok()
+            .or_else(|| {
+                let p = src.as_deref()?;
+                inner
+                    .conn()
+                    .lookup_storage_vol_by_path(p)
+                    .ok()?
+                    .info()
+                    .ok()
+                    .map(|i| i.capacity)
+            });
+        d.disks
+            .push(DiskInfo::new(target, cap.unwrap_or(0).div_ceil(GIB)));
     }
     if state.is_active() {
         let cfg = xml_of(inner, dom, name, sys::VIR_DOMAIN_XML_INACTIVE)?;
@@ -344,13 +400,26 @@ fn shutdown_or_reboot(
         _ => sys::VIR_DOMAIN_SHUTDOWN_DEFAULT,
     };
     inner.count();
-    let first = if reboot { dom.reboot(flag) } else { dom.shutdown_flags(flag) }.ctx(op, name);
+    let first = if reboot {
+        dom.reboot(flag)
+    } else {
+        dom.shutdown_flags(flag)
+    }
+    .ctx(op, name);
     match first {
         Err(e) if is_unsupported_flags(&e) => {
             // Drivers without mode flags (the test driver): plain request.
-            tracing::debug!(vm = name, "driver refuses shutdown mode flags; sending a plain request");
+            tracing::debug!(
+                vm = name,
+                "driver refuses shutdown mode flags; sending a plain request"
+            );
             inner.count();
-            if reboot { dom.reboot(0) } else { dom.shutdown() }.ctx(op, name)
+            if reboot {
+                dom.reboot(0)
+            } else {
+                dom.shutdown()
+            }
+            .ctx(op, name)
         }
         other => other,
     }
@@ -368,14 +437,25 @@ fn probe_agent_blocking(inner: &Inner, name: &str) -> Result<AgentStatus> {
         return Ok(AgentStatus::NotConnected);
     }
     if let Some(ev) = inner.hub.as_ref().and_then(|h| h.agent_state(name)) {
-        return Ok(if ev { AgentStatus::Connected } else { AgentStatus::NotConnected });
+        return Ok(if ev {
+            AgentStatus::Connected
+        } else {
+            AgentStatus::NotConnected
+        });
     }
     if let Some(connected) = live_state {
-        return Ok(if connected { AgentStatus::Connected } else { AgentStatus::NotConnected });
+        return Ok(if connected {
+            AgentStatus::Connected
+        } else {
+            AgentStatus::NotConnected
+        });
     }
     let secs = inner.cfg.agent_ping_timeout.as_secs().clamp(1, 60) as i32;
     inner.count();
-    match dom.qemu_agent_command(r#"{"execute":"guest-ping"}"#, secs, 0).ctx("probe_agent", name) {
+    match dom
+        .qemu_agent_command(r#"{"execute":"guest-ping"}"#, secs, 0)
+        .ctx("probe_agent", name)
+    {
         Ok(_) => Ok(AgentStatus::Connected),
         Err(e) if e.kind() == ErrorKind::Unsupported => Ok(AgentStatus::Unknown),
         Err(e) if e.kind() == ErrorKind::NotFound => Err(e),
@@ -393,14 +473,23 @@ fn vm_caps_blocking(inner: &Inner, name: &str) -> Result<VmCapabilities> {
     c.agent_connected = if st.is_off() || !configured {
         Some(false)
     } else {
-        inner.hub.as_ref().and_then(|h| h.agent_state(name)).or(live)
+        inner
+            .hub
+            .as_ref()
+            .and_then(|h| h.agent_state(name))
+            .or(live)
     };
     let (cur, max) = domxml::vcpus(&x);
     c.cpu_hot_add = max > cur;
     c.max_live_vcpus = max;
     let max_kib = x.find("memory").map(domxml::size_kib).unwrap_or(0);
-    let cur_kib = x.find("currentMemory").map(domxml::size_kib).unwrap_or(max_kib);
-    c.memory_hot_add = max_kib > cur_kib && x.path("devices/memballoon").is_some_and(|b| b.get_attr("model") != Some("none"));
+    let cur_kib = x
+        .find("currentMemory")
+        .map(domxml::size_kib)
+        .unwrap_or(max_kib);
+    c.memory_hot_add = max_kib > cur_kib
+        && x.path("devices/memballoon")
+            .is_some_and(|b| b.get_attr("model") != Some("none"));
     c.max_live_memory_mib = max_kib / 1024;
     let disks = domxml::disks(&x);
     c.disk_grow_online = !disks.is_empty();
@@ -411,13 +500,26 @@ fn vm_caps_blocking(inner: &Inner, name: &str) -> Result<VmCapabilities> {
     Ok(c)
 }
 
-fn reconfigure_blocking(inner: &Inner, name: &str, ch: &ReconfigureRequest) -> Result<ReconfigureResult> {
+fn reconfigure_blocking(
+    inner: &Inner,
+    name: &str,
+    ch: &ReconfigureRequest,
+) -> Result<ReconfigureResult> {
     let dom = lookup(inner, name)?;
     let running = state_of(inner, &dom, name)?.is_active();
     let mut res = ReconfigureResult::default();
     let mut live_parts = 0usize;
     let mut pending = false;
-    let x = xml_of(inner, &dom, name, if running { 0 } else { sys::VIR_DOMAIN_XML_INACTIVE })?;
+    let x = xml_of(
+        inner,
+        &dom,
+        name,
+        if running {
+            0
+        } else {
+            sys::VIR_DOMAIN_XML_INACTIVE
+        },
+    )?;
     if let Some(cpu) = ch.cpu {
         if cpu == 0 {
             return Err(Error::invalid_spec("cpu must be positive"));
@@ -426,7 +528,8 @@ fn reconfigure_blocking(inner: &Inner, name: &str, ch: &ReconfigureRequest) -> R
         let config = sys::VIR_DOMAIN_AFFECT_CONFIG;
         if running && cpu <= max && cpu >= cur {
             inner.count();
-            dom.set_vcpus_flags(cpu, sys::VIR_DOMAIN_AFFECT_LIVE).ctx("reconfigure", name)?;
+            dom.set_vcpus_flags(cpu, sys::VIR_DOMAIN_AFFECT_LIVE)
+                .ctx("reconfigure", name)?;
             inner.count();
             dom.set_vcpus_flags(cpu, config).ctx("reconfigure", name)?;
             live_parts += 1;
@@ -434,7 +537,8 @@ fn reconfigure_blocking(inner: &Inner, name: &str, ch: &ReconfigureRequest) -> R
         } else {
             if cpu > max {
                 inner.count();
-                dom.set_vcpus_flags(cpu, config | sys::VIR_DOMAIN_VCPU_MAXIMUM).ctx("reconfigure", name)?;
+                dom.set_vcpus_flags(cpu, config | sys::VIR_DOMAIN_VCPU_MAXIMUM)
+                    .ctx("reconfigure", name)?;
             }
             inner.count();
             dom.set_vcpus_flags(cpu, config).ctx("reconfigure", name)?;
@@ -458,11 +562,13 @@ fn reconfigure_blocking(inner: &Inner, name: &str, ch: &ReconfigureRequest) -> R
         let config = sys::VIR_DOMAIN_AFFECT_CONFIG;
         if running && kib <= max_kib {
             inner.count();
-            dom.set_memory_flags(kib, sys::VIR_DOMAIN_AFFECT_LIVE).ctx("reconfigure", name)?;
+            dom.set_memory_flags(kib, sys::VIR_DOMAIN_AFFECT_LIVE)
+                .ctx("reconfigure", name)?;
             inner.count();
             dom.set_memory_flags(kib, config).ctx("reconfigure", name)?;
             live_parts += 1;
-            res.notes.push(format!("memory -> {mib} MiB live (balloon)"));
+            res.notes
+                .push(format!("memory -> {mib} MiB live (balloon)"));
         } else {
             if kib > max_kib {
                 inner.count();
@@ -477,7 +583,9 @@ fn reconfigure_blocking(inner: &Inner, name: &str, ch: &ReconfigureRequest) -> R
             dom.set_memory_flags(kib, config).ctx("reconfigure", name)?;
             if running {
                 pending = true;
-                res.notes.push(format!("memory -> {mib} MiB stored in the configuration (above the live maximum)"));
+                res.notes.push(format!(
+                    "memory -> {mib} MiB stored in the configuration (above the live maximum)"
+                ));
             } else {
                 res.notes.push(format!("memory -> {mib} MiB (VM off)"));
             }
@@ -486,9 +594,12 @@ fn reconfigure_blocking(inner: &Inner, name: &str, ch: &ReconfigureRequest) -> R
     for d in &ch.disks {
         let disks = domxml::disks(&x);
         let Some((target, src, _)) = disks.iter().find(|(t, s, _)| {
-            *t == d.name || s.as_deref().is_some_and(|s| s.ends_with(&format!("/{}", d.name)))
+            *t == d.name
+                || s.as_deref()
+                    .is_some_and(|s| s.ends_with(&format!("/{}", d.name)))
         }) else {
-            return Err(Error::not_found(format!("disk {} not found", d.name)).with_resource(name.to_owned()));
+            return Err(Error::not_found(format!("disk {} not found", d.name))
+                .with_resource(name.to_owned()));
         };
         let bytes = d.size_gib * GIB;
         let cur = if running {
@@ -503,20 +614,28 @@ fn reconfigure_blocking(inner: &Inner, name: &str, ch: &ReconfigureRequest) -> R
         });
         let cur = cur.or_else(|| vol.as_ref().and_then(|v| v.info().ok()).map(|i| i.capacity));
         if cur.is_some_and(|c| bytes < c) {
-            return Err(Error::invalid_spec(format!("disk {} can only grow", d.name)));
+            return Err(Error::invalid_spec(format!(
+                "disk {} can only grow",
+                d.name
+            )));
         }
         if running {
             inner.count();
-            dom.block_resize(target, bytes, sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES).ctx("reconfigure", name)?;
+            dom.block_resize(target, bytes, sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+                .ctx("reconfigure", name)?;
             live_parts += 1;
         } else {
             let vol = vol.ok_or_else(|| {
-                Error::new(ErrorKind::Unsupported, format!("disk {} is not a storage volume", d.name))
+                Error::new(
+                    ErrorKind::Unsupported,
+                    format!("disk {} is not a storage volume", d.name),
+                )
             })?;
             inner.count();
             vol.resize(bytes, 0).ctx("reconfigure", name)?;
         }
-        res.notes.push(format!("disk {target} -> {} GiB", d.size_gib));
+        res.notes
+            .push(format!("disk {target} -> {} GiB", d.size_gib));
     }
     res.applied_live = running && live_parts > 0 && !pending;
     res.needs_power_cycle = pending;
@@ -526,13 +645,17 @@ fn reconfigure_blocking(inner: &Inner, name: &str, ch: &ReconfigureRequest) -> R
 fn delete_blocking(inner: &Inner, name: &str, opts: &DeleteOptions) -> Result<()> {
     let dom = lookup(inner, name)?;
     if state_of(inner, &dom, name)?.is_active() {
-        return Err(Error::invalid_state(format!("domain {name} must be off to be deleted"))
-            .with_resource(name.to_owned()));
+        return Err(
+            Error::invalid_state(format!("domain {name} must be off to be deleted"))
+                .with_resource(name.to_owned()),
+        );
     }
     let x = xml_of(inner, &dom, name, sys::VIR_DOMAIN_XML_INACTIVE)?;
     inner.count();
-    dom.undefine_flags(sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
-        .ctx("delete", name)?;
+    dom.undefine_flags(
+        sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE,
+    )
+    .ctx("delete", name)?;
     if opts.delete_disks {
         for (_, src, _) in domxml::disks(&x) {
             if let Some(p) = src {
@@ -585,7 +708,8 @@ impl Provider for LibvirtProvider {
 
     async fn vm_capabilities(&self, vm: &VmId) -> Result<VmCapabilities> {
         let n = vm.to_string();
-        self.call("vm_capabilities", move |i| vm_caps_blocking(i, &n)).await
+        self.call("vm_capabilities", move |i| vm_caps_blocking(i, &n))
+            .await
     }
 
     async fn power_state(&self, vm: &VmId) -> Result<PowerState> {
@@ -603,7 +727,11 @@ impl Provider for LibvirtProvider {
 
     async fn start(&self, vm: &VmId, opts: &StartOptions) -> Result<()> {
         let n = vm.to_string();
-        let flags = if opts.paused { sys::VIR_DOMAIN_START_PAUSED } else { 0 };
+        let flags = if opts.paused {
+            sys::VIR_DOMAIN_START_PAUSED
+        } else {
+            0
+        };
         self.call("start", move |i| {
             let d = lookup(i, &n)?;
             i.count();
@@ -624,7 +752,8 @@ impl Provider for LibvirtProvider {
 
     async fn probe_agent(&self, vm: &VmId) -> Result<AgentStatus> {
         let n = vm.to_string();
-        self.call("probe_agent", move |i| probe_agent_blocking(i, &n)).await
+        self.call("probe_agent", move |i| probe_agent_blocking(i, &n))
+            .await
     }
 
     async fn request_shutdown(
@@ -634,7 +763,10 @@ impl Provider for LibvirtProvider {
         _opts: &ShutdownRequestOptions,
     ) -> Result<()> {
         let n = vm.to_string();
-        self.call("request_shutdown", move |i| shutdown_or_reboot(i, &n, channel, false)).await
+        self.call("request_shutdown", move |i| {
+            shutdown_or_reboot(i, &n, channel, false)
+        })
+        .await
     }
 
     async fn reset(&self, vm: &VmId) -> Result<()> {
@@ -649,7 +781,8 @@ impl Provider for LibvirtProvider {
 
     async fn reboot(&self, vm: &VmId, channel: ShutdownChannel) -> Result<()> {
         let n = vm.to_string();
-        self.call("reboot", move |i| shutdown_or_reboot(i, &n, channel, true)).await
+        self.call("reboot", move |i| shutdown_or_reboot(i, &n, channel, true))
+            .await
     }
 
     async fn pause(&self, vm: &VmId) -> Result<()> {
@@ -680,13 +813,19 @@ impl Provider for LibvirtProvider {
     async fn delete(&self, vm: &VmId, opts: &DeleteOptions) -> Result<()> {
         let n = vm.to_string();
         let opts = opts.clone();
-        self.call("delete", move |i| delete_blocking(i, &n, &opts)).await
+        self.call("delete", move |i| delete_blocking(i, &n, &opts))
+            .await
     }
 
-    async fn reconfigure(&self, vm: &VmId, change: &ReconfigureRequest) -> Result<ReconfigureResult> {
+    async fn reconfigure(
+        &self,
+        vm: &VmId,
+        change: &ReconfigureRequest,
+    ) -> Result<ReconfigureResult> {
         let n = vm.to_string();
         let change = change.clone();
-        self.call("reconfigure", move |i| reconfigure_blocking(i, &n, &change)).await
+        self.call("reconfigure", move |i| reconfigure_blocking(i, &n, &change))
+            .await
     }
 
     async fn describe(&self, vm: &VmId) -> Result<VmDescription> {
@@ -728,6 +867,10 @@ impl Provider for LibvirtProvider {
     }
 
     fn cloner(&self) -> Option<&dyn Cloner> {
-        if self.inner.cfg.storage_pool.is_some() { Some(self) } else { None }
+        if self.inner.cfg.storage_pool.is_some() {
+            Some(self)
+        } else {
+            None
+        }
     }
 }

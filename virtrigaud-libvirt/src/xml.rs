@@ -25,7 +25,10 @@ pub(crate) struct Element {
 impl Element {
     /// A new element named `name`.
     pub(crate) fn new(name: impl Into<String>) -> Self {
-        Element { name: name.into(), ..Default::default() }
+        Element {
+            name: name.into(),
+            ..Default::default()
+        }
     }
     /// Builder: adds an attribute.
     pub(crate) fn attr(mut self, k: &str, v: impl Into<String>) -> Self {
@@ -44,7 +47,10 @@ impl Element {
     }
     /// An attribute's value.
     pub(crate) fn get_attr(&self, k: &str) -> Option<&str> {
-        self.attrs.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(a, _)| a == k)
+            .map(|(_, v)| v.as_str())
     }
     /// Sets (or adds) an attribute.
     pub(crate) fn set_attr(&mut self, k: &str, v: impl Into<String>) {
@@ -80,7 +86,8 @@ impl Element {
         let mut reader = Reader::from_str(xml);
         let mut stack: Vec<Element> = Vec::new();
         let mut root: Option<Element> = None;
-        let bad = |e: &dyn std::fmt::Display| Error::internal(format!("malformed XML from libvirt: {e}"));
+        let bad =
+            |e: &dyn std::fmt::Display| Error::internal(format!("malformed XML from libvirt: {e}"));
         loop {
             match reader.read_event().map_err(|e| bad(&e))? {
                 Event::Start(s) => stack.push(start_element(&s).map_err(|e| bad(&e))?),
@@ -210,7 +217,8 @@ mod tests {
         assert_eq!(d.get_attr("type"), Some("qemu"));
         assert_eq!(d.find("name").map(|n| n.text.as_str()), Some("a&b"));
         assert_eq!(
-            d.path("devices/disk/source").and_then(|s| s.get_attr("file")),
+            d.path("devices/disk/source")
+                .and_then(|s| s.get_attr("file")),
             Some("/x y")
         );
         let again = Element::parse(&d.to_xml()).expect("reparse");

@@ -5,6 +5,9 @@
 //! personality: `vr.mode=acpi` honours the ACPI power button, `vr.mode=ignore` ignores it,
 //! `vr.agent=1` runs qemu-ga. Outside `VIRTRIGAUD_REQUIRE_BACKENDS=1` a missing setup skips
 //! these tests loudly; under it, it fails them.
+// Real servers run on real time: wall-clock instants measure latencies against the event
+// timestamps the provider records (std Instants taken on libvirt's event thread).
+#![allow(clippy::disallowed_methods)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,7 +43,12 @@ fn env(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => Some(v),
         _ => {
-            missing_prerequisite(BACKEND, &format!("environment variable {var} is not set (run scripts/libvirt/setup.sh and source its .env)"));
+            missing_prerequisite(
+                BACKEND,
+                &format!(
+                    "environment variable {var} is not set (run scripts/libvirt/setup.sh and source its .env)"
+                ),
+            );
             None
         }
     }
@@ -52,22 +60,35 @@ async fn real(test: &str) -> Option<Real> {
     let initrd = PathBuf::from(env("VIRTRIGAUD_LIBVIRT_INITRD")?);
     let console = PathBuf::from(env("VIRTRIGAUD_LIBVIRT_CONSOLE_DIR")?);
     let pool = env("VIRTRIGAUD_LIBVIRT_POOL")?;
-    let domain_type = std::env::var("VIRTRIGAUD_LIBVIRT_DOMAIN_TYPE").unwrap_or_else(|_| "qemu".into());
+    let domain_type =
+        std::env::var("VIRTRIGAUD_LIBVIRT_DOMAIN_TYPE").unwrap_or_else(|_| "qemu".into());
     for f in [&kernel, &initrd] {
         if !f.exists() {
             missing_prerequisite(BACKEND, &format!("guest file {} is missing", f.display()));
             return None;
         }
     }
-    let p = match LibvirtProvider::connect(LibvirtConfig::new(uri.clone()).with_storage_pool(pool)).await {
+    let p = match LibvirtProvider::connect(LibvirtConfig::new(uri.clone()).with_storage_pool(pool))
+        .await
+    {
         Ok(p) => p,
         Err(e) => {
             missing_prerequisite(BACKEND, &format!("cannot connect to {uri}: {e}"));
             return None;
         }
     };
-    assert!(p.events_registered(), "domain events must register on {uri}");
-    Some(Real { p, kernel, initrd, console, domain_type, prefix: format!("vrt-{}-{test}", std::process::id()) })
+    assert!(
+        p.events_registered(),
+        "domain events must register on {uri}"
+    );
+    Some(Real {
+        p,
+        kernel,
+        initrd,
+        console,
+        domain_type,
+        prefix: format!("vrt-{}-{test}", std::process::id()),
+    })
 }
 
 impl Real {
@@ -81,7 +102,10 @@ impl Real {
         t.kernel_boot = Some(KernelBoot::new(
             &self.kernel,
             Some(self.initrd.clone()),
-            format!("console=ttyS0 panic=-1 loglevel=4 vr.mode={mode} vr.agent={}", u8::from(agent)),
+            format!(
+                "console=ttyS0 panic=-1 loglevel=4 vr.mode={mode} vr.agent={}",
+                u8::from(agent)
+            ),
         ));
         t.serial_log = Some(self.console.clone());
         t
@@ -99,9 +123,14 @@ impl Real {
         let mut spec = VmCreateSpec::new(name, 1, 128);
         spec.disks.push(DiskCreateSpec::new("root", 1));
         spec.power_on = power_on;
-        let vm = self.p.create_with(&spec, &self.template(mode, agent)).await.expect("create guest");
+        let vm = self
+            .p
+            .create_with(&spec, &self.template(mode, agent))
+            .await
+            .expect("create guest");
         if power_on {
-            self.wait_console(vm.as_str(), "READY", Duration::from_secs(60)).await;
+            self.wait_console(vm.as_str(), "READY", Duration::from_secs(60))
+                .await;
         }
         vm
     }
@@ -113,7 +142,11 @@ impl Real {
             if std::fs::read_to_string(&path).is_ok_and(|s| s.contains(marker)) {
                 return;
             }
-            assert!(t0.elapsed() < limit, "{name}: no {marker:?} on the console ({}) after {limit:?}", path.display());
+            assert!(
+                t0.elapsed() < limit,
+                "{name}: no {marker:?} on the console ({}) after {limit:?}",
+                path.display()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -145,17 +178,36 @@ async fn graceful_acpi_stop_is_event_driven() {
         .expect("shutdown");
     let done = Instant::now();
     assert!(
-        matches!(report.outcome, ShutdownOutcome::Graceful { channel: Some(ShutdownChannel::Acpi) }),
+        matches!(
+            report.outcome,
+            ShutdownOutcome::Graceful {
+                channel: Some(ShutdownChannel::Acpi)
+            }
+        ),
         "{}",
         report.outcome
     );
     assert_eq!(report.power_off_calls, 0);
-    let stop = r.p.last_stop_event(&vm).expect("a Stopped event was received");
+    let stop =
+        r.p.last_stop_event(&vm)
+            .expect("a Stopped event was received");
     metric("acpi_stop_elapsed_ms", report.elapsed.as_millis());
-    metric("stopped_event_to_outcome_us", done.duration_since(stop).as_micros());
-    metric("libvirt_api_calls_per_graceful_stop", r.p.api_calls() - calls0);
-    metric("engine_provider_calls_per_graceful_stop", report.provider_calls);
-    assert_eq!(r.p.power_state(&vm).await.expect("state"), PowerState::Off(OffReason::GuestShutdown));
+    metric(
+        "stopped_event_to_outcome_us",
+        done.duration_since(stop).as_micros(),
+    );
+    metric(
+        "libvirt_api_calls_per_graceful_stop",
+        r.p.api_calls() - calls0,
+    );
+    metric(
+        "engine_provider_calls_per_graceful_stop",
+        report.provider_calls,
+    );
+    assert_eq!(
+        r.p.power_state(&vm).await.expect("state"),
+        PowerState::Off(OffReason::GuestShutdown)
+    );
     r.remove(&vm).await;
 }
 
@@ -166,31 +218,53 @@ async fn graceful_agent_stop_uses_the_guest_agent() {
     let vm = r.guest("g", "ignore", true, true).await;
     let t0 = Instant::now();
     while r.p.probe_agent(&vm).await.expect("probe") != AgentStatus::Connected {
-        assert!(t0.elapsed() < Duration::from_secs(60), "the guest agent never connected");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the guest agent never connected"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(r.p.vm_capabilities(&vm).await.expect("caps").agent_connected, Some(true));
+    assert_eq!(
+        r.p.vm_capabilities(&vm)
+            .await
+            .expect("caps")
+            .agent_connected,
+        Some(true)
+    );
     let report = ShutdownManager::new(r.dyn_provider())
         .shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(30)))
         .await
         .expect("shutdown");
     let done = Instant::now();
     assert!(
-        matches!(report.outcome, ShutdownOutcome::Graceful { channel: Some(ShutdownChannel::Agent) }),
+        matches!(
+            report.outcome,
+            ShutdownOutcome::Graceful {
+                channel: Some(ShutdownChannel::Agent)
+            }
+        ),
         "{}",
         report.outcome
     );
     if let Some(stop) = r.p.last_stop_event(&vm) {
-        metric("agent_stopped_event_to_outcome_us", done.duration_since(stop).as_micros());
+        metric(
+            "agent_stopped_event_to_outcome_us",
+            done.duration_since(stop).as_micros(),
+        );
     }
     metric("agent_stop_elapsed_ms", report.elapsed.as_millis());
-    assert_eq!(r.p.probe_agent(&vm).await.expect("probe"), AgentStatus::NotConnected);
+    assert_eq!(
+        r.p.probe_agent(&vm).await.expect("probe"),
+        AgentStatus::NotConnected
+    );
     r.remove(&vm).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ignored_acpi_is_forced_at_the_deadline() {
-    let Some(r) = real("ignore").await else { return };
+    let Some(r) = real("ignore").await else {
+        return;
+    };
     let vm = r.guest("g", "ignore", false, true).await;
     let grace = Duration::from_secs(3);
     let report = ShutdownManager::new(r.dyn_provider())
@@ -198,15 +272,31 @@ async fn ignored_acpi_is_forced_at_the_deadline() {
         .await
         .expect("shutdown");
     assert!(
-        matches!(report.outcome, ShutdownOutcome::Forced { reason: ForcedReason::Timeout }),
+        matches!(
+            report.outcome,
+            ShutdownOutcome::Forced {
+                reason: ForcedReason::Timeout
+            }
+        ),
         "{}",
         report.outcome
     );
-    assert!(report.elapsed >= grace, "forced after {:?}, before the deadline", report.elapsed);
-    assert!(report.elapsed < grace + Duration::from_secs(3), "forced late: {:?}", report.elapsed);
+    assert!(
+        report.elapsed >= grace,
+        "forced after {:?}, before the deadline",
+        report.elapsed
+    );
+    assert!(
+        report.elapsed < grace + Duration::from_secs(3),
+        "forced late: {:?}",
+        report.elapsed
+    );
     assert!(report.signals_sent >= 1);
     metric("ignored_forced_elapsed_ms", report.elapsed.as_millis());
-    assert_eq!(r.p.power_state(&vm).await.expect("state"), PowerState::Off(OffReason::Destroyed));
+    assert_eq!(
+        r.p.power_state(&vm).await.expect("state"),
+        PowerState::Off(OffReason::Destroyed)
+    );
     r.remove(&vm).await;
 }
 
@@ -216,20 +306,37 @@ async fn snapshot_with_memory_and_revert() {
     let vm = r.guest("g", "acpi", false, true).await;
     let s = r.p.snapshotter().expect("snapshots");
     let t0 = Instant::now();
-    let info = s.create_snapshot(&vm, &SnapshotOptions::new("live").with_memory(true)).await.expect("snapshot");
+    let info = s
+        .create_snapshot(&vm, &SnapshotOptions::new("live").with_memory(true))
+        .await
+        .expect("snapshot");
     metric("memory_snapshot_ms", t0.elapsed().as_millis());
     assert!(info.has_memory, "{info:?}");
     assert_eq!(s.list_snapshots(&vm).await.expect("list").len(), 1);
     // Stop the guest, then revert: the memory snapshot brings it back running.
-    r.p.power_off(&vm, &PowerOffOptions::default()).await.expect("off");
+    r.p.power_off(&vm, &PowerOffOptions::default())
+        .await
+        .expect("off");
     let t0 = Instant::now();
-    s.revert_snapshot(&vm, "live", &RevertOptions::default()).await.expect("revert stopped");
+    s.revert_snapshot(&vm, "live", &RevertOptions::default())
+        .await
+        .expect("revert stopped");
     metric("revert_ms", t0.elapsed().as_millis());
-    assert_eq!(r.p.power_state(&vm).await.expect("state"), PowerState::Running);
+    assert_eq!(
+        r.p.power_state(&vm).await.expect("state"),
+        PowerState::Running
+    );
     // Revert while running.
-    s.revert_snapshot(&vm, "live", &RevertOptions::default()).await.expect("revert running");
-    assert_eq!(r.p.power_state(&vm).await.expect("state"), PowerState::Running);
-    s.delete_snapshot(&vm, "live", &DeleteSnapshotOptions::default()).await.expect("delete");
+    s.revert_snapshot(&vm, "live", &RevertOptions::default())
+        .await
+        .expect("revert running");
+    assert_eq!(
+        r.p.power_state(&vm).await.expect("state"),
+        PowerState::Running
+    );
+    s.delete_snapshot(&vm, "live", &DeleteSnapshotOptions::default())
+        .await
+        .expect("delete");
     assert!(s.list_snapshots(&vm).await.expect("list").is_empty());
     r.remove(&vm).await;
 }
@@ -241,16 +348,24 @@ async fn linked_clone_boots() {
     let target = r.name("linked");
     r.remove(&VmId::new(target.clone())).await;
     let _ = std::fs::remove_file(r.console_of(&target));
-    let res = r
-        .p
-        .cloner()
-        .expect("cloner")
-        .clone_vm(&src, &CloneOptions::new(target.clone()).linked(true).power_on(true))
-        .await
-        .expect("linked clone");
+    let res =
+        r.p.cloner()
+            .expect("cloner")
+            .clone_vm(
+                &src,
+                &CloneOptions::new(target.clone())
+                    .linked(true)
+                    .power_on(true),
+            )
+            .await
+            .expect("linked clone");
     assert!(res.linked);
-    r.wait_console(&target, "READY", Duration::from_secs(60)).await;
-    assert_eq!(r.p.power_state(&res.vm).await.expect("state"), PowerState::Running);
+    r.wait_console(&target, "READY", Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        r.p.power_state(&res.vm).await.expect("state"),
+        PowerState::Running
+    );
     let d = r.p.describe(&res.vm).await.expect("describe");
     assert_eq!(d.disks.len(), 1);
     r.remove(&res.vm).await;
@@ -259,20 +374,28 @@ async fn linked_clone_boots() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_vcpu_and_memory_change() {
-    let Some(r) = real("hotplug").await else { return };
+    let Some(r) = real("hotplug").await else {
+        return;
+    };
     let vm = r.guest("g", "acpi", false, true).await;
     let mut rq = ReconfigureRequest::default();
     rq.cpu = Some(2);
     rq.memory_mib = Some(96);
     let res = r.p.reconfigure(&vm, &rq).await.expect("live reconfigure");
     assert!(res.applied_live && !res.needs_power_cycle, "{res:?}");
-    r.wait_console(vm.as_str(), "cpus=2", Duration::from_secs(30)).await;
+    r.wait_console(vm.as_str(), "cpus=2", Duration::from_secs(30))
+        .await;
     assert_eq!(r.p.describe(&vm).await.expect("describe").cpu, 2);
     let mut rq = ReconfigureRequest::default();
     rq.cpu = Some(3);
     let res = r.p.reconfigure(&vm, &rq).await.expect("beyond maximum");
     assert!(res.needs_power_cycle && !res.applied_live, "{res:?}");
-    assert!(r.p.describe(&vm).await.expect("describe").pending_power_cycle);
+    assert!(
+        r.p.describe(&vm)
+            .await
+            .expect("describe")
+            .pending_power_cycle
+    );
     r.remove(&vm).await;
 }
 
@@ -289,7 +412,9 @@ impl Fixture for RealFixture {
     }
     async fn ignoring_vm(&self) -> virtrigaud_core::Result<Option<VmId>> {
         let n = self.n.fetch_add(1, Ordering::SeqCst);
-        Ok(Some(self.r.guest(&format!("i{n}"), "ignore", false, true).await))
+        Ok(Some(
+            self.r.guest(&format!("i{n}"), "ignore", false, true).await,
+        ))
     }
     fn missing_vm(&self) -> VmId {
         VmId::new(self.r.name("missing"))
@@ -309,7 +434,10 @@ impl Fixture for RealFixture {
 async fn conformance_suite_on_real_qemu() {
     let Some(r) = real("conf").await else { return };
     let provider = r.dyn_provider();
-    let fx = RealFixture { r, n: AtomicU32::new(0) };
+    let fx = RealFixture {
+        r,
+        n: AtomicU32::new(0),
+    };
     let t0 = Instant::now();
     conformance::run_all(provider, &fx).await.assert_passed();
     metric("real_conformance_wall_s", t0.elapsed().as_secs_f64());
