@@ -434,3 +434,17 @@ fn syntax_errors_and_error_conversion() {
     let e: Error = errors.into();
     assert_eq!(e.kind(), ErrorKind::InvalidSpec);
 }
+
+#[test]
+fn alias_bombs_are_refused_by_the_yaml_budget() {
+    let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        let prev = (b'a' + i - 1) as char;
+        let cur = (b'a' + i) as char;
+        bomb.push_str(&format!(
+            "{cur}: &{cur} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
+        ));
+    }
+    let err = from_yaml_str::<VirtualMachine>(&bomb).unwrap_err();
+    assert!(matches!(err, ParseError::Syntax { .. }), "{err}");
+}
