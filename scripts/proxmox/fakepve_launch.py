@@ -15,7 +15,7 @@ plain-HTTP control API for tests on --control-port (header X-Control-Token requi
     POST /lock          {"vmid", "secs"}   (another task holds the VM config lock)
     POST /unlock        {"vmid"}
     POST /revoke-tickets
-    GET  /requests?since=N   {"total", "items": [[method, path], ...]}
+    GET  /requests?since=N   {"total", "items": [[method, path, body], ...]} (secrets redacted by fakepve)
 """
 import argparse
 import asyncio
@@ -25,8 +25,46 @@ import shutil
 import tempfile
 
 from aiohttp import web
-from fakepve import FakePve
+from fakepve import FakePve, TaskError
 from fakepve.certs import make_cert
+
+class Pve(FakePve):
+    """fakepve plus PVE 8.1+'s `overrule-shutdown` on status/stop, which fakepve 0.5.0 lacks.
+
+    Real PVE aborts the VM's running `qmshutdown` task (it holds the config lock) before
+    stopping; fakepve's stop would wait for that lock instead. Here the shutdown task ends
+    with 'interrupted by signal' and the stop proceeds, as on PVE.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._overrule = {}
+
+    async def _powerdown(self, vm, p):
+        ev = asyncio.Event()
+        self._overrule[vm.vmid] = ev
+        work = asyncio.ensure_future(super()._powerdown(vm, p))
+        waiter = asyncio.ensure_future(ev.wait())
+        try:
+            done, _ = await asyncio.wait({work, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if work in done:
+                return work.result()
+            work.cancel()
+            raise TaskError('interrupted by signal')
+        finally:
+            waiter.cancel()
+            if self._overrule.get(vm.vmid) is ev:
+                del self._overrule[vm.vmid]
+
+    async def _do_stop(self, vm, user, p):
+        if str(p.get('overrule-shutdown', '0')) in ('1', 'true'):
+            ev = self._overrule.get(vm.vmid)
+            if ev is not None:
+                ev.set()
+                for _ in range(5):
+                    await asyncio.sleep(0)
+        return await super()._do_stop(vm, user, p)
+
 
 VM_ATTRS = ('shutdown_secs', 'start_secs', 'stop_secs', 'start_error', 'ha_state', 'agent', 'agent_hangs')
 
@@ -107,7 +145,8 @@ def control_app(pve, token):
     async def requests(request):
         since = int(request.query.get('since', '0'))
         total = len(pve.requests)
-        items = [[m, p] for (m, p, _b) in pve.requests[since:]]
+        items = [[m, p, b.decode('utf-8', 'replace') if isinstance(b, bytes) else str(b)]
+                 for (m, p, b) in pve.requests[since:]]
         return web.json_response({'total': total, 'items': items})
 
     app = web.Application(middlewares=[auth])
@@ -124,7 +163,7 @@ def control_app(pve, token):
 
 
 async def serve(a):
-    pve = FakePve(user=a.user, password=a.password, host='127.0.0.1', port=a.port)
+    pve = Pve(user=a.user, password=a.password, host='127.0.0.1', port=a.port)
     pve.time_scale = a.time_scale
     pve.lock_wait = a.lock_wait
     pve.max_requests = 10 ** 7

@@ -58,8 +58,10 @@ sys.exit(0 if urllib.request.urlopen(req, context=ctx, timeout=3).status == 200 
 PY
 }
 
-# 3. Start (or reuse) the server.
-if [ -f "$STATE/fakepve.pid" ] && kill -0 "$(cat "$STATE/fakepve.pid")" 2>/dev/null && [ -f "$CA" ] && healthy; then
+# 3. Start (or reuse) the server. A change of the launcher or the guests restarts it.
+STAMP="$(cat "$HERE/fakepve_launch.py" "$HERE/guests.json" | sha256sum | cut -c1-16)-$PORT-$CPORT"
+if [ -f "$STATE/fakepve.pid" ] && kill -0 "$(cat "$STATE/fakepve.pid")" 2>/dev/null && [ -f "$CA" ] \
+   && [ "$(cat "$STATE/fakepve.stamp" 2>/dev/null)" = "$STAMP" ] && healthy; then
   log "fakepve already running (pid $(cat "$STATE/fakepve.pid")), reusing it"
 else
   if [ -f "$STATE/fakepve.pid" ]; then
@@ -75,6 +77,7 @@ else
     --token "$TOKEN_ID=$TOKEN_SECRET" --node pve2 --cafile "$CA" \
     > "$STATE/fakepve.log" 2>&1 &
   echo $! > "$STATE/fakepve.pid"
+  echo "$STAMP" > "$STATE/fakepve.stamp"
   ok=
   for _ in $(seq 1 150); do
     if ! kill -0 "$(cat "$STATE/fakepve.pid")" 2>/dev/null; then
