@@ -117,22 +117,26 @@ impl Real {
 
     /// Creates a 1-vCPU (max 2), 128 MiB (max 256) guest with a 1 GiB qcow2 disk.
     async fn guest(&self, n: &str, mode: &str, agent: bool, power_on: bool) -> VmId {
+        let vm = self.guest_unready(n, mode, agent, power_on).await;
+        if power_on {
+            self.wait_console(vm.as_str(), "READY", Duration::from_secs(60))
+                .await;
+        }
+        vm
+    }
+
+    /// Like [`Real::guest`] without waiting for the guest's READY line.
+    async fn guest_unready(&self, n: &str, mode: &str, agent: bool, power_on: bool) -> VmId {
         let name = self.name(n);
         self.remove(&VmId::new(name.clone())).await;
         let _ = std::fs::remove_file(self.console_of(&name));
         let mut spec = VmCreateSpec::new(name, 1, 128);
         spec.disks.push(DiskCreateSpec::new("root", 1));
         spec.power_on = power_on;
-        let vm = self
-            .p
+        self.p
             .create_with(&spec, &self.template(mode, agent))
             .await
-            .expect("create guest");
-        if power_on {
-            self.wait_console(vm.as_str(), "READY", Duration::from_secs(60))
-                .await;
-        }
-        vm
+            .expect("create guest")
     }
 
     async fn wait_console(&self, name: &str, marker: &str, limit: Duration) {
@@ -413,7 +417,9 @@ impl Fixture for RealFixture {
     async fn ignoring_vm(&self) -> virtrigaud_core::Result<Option<VmId>> {
         let n = self.n.fetch_add(1, Ordering::SeqCst);
         Ok(Some(
-            self.r.guest(&format!("i{n}"), "ignore", false, true).await,
+            self.r
+                .guest_unready(&format!("i{n}"), "ignore", false, true)
+                .await,
         ))
     }
     fn missing_vm(&self) -> VmId {
