@@ -1,1 +1,66 @@
-//! virtrigaud provider for kubevirt (work in progress: not yet implemented).
+//! # virtrigaud-kubevirt
+//!
+//! The KubeVirt provider of virtrigaud, on [kube](https://docs.rs/kube) 5.
+//!
+//! ## A short tour
+//! - [`KubeVirtProvider`] implements [`virtrigaud_core::Provider`] (plus [`virtrigaud_core::Snapshotter`]
+//!   and [`virtrigaud_core::Cloner`]). VM ids are `namespace/name`.
+//! - Power goes through [`PowerApi::Subresources`] (KubeVirt's `subresources.kubevirt.io` start /
+//!   stop / restart / softreboot / pause / unpause / reset, what `virtctl` uses) or
+//!   [`PowerApi::RunStrategy`] (the same rules applied directly to `spec.runStrategy`,
+//!   `status.stateChangeRequests` and the VMI's grace period — see [`power`](crate::StopOutcome)).
+//! - The power state combines the VM's `printableStatus` and the VMI's `phase` conservatively
+//!   ([`state`] has the table); [`virtrigaud_core::Provider::watch_power_state`] pushes changes
+//!   from two watches, and every wait is watch-based.
+//! - Grace periods follow KubeVirt: the engine's one grace period becomes the stop's `gracePeriod`
+//!   (the VMI's `terminationGracePeriodSeconds`), KubeVirt forces the guest off when it expires,
+//!   a grace in flight is only ever shortened (the shorter of racing stops wins), and
+//!   `power_off` is a stop with grace 0.
+//! - Seed 004's lifecycle action and status query: [`KubeVirtProvider::lifecycle_action`],
+//!   [`KubeVirtProvider::status`].
+//! - Snapshots / restores with readiness and failure deadline, full clones, CPU / memory
+//!   hot-plug under the `LiveUpdate` rollout strategy (`RestartRequired` → `needs_power_cycle`).
+//! - [`types`] holds the typed subset of the KubeVirt API; unknown fields are preserved, and
+//!   objects are changed with merge / JSON patches (never whole-object PUTs).
+//!
+//! ```no_run
+//! # async fn demo() -> virtrigaud_core::Result<()> {
+//! use std::{sync::Arc, time::Duration};
+//! use virtrigaud_core::{Provider, VmId};
+//! use virtrigaud_kubevirt::{ConnectOptions, KubeVirtConfig, KubeVirtProvider, LifecycleAction};
+//!
+//! let provider = KubeVirtProvider::connect("/etc/kubeconfig", &ConnectOptions::default(), KubeVirtConfig::default()).await?;
+//! let vm = VmId::new("prod/web-1");
+//! println!("{}", provider.power_state(&vm).await?);
+//! let out = provider.lifecycle_action(&vm, &LifecycleAction::stop(Some(60))).await?;
+//! println!("stopped (forced: {}) in {:?}", out.forced, out.elapsed);
+//! let _shared: Arc<dyn Provider> = Arc::new(provider);
+//! # Ok(()) }
+//! ```
+//!
+//! The library never installs a process-wide rustls crypto provider: kube is built with
+//! `aws-lc-rs` only. It does not pick a `k8s-openapi` version feature either; the final binary does.
+
+mod backend;
+mod clone;
+mod error;
+mod hotplug;
+mod id;
+mod lifecycle;
+mod power;
+mod provider;
+mod quantity;
+mod snapshot;
+pub mod state;
+mod stats;
+pub mod types;
+
+pub use id::VmRef;
+pub use lifecycle::{LifecycleAction, LifecycleOutcome, LifecycleState, LifecycleStatus, LifecycleVerb};
+pub use power::StopOutcome;
+pub use provider::{ConnectOptions, DEFAULT_GRACE_SECONDS, KubeVirtConfig, KubeVirtProvider, PowerApi, RolloutStrategy};
+pub use snapshot::VM_LABEL;
+pub use stats::ApiStatsSnapshot;
+
+/// The provider type name.
+pub const PROVIDER_TYPE: &str = "kubevirt";

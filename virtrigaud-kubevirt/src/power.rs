@@ -1,0 +1,288 @@
+//! Start, stop, restart: KubeVirt's run-strategy rules, over either power API.
+//!
+//! The rules are virt-api's (`virtctl start/stop/restart`):
+//!
+//! | run strategy | start | stop | restart |
+//! |---|---|---|---|
+//! | `Halted` | `runStrategy: Always` | only to shorten the grace of a stop in flight | refused |
+//! | `Manual` | `Start` state-change request | `Stop` request (stays `Manual`) | `Stop`+`Start` requests |
+//! | `RerunOnFailure` | `Start` request (refused after `Failed`) | `Stop` request | `Stop`+`Start` requests |
+//! | `Always` | refused (it runs by itself) | `runStrategy: Halted` | `Stop`+`Start` requests |
+//! | `Once` | refused | `runStrategy: Halted` | refused |
+//!
+//! Every change is a JSON patch whose `test` operation pins the value it was computed from
+//! (`/spec/runStrategy`, `/status/stateChangeRequests`, the VMI's
+//! `/spec/terminationGracePeriodSeconds`, or `/metadata/resourceVersion` when the field is
+//! absent); a concurrent writer makes the patch fail, and the provider re-reads and recomputes.
+//!
+//! ## Grace periods
+//! A stop with a grace period writes it to the running VMI's `terminationGracePeriodSeconds`
+//! (KubeVirt forces the guest off when it expires, counted from the first shutdown signal).
+//! While a stop is in flight a grace is only ever *shortened*: a second stop with a longer grace
+//! changes nothing, a shorter one (down to 0, a forced stop) wins. There is one grace period per
+//! stop however many stops race.
+
+use serde_json::{Value, json};
+use virtrigaud_core::{ErrorKind, Result};
+
+use crate::error::{Call, err, map_kube};
+use crate::id::VmRef;
+use crate::provider::{DEFAULT_GRACE_SECONDS, KubeVirtProvider, PowerApi};
+use crate::state::{RunStrategy, stop_in_flight, vmi_active, vmi_is_final, vmi_phase};
+use crate::types::{VirtualMachine, VirtualMachineInstance};
+
+/// What a stop request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopOutcome {
+    /// A new stop was requested.
+    Requested,
+    /// A stop was already in flight; its grace period was shortened.
+    GraceShortened,
+    /// A stop was already in flight with an equal or shorter grace; nothing changed.
+    AlreadyStopping,
+}
+
+/// A KubeVirt subresource call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sub {
+    Start,
+    Stop,
+    Restart,
+    SoftReboot,
+    Pause,
+    Unpause,
+    Reset,
+}
+
+impl Sub {
+    fn path(self) -> (&'static str, &'static str) {
+        match self {
+            Sub::Start => ("virtualmachines", "start"),
+            Sub::Stop => ("virtualmachines", "stop"),
+            Sub::Restart => ("virtualmachines", "restart"),
+            Sub::SoftReboot => ("virtualmachineinstances", "softreboot"),
+            Sub::Pause => ("virtualmachineinstances", "pause"),
+            Sub::Unpause => ("virtualmachineinstances", "unpause"),
+            Sub::Reset => ("virtualmachineinstances", "reset"),
+        }
+    }
+}
+
+impl KubeVirtProvider {
+    /// `PUT /apis/subresources.kubevirt.io/v1/namespaces/{ns}/{kind}/{name}/{verb}` with a JSON body.
+    pub(crate) async fn subresource(&self, r: &VmRef, sub: Sub, body: Value, op: &'static str) -> Result<()> {
+        let (kind, verb) = sub.path();
+        let uri = format!("/apis/subresources.kubevirt.io/v1/namespaces/{}/{kind}/{}/{verb}", r.namespace, r.name);
+        let bytes = serde_json::to_vec(&body).map_err(|e| err(ErrorKind::Internal, op, &r.to_string(), "encode").with_source(e))?;
+        let req = http::Request::put(uri)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(bytes)
+            .map_err(|e| err(ErrorKind::Internal, op, &r.to_string(), "request").with_source(e))?;
+        self.inner.client.request_text(req).await.map_err(|e| map_kube(e, Call::Subresource, op, &r.to_string()))?;
+        Ok(())
+    }
+
+    /// Starts the VM (KubeVirt `start`). `paused` needs the subresource API.
+    pub(crate) async fn start_vm(&self, r: &VmRef, paused: bool, op: &'static str) -> Result<()> {
+        match self.inner.config.power_api {
+            PowerApi::Subresources => {
+                let body = if paused { json!({"paused": true}) } else { json!({}) };
+                self.subresource(r, Sub::Start, body, op).await
+            }
+            PowerApi::RunStrategy => {
+                if paused {
+                    return Err(err(ErrorKind::Unsupported, op, &r.to_string(), "starting paused needs the subresource API"));
+                }
+                self.retry_conflicts(|| async {
+                    let (vm, vmi) = self.read(r, op).await?;
+                    self.try_start(r, &vm, vmi.as_ref(), op).await
+                })
+                .await
+            }
+        }
+    }
+
+    async fn try_start(&self, r: &VmRef, vm: &VirtualMachine, vmi: Option<&VirtualMachineInstance>, op: &'static str) -> Result<()> {
+        let res = r.to_string();
+        if let Some(v) = vmi
+            && !vmi_is_final(v)
+            && !matches!(vmi_phase(v), "" | "Unknown")
+        {
+            return Err(err(ErrorKind::InvalidState, op, &res, "VM is already running"));
+        }
+        let rs = RunStrategy::of(vm);
+        match rs {
+            RunStrategy::Halted => self.patch_run_strategy(r, vm, RunStrategy::Always, op).await,
+            RunStrategy::Manual | RunStrategy::RerunOnFailure => {
+                let phase = vmi.map(vmi_phase);
+                if rs == RunStrategy::RerunOnFailure && phase == Some("Failed") {
+                    return Err(err(ErrorKind::InvalidState, op, &res, "RerunOnFailure does not support starting a VM from the Failed state"));
+                }
+                let needs_restart = match (vmi, &rs) {
+                    (Some(v), RunStrategy::RerunOnFailure) => vmi_phase(v) == "Succeeded",
+                    (Some(v), _) => vmi_is_final(v),
+                    (None, _) => false,
+                };
+                let mut reqs = Vec::new();
+                if needs_restart && let Some(v) = vmi {
+                    reqs.push(json!({"action": "Stop", "uid": v.metadata.uid}));
+                }
+                reqs.push(json!({"action": "Start"}));
+                self.add_state_change_requests(r, vm, reqs, false, op).await
+            }
+            _ => Err(err(ErrorKind::InvalidState, op, &res, format!("run strategy {rs} does not support manual start requests"))),
+        }
+    }
+
+    /// Stops the VM with an optional grace period (seconds; 0 = immediately).
+    pub(crate) async fn stop_vm(&self, r: &VmRef, grace: Option<i64>, op: &'static str) -> Result<StopOutcome> {
+        self.retry_conflicts(|| async {
+            let (vm, vmi) = self.read(r, op).await?;
+            self.try_stop(r, &vm, vmi.as_ref(), grace, op).await
+        })
+        .await
+    }
+
+    async fn try_stop(
+        &self,
+        r: &VmRef,
+        vm: &VirtualMachine,
+        vmi: Option<&VirtualMachineInstance>,
+        grace: Option<i64>,
+        op: &'static str,
+    ) -> Result<StopOutcome> {
+        let res = r.to_string();
+        let rs = RunStrategy::of(vm);
+        let active = vmi_active(vmi);
+        let in_flight = stop_in_flight(vm, vmi);
+        if !active && !rs.runs_by_itself() {
+            return Err(err(ErrorKind::InvalidState, op, &res, "VM is not running"));
+        }
+        let current = vmi.and_then(|v| v.spec.termination_grace_period_seconds);
+        let effective = current.unwrap_or(DEFAULT_GRACE_SECONDS);
+        if in_flight && grace.is_none_or(|g| g >= effective) {
+            // One grace period per stop: a longer (or no) grace never extends one in flight.
+            return Ok(StopOutcome::AlreadyStopping);
+        }
+        if self.inner.config.power_api == PowerApi::Subresources {
+            let body = match grace {
+                Some(g) => json!({"gracePeriod": g}),
+                None => json!({}),
+            };
+            self.subresource(r, Sub::Stop, body, op).await?;
+            return Ok(if in_flight { StopOutcome::GraceShortened } else { StopOutcome::Requested });
+        }
+        // Object mode: first the grace on the running VMI, then the run state.
+        if let (Some(v), Some(g)) = (vmi.filter(|_| active), grace)
+            && current != Some(g)
+        {
+            let ops = match current {
+                Some(c) => json!([
+                    {"op": "test", "path": "/spec/terminationGracePeriodSeconds", "value": c},
+                    {"op": "replace", "path": "/spec/terminationGracePeriodSeconds", "value": g},
+                ]),
+                None => json!([
+                    {"op": "test", "path": "/metadata/resourceVersion", "value": v.metadata.resource_version},
+                    {"op": "add", "path": "/spec/terminationGracePeriodSeconds", "value": g},
+                ]),
+            };
+            let api = self.api::<VirtualMachineInstance>(&r.namespace);
+            self.json_patch(&api, &r.name, ops, false, op, &res).await?;
+        }
+        if in_flight {
+            return Ok(StopOutcome::GraceShortened);
+        }
+        match rs {
+            RunStrategy::Manual | RunStrategy::RerunOnFailure => {
+                let uid = vmi.and_then(|v| v.metadata.uid.clone());
+                self.add_state_change_requests(r, vm, vec![json!({"action": "Stop", "uid": uid})], true, op).await?;
+            }
+            RunStrategy::Halted => return Ok(StopOutcome::AlreadyStopping),
+            _ => self.patch_run_strategy(r, vm, RunStrategy::Halted, op).await?,
+        }
+        Ok(StopOutcome::Requested)
+    }
+
+    /// Restarts the VM (KubeVirt `restart`: stop + start of the VMI). `force`: grace period 0.
+    pub(crate) async fn restart_vm(&self, r: &VmRef, force: bool, op: &'static str) -> Result<()> {
+        if self.inner.config.power_api == PowerApi::Subresources {
+            let body = if force { json!({"gracePeriodSeconds": 0}) } else { json!({}) };
+            return self.subresource(r, Sub::Restart, body, op).await;
+        }
+        self.retry_conflicts(|| async {
+            let (vm, vmi) = self.read(r, op).await?;
+            let res = r.to_string();
+            let rs = RunStrategy::of(&vm);
+            if matches!(rs, RunStrategy::Halted | RunStrategy::Once) {
+                return Err(err(ErrorKind::InvalidState, op, &res, format!("run strategy {rs} does not support manual restart requests")));
+            }
+            let Some(v) = vmi.as_ref() else {
+                return Err(err(ErrorKind::InvalidState, op, &res, "VM is not running"));
+            };
+            if force && v.spec.termination_grace_period_seconds != Some(0) && !vmi_is_final(v) {
+                let ops = json!([
+                    {"op": "test", "path": "/metadata/resourceVersion", "value": v.metadata.resource_version},
+                    {"op": "add", "path": "/spec/terminationGracePeriodSeconds", "value": 0},
+                ]);
+                let api = self.api::<VirtualMachineInstance>(&r.namespace);
+                self.json_patch(&api, &r.name, ops, false, op, &res).await?;
+            }
+            let reqs = vec![json!({"action": "Stop", "uid": v.metadata.uid}), json!({"action": "Start"})];
+            self.add_state_change_requests(r, &vm, reqs, false, op).await
+        })
+        .await
+    }
+
+    /// `spec.runStrategy` (or the legacy `spec.running`) → `to`, guarded by a `test` op.
+    async fn patch_run_strategy(&self, r: &VmRef, vm: &VirtualMachine, to: RunStrategy, op: &'static str) -> Result<()> {
+        let ops = match (&vm.spec.run_strategy, vm.spec.running) {
+            (Some(cur), _) => json!([
+                {"op": "test", "path": "/spec/runStrategy", "value": cur},
+                {"op": "replace", "path": "/spec/runStrategy", "value": to.as_str()},
+            ]),
+            (None, Some(running)) => json!([
+                {"op": "test", "path": "/spec/running", "value": running},
+                {"op": "replace", "path": "/spec/running", "value": to == RunStrategy::Always},
+            ]),
+            (None, None) => json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": vm.metadata.resource_version},
+                {"op": "add", "path": "/spec/runStrategy", "value": to.as_str()},
+            ]),
+        };
+        let api = self.api::<VirtualMachine>(&r.namespace);
+        self.json_patch(&api, &r.name, ops, false, op, &r.to_string()).await.map(drop)
+    }
+
+    /// Appends state-change requests for virt-controller (`replace_all`: a stop replaces pending ones).
+    async fn add_state_change_requests(
+        &self,
+        r: &VmRef,
+        vm: &VirtualMachine,
+        reqs: Vec<Value>,
+        replace_all: bool,
+        op: &'static str,
+    ) -> Result<()> {
+        let res = r.to_string();
+        let rv = &vm.metadata.resource_version;
+        let ops = match vm.status.as_ref().map(|s| &s.state_change_requests) {
+            None => json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+                {"op": "add", "path": "/status", "value": {"stateChangeRequests": reqs}},
+            ]),
+            Some(None) => json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+                {"op": "add", "path": "/status/stateChangeRequests", "value": reqs},
+            ]),
+            Some(Some(cur)) if cur.is_empty() || replace_all => json!([
+                {"op": "test", "path": "/status/stateChangeRequests", "value": cur},
+                {"op": "replace", "path": "/status/stateChangeRequests", "value": reqs},
+            ]),
+            Some(Some(_)) => {
+                return Err(err(ErrorKind::InvalidState, op, &res, "a start/stop request is already underway"));
+            }
+        };
+        let api = self.api::<VirtualMachine>(&r.namespace);
+        self.json_patch(&api, &r.name, ops, true, op, &res).await.map(drop)
+    }
+}
