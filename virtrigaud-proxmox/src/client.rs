@@ -111,6 +111,7 @@ struct Inner {
     config: ProxmoxConfig,
     ticket: Mutex<Option<Arc<Ticket>>>,
     requests: AtomicU64,
+    recorder: std::sync::Mutex<Option<Vec<ApiRequest>>>,
 }
 
 /// The PVE API client. Cheap to clone (shared connection pool and session).
@@ -158,7 +159,14 @@ impl PveClient {
         let base = config.api_base();
         url::Url::parse(&base).map_err(|e| ApiError::Config(format!("URL {base:?}: {e}")))?;
         Ok(PveClient {
-            inner: Arc::new(Inner { http, base, config, ticket: Mutex::new(None), requests: AtomicU64::new(0) }),
+            inner: Arc::new(Inner {
+                http,
+                base,
+                config,
+                ticket: Mutex::new(None),
+                requests: AtomicU64::new(0),
+                recorder: std::sync::Mutex::new(None),
+            }),
         })
     }
 
@@ -170,6 +178,19 @@ impl PveClient {
     /// How many HTTP requests this client (and its clones) sent so far, logins included.
     pub fn requests_sent(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// Starts keeping a copy of every request sent from now on (for audits and tests; the
+    /// values of sensitive requests such as logins are replaced by `***`).
+    pub fn record_requests(&self) {
+        let mut rec = self.inner.recorder.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        rec.get_or_insert_with(Vec::new);
+    }
+
+    /// The requests recorded since [`PveClient::record_requests`] (and clears the record).
+    pub fn take_recorded(&self) -> Vec<ApiRequest> {
+        let mut rec = self.inner.recorder.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        rec.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Sends `req` and decodes the `data` of the answer into `T`.
@@ -283,6 +304,15 @@ impl PveClient {
             (Auth::Password { .. }, None) => {}
         }
         self.inner.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(rec) = self.inner.recorder.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut() {
+            let mut copy = req.clone();
+            if copy.sensitive {
+                for (_, v) in &mut copy.params {
+                    *v = "***".into();
+                }
+            }
+            rec.push(copy);
+        }
         tracing::trace!(request = ?req, "PVE request");
         let resp = rb.send().await.map_err(|e| ApiError::Transport(transport_message(&e)))?;
         let status = resp.status();

@@ -348,6 +348,63 @@ pub mod api {
     }
 }
 
+/// One example of every request the builders in [`api`] make, with every optional
+/// parameter both present and absent (used to validate the builders against the PVE API
+/// schema).
+pub fn catalogue() -> Vec<ApiRequest> {
+    let (n, v) = ("pve1", 101);
+    let upid = "UPID:pve1:000003E8:00001B58:6740A1B2:qmshutdown:101:root@pam!ci:";
+    let cfg = vec![
+        ("name".to_owned(), "web-1".to_owned()),
+        ("cores".to_owned(), "2".to_owned()),
+        ("memory".to_owned(), "2048".to_owned()),
+        ("scsi0".to_owned(), "local-lvm:8".to_owned()),
+        ("net0".to_owned(), "virtio,bridge=vmbr0".to_owned()),
+        ("tags".to_owned(), "app-web;tier-1".to_owned()),
+    ];
+    vec![
+        api::ticket("root@pam", "***"),
+        api::version(),
+        api::nodes(),
+        api::cluster_vms(),
+        api::cluster_storage(),
+        api::next_id(),
+        api::task_status(n, upid),
+        api::task_log(n, upid, 0, 500),
+        api::task_stop(n, upid),
+        api::status_current(n, v),
+        api::start(n, v),
+        api::stop(n, v, true),
+        api::stop(n, v, false),
+        api::shutdown(n, v, Some(30), true),
+        api::shutdown(n, v, None, false),
+        api::reboot(n, v, Some(30)),
+        api::reboot(n, v, None),
+        api::reset(n, v),
+        api::suspend(n, v),
+        api::resume(n, v),
+        api::agent_ping(n, v),
+        api::monitor(n, v, "system_powerdown"),
+        api::config(n, v),
+        api::pending(n, v),
+        api::update_config(n, v, Some("0123456789abcdef0123456789abcdef01234567"), &[("cores", "4".into()), ("memory", "4096".into())]),
+        api::update_config(n, v, None, &[("description", "x".into())]),
+        api::resize(n, v, "scsi0", "40G", Some("0123456789abcdef0123456789abcdef01234567")),
+        api::resize(n, v, "virtio1", "+8G", None),
+        api::snapshots(n, v),
+        api::snapshot(n, v, "before-upgrade", Some("pre"), true),
+        api::snapshot(n, v, "s1", None, false),
+        api::rollback(n, v, "before-upgrade", true),
+        api::rollback(n, v, "s1", false),
+        api::delete_snapshot(n, v, "s1"),
+        api::clone(n, v, 202, "linked-1", false, Some("s1"), Some("pve2")),
+        api::clone(n, v, 202, "full-1", true, None, None),
+        api::create(n, 203, &cfg, true),
+        api::create(n, 203, &cfg[..3], false),
+        api::destroy(n, v, true),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
