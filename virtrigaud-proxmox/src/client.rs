@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
@@ -77,7 +77,11 @@ fn fmt_field_errors(errors: &[(String, String)]) -> String {
 }
 
 fn fmt_log(log: &[String]) -> String {
-    if log.is_empty() { String::new() } else { format!(" (task log: {})", log.join(" | ")) }
+    if log.is_empty() {
+        String::new()
+    } else {
+        format!(" (task log: {})", log.join(" | "))
+    }
 }
 
 impl ApiError {
@@ -155,7 +159,9 @@ impl PveClient {
                 builder = builder.tls_danger_accept_invalid_certs(true);
             }
         }
-        let http = builder.build().map_err(|e| ApiError::Config(e.to_string()))?;
+        let http = builder
+            .build()
+            .map_err(|e| ApiError::Config(e.to_string()))?;
         let base = config.api_base();
         url::Url::parse(&base).map_err(|e| ApiError::Config(format!("URL {base:?}: {e}")))?;
         Ok(PveClient {
@@ -183,13 +189,21 @@ impl PveClient {
     /// Starts keeping a copy of every request sent from now on (for audits and tests; the
     /// values of sensitive requests such as logins are replaced by `***`).
     pub fn record_requests(&self) {
-        let mut rec = self.inner.recorder.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut rec = self
+            .inner
+            .recorder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         rec.get_or_insert_with(Vec::new);
     }
 
     /// The requests recorded since [`PveClient::record_requests`] (and clears the record).
     pub fn take_recorded(&self) -> Vec<ApiRequest> {
-        let mut rec = self.inner.recorder.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut rec = self
+            .inner
+            .recorder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         rec.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
@@ -207,7 +221,11 @@ impl PveClient {
             Auth::Password { .. } => {
                 let ticket = self.ticket(false).await?;
                 match self.send_once(req, Some(&ticket)).await {
-                    Err(ApiError::Http { status: 401, message, .. }) => {
+                    Err(ApiError::Http {
+                        status: 401,
+                        message,
+                        ..
+                    }) => {
                         // A 401 means the request was refused before it ran: safe to repeat once.
                         tracing::debug!(%message, "PVE ticket refused; logging in again");
                         let ticket = self.ticket(true).await?;
@@ -243,17 +261,28 @@ impl PveClient {
         let req = api::ticket(username, password.expose_secret());
         let data = match self.send_once(&req, None).await {
             Ok(d) => d,
-            Err(ApiError::Http { status, message, .. }) => {
-                return Err(ApiError::Http { status, message: format!("login as {username}: {message}"), errors: vec![] });
+            Err(ApiError::Http {
+                status, message, ..
+            }) => {
+                return Err(ApiError::Http {
+                    status,
+                    message: format!("login as {username}: {message}"),
+                    errors: vec![],
+                });
             }
             Err(e) => return Err(e),
         };
-        let answer: Answer = serde_json::from_value(data).map_err(|e| ApiError::Decode(format!("ticket: {e}")))?;
-        if answer.need_tfa.is_some_and(|v| v != serde_json::Value::from(0)) {
-            return Err(ApiError::Login(format!("{username} needs a second factor (TFA); use an API token")));
+        let answer: Answer =
+            serde_json::from_value(data).map_err(|e| ApiError::Decode(format!("ticket: {e}")))?;
+        if answer.need_tfa.is_some_and(|v| v != 0) {
+            return Err(ApiError::Login(format!(
+                "{username} needs a second factor (TFA); use an API token"
+            )));
         }
         let (Some(ticket), Some(csrf)) = (answer.ticket, answer.csrf) else {
-            return Err(ApiError::Login("answer without ticket or CSRF token".into()));
+            return Err(ApiError::Login(
+                "answer without ticket or CSRF token".into(),
+            ));
         };
         let t = Arc::new(Ticket {
             ticket: SecretString::from(ticket),
@@ -264,7 +293,11 @@ impl PveClient {
         Ok(t)
     }
 
-    async fn send_once(&self, req: &ApiRequest, ticket: Option<&Ticket>) -> Result<serde_json::Value, ApiError> {
+    async fn send_once(
+        &self,
+        req: &ApiRequest,
+        ticket: Option<&Ticket>,
+    ) -> Result<serde_json::Value, ApiError> {
         let url = format!("{}{}", self.inner.base, req.path());
         let method = match req.method {
             Method::Get => reqwest::Method::GET,
@@ -284,19 +317,25 @@ impl PveClient {
                     "PVEAPIToken={token_id}={}",
                     secret.expose_secret()
                 ))
-                .map_err(|_| ApiError::Config("API token contains invalid header characters".into()))?;
+                .map_err(|_| {
+                    ApiError::Config("API token contains invalid header characters".into())
+                })?;
                 value.set_sensitive(true);
                 rb = rb.header(reqwest::header::AUTHORIZATION, value);
             }
             (Auth::Password { .. }, Some(t)) => {
-                let mut cookie =
-                    reqwest::header::HeaderValue::from_str(&format!("PVEAuthCookie={}", t.ticket.expose_secret()))
-                        .map_err(|_| ApiError::Login("ticket contains invalid header characters".into()))?;
+                let mut cookie = reqwest::header::HeaderValue::from_str(&format!(
+                    "PVEAuthCookie={}",
+                    t.ticket.expose_secret()
+                ))
+                .map_err(|_| ApiError::Login("ticket contains invalid header characters".into()))?;
                 cookie.set_sensitive(true);
                 rb = rb.header(reqwest::header::COOKIE, cookie);
                 if req.method.needs_csrf() {
                     let mut csrf = reqwest::header::HeaderValue::from_str(t.csrf.expose_secret())
-                        .map_err(|_| ApiError::Login("CSRF token contains invalid header characters".into()))?;
+                        .map_err(|_| {
+                        ApiError::Login("CSRF token contains invalid header characters".into())
+                    })?;
                     csrf.set_sensitive(true);
                     rb = rb.header("CSRFPreventionToken", csrf);
                 }
@@ -304,7 +343,13 @@ impl PveClient {
             (Auth::Password { .. }, None) => {}
         }
         self.inner.requests.fetch_add(1, Ordering::Relaxed);
-        if let Some(rec) = self.inner.recorder.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut() {
+        if let Some(rec) = self
+            .inner
+            .recorder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+        {
             let mut copy = req.clone();
             if copy.sensitive {
                 for (_, v) in &mut copy.params {
@@ -314,10 +359,16 @@ impl PveClient {
             rec.push(copy);
         }
         tracing::trace!(request = ?req, "PVE request");
-        let resp = rb.send().await.map_err(|e| ApiError::Transport(transport_message(&e)))?;
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| ApiError::Transport(transport_message(&e)))?;
         let status = resp.status();
         let reason = status.canonical_reason().map(str::to_owned);
-        let bytes = resp.bytes().await.map_err(|e| ApiError::Transport(transport_message(&e)))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ApiError::Transport(transport_message(&e)))?;
         let body: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
         if !status.is_success() {
             let mut message = body
@@ -341,16 +392,33 @@ impl PveClient {
                 .and_then(|e| e.as_object())
                 .map(|o| {
                     o.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().map(|s| s.trim().to_owned()).unwrap_or_else(|| v.to_string())))
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                v.as_str()
+                                    .map(|s| s.trim().to_owned())
+                                    .unwrap_or_else(|| v.to_string()),
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
-            return Err(ApiError::Http { status: status.as_u16(), message, errors });
+            return Err(ApiError::Http {
+                status: status.as_u16(),
+                message,
+                errors,
+            });
         }
         let Some(mut body) = body else {
-            return Err(ApiError::Decode(format!("{} {}: answer is not JSON", req.method, req.template)));
+            return Err(ApiError::Decode(format!(
+                "{} {}: answer is not JSON",
+                req.method, req.template
+            )));
         };
-        Ok(body.get_mut("data").map(serde_json::Value::take).unwrap_or(serde_json::Value::Null))
+        Ok(body
+            .get_mut("data")
+            .map(serde_json::Value::take)
+            .unwrap_or(serde_json::Value::Null))
     }
 }
 

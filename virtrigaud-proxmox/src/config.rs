@@ -32,24 +32,34 @@ pub enum Auth {
 impl Auth {
     /// API-token credentials.
     pub fn api_token(token_id: impl Into<String>, secret: impl Into<String>) -> Self {
-        Auth::ApiToken { token_id: token_id.into(), secret: SecretString::from(secret.into()) }
+        Auth::ApiToken {
+            token_id: token_id.into(),
+            secret: SecretString::from(secret.into()),
+        }
     }
 
     /// Password credentials.
     pub fn password(username: impl Into<String>, password: impl Into<String>) -> Self {
-        Auth::Password { username: username.into(), password: SecretString::from(password.into()) }
+        Auth::Password {
+            username: username.into(),
+            password: SecretString::from(password.into()),
+        }
     }
 }
 
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Auth::ApiToken { token_id, .. } => {
-                f.debug_struct("ApiToken").field("token_id", token_id).field("secret", &"[REDACTED]").finish()
-            }
-            Auth::Password { username, .. } => {
-                f.debug_struct("Password").field("username", username).field("password", &"[REDACTED]").finish()
-            }
+            Auth::ApiToken { token_id, .. } => f
+                .debug_struct("ApiToken")
+                .field("token_id", token_id)
+                .field("secret", &"[REDACTED]")
+                .finish(),
+            Auth::Password { username, .. } => f
+                .debug_struct("Password")
+                .field("username", username)
+                .field("password", &"[REDACTED]")
+                .finish(),
         }
     }
 }
@@ -163,6 +173,10 @@ impl ProxmoxConfig {
     /// The API base (`…/api2/json`, no trailing slash).
     pub(crate) fn api_base(&self) -> String {
         let base = self.url.trim_end_matches('/');
-        if base.ends_with("/api2/json") { base.to_owned() } else { format!("{base}/api2/json") }
+        if base.ends_with("/api2/json") {
+            base.to_owned()
+        } else {
+            format!("{base}/api2/json")
+        }
     }
 }

@@ -26,7 +26,10 @@ pub const PROVIDER: &str = "proxmox";
 /// Classifies PVE's error text (HTTP 500 messages and task exit statuses).
 pub fn classify_message(msg: &str) -> ErrorKind {
     let m = msg.to_ascii_lowercase();
-    if m.contains("vm is locked") || m.contains("can't lock file") || m.contains("checksum mismatch") {
+    if m.contains("vm is locked")
+        || m.contains("can't lock file")
+        || m.contains("checksum mismatch")
+    {
         ErrorKind::Conflict
     } else if m.contains("linked clone feature is not supported") {
         ErrorKind::InvalidSpec
@@ -47,7 +50,10 @@ pub fn classify_message(msg: &str) -> ErrorKind {
         || m.contains("if vm is a template")
     {
         ErrorKind::InvalidState
-    } else if m.contains("no quorum") || m.contains("no route to host") || m.contains("connection timed out") {
+    } else if m.contains("no quorum")
+        || m.contains("no route to host")
+        || m.contains("connection timed out")
+    {
         ErrorKind::Unavailable
     } else if m.contains("got timeout") {
         ErrorKind::Timeout
@@ -59,7 +65,9 @@ pub fn classify_message(msg: &str) -> ErrorKind {
 /// Maps an [`ApiError`] to a core error for `operation` on `resource`.
 pub fn to_core(err: ApiError, operation: &'static str, resource: &str) -> Error {
     let (kind, message) = match &err {
-        ApiError::Http { status, message, .. } => {
+        ApiError::Http {
+            status, message, ..
+        } => {
             let kind = match *status {
                 401 => ErrorKind::Unauthenticated,
                 403 => ErrorKind::PermissionDenied,
@@ -75,7 +83,10 @@ pub fn to_core(err: ApiError, operation: &'static str, resource: &str) -> Error 
                 401 => " (check the API token or password)",
                 _ => "",
             };
-            let hint = if message.to_ascii_lowercase().contains("linked clone feature is not supported") {
+            let hint = if message
+                .to_ascii_lowercase()
+                .contains("linked clone feature is not supported")
+            {
                 " (linked clones need a template as source: convert the source to a template or make a full clone)"
             } else {
                 hint
@@ -102,7 +113,11 @@ mod tests {
     use super::*;
 
     fn http(status: u16, msg: &str) -> ApiError {
-        ApiError::Http { status, message: msg.into(), errors: vec![] }
+        ApiError::Http {
+            status,
+            message: msg.into(),
+            errors: vec![],
+        }
     }
 
     #[test]
@@ -111,18 +126,49 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Conflict);
         assert!(e.is_retryable());
         assert_eq!(
-            to_core(http(500, "can't lock file '/var/lock/qemu-server/lock-100.conf' - got timeout"), "x", "r").kind(),
+            to_core(
+                http(
+                    500,
+                    "can't lock file '/var/lock/qemu-server/lock-100.conf' - got timeout"
+                ),
+                "x",
+                "r"
+            )
+            .kind(),
             ErrorKind::Conflict
         );
-        assert_eq!(to_core(http(595, "No route to host"), "x", "r").kind(), ErrorKind::Unavailable);
-        assert_eq!(to_core(http(401, "authentication failure"), "x", "r").kind(), ErrorKind::Unauthenticated);
-        assert_eq!(to_core(http(403, "Permission check failed"), "x", "r").kind(), ErrorKind::PermissionDenied);
         assert_eq!(
-            to_core(http(500, "Configuration file 'nodes/pve1/qemu-server/9.conf' does not exist"), "x", "r").kind(),
+            to_core(http(595, "No route to host"), "x", "r").kind(),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            to_core(http(401, "authentication failure"), "x", "r").kind(),
+            ErrorKind::Unauthenticated
+        );
+        assert_eq!(
+            to_core(http(403, "Permission check failed"), "x", "r").kind(),
+            ErrorKind::PermissionDenied
+        );
+        assert_eq!(
+            to_core(
+                http(
+                    500,
+                    "Configuration file 'nodes/pve1/qemu-server/9.conf' does not exist"
+                ),
+                "x",
+                "r"
+            )
+            .kind(),
             ErrorKind::NotFound
         );
-        assert_eq!(to_core(http(500, "VM 100 not running"), "x", "r").kind(), ErrorKind::InvalidState);
-        assert_eq!(to_core(http(500, "VM is paused - cannot shutdown"), "x", "r").kind(), ErrorKind::InvalidState);
+        assert_eq!(
+            to_core(http(500, "VM 100 not running"), "x", "r").kind(),
+            ErrorKind::InvalidState
+        );
+        assert_eq!(
+            to_core(http(500, "VM is paused - cannot shutdown"), "x", "r").kind(),
+            ErrorKind::InvalidState
+        );
         let task = ApiError::TaskFailed {
             upid: "UPID:pve1:1:1:1:qmstart:100:root@pam:".into(),
             task_type: "qmstart".into(),

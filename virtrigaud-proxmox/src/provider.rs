@@ -7,11 +7,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use virtrigaud_core::placement::{DatastoreInfo, HostInfo, Resources};
 use virtrigaud_core::{
-    AgentStatus, CloneOptions, CloneResult, Cloner, DeleteOptions, DeleteSnapshotOptions, DiskInfo, Error,
-    ErrorKind, Inventory, ListOptions, OffReason, PauseReason, PowerOffOptions, PowerState, Provider,
-    ProviderCapabilities, ReconfigureRequest, ReconfigureResult, Result, RevertOptions, ShutdownChannel,
-    ShutdownRequestOptions, SnapshotInfo, SnapshotOptions, Snapshotter, StartOptions, VmCapabilities,
-    VmCreateSpec, VmDescription, VmId,
+    AgentStatus, CloneOptions, CloneResult, Cloner, DeleteOptions, DeleteSnapshotOptions, DiskInfo,
+    Error, ErrorKind, Inventory, ListOptions, OffReason, PauseReason, PowerOffOptions, PowerState,
+    Provider, ProviderCapabilities, ReconfigureRequest, ReconfigureResult, Result, RevertOptions,
+    ShutdownChannel, ShutdownRequestOptions, SnapshotInfo, SnapshotOptions, Snapshotter,
+    StartOptions, VmCapabilities, VmCreateSpec, VmDescription, VmId,
 };
 
 use crate::client::{ApiError, PveClient};
@@ -19,7 +19,9 @@ use crate::config::ProxmoxConfig;
 use crate::error::{PROVIDER, to_core};
 use crate::request::{ApiRequest, api};
 use crate::task::{TaskOutcome, TaskWaiter, Upid};
-use crate::types::{ClusterVm, NodeEntry, PendingEntry, SnapshotEntry, TaskStatus, VmConfig, VmStatus};
+use crate::types::{
+    ClusterVm, NodeEntry, PendingEntry, SnapshotEntry, TaskStatus, VmConfig, VmStatus,
+};
 
 /// A VM address: `node/vmid` (the form of a Proxmox [`VmId`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -35,16 +37,23 @@ impl VmRef {
     pub fn parse(id: &VmId) -> Result<VmRef> {
         let s = id.as_str();
         let (node, vmid) = s.split_once('/').ok_or_else(|| {
-            Error::invalid_spec(format!("Proxmox VM ids look like `node/vmid`, got {s:?}")).with_provider(PROVIDER)
+            Error::invalid_spec(format!("Proxmox VM ids look like `node/vmid`, got {s:?}"))
+                .with_provider(PROVIDER)
         })?;
         let vmid: u32 = vmid.parse().map_err(|_| {
-            Error::invalid_spec(format!("Proxmox VM id {s:?}: {vmid:?} is not a number")).with_provider(PROVIDER)
+            Error::invalid_spec(format!("Proxmox VM id {s:?}: {vmid:?} is not a number"))
+                .with_provider(PROVIDER)
         })?;
         if node.is_empty() || node.contains('/') || vmid < 100 {
-            return Err(Error::invalid_spec(format!("Proxmox VM id {s:?} is not `node/vmid` with vmid >= 100"))
-                .with_provider(PROVIDER));
+            return Err(Error::invalid_spec(format!(
+                "Proxmox VM id {s:?} is not `node/vmid` with vmid >= 100"
+            ))
+            .with_provider(PROVIDER));
         }
-        Ok(VmRef { node: node.to_owned(), vmid })
+        Ok(VmRef {
+            node: node.to_owned(),
+            vmid,
+        })
     }
 
     /// The [`VmId`] `node/vmid`.
@@ -155,7 +164,11 @@ impl ProxmoxProvider {
 
     /// A provider with options.
     pub fn with_options(client: PveClient, options: ProviderOptions) -> Self {
-        ProxmoxProvider { client, options, last: Mutex::new(HashMap::new()) }
+        ProxmoxProvider {
+            client,
+            options,
+            last: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Builds the client from `config` and a provider over it.
@@ -170,7 +183,10 @@ impl ProxmoxProvider {
     }
 
     fn remember(&self, vm: &VmRef, action: Option<LastAction>) {
-        let mut map = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match action {
             Some(a) => map.insert(vm.clone(), a),
             None => map.remove(vm),
@@ -178,34 +194,58 @@ impl ProxmoxProvider {
     }
 
     fn last_action(&self, vm: &VmRef) -> Option<LastAction> {
-        self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(vm).cloned()
+        self.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(vm)
+            .cloned()
     }
 
     async fn status(&self, vm: &VmRef, op: &'static str) -> Result<VmStatus> {
-        self.client.call(&api::status_current(&vm.node, vm.vmid)).await.map_err(ctx(op, vm))
+        self.client
+            .call(&api::status_current(&vm.node, vm.vmid))
+            .await
+            .map_err(ctx(op, vm))
     }
 
     async fn config(&self, vm: &VmRef, op: &'static str) -> Result<VmConfig> {
-        self.client.call(&api::config(&vm.node, vm.vmid)).await.map_err(ctx(op, vm))
+        self.client
+            .call(&api::config(&vm.node, vm.vmid))
+            .await
+            .map_err(ctx(op, vm))
     }
 
     async fn pending(&self, vm: &VmRef, op: &'static str) -> Result<Vec<PendingEntry>> {
-        self.client.call(&api::pending(&vm.node, vm.vmid)).await.map_err(ctx(op, vm))
+        self.client
+            .call(&api::pending(&vm.node, vm.vmid))
+            .await
+            .map_err(ctx(op, vm))
     }
 
     /// Sends a request whose answer is a UPID and waits for the task.
-    async fn run_task(&self, req: &ApiRequest, op: &'static str, vm: &VmRef) -> Result<TaskOutcome> {
+    async fn run_task(
+        &self,
+        req: &ApiRequest,
+        op: &'static str,
+        vm: &VmRef,
+    ) -> Result<TaskOutcome> {
         let upid = self.start_task(req, op, vm).await?;
-        TaskWaiter::new(&self.client).wait(&upid).await.map_err(ctx(op, vm))
+        TaskWaiter::new(&self.client)
+            .wait(&upid)
+            .await
+            .map_err(ctx(op, vm))
     }
 
     async fn start_task(&self, req: &ApiRequest, op: &'static str, vm: &VmRef) -> Result<Upid> {
         let data: serde_json::Value = self.client.send(req).await.map_err(ctx(op, vm))?;
         data.as_str().and_then(Upid::parse).ok_or_else(|| {
-            Error::internal(format!("{} {}: expected a UPID, got {data}", req.method, req.template))
-                .with_provider(PROVIDER)
-                .with_operation(op)
-                .with_resource(format!("{}/{}", vm.node, vm.vmid))
+            Error::internal(format!(
+                "{} {}: expected a UPID, got {data}",
+                req.method, req.template
+            ))
+            .with_provider(PROVIDER)
+            .with_operation(op)
+            .with_resource(format!("{}/{}", vm.node, vm.vmid))
         })
     }
 
@@ -216,11 +256,20 @@ impl ProxmoxProvider {
             #[serde(default)]
             version: String,
         }
-        let v: Version = self.client.call(&api::version()).await.map_err(|e| to_core(e, "node_capabilities", node))?;
-        let nodes: Vec<NodeEntry> =
-            self.client.call(&api::nodes()).await.map_err(|e| to_core(e, "node_capabilities", node))?;
+        let v: Version = self
+            .client
+            .call(&api::version())
+            .await
+            .map_err(|e| to_core(e, "node_capabilities", node))?;
+        let nodes: Vec<NodeEntry> = self
+            .client
+            .call(&api::nodes())
+            .await
+            .map_err(|e| to_core(e, "node_capabilities", node))?;
         let entry = nodes.into_iter().find(|n| n.node == node).ok_or_else(|| {
-            Error::not_found(format!("no PVE node {node:?}")).with_provider(PROVIDER).with_operation("node_capabilities")
+            Error::not_found(format!("no PVE node {node:?}"))
+                .with_provider(PROVIDER)
+                .with_operation("node_capabilities")
         })?;
         let mut parts = v.version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
         let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
@@ -241,8 +290,10 @@ impl ProxmoxProvider {
         match status.qmpstatus.as_deref().unwrap_or("running") {
             "paused" => PowerState::Paused(PauseReason::User),
             "suspended" => PowerState::Paused(PauseReason::Unknown),
-            "io-error" | "inmigrate" | "postmigrate" | "finish-migrate" | "save-vm" | "restore-vm"
-            | "watchdog" | "debug" | "colo" => PowerState::Paused(PauseReason::Hypervisor),
+            "io-error" | "inmigrate" | "postmigrate" | "finish-migrate" | "save-vm"
+            | "restore-vm" | "watchdog" | "debug" | "colo" => {
+                PowerState::Paused(PauseReason::Hypervisor)
+            }
             "prelaunch" => PowerState::Starting,
             "internal-error" | "guest-panicked" => PowerState::Crashed,
             "shutdown" => PowerState::ShuttingDown,
@@ -256,11 +307,15 @@ impl ProxmoxProvider {
     async fn stop(&self, vm: &VmRef) -> Result<()> {
         let req = api::stop(&vm.node, vm.vmid, self.options.overrule_shutdown);
         match self.run_task(&req, "power_off", vm).await {
-            Err(e) if self.options.overrule_shutdown && e.kind() == ErrorKind::InvalidSpec
-                && e.message().contains("overrule-shutdown") =>
+            Err(e)
+                if self.options.overrule_shutdown
+                    && e.kind() == ErrorKind::InvalidSpec
+                    && e.message().contains("overrule-shutdown") =>
             {
                 // PVE before 8.1: no overrule-shutdown parameter.
-                self.run_task(&api::stop(&vm.node, vm.vmid, false), "power_off", vm).await.map(|_| ())
+                self.run_task(&api::stop(&vm.node, vm.vmid, false), "power_off", vm)
+                    .await
+                    .map(|_| ())
             }
             other => other.map(|_| ()),
         }
@@ -268,7 +323,10 @@ impl ProxmoxProvider {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[async_trait]
@@ -286,7 +344,12 @@ impl Provider for ProxmoxProvider {
         c.linked_clones = true;
         c.full_clones = true;
         c.supported_disk_types = vec!["raw".into(), "qcow2".into(), "vmdk".into()];
-        c.supported_network_types = vec!["virtio".into(), "e1000".into(), "vmxnet3".into(), "rtl8139".into()];
+        c.supported_network_types = vec![
+            "virtio".into(),
+            "e1000".into(),
+            "vmxnet3".into(),
+            "rtl8139".into(),
+        ];
         c.acpi_shutdown = true;
         c.agent_shutdown = true;
         c.repeatable_shutdown_signal = false;
@@ -305,7 +368,10 @@ impl Provider for ProxmoxProvider {
         let r = VmRef::parse(vm)?;
         let status = self.status(&r, "vm_capabilities").await?;
         let cfg = self.config(&r, "vm_capabilities").await?;
-        let hotplug = cfg.get("hotplug").unwrap_or("network,disk,usb").to_ascii_lowercase();
+        let hotplug = cfg
+            .get("hotplug")
+            .unwrap_or("network,disk,usb")
+            .to_ascii_lowercase();
         let hot = |what: &str| hotplug == "1" || hotplug.split(',').any(|h| h.trim() == what);
         let numa = cfg.get_u64("numa").unwrap_or(0) == 1;
         let sockets = cfg.get_u64("sockets").unwrap_or(1);
@@ -314,7 +380,11 @@ impl Provider for ProxmoxProvider {
         c.agent_configured = cfg.agent_enabled();
         c.agent_connected = None;
         c.cpu_hot_add = hot("cpu");
-        c.max_live_vcpus = if hot("cpu") { (sockets * cores) as u32 } else { 0 };
+        c.max_live_vcpus = if hot("cpu") {
+            (sockets * cores) as u32
+        } else {
+            0
+        };
         c.memory_hot_add = hot("memory") && numa;
         c.disk_grow_online = true;
         c.snapshot_memory = status.status == "running";
@@ -328,7 +398,9 @@ impl Provider for ProxmoxProvider {
         let status = self.status(&r, "power_state").await?;
         let state = Self::power_state_of(&status);
         match (state, self.last_action(&r)) {
-            (PowerState::Off(_), Some(LastAction::Stop)) => Ok(PowerState::Off(OffReason::Destroyed)),
+            (PowerState::Off(_), Some(LastAction::Stop)) => {
+                Ok(PowerState::Off(OffReason::Destroyed))
+            }
             (PowerState::Off(_), Some(LastAction::Shutdown(_) | LastAction::AcpiPress)) => {
                 Ok(PowerState::Off(OffReason::GuestShutdown))
             }
@@ -357,20 +429,26 @@ impl Provider for ProxmoxProvider {
     async fn start(&self, vm: &VmId, opts: &StartOptions) -> Result<()> {
         let r = VmRef::parse(vm)?;
         if opts.paused {
-            return Err(Error::unsupported("start paused").with_provider(PROVIDER).with_resource(vm.to_string()));
+            return Err(Error::unsupported("start paused")
+                .with_provider(PROVIDER)
+                .with_resource(vm.to_string()));
         }
         self.remember(&r, None);
-        self.run_task(&api::start(&r.node, r.vmid), "start", &r).await.map(|_| ())
+        self.run_task(&api::start(&r.node, r.vmid), "start", &r)
+            .await
+            .map(|_| ())
     }
 
     async fn power_off(&self, vm: &VmId, _opts: &PowerOffOptions) -> Result<()> {
         let r = VmRef::parse(vm)?;
         let status = self.status(&r, "power_off").await?;
         if status.status != "running" {
-            return Err(Error::invalid_state(format!("VM {} is already stopped", r.vmid))
-                .with_provider(PROVIDER)
-                .with_operation("power_off")
-                .with_resource(vm.to_string()));
+            return Err(
+                Error::invalid_state(format!("VM {} is already stopped", r.vmid))
+                    .with_provider(PROVIDER)
+                    .with_operation("power_off")
+                    .with_resource(vm.to_string()),
+            );
         }
         self.stop(&r).await?;
         self.remember(&r, Some(LastAction::Stop));
@@ -382,9 +460,11 @@ impl Provider for ProxmoxProvider {
         match self.client.send(&api::agent_ping(&r.node, r.vmid)).await {
             Ok(_) => Ok(AgentStatus::Connected),
             // "No QEMU guest agent configured", "QEMU guest agent is not running", "… got timeout".
-            Err(ApiError::Http { status: 500, message, .. })
-                if !message.contains("does not exist") && !message.contains("lock") =>
-            {
+            Err(ApiError::Http {
+                status: 500,
+                message,
+                ..
+            }) if !message.contains("does not exist") && !message.contains("lock") => {
                 tracing::debug!(vm = %vm, %message, "guest agent not connected");
                 Ok(AgentStatus::NotConnected)
             }
@@ -401,10 +481,18 @@ impl Provider for ProxmoxProvider {
         let r = VmRef::parse(vm)?;
         let status = self.status(&r, "request_shutdown").await?;
         let fail = |kind: ErrorKind, msg: String| {
-            Err(Error::new(kind, msg).with_provider(PROVIDER).with_operation("request_shutdown").with_resource(vm.to_string()))
+            Err(Error::new(kind, msg)
+                .with_provider(PROVIDER)
+                .with_operation("request_shutdown")
+                .with_resource(vm.to_string()))
         };
         match Self::power_state_of(&status) {
-            PowerState::Off(_) => return fail(ErrorKind::InvalidState, format!("VM {} is not running", r.vmid)),
+            PowerState::Off(_) => {
+                return fail(
+                    ErrorKind::InvalidState,
+                    format!("VM {} is not running", r.vmid),
+                );
+            }
             PowerState::Paused(_) => {
                 return fail(
                     ErrorKind::InvalidState,
@@ -422,7 +510,10 @@ impl Provider for ProxmoxProvider {
             ShutdownChannel::Agent if !agent => {
                 return fail(
                     ErrorKind::Unsupported,
-                    format!("VM {} has no guest agent enabled in its config (`agent: 1`)", r.vmid),
+                    format!(
+                        "VM {} has no guest agent enabled in its config (`agent: 1`)",
+                        r.vmid
+                    ),
                 );
             }
             ShutdownChannel::Acpi if agent => {
@@ -444,7 +535,11 @@ impl Provider for ProxmoxProvider {
             None => (None, false),
         };
         let upid = self
-            .start_task(&api::shutdown(&r.node, r.vmid, timeout, force), "request_shutdown", &r)
+            .start_task(
+                &api::shutdown(&r.node, r.vmid, timeout, force),
+                "request_shutdown",
+                &r,
+            )
             .await?;
         tracing::debug!(vm = %vm, %upid, ?timeout, force, %channel, "PVE shutdown requested");
         self.remember(&r, Some(LastAction::Shutdown(upid)));
@@ -453,34 +548,55 @@ impl Provider for ProxmoxProvider {
 
     async fn reset(&self, vm: &VmId) -> Result<()> {
         let r = VmRef::parse(vm)?;
-        self.run_task(&api::reset(&r.node, r.vmid), "reset", &r).await.map(|_| ())
+        self.run_task(&api::reset(&r.node, r.vmid), "reset", &r)
+            .await
+            .map(|_| ())
     }
 
     async fn reboot(&self, vm: &VmId, _channel: ShutdownChannel) -> Result<()> {
         // PVE picks agent or ACPI for reboot from the VM's `agent` option, as for shutdown.
         let r = VmRef::parse(vm)?;
-        self.start_task(&api::reboot(&r.node, r.vmid, None), "reboot", &r).await.map(|_| ())
+        self.start_task(&api::reboot(&r.node, r.vmid, None), "reboot", &r)
+            .await
+            .map(|_| ())
     }
 
     async fn pause(&self, vm: &VmId) -> Result<()> {
         let r = VmRef::parse(vm)?;
-        self.run_task(&api::suspend(&r.node, r.vmid), "pause", &r).await.map(|_| ())
+        self.run_task(&api::suspend(&r.node, r.vmid), "pause", &r)
+            .await
+            .map(|_| ())
     }
 
     async fn resume(&self, vm: &VmId) -> Result<()> {
         let r = VmRef::parse(vm)?;
-        self.run_task(&api::resume(&r.node, r.vmid), "resume", &r).await.map(|_| ())
+        self.run_task(&api::resume(&r.node, r.vmid), "resume", &r)
+            .await
+            .map(|_| ())
     }
 
     async fn create(&self, spec: &VmCreateSpec) -> Result<VmId> {
-        let node = match spec.placement.clone().or_else(|| self.options.default_node.clone()) {
+        let node = match spec
+            .placement
+            .clone()
+            .or_else(|| self.options.default_node.clone())
+        {
             Some(n) => n,
             None => {
-                let nodes: Vec<NodeEntry> =
-                    self.client.call(&api::nodes()).await.map_err(|e| to_core(e, "create", &spec.name))?;
-                nodes.into_iter().find(|n| n.status == "online").map(|n| n.node).ok_or_else(|| {
-                    Error::unavailable("no online PVE node").with_provider(PROVIDER).with_operation("create")
-                })?
+                let nodes: Vec<NodeEntry> = self
+                    .client
+                    .call(&api::nodes())
+                    .await
+                    .map_err(|e| to_core(e, "create", &spec.name))?;
+                nodes
+                    .into_iter()
+                    .find(|n| n.status == "online")
+                    .map(|n| n.node)
+                    .ok_or_else(|| {
+                        Error::unavailable("no online PVE node")
+                            .with_provider(PROVIDER)
+                            .with_operation("create")
+                    })?
             }
         };
         let mut config: Vec<(String, String)> = vec![
@@ -489,25 +605,51 @@ impl Provider for ProxmoxProvider {
             ("memory".into(), spec.memory_mib.max(16).to_string()),
         ];
         for (i, d) in spec.disks.iter().enumerate() {
-            let storage = d.disk_type.as_deref().map_or(self.options.default_storage.as_str(), |_| {
-                self.options.default_storage.as_str()
-            });
-            config.push((format!("scsi{i}"), format!("{storage}:{}", d.size_gib.max(1))));
+            let storage = d
+                .disk_type
+                .as_deref()
+                .map_or(self.options.default_storage.as_str(), |_| {
+                    self.options.default_storage.as_str()
+                });
+            config.push((
+                format!("scsi{i}"),
+                format!("{storage}:{}", d.size_gib.max(1)),
+            ));
         }
         for (i, n) in spec.networks.iter().enumerate() {
-            config.push((format!("net{i}"), format!("{},bridge={}", n.model.as_deref().unwrap_or("virtio"), n.network)));
+            config.push((
+                format!("net{i}"),
+                format!(
+                    "{},bridge={}",
+                    n.model.as_deref().unwrap_or("virtio"),
+                    n.network
+                ),
+            ));
         }
         if !spec.labels.is_empty() {
             config.push(("tags".into(), labels_to_tags(&spec.labels)));
         }
         for attempt in 0..3 {
-            let id: serde_json::Value =
-                self.client.send(&api::next_id()).await.map_err(|e| to_core(e, "create", &spec.name))?;
+            let id: serde_json::Value = self
+                .client
+                .send(&api::next_id())
+                .await
+                .map_err(|e| to_core(e, "create", &spec.name))?;
             let vmid: u32 = crate::types::lenient_u32(&id).ok_or_else(|| {
                 Error::internal(format!("cluster/nextid answered {id}")).with_provider(PROVIDER)
             })?;
-            let r = VmRef { node: node.clone(), vmid };
-            match self.run_task(&api::create(&node, vmid, &config, spec.power_on), "create", &r).await {
+            let r = VmRef {
+                node: node.clone(),
+                vmid,
+            };
+            match self
+                .run_task(
+                    &api::create(&node, vmid, &config, spec.power_on),
+                    "create",
+                    &r,
+                )
+                .await
+            {
                 Ok(_) => return Ok(r.to_vm_id()),
                 Err(e) if e.kind() == ErrorKind::AlreadyExists && attempt < 2 => continue,
                 Err(e) => return Err(e),
@@ -518,12 +660,17 @@ impl Provider for ProxmoxProvider {
 
     async fn delete(&self, vm: &VmId, _opts: &DeleteOptions) -> Result<()> {
         let r = VmRef::parse(vm)?;
-        self.run_task(&api::destroy(&r.node, r.vmid, true), "delete", &r).await?;
+        self.run_task(&api::destroy(&r.node, r.vmid, true), "delete", &r)
+            .await?;
         self.remember(&r, None);
         Ok(())
     }
 
-    async fn reconfigure(&self, vm: &VmId, change: &ReconfigureRequest) -> Result<ReconfigureResult> {
+    async fn reconfigure(
+        &self,
+        vm: &VmId,
+        change: &ReconfigureRequest,
+    ) -> Result<ReconfigureResult> {
         let r = VmRef::parse(vm)?;
         let cfg = self.config(&r, "reconfigure").await?;
         let mut notes = Vec::new();
@@ -531,11 +678,14 @@ impl Provider for ProxmoxProvider {
         let disks = cfg.disks();
         let mut resizes = Vec::new();
         for d in &change.disks {
-            let Some((key, _, size)) = disks.iter().find(|(k, v, _)| *k == d.name || *v == d.name) else {
-                return Err(Error::not_found(format!("VM {} has no disk {:?}", r.vmid, d.name))
-                    .with_provider(PROVIDER)
-                    .with_operation("reconfigure")
-                    .with_resource(vm.to_string()));
+            let Some((key, _, size)) = disks.iter().find(|(k, v, _)| *k == d.name || *v == d.name)
+            else {
+                return Err(
+                    Error::not_found(format!("VM {} has no disk {:?}", r.vmid, d.name))
+                        .with_provider(PROVIDER)
+                        .with_operation("reconfigure")
+                        .with_resource(vm.to_string()),
+                );
             };
             if d.size_gib < *size {
                 return Err(Error::invalid_spec(format!(
@@ -566,7 +716,12 @@ impl Provider for ProxmoxProvider {
             // The digest makes PVE refuse the change if someone else changed the config since
             // we read it ("checksum mismatch" → Conflict).
             self.client
-                .send(&api::update_config(&r.node, r.vmid, digest.as_deref(), &changes))
+                .send(&api::update_config(
+                    &r.node,
+                    r.vmid,
+                    digest.as_deref(),
+                    &changes,
+                ))
                 .await
                 .map_err(ctx("reconfigure", &r))?;
             digest = None;
@@ -575,19 +730,36 @@ impl Provider for ProxmoxProvider {
         for (key, gib) in &resizes {
             let data = self
                 .client
-                .send(&api::resize(&r.node, r.vmid, key, &format!("{gib}G"), digest.as_deref()))
+                .send(&api::resize(
+                    &r.node,
+                    r.vmid,
+                    key,
+                    &format!("{gib}G"),
+                    digest.as_deref(),
+                ))
                 .await
                 .map_err(ctx("reconfigure", &r))?;
             if let Some(upid) = data.as_str().and_then(Upid::parse) {
-                TaskWaiter::new(&self.client).wait(&upid).await.map_err(ctx("reconfigure", &r))?;
+                TaskWaiter::new(&self.client)
+                    .wait(&upid)
+                    .await
+                    .map_err(ctx("reconfigure", &r))?;
             }
             digest = None;
             notes.push(format!("{key} grown to {gib}G"));
         }
-        let pending: Vec<String> =
-            self.pending(&r, "reconfigure").await?.into_iter().filter(PendingEntry::is_pending).map(|p| p.key).collect();
+        let pending: Vec<String> = self
+            .pending(&r, "reconfigure")
+            .await?
+            .into_iter()
+            .filter(PendingEntry::is_pending)
+            .map(|p| p.key)
+            .collect();
         let touched: Vec<&str> = changes.iter().map(|(k, _)| *k).collect();
-        let pending_touched: Vec<&String> = pending.iter().filter(|k| touched.contains(&k.as_str())).collect();
+        let pending_touched: Vec<&String> = pending
+            .iter()
+            .filter(|k| touched.contains(&k.as_str()))
+            .collect();
         let mut result = ReconfigureResult::default();
         result.needs_power_cycle = !pending_touched.is_empty();
         result.applied_live = !changes.is_empty() || !resizes.is_empty();
@@ -595,7 +767,11 @@ impl Provider for ProxmoxProvider {
             result.applied_live = pending_touched.len() < touched.len() || !resizes.is_empty();
             notes.push(format!(
                 "pending until the next power cycle: {}",
-                pending_touched.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                pending_touched
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         result.notes = notes;
@@ -607,11 +783,18 @@ impl Provider for ProxmoxProvider {
         let state = self.power_state(vm).await?;
         let cfg = self.config(&r, "describe").await?;
         let pending = self.pending(&r, "describe").await?;
-        let name = cfg.get("name").map(str::to_owned).unwrap_or_else(|| format!("VM {}", r.vmid));
+        let name = cfg
+            .get("name")
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("VM {}", r.vmid));
         let mut d = VmDescription::new(r.to_vm_id(), name, state);
         d.cpu = (cfg.get_u64("cores").unwrap_or(1) * cfg.get_u64("sockets").unwrap_or(1)) as u32;
         d.memory_mib = cfg.get_u64("memory").unwrap_or(512);
-        d.disks = cfg.disks().into_iter().map(|(k, _, s)| DiskInfo::new(k, s)).collect();
+        d.disks = cfg
+            .disks()
+            .into_iter()
+            .map(|(k, _, s)| DiskInfo::new(k, s))
+            .collect();
         d.labels = tags_to_labels(cfg.get("tags"));
         d.host = Some(r.node.clone());
         d.pending_power_cycle = pending.iter().any(PendingEntry::is_pending);
@@ -619,7 +802,11 @@ impl Provider for ProxmoxProvider {
     }
 
     async fn list_vms(&self, opts: &ListOptions) -> Result<Vec<VmDescription>> {
-        let vms: Vec<ClusterVm> = self.client.call(&api::cluster_vms()).await.map_err(|e| to_core(e, "list_vms", ""))?;
+        let vms: Vec<ClusterVm> = self
+            .client
+            .call(&api::cluster_vms())
+            .await
+            .map_err(|e| to_core(e, "list_vms", ""))?;
         let mut out = Vec::new();
         for v in vms {
             let Some(vmid) = v.vmid else { continue };
@@ -627,7 +814,11 @@ impl Provider for ProxmoxProvider {
                 continue;
             }
             let labels = tags_to_labels(v.tags.as_deref());
-            if !opts.labels.iter().all(|(k, val)| labels.get(k) == Some(val)) {
+            if !opts
+                .labels
+                .iter()
+                .all(|(k, val)| labels.get(k) == Some(val))
+            {
                 continue;
             }
             let state = match v.status.as_str() {
@@ -647,8 +838,16 @@ impl Provider for ProxmoxProvider {
     }
 
     async fn inventory(&self) -> Result<Inventory> {
-        let nodes: Vec<NodeEntry> = self.client.call(&api::nodes()).await.map_err(|e| to_core(e, "inventory", ""))?;
-        let vms: Vec<ClusterVm> = self.client.call(&api::cluster_vms()).await.map_err(|e| to_core(e, "inventory", ""))?;
+        let nodes: Vec<NodeEntry> = self
+            .client
+            .call(&api::nodes())
+            .await
+            .map_err(|e| to_core(e, "inventory", ""))?;
+        let vms: Vec<ClusterVm> = self
+            .client
+            .call(&api::cluster_vms())
+            .await
+            .map_err(|e| to_core(e, "inventory", ""))?;
         #[derive(serde::Deserialize)]
         struct Store {
             #[serde(default)]
@@ -660,29 +859,47 @@ impl Provider for ProxmoxProvider {
             #[serde(default, deserialize_with = "crate::types::lenient::opt_u64")]
             disk: Option<u64>,
         }
-        let stores: Vec<Store> =
-            self.client.call(&api::cluster_storage()).await.map_err(|e| to_core(e, "inventory", ""))?;
+        let stores: Vec<Store> = self
+            .client
+            .call(&api::cluster_storage())
+            .await
+            .map_err(|e| to_core(e, "inventory", ""))?;
         let mut inv = Inventory::default();
         for n in nodes.into_iter().filter(|n| n.status == "online") {
             let mut h = HostInfo::new(
                 n.node.clone(),
                 Resources::new(n.maxcpu.unwrap_or(0), n.maxmem.unwrap_or(0) / (1024 * 1024)),
             );
-            let mine: Vec<&ClusterVm> = vms.iter().filter(|v| v.node == n.node && v.status == "running").collect();
+            let mine: Vec<&ClusterVm> = vms
+                .iter()
+                .filter(|v| v.node == n.node && v.status == "running")
+                .collect();
             h.allocated = Resources::new(
                 mine.iter().map(|v| v.maxcpu.unwrap_or(0)).sum(),
                 mine.iter().map(|v| v.maxmem.unwrap_or(0)).sum::<u64>() / (1024 * 1024),
             );
-            h.vms = vms.iter().filter(|v| v.node == n.node).filter_map(|v| v.name.clone()).collect();
-            h.datastores = stores.iter().filter(|s| s.node == n.node).map(|s| s.storage.clone()).collect();
+            h.vms = vms
+                .iter()
+                .filter(|v| v.node == n.node)
+                .filter_map(|v| v.name.clone())
+                .collect();
+            h.datastores = stores
+                .iter()
+                .filter(|s| s.node == n.node)
+                .map(|s| s.storage.clone())
+                .collect();
             inv.hosts.push(h);
         }
         let mut seen = BTreeMap::new();
         for s in stores {
-            let free = s.maxdisk.unwrap_or(0).saturating_sub(s.disk.unwrap_or(0)) / (1024 * 1024 * 1024);
+            let free =
+                s.maxdisk.unwrap_or(0).saturating_sub(s.disk.unwrap_or(0)) / (1024 * 1024 * 1024);
             seen.entry(s.storage).or_insert(free);
         }
-        inv.datastores = seen.into_iter().map(|(n, f)| DatastoreInfo::new(n, f)).collect();
+        inv.datastores = seen
+            .into_iter()
+            .map(|(n, f)| DatastoreInfo::new(n, f))
+            .collect();
         Ok(inv)
     }
 
@@ -701,12 +918,24 @@ fn labels_to_tags(labels: &BTreeMap<String, String>) -> String {
     let clean = |s: &str| -> String {
         s.to_ascii_lowercase()
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '.') { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect()
     };
     labels
         .iter()
-        .map(|(k, v)| if v.is_empty() { clean(k) } else { format!("{}-{}", clean(k), clean(v)) })
+        .map(|(k, v)| {
+            if v.is_empty() {
+                clean(k)
+            } else {
+                format!("{}-{}", clean(k), clean(v))
+            }
+        })
         .collect::<Vec<_>>()
         .join(";")
 }
@@ -727,8 +956,15 @@ impl Snapshotter for ProxmoxProvider {
     async fn create_snapshot(&self, vm: &VmId, opts: &SnapshotOptions) -> Result<SnapshotInfo> {
         let r = VmRef::parse(vm)?;
         let valid = opts.name.len() >= 2
-            && opts.name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-            && opts.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            && opts
+                .name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic())
+            && opts
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !valid || opts.name.len() > 40 {
             return Err(Error::invalid_spec(format!(
                 "PVE snapshot names are 2-40 characters [A-Za-z0-9_-] starting with a letter: {:?}",
@@ -737,11 +973,21 @@ impl Snapshotter for ProxmoxProvider {
             .with_provider(PROVIDER)
             .with_operation("snapshot_create"));
         }
-        let running = if opts.memory { self.status(&r, "snapshot_create").await?.status == "running" } else { false };
+        let running = if opts.memory {
+            self.status(&r, "snapshot_create").await?.status == "running"
+        } else {
+            false
+        };
         if opts.memory && !running {
             tracing::debug!(vm = %vm, "memory snapshot of a stopped VM: disk-only");
         }
-        let req = api::snapshot(&r.node, r.vmid, &opts.name, opts.description.as_deref(), opts.memory && running);
+        let req = api::snapshot(
+            &r.node,
+            r.vmid,
+            &opts.name,
+            opts.description.as_deref(),
+            opts.memory && running,
+        );
         self.run_task(&req, "snapshot_create", &r).await?;
         let mut info = SnapshotInfo::new(opts.name.clone(), opts.name.clone());
         info.description = opts.description.clone();
@@ -753,8 +999,11 @@ impl Snapshotter for ProxmoxProvider {
 
     async fn list_snapshots(&self, vm: &VmId) -> Result<Vec<SnapshotInfo>> {
         let r = VmRef::parse(vm)?;
-        let list: Vec<SnapshotEntry> =
-            self.client.call(&api::snapshots(&r.node, r.vmid)).await.map_err(ctx("snapshot_list", &r))?;
+        let list: Vec<SnapshotEntry> = self
+            .client
+            .call(&api::snapshots(&r.node, r.vmid))
+            .await
+            .map_err(ctx("snapshot_list", &r))?;
         Ok(list
             .into_iter()
             .filter(|s| s.name != "current")
@@ -771,17 +1020,33 @@ impl Snapshotter for ProxmoxProvider {
 
     async fn revert_snapshot(&self, vm: &VmId, snapshot: &str, opts: &RevertOptions) -> Result<()> {
         let r = VmRef::parse(vm)?;
-        self.run_task(&api::rollback(&r.node, r.vmid, snapshot, opts.start), "snapshot_revert", &r).await?;
+        self.run_task(
+            &api::rollback(&r.node, r.vmid, snapshot, opts.start),
+            "snapshot_revert",
+            &r,
+        )
+        .await?;
         self.remember(&r, None);
         Ok(())
     }
 
-    async fn delete_snapshot(&self, vm: &VmId, snapshot: &str, opts: &DeleteSnapshotOptions) -> Result<()> {
+    async fn delete_snapshot(
+        &self,
+        vm: &VmId,
+        snapshot: &str,
+        opts: &DeleteSnapshotOptions,
+    ) -> Result<()> {
         let r = VmRef::parse(vm)?;
         if opts.children {
             return Err(Error::unsupported("delete snapshot with children").with_provider(PROVIDER));
         }
-        self.run_task(&api::delete_snapshot(&r.node, r.vmid, snapshot), "snapshot_delete", &r).await.map(|_| ())
+        self.run_task(
+            &api::delete_snapshot(&r.node, r.vmid, snapshot),
+            "snapshot_delete",
+            &r,
+        )
+        .await
+        .map(|_| ())
     }
 }
 
@@ -790,13 +1055,19 @@ impl Cloner for ProxmoxProvider {
     async fn clone_vm(&self, source: &VmId, opts: &CloneOptions) -> Result<CloneResult> {
         let src = VmRef::parse(source)?;
         if opts.customization.as_ref().is_some_and(|c| !c.is_empty()) {
-            return Err(Error::unsupported("clone customization").with_provider(PROVIDER).with_resource(source.to_string()));
+            return Err(Error::unsupported("clone customization")
+                .with_provider(PROVIDER)
+                .with_resource(source.to_string()));
         }
         for attempt in 0..3 {
-            let id: serde_json::Value =
-                self.client.send(&api::next_id()).await.map_err(ctx("clone", &src))?;
-            let newid = crate::types::lenient_u32(&id)
-                .ok_or_else(|| Error::internal(format!("cluster/nextid answered {id}")).with_provider(PROVIDER))?;
+            let id: serde_json::Value = self
+                .client
+                .send(&api::next_id())
+                .await
+                .map_err(ctx("clone", &src))?;
+            let newid = crate::types::lenient_u32(&id).ok_or_else(|| {
+                Error::internal(format!("cluster/nextid answered {id}")).with_provider(PROVIDER)
+            })?;
             let target = opts.placement.as_deref().filter(|p| *p != src.node);
             let req = api::clone(
                 &src.node,
@@ -807,7 +1078,10 @@ impl Cloner for ProxmoxProvider {
                 opts.snapshot.as_deref(),
                 target,
             );
-            let new = VmRef { node: target.unwrap_or(&src.node).to_owned(), vmid: newid };
+            let new = VmRef {
+                node: target.unwrap_or(&src.node).to_owned(),
+                vmid: newid,
+            };
             match self.run_task(&req, "clone", &src).await {
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::AlreadyExists && attempt < 2 => continue,
@@ -816,7 +1090,9 @@ impl Cloner for ProxmoxProvider {
                     if e.kind() != ErrorKind::AlreadyExists
                         && self.status(&new, "clone").await.is_ok()
                     {
-                        let _ = self.run_task(&api::destroy(&new.node, new.vmid, true), "clone", &new).await;
+                        let _ = self
+                            .run_task(&api::destroy(&new.node, new.vmid, true), "clone", &new)
+                            .await;
                     }
                     return Err(e);
                 }

@@ -11,7 +11,11 @@ use std::fmt;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// Characters escaped in a path segment (everything but unreserved characters).
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// HTTP method of a PVE API call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,7 +85,13 @@ impl fmt::Debug for ApiRequest {
 impl ApiRequest {
     /// A request for `template` with no parameters yet.
     pub fn new(method: Method, template: &'static str) -> Self {
-        ApiRequest { method, template, path_params: Vec::new(), params: Vec::new(), sensitive: false }
+        ApiRequest {
+            method,
+            template,
+            path_params: Vec::new(),
+            params: Vec::new(),
+            sensitive: false,
+        }
     }
 
     /// Binds a path placeholder.
@@ -111,7 +121,10 @@ impl ApiRequest {
 
     /// The value of parameter `name`, if set.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The concrete path (relative to `/api2/json`), placeholders filled and percent-encoded.
@@ -120,7 +133,9 @@ impl ApiRequest {
         let mut rest = self.template;
         while let Some(open) = rest.find('{') {
             out.push_str(&rest[..open]);
-            let Some(close) = rest[open..].find('}') else { break };
+            let Some(close) = rest[open..].find('}') else {
+                break;
+            };
             let name = &rest[open + 1..open + close];
             let value = self
                 .path_params
@@ -146,7 +161,9 @@ pub mod api {
     use super::{ApiRequest, Method};
 
     fn vm(method: Method, template: &'static str, node: &str, vmid: u32) -> ApiRequest {
-        ApiRequest::new(method, template).path_param("node", node).path_param("vmid", vmid)
+        ApiRequest::new(method, template)
+            .path_param("node", node)
+            .path_param("vmid", vmid)
     }
 
     /// `POST /access/ticket`: password login (values never logged).
@@ -207,57 +224,118 @@ pub mod api {
 
     /// `GET /nodes/{node}/qemu/{vmid}/status/current`.
     pub fn status_current(node: &str, vmid: u32) -> ApiRequest {
-        vm(Method::Get, "/nodes/{node}/qemu/{vmid}/status/current", node, vmid)
+        vm(
+            Method::Get,
+            "/nodes/{node}/qemu/{vmid}/status/current",
+            node,
+            vmid,
+        )
     }
 
     /// `POST /nodes/{node}/qemu/{vmid}/status/start`.
     pub fn start(node: &str, vmid: u32) -> ApiRequest {
-        vm(Method::Post, "/nodes/{node}/qemu/{vmid}/status/start", node, vmid)
+        vm(
+            Method::Post,
+            "/nodes/{node}/qemu/{vmid}/status/start",
+            node,
+            vmid,
+        )
     }
 
     /// `POST /nodes/{node}/qemu/{vmid}/status/stop` (hard). `overrule_shutdown` aborts a
     /// running `qmshutdown` task first (PVE 8.1+).
     pub fn stop(node: &str, vmid: u32, overrule_shutdown: bool) -> ApiRequest {
-        let r = vm(Method::Post, "/nodes/{node}/qemu/{vmid}/status/stop", node, vmid);
-        if overrule_shutdown { r.bool_param("overrule-shutdown", true) } else { r }
+        let r = vm(
+            Method::Post,
+            "/nodes/{node}/qemu/{vmid}/status/stop",
+            node,
+            vmid,
+        );
+        if overrule_shutdown {
+            r.bool_param("overrule-shutdown", true)
+        } else {
+            r
+        }
     }
 
     /// `POST /nodes/{node}/qemu/{vmid}/status/shutdown` with PVE's own deadline.
-    pub fn shutdown(node: &str, vmid: u32, timeout_secs: Option<u64>, force_stop: bool) -> ApiRequest {
-        vm(Method::Post, "/nodes/{node}/qemu/{vmid}/status/shutdown", node, vmid)
-            .opt_param("timeout", timeout_secs)
-            .bool_param("forceStop", force_stop)
+    pub fn shutdown(
+        node: &str,
+        vmid: u32,
+        timeout_secs: Option<u64>,
+        force_stop: bool,
+    ) -> ApiRequest {
+        vm(
+            Method::Post,
+            "/nodes/{node}/qemu/{vmid}/status/shutdown",
+            node,
+            vmid,
+        )
+        .opt_param("timeout", timeout_secs)
+        .bool_param("forceStop", force_stop)
     }
 
     /// `POST /nodes/{node}/qemu/{vmid}/status/reboot`.
     pub fn reboot(node: &str, vmid: u32, timeout_secs: Option<u64>) -> ApiRequest {
-        vm(Method::Post, "/nodes/{node}/qemu/{vmid}/status/reboot", node, vmid).opt_param("timeout", timeout_secs)
+        vm(
+            Method::Post,
+            "/nodes/{node}/qemu/{vmid}/status/reboot",
+            node,
+            vmid,
+        )
+        .opt_param("timeout", timeout_secs)
     }
 
     /// `POST /nodes/{node}/qemu/{vmid}/status/reset`.
     pub fn reset(node: &str, vmid: u32) -> ApiRequest {
-        vm(Method::Post, "/nodes/{node}/qemu/{vmid}/status/reset", node, vmid)
+        vm(
+            Method::Post,
+            "/nodes/{node}/qemu/{vmid}/status/reset",
+            node,
+            vmid,
+        )
     }
 
     /// `POST /nodes/{node}/qemu/{vmid}/status/suspend` (pause, memory resident).
     pub fn suspend(node: &str, vmid: u32) -> ApiRequest {
-        vm(Method::Post, "/nodes/{node}/qemu/{vmid}/status/suspend", node, vmid)
+        vm(
+            Method::Post,
+            "/nodes/{node}/qemu/{vmid}/status/suspend",
+            node,
+            vmid,
+        )
     }
 
     /// `POST /nodes/{node}/qemu/{vmid}/status/resume`.
     pub fn resume(node: &str, vmid: u32) -> ApiRequest {
-        vm(Method::Post, "/nodes/{node}/qemu/{vmid}/status/resume", node, vmid)
+        vm(
+            Method::Post,
+            "/nodes/{node}/qemu/{vmid}/status/resume",
+            node,
+            vmid,
+        )
     }
 
     /// `POST /nodes/{node}/qemu/{vmid}/agent/ping`.
     pub fn agent_ping(node: &str, vmid: u32) -> ApiRequest {
-        vm(Method::Post, "/nodes/{node}/qemu/{vmid}/agent/ping", node, vmid)
+        vm(
+            Method::Post,
+            "/nodes/{node}/qemu/{vmid}/agent/ping",
+            node,
+            vmid,
+        )
     }
 
     /// `POST /nodes/{node}/qemu/{vmid}/monitor` with an HMP command (`system_powerdown`
     /// presses the ACPI power button without going through the guest agent).
     pub fn monitor(node: &str, vmid: u32, command: &str) -> ApiRequest {
-        vm(Method::Post, "/nodes/{node}/qemu/{vmid}/monitor", node, vmid).param("command", command)
+        vm(
+            Method::Post,
+            "/nodes/{node}/qemu/{vmid}/monitor",
+            node,
+            vmid,
+        )
+        .param("command", command)
     }
 
     /// `GET /nodes/{node}/qemu/{vmid}/config` (current values, with `digest`).
@@ -271,8 +349,14 @@ pub mod api {
     }
 
     /// `PUT /nodes/{node}/qemu/{vmid}/config` (synchronous update) with a digest check.
-    pub fn update_config(node: &str, vmid: u32, digest: Option<&str>, changes: &[(&str, String)]) -> ApiRequest {
-        let mut r = vm(Method::Put, "/nodes/{node}/qemu/{vmid}/config", node, vmid).opt_param("digest", digest);
+    pub fn update_config(
+        node: &str,
+        vmid: u32,
+        digest: Option<&str>,
+        changes: &[(&str, String)],
+    ) -> ApiRequest {
+        let mut r = vm(Method::Put, "/nodes/{node}/qemu/{vmid}/config", node, vmid)
+            .opt_param("digest", digest);
         for (k, v) in changes {
             r = r.param(*k, v);
         }
@@ -280,7 +364,13 @@ pub mod api {
     }
 
     /// `PUT /nodes/{node}/qemu/{vmid}/resize`: `size` like `+8G` or `40G`.
-    pub fn resize(node: &str, vmid: u32, disk: &str, size: &str, digest: Option<&str>) -> ApiRequest {
+    pub fn resize(
+        node: &str,
+        vmid: u32,
+        disk: &str,
+        size: &str,
+        digest: Option<&str>,
+    ) -> ApiRequest {
         vm(Method::Put, "/nodes/{node}/qemu/{vmid}/resize", node, vmid)
             .param("disk", disk)
             .param("size", size)
@@ -289,27 +379,58 @@ pub mod api {
 
     /// `GET /nodes/{node}/qemu/{vmid}/snapshot`.
     pub fn snapshots(node: &str, vmid: u32) -> ApiRequest {
-        vm(Method::Get, "/nodes/{node}/qemu/{vmid}/snapshot", node, vmid)
+        vm(
+            Method::Get,
+            "/nodes/{node}/qemu/{vmid}/snapshot",
+            node,
+            vmid,
+        )
     }
 
     /// `POST /nodes/{node}/qemu/{vmid}/snapshot`.
-    pub fn snapshot(node: &str, vmid: u32, name: &str, description: Option<&str>, vmstate: bool) -> ApiRequest {
-        let r = vm(Method::Post, "/nodes/{node}/qemu/{vmid}/snapshot", node, vmid)
-            .param("snapname", name)
-            .opt_param("description", description);
-        if vmstate { r.bool_param("vmstate", true) } else { r }
+    pub fn snapshot(
+        node: &str,
+        vmid: u32,
+        name: &str,
+        description: Option<&str>,
+        vmstate: bool,
+    ) -> ApiRequest {
+        let r = vm(
+            Method::Post,
+            "/nodes/{node}/qemu/{vmid}/snapshot",
+            node,
+            vmid,
+        )
+        .param("snapname", name)
+        .opt_param("description", description);
+        if vmstate {
+            r.bool_param("vmstate", true)
+        } else {
+            r
+        }
     }
 
     /// `POST /nodes/{node}/qemu/{vmid}/snapshot/{snapname}/rollback`.
     pub fn rollback(node: &str, vmid: u32, name: &str, start: bool) -> ApiRequest {
-        vm(Method::Post, "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}/rollback", node, vmid)
-            .path_param("snapname", name)
-            .bool_param("start", start)
+        vm(
+            Method::Post,
+            "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}/rollback",
+            node,
+            vmid,
+        )
+        .path_param("snapname", name)
+        .bool_param("start", start)
     }
 
     /// `DELETE /nodes/{node}/qemu/{vmid}/snapshot/{snapname}`.
     pub fn delete_snapshot(node: &str, vmid: u32, name: &str) -> ApiRequest {
-        vm(Method::Delete, "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}", node, vmid).path_param("snapname", name)
+        vm(
+            Method::Delete,
+            "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}",
+            node,
+            vmid,
+        )
+        .path_param("snapname", name)
     }
 
     /// `POST /nodes/{node}/qemu/{vmid}/clone`.
@@ -333,11 +454,17 @@ pub mod api {
     /// `POST /nodes/{node}/qemu` (create). `config` holds config keys (`cores`, `memory`,
     /// `scsi0`, `net0`, `tags`, …).
     pub fn create(node: &str, vmid: u32, config: &[(String, String)], start: bool) -> ApiRequest {
-        let mut r = ApiRequest::new(Method::Post, "/nodes/{node}/qemu").path_param("node", node).param("vmid", vmid);
+        let mut r = ApiRequest::new(Method::Post, "/nodes/{node}/qemu")
+            .path_param("node", node)
+            .param("vmid", vmid);
         for (k, v) in config {
             r = r.param(k.clone(), v);
         }
-        if start { r.bool_param("start", true) } else { r }
+        if start {
+            r.bool_param("start", true)
+        } else {
+            r
+        }
     }
 
     /// `DELETE /nodes/{node}/qemu/{vmid}` (destroy; `purge` removes it from jobs and HA).
@@ -387,9 +514,20 @@ pub fn catalogue() -> Vec<ApiRequest> {
         api::monitor(n, v, "system_powerdown"),
         api::config(n, v),
         api::pending(n, v),
-        api::update_config(n, v, Some("0123456789abcdef0123456789abcdef01234567"), &[("cores", "4".into()), ("memory", "4096".into())]),
+        api::update_config(
+            n,
+            v,
+            Some("0123456789abcdef0123456789abcdef01234567"),
+            &[("cores", "4".into()), ("memory", "4096".into())],
+        ),
         api::update_config(n, v, None, &[("description", "x".into())]),
-        api::resize(n, v, "scsi0", "40G", Some("0123456789abcdef0123456789abcdef01234567")),
+        api::resize(
+            n,
+            v,
+            "scsi0",
+            "40G",
+            Some("0123456789abcdef0123456789abcdef01234567"),
+        ),
         api::resize(n, v, "virtio1", "+8G", None),
         api::snapshots(n, v),
         api::snapshot(n, v, "before-upgrade", Some("pre"), true),
@@ -412,7 +550,10 @@ mod tests {
     #[test]
     fn path_is_filled_and_encoded() {
         let r = api::task_status("pve1", "UPID:pve1:0000:root@pam!ci:");
-        assert_eq!(r.path(), "/nodes/pve1/tasks/UPID%3Apve1%3A0000%3Aroot%40pam%21ci%3A/status");
+        assert_eq!(
+            r.path(),
+            "/nodes/pve1/tasks/UPID%3Apve1%3A0000%3Aroot%40pam%21ci%3A/status"
+        );
         let r = api::shutdown("pve1", 101, Some(30), true);
         assert_eq!(r.path(), "/nodes/pve1/qemu/101/status/shutdown");
         assert_eq!(r.get("forceStop"), Some("1"));

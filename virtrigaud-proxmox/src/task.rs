@@ -44,7 +44,12 @@ impl Upid {
         if node.is_empty() {
             return None;
         }
-        Some(Upid { raw: raw.to_owned(), node, task_type, id })
+        Some(Upid {
+            raw: raw.to_owned(),
+            node,
+            task_type,
+            id,
+        })
     }
 
     /// The UPID string.
@@ -132,7 +137,11 @@ impl TaskWaiter {
             if status.status != "running" {
                 let exit = status.exitstatus.unwrap_or_else(|| "unknown".into());
                 if exit == "OK" || exit.starts_with("WARNINGS") {
-                    return Ok(TaskOutcome { upid: upid.clone(), exitstatus: exit, polls });
+                    return Ok(TaskOutcome {
+                        upid: upid.clone(),
+                        exitstatus: exit,
+                        polls,
+                    });
                 }
                 let log = self.log_tail(upid).await;
                 return Err(ApiError::TaskFailed {
@@ -144,7 +153,9 @@ impl TaskWaiter {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(ApiError::TaskTimeout { upid: upid.to_string() });
+                return Err(ApiError::TaskTimeout {
+                    upid: upid.to_string(),
+                });
             }
             let sleep = interval.min(deadline - now);
             self.cancellable(upid, async {

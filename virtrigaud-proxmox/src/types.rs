@@ -10,10 +10,17 @@ pub mod lenient {
 
     fn to_u64(v: &serde_json::Value) -> Option<u64> {
         match v {
-            serde_json::Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+            serde_json::Value::Number(n) => n
+                .as_u64()
+                .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
             serde_json::Value::String(s) => {
                 let s = s.trim();
-                s.parse::<u64>().ok().or_else(|| s.parse::<f64>().ok().filter(|f| *f >= 0.0).map(|f| f as u64))
+                s.parse::<u64>().ok().or_else(|| {
+                    s.parse::<f64>()
+                        .ok()
+                        .filter(|f| *f >= 0.0)
+                        .map(|f| f as u64)
+                })
             }
             serde_json::Value::Bool(b) => Some(u64::from(*b)),
             _ => None,
@@ -255,7 +262,9 @@ impl VmConfig {
 
     /// Whether the guest agent is enabled (`agent: 1` or `agent: enabled=1,…`).
     pub fn agent_enabled(&self) -> bool {
-        let Some(v) = self.get("agent") else { return false };
+        let Some(v) = self.get("agent") else {
+            return false;
+        };
         for part in v.split(',') {
             let (k, val) = part.split_once('=').unwrap_or(("enabled", part));
             if k.trim() == "enabled" {
@@ -295,9 +304,12 @@ pub fn lenient_u32(v: &serde_json::Value) -> Option<u32> {
 
 /// Whether `key` names a disk slot (`scsi0`, `virtio3`, `sata1`, `ide0`, `efidisk0`, …).
 pub fn is_disk_key(key: &str) -> bool {
-    ["scsi", "virtio", "sata", "ide", "efidisk", "tpmstate"].iter().any(|p| {
-        key.strip_prefix(p).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-    })
+    ["scsi", "virtio", "sata", "ide", "efidisk", "tpmstate"]
+        .iter()
+        .any(|p| {
+            key.strip_prefix(p)
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
 }
 
 /// Parses a PVE size (`32G`, `512M`, `1T`, `1024K`, bytes without a unit) into GiB, rounded up.
@@ -332,15 +344,19 @@ mod tests {
         assert!(s.agent);
         assert_eq!(s.cpus, Some(2));
         assert_eq!(s.maxmem, Some(2147483648));
-        let c: Result<VmConfig, _> =
-            serde_json::from_value(serde_json::json!({"memory": "2048", "cores": 2, "digest": "abc",
-                "agent": "enabled=1,fstrim_cloned_disks=1", "scsi0": "local-lvm:vm-1-disk-0,size=32G"}));
+        let c: Result<VmConfig, _> = serde_json::from_value(
+            serde_json::json!({"memory": "2048", "cores": 2, "digest": "abc",
+                "agent": "enabled=1,fstrim_cloned_disks=1", "scsi0": "local-lvm:vm-1-disk-0,size=32G"}),
+        );
         let c = c.unwrap_or_default();
         assert_eq!(c.get_u64("memory"), Some(2048));
         assert_eq!(c.get_u64("cores"), Some(2));
         assert_eq!(c.digest.as_deref(), Some("abc"));
         assert!(c.agent_enabled());
-        assert_eq!(c.disks(), vec![("scsi0".into(), "local-lvm:vm-1-disk-0".into(), 32)]);
+        assert_eq!(
+            c.disks(),
+            vec![("scsi0".into(), "local-lvm:vm-1-disk-0".into(), 32)]
+        );
         assert_eq!(parse_size_gib("512M"), Some(1));
         assert_eq!(parse_size_gib("1T"), Some(1024));
     }

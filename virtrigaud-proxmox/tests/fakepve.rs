@@ -5,21 +5,23 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use virtrigaud_core::shutdown::{ForcedReason, ShutdownManager, ShutdownOutcome, ShutdownPolicy};
 use virtrigaud_core::{
-    AgentStatus, CloneOptions, DeleteSnapshotOptions, DiskResize, ErrorKind, PauseReason, PowerOffOptions,
-    PowerState, Provider, ReconfigureRequest, RevertOptions, ShutdownChannel, ShutdownRequestOptions,
-    SnapshotOptions, StartOptions, VmId,
+    AgentStatus, CloneOptions, DeleteSnapshotOptions, DiskResize, ErrorKind, PauseReason,
+    PowerOffOptions, PowerState, Provider, ReconfigureRequest, RevertOptions, ShutdownChannel,
+    ShutdownRequestOptions, SnapshotOptions, StartOptions, VmId,
 };
 use virtrigaud_proxmox::request::api;
-use virtrigaud_proxmox::{ApiError, Auth, ProxmoxConfig, ProxmoxProvider, PveClient, TaskWaiter, Upid};
+use virtrigaud_proxmox::{
+    ApiError, Auth, ProxmoxConfig, ProxmoxProvider, PveClient, TaskWaiter, Upid,
+};
 
 use common::{PveFixture, split};
-
 
 fn change(cpu: Option<u32>, memory_mib: Option<u64>, disks: Vec<DiskResize>) -> ReconfigureRequest {
     let mut r = ReconfigureRequest::default();
@@ -35,7 +37,12 @@ fn revert_start() -> RevertOptions {
     o
 }
 
-async fn wait_for(p: &dyn Provider, vm: &VmId, limit: Duration, pred: impl Fn(&PowerState) -> bool) -> PowerState {
+async fn wait_for(
+    p: &dyn Provider,
+    vm: &VmId,
+    limit: Duration,
+    pred: impl Fn(&PowerState) -> bool,
+) -> PowerState {
     let until = Instant::now() + limit;
     loop {
         let s = p.power_state(vm).await.unwrap();
@@ -50,9 +57,14 @@ async fn wait_for(p: &dyn Provider, vm: &VmId, limit: Duration, pred: impl Fn(&P
 async fn conformance_suite() {
     let Some(env) = common::env() else { return };
     let provider = env.provider();
-    let fixture = PveFixture { env: env.clone(), provider: Arc::clone(&provider) };
+    let fixture = PveFixture {
+        env: env.clone(),
+        provider: Arc::clone(&provider),
+    };
     let dynp: Arc<dyn Provider> = provider;
-    virtrigaud_core::conformance::run_all(dynp, &fixture).await.assert_passed();
+    virtrigaud_core::conformance::run_all(dynp, &fixture)
+        .await
+        .assert_passed();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,7 +75,8 @@ async fn token_and_ticket_auth_with_renewal() {
     assert!(v["version"].as_str().is_some());
     // A wrong token is a clear Unauthenticated, never retried.
     let bad = PveClient::new(
-        ProxmoxConfig::new(&env.url, Auth::api_token(&env.token_id, "wrong-secret")).with_ca_pem(env.ca_pem.clone()),
+        ProxmoxConfig::new(&env.url, Auth::api_token(&env.token_id, "wrong-secret"))
+            .with_ca_pem(env.ca_pem.clone()),
     )
     .unwrap();
     let p = ProxmoxProvider::new(bad.clone());
@@ -77,31 +90,48 @@ async fn token_and_ticket_auth_with_renewal() {
     assert_eq!(pp.power_state(&vm).await.unwrap(), PowerState::Running);
     env.control.post("/revoke-tickets", json!({})).await;
     let before = client.requests_sent();
-    pp.power_off(&vm, &PowerOffOptions::default()).await.unwrap();
-    assert!(client.requests_sent() > before + 2, "expected a re-login after the revoked ticket");
+    pp.power_off(&vm, &PowerOffOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        client.requests_sent() > before + 2,
+        "expected a re-login after the revoked ticket"
+    );
     assert!(pp.power_state(&vm).await.unwrap().is_off());
     // A wrong password is Unauthenticated.
-    let wrong =
-        PveClient::new(ProxmoxConfig::new(&env.url, Auth::password(&env.user, "nope")).with_ca_pem(env.ca_pem.clone()))
-            .unwrap();
-    let e = ProxmoxProvider::new(wrong).power_state(&vm).await.unwrap_err();
+    let wrong = PveClient::new(
+        ProxmoxConfig::new(&env.url, Auth::password(&env.user, "nope"))
+            .with_ca_pem(env.ca_pem.clone()),
+    )
+    .unwrap();
+    let e = ProxmoxProvider::new(wrong)
+        .power_state(&vm)
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
     // No secret in Debug output.
     let dbg = format!("{client:?} {bad:?} {:?}", env.token_config());
-    assert!(!dbg.contains(&env.password) && !dbg.contains(&env.token_secret), "{dbg}");
+    assert!(
+        !dbg.contains(&env.password) && !dbg.contains(&env.token_secret),
+        "{dbg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_is_verified_by_default_and_insecure_is_opt_in() {
     let Some(env) = common::env() else { return };
-    let strict =
-        PveClient::new(ProxmoxConfig::new(&env.url, Auth::api_token(&env.token_id, &env.token_secret))).unwrap();
+    let strict = PveClient::new(ProxmoxConfig::new(
+        &env.url,
+        Auth::api_token(&env.token_id, &env.token_secret),
+    ))
+    .unwrap();
     match strict.send(&api::version()).await {
         Err(ApiError::Transport(msg)) => assert!(!msg.contains(&env.token_secret)),
         other => panic!("self-signed cert accepted without its CA: {other:?}"),
     }
     let insecure = PveClient::new(
-        ProxmoxConfig::new(&env.url, Auth::api_token(&env.token_id, &env.token_secret)).danger_accept_invalid_certs(),
+        ProxmoxConfig::new(&env.url, Auth::api_token(&env.token_id, &env.token_secret))
+            .danger_accept_invalid_certs(),
     )
     .unwrap();
     insecure.send(&api::version()).await.unwrap();
@@ -111,12 +141,23 @@ async fn tls_is_verified_by_default_and_insecure_is_opt_in() {
 async fn graceful_shutdown_acpi_sends_timeout_and_force_stop() {
     let Some(env) = common::env() else { return };
     let provider = env.provider();
-    let vm = env.control.vm("grace-acpi", json!({"shutdown_secs": 1})).await;
-    let mgr = ShutdownManager::new(provider.clone() as Arc<dyn Provider>);
+    let vm = env
+        .control
+        .vm("grace-acpi", json!({"shutdown_secs": 1}))
+        .await;
+    let mgr = ShutdownManager::new(Arc::clone(&provider) as Arc<dyn Provider>);
     let since = env.control.requests_total().await;
-    let report = mgr.shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(20))).await.unwrap();
+    let report = mgr
+        .shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(20)))
+        .await
+        .unwrap();
     assert!(
-        matches!(report.outcome, ShutdownOutcome::Graceful { channel: Some(ShutdownChannel::Acpi) }),
+        matches!(
+            report.outcome,
+            ShutdownOutcome::Graceful {
+                channel: Some(ShutdownChannel::Acpi)
+            }
+        ),
         "{:?}",
         report.outcome
     );
@@ -130,12 +171,21 @@ async fn graceful_shutdown_acpi_sends_timeout_and_force_stop() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r[1].as_str().unwrap().ends_with(&format!("/qemu/{vmid}/status/shutdown")))
+        .find(|r| {
+            r[1].as_str()
+                .unwrap()
+                .ends_with(&format!("/qemu/{vmid}/status/shutdown"))
+        })
         .expect("a shutdown request")
         .clone();
     let body = shutdown[2].as_str().unwrap();
     assert!(body.contains("forceStop=1"), "{body}");
-    let timeout: u64 = body.split('&').find_map(|kv| kv.strip_prefix("timeout=")).unwrap().parse().unwrap();
+    let timeout: u64 = body
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("timeout="))
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((19..=20).contains(&timeout), "timeout={timeout}");
 }
 
@@ -145,22 +195,49 @@ async fn graceful_shutdown_through_the_agent() {
     let provider = env.provider();
     let vm = env
         .control
-        .vm("grace-agent", json!({"agent": {}, "config": {"cores": 1, "memory": 512, "agent": "1"}}))
+        .vm(
+            "grace-agent",
+            json!({"agent": {}, "config": {"cores": 1, "memory": 512, "agent": "1"}}),
+        )
         .await;
-    assert_eq!(provider.probe_agent(&vm).await.unwrap(), AgentStatus::Connected);
-    assert!(provider.vm_capabilities(&vm).await.unwrap().agent_configured);
-    let mgr = ShutdownManager::new(provider.clone() as Arc<dyn Provider>);
-    let report = mgr.shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(20))).await.unwrap();
+    assert_eq!(
+        provider.probe_agent(&vm).await.unwrap(),
+        AgentStatus::Connected
+    );
     assert!(
-        matches!(report.outcome, ShutdownOutcome::Graceful { channel: Some(ShutdownChannel::Agent) }),
+        provider
+            .vm_capabilities(&vm)
+            .await
+            .unwrap()
+            .agent_configured
+    );
+    let mgr = ShutdownManager::new(Arc::clone(&provider) as Arc<dyn Provider>);
+    let report = mgr
+        .shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            report.outcome,
+            ShutdownOutcome::Graceful {
+                channel: Some(ShutdownChannel::Agent)
+            }
+        ),
         "{:?}",
         report.outcome
     );
     // No agent: NotConnected; an Agent request is refused up front.
     let plain = env.control.vm("no-agent", json!({})).await;
-    assert_eq!(provider.probe_agent(&plain).await.unwrap(), AgentStatus::NotConnected);
+    assert_eq!(
+        provider.probe_agent(&plain).await.unwrap(),
+        AgentStatus::NotConnected
+    );
     let e = provider
-        .request_shutdown(&plain, ShutdownChannel::Agent, &ShutdownRequestOptions::new(1, Duration::from_secs(5)))
+        .request_shutdown(
+            &plain,
+            ShutdownChannel::Agent,
+            &ShutdownRequestOptions::new(1, Duration::from_secs(5)),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
@@ -171,12 +248,28 @@ async fn ignoring_guest_is_forced_at_the_deadline() {
     let Some(env) = common::env() else { return };
     let provider = env.provider();
     let vm = env.control.vm("ignore-acpi", json!({"acpi": false})).await;
-    let mgr = ShutdownManager::new(provider.clone() as Arc<dyn Provider>);
+    let mgr = ShutdownManager::new(Arc::clone(&provider) as Arc<dyn Provider>);
     let grace = Duration::from_secs(3);
-    let report = mgr.shutdown(&vm, ShutdownPolicy::with_grace(grace)).await.unwrap();
-    assert!(matches!(report.outcome, ShutdownOutcome::Forced { reason: ForcedReason::Timeout }), "{:?}", report.outcome);
+    let report = mgr
+        .shutdown(&vm, ShutdownPolicy::with_grace(grace))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            report.outcome,
+            ShutdownOutcome::Forced {
+                reason: ForcedReason::Timeout
+            }
+        ),
+        "{:?}",
+        report.outcome
+    );
     assert!(report.elapsed >= grace, "{:?}", report.elapsed);
-    assert!(report.elapsed < grace + Duration::from_secs(10), "{:?}", report.elapsed);
+    assert!(
+        report.elapsed < grace + Duration::from_secs(10),
+        "{:?}",
+        report.elapsed
+    );
     assert!(provider.power_state(&vm).await.unwrap().is_off());
 }
 
@@ -187,10 +280,17 @@ async fn server_side_deadline_survives_the_client() {
     {
         let provider = env.provider();
         provider
-            .request_shutdown(&vm, ShutdownChannel::Acpi, &ShutdownRequestOptions::new(1, Duration::from_millis(1500)))
+            .request_shutdown(
+                &vm,
+                ShutdownChannel::Acpi,
+                &ShutdownRequestOptions::new(1, Duration::from_millis(1500)),
+            )
             .await
             .unwrap();
-        assert_eq!(provider.power_state(&vm).await.unwrap(), PowerState::ShuttingDown);
+        assert_eq!(
+            provider.power_state(&vm).await.unwrap(),
+            PowerState::ShuttingDown
+        );
         // The process "dies" here: nobody escalates.
     }
     let fresh = env.provider();
@@ -204,24 +304,40 @@ async fn paused_vm_refuses_shutdown_clearly() {
     let provider = env.provider();
     let vm = env.control.vm("paused", json!({})).await;
     provider.pause(&vm).await.unwrap();
-    assert_eq!(provider.power_state(&vm).await.unwrap(), PowerState::Paused(PauseReason::User));
+    assert_eq!(
+        provider.power_state(&vm).await.unwrap(),
+        PowerState::Paused(PauseReason::User)
+    );
     let e = provider
-        .request_shutdown(&vm, ShutdownChannel::Acpi, &ShutdownRequestOptions::new(1, Duration::from_secs(5)))
+        .request_shutdown(
+            &vm,
+            ShutdownChannel::Acpi,
+            &ShutdownRequestOptions::new(1, Duration::from_secs(5)),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidState);
     assert!(e.message().contains("paused"), "{e}");
     // The engine's default policy resumes it first, then shuts it down.
-    let mgr = ShutdownManager::new(provider.clone() as Arc<dyn Provider>);
-    let report = mgr.shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(20))).await.unwrap();
+    let mgr = ShutdownManager::new(Arc::clone(&provider) as Arc<dyn Provider>);
+    let report = mgr
+        .shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(20)))
+        .await
+        .unwrap();
     assert!(report.outcome.is_off(), "{:?}", report.outcome);
     // PVE's own refusal (a race) maps the same way.
     let vm2 = env.control.vm("paused-race", json!({})).await;
     let (node, vmid) = split(&vm2);
     let suffix = format!("/nodes/{node}/qemu/{vmid}/status/shutdown");
-    env.control.fault("POST", &suffix, json!({"error": "paused_cannot_shutdown"})).await;
+    env.control
+        .fault("POST", &suffix, json!({"error": "paused_cannot_shutdown"}))
+        .await;
     let e = provider
-        .request_shutdown(&vm2, ShutdownChannel::Acpi, &ShutdownRequestOptions::new(1, Duration::from_secs(5)))
+        .request_shutdown(
+            &vm2,
+            ShutdownChannel::Acpi,
+            &ShutdownRequestOptions::new(1, Duration::from_secs(5)),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidState, "{e}");
@@ -233,26 +349,48 @@ async fn task_failures_carry_exit_status_and_log() {
     let provider = env.provider();
     let vm = env
         .control
-        .vm("start-fails", json!({"status": "stopped", "start_error": "failed to run vm: disk image missing"}))
+        .vm(
+            "start-fails",
+            json!({"status": "stopped", "start_error": "failed to run vm: disk image missing"}),
+        )
         .await;
-    let e = provider.start(&vm, &StartOptions::default()).await.unwrap_err();
+    let e = provider
+        .start(&vm, &StartOptions::default())
+        .await
+        .unwrap_err();
     assert!(e.message().contains("disk image missing"), "{e}");
     assert!(e.message().contains("qmstart"), "{e}");
     // Starting a running VM: the task fails with "already running" → InvalidState.
     let running = env.control.vm("start-running", json!({})).await;
-    let e = provider.start(&running, &StartOptions::default()).await.unwrap_err();
+    let e = provider
+        .start(&running, &StartOptions::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidState, "{e}");
     // A catalogued in-task failure injected on shutdown.
     let (node, vmid) = split(&running);
     env.control
-        .fault("POST", &format!("/nodes/{node}/qemu/{vmid}/status/stop"), json!({"error": "quit_powerdown_failed", "times": 1}))
+        .fault(
+            "POST",
+            &format!("/nodes/{node}/qemu/{vmid}/status/stop"),
+            json!({"error": "quit_powerdown_failed", "times": 1}),
+        )
         .await;
-    let e = provider.power_off(&running, &PowerOffOptions::default()).await.unwrap_err();
+    let e = provider
+        .power_off(&running, &PowerOffOptions::default())
+        .await
+        .unwrap_err();
     assert!(e.message().contains("VM quit/powerdown failed"), "{e}");
     // Nothing lost: the VM is still there and can be stopped afterwards.
-    provider.power_off(&running, &PowerOffOptions::default()).await.unwrap();
+    provider
+        .power_off(&running, &PowerOffOptions::default())
+        .await
+        .unwrap();
     assert!(provider.power_state(&running).await.unwrap().is_off());
-    let e = provider.power_off(&running, &PowerOffOptions::default()).await.unwrap_err();
+    let e = provider
+        .power_off(&running, &PowerOffOptions::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidState);
 }
 
@@ -260,12 +398,22 @@ async fn task_failures_carry_exit_status_and_log() {
 async fn task_waiter_is_bounded_and_cancellable() {
     let Some(env) = common::env() else { return };
     let client = env.client();
-    let vm = env.control.vm("slow-shutdown", json!({"shutdown_secs": 30})).await;
+    let vm = env
+        .control
+        .vm("slow-shutdown", json!({"shutdown_secs": 30}))
+        .await;
     let (node, vmid) = split(&vm);
-    let data = client.send(&api::shutdown(&node, vmid, Some(30), true)).await.unwrap();
+    let data = client
+        .send(&api::shutdown(&node, vmid, Some(30), true))
+        .await
+        .unwrap();
     let upid = Upid::parse(data.as_str().unwrap()).unwrap();
     let t0 = Instant::now();
-    match TaskWaiter::new(&client).timeout(Duration::from_millis(400)).wait(&upid).await {
+    match TaskWaiter::new(&client)
+        .timeout(Duration::from_millis(400))
+        .wait(&upid)
+        .await
+    {
         Err(ApiError::TaskTimeout { .. }) => {}
         other => panic!("{other:?}"),
     }
@@ -282,7 +430,10 @@ async fn task_waiter_is_bounded_and_cancellable() {
     }
     // Escalation: stop with overrule-shutdown ends it.
     let provider = ProxmoxProvider::new(client);
-    provider.power_off(&vm, &PowerOffOptions::default()).await.unwrap();
+    provider
+        .power_off(&vm, &PowerOffOptions::default())
+        .await
+        .unwrap();
     assert!(provider.power_state(&vm).await.unwrap().is_off());
 }
 
@@ -291,9 +442,17 @@ async fn snapshot_with_memory_and_rollback_with_start() {
     let Some(env) = common::env() else { return };
     let provider = env.provider();
     let snaps = provider.snapshotter().unwrap();
-    let vm = env.control.vm("snap", json!({"config": {"cores": 2, "memory": 1024}})).await;
+    let vm = env
+        .control
+        .vm("snap", json!({"config": {"cores": 2, "memory": 1024}}))
+        .await;
     let info = snaps
-        .create_snapshot(&vm, &SnapshotOptions::new("before").with_memory(true).with_description("pre-change"))
+        .create_snapshot(
+            &vm,
+            &SnapshotOptions::new("before")
+                .with_memory(true)
+                .with_description("pre-change"),
+        )
         .await
         .unwrap();
     assert!(info.has_memory);
@@ -301,17 +460,35 @@ async fn snapshot_with_memory_and_rollback_with_start() {
     let s = list.iter().find(|s| s.name == "before").unwrap();
     assert!(s.has_memory && s.description.as_deref() == Some("pre-change"));
     // Change the config while stopped, then roll back with start.
-    provider.power_off(&vm, &PowerOffOptions::default()).await.unwrap();
-    provider.reconfigure(&vm, &change(Some(4), None, vec![])).await.unwrap();
+    provider
+        .power_off(&vm, &PowerOffOptions::default())
+        .await
+        .unwrap();
+    provider
+        .reconfigure(&vm, &change(Some(4), None, vec![]))
+        .await
+        .unwrap();
     assert_eq!(provider.describe(&vm).await.unwrap().cpu, 4);
-    snaps.revert_snapshot(&vm, "before", &revert_start()).await.unwrap();
+    snaps
+        .revert_snapshot(&vm, "before", &revert_start())
+        .await
+        .unwrap();
     let d = provider.describe(&vm).await.unwrap();
     assert_eq!(d.cpu, 2);
     assert_eq!(d.power_state, PowerState::Running);
-    snaps.delete_snapshot(&vm, "before", &DeleteSnapshotOptions::default()).await.unwrap();
-    let e = snaps.revert_snapshot(&vm, "before", &RevertOptions::default()).await.unwrap_err();
+    snaps
+        .delete_snapshot(&vm, "before", &DeleteSnapshotOptions::default())
+        .await
+        .unwrap();
+    let e = snaps
+        .revert_snapshot(&vm, "before", &RevertOptions::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
-    let e = snaps.create_snapshot(&vm, &SnapshotOptions::new("1bad name")).await.unwrap_err();
+    let e = snaps
+        .create_snapshot(&vm, &SnapshotOptions::new("1bad name"))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidSpec);
 }
 
@@ -328,26 +505,62 @@ async fn linked_clone_from_template_and_clear_error_otherwise() {
                    "config": {"cores": 1, "memory": 512, "scsi0": "local-lvm:base-1-disk-0,size=8G", "template": 1}}),
         )
         .await;
-    assert!(provider.vm_capabilities(&tmpl).await.unwrap().linked_clone_source);
-    let res = cloner.clone_vm(&tmpl, &CloneOptions::new("linked-1").linked(true).power_on(true)).await.unwrap();
+    assert!(
+        provider
+            .vm_capabilities(&tmpl)
+            .await
+            .unwrap()
+            .linked_clone_source
+    );
+    let res = cloner
+        .clone_vm(
+            &tmpl,
+            &CloneOptions::new("linked-1").linked(true).power_on(true),
+        )
+        .await
+        .unwrap();
     assert!(res.linked);
     let d = provider.describe(&res.vm).await.unwrap();
     assert_eq!(d.name, "linked-1");
     assert_eq!(d.power_state, PowerState::Running);
     let fake = env.control.fake_vm(&res.vm).await;
-    assert!(fake["config"]["scsi0"].as_str().unwrap().starts_with("local-lvm:vm-"), "{fake}");
-    provider.power_off(&res.vm, &PowerOffOptions::default()).await.unwrap();
+    assert!(
+        fake["config"]["scsi0"]
+            .as_str()
+            .unwrap()
+            .starts_with("local-lvm:vm-"),
+        "{fake}"
+    );
+    provider
+        .power_off(&res.vm, &PowerOffOptions::default())
+        .await
+        .unwrap();
     provider.delete(&res.vm, &Default::default()).await.unwrap();
-    assert_eq!(provider.power_state(&res.vm).await.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        provider.power_state(&res.vm).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
     // A linked clone of a plain VM: PVE's refusal, surfaced clearly.
-    let plain = env.control.vm("not-a-template", json!({"status": "stopped"})).await;
-    let e = cloner.clone_vm(&plain, &CloneOptions::new("linked-2").linked(true)).await.unwrap_err();
+    let plain = env
+        .control
+        .vm("not-a-template", json!({"status": "stopped"}))
+        .await;
+    let e = cloner
+        .clone_vm(&plain, &CloneOptions::new("linked-2").linked(true))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidSpec, "{e}");
     assert!(e.message().contains("template"), "{e}");
     // A full clone of it works.
-    let full = cloner.clone_vm(&plain, &CloneOptions::new("full-1")).await.unwrap();
+    let full = cloner
+        .clone_vm(&plain, &CloneOptions::new("full-1"))
+        .await
+        .unwrap();
     assert!(!full.linked);
-    provider.delete(&full.vm, &Default::default()).await.unwrap();
+    provider
+        .delete(&full.vm, &Default::default())
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,8 +575,14 @@ async fn pending_config_changes_and_digest_conflicts() {
     assert!(r.needs_power_cycle, "{r:?}");
     let d = provider.describe(&vm).await.unwrap();
     assert!(d.pending_power_cycle);
-    assert_eq!(d.cpu, 1, "the running config is unchanged until the power cycle");
-    provider.power_off(&vm, &PowerOffOptions::default()).await.unwrap();
+    assert_eq!(
+        d.cpu, 1,
+        "the running config is unchanged until the power cycle"
+    );
+    provider
+        .power_off(&vm, &PowerOffOptions::default())
+        .await
+        .unwrap();
     provider.start(&vm, &StartOptions::default()).await.unwrap();
     let d = provider.describe(&vm).await.unwrap();
     assert!(!d.pending_power_cycle);
@@ -381,10 +600,24 @@ async fn pending_config_changes_and_digest_conflicts() {
     // A stale digest is a Conflict.
     let client = env.client();
     let (node, vmid) = split(&vm);
-    let cfg: virtrigaud_proxmox::types::VmConfig = client.call(&api::config(&node, vmid)).await.unwrap();
-    client.send(&api::update_config(&node, vmid, None, &[("description", "changed".into())])).await.unwrap();
+    let cfg: virtrigaud_proxmox::types::VmConfig =
+        client.call(&api::config(&node, vmid)).await.unwrap();
+    client
+        .send(&api::update_config(
+            &node,
+            vmid,
+            None,
+            &[("description", "changed".into())],
+        ))
+        .await
+        .unwrap();
     let e = client
-        .send(&api::update_config(&node, vmid, cfg.digest.as_deref(), &[("cores", "3".into())]))
+        .send(&api::update_config(
+            &node,
+            vmid,
+            cfg.digest.as_deref(),
+            &[("cores", "3".into())],
+        ))
         .await
         .unwrap_err();
     let e = virtrigaud_proxmox::error::to_core(e, "reconfigure", vm.as_str());
@@ -396,22 +629,43 @@ async fn pending_config_changes_and_digest_conflicts() {
 async fn node_offline_is_unavailable_and_nothing_is_lost() {
     let Some(env) = common::env() else { return };
     let provider = env.provider();
-    let vm = env.control.vm("offline-node", json!({"node": "pve2"})).await;
-    env.control.post("/node", json!({"node": "pve2", "online": false})).await;
+    let vm = env
+        .control
+        .vm("offline-node", json!({"node": "pve2"}))
+        .await;
+    env.control
+        .post("/node", json!({"node": "pve2", "online": false}))
+        .await;
     let e = provider.power_state(&vm).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     assert!(e.is_retryable());
     assert!(e.message().contains("offline"), "{e}");
     let e = provider
-        .request_shutdown(&vm, ShutdownChannel::Acpi, &ShutdownRequestOptions::new(1, Duration::from_secs(5)))
+        .request_shutdown(
+            &vm,
+            ShutdownChannel::Acpi,
+            &ShutdownRequestOptions::new(1, Duration::from_secs(5)),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable);
-    env.control.post("/node", json!({"node": "pve2", "online": true})).await;
-    assert_eq!(provider.power_state(&vm).await.unwrap(), PowerState::Running);
-    let mgr = ShutdownManager::new(provider.clone() as Arc<dyn Provider>);
-    let report = mgr.shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(20))).await.unwrap();
-    assert!(matches!(report.outcome, ShutdownOutcome::Graceful { .. }), "{:?}", report.outcome);
+    env.control
+        .post("/node", json!({"node": "pve2", "online": true}))
+        .await;
+    assert_eq!(
+        provider.power_state(&vm).await.unwrap(),
+        PowerState::Running
+    );
+    let mgr = ShutdownManager::new(Arc::clone(&provider) as Arc<dyn Provider>);
+    let report = mgr
+        .shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(report.outcome, ShutdownOutcome::Graceful { .. }),
+        "{:?}",
+        report.outcome
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,18 +675,36 @@ async fn locks_are_retryable_conflicts() {
     // A config lock held by another task (lock_wait is 3 s on our fake): writes time out.
     let vm = env.control.vm("locked", json!({"status": "stopped"})).await;
     let (_, vmid) = split(&vm);
-    env.control.post("/lock", json!({"vmid": vmid, "secs": 20})).await;
-    let e = provider.reconfigure(&vm, &change(Some(2), None, vec![])).await.unwrap_err();
+    env.control
+        .post("/lock", json!({"vmid": vmid, "secs": 20}))
+        .await;
+    let e = provider
+        .reconfigure(&vm, &change(Some(2), None, vec![]))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
-    assert!(e.is_retryable() && e.message().contains("can't lock file"), "{e}");
-    let e = provider.start(&vm, &StartOptions::default()).await.unwrap_err();
+    assert!(
+        e.is_retryable() && e.message().contains("can't lock file"),
+        "{e}"
+    );
+    let e = provider
+        .start(&vm, &StartOptions::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
     env.control.post("/unlock", json!({"vmid": vmid})).await;
     provider.start(&vm, &StartOptions::default()).await.unwrap();
     // A VM locked by a backup: "VM is locked (backup)".
-    let busy = env.control.vm("backup-locked", json!({"lock": "backup"})).await;
+    let busy = env
+        .control
+        .vm("backup-locked", json!({"lock": "backup"}))
+        .await;
     let e = provider
-        .request_shutdown(&busy, ShutdownChannel::Acpi, &ShutdownRequestOptions::new(1, Duration::from_secs(5)))
+        .request_shutdown(
+            &busy,
+            ShutdownChannel::Acpi,
+            &ShutdownRequestOptions::new(1, Duration::from_secs(5)),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
@@ -446,22 +718,34 @@ async fn measure_calls_and_latency_per_graceful_shutdown() {
     for (label, spec) in [
         ("acpi, guest stops in 0 s", json!({"shutdown_secs": 0})),
         ("acpi, guest stops in 1 s", json!({"shutdown_secs": 1})),
-        ("agent, guest stops in 1 s", json!({"shutdown_secs": 1, "agent": {}, "config": {"agent": "1", "cores": 1, "memory": 512}})),
+        (
+            "agent, guest stops in 1 s",
+            json!({"shutdown_secs": 1, "agent": {}, "config": {"agent": "1", "cores": 1, "memory": 512}}),
+        ),
     ] {
         let mut calls = Vec::new();
         let mut times = Vec::new();
         for i in 0..3 {
             let provider = env.provider();
             let vm = env.control.vm(&format!("measure-{i}"), spec.clone()).await;
-            let mgr = ShutdownManager::new(provider.clone() as Arc<dyn Provider>);
+            let mgr = ShutdownManager::new(Arc::clone(&provider) as Arc<dyn Provider>);
             let before = provider.client().requests_sent();
             let t0 = Instant::now();
-            let report = mgr.shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(30))).await.unwrap();
+            let report = mgr
+                .shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(30)))
+                .await
+                .unwrap();
             times.push(t0.elapsed());
             calls.push(provider.client().requests_sent() - before);
-            assert!(matches!(report.outcome, ShutdownOutcome::Graceful { .. }), "{:?}", report.outcome);
+            assert!(
+                matches!(report.outcome, ShutdownOutcome::Graceful { .. }),
+                "{:?}",
+                report.outcome
+            );
         }
         let avg = times.iter().sum::<Duration>() / times.len() as u32;
-        eprintln!("MEASURE proxmox graceful shutdown ({label}): API calls {calls:?}, end-to-end {times:?} (mean {avg:?})");
+        eprintln!(
+            "MEASURE proxmox graceful shutdown ({label}): API calls {calls:?}, end-to-end {times:?} (mean {avg:?})"
+        );
     }
 }

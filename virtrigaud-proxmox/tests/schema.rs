@@ -20,8 +20,9 @@ use serde_json::{Value, json};
 use virtrigaud_core::shutdown::{ShutdownManager, ShutdownPolicy};
 use virtrigaud_core::testing::backend_env;
 use virtrigaud_core::{
-    CloneOptions, DeleteSnapshotOptions, DiskResize, PowerOffOptions, Provider, ReconfigureRequest, RevertOptions,
-    ShutdownChannel, ShutdownRequestOptions, SnapshotOptions, StartOptions, VmCreateSpec, VmId,
+    CloneOptions, DeleteSnapshotOptions, DiskResize, PowerOffOptions, Provider, ReconfigureRequest,
+    RevertOptions, ShutdownChannel, ShutdownRequestOptions, SnapshotOptions, StartOptions,
+    VmCreateSpec, VmId,
 };
 use virtrigaud_proxmox::request::{ApiRequest, catalogue};
 use virtrigaud_proxmox::{ProxmoxProvider, PveClient};
@@ -31,7 +32,9 @@ fn load_schema() -> Option<Value> {
     let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
     let text = if path.ends_with(".gz") {
         let mut s = String::new();
-        flate2::read::GzDecoder::new(&raw[..]).read_to_string(&mut s).unwrap();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_string(&mut s)
+            .unwrap();
         s
     } else {
         String::from_utf8(raw).unwrap()
@@ -49,7 +52,8 @@ fn num(v: &Value) -> Option<f64> {
 }
 
 fn is_true(v: Option<&Value>) -> bool {
-    matches!(v, Some(Value::Number(n)) if n.as_i64() == Some(1)) || matches!(v, Some(Value::Bool(true)))
+    matches!(v, Some(Value::Number(n)) if n.as_i64() == Some(1))
+        || matches!(v, Some(Value::Bool(true)))
 }
 
 /// The schema of parameter `name`, including indexed ones (`net0` → `net[n]`).
@@ -58,7 +62,11 @@ fn property<'a>(props: &'a serde_json::Map<String, Value>, name: &str) -> Option
         return Some(p);
     }
     let base = name.trim_end_matches(|c: char| c.is_ascii_digit());
-    if base.len() < name.len() { props.get(&format!("{base}[n]")) } else { None }
+    if base.len() < name.len() {
+        props.get(&format!("{base}[n]"))
+    } else {
+        None
+    }
 }
 
 fn format_ok(format: &str, value: &str) -> Result<(), String> {
@@ -66,20 +74,34 @@ fn format_ok(format: &str, value: &str) -> Result<(), String> {
     let ok = match format {
         "pve-node" => re(r"^[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?$"),
         "pve-configid" => re(r"^(?i)[a-z][a-z0-9_\-]+$"),
-        "dns-name" => re(r"^([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?\.)*[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?$"),
-        "pve-tag-list" => value.split([';', ',', ' ']).filter(|t| !t.is_empty()).all(|t| {
-            regex::Regex::new(r"^(?i)[a-z0-9_][a-z0-9_\-\+\.]*$").unwrap().is_match(t)
-        }),
+        "dns-name" => re(
+            r"^([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?\.)*[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?$",
+        ),
+        "pve-tag-list" => value
+            .split([';', ',', ' '])
+            .filter(|t| !t.is_empty())
+            .all(|t| {
+                regex::Regex::new(r"^(?i)[a-z0-9_][a-z0-9_\-\+\.]*$")
+                    .unwrap()
+                    .is_match(t)
+            }),
         "pve-storage-id" => re(r"^(?i)[a-z][a-z0-9\-_.]*[a-z0-9]$"),
         "pve-bridge-id" => re(r"^[-_.\w\d]+$"),
         "pve-vmid" => value.parse::<u64>().is_ok_and(|n| n >= 100),
         _ => true,
     };
-    if ok { Ok(()) } else { Err(format!("value {value:?} is not a valid {format}")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("value {value:?} is not a valid {format}"))
+    }
 }
 
 fn check_value(schema: &Value, value: &str) -> Result<(), String> {
-    let ty = schema.get("type").and_then(Value::as_str).unwrap_or("string");
+    let ty = schema
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("string");
     match ty {
         "boolean" => {
             if value != "0" && value != "1" {
@@ -87,7 +109,9 @@ fn check_value(schema: &Value, value: &str) -> Result<(), String> {
             }
         }
         "integer" => {
-            let n: i64 = value.parse().map_err(|_| format!("{value:?} is not an integer"))?;
+            let n: i64 = value
+                .parse()
+                .map_err(|_| format!("{value:?} is not an integer"))?;
             if let Some(min) = schema.get("minimum").and_then(num)
                 && (n as f64) < min
             {
@@ -100,7 +124,9 @@ fn check_value(schema: &Value, value: &str) -> Result<(), String> {
             }
         }
         "number" => {
-            value.parse::<f64>().map_err(|_| format!("{value:?} is not a number"))?;
+            value
+                .parse::<f64>()
+                .map_err(|_| format!("{value:?} is not a number"))?;
         }
         "string" => {
             if let Some(max) = schema.get("maxLength").and_then(num)
@@ -119,7 +145,8 @@ fn check_value(schema: &Value, value: &str) -> Result<(), String> {
                 return Err(format!("{value:?} not in enum {en:?}"));
             }
             if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
-                let re = regex::Regex::new(&format!("^(?:{p})$")).map_err(|e| format!("pattern {p}: {e}"))?;
+                let re = regex::Regex::new(&format!("^(?:{p})$"))
+                    .map_err(|e| format!("pattern {p}: {e}"))?;
                 if !re.is_match(value) {
                     return Err(format!("{value:?} does not match /{p}/"));
                 }
@@ -136,11 +163,16 @@ fn check_value(schema: &Value, value: &str) -> Result<(), String> {
 }
 
 fn check_property_string(fmt: &serde_json::Map<String, Value>, value: &str) -> Result<(), String> {
-    let default_key = fmt.iter().find(|(_, s)| is_true(s.get("default_key"))).map(|(k, _)| k.clone());
+    let default_key = fmt
+        .iter()
+        .find(|(_, s)| is_true(s.get("default_key")))
+        .map(|(k, _)| k.clone());
     for part in value.split(',') {
         match part.split_once('=') {
             Some((k, v)) => {
-                let s = fmt.get(k).ok_or_else(|| format!("property string key {k:?} is not declared"))?;
+                let s = fmt
+                    .get(k)
+                    .ok_or_else(|| format!("property string key {k:?} is not declared"))?;
                 if s.get("type").is_some() {
                     check_value(s, v).map_err(|e| format!("{k}: {e}"))?;
                 }
@@ -149,7 +181,9 @@ fn check_property_string(fmt: &serde_json::Map<String, Value>, value: &str) -> R
                 if fmt.get(part).is_some_and(|s| s.get("keyAlias").is_some()) {
                     continue; // `virtio` in `virtio,bridge=vmbr0`
                 }
-                let k = default_key.as_ref().ok_or_else(|| format!("bare value {part:?} but no default key"))?;
+                let k = default_key
+                    .as_ref()
+                    .ok_or_else(|| format!("bare value {part:?} but no default key"))?;
                 check_value(&fmt[k], part).map_err(|e| format!("{k}: {e}"))?;
             }
         }
@@ -165,7 +199,10 @@ fn validate(paths: &Value, req: &ApiRequest) -> Result<(), String> {
         .get(method)
         .ok_or_else(|| format!("{method} {} is not in the PVE API", req.template))?;
     let empty = serde_json::Map::new();
-    let props = entry["parameters"].get("properties").and_then(Value::as_object).unwrap_or(&empty);
+    let props = entry["parameters"]
+        .get("properties")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
     let mut given = BTreeSet::new();
     // Path placeholders.
     for seg in req.template.split('/') {
@@ -175,13 +212,16 @@ fn validate(paths: &Value, req: &ApiRequest) -> Result<(), String> {
                 .iter()
                 .find(|(k, _)| *k == name)
                 .ok_or_else(|| format!("path parameter {name} not bound"))?;
-            let schema = props.get(name).ok_or_else(|| format!("path parameter {name} not in schema"))?;
+            let schema = props
+                .get(name)
+                .ok_or_else(|| format!("path parameter {name} not in schema"))?;
             check_value(schema, value).map_err(|e| format!("{name}: {e}"))?;
             given.insert(name.to_owned());
         }
     }
     for (name, value) in &req.params {
-        let schema = property(props, name).ok_or_else(|| format!("parameter {name} is not declared"))?;
+        let schema =
+            property(props, name).ok_or_else(|| format!("parameter {name} is not declared"))?;
         check_value(schema, value).map_err(|e| format!("{name}: {e}"))?;
         if !given.insert(name.clone()) {
             return Err(format!("parameter {name} given twice"));
@@ -202,7 +242,13 @@ fn validate(paths: &Value, req: &ApiRequest) -> Result<(), String> {
 }
 
 fn validate_all(paths: &Value, reqs: &[ApiRequest]) -> Vec<String> {
-    reqs.iter().filter_map(|r| validate(paths, r).err().map(|e| format!("{} {}: {e}", r.method, r.path()))).collect()
+    reqs.iter()
+        .filter_map(|r| {
+            validate(paths, r)
+                .err()
+                .map(|e| format!("{} {}: {e}", r.method, r.path()))
+        })
+        .collect()
 }
 
 #[test]
@@ -210,19 +256,32 @@ fn every_built_request_matches_the_pve_schema() {
     let Some(paths) = load_schema() else { return };
     let reqs = catalogue();
     let errors = validate_all(&paths, &reqs);
-    assert!(errors.is_empty(), "requests that PVE would refuse:\n{}", errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "requests that PVE would refuse:\n{}",
+        errors.join("\n")
+    );
     // The validator itself catches mistakes.
-    let bad = ApiRequest::new(virtrigaud_proxmox::Method::Post, "/nodes/{node}/qemu/{vmid}/status/shutdown")
-        .path_param("node", "pve1")
-        .path_param("vmid", 101)
-        .param("forceStop", "true")
-        .param("timeoutt", 3);
+    let bad = ApiRequest::new(
+        virtrigaud_proxmox::Method::Post,
+        "/nodes/{node}/qemu/{vmid}/status/shutdown",
+    )
+    .path_param("node", "pve1")
+    .path_param("vmid", 101)
+    .param("forceStop", "true")
+    .param("timeoutt", 3);
     assert!(validate(&paths, &bad).is_err());
-    let missing = ApiRequest::new(virtrigaud_proxmox::Method::Post, "/nodes/{node}/qemu/{vmid}/clone")
-        .path_param("node", "pve1")
-        .path_param("vmid", 101);
+    let missing = ApiRequest::new(
+        virtrigaud_proxmox::Method::Post,
+        "/nodes/{node}/qemu/{vmid}/clone",
+    )
+    .path_param("node", "pve1")
+    .path_param("vmid", 101);
     assert!(validate(&paths, &missing).unwrap_err().contains("newid"));
-    eprintln!("validated {} request shapes against the PVE schema", reqs.len());
+    eprintln!(
+        "validated {} request shapes against the PVE schema",
+        reqs.len()
+    );
 }
 
 /// Records every request the provider sends during a whole lifecycle against fakepve and
@@ -240,7 +299,15 @@ async fn every_request_sent_in_a_lifecycle_matches_the_pve_schema() {
     p.describe(&vm).await.unwrap();
     p.probe_agent(&vm).await.unwrap();
     let snaps = p.snapshotter().unwrap();
-    snaps.create_snapshot(&vm, &SnapshotOptions::new("s1").with_memory(true).with_description("d")).await.unwrap();
+    snaps
+        .create_snapshot(
+            &vm,
+            &SnapshotOptions::new("s1")
+                .with_memory(true)
+                .with_description("d"),
+        )
+        .await
+        .unwrap();
     snaps.list_snapshots(&vm).await.unwrap();
     let mut rc = ReconfigureRequest::default();
     rc.cpu = Some(2);
@@ -250,17 +317,41 @@ async fn every_request_sent_in_a_lifecycle_matches_the_pve_schema() {
     p.pause(&vm).await.unwrap();
     p.resume(&vm).await.unwrap();
     p.reset(&vm).await.unwrap();
-    let _ = p.request_shutdown(&vm, ShutdownChannel::Acpi, &ShutdownRequestOptions::new(1, Duration::from_secs(5))).await;
-    p.request_shutdown(&vm, ShutdownChannel::Agent, &ShutdownRequestOptions::new(1, Duration::from_secs(5))).await.unwrap();
+    let _ = p
+        .request_shutdown(
+            &vm,
+            ShutdownChannel::Acpi,
+            &ShutdownRequestOptions::new(1, Duration::from_secs(5)),
+        )
+        .await;
+    p.request_shutdown(
+        &vm,
+        ShutdownChannel::Agent,
+        &ShutdownRequestOptions::new(1, Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
     p.power_off(&vm, &PowerOffOptions::default()).await.unwrap();
     let mut ro = RevertOptions::default();
     ro.start = true;
     snaps.revert_snapshot(&vm, "s1", &ro).await.unwrap();
-    snaps.delete_snapshot(&vm, "s1", &DeleteSnapshotOptions::default()).await.unwrap();
-    let mgr = ShutdownManager::new(provider.clone() as Arc<dyn Provider>);
-    mgr.shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(10))).await.unwrap();
-    let clone = p.cloner().unwrap().clone_vm(&vm, &CloneOptions::new("schema-clone").power_on(true)).await.unwrap();
-    p.power_off(&clone.vm, &PowerOffOptions::default()).await.unwrap();
+    snaps
+        .delete_snapshot(&vm, "s1", &DeleteSnapshotOptions::default())
+        .await
+        .unwrap();
+    let mgr = ShutdownManager::new(Arc::clone(&provider) as Arc<dyn Provider>);
+    mgr.shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let clone = p
+        .cloner()
+        .unwrap()
+        .clone_vm(&vm, &CloneOptions::new("schema-clone").power_on(true))
+        .await
+        .unwrap();
+    p.power_off(&clone.vm, &PowerOffOptions::default())
+        .await
+        .unwrap();
     p.delete(&clone.vm, &Default::default()).await.unwrap();
     let mut spec = VmCreateSpec::new("schema-made", 1, 512);
     spec.disks = vec![virtrigaud_core::DiskCreateSpec::new("root", 4)];
@@ -271,18 +362,34 @@ async fn every_request_sent_in_a_lifecycle_matches_the_pve_schema() {
     p.list_vms(&Default::default()).await.unwrap();
     p.inventory().await.unwrap();
     provider.node_capabilities("pve1").await.unwrap();
-    p.power_off(&made, &PowerOffOptions::default()).await.unwrap();
+    p.power_off(&made, &PowerOffOptions::default())
+        .await
+        .unwrap();
     p.delete(&made, &Default::default()).await.unwrap();
     // A password client: the login request too.
     let pw = PveClient::new(env.password_config()).unwrap();
     pw.record_requests();
-    ProxmoxProvider::new(pw.clone()).power_state(&vm).await.unwrap();
+    ProxmoxProvider::new(pw.clone())
+        .power_state(&vm)
+        .await
+        .unwrap();
 
     let mut sent = client.take_recorded();
     sent.extend(pw.take_recorded());
-    let kinds: BTreeSet<String> = sent.iter().map(|r| format!("{} {}", r.method, r.template)).collect();
+    let kinds: BTreeSet<String> = sent
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.template))
+        .collect();
     let errors = validate_all(&paths, &sent);
-    assert!(errors.is_empty(), "requests that PVE would refuse:\n{}", errors.join("\n"));
-    eprintln!("validated {} sent requests ({} kinds) against the PVE schema", sent.len(), kinds.len());
+    assert!(
+        errors.is_empty(),
+        "requests that PVE would refuse:\n{}",
+        errors.join("\n")
+    );
+    eprintln!(
+        "validated {} sent requests ({} kinds) against the PVE schema",
+        sent.len(),
+        kinds.len()
+    );
     assert!(kinds.len() >= 25, "{kinds:?}");
 }

@@ -27,7 +27,10 @@ fn var(name: &str) -> Option<String> {
     match std::env::var(name) {
         Ok(v) if !v.is_empty() => Some(v),
         _ => {
-            missing_prerequisite("proxmox", &format!("environment variable {name} is not set"));
+            missing_prerequisite(
+                "proxmox",
+                &format!("environment variable {name} is not set"),
+            );
             None
         }
     }
@@ -60,10 +63,13 @@ pub fn env() -> Option<Env> {
 
 impl Env {
     pub fn token_config(&self) -> ProxmoxConfig {
-        ProxmoxConfig::new(&self.url, Auth::api_token(&self.token_id, &self.token_secret))
-            .with_ca_pem(self.ca_pem.clone())
-            .with_task_poll(Duration::from_millis(50), Duration::from_millis(500))
-            .with_task_timeout(Duration::from_secs(60))
+        ProxmoxConfig::new(
+            &self.url,
+            Auth::api_token(&self.token_id, &self.token_secret),
+        )
+        .with_ca_pem(self.ca_pem.clone())
+        .with_task_poll(Duration::from_millis(50), Duration::from_millis(500))
+        .with_task_timeout(Duration::from_secs(60))
     }
 
     pub fn password_config(&self) -> ProxmoxConfig {
@@ -128,7 +134,11 @@ impl Control {
             }
         }
         let v = self.post("/vm", body).await;
-        VmId::new(format!("{}/{}", v["node"].as_str().unwrap_or("pve1"), v["vmid"]))
+        VmId::new(format!(
+            "{}/{}",
+            v["node"].as_str().unwrap_or("pve1"),
+            v["vmid"]
+        ))
     }
 
     pub async fn fault(&self, method: &str, suffix: &str, extra: Value) {
@@ -142,7 +152,8 @@ impl Control {
     }
 
     pub async fn unfault(&self, method: &str, suffix: &str) {
-        self.post("/unfault", json!({"method": method, "suffix": suffix})).await;
+        self.post("/unfault", json!({"method": method, "suffix": suffix}))
+            .await;
     }
 
     pub async fn fake_vm(&self, vm: &VmId) -> Value {
@@ -170,11 +181,20 @@ pub struct PveFixture {
 #[async_trait]
 impl Fixture for PveFixture {
     async fn cooperative_vm(&self) -> Result<VmId> {
-        Ok(self.env.control.vm("conf-coop", json!({"shutdown_secs": 1})).await)
+        Ok(self
+            .env
+            .control
+            .vm("conf-coop", json!({"shutdown_secs": 1}))
+            .await)
     }
 
     async fn ignoring_vm(&self) -> Result<Option<VmId>> {
-        Ok(Some(self.env.control.vm("conf-ignore", json!({"acpi": false})).await))
+        Ok(Some(
+            self.env
+                .control
+                .vm("conf-ignore", json!({"acpi": false}))
+                .await,
+        ))
     }
 
     fn missing_vm(&self) -> VmId {
