@@ -21,7 +21,10 @@ pub(crate) struct MoRef {
 
 impl MoRef {
     pub(crate) fn new(ty: &str, value: &str) -> Self {
-        MoRef { ty: ty.to_owned(), value: value.to_owned() }
+        MoRef {
+            ty: ty.to_owned(),
+            value: value.to_owned(),
+        }
     }
     pub(crate) fn vm(value: &str) -> Self {
         MoRef::new("VirtualMachine", value)
@@ -86,9 +89,12 @@ const ENVELOPE_CLOSE: &str = "</soapenv:Body></soapenv:Envelope>";
 
 /// Normalises a user URL to the `/sdk` endpoint.
 fn sdk_url(raw: &str) -> Result<url::Url, VimError> {
-    let mut u = url::Url::parse(raw).map_err(|e| VimError::Protocol(format!("invalid URL {raw:?}: {e}")))?;
+    let mut u = url::Url::parse(raw)
+        .map_err(|e| VimError::Protocol(format!("invalid URL {raw:?}: {e}")))?;
     if !matches!(u.scheme(), "https" | "http") {
-        return Err(VimError::Protocol(format!("URL scheme must be https or http: {raw:?}")));
+        return Err(VimError::Protocol(format!(
+            "URL scheme must be https or http: {raw:?}"
+        )));
     }
     if u.path() == "/" || u.path().is_empty() {
         u.set_path("/sdk");
@@ -109,7 +115,9 @@ fn build_http(cfg: &VsphereConfig) -> Result<reqwest::Client, VimError> {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| VimError::Protocol(format!("invalid CA PEM: {e}")))?;
             if certs.is_empty() {
-                return Err(VimError::Protocol("the CA PEM bundle holds no certificate".into()));
+                return Err(VimError::Protocol(
+                    "the CA PEM bundle holds no certificate".into(),
+                ));
             }
             b = b.tls_certs_only(certs);
         }
@@ -152,8 +160,12 @@ impl Client {
             wait_poll: cfg.wait_poll,
             request_timeout: cfg.request_timeout,
         };
-        let resp = client.call_once("RetrieveServiceContent", &placeholder, "", None).await?;
-        let rv = resp.child("returnval").ok_or_else(|| VimError::Protocol("no ServiceContent".into()))?;
+        let resp = client
+            .call_once("RetrieveServiceContent", &placeholder, "", None)
+            .await?;
+        let rv = resp
+            .child("returnval")
+            .ok_or_else(|| VimError::Protocol("no ServiceContent".into()))?;
         let get = |name: &str| {
             rv.child(name)
                 .and_then(MoRef::from_el)
@@ -219,7 +231,12 @@ impl Client {
     }
 
     /// Calls `method` on `this`; on `NotAuthenticated` logs in again once and retries.
-    pub(crate) async fn call(&self, method: &str, this: &MoRef, body: &str) -> Result<Element, VimError> {
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        this: &MoRef,
+        body: &str,
+    ) -> Result<Element, VimError> {
         self.call_timeout(method, this, body, None).await
     }
 
@@ -266,7 +283,12 @@ impl Client {
             .header("SOAPAction", format!("\"{}\"", self.soap_action))
             .timeout(self.request_timeout + extra.unwrap_or_default())
             .body(env);
-        if let Some(c) = self.cookie.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(c) = self
+            .cookie
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             req = req.header("Cookie", c.expose_secret());
         }
         self.calls.fetch_add(1, Ordering::Relaxed);
@@ -310,7 +332,8 @@ impl Client {
                     for m in o.children_named("missingSet") {
                         if let Some(f) = m.child("fault") {
                             let fault = SoapFault::from_localized(f);
-                            if fault.is_not_authenticated() || fault.fault_type() == "NoPermission" {
+                            if fault.is_not_authenticated() || fault.fault_type() == "NoPermission"
+                            {
                                 return Err(VimError::Fault(fault));
                             }
                         }
@@ -330,7 +353,10 @@ impl Client {
         for p in paths {
             b.el("pathSet", p);
         }
-        b.close("propSet").open("objectSet").moref("obj", &obj.ty, &obj.value).close("objectSet");
+        b.close("propSet")
+            .open("objectSet")
+            .moref("obj", &obj.ty, &obj.value)
+            .close("objectSet");
         b.close("specSet").raw("<options/>");
         let pc = self.sc.property_collector.clone();
         let resp = self.call("RetrievePropertiesEx", &pc, &b.finish()).await?;
@@ -351,10 +377,16 @@ impl Client {
     }
 
     /// Names and morefs of all objects of `ty` under the root folder (container view).
-    pub(crate) async fn list_by_type(&self, ty: &str, paths: &[&str]) -> Result<Vec<(MoRef, Props)>, VimError> {
+    pub(crate) async fn list_by_type(
+        &self,
+        ty: &str,
+        paths: &[&str],
+    ) -> Result<Vec<(MoRef, Props)>, VimError> {
         let mut b = Xml::new();
         let root = self.sc.root_folder.clone();
-        b.moref("container", &root.ty, &root.value).el("type", ty).el("recursive", "true");
+        b.moref("container", &root.ty, &root.value)
+            .el("type", ty)
+            .el("recursive", "true");
         let vm_ = self.sc.view_manager.clone();
         let resp = self.call("CreateContainerView", &vm_, &b.finish()).await?;
         let view = resp
@@ -366,14 +398,21 @@ impl Client {
         out
     }
 
-    async fn collect_view(&self, view: &MoRef, ty: &str, paths: &[&str]) -> Result<Vec<(MoRef, Props)>, VimError> {
+    async fn collect_view(
+        &self,
+        view: &MoRef,
+        ty: &str,
+        paths: &[&str],
+    ) -> Result<Vec<(MoRef, Props)>, VimError> {
         let mut b = Xml::new();
         b.open("specSet").open("propSet").el("type", ty);
         for p in paths {
             b.el("pathSet", p);
         }
         b.close("propSet");
-        b.open("objectSet").moref("obj", &view.ty, &view.value).el("skip", "true");
+        b.open("objectSet")
+            .moref("obj", &view.ty, &view.value)
+            .el("skip", "true");
         b.open_typed("selectSet", "TraversalSpec")
             .el("name", "view")
             .el("type", "ContainerView")
@@ -384,10 +423,11 @@ impl Client {
         let pc = self.sc.property_collector.clone();
         let mut resp = self.call("RetrievePropertiesEx", &pc, &b.finish()).await?;
         let mut out = Vec::new();
-        loop {
-            let Some(rv) = resp.child("returnval") else { break };
+        while let Some(rv) = resp.child("returnval") {
             for o in rv.children_named("objects") {
-                let Some(obj) = o.child("obj").and_then(MoRef::from_el) else { continue };
+                let Some(obj) = o.child("obj").and_then(MoRef::from_el) else {
+                    continue;
+                };
                 let mut props = Props::default();
                 for ps in o.children_named("propSet") {
                     if let (Some(n), Some(v)) = (ps.text_at("name"), ps.child("val")) {
@@ -396,16 +436,27 @@ impl Client {
                 }
                 out.push((obj, props));
             }
-            let Some(token) = rv.text_at("token").filter(|t| !t.is_empty()).map(str::to_owned) else { break };
+            let Some(token) = rv
+                .text_at("token")
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+            else {
+                break;
+            };
             let mut b = Xml::new();
             b.el("token", &token);
-            resp = self.call("ContinueRetrievePropertiesEx", &pc, &b.finish()).await?;
+            resp = self
+                .call("ContinueRetrievePropertiesEx", &pc, &b.finish())
+                .await?;
         }
         Ok(out)
     }
 
     /// `SearchIndex.FindByInventoryPath`.
-    pub(crate) async fn find_by_inventory_path(&self, path: &str) -> Result<Option<MoRef>, VimError> {
+    pub(crate) async fn find_by_inventory_path(
+        &self,
+        path: &str,
+    ) -> Result<Option<MoRef>, VimError> {
         let mut b = Xml::new();
         b.el("inventoryPath", path);
         let si = self.sc.search_index.clone();
@@ -423,7 +474,11 @@ impl Client {
     // ---- waits ----
 
     /// A private property collector with one filter on `obj`'s `paths`.
-    pub(crate) async fn waiter(self: &Arc<Self>, obj: &MoRef, paths: &[&str]) -> Result<Waiter, VimError> {
+    pub(crate) async fn waiter(
+        self: &Arc<Self>,
+        obj: &MoRef,
+        paths: &[&str],
+    ) -> Result<Waiter, VimError> {
         let pc = self.sc.property_collector.clone();
         let resp = self.call("CreatePropertyCollector", &pc, "").await?;
         let own = resp
@@ -435,7 +490,10 @@ impl Client {
         for p in paths {
             b.el("pathSet", p);
         }
-        b.close("propSet").open("objectSet").moref("obj", &obj.ty, &obj.value).close("objectSet");
+        b.close("propSet")
+            .open("objectSet")
+            .moref("obj", &obj.ty, &obj.value)
+            .close("objectSet");
         b.close("spec").el("partialUpdates", "false");
         let w = Waiter {
             client: Arc::clone(self),
@@ -456,7 +514,10 @@ impl Client {
 
     /// Waits for a task to finish: one read when it is already done (vcsim, fast tasks),
     /// otherwise a push-based wait on `info.state`. Returns `info.result` on success.
-    pub(crate) async fn wait_task(self: &Arc<Self>, task: &MoRef) -> Result<Option<Element>, VimError> {
+    pub(crate) async fn wait_task(
+        self: &Arc<Self>,
+        task: &MoRef,
+    ) -> Result<Option<Element>, VimError> {
         let paths = ["info.state", "info.error", "info.result"];
         let props = self.retrieve(task, &paths).await?;
         if let Some(r) = task_outcome(&props) {
@@ -577,11 +638,19 @@ impl Waiter {
         };
         let wait = self.client.wait_poll.as_secs().max(1);
         let mut b = Xml::new();
-        b.el("version", &self.version).open("options").el("maxWaitSeconds", &wait.to_string()).close("options");
+        b.el("version", &self.version)
+            .open("options")
+            .el("maxWaitSeconds", &wait.to_string())
+            .close("options");
         let body = b.finish();
         let r = self
             .client
-            .call_timeout("WaitForUpdatesEx", &pc, &body, Some(Duration::from_secs(wait + 5)))
+            .call_timeout(
+                "WaitForUpdatesEx",
+                &pc,
+                &body,
+                Some(Duration::from_secs(wait + 5)),
+            )
             .await;
         let resp = match r {
             Ok(r) => r,
@@ -602,7 +671,9 @@ impl Waiter {
             }
             Err(e) => return Err(e),
         };
-        let Some(rv) = resp.child("returnval") else { return Ok(None) };
+        let Some(rv) = resp.child("returnval") else {
+            return Ok(None);
+        };
         if let Some(v) = rv.text_at("version") {
             self.version = v.to_owned();
         }
@@ -617,8 +688,14 @@ impl Waiter {
                 }
                 let mut group = Vec::new();
                 for cs in os.children_named("changeSet") {
-                    let Some(name) = cs.text_at("name") else { continue };
-                    let val = if cs.text_at("op") == Some("remove") { None } else { cs.child("val").cloned() };
+                    let Some(name) = cs.text_at("name") else {
+                        continue;
+                    };
+                    let val = if cs.text_at("op") == Some("remove") {
+                        None
+                    } else {
+                        cs.child("val").cloned()
+                    };
                     group.push((name.to_owned(), val));
                 }
                 changes.push(group);
@@ -654,8 +731,16 @@ mod tests {
 
     #[test]
     fn sdk_url_normalises() {
-        assert_eq!(sdk_url("https://vc.example.com").expect("u").as_str(), "https://vc.example.com/sdk");
-        assert_eq!(sdk_url("https://u:p@vc.example.com/sdk").expect("u").as_str(), "https://vc.example.com/sdk");
+        assert_eq!(
+            sdk_url("https://vc.example.com").expect("u").as_str(),
+            "https://vc.example.com/sdk"
+        );
+        assert_eq!(
+            sdk_url("https://u:p@vc.example.com/sdk")
+                .expect("u")
+                .as_str(),
+            "https://vc.example.com/sdk"
+        );
         assert!(sdk_url("ftp://x").is_err());
         assert!(sdk_url("not a url").is_err());
     }

@@ -28,7 +28,9 @@ impl fmt::Debug for TlsVerification {
         match self {
             TlsVerification::System => f.write_str("System"),
             TlsVerification::CaPem(pem) => write!(f, "CaPem({} bytes)", pem.len()),
-            TlsVerification::DangerousAcceptInvalidCerts => f.write_str("DangerousAcceptInvalidCerts"),
+            TlsVerification::DangerousAcceptInvalidCerts => {
+                f.write_str("DangerousAcceptInvalidCerts")
+            }
         }
     }
 }
@@ -79,7 +81,11 @@ impl fmt::Debug for VsphereConfig {
 
 impl VsphereConfig {
     /// Settings for `url` with a user name and password; TLS verified against the system roots.
-    pub fn new(url: impl Into<String>, username: impl Into<String>, password: impl Into<String>) -> Self {
+    pub fn new(
+        url: impl Into<String>,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
         VsphereConfig {
             url: url.into(),
             username: username.into(),

@@ -19,7 +19,10 @@ pub struct SoapFault {
 impl SoapFault {
     /// A fault of type `fault_type` (`InvalidPowerState`, `ToolsUnavailable`, …).
     pub fn new(fault_type: impl Into<String>, message: impl Into<String>) -> Self {
-        SoapFault { fault_type: fault_type.into(), message: message.into() }
+        SoapFault {
+            fault_type: fault_type.into(),
+            message: message.into(),
+        }
     }
     /// The vim25 fault type name, without the `Fault` element suffix.
     pub fn fault_type(&self) -> &str {
@@ -41,8 +44,16 @@ impl SoapFault {
                     .clone()
                     .unwrap_or_else(|| d.name.strip_suffix("Fault").unwrap_or(&d.name).to_owned())
             })
-            .unwrap_or_else(|| fault.text_at("faultcode").unwrap_or("UnknownFault").to_owned());
-        SoapFault { fault_type: ty, message }
+            .unwrap_or_else(|| {
+                fault
+                    .text_at("faultcode")
+                    .unwrap_or("UnknownFault")
+                    .to_owned()
+            });
+        SoapFault {
+            fault_type: ty,
+            message,
+        }
     }
 
     /// Reads a `LocalizedMethodFault` (`<error><fault xsi:type=…/><localizedMessage/></error>`).
@@ -52,7 +63,10 @@ impl SoapFault {
             .and_then(|f| f.xsi_type.clone())
             .unwrap_or_else(|| "UnknownFault".to_owned());
         let message = err.text_at("localizedMessage").unwrap_or("").to_owned();
-        SoapFault { fault_type: ty, message }
+        SoapFault {
+            fault_type: ty,
+            message,
+        }
     }
 
     /// Whether this fault is `NotAuthenticated` (session gone: log in again).
@@ -68,18 +82,32 @@ impl SoapFault {
             }
             "NoPermission" | "RestrictedVersion" | "SecurityError" => ErrorKind::PermissionDenied,
             "ManagedObjectNotFound" | "NotFound" | "FileNotFound" => ErrorKind::NotFound,
-            "InvalidPowerState" | "InvalidState" | "ToolsUnavailable" | "VmConfigIncompatibleForPowerOnOp"
-            | "InvalidHostState" | "DisallowedOperationOnFailoverHost" => ErrorKind::InvalidState,
-            "TaskInProgress" | "ConcurrentAccess" | "FileLocked" | "ResourceInUse" => ErrorKind::Conflict,
+            "InvalidPowerState"
+            | "InvalidState"
+            | "ToolsUnavailable"
+            | "VmConfigIncompatibleForPowerOnOp"
+            | "InvalidHostState"
+            | "DisallowedOperationOnFailoverHost" => ErrorKind::InvalidState,
+            "TaskInProgress" | "ConcurrentAccess" | "FileLocked" | "ResourceInUse" => {
+                ErrorKind::Conflict
+            }
             "DuplicateName" | "AlreadyExists" | "FileAlreadyExists" => ErrorKind::AlreadyExists,
-            "InvalidArgument" | "InvalidRequest" | "InvalidType" | "InvalidProperty" | "InvalidName"
-            | "InvalidDeviceSpec" | "InvalidSnapshotFormat" | "MethodNotFound" | "InvalidDatastorePath" => {
-                ErrorKind::InvalidSpec
+            "InvalidArgument"
+            | "InvalidRequest"
+            | "InvalidType"
+            | "InvalidProperty"
+            | "InvalidName"
+            | "InvalidDeviceSpec"
+            | "InvalidSnapshotFormat"
+            | "MethodNotFound"
+            | "InvalidDatastorePath" => ErrorKind::InvalidSpec,
+            "NotSupported"
+            | "NotImplemented"
+            | "CpuHotPlugNotSupported"
+            | "MemoryHotPlugNotSupported" => ErrorKind::Unsupported,
+            "HostNotConnected" | "HostCommunication" | "HostNotReachable" | "Timedout" => {
+                ErrorKind::Unavailable
             }
-            "NotSupported" | "NotImplemented" | "CpuHotPlugNotSupported" | "MemoryHotPlugNotSupported" => {
-                ErrorKind::Unsupported
-            }
-            "HostNotConnected" | "HostCommunication" | "HostNotReachable" | "Timedout" => ErrorKind::Unavailable,
             "RequestCanceled" => ErrorKind::Cancelled,
             _ => ErrorKind::Internal,
         }
@@ -155,16 +183,29 @@ impl VimError {
                     _ => ErrorKind::Internal,
                 };
                 let snippet: String = body.chars().take(200).collect();
-                Error::new(kind, format!("HTTP {status} from the SOAP endpoint: {snippet}"))
+                Error::new(
+                    kind,
+                    format!("HTTP {status} from the SOAP endpoint: {snippet}"),
+                )
             }
             VimError::Transport(e) => {
-                let kind = if e.is_timeout() { ErrorKind::Timeout } else { ErrorKind::Unavailable };
-                Error::new(kind, format!("cannot reach the SOAP endpoint: {e}")).with_source(e).temporary()
+                let kind = if e.is_timeout() {
+                    ErrorKind::Timeout
+                } else {
+                    ErrorKind::Unavailable
+                };
+                Error::new(kind, format!("cannot reach the SOAP endpoint: {e}"))
+                    .with_source(e)
+                    .temporary()
             }
-            VimError::Xml(e) => Error::internal(format!("unreadable SOAP reply: {e}")).with_source(e),
+            VimError::Xml(e) => {
+                Error::internal(format!("unreadable SOAP reply: {e}")).with_source(e)
+            }
             VimError::Protocol(msg) => Error::internal(format!("unexpected SOAP reply: {msg}")),
         };
-        let err = err.with_provider(crate::PROVIDER_TYPE).with_operation(operation);
+        let err = err
+            .with_provider(crate::PROVIDER_TYPE)
+            .with_operation(operation);
         match resource {
             Some(r) => err.with_resource(r),
             None => err,

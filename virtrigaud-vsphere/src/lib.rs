@@ -56,5 +56,5 @@ mod xml;
 
 pub use config::{TlsVerification, VsphereConfig};
 pub use fault::SoapFault;
-pub use provider::VsphereProvider;
 pub(crate) use provider::PROVIDER_TYPE;
+pub use provider::VsphereProvider;

@@ -6,10 +6,10 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use virtrigaud_core::{
     AgentStatus, CloneOptions, CloneResult, Cloner, DeleteOptions, DeleteSnapshotOptions, DiskInfo,
-    Error, ErrorKind, ListOptions, OffReason, PowerOffOptions, PowerState, PowerStateStream, Provider,
-    ProviderCapabilities, ReconfigureRequest, ReconfigureResult, Result, RevertOptions, ShutdownChannel,
-    ShutdownRequestOptions, SnapshotInfo, SnapshotOptions, Snapshotter, StartOptions, VmCapabilities,
-    VmDescription, VmId,
+    Error, ErrorKind, ListOptions, OffReason, PowerOffOptions, PowerState, PowerStateStream,
+    Provider, ProviderCapabilities, ReconfigureRequest, ReconfigureResult, Result, RevertOptions,
+    ShutdownChannel, ShutdownRequestOptions, SnapshotInfo, SnapshotOptions, Snapshotter,
+    StartOptions, VmCapabilities, VmDescription, VmId,
 };
 
 use crate::client::{Client, MoRef, Props};
@@ -66,7 +66,9 @@ impl VsphereProvider {
     /// # Ok(()) }
     /// ```
     pub async fn connect(config: VsphereConfig) -> Result<Self> {
-        let client = Client::connect(&config).await.map_err(|e| e.into_error("connect", None))?;
+        let client = Client::connect(&config)
+            .await
+            .map_err(|e| e.into_error("connect", None))?;
         Ok(VsphereProvider { client })
     }
 
@@ -79,9 +81,11 @@ impl VsphereProvider {
             .map_err(|e| e.into_error("find_vm", Some(path)))?;
         match found {
             Some(m) if m.ty == "VirtualMachine" => Ok(VmId::new(m.value)),
-            Some(m) => Err(Error::invalid_spec(format!("{path} is a {}, not a VM", m.ty))
-                .with_provider(PROVIDER_TYPE)
-                .with_operation("find_vm")),
+            Some(m) => Err(
+                Error::invalid_spec(format!("{path} is a {}, not a VM", m.ty))
+                    .with_provider(PROVIDER_TYPE)
+                    .with_operation("find_vm"),
+            ),
             None => Err(Error::not_found(format!("no VM at inventory path {path}"))
                 .with_provider(PROVIDER_TYPE)
                 .with_operation("find_vm")
@@ -97,35 +101,57 @@ impl VsphereProvider {
             .list_by_type("VirtualMachine", &["name"])
             .await
             .map_err(|e| e.into_error("find_vm", Some(name)))?;
-        let mut hits = all.into_iter().filter(|(_, p)| p.str("name") == Some(name)).map(|(m, _)| m.value);
+        let mut hits = all
+            .into_iter()
+            .filter(|(_, p)| p.str("name") == Some(name))
+            .map(|(m, _)| m.value);
         match (hits.next(), hits.next()) {
             (Some(id), None) => Ok(VmId::new(id)),
             (None, _) => Err(Error::not_found(format!("no VM named {name}"))
                 .with_provider(PROVIDER_TYPE)
                 .with_operation("find_vm")
                 .with_resource(name)),
-            (Some(_), Some(_)) => Err(Error::new(ErrorKind::Conflict, format!("several VMs are named {name}"))
-                .permanent()
-                .with_provider(PROVIDER_TYPE)
-                .with_operation("find_vm")
-                .with_resource(name)),
+            (Some(_), Some(_)) => Err(Error::new(
+                ErrorKind::Conflict,
+                format!("several VMs are named {name}"),
+            )
+            .permanent()
+            .with_provider(PROVIDER_TYPE)
+            .with_operation("find_vm")
+            .with_resource(name)),
         }
     }
 
     /// Checks that a VM id exists (by managed object id) and returns its display name.
     pub async fn vm_name(&self, vm: &VmId) -> Result<String> {
-        let p = map(self.client.retrieve(&MoRef::vm(vm.as_str()), &["name"]).await, "describe", vm)?;
+        let p = map(
+            self.client
+                .retrieve(&MoRef::vm(vm.as_str()), &["name"])
+                .await,
+            "describe",
+            vm,
+        )?;
         Ok(p.str("name").unwrap_or_default().to_owned())
     }
 
     /// Suspends the VM to disk (`SuspendVM_Task`); it then reads as `Off(Saved)`.
     pub async fn suspend(&self, vm: &VmId) -> Result<()> {
-        map(self.client.run_task("SuspendVM_Task", &MoRef::vm(vm.as_str()), "").await, "suspend", vm).map(|_| ())
+        map(
+            self.client
+                .run_task("SuspendVM_Task", &MoRef::vm(vm.as_str()), "")
+                .await,
+            "suspend",
+            vm,
+        )
+        .map(|_| ())
     }
 
     /// Logs the session out. Later calls log in again.
     pub async fn logout(&self) -> Result<()> {
-        self.client.logout().await.map_err(|e| e.into_error("logout", None))
+        self.client
+            .logout()
+            .await
+            .map_err(|e| e.into_error("logout", None))
     }
 
     /// The number of SOAP calls this provider has sent (including logins); for measurements.
@@ -134,11 +160,27 @@ impl VsphereProvider {
     }
 
     async fn props(&self, vm: &VmId, paths: &[&str], op: &'static str) -> Result<Props> {
-        map(self.client.retrieve(&MoRef::vm(vm.as_str()), paths).await, op, vm)
+        map(
+            self.client.retrieve(&MoRef::vm(vm.as_str()), paths).await,
+            op,
+            vm,
+        )
     }
 
-    async fn vm_task(&self, vm: &VmId, method: &str, body: &str, op: &'static str) -> Result<Option<Element>> {
-        map(self.client.run_task(method, &MoRef::vm(vm.as_str()), body).await, op, vm)
+    async fn vm_task(
+        &self,
+        vm: &VmId,
+        method: &str,
+        body: &str,
+        op: &'static str,
+    ) -> Result<Option<Element>> {
+        map(
+            self.client
+                .run_task(method, &MoRef::vm(vm.as_str()), body)
+                .await,
+            op,
+            vm,
+        )
     }
 
     async fn snapshot_tree(&self, vm: &VmId) -> Result<Vec<SnapshotInfo>> {
@@ -156,19 +198,25 @@ impl VsphereProvider {
         let list = self.snapshot_tree(vm).await?;
         let by_id = list.iter().find(|s| s.id == snapshot);
         let hit = by_id.or_else(|| list.iter().rev().find(|s| s.name == snapshot));
-        hit.map(|s| MoRef::new("VirtualMachineSnapshot", &s.id)).ok_or_else(|| {
-            Error::not_found(format!("VM {vm} has no snapshot {snapshot}"))
-                .with_provider(PROVIDER_TYPE)
-                .with_operation("snapshot")
-                .with_resource(vm.as_str())
-        })
+        hit.map(|s| MoRef::new("VirtualMachineSnapshot", &s.id))
+            .ok_or_else(|| {
+                Error::not_found(format!("VM {vm} has no snapshot {snapshot}"))
+                    .with_provider(PROVIDER_TYPE)
+                    .with_operation("snapshot")
+                    .with_resource(vm.as_str())
+            })
     }
 }
 
 fn walk_snapshots(tree: &Element, parent: Option<&str>, out: &mut Vec<SnapshotInfo>) {
-    let Some(id) = tree.child("snapshot").map(|s| s.text().to_owned()) else { return };
+    let Some(id) = tree.child("snapshot").map(|s| s.text().to_owned()) else {
+        return;
+    };
     let mut info = SnapshotInfo::new(id.clone(), tree.text_at("name").unwrap_or_default());
-    info.description = tree.text_at("description").filter(|d| !d.is_empty()).map(str::to_owned);
+    info.description = tree
+        .text_at("description")
+        .filter(|d| !d.is_empty())
+        .map(str::to_owned);
     info.has_memory = tree.text_at("state") == Some("poweredOn");
     info.quiesced = tree.text_at("quiesced") == Some("true");
     info.parent = parent.map(str::to_owned);
@@ -180,7 +228,9 @@ fn walk_snapshots(tree: &Element, parent: Option<&str>, out: &mut Vec<SnapshotIn
 
 /// Disks from `config.hardware.device`: `(label, capacity KiB, device element)`.
 pub(crate) fn disks_of(devices: Option<&Element>) -> Vec<(String, u64, Element)> {
-    let Some(devs) = devices else { return Vec::new() };
+    let Some(devs) = devices else {
+        return Vec::new();
+    };
     devs.children
         .iter()
         .filter(|d| d.xsi_type.as_deref() == Some("VirtualDisk"))
@@ -251,12 +301,22 @@ impl Provider for VsphereProvider {
         let tools_running = p.str("guest.toolsRunningStatus") == Some("guestToolsRunning");
         let running = p.str("runtime.powerState") == Some("poweredOn");
         let mut c = VmCapabilities::default();
-        c.agent_configured = p.str("guest.toolsVersionStatus2").is_some_and(|s| s != "guestToolsNotInstalled");
+        c.agent_configured = p
+            .str("guest.toolsVersionStatus2")
+            .is_some_and(|s| s != "guestToolsNotInstalled");
         c.agent_connected = Some(tools_running);
         c.cpu_hot_add = p.bool("config.cpuHotAddEnabled").unwrap_or(false);
         c.memory_hot_add = p.bool("config.memoryHotAddEnabled").unwrap_or(false);
-        c.max_live_vcpus = if c.cpu_hot_add { 0 } else { p.u64("config.hardware.numCPU").unwrap_or(0) as u32 };
-        c.max_live_memory_mib = if c.memory_hot_add { 0 } else { p.u64("config.hardware.memoryMB").unwrap_or(0) };
+        c.max_live_vcpus = if c.cpu_hot_add {
+            0
+        } else {
+            p.u64("config.hardware.numCPU").unwrap_or(0) as u32
+        };
+        c.max_live_memory_mib = if c.memory_hot_add {
+            0
+        } else {
+            p.u64("config.hardware.memoryMB").unwrap_or(0)
+        };
         c.disk_grow_online = true;
         c.snapshot_memory = running;
         c.snapshot_quiesce = running && tools_running;
@@ -267,13 +327,19 @@ impl Provider for VsphereProvider {
     async fn power_state(&self, vm: &VmId) -> Result<PowerState> {
         let p = self.props(vm, &POWER_PATHS, "power_state").await?;
         power_state_of(&p).ok_or_else(|| {
-            Error::internal("VM has no runtime.powerState").with_provider(PROVIDER_TYPE).with_resource(vm.as_str())
+            Error::internal("VM has no runtime.powerState")
+                .with_provider(PROVIDER_TYPE)
+                .with_resource(vm.as_str())
         })
     }
 
     async fn watch_power_state(&self, vm: &VmId) -> Result<Option<PowerStateStream>> {
         let moref = MoRef::vm(vm.as_str());
-        let mut waiter = map(self.client.waiter(&moref, &POWER_PATHS).await, "watch_power_state", vm)?;
+        let mut waiter = map(
+            self.client.waiter(&moref, &POWER_PATHS).await,
+            "watch_power_state",
+            vm,
+        )?;
         // The first update carries the current values: consume it so the stream only reports
         // changes after this call (callers read power_state themselves).
         let mut props = Props::default();
@@ -318,16 +384,22 @@ impl Provider for VsphereProvider {
     }
 
     async fn start(&self, vm: &VmId, _opts: &StartOptions) -> Result<()> {
-        self.vm_task(vm, "PowerOnVM_Task", "", "start").await.map(|_| ())
+        self.vm_task(vm, "PowerOnVM_Task", "", "start")
+            .await
+            .map(|_| ())
     }
 
     async fn power_off(&self, vm: &VmId, _opts: &PowerOffOptions) -> Result<()> {
         // InvalidPowerState (already off) maps to ErrorKind::InvalidState.
-        self.vm_task(vm, "PowerOffVM_Task", "", "power_off").await.map(|_| ())
+        self.vm_task(vm, "PowerOffVM_Task", "", "power_off")
+            .await
+            .map(|_| ())
     }
 
     async fn probe_agent(&self, vm: &VmId) -> Result<AgentStatus> {
-        let p = self.props(vm, &["guest.toolsRunningStatus"], "probe_agent").await?;
+        let p = self
+            .props(vm, &["guest.toolsRunningStatus"], "probe_agent")
+            .await?;
         Ok(match p.str("guest.toolsRunningStatus") {
             Some("guestToolsRunning") => AgentStatus::Connected,
             Some(_) => AgentStatus::NotConnected,
@@ -335,7 +407,12 @@ impl Provider for VsphereProvider {
         })
     }
 
-    async fn request_shutdown(&self, vm: &VmId, channel: ShutdownChannel, _opts: &ShutdownRequestOptions) -> Result<()> {
+    async fn request_shutdown(
+        &self,
+        vm: &VmId,
+        channel: ShutdownChannel,
+        _opts: &ShutdownRequestOptions,
+    ) -> Result<()> {
         match channel {
             ShutdownChannel::Agent => map(
                 self.client.call("ShutdownGuest", &MoRef::vm(vm.as_str()), "").await,
@@ -354,30 +431,53 @@ impl Provider for VsphereProvider {
     }
 
     async fn reset(&self, vm: &VmId) -> Result<()> {
-        self.vm_task(vm, "ResetVM_Task", "", "reset").await.map(|_| ())
+        self.vm_task(vm, "ResetVM_Task", "", "reset")
+            .await
+            .map(|_| ())
     }
 
     async fn reboot(&self, vm: &VmId, channel: ShutdownChannel) -> Result<()> {
         match channel {
-            ShutdownChannel::Agent => {
-                map(self.client.call("RebootGuest", &MoRef::vm(vm.as_str()), "").await, "reboot", vm).map(|_| ())
-            }
-            _ => Err(Error::new(ErrorKind::Unsupported, "vSphere reboots guests through VMware Tools only")
-                .with_provider(PROVIDER_TYPE)
-                .with_operation("reboot")
-                .with_resource(vm.as_str())),
+            ShutdownChannel::Agent => map(
+                self.client
+                    .call("RebootGuest", &MoRef::vm(vm.as_str()), "")
+                    .await,
+                "reboot",
+                vm,
+            )
+            .map(|_| ()),
+            _ => Err(Error::new(
+                ErrorKind::Unsupported,
+                "vSphere reboots guests through VMware Tools only",
+            )
+            .with_provider(PROVIDER_TYPE)
+            .with_operation("reboot")
+            .with_resource(vm.as_str())),
         }
     }
 
     async fn delete(&self, vm: &VmId, opts: &DeleteOptions) -> Result<()> {
         if opts.delete_disks {
-            self.vm_task(vm, "Destroy_Task", "", "delete").await.map(|_| ())
+            self.vm_task(vm, "Destroy_Task", "", "delete")
+                .await
+                .map(|_| ())
         } else {
-            map(self.client.call("UnregisterVM", &MoRef::vm(vm.as_str()), "").await, "delete", vm).map(|_| ())
+            map(
+                self.client
+                    .call("UnregisterVM", &MoRef::vm(vm.as_str()), "")
+                    .await,
+                "delete",
+                vm,
+            )
+            .map(|_| ())
         }
     }
 
-    async fn reconfigure(&self, vm: &VmId, change: &ReconfigureRequest) -> Result<ReconfigureResult> {
+    async fn reconfigure(
+        &self,
+        vm: &VmId,
+        change: &ReconfigureRequest,
+    ) -> Result<ReconfigureResult> {
         let p = self
             .props(
                 vm,
@@ -396,7 +496,10 @@ impl Provider for VsphereProvider {
         let cur_cpu = p.u64("config.hardware.numCPU").unwrap_or(0) as u32;
         let cur_mem = p.u64("config.hardware.memoryMB").unwrap_or(0);
         let invalid = |msg: String| {
-            Error::invalid_state(msg).with_provider(PROVIDER_TYPE).with_operation("reconfigure").with_resource(vm.as_str())
+            Error::invalid_state(msg)
+                .with_provider(PROVIDER_TYPE)
+                .with_operation("reconfigure")
+                .with_resource(vm.as_str())
         };
         let mut notes = Vec::new();
         let cpu = change.cpu.filter(|c| *c != cur_cpu);
@@ -430,10 +533,13 @@ impl Provider for VsphereProvider {
             };
             let want = d.size_gib * GIB_KIB;
             if want < *kib {
-                return Err(Error::invalid_spec(format!("disk {label} can only grow ({} KiB -> {want} KiB)", kib))
-                    .with_provider(PROVIDER_TYPE)
-                    .with_operation("reconfigure")
-                    .with_resource(vm.as_str()));
+                return Err(Error::invalid_spec(format!(
+                    "disk {label} can only grow ({} KiB -> {want} KiB)",
+                    kib
+                ))
+                .with_provider(PROVIDER_TYPE)
+                .with_operation("reconfigure")
+                .with_resource(vm.as_str()));
             }
             if want > *kib {
                 edits.push(spec::grown_disk(el, want));
@@ -447,7 +553,8 @@ impl Provider for VsphereProvider {
             return Ok(r);
         }
         let body = spec::config_spec(cpu, mem, &edits);
-        self.vm_task(vm, "ReconfigVM_Task", &body, "reconfigure").await?;
+        self.vm_task(vm, "ReconfigVM_Task", &body, "reconfigure")
+            .await?;
         let mut r = ReconfigureResult::default();
         r.applied_live = running;
         r.needs_power_cycle = false;
@@ -479,9 +586,12 @@ impl Provider for VsphereProvider {
 
     async fn list_vms(&self, opts: &ListOptions) -> Result<Vec<VmDescription>> {
         if !opts.labels.is_empty() {
-            return Err(Error::new(ErrorKind::Unsupported, "label filters are not supported by the vSphere provider")
-                .with_provider(PROVIDER_TYPE)
-                .with_operation("list_vms"));
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "label filters are not supported by the vSphere provider",
+            )
+            .with_provider(PROVIDER_TYPE)
+            .with_operation("list_vms"));
         }
         let all = self
             .client
@@ -498,7 +608,10 @@ impl Provider for VsphereProvider {
             )
             .await
             .map_err(|e| e.into_error("list_vms", None))?;
-        Ok(all.into_iter().map(|(m, p)| describe_from(VmId::new(m.value), &p)).collect())
+        Ok(all
+            .into_iter()
+            .map(|(m, p)| describe_from(VmId::new(m.value), &p))
+            .collect())
     }
 
     fn snapshotter(&self) -> Option<&dyn Snapshotter> {
@@ -531,8 +644,12 @@ impl Snapshotter for VsphereProvider {
             .opt("description", opts.description.as_deref())
             .el("memory", if opts.memory { "true" } else { "false" })
             .el("quiesce", if opts.quiesce { "true" } else { "false" });
-        let result = self.vm_task(vm, "CreateSnapshot_Task", &b.finish(), "snapshot_create").await?;
-        let id = result.map(|r| r.text().to_owned()).filter(|s| !s.is_empty());
+        let result = self
+            .vm_task(vm, "CreateSnapshot_Task", &b.finish(), "snapshot_create")
+            .await?;
+        let id = result
+            .map(|r| r.text().to_owned())
+            .filter(|s| !s.is_empty());
         let list = self.snapshot_tree(vm).await?;
         let found = match &id {
             Some(id) => list.into_iter().find(|s| &s.id == id),
@@ -554,18 +671,40 @@ impl Snapshotter for VsphereProvider {
         let snap = self.resolve_snapshot(vm, snapshot).await?;
         let mut b = Xml::new();
         b.el("suppressPowerOn", if opts.start { "false" } else { "true" });
-        map(self.client.run_task("RevertToSnapshot_Task", &snap, &b.finish()).await, "snapshot_revert", vm)?;
+        map(
+            self.client
+                .run_task("RevertToSnapshot_Task", &snap, &b.finish())
+                .await,
+            "snapshot_revert",
+            vm,
+        )?;
         if opts.start && self.power_state(vm).await?.is_off() {
             self.start(vm, &StartOptions::default()).await?;
         }
         Ok(())
     }
 
-    async fn delete_snapshot(&self, vm: &VmId, snapshot: &str, opts: &DeleteSnapshotOptions) -> Result<()> {
+    async fn delete_snapshot(
+        &self,
+        vm: &VmId,
+        snapshot: &str,
+        opts: &DeleteSnapshotOptions,
+    ) -> Result<()> {
         let snap = self.resolve_snapshot(vm, snapshot).await?;
         let mut b = Xml::new();
-        b.el("removeChildren", if opts.children { "true" } else { "false" }).el("consolidate", "true");
-        map(self.client.run_task("RemoveSnapshot_Task", &snap, &b.finish()).await, "snapshot_delete", vm).map(|_| ())
+        b.el(
+            "removeChildren",
+            if opts.children { "true" } else { "false" },
+        )
+        .el("consolidate", "true");
+        map(
+            self.client
+                .run_task("RemoveSnapshot_Task", &snap, &b.finish())
+                .await,
+            "snapshot_delete",
+            vm,
+        )
+        .map(|_| ())
     }
 }
 
@@ -573,9 +712,17 @@ impl Snapshotter for VsphereProvider {
 impl Cloner for VsphereProvider {
     async fn clone_vm(&self, source: &VmId, opts: &CloneOptions) -> Result<CloneResult> {
         if opts.target_name.is_empty() {
-            return Err(Error::invalid_spec("clone target name is empty").with_provider(PROVIDER_TYPE));
+            return Err(
+                Error::invalid_spec("clone target name is empty").with_provider(PROVIDER_TYPE)
+            );
         }
-        let p = self.props(source, &["parent", "resourcePool", "snapshot.currentSnapshot"], "clone").await?;
+        let p = self
+            .props(
+                source,
+                &["parent", "resourcePool", "snapshot.currentSnapshot"],
+                "clone",
+            )
+            .await?;
         let folder = p.get("parent").and_then(MoRef::from_el).ok_or_else(|| {
             Error::invalid_state("source VM has no parent folder (is it a template?)")
                 .with_provider(PROVIDER_TYPE)
@@ -591,7 +738,10 @@ impl Cloner for VsphereProvider {
                 None => {
                     // A linked clone needs a snapshot to share disks with: take one.
                     let info = self
-                        .create_snapshot(source, &SnapshotOptions::new(format!("{}-base", opts.target_name)))
+                        .create_snapshot(
+                            source,
+                            &SnapshotOptions::new(format!("{}-base", opts.target_name)),
+                        )
                         .await?;
                     Some(MoRef::new("VirtualMachineSnapshot", &info.id))
                 }
@@ -609,12 +759,22 @@ impl Cloner for VsphereProvider {
             customization,
             opts.power_on,
         )
-        .map_err(|e| e.with_provider(PROVIDER_TYPE).with_operation("clone").with_resource(source.as_str()))?;
+        .map_err(|e| {
+            e.with_provider(PROVIDER_TYPE)
+                .with_operation("clone")
+                .with_resource(source.as_str())
+        })?;
         let result = self.vm_task(source, "CloneVM_Task", &body, "clone").await?;
         let vm = result.and_then(|r| MoRef::from_el(&r).or_else(|| Some(MoRef::vm(r.text()))));
         let vm = vm.filter(|m| !m.value.is_empty()).ok_or_else(|| {
-            Error::internal("CloneVM_Task returned no VM").with_provider(PROVIDER_TYPE).with_operation("clone")
+            Error::internal("CloneVM_Task returned no VM")
+                .with_provider(PROVIDER_TYPE)
+                .with_operation("clone")
         })?;
-        Ok(CloneResult::new(VmId::new(vm.value), opts.linked, customization.is_some()))
+        Ok(CloneResult::new(
+            VmId::new(vm.value),
+            opts.linked,
+            customization.is_some(),
+        ))
     }
 }

@@ -48,7 +48,11 @@ pub(crate) fn grown_disk(disk: &Element, kib: u64) -> String {
 }
 
 /// The body of `ReconfigVM_Task`.
-pub(crate) fn config_spec(cpu: Option<u32>, memory_mib: Option<u64>, device_changes: &[String]) -> String {
+pub(crate) fn config_spec(
+    cpu: Option<u32>,
+    memory_mib: Option<u64>,
+    device_changes: &[String],
+) -> String {
     let mut b = Xml::new();
     b.open("spec");
     if let Some(c) = cpu {
@@ -65,20 +69,30 @@ pub(crate) fn config_spec(cpu: Option<u32>, memory_mib: Option<u64>, device_chan
 }
 
 fn prefix_to_mask(prefix: u8) -> Ipv4Addr {
-    let bits: u32 = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
+    let bits: u32 = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix.min(32)))
+    };
     Ipv4Addr::from(bits)
 }
 
 /// Splits `10.0.0.5/24` into address and subnet mask (no prefix: /24).
 fn split_cidr(ip: &str) -> Result<(Ipv4Addr, Ipv4Addr), Error> {
     let (addr, prefix) = match ip.split_once('/') {
-        Some((a, p)) => (a, p.parse::<u8>().map_err(|_| Error::invalid_spec(format!("bad prefix in {ip}")))?),
+        Some((a, p)) => (
+            a,
+            p.parse::<u8>()
+                .map_err(|_| Error::invalid_spec(format!("bad prefix in {ip}")))?,
+        ),
         None => (ip, 24),
     };
     if prefix > 32 {
         return Err(Error::invalid_spec(format!("bad prefix in {ip}")));
     }
-    let addr: Ipv4Addr = addr.parse().map_err(|_| Error::invalid_spec(format!("bad IPv4 address {ip}")))?;
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| Error::invalid_spec(format!("bad IPv4 address {ip}")))?;
     Ok((addr, prefix_to_mask(prefix)))
 }
 
@@ -92,11 +106,17 @@ pub(crate) fn customization_spec(c: &Customization) -> Result<String, Error> {
     if short.is_empty() {
         b.raw("<hostName xsi:type=\"CustomizationVirtualMachineName\"></hostName>");
     } else {
-        b.open_typed("hostName", "CustomizationFixedName").el("name", short).close("hostName");
+        b.open_typed("hostName", "CustomizationFixedName")
+            .el("name", short)
+            .close("hostName");
     }
     b.el("domain", domain);
     b.close("identity");
-    let dns: Vec<&str> = c.networks.iter().flat_map(|n| n.dns.iter().map(String::as_str)).collect();
+    let dns: Vec<&str> = c
+        .networks
+        .iter()
+        .flat_map(|n| n.dns.iter().map(String::as_str))
+        .collect();
     b.open("globalIPSettings");
     for d in &dns {
         b.el("dnsServerList", d);
@@ -107,7 +127,9 @@ pub(crate) fn customization_spec(c: &Customization) -> Result<String, Error> {
         match &n.ip_address {
             Some(ip) => {
                 let (addr, mask) = split_cidr(ip)?;
-                b.open_typed("ip", "CustomizationFixedIp").el("ipAddress", &addr.to_string()).close("ip");
+                b.open_typed("ip", "CustomizationFixedIp")
+                    .el("ipAddress", &addr.to_string())
+                    .close("ip");
                 b.el("subnetMask", &mask.to_string());
             }
             None => {
@@ -137,7 +159,10 @@ pub(crate) fn clone_spec(
     power_on: bool,
 ) -> Result<String, Error> {
     let mut b = Xml::new();
-    b.moref("folder", &folder.ty, &folder.value).el("name", name).open("spec").open("location");
+    b.moref("folder", &folder.ty, &folder.value)
+        .el("name", name)
+        .open("spec")
+        .open("location");
     if linked {
         b.el("diskMoveType", "createNewChildDiskBacking");
     }
@@ -190,12 +215,27 @@ mod tests {
             true,
         )
         .expect("body");
-        let order = ["<folder", "<name>web-1", "<location>", "createNewChildDiskBacking", "<pool", "</location>",
-            "<template>", "CustomizationLinuxPrep", "<name>web-1</name>", "<domain>example.com", "255.255.255.0",
-            "<gateway>10.0.0.1", "<powerOn>true", "<snapshot type=\"VirtualMachineSnapshot\">snapshot-1"];
+        let order = [
+            "<folder",
+            "<name>web-1",
+            "<location>",
+            "createNewChildDiskBacking",
+            "<pool",
+            "</location>",
+            "<template>",
+            "CustomizationLinuxPrep",
+            "<name>web-1</name>",
+            "<domain>example.com",
+            "255.255.255.0",
+            "<gateway>10.0.0.1",
+            "<powerOn>true",
+            "<snapshot type=\"VirtualMachineSnapshot\">snapshot-1",
+        ];
         let mut at = 0;
         for o in order {
-            let i = body[at..].find(o).unwrap_or_else(|| panic!("{o} missing or out of order in {body}"));
+            let i = body[at..]
+                .find(o)
+                .unwrap_or_else(|| panic!("{o} missing or out of order in {body}"));
             at += i;
         }
     }

@@ -53,7 +53,10 @@ impl Element {
         self.children.iter().find(|c| c.name == name)
     }
     /// All children with local name `name`.
-    pub(crate) fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
+    pub(crate) fn children_named<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a Element> + 'a {
         self.children.iter().filter(move |c| c.name == name)
     }
     /// Follows a path of child names (`"info/state"`).
@@ -74,7 +77,10 @@ impl Element {
     }
     /// An attribute by local name.
     pub(crate) fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -93,7 +99,9 @@ pub(crate) fn parse(input: &str) -> Result<Element, XmlError> {
             Event::Start(s) => (false, s),
             Event::Empty(s) => (true, s),
             Event::End(_) => {
-                let done = stack.pop().ok_or_else(|| XmlError("unbalanced end tag".into()))?;
+                let done = stack
+                    .pop()
+                    .ok_or_else(|| XmlError("unbalanced end tag".into()))?;
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(done),
                     None => root = Some(done),
@@ -198,7 +206,12 @@ impl Xml {
     }
     /// `<name type="ty">value</name>` (a managed object reference).
     pub(crate) fn moref(&mut self, name: &str, ty: &str, value: &str) -> &mut Self {
-        let _ = write!(self.0, "<{name} type=\"{}\">{}</{name}>", esc(ty), esc(value));
+        let _ = write!(
+            self.0,
+            "<{name} type=\"{}\">{}</{name}>",
+            esc(ty),
+            esc(value)
+        );
         self
     }
     /// `<name xsi:type="ty">` (open, typed).
@@ -241,17 +254,34 @@ mod tests {
 </objects></returnval></RetrievePropertiesExResponse></soapenv:Body></soapenv:Envelope>"#;
         let root = parse(doc).expect("parse");
         assert_eq!(root.ns.as_deref(), Some(SOAP_ENV_NS));
-        let resp = root.child("Body").and_then(|b| b.children.first()).expect("resp");
+        let resp = root
+            .child("Body")
+            .and_then(|b| b.children.first())
+            .expect("resp");
         assert_eq!(resp.ns.as_deref(), Some(VIM25_NS));
         let objs = resp.path("returnval/objects").expect("objects");
-        assert_eq!(objs.child("obj").and_then(|o| o.attr("type")), Some("VirtualMachine"));
-        let vals: Vec<_> = objs.children_named("propSet").map(|p| p.child("val").expect("val")).collect();
-        assert_eq!(vals[0].xsi_type.as_deref(), Some("VirtualMachinePowerState"));
+        assert_eq!(
+            objs.child("obj").and_then(|o| o.attr("type")),
+            Some("VirtualMachine")
+        );
+        let vals: Vec<_> = objs
+            .children_named("propSet")
+            .map(|p| p.child("val").expect("val"))
+            .collect();
+        assert_eq!(
+            vals[0].xsi_type.as_deref(),
+            Some("VirtualMachinePowerState")
+        );
         assert_eq!(vals[0].text(), "poweredOn");
         assert_eq!(vals[1].xsi_type.as_deref(), Some("string"));
         assert_eq!(vals[1].text(), "a & b!");
         // An attribute named `type` in another namespace is not the xsi type.
-        assert!(parse(r#"<a xmlns:q="urn:other" q:type="X"/>"#).expect("p").xsi_type.is_none());
+        assert!(
+            parse(r#"<a xmlns:q="urn:other" q:type="X"/>"#)
+                .expect("p")
+                .xsi_type
+                .is_none()
+        );
     }
 
     #[test]

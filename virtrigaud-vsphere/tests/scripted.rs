@@ -8,12 +8,14 @@
 //! "not before the deadline".
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use virtrigaud_core::shutdown::{ForcedReason, ShutdownManager, ShutdownOutcome, ShutdownPolicy};
 use virtrigaud_core::{
-    AgentStatus, CloneOptions, Customization, ErrorKind, NetworkCustomization, PowerOffOptions, PowerState,
-    Provider, ReconfigureRequest, ShutdownChannel, ShutdownRequestOptions, VmId,
+    AgentStatus, CloneOptions, Customization, ErrorKind, NetworkCustomization, PowerOffOptions,
+    PowerState, Provider, ReconfigureRequest, ShutdownChannel, ShutdownRequestOptions, VmId,
 };
 use virtrigaud_vsphere::{SoapFault, VsphereConfig, VsphereProvider};
 use wiremock::matchers::{body_string_contains, method};
@@ -27,11 +29,15 @@ fn fx(name: &str) -> String {
 }
 
 fn ok(body: String) -> ResponseTemplate {
-    ResponseTemplate::new(200).insert_header("Content-Type", "text/xml; charset=utf-8").set_body_string(body)
+    ResponseTemplate::new(200)
+        .insert_header("Content-Type", "text/xml; charset=utf-8")
+        .set_body_string(body)
 }
 
 fn fault(body: String) -> ResponseTemplate {
-    ResponseTemplate::new(500).insert_header("Content-Type", "text/xml; charset=utf-8").set_body_string(body)
+    ResponseTemplate::new(500)
+        .insert_header("Content-Type", "text/xml; charset=utf-8")
+        .set_body_string(body)
 }
 
 /// A typed property value as vcsim writes it (locally declared `XMLSchema-instance` prefix).
@@ -46,7 +52,11 @@ fn props_reply(obj_ty: &str, obj: &str, props: &str) -> String {
     let base = fx("vcsim-power-on");
     let start = base.find("<objects>").expect("objects");
     let end = base.find("</objects>").expect("/objects");
-    format!("{}<objects><obj type=\"{obj_ty}\">{obj}</obj>{props}{}", &base[..start], &base[end..])
+    format!(
+        "{}<objects><obj type=\"{obj_ty}\">{obj}</obj>{props}{}",
+        &base[..start],
+        &base[end..]
+    )
 }
 
 /// vcsim's WaitForUpdatesEx reply carrying one modification of `changes`.
@@ -82,11 +92,16 @@ fn tools_unavailable_fault() -> String {
 }
 
 fn task_ref(method: &str, task: &str) -> String {
-    fx("vcsim-power-off-task").replace("PowerOffVM_TaskResponse", &format!("{method}Response")).replace("task-129", task)
+    fx("vcsim-power-off-task")
+        .replace("PowerOffVM_TaskResponse", &format!("{method}Response"))
+        .replace("task-129", task)
 }
 
 fn soap_method(body: &str) -> String {
-    let after = body.split_once("<soapenv:Body><").map(|(_, r)| r).unwrap_or("");
+    let after = body
+        .split_once("<soapenv:Body><")
+        .map(|(_, r)| r)
+        .unwrap_or("");
     after.split([' ', '>']).next().unwrap_or("").to_owned()
 }
 
@@ -137,7 +152,11 @@ struct FakeVc(Arc<Mutex<VcState>>);
 
 impl FakeVc {
     fn new(guest: Guest) -> Self {
-        FakeVc(Arc::new(Mutex::new(VcState { guest, events: Vec::new(), calls: Vec::new() })))
+        FakeVc(Arc::new(Mutex::new(VcState {
+            guest,
+            events: Vec::new(),
+            calls: Vec::new(),
+        })))
     }
     fn calls(&self) -> Vec<String> {
         self.0.lock().expect("state").calls.clone()
@@ -147,7 +166,9 @@ impl FakeVc {
 fn tag<'a>(body: &'a str, t: &str) -> Option<&'a str> {
     let open = format!("<{t}>");
     let close = format!("</{t}>");
-    body.split_once(&open).and_then(|(_, r)| r.split_once(&close)).map(|(v, _)| v)
+    body.split_once(&open)
+        .and_then(|(_, r)| r.split_once(&close))
+        .map(|(v, _)| v)
 }
 
 impl Respond for FakeVc {
@@ -160,7 +181,10 @@ impl Respond for FakeVc {
         let (power, gs) = st.current(now);
         match m.as_str() {
             "RetrieveServiceContent" => ok(fx("vcsim-service-content")),
-            "Login" => ok(fx("vcsim-login")).insert_header("Set-Cookie", "vmware_soap_session=\"scripted\"; Path=/; HttpOnly"),
+            "Login" => ok(fx("vcsim-login")).insert_header(
+                "Set-Cookie",
+                "vmware_soap_session=\"scripted\"; Path=/; HttpOnly",
+            ),
             "CreatePropertyCollector" => ok(fx("vcsim-create-collector")),
             "CreateFilter" => ok(fx("vcsim-create-filter")),
             "DestroyPropertyCollector" => ok(fx("vcsim-destroy-collector")),
@@ -176,13 +200,21 @@ impl Respond for FakeVc {
             "RetrievePropertiesEx" => {
                 let mut props = String::new();
                 if body.contains("<pathSet>runtime.powerState</pathSet>") {
-                    props.push_str(&prop("runtime.powerState", "VirtualMachinePowerState", power));
+                    props.push_str(&prop(
+                        "runtime.powerState",
+                        "VirtualMachinePowerState",
+                        power,
+                    ));
                 }
                 if body.contains("<pathSet>guest.guestState</pathSet>") {
                     props.push_str(&prop("guest.guestState", "xsd:string", gs));
                 }
                 if body.contains("<pathSet>guest.toolsRunningStatus</pathSet>") {
-                    let t = if st.guest == Guest::NoTools { "guestToolsNotRunning" } else { "guestToolsRunning" };
+                    let t = if st.guest == Guest::NoTools {
+                        "guestToolsNotRunning"
+                    } else {
+                        "guestToolsRunning"
+                    };
                     props.push_str(&prop("guest.toolsRunningStatus", "xsd:string", t));
                 }
                 ok(props_reply("VirtualMachine", VM, &props))
@@ -194,15 +226,27 @@ impl Respond for FakeVc {
                 match st.guest {
                     Guest::NoTools => fault(tools_unavailable_fault()),
                     Guest::Honours { after } => {
-                        st.events.push(Event { at: now + Duration::from_millis(100), power: None, guest_state: Some("shuttingDown") });
-                        st.events.push(Event { at: now + after, power: Some("poweredOff"), guest_state: Some("notRunning") });
+                        st.events.push(Event {
+                            at: now + Duration::from_millis(100),
+                            power: None,
+                            guest_state: Some("shuttingDown"),
+                        });
+                        st.events.push(Event {
+                            at: now + after,
+                            power: Some("poweredOff"),
+                            guest_state: Some("notRunning"),
+                        });
                         ok(fx("vcsim-shutdown-guest"))
                     }
                     Guest::Ignores | Guest::RacesPowerOff => ok(fx("vcsim-shutdown-guest")),
                 }
             }
             "PowerOffVM_Task" => {
-                st.events.push(Event { at: now, power: Some("poweredOff"), guest_state: Some("notRunning") });
+                st.events.push(Event {
+                    at: now,
+                    power: Some("poweredOff"),
+                    guest_state: Some("notRunning"),
+                });
                 if st.guest == Guest::RacesPowerOff {
                     // The guest got there first: the hard power-off fails.
                     ok(task_ref("PowerOffVM_Task", "task-race"))
@@ -214,7 +258,9 @@ impl Respond for FakeVc {
             }
             "WaitForUpdatesEx" => {
                 let version = tag(&body, "version").unwrap_or("");
-                let max_wait = tag(&body, "maxWaitSeconds").and_then(|s| s.parse().ok()).unwrap_or(1u64);
+                let max_wait = tag(&body, "maxWaitSeconds")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(1u64);
                 if version.is_empty() {
                     let seen = st.events.iter().filter(|e| e.at <= now).count();
                     let changes = change("runtime.powerState", "VirtualMachinePowerState", power)
@@ -227,18 +273,31 @@ impl Respond for FakeVc {
                     Some(e) if e.at <= horizon => {
                         let mut changes = String::new();
                         if let Some(p) = e.power {
-                            changes.push_str(&change("runtime.powerState", "VirtualMachinePowerState", p));
+                            changes.push_str(&change(
+                                "runtime.powerState",
+                                "VirtualMachinePowerState",
+                                p,
+                            ));
                         }
                         if let Some(g) = e.guest_state {
                             changes.push_str(&change("guest.guestState", "xsd:string", g));
                         }
-                        ok(wait_reply(from + 1, "VirtualMachine", VM, "modify", &changes))
-                            .set_delay(e.at.saturating_duration_since(now))
+                        ok(wait_reply(
+                            from + 1,
+                            "VirtualMachine",
+                            VM,
+                            "modify",
+                            &changes,
+                        ))
+                        .set_delay(e.at.saturating_duration_since(now))
                     }
                     _ => ok(fx("vcsim-wait-empty")).set_delay(Duration::from_secs(max_wait)),
                 }
             }
-            other => fault(fx("vcsim-missing-vm").replace("ManagedObjectNotFound", &format!("NotImplemented-{other}"))),
+            other => fault(
+                fx("vcsim-missing-vm")
+                    .replace("ManagedObjectNotFound", &format!("NotImplemented-{other}")),
+            ),
         }
     }
 }
@@ -246,11 +305,16 @@ impl Respond for FakeVc {
 async fn scripted(guest: Guest) -> (MockServer, FakeVc, VsphereProvider) {
     let server = MockServer::start().await;
     let vc = FakeVc::new(guest);
-    Mock::given(method("POST")).respond_with(vc.clone()).mount(&server).await;
+    Mock::given(method("POST"))
+        .respond_with(vc.clone())
+        .mount(&server)
+        .await;
     let cfg = VsphereConfig::new(format!("{}/sdk", server.uri()), "virtrigaud", "pw")
         .with_wait_poll(Duration::from_secs(1))
         .with_keepalive(None);
-    let p = VsphereProvider::connect(cfg).await.expect("connect to the scripted vCenter");
+    let p = VsphereProvider::connect(cfg)
+        .await
+        .expect("connect to the scripted vCenter");
     (server, vc, p)
 }
 
@@ -261,22 +325,39 @@ fn manager(p: &VsphereProvider) -> ShutdownManager {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_guest_shutdown_is_graceful_and_reports_shutting_down() {
-    let (_s, vc, p) = scripted(Guest::Honours { after: Duration::from_millis(1500) }).await;
+    let (_s, vc, p) = scripted(Guest::Honours {
+        after: Duration::from_millis(1500),
+    })
+    .await;
     let vm = VmId::new(VM);
     let before = p.soap_calls();
     let mgr = manager(&p);
-    let handle = mgr.start(&vm, ShutdownPolicy::with_grace(Duration::from_secs(10))).expect("start");
+    let handle = mgr
+        .start(&vm, ShutdownPolicy::with_grace(Duration::from_secs(10)))
+        .expect("start");
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(p.power_state(&vm).await.expect("state"), PowerState::ShuttingDown);
+    assert_eq!(
+        p.power_state(&vm).await.expect("state"),
+        PowerState::ShuttingDown
+    );
     let report = handle.wait().await;
     assert!(
-        matches!(report.outcome, ShutdownOutcome::Graceful { channel: Some(ShutdownChannel::Agent) }),
+        matches!(
+            report.outcome,
+            ShutdownOutcome::Graceful {
+                channel: Some(ShutdownChannel::Agent)
+            }
+        ),
         "{}",
         report.outcome
     );
     assert_eq!((report.signals_sent, report.power_off_calls), (1, 0));
     let calls = vc.calls();
-    assert_eq!(calls.iter().filter(|c| *c == "ShutdownGuest").count(), 1, "{calls:?}");
+    assert_eq!(
+        calls.iter().filter(|c| *c == "ShutdownGuest").count(),
+        1,
+        "{calls:?}"
+    );
     assert!(!calls.iter().any(|c| c == "PowerOffVM_Task"), "{calls:?}");
     // Push-based: a handful of long polls over 1.5 s, no 2-second polling loop.
     let waits = calls.iter().filter(|c| *c == "WaitForUpdatesEx").count();
@@ -292,26 +373,50 @@ async fn slow_guest_shutdown_is_graceful_and_reports_shutting_down() {
 async fn missing_tools_is_tools_unavailable_and_forced_at_once() {
     let (_s, vc, p) = scripted(Guest::NoTools).await;
     let vm = VmId::new(VM);
-    assert_eq!(p.probe_agent(&vm).await.expect("probe"), AgentStatus::NotConnected);
+    assert_eq!(
+        p.probe_agent(&vm).await.expect("probe"),
+        AgentStatus::NotConnected
+    );
     let caps = p.vm_capabilities(&vm).await.expect("caps");
     assert_eq!(caps.agent_connected, Some(false));
     let err = p
-        .request_shutdown(&vm, ShutdownChannel::Agent, &ShutdownRequestOptions::default())
+        .request_shutdown(
+            &vm,
+            ShutdownChannel::Agent,
+            &ShutdownRequestOptions::default(),
+        )
         .await
         .expect_err("ToolsUnavailable");
     assert_eq!(err.kind(), ErrorKind::InvalidState, "{err}");
-    let f = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<SoapFault>()).expect("fault");
+    let f = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<SoapFault>())
+        .expect("fault");
     assert_eq!(f.fault_type(), "ToolsUnavailable");
     assert!(f.message().contains("VMware Tools is not running"));
-    let report = manager(&p).shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(10))).await.expect("shutdown");
+    let report = manager(&p)
+        .shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(10)))
+        .await
+        .expect("shutdown");
     assert!(
-        matches!(report.outcome, ShutdownOutcome::Forced { reason: ForcedReason::NoGuestTools }),
+        matches!(
+            report.outcome,
+            ShutdownOutcome::Forced {
+                reason: ForcedReason::NoGuestTools
+            }
+        ),
         "{}",
         report.outcome
     );
-    assert!(report.elapsed < Duration::from_secs(5), "forced without waiting out the grace");
+    assert!(
+        report.elapsed < Duration::from_secs(5),
+        "forced without waiting out the grace"
+    );
     let calls = vc.calls();
-    assert_eq!(calls.iter().filter(|c| *c == "ShutdownGuest").count(), 1, "only the direct call above: {calls:?}");
+    assert_eq!(
+        calls.iter().filter(|c| *c == "ShutdownGuest").count(),
+        1,
+        "only the direct call above: {calls:?}"
+    );
     assert!(calls.iter().any(|c| c == "PowerOffVM_Task"));
 }
 
@@ -320,24 +425,45 @@ async fn ignored_shutdown_is_forced_at_the_deadline() {
     let (_s, vc, p) = scripted(Guest::Ignores).await;
     let vm = VmId::new(VM);
     let grace = Duration::from_secs(2);
-    let report = manager(&p).shutdown(&vm, ShutdownPolicy::with_grace(grace)).await.expect("shutdown");
-    assert!(matches!(report.outcome, ShutdownOutcome::Forced { reason: ForcedReason::Timeout }), "{}", report.outcome);
+    let report = manager(&p)
+        .shutdown(&vm, ShutdownPolicy::with_grace(grace))
+        .await
+        .expect("shutdown");
+    assert!(
+        matches!(
+            report.outcome,
+            ShutdownOutcome::Forced {
+                reason: ForcedReason::Timeout
+            }
+        ),
+        "{}",
+        report.outcome
+    );
     assert!(report.elapsed >= grace, "forced after {:?}", report.elapsed);
     assert!(report.signals_sent >= 1);
     assert!(p.power_state(&vm).await.expect("state").is_off());
     let calls = vc.calls();
-    assert_eq!(calls.iter().filter(|c| *c == "PowerOffVM_Task").count(), 1, "{calls:?}");
+    assert_eq!(
+        calls.iter().filter(|c| *c == "PowerOffVM_Task").count(),
+        1,
+        "{calls:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_off_racing_the_guest_is_invalid_state_and_counts_as_off() {
     let (_s, _vc, p) = scripted(Guest::RacesPowerOff).await;
     let vm = VmId::new(VM);
-    let report =
-        manager(&p).shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(1))).await.expect("shutdown");
+    let report = manager(&p)
+        .shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(1)))
+        .await
+        .expect("shutdown");
     // PowerOffVM_Task failed with InvalidPowerState (the guest was already off): not a failure.
     assert!(report.outcome.is_off(), "{}", report.outcome);
-    let err = p.power_off(&vm, &PowerOffOptions::default()).await.expect_err("already off");
+    let err = p
+        .power_off(&vm, &PowerOffOptions::default())
+        .await
+        .expect_err("already off");
     assert_eq!(err.kind(), ErrorKind::InvalidState, "{err}");
 }
 
@@ -350,7 +476,9 @@ async fn base_server() -> MockServer {
         .mount(&server)
         .await;
     Mock::given(body_string_contains("<Login "))
-        .respond_with(ok(fx("vcsim-login")).insert_header("Set-Cookie", "vmware_soap_session=\"s1\"; Path=/"))
+        .respond_with(
+            ok(fx("vcsim-login")).insert_header("Set-Cookie", "vmware_soap_session=\"s1\"; Path=/"),
+        )
         .mount(&server)
         .await;
     server
@@ -377,11 +505,20 @@ async fn not_authenticated_relogs_in_once_then_gives_up() {
         .with_priority(2)
         .mount(&server)
         .await;
-    let p = VsphereProvider::connect(cfg(&server)).await.expect("connect");
-    assert_eq!(p.power_state(&VmId::new(VM)).await.expect("after re-login"), PowerState::Running);
-    let logins = server.received_requests().await.expect("recorded").iter().filter(|r| {
-        String::from_utf8_lossy(&r.body).contains("<Login ")
-    }).count();
+    let p = VsphereProvider::connect(cfg(&server))
+        .await
+        .expect("connect");
+    assert_eq!(
+        p.power_state(&VmId::new(VM)).await.expect("after re-login"),
+        PowerState::Running
+    );
+    let logins = server
+        .received_requests()
+        .await
+        .expect("recorded")
+        .iter()
+        .filter(|r| String::from_utf8_lossy(&r.body).contains("<Login "))
+        .count();
     assert_eq!(logins, 2, "one login at connect, one re-login");
     // A session that is refused again right after the re-login: Unauthenticated, no loop.
     server.reset().await;
@@ -393,9 +530,16 @@ async fn not_authenticated_relogs_in_once_then_gives_up() {
         .respond_with(fault(fx("vcsim-not-authenticated")))
         .mount(&server)
         .await;
-    let err = p.power_state(&VmId::new(VM)).await.expect_err("still unauthenticated");
+    let err = p
+        .power_state(&VmId::new(VM))
+        .await
+        .expect_err("still unauthenticated");
     assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err}");
-    assert_eq!(server.received_requests().await.expect("recorded").len(), 3, "read, login, read");
+    assert_eq!(
+        server.received_requests().await.expect("recorded").len(),
+        3,
+        "read, login, read"
+    );
 }
 
 #[tokio::test]
@@ -409,15 +553,21 @@ async fn invalid_login_and_transport_failures() {
         .respond_with(fault(fx("vcsim-login-invalid")))
         .mount(&server)
         .await;
-    let err = VsphereProvider::connect(cfg(&server)).await.expect_err("bad login");
+    let err = VsphereProvider::connect(cfg(&server))
+        .await
+        .expect_err("bad login");
     assert_eq!(err.kind(), ErrorKind::Unauthenticated);
     // A proxy error page (HTML 503) is Unavailable and retryable.
     server.reset().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503).set_body_string("<html><body>upstream down</body>"))
+        .respond_with(
+            ResponseTemplate::new(503).set_body_string("<html><body>upstream down</body>"),
+        )
         .mount(&server)
         .await;
-    let err = VsphereProvider::connect(cfg(&server)).await.expect_err("503");
+    let err = VsphereProvider::connect(cfg(&server))
+        .await
+        .expect_err("503");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.is_retryable());
     // Nothing listening.
@@ -437,8 +587,11 @@ async fn async_task_failure_is_pushed_and_typed() {
         .respond_with(ok(props_reply(
             "VirtualMachine",
             VM,
-            &(prop("runtime.powerState", "VirtualMachinePowerState", "poweredOff")
-                + &prop("config.hardware.numCPU", "xsd:int", "1")
+            &(prop(
+                "runtime.powerState",
+                "VirtualMachinePowerState",
+                "poweredOff",
+            ) + &prop("config.hardware.numCPU", "xsd:int", "1")
                 + &prop("config.hardware.memoryMB", "xsd:int", "1024")),
         )))
         .mount(&server)
@@ -450,32 +603,61 @@ async fn async_task_failure_is_pushed_and_typed() {
     // The task is still running when first read ...
     Mock::given(body_string_contains("<RetrievePropertiesEx "))
         .and(body_string_contains("<type>Task</type>"))
-        .respond_with(ok(props_reply("Task", "task-7", &prop("info.state", "TaskInfoState", "running"))))
+        .respond_with(ok(props_reply(
+            "Task",
+            "task-7",
+            &prop("info.state", "TaskInfoState", "running"),
+        )))
         .mount(&server)
         .await;
-    Mock::given(body_string_contains("<CreatePropertyCollector ")).respond_with(ok(fx("vcsim-create-collector"))).mount(&server).await;
-    Mock::given(body_string_contains("<CreateFilter ")).respond_with(ok(fx("vcsim-create-filter"))).mount(&server).await;
-    Mock::given(body_string_contains("<DestroyPropertyCollector ")).respond_with(ok(fx("vcsim-destroy-collector"))).mount(&server).await;
+    Mock::given(body_string_contains("<CreatePropertyCollector "))
+        .respond_with(ok(fx("vcsim-create-collector")))
+        .mount(&server)
+        .await;
+    Mock::given(body_string_contains("<CreateFilter "))
+        .respond_with(ok(fx("vcsim-create-filter")))
+        .mount(&server)
+        .await;
+    Mock::given(body_string_contains("<DestroyPropertyCollector "))
+        .respond_with(ok(fx("vcsim-destroy-collector")))
+        .mount(&server)
+        .await;
     // ... the first update says running, the next one (pushed later) says error.
     Mock::given(body_string_contains("<WaitForUpdatesEx "))
         .and(body_string_contains("<version></version>"))
-        .respond_with(ok(wait_reply(1, "Task", "task-7", "enter", &change("info.state", "TaskInfoState", "running"))))
+        .respond_with(ok(wait_reply(
+            1,
+            "Task",
+            "task-7",
+            "enter",
+            &change("info.state", "TaskInfoState", "running"),
+        )))
         .mount(&server)
         .await;
     let err_change = change("info.state", "TaskInfoState", "error")
         + r#"<changeSet><name>info.error</name><op>assign</op><val xmlns:XMLSchema-instance="http://www.w3.org/2001/XMLSchema-instance" XMLSchema-instance:type="LocalizedMethodFault"><fault XMLSchema-instance:type="TaskInProgress"><task type="Task">task-6</task></fault><localizedMessage>Another task is already in progress.</localizedMessage></val></changeSet>"#;
     Mock::given(body_string_contains("<WaitForUpdatesEx "))
         .and(body_string_contains("<version>1</version>"))
-        .respond_with(ok(wait_reply(2, "Task", "task-7", "modify", &err_change)).set_delay(Duration::from_millis(300)))
+        .respond_with(
+            ok(wait_reply(2, "Task", "task-7", "modify", &err_change))
+                .set_delay(Duration::from_millis(300)),
+        )
         .mount(&server)
         .await;
-    let p = VsphereProvider::connect(cfg(&server)).await.expect("connect");
+    let p = VsphereProvider::connect(cfg(&server))
+        .await
+        .expect("connect");
     let mut change_req = ReconfigureRequest::default();
     change_req.cpu = Some(2);
-    let err = p.reconfigure(&VmId::new(VM), &change_req).await.expect_err("task failed");
+    let err = p
+        .reconfigure(&VmId::new(VM), &change_req)
+        .await
+        .expect_err("task failed");
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
     assert!(err.is_retryable());
-    let f = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<SoapFault>()).expect("fault");
+    let f = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<SoapFault>())
+        .expect("fault");
     assert_eq!(f.fault_type(), "TaskInProgress");
     let methods: Vec<String> = server
         .received_requests()
@@ -487,8 +669,14 @@ async fn async_task_failure_is_pushed_and_typed() {
     assert_eq!(
         &methods[2..],
         [
-            "RetrievePropertiesEx", "ReconfigVM_Task", "RetrievePropertiesEx", "CreatePropertyCollector",
-            "CreateFilter", "WaitForUpdatesEx", "WaitForUpdatesEx", "DestroyPropertyCollector"
+            "RetrievePropertiesEx",
+            "ReconfigVM_Task",
+            "RetrievePropertiesEx",
+            "CreatePropertyCollector",
+            "CreateFilter",
+            "WaitForUpdatesEx",
+            "WaitForUpdatesEx",
+            "DestroyPropertyCollector"
         ]
     );
 }
@@ -519,7 +707,9 @@ async fn linked_clone_request_shape() {
         )))
         .mount(&server)
         .await;
-    let p = VsphereProvider::connect(cfg(&server)).await.expect("connect");
+    let p = VsphereProvider::connect(cfg(&server))
+        .await
+        .expect("connect");
     let mut c = Customization::default();
     c.hostname = Some("db-1".into());
     let mut n = NetworkCustomization::default();
@@ -530,7 +720,13 @@ async fn linked_clone_request_shape() {
     let r = p
         .cloner()
         .expect("cloner")
-        .clone_vm(&VmId::new(VM), &CloneOptions::new("db-1").linked(true).power_on(true).with_customization(c))
+        .clone_vm(
+            &VmId::new(VM),
+            &CloneOptions::new("db-1")
+                .linked(true)
+                .power_on(true)
+                .with_customization(c),
+        )
         .await
         .expect("clone");
     assert_eq!(r.vm, VmId::new("vm-301"));
@@ -555,9 +751,16 @@ async fn linked_clone_request_shape() {
     ];
     let mut at = 0;
     for part in expect_in_order {
-        let i = clone[at..].find(part).unwrap_or_else(|| panic!("{part} missing or out of order in {clone}"));
+        let i = clone[at..]
+            .find(part)
+            .unwrap_or_else(|| panic!("{part} missing or out of order in {clone}"));
         at += i + part.len();
     }
     // The password is sent only in the Login body, never elsewhere.
-    assert!(reqs.iter().filter(|r| String::from_utf8_lossy(&r.body).contains("<password>pw</password>")).count() == 1);
+    assert!(
+        reqs.iter()
+            .filter(|r| String::from_utf8_lossy(&r.body).contains("<password>pw</password>"))
+            .count()
+            == 1
+    );
 }

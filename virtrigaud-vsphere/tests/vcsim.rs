@@ -14,9 +14,10 @@ use futures::StreamExt;
 use virtrigaud_core::conformance::{self, Fixture};
 use virtrigaud_core::shutdown::{ForcedReason, ShutdownManager, ShutdownOutcome, ShutdownPolicy};
 use virtrigaud_core::{
-    AgentStatus, CloneOptions, Customization, DeleteOptions, DeleteSnapshotOptions, DiskResize, ErrorKind,
-    ListOptions, NetworkCustomization, OffReason, PowerOffOptions, PowerState, Provider, ReconfigureRequest,
-    RevertOptions, ShutdownChannel, ShutdownRequestOptions, SnapshotOptions, StartOptions, VmId,
+    AgentStatus, CloneOptions, Customization, DeleteOptions, DeleteSnapshotOptions, DiskResize,
+    ErrorKind, ListOptions, NetworkCustomization, OffReason, PowerOffOptions, PowerState, Provider,
+    ReconfigureRequest, RevertOptions, ShutdownChannel, ShutdownRequestOptions, SnapshotOptions,
+    StartOptions, VmId,
 };
 use virtrigaud_vsphere::{SoapFault, TlsVerification, VsphereConfig, VsphereProvider};
 
@@ -30,7 +31,12 @@ struct VcsimFixture {
 #[async_trait]
 impl Fixture for VcsimFixture {
     async fn cooperative_vm(&self) -> virtrigaud_core::Result<VmId> {
-        let name = self.pool.lock().expect("pool").pop().expect("the fixture ran out of model VMs");
+        let name = self
+            .pool
+            .lock()
+            .expect("pool")
+            .pop()
+            .expect("the fixture ran out of model VMs");
         Ok(running_vm(&self.provider, name).await)
     }
     fn missing_vm(&self) -> VmId {
@@ -50,8 +56,13 @@ impl Fixture for VcsimFixture {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite() {
     let Some(p) = provider().await else { return };
-    let pool = (0..9).map(|i| &*Box::leak(format!("DC0_C0_RP0_VM{i}").into_boxed_str())).collect();
-    let fixture = VcsimFixture { provider: p.clone(), pool: Mutex::new(pool) };
+    let pool = (0..9)
+        .map(|i| &*Box::leak(format!("DC0_C0_RP0_VM{i}").into_boxed_str()))
+        .collect();
+    let fixture = VcsimFixture {
+        provider: p.clone(),
+        pool: Mutex::new(pool),
+    };
     let report = conformance::run_all(Arc::new(p), &fixture).await;
     report.assert_passed();
 }
@@ -61,19 +72,28 @@ async fn login_failure_is_unauthenticated() {
     let Some(cfg) = config() else { return };
     let mut bad = cfg.clone();
     bad.password = "definitely-wrong".to_owned().into();
-    let err = VsphereProvider::connect(bad.clone()).await.expect_err("wrong password must fail");
+    let err = VsphereProvider::connect(bad.clone())
+        .await
+        .expect_err("wrong password must fail");
     assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err}");
-    let fault = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<SoapFault>()).expect("SoapFault source");
+    let fault = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<SoapFault>())
+        .expect("SoapFault source");
     assert_eq!(fault.fault_type(), "InvalidLogin");
     assert!(!format!("{err:?}").contains("definitely-wrong"));
-    assert!(!format!("{bad:?}").contains("definitely-wrong"), "password in Debug");
+    assert!(
+        !format!("{bad:?}").contains("definitely-wrong"),
+        "password in Debug"
+    );
 }
 
 #[tokio::test]
 async fn tls_verification_is_on_by_default() {
     let Some(cfg) = config() else { return };
     // vcsim's certificate comes from the test CA, which the system roots do not hold.
-    let err = VsphereProvider::connect(cfg.with_tls(TlsVerification::System)).await.expect_err("untrusted cert");
+    let err = VsphereProvider::connect(cfg.with_tls(TlsVerification::System))
+        .await
+        .expect_err("untrusted cert");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
 }
 
@@ -81,54 +101,106 @@ async fn tls_verification_is_on_by_default() {
 async fn lookup_describe_and_list() {
     let Some(p) = provider().await else { return };
     let by_name = p.find_vm_by_name("DC0_H0_VM7").await.expect("by name");
-    let by_path = p.find_vm_by_path("DC0/vm/DC0_H0_VM7").await.expect("by path");
+    let by_path = p
+        .find_vm_by_path("DC0/vm/DC0_H0_VM7")
+        .await
+        .expect("by path");
     assert_eq!(by_name, by_path);
-    assert!(by_name.as_str().starts_with("vm-"), "VmId is the moref: {by_name}");
+    assert!(
+        by_name.as_str().starts_with("vm-"),
+        "VmId is the moref: {by_name}"
+    );
     assert_eq!(p.vm_name(&by_name).await.expect("name"), "DC0_H0_VM7");
     let d = p.describe(&by_name).await.expect("describe");
     assert_eq!(d.name, "DC0_H0_VM7");
     assert!(d.cpu >= 1 && d.memory_mib >= 32, "{d:?}");
     assert!(!d.disks.is_empty(), "{d:?}");
     let all = p.list_vms(&ListOptions::default()).await.expect("list");
-    assert!(all.iter().any(|v| v.id == by_name), "list_vms lacks {by_name}");
+    assert!(
+        all.iter().any(|v| v.id == by_name),
+        "list_vms lacks {by_name}"
+    );
     assert!(all.len() >= 24, "{} VMs", all.len());
-    for missing in [p.find_vm_by_name("no-such-vm").await, p.find_vm_by_path("DC0/vm/no-such-vm").await] {
+    for missing in [
+        p.find_vm_by_name("no-such-vm").await,
+        p.find_vm_by_path("DC0/vm/no-such-vm").await,
+    ] {
         assert_eq!(missing.expect_err("missing").kind(), ErrorKind::NotFound);
     }
-    let err = p.power_state(&VmId::new("vm-999999")).await.expect_err("missing moref");
+    let err = p
+        .power_state(&VmId::new("vm-999999"))
+        .await
+        .expect_err("missing moref");
     assert_eq!(err.kind(), ErrorKind::NotFound);
     let caps = p.vm_capabilities(&by_name).await.expect("caps");
-    assert_eq!(caps.agent_connected, Some(true), "model VMs run Tools in our vcsim");
+    assert_eq!(
+        caps.agent_connected,
+        Some(true),
+        "model VMs run Tools in our vcsim"
+    );
 }
 
 #[tokio::test]
 async fn power_cycle_suspend_reset_and_invalid_states() {
     let Some(p) = provider().await else { return };
     let vm = running_vm(&p, "DC0_H0_VM0").await;
-    let err = p.start(&vm, &StartOptions::default()).await.expect_err("start a running VM");
+    let err = p
+        .start(&vm, &StartOptions::default())
+        .await
+        .expect_err("start a running VM");
     assert_eq!(err.kind(), ErrorKind::InvalidState, "{err}");
     p.reset(&vm).await.expect("reset");
     p.suspend(&vm).await.expect("suspend");
-    assert_eq!(p.power_state(&vm).await.expect("state"), PowerState::Off(OffReason::Saved));
-    p.start(&vm, &StartOptions::default()).await.expect("resume from suspend");
-    p.power_off(&vm, &PowerOffOptions::default()).await.expect("power off");
+    assert_eq!(
+        p.power_state(&vm).await.expect("state"),
+        PowerState::Off(OffReason::Saved)
+    );
+    p.start(&vm, &StartOptions::default())
+        .await
+        .expect("resume from suspend");
+    p.power_off(&vm, &PowerOffOptions::default())
+        .await
+        .expect("power off");
     assert!(p.power_state(&vm).await.expect("state").is_off());
-    let err = p.power_off(&vm, &PowerOffOptions::default()).await.expect_err("off twice");
+    let err = p
+        .power_off(&vm, &PowerOffOptions::default())
+        .await
+        .expect_err("off twice");
     assert_eq!(err.kind(), ErrorKind::InvalidState, "{err}");
     let err = p
-        .request_shutdown(&vm, ShutdownChannel::Agent, &ShutdownRequestOptions::default())
+        .request_shutdown(
+            &vm,
+            ShutdownChannel::Agent,
+            &ShutdownRequestOptions::default(),
+        )
         .await
         .expect_err("ShutdownGuest on an off VM");
     assert_eq!(err.kind(), ErrorKind::InvalidState, "{err}");
     let err = p
-        .request_shutdown(&vm, ShutdownChannel::Acpi, &ShutdownRequestOptions::default())
+        .request_shutdown(
+            &vm,
+            ShutdownChannel::Acpi,
+            &ShutdownRequestOptions::default(),
+        )
         .await
         .expect_err("no ACPI channel on vSphere");
     assert_eq!(err.kind(), ErrorKind::Unsupported);
     p.start(&vm, &StartOptions::default()).await.expect("start");
-    assert_eq!(p.probe_agent(&vm).await.expect("probe"), AgentStatus::Connected);
-    p.request_shutdown(&vm, ShutdownChannel::Agent, &ShutdownRequestOptions::default()).await.expect("ShutdownGuest");
-    assert!(p.power_state(&vm).await.expect("state").is_off(), "vcsim's ShutdownGuest is synchronous");
+    assert_eq!(
+        p.probe_agent(&vm).await.expect("probe"),
+        AgentStatus::Connected
+    );
+    p.request_shutdown(
+        &vm,
+        ShutdownChannel::Agent,
+        &ShutdownRequestOptions::default(),
+    )
+    .await
+    .expect("ShutdownGuest");
+    assert!(
+        p.power_state(&vm).await.expect("state").is_off(),
+        "vcsim's ShutdownGuest is synchronous"
+    );
 }
 
 #[tokio::test]
@@ -137,26 +209,62 @@ async fn snapshot_create_revert_remove() {
     let vm = running_vm(&p, "DC0_H0_VM1").await;
     let snaps = p.snapshotter().expect("snapshotter");
     for s in snaps.list_snapshots(&vm).await.expect("list") {
-        let _ = snaps.delete_snapshot(&vm, &s.id, &DeleteSnapshotOptions::default()).await;
+        let _ = snaps
+            .delete_snapshot(&vm, &s.id, &DeleteSnapshotOptions::default())
+            .await;
     }
     let a = snaps
-        .create_snapshot(&vm, &SnapshotOptions::new("vr-a").with_memory(true).with_description("first"))
+        .create_snapshot(
+            &vm,
+            &SnapshotOptions::new("vr-a")
+                .with_memory(true)
+                .with_description("first"),
+        )
         .await
         .expect("snapshot a");
     assert_eq!(a.name, "vr-a");
     assert_eq!(a.description.as_deref(), Some("first"));
-    let b = snaps.create_snapshot(&vm, &SnapshotOptions::new("vr-b").with_quiesce(true)).await.expect("snapshot b");
-    assert_eq!(b.parent.as_deref(), Some(a.id.as_str()), "b is a child of a");
+    let b = snaps
+        .create_snapshot(&vm, &SnapshotOptions::new("vr-b").with_quiesce(true))
+        .await
+        .expect("snapshot b");
+    assert_eq!(
+        b.parent.as_deref(),
+        Some(a.id.as_str()),
+        "b is a child of a"
+    );
     let list = snaps.list_snapshots(&vm).await.expect("list");
-    assert_eq!(list.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["vr-a", "vr-b"]);
+    assert_eq!(
+        list.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["vr-a", "vr-b"]
+    );
     // Revert by name and by id.
-    snaps.revert_snapshot(&vm, "vr-a", &RevertOptions::default()).await.expect("revert by name");
-    snaps.revert_snapshot(&vm, &b.id, &RevertOptions::default()).await.expect("revert by id");
-    let err = snaps.revert_snapshot(&vm, "no-such", &RevertOptions::default()).await.expect_err("missing");
+    snaps
+        .revert_snapshot(&vm, "vr-a", &RevertOptions::default())
+        .await
+        .expect("revert by name");
+    snaps
+        .revert_snapshot(&vm, &b.id, &RevertOptions::default())
+        .await
+        .expect("revert by id");
+    let err = snaps
+        .revert_snapshot(&vm, "no-such", &RevertOptions::default())
+        .await
+        .expect_err("missing");
     assert_eq!(err.kind(), ErrorKind::NotFound);
-    snaps.delete_snapshot(&vm, &a.id, &{ let mut o = DeleteSnapshotOptions::default(); o.children = true; o }).await.expect("remove tree");
+    snaps
+        .delete_snapshot(&vm, &a.id, &{
+            let mut o = DeleteSnapshotOptions::default();
+            o.children = true;
+            o
+        })
+        .await
+        .expect("remove tree");
     assert!(snaps.list_snapshots(&vm).await.expect("list").is_empty());
-    let err = snaps.delete_snapshot(&vm, &a.id, &DeleteSnapshotOptions::default()).await.expect_err("gone");
+    let err = snaps
+        .delete_snapshot(&vm, &a.id, &DeleteSnapshotOptions::default())
+        .await
+        .expect_err("gone");
     assert_eq!(err.kind(), ErrorKind::NotFound);
 }
 
@@ -168,11 +276,17 @@ async fn clone_full_linked_and_customized() {
     let tag = std::process::id();
     // Full clone, powered on.
     let full = cloner
-        .clone_vm(&src, &CloneOptions::new(format!("vr-full-{tag}")).power_on(true))
+        .clone_vm(
+            &src,
+            &CloneOptions::new(format!("vr-full-{tag}")).power_on(true),
+        )
         .await
         .expect("full clone");
     assert!(!full.linked);
-    assert_eq!(p.vm_name(&full.vm).await.expect("name"), format!("vr-full-{tag}"));
+    assert_eq!(
+        p.vm_name(&full.vm).await.expect("name"),
+        format!("vr-full-{tag}")
+    );
     // Linked clone with customization (vcsim accepts the spec; it ignores diskMoveType).
     let mut c = Customization::default();
     c.hostname = Some("web-1.example.com".into());
@@ -183,7 +297,12 @@ async fn clone_full_linked_and_customized() {
     n.dns = vec!["10.0.0.2".into()];
     c.networks.push(n);
     let linked = cloner
-        .clone_vm(&src, &CloneOptions::new(format!("vr-linked-{tag}")).linked(true).with_customization(c))
+        .clone_vm(
+            &src,
+            &CloneOptions::new(format!("vr-linked-{tag}"))
+                .linked(true)
+                .with_customization(c),
+        )
         .await
         .expect("linked clone");
     assert!(linked.linked && linked.customized);
@@ -191,31 +310,58 @@ async fn clone_full_linked_and_customized() {
     // force at once with NoGuestTools instead of sending ShutdownGuest.
     let clone_vm = linked.vm.clone();
     if p.power_state(&clone_vm).await.expect("state").is_off() {
-        p.start(&clone_vm, &StartOptions::default()).await.expect("start clone");
+        p.start(&clone_vm, &StartOptions::default())
+            .await
+            .expect("start clone");
     }
-    assert_eq!(p.probe_agent(&clone_vm).await.expect("probe"), AgentStatus::NotConnected);
+    assert_eq!(
+        p.probe_agent(&clone_vm).await.expect("probe"),
+        AgentStatus::NotConnected
+    );
     let provider: Arc<dyn Provider> = Arc::new(p.clone());
     let report = ShutdownManager::new(provider)
-        .shutdown(&clone_vm, ShutdownPolicy::with_grace(Duration::from_secs(10)))
+        .shutdown(
+            &clone_vm,
+            ShutdownPolicy::with_grace(Duration::from_secs(10)),
+        )
         .await
         .expect("shutdown");
     assert!(
-        matches!(report.outcome, ShutdownOutcome::Forced { reason: ForcedReason::NoGuestTools }),
+        matches!(
+            report.outcome,
+            ShutdownOutcome::Forced {
+                reason: ForcedReason::NoGuestTools
+            }
+        ),
         "{}",
         report.outcome
     );
     assert_eq!(report.signals_sent, 0);
     for vm in [full.vm, linked.vm] {
         if p.power_state(&vm).await.expect("state").is_active() {
-            p.power_off(&vm, &PowerOffOptions::default()).await.expect("off");
+            p.power_off(&vm, &PowerOffOptions::default())
+                .await
+                .expect("off");
         }
-        p.delete(&vm, &{ let mut o = DeleteOptions::default(); o.delete_disks = true; o }).await.expect("destroy");
-        assert_eq!(p.power_state(&vm).await.expect_err("deleted").kind(), ErrorKind::NotFound);
+        p.delete(&vm, &{
+            let mut o = DeleteOptions::default();
+            o.delete_disks = true;
+            o
+        })
+        .await
+        .expect("destroy");
+        assert_eq!(
+            p.power_state(&vm).await.expect_err("deleted").kind(),
+            ErrorKind::NotFound
+        );
     }
     // The base snapshot the linked clone needed stays on the source; remove it.
     let snaps = p.snapshotter().expect("snapshotter");
     for s in snaps.list_snapshots(&src).await.expect("list") {
-        snaps.delete_snapshot(&src, &s.id, &DeleteSnapshotOptions::default()).await.expect("cleanup");
+        snaps
+            .delete_snapshot(&src, &s.id, &DeleteSnapshotOptions::default())
+            .await
+            .expect("cleanup");
     }
 }
 
@@ -224,40 +370,66 @@ async fn reconfigure_cpu_memory_disk() {
     let Some(p) = provider().await else { return };
     let vm = running_vm(&p, "DC0_H0_VM3").await;
     let caps = p.vm_capabilities(&vm).await.expect("caps");
-    assert!(!caps.cpu_hot_add && !caps.memory_hot_add, "model VMs have hot-add disabled");
+    assert!(
+        !caps.cpu_hot_add && !caps.memory_hot_add,
+        "model VMs have hot-add disabled"
+    );
     let before = p.describe(&vm).await.expect("describe");
     // Running without hot-add: refused, nothing changed.
     let mut up = ReconfigureRequest::default();
     up.cpu = Some(before.cpu + 1);
-    let err = p.reconfigure(&vm, &up).await.expect_err("cpu change while running");
+    let err = p
+        .reconfigure(&vm, &up)
+        .await
+        .expect_err("cpu change while running");
     assert_eq!(err.kind(), ErrorKind::InvalidState, "{err}");
     // Disks grow online.
     let disk = before.disks[0].clone();
     let mut grow = ReconfigureRequest::default();
-    grow.disks.push(DiskResize::new(disk.name.clone(), disk.size_gib + 1));
+    grow.disks
+        .push(DiskResize::new(disk.name.clone(), disk.size_gib + 1));
     let r = p.reconfigure(&vm, &grow).await.expect("grow disk");
     assert!(r.applied_live);
     let after = p.describe(&vm).await.expect("describe");
     assert_eq!(after.disks[0].size_gib, disk.size_gib + 1, "{after:?}");
     let mut shrink = ReconfigureRequest::default();
     shrink.disks.push(DiskResize::new(disk.name.clone(), 0));
-    assert_eq!(p.reconfigure(&vm, &shrink).await.expect_err("shrink").kind(), ErrorKind::InvalidSpec);
+    assert_eq!(
+        p.reconfigure(&vm, &shrink)
+            .await
+            .expect_err("shrink")
+            .kind(),
+        ErrorKind::InvalidSpec
+    );
     // Powered off: CPU and memory change.
-    p.power_off(&vm, &PowerOffOptions::default()).await.expect("off");
+    p.power_off(&vm, &PowerOffOptions::default())
+        .await
+        .expect("off");
     let mut change = ReconfigureRequest::default();
     change.cpu = Some(if before.cpu == 2 { 4 } else { 2 });
-    change.memory_mib = Some(if before.memory_mib == 2048 { 1024 } else { 2048 });
+    change.memory_mib = Some(if before.memory_mib == 2048 {
+        1024
+    } else {
+        2048
+    });
     let r = p.reconfigure(&vm, &change).await.expect("reconfigure off");
     assert!(!r.applied_live && !r.needs_power_cycle);
     let d = p.describe(&vm).await.expect("describe");
-    assert_eq!((Some(d.cpu), Some(d.memory_mib)), (change.cpu, change.memory_mib));
+    assert_eq!(
+        (Some(d.cpu), Some(d.memory_mib)),
+        (change.cpu, change.memory_mib)
+    );
 }
 
 #[tokio::test]
 async fn watch_is_pushed_by_wait_for_updates() {
     let Some(p) = provider().await else { return };
     let vm = running_vm(&p, "DC0_H0_VM4").await;
-    let mut stream = p.watch_power_state(&vm).await.expect("watch").expect("stream");
+    let mut stream = p
+        .watch_power_state(&vm)
+        .await
+        .expect("watch")
+        .expect("stream");
     let calls_before = p.soap_calls();
     let waiting = tokio::spawn(async move {
         let first = stream.next().await;
@@ -265,9 +437,14 @@ async fn watch_is_pushed_by_wait_for_updates() {
         (first, second)
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    p.power_off(&vm, &PowerOffOptions::default()).await.expect("off");
+    p.power_off(&vm, &PowerOffOptions::default())
+        .await
+        .expect("off");
     p.start(&vm, &StartOptions::default()).await.expect("on");
-    let (first, second) = tokio::time::timeout(Duration::from_secs(20), waiting).await.expect("pushed in time").expect("join");
+    let (first, second) = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("pushed in time")
+        .expect("join");
     assert!(first.expect("item").expect("ok").is_off());
     assert_eq!(second.expect("item").expect("ok"), PowerState::Running);
     // power_off + start are 2 calls each (task + one read); the watch added a few long polls,
@@ -280,15 +457,30 @@ async fn watch_is_pushed_by_wait_for_updates() {
 async fn session_expiry_relogs_in_once() {
     let Some(cfg) = config() else { return };
     let agent = format!("virtrigaud-vsphere-test-expiry-{}", std::process::id());
-    let p = VsphereProvider::connect(cfg.with_user_agent(agent.clone())).await.expect("connect");
+    let p = VsphereProvider::connect(cfg.with_user_agent(agent.clone()))
+        .await
+        .expect("connect");
     let vm = running_vm(&p, "DC0_H0_VM5").await;
-    let mut stream = p.watch_power_state(&vm).await.expect("watch").expect("stream");
+    let mut stream = p
+        .watch_power_state(&vm)
+        .await
+        .expect("watch")
+        .expect("stream");
     let mut raw = RawSession::login().await;
-    assert_eq!(raw.terminate_sessions_of(&agent).await, 1, "our provider's session should be listed once");
+    assert_eq!(
+        raw.terminate_sessions_of(&agent).await,
+        1,
+        "our provider's session should be listed once"
+    );
     // The next call hits NotAuthenticated, logs in again and succeeds.
-    assert_eq!(p.power_state(&vm).await.expect("after expiry"), PowerState::Running);
+    assert_eq!(
+        p.power_state(&vm).await.expect("after expiry"),
+        PowerState::Running
+    );
     // The watch rebuilt its (session-scoped) property collector and still pushes.
-    p.power_off(&vm, &PowerOffOptions::default()).await.expect("off");
+    p.power_off(&vm, &PowerOffOptions::default())
+        .await
+        .expect("off");
     let got = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(item) = stream.next().await {
             if item.expect("watch item").is_off() {
@@ -302,9 +494,14 @@ async fn session_expiry_relogs_in_once() {
     assert!(got, "off was pushed after the re-login");
     // Logout behind the client's back too: the provider recovers again.
     raw.terminate_sessions_of(&agent).await;
-    p.start(&vm, &StartOptions::default()).await.expect("start after second expiry");
+    p.start(&vm, &StartOptions::default())
+        .await
+        .expect("start after second expiry");
     p.logout().await.expect("logout");
-    assert_eq!(p.power_state(&vm).await.expect("after logout"), PowerState::Running);
+    assert_eq!(
+        p.power_state(&vm).await.expect("after logout"),
+        PowerState::Running
+    );
 }
 
 #[tokio::test]
@@ -315,18 +512,31 @@ async fn graceful_shutdown_through_the_engine_counts_soap_calls() {
     let provider: Arc<dyn Provider> = Arc::new(p.clone());
     let mgr = ShutdownManager::new(provider);
     let before = p.soap_calls();
-    let report = mgr.shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(20))).await.expect("shutdown");
+    let report = mgr
+        .shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(20)))
+        .await
+        .expect("shutdown");
     let calls = p.soap_calls() - before;
     assert!(
-        matches!(report.outcome, ShutdownOutcome::Graceful { channel: Some(ShutdownChannel::Agent) }),
+        matches!(
+            report.outcome,
+            ShutdownOutcome::Graceful {
+                channel: Some(ShutdownChannel::Agent)
+            }
+        ),
         "{}",
         report.outcome
     );
     assert_eq!(report.signals_sent, 1);
     assert_eq!(report.power_off_calls, 0);
-    eprintln!("SOAP calls for one graceful shutdown (engine + vcsim): {calls}; provider calls {}", report.provider_calls);
+    eprintln!(
+        "SOAP calls for one graceful shutdown (engine + vcsim): {calls}; provider calls {}",
+        report.provider_calls
+    );
     assert!(calls <= 12, "{calls} SOAP calls for one graceful shutdown");
-    p.start(&vm, &StartOptions::default()).await.expect("start again");
+    p.start(&vm, &StartOptions::default())
+        .await
+        .expect("start again");
 }
 
 #[tokio::test]

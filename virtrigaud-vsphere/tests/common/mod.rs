@@ -13,7 +13,9 @@ pub fn config() -> Option<VsphereConfig> {
     let user = backend_env("vsphere", "VIRTRIGAUD_VSPHERE_USER")?;
     let password = backend_env("vsphere", "VIRTRIGAUD_VSPHERE_PASSWORD")?;
     let tls = match std::env::var("VIRTRIGAUD_VSPHERE_CA_FILE") {
-        Ok(f) if !f.is_empty() => TlsVerification::CaPem(std::fs::read(&f).expect("read VIRTRIGAUD_VSPHERE_CA_FILE")),
+        Ok(f) if !f.is_empty() => {
+            TlsVerification::CaPem(std::fs::read(&f).expect("read VIRTRIGAUD_VSPHERE_CA_FILE"))
+        }
         _ if std::env::var("VIRTRIGAUD_VSPHERE_INSECURE").is_ok_and(|v| v == "1") => {
             TlsVerification::DangerousAcceptInvalidCerts
         }
@@ -29,17 +31,27 @@ pub fn config() -> Option<VsphereConfig> {
 
 pub async fn provider() -> Option<VsphereProvider> {
     let cfg = config()?;
-    Some(VsphereProvider::connect(cfg).await.expect("connect to vcsim"))
+    Some(
+        VsphereProvider::connect(cfg)
+            .await
+            .expect("connect to vcsim"),
+    )
 }
 
 /// The model VM `name` (DC0_H0_VMn on the standalone host, DC0_C0_RP0_VMn in the cluster),
 /// powered on.
 pub async fn running_vm(p: &VsphereProvider, name: &str) -> VmId {
-    let vm = p.find_vm_by_name(name).await.unwrap_or_else(|e| panic!("find {name}: {e}"));
+    let vm = p
+        .find_vm_by_name(name)
+        .await
+        .unwrap_or_else(|e| panic!("find {name}: {e}"));
     if p.power_state(&vm).await.expect("power_state").is_off() {
         p.start(&vm, &StartOptions::default()).await.expect("start");
     }
-    assert_eq!(p.power_state(&vm).await.expect("power_state"), PowerState::Running);
+    assert_eq!(
+        p.power_state(&vm).await.expect("power_state"),
+        PowerState::Running
+    );
     vm
 }
 
@@ -60,14 +72,19 @@ impl RawSession {
     pub async fn login() -> RawSession {
         let url = std::env::var("VIRTRIGAUD_VSPHERE_URL").expect("url");
         let mut b = reqwest::Client::builder();
-        if let Ok(f) = std::env::var("VIRTRIGAUD_VSPHERE_CA_FILE") {
-            if !f.is_empty() {
-                let certs = reqwest::Certificate::from_pem_bundle(&std::fs::read(f).expect("ca")).expect("pem");
-                b = b.tls_certs_only(certs);
-            }
+        if let Ok(f) = std::env::var("VIRTRIGAUD_VSPHERE_CA_FILE")
+            && !f.is_empty()
+        {
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&std::fs::read(f).expect("ca")).expect("pem");
+            b = b.tls_certs_only(certs);
         }
         let http = b.build().expect("client");
-        let mut s = RawSession { http, url, cookie: String::new() };
+        let mut s = RawSession {
+            http,
+            url,
+            cookie: String::new(),
+        };
         let user = std::env::var("VIRTRIGAUD_VSPHERE_USER").expect("user");
         let pass = std::env::var("VIRTRIGAUD_VSPHERE_PASSWORD").expect("password");
         s.call(&format!(
@@ -90,7 +107,13 @@ impl RawSession {
         }
         let resp = req.send().await.expect("raw SOAP call");
         if let Some(c) = resp.headers().get("set-cookie") {
-            self.cookie = c.to_str().expect("cookie").split(';').next().unwrap_or("").to_owned();
+            self.cookie = c
+                .to_str()
+                .expect("cookie")
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .to_owned();
         }
         resp.text().await.expect("body")
     }
@@ -111,7 +134,10 @@ impl RawSession {
         if keys.is_empty() {
             return 0;
         }
-        let ids: String = keys.iter().map(|k| format!("<sessionId>{k}</sessionId>")).collect();
+        let ids: String = keys
+            .iter()
+            .map(|k| format!("<sessionId>{k}</sessionId>"))
+            .collect();
         let r = self
             .call(&format!(r#"<TerminateSession xmlns="urn:vim25"><_this type="SessionManager">SessionManager</_this>{ids}</TerminateSession>"#))
             .await;
@@ -121,5 +147,8 @@ impl RawSession {
 }
 
 fn between<'a>(s: &'a str, a: &str, b: &str) -> &'a str {
-    s.split_once(a).and_then(|(_, r)| r.split_once(b)).map(|(v, _)| v).unwrap_or("")
+    s.split_once(a)
+        .and_then(|(_, r)| r.split_once(b))
+        .map(|(v, _)| v)
+        .unwrap_or("")
 }
