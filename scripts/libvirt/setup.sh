@@ -58,11 +58,14 @@ chmod 755 "$STATE_ROOT" "$STATE" "$PUB" "$POOL_DIR" "$LOG_DIR"; chmod 644 "$PUB"
 
 # ---------- 3. daemons
 if [ -e /dev/kvm ] && getent group kvm >/dev/null; then chgrp kvm /dev/kvm; chmod 0660 /dev/kvm; fi
+# virtlogd collects QEMU's output; a domain cannot start without it. (pgrep would also match a
+# not-yet-reaped zombie, so look at the process state.)
+virtlogd_alive() { ps -C virtlogd -o stat= 2>/dev/null | grep -qv '^Z'; }
+mkdir -p /var/run/libvirt /var/log/libvirt
+if ! virtlogd_alive; then log "starting virtlogd"; virtlogd -d; fi
 if virsh -c "$URI" version >/dev/null 2>&1; then
   log "libvirtd already running and healthy"
 else
-  mkdir -p /var/run/libvirt /var/log/libvirt
-  pgrep -x virtlogd >/dev/null || virtlogd -d
   if ! pgrep -x libvirtd >/dev/null; then
     log "starting libvirtd (under tini -s)"
     setsid nohup tini -s -- libvirtd > "$STATE/libvirtd.log" 2>&1 < /dev/null &
