@@ -224,3 +224,50 @@ impl fmt::Display for VimError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_kinds() {
+        for (ty, kind) in [
+            ("InvalidLogin", ErrorKind::Unauthenticated),
+            ("NotAuthenticated", ErrorKind::Unauthenticated),
+            ("NoPermission", ErrorKind::PermissionDenied),
+            ("ManagedObjectNotFound", ErrorKind::NotFound),
+            ("InvalidPowerState", ErrorKind::InvalidState),
+            ("ToolsUnavailable", ErrorKind::InvalidState),
+            ("TaskInProgress", ErrorKind::Conflict),
+            ("DuplicateName", ErrorKind::AlreadyExists),
+            ("InvalidArgument", ErrorKind::InvalidSpec),
+            ("NotSupported", ErrorKind::Unsupported),
+            ("HostCommunication", ErrorKind::Unavailable),
+            ("SomethingNew", ErrorKind::Internal),
+        ] {
+            let err = VimError::Fault(SoapFault::new(ty, "m")).into_error("op", Some("vm-1"));
+            assert_eq!(err.kind(), kind, "{ty}");
+            assert_eq!(
+                (err.provider(), err.operation(), err.resource()),
+                ("vsphere", "op", Some("vm-1"))
+            );
+        }
+        assert!(
+            VimError::Fault(SoapFault::new("TaskInProgress", ""))
+                .into_error("op", None)
+                .is_retryable()
+        );
+        assert_eq!(
+            VimError::Http(503, String::new())
+                .into_error("op", None)
+                .kind(),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            VimError::Http(403, String::new())
+                .into_error("op", None)
+                .kind(),
+            ErrorKind::PermissionDenied
+        );
+    }
+}

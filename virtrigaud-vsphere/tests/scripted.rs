@@ -188,6 +188,12 @@ impl Respond for FakeVc {
             "CreatePropertyCollector" => ok(fx("vcsim-create-collector")),
             "CreateFilter" => ok(fx("vcsim-create-filter")),
             "DestroyPropertyCollector" => ok(fx("vcsim-destroy-collector")),
+            "CurrentTime" => ok(fx("vcsim-current-time")),
+            "RebootGuest" => match st.guest {
+                Guest::NoTools => fault(tools_unavailable_fault()),
+                _ => ok(fx("vcsim-shutdown-guest")
+                    .replace("ShutdownGuestResponse", "RebootGuestResponse")),
+            },
             "RetrievePropertiesEx" if body.contains("<type>Task</type>") => {
                 if body.contains("task-race") {
                     let mut r = fx("vcsim-task-error");
@@ -763,4 +769,52 @@ async fn linked_clone_request_shape() {
             .count()
             == 1
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_and_guest_reboot() {
+    let server = MockServer::start().await;
+    let vc = FakeVc::new(Guest::Ignores);
+    Mock::given(method("POST"))
+        .respond_with(vc.clone())
+        .mount(&server)
+        .await;
+    let cfg = VsphereConfig::new(format!("{}/sdk", server.uri()), "virtrigaud", "pw")
+        .with_keepalive(Some(Duration::from_millis(150)));
+    let p = VsphereProvider::connect(cfg).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        vc.calls().iter().filter(|c| *c == "CurrentTime").count() >= 2,
+        "{:?}",
+        vc.calls()
+    );
+    let vm = VmId::new(VM);
+    p.reboot(&vm, ShutdownChannel::Agent)
+        .await
+        .expect("RebootGuest");
+    assert_eq!(
+        p.reboot(&vm, ShutdownChannel::Acpi)
+            .await
+            .expect_err("acpi")
+            .kind(),
+        ErrorKind::Unsupported
+    );
+    assert!(
+        p.capabilities().reboot
+            && p.capabilities().agent_shutdown
+            && !p.capabilities().acpi_shutdown
+    );
+    // The keep-alive stops with the provider.
+    drop(p);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let n = vc.calls().len();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(vc.calls().len(), n, "keep-alive outlived the provider");
+
+    let (_s, _vc, p) = scripted(Guest::NoTools).await;
+    let err = p
+        .reboot(&vm, ShutdownChannel::Agent)
+        .await
+        .expect_err("no tools");
+    assert_eq!(err.kind(), ErrorKind::InvalidState);
 }
