@@ -64,7 +64,10 @@ pub struct CloneOptions {
 impl CloneOptions {
     /// Options for a clone named `target_name`.
     pub fn new(target_name: impl Into<String>) -> Self {
-        CloneOptions { target_name: target_name.into(), ..Default::default() }
+        CloneOptions {
+            target_name: target_name.into(),
+            ..Default::default()
+        }
     }
     /// Makes the clone linked.
     pub fn linked(mut self, linked: bool) -> Self {
@@ -98,7 +101,11 @@ pub struct CloneResult {
 impl CloneResult {
     /// A result for `vm`.
     pub fn new(vm: VmId, linked: bool, customized: bool) -> Self {
-        CloneResult { vm, linked, customized }
+        CloneResult {
+            vm,
+            linked,
+            customized,
+        }
     }
 }
 

@@ -64,12 +64,27 @@ pub trait Fixture: Send + Sync {
 pub async fn run_all(provider: Arc<dyn Provider>, fixture: &dyn Fixture) -> Report {
     let mut report = Report::default();
     let p = &provider;
-    report.push("not_found_is_classified", not_found_is_classified(p, fixture).await);
+    report.push(
+        "not_found_is_classified",
+        not_found_is_classified(p, fixture).await,
+    );
     report.push("power_cycle", power_cycle(p, fixture).await);
-    report.push("graceful_shutdown_completes", graceful_shutdown_completes(p, fixture).await);
-    report.push("grace_zero_forces_at_once", grace_zero_forces_at_once(p, fixture).await);
-    report.push("ignored_shutdown_forced_at_deadline", ignored_shutdown_forced_at_deadline(p, fixture).await);
-    report.push("racing_requests_share_one_grace", racing_requests_share_one_grace(p, fixture).await);
+    report.push(
+        "graceful_shutdown_completes",
+        graceful_shutdown_completes(p, fixture).await,
+    );
+    report.push(
+        "grace_zero_forces_at_once",
+        grace_zero_forces_at_once(p, fixture).await,
+    );
+    report.push(
+        "ignored_shutdown_forced_at_deadline",
+        ignored_shutdown_forced_at_deadline(p, fixture).await,
+    );
+    report.push(
+        "racing_requests_share_one_grace",
+        racing_requests_share_one_grace(p, fixture).await,
+    );
     report.push("watch_reports_off", watch_reports_off(p, fixture).await);
     report.push("snapshot_round_trip", snapshot_round_trip(p, fixture).await);
     report.push("clone_round_trip", clone_round_trip(p, fixture).await);
@@ -88,7 +103,13 @@ macro_rules! attempt {
     ($e:expr, $what:expr) => {
         match $e {
             Ok(v) => v,
-            Err(err) => return CheckOutcome::Failed(format!("{}: {}", $what, crate::error::error_chain(&err))),
+            Err(err) => {
+                return CheckOutcome::Failed(format!(
+                    "{}: {}",
+                    $what,
+                    crate::error::error_chain(&err)
+                ))
+            }
         }
     };
 }
@@ -119,7 +140,10 @@ pub async fn await_state(
 const SETTLE: Duration = Duration::from_secs(60);
 
 /// A missing VM is `NotFound` everywhere, and its shutdown fails with `NotFound`.
-pub async fn not_found_is_classified(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) -> CheckOutcome {
+pub async fn not_found_is_classified(
+    provider: &Arc<dyn Provider>,
+    fixture: &dyn Fixture,
+) -> CheckOutcome {
     let missing = fixture.missing_vm();
     match provider.power_state(&missing).await {
         Err(e) if e.is(ErrorKind::NotFound) => {}
@@ -130,7 +154,12 @@ pub async fn not_found_is_classified(provider: &Arc<dyn Provider>, fixture: &dyn
         other => return CheckOutcome::Failed(format!("describe of a missing VM: {other:?}")),
     }
     let manager = ShutdownManager::new(Arc::clone(provider));
-    let report = attempt!(manager.shutdown(&missing, ShutdownPolicy::with_grace(fixture.short_grace())).await, "shutdown");
+    let report = attempt!(
+        manager
+            .shutdown(&missing, ShutdownPolicy::with_grace(fixture.short_grace()))
+            .await,
+        "shutdown"
+    );
     match report.outcome {
         ShutdownOutcome::Failed { error } if error.is(ErrorKind::NotFound) => CheckOutcome::Passed,
         other => CheckOutcome::Failed(format!("shutdown of a missing VM ended {other}")),
@@ -142,19 +171,41 @@ pub async fn power_cycle(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) ->
     let vm = attempt!(fixture.cooperative_vm().await, "fixture.cooperative_vm");
     let outcome = async {
         let state = attempt!(provider.power_state(&vm).await, "power_state");
-        ensure!(state.is_active(), "a fresh cooperative VM should be running, it is {state}");
-        attempt!(provider.power_off(&vm, &PowerOffOptions::default()).await, "power_off");
-        attempt!(await_state(provider, &vm, SETTLE, PowerState::is_off).await, "waiting for off");
+        ensure!(
+            state.is_active(),
+            "a fresh cooperative VM should be running, it is {state}"
+        );
+        attempt!(
+            provider.power_off(&vm, &PowerOffOptions::default()).await,
+            "power_off"
+        );
+        attempt!(
+            await_state(provider, &vm, SETTLE, PowerState::is_off).await,
+            "waiting for off"
+        );
         match provider.power_off(&vm, &PowerOffOptions::default()).await {
             Err(e) if e.is(ErrorKind::InvalidState) => {}
-            other => return CheckOutcome::Failed(format!("power_off of an off VM: {other:?} (want InvalidState)")),
+            other => {
+                return CheckOutcome::Failed(format!(
+                    "power_off of an off VM: {other:?} (want InvalidState)"
+                ));
+            }
         }
         attempt!(provider.start(&vm, &StartOptions::default()).await, "start");
-        attempt!(await_state(provider, &vm, SETTLE, |s| *s == PowerState::Running).await, "waiting for running");
+        attempt!(
+            await_state(provider, &vm, SETTLE, |s| *s == PowerState::Running).await,
+            "waiting for running"
+        );
         let d = attempt!(provider.describe(&vm).await, "describe");
         ensure!(d.id == vm, "describe returned id {} for {vm}", d.id);
-        attempt!(provider.power_off(&vm, &PowerOffOptions::default()).await, "power_off");
-        attempt!(await_state(provider, &vm, SETTLE, PowerState::is_off).await, "waiting for off");
+        attempt!(
+            provider.power_off(&vm, &PowerOffOptions::default()).await,
+            "power_off"
+        );
+        attempt!(
+            await_state(provider, &vm, SETTLE, PowerState::is_off).await,
+            "waiting for off"
+        );
         CheckOutcome::Passed
     }
     .await;
@@ -164,22 +215,51 @@ pub async fn power_cycle(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) ->
 
 /// A cooperative guest stops gracefully; a second shutdown reports `AlreadyOff` without
 /// signalling or powering off.
-pub async fn graceful_shutdown_completes(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) -> CheckOutcome {
+pub async fn graceful_shutdown_completes(
+    provider: &Arc<dyn Provider>,
+    fixture: &dyn Fixture,
+) -> CheckOutcome {
     let vm = attempt!(fixture.cooperative_vm().await, "fixture.cooperative_vm");
     let manager = ShutdownManager::new(Arc::clone(provider));
     let outcome = async {
         let grace = fixture.graceful_grace();
-        let report = attempt!(manager.shutdown(&vm, ShutdownPolicy::with_grace(grace)).await, "shutdown");
+        let report = attempt!(
+            manager
+                .shutdown(&vm, ShutdownPolicy::with_grace(grace))
+                .await,
+            "shutdown"
+        );
         ensure!(
             matches!(report.outcome, ShutdownOutcome::Graceful { .. }),
-            "cooperative guest ended {} after {:?}", report.outcome, report.elapsed
+            "cooperative guest ended {} after {:?}",
+            report.outcome,
+            report.elapsed
         );
-        ensure!(report.elapsed <= grace, "graceful shutdown took {:?} > grace {grace:?}", report.elapsed);
+        ensure!(
+            report.elapsed <= grace,
+            "graceful shutdown took {:?} > grace {grace:?}",
+            report.elapsed
+        );
         let state = attempt!(provider.power_state(&vm).await, "power_state");
-        ensure!(state.is_off(), "reported graceful but the provider says {state}");
-        let again = attempt!(manager.shutdown(&vm, ShutdownPolicy::with_grace(grace)).await, "second shutdown");
-        ensure!(matches!(again.outcome, ShutdownOutcome::AlreadyOff), "second shutdown ended {}", again.outcome);
-        ensure!(again.signals_sent == 0 && again.power_off_calls == 0, "an off VM was signalled or powered off");
+        ensure!(
+            state.is_off(),
+            "reported graceful but the provider says {state}"
+        );
+        let again = attempt!(
+            manager
+                .shutdown(&vm, ShutdownPolicy::with_grace(grace))
+                .await,
+            "second shutdown"
+        );
+        ensure!(
+            matches!(again.outcome, ShutdownOutcome::AlreadyOff),
+            "second shutdown ended {}",
+            again.outcome
+        );
+        ensure!(
+            again.signals_sent == 0 && again.power_off_calls == 0,
+            "an off VM was signalled or powered off"
+        );
         CheckOutcome::Passed
     }
     .await;
@@ -188,16 +268,32 @@ pub async fn graceful_shutdown_completes(provider: &Arc<dyn Provider>, fixture: 
 }
 
 /// Grace 0 powers off at once, without a request to the guest.
-pub async fn grace_zero_forces_at_once(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) -> CheckOutcome {
+pub async fn grace_zero_forces_at_once(
+    provider: &Arc<dyn Provider>,
+    fixture: &dyn Fixture,
+) -> CheckOutcome {
     let vm = attempt!(fixture.cooperative_vm().await, "fixture.cooperative_vm");
     let manager = ShutdownManager::new(Arc::clone(provider));
     let outcome = async {
-        let report = attempt!(manager.shutdown(&vm, ShutdownPolicy::force()).await, "shutdown");
-        ensure!(
-            matches!(report.outcome, ShutdownOutcome::Forced { reason: ForcedReason::GraceZero }),
-            "grace 0 ended {}", report.outcome
+        let report = attempt!(
+            manager.shutdown(&vm, ShutdownPolicy::force()).await,
+            "shutdown"
         );
-        ensure!(report.signals_sent == 0, "grace 0 sent {} requests", report.signals_sent);
+        ensure!(
+            matches!(
+                report.outcome,
+                ShutdownOutcome::Forced {
+                    reason: ForcedReason::GraceZero
+                }
+            ),
+            "grace 0 ended {}",
+            report.outcome
+        );
+        ensure!(
+            report.signals_sent == 0,
+            "grace 0 sent {} requests",
+            report.signals_sent
+        );
         let state = attempt!(provider.power_state(&vm).await, "power_state");
         ensure!(state.is_off(), "forced off but the provider says {state}");
         CheckOutcome::Passed
@@ -208,22 +304,47 @@ pub async fn grace_zero_forces_at_once(provider: &Arc<dyn Provider>, fixture: &d
 }
 
 /// A guest that ignores the request is powered off at the deadline, not before.
-pub async fn ignored_shutdown_forced_at_deadline(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) -> CheckOutcome {
+pub async fn ignored_shutdown_forced_at_deadline(
+    provider: &Arc<dyn Provider>,
+    fixture: &dyn Fixture,
+) -> CheckOutcome {
     let vm = match fixture.ignoring_vm().await {
         Ok(Some(vm)) => vm,
-        Ok(None) => return CheckOutcome::Skipped("the backend cannot model a guest that ignores shutdown".into()),
+        Ok(None) => {
+            return CheckOutcome::Skipped(
+                "the backend cannot model a guest that ignores shutdown".into(),
+            );
+        }
         Err(e) => return CheckOutcome::Failed(format!("fixture.ignoring_vm: {e}")),
     };
     let manager = ShutdownManager::new(Arc::clone(provider));
     let outcome = async {
         let grace = fixture.short_grace();
-        let report = attempt!(manager.shutdown(&vm, ShutdownPolicy::with_grace(grace)).await, "shutdown");
-        ensure!(
-            matches!(report.outcome, ShutdownOutcome::Forced { reason: ForcedReason::Timeout }),
-            "ignoring guest ended {}", report.outcome
+        let report = attempt!(
+            manager
+                .shutdown(&vm, ShutdownPolicy::with_grace(grace))
+                .await,
+            "shutdown"
         );
-        ensure!(report.elapsed >= grace, "forced after {:?}, before the grace {grace:?}", report.elapsed);
-        ensure!(report.signals_sent >= 1, "no request was sent before forcing");
+        ensure!(
+            matches!(
+                report.outcome,
+                ShutdownOutcome::Forced {
+                    reason: ForcedReason::Timeout
+                }
+            ),
+            "ignoring guest ended {}",
+            report.outcome
+        );
+        ensure!(
+            report.elapsed >= grace,
+            "forced after {:?}, before the grace {grace:?}",
+            report.elapsed
+        );
+        ensure!(
+            report.signals_sent >= 1,
+            "no request was sent before forcing"
+        );
         let state = attempt!(provider.power_state(&vm).await, "power_state");
         ensure!(state.is_off(), "forced off but the provider says {state}");
         CheckOutcome::Passed
@@ -234,25 +355,63 @@ pub async fn ignored_shutdown_forced_at_deadline(provider: &Arc<dyn Provider>, f
 }
 
 /// Two concurrent requests with different graces share one shutdown; the shorter grace wins.
-pub async fn racing_requests_share_one_grace(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) -> CheckOutcome {
+pub async fn racing_requests_share_one_grace(
+    provider: &Arc<dyn Provider>,
+    fixture: &dyn Fixture,
+) -> CheckOutcome {
     let (vm, ignoring) = match fixture.ignoring_vm().await {
         Ok(Some(vm)) => (vm, true),
-        Ok(None) => (attempt!(fixture.cooperative_vm().await, "fixture.cooperative_vm"), false),
+        Ok(None) => (
+            attempt!(fixture.cooperative_vm().await, "fixture.cooperative_vm"),
+            false,
+        ),
         Err(e) => return CheckOutcome::Failed(format!("fixture.ignoring_vm: {e}")),
     };
     let manager = ShutdownManager::new(Arc::clone(provider));
     let outcome = async {
         let long = fixture.graceful_grace().max(fixture.short_grace() * 4);
-        let short = if ignoring { fixture.short_grace() } else { fixture.graceful_grace() };
-        let first = attempt!(manager.start(&vm, ShutdownPolicy::with_grace(long)), "start long");
-        let second = attempt!(manager.start(&vm, ShutdownPolicy::with_grace(short)), "start short");
+        let short = if ignoring {
+            fixture.short_grace()
+        } else {
+            fixture.graceful_grace()
+        };
+        let first = attempt!(
+            manager.start(&vm, ShutdownPolicy::with_grace(long)),
+            "start long"
+        );
+        let second = attempt!(
+            manager.start(&vm, ShutdownPolicy::with_grace(short)),
+            "start short"
+        );
         let (a, b) = futures::join!(first.wait(), second.wait());
-        ensure!(a.outcome.as_str() == b.outcome.as_str(), "joined requests saw {} and {}", a.outcome, b.outcome);
-        ensure!(a.signals_sent == b.signals_sent && a.provider_calls == b.provider_calls,
-            "the two requests ran separate shutdowns ({} vs {} signals)", a.signals_sent, b.signals_sent);
-        ensure!(a.grace <= short + Duration::from_secs(1), "grace {:?} exceeds the shorter request {short:?}", a.grace);
+        ensure!(
+            a.outcome.as_str() == b.outcome.as_str(),
+            "joined requests saw {} and {}",
+            a.outcome,
+            b.outcome
+        );
+        ensure!(
+            a.signals_sent == b.signals_sent && a.provider_calls == b.provider_calls,
+            "the two requests ran separate shutdowns ({} vs {} signals)",
+            a.signals_sent,
+            b.signals_sent
+        );
+        ensure!(
+            a.grace <= short + Duration::from_secs(1),
+            "grace {:?} exceeds the shorter request {short:?}",
+            a.grace
+        );
         if ignoring {
-            ensure!(matches!(a.outcome, ShutdownOutcome::Forced { reason: ForcedReason::Timeout }), "ended {}", a.outcome);
+            ensure!(
+                matches!(
+                    a.outcome,
+                    ShutdownOutcome::Forced {
+                        reason: ForcedReason::Timeout
+                    }
+                ),
+                "ended {}",
+                a.outcome
+            );
             ensure!(a.elapsed < long, "the longer grace won: {:?}", a.elapsed);
         } else {
             ensure!(a.outcome.is_off(), "ended {}", a.outcome);
@@ -265,28 +424,40 @@ pub async fn racing_requests_share_one_grace(provider: &Arc<dyn Provider>, fixtu
 }
 
 /// A push-capable provider pushes the transition to off.
-pub async fn watch_reports_off(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) -> CheckOutcome {
+pub async fn watch_reports_off(
+    provider: &Arc<dyn Provider>,
+    fixture: &dyn Fixture,
+) -> CheckOutcome {
     if !provider.capabilities().power_state_watch {
         return CheckOutcome::Skipped("the provider does not push power-state changes".into());
     }
     let vm = attempt!(fixture.cooperative_vm().await, "fixture.cooperative_vm");
     let outcome = async {
-        let Some(mut stream) = attempt!(provider.watch_power_state(&vm).await, "watch_power_state") else {
-            return CheckOutcome::Failed("declares power_state_watch but returned no stream".into());
+        let Some(mut stream) = attempt!(provider.watch_power_state(&vm).await, "watch_power_state")
+        else {
+            return CheckOutcome::Failed(
+                "declares power_state_watch but returned no stream".into(),
+            );
         };
-        attempt!(provider.power_off(&vm, &PowerOffOptions::default()).await, "power_off");
+        attempt!(
+            provider.power_off(&vm, &PowerOffOptions::default()).await,
+            "power_off"
+        );
         let seen = tokio::time::timeout(SETTLE, async {
             while let Some(item) = futures::StreamExt::next(&mut stream).await {
-                if let Ok(state) = item {
-                    if state.is_off() {
-                        return true;
-                    }
+                if let Ok(state) = item
+                    && state.is_off()
+                {
+                    return true;
                 }
             }
             false
         })
         .await;
-        ensure!(matches!(seen, Ok(true)), "no off state was pushed after a power-off");
+        ensure!(
+            matches!(seen, Ok(true)),
+            "no off state was pushed after a power-off"
+        );
         CheckOutcome::Passed
     }
     .await;
@@ -295,26 +466,62 @@ pub async fn watch_reports_off(provider: &Arc<dyn Provider>, fixture: &dyn Fixtu
 }
 
 /// Create, list, revert and delete a snapshot.
-pub async fn snapshot_round_trip(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) -> CheckOutcome {
+pub async fn snapshot_round_trip(
+    provider: &Arc<dyn Provider>,
+    fixture: &dyn Fixture,
+) -> CheckOutcome {
     let caps = provider.capabilities();
     let Some(snapshotter) = provider.snapshotter().filter(|_| caps.snapshots) else {
         return CheckOutcome::Skipped("the provider has no snapshots".into());
     };
     let vm = attempt!(fixture.cooperative_vm().await, "fixture.cooperative_vm");
     let outcome = async {
-        let opts = SnapshotOptions::new("vr-conformance").with_memory(caps.memory_snapshots)
+        let opts = SnapshotOptions::new("vr-conformance")
+            .with_memory(caps.memory_snapshots)
             .with_description("virtrigaud conformance");
-        let snap = attempt!(snapshotter.create_snapshot(&vm, &opts).await, "create_snapshot");
-        ensure!(snap.name.starts_with("vr-conformance"), "snapshot named {}", snap.name);
+        let snap = attempt!(
+            snapshotter.create_snapshot(&vm, &opts).await,
+            "create_snapshot"
+        );
+        ensure!(
+            snap.name.starts_with("vr-conformance"),
+            "snapshot named {}",
+            snap.name
+        );
         let list = attempt!(snapshotter.list_snapshots(&vm).await, "list_snapshots");
-        ensure!(list.iter().any(|s| s.id == snap.id), "new snapshot {} not listed", snap.id);
-        attempt!(snapshotter.revert_snapshot(&vm, &snap.id, &RevertOptions::default()).await, "revert_snapshot");
-        attempt!(snapshotter.delete_snapshot(&vm, &snap.id, &DeleteSnapshotOptions::default()).await, "delete_snapshot");
+        ensure!(
+            list.iter().any(|s| s.id == snap.id),
+            "new snapshot {} not listed",
+            snap.id
+        );
+        attempt!(
+            snapshotter
+                .revert_snapshot(&vm, &snap.id, &RevertOptions::default())
+                .await,
+            "revert_snapshot"
+        );
+        attempt!(
+            snapshotter
+                .delete_snapshot(&vm, &snap.id, &DeleteSnapshotOptions::default())
+                .await,
+            "delete_snapshot"
+        );
         let list = attempt!(snapshotter.list_snapshots(&vm).await, "list_snapshots");
-        ensure!(!list.iter().any(|s| s.id == snap.id), "deleted snapshot {} still listed", snap.id);
-        match snapshotter.delete_snapshot(&vm, &snap.id, &DeleteSnapshotOptions::default()).await {
+        ensure!(
+            !list.iter().any(|s| s.id == snap.id),
+            "deleted snapshot {} still listed",
+            snap.id
+        );
+        match snapshotter
+            .delete_snapshot(&vm, &snap.id, &DeleteSnapshotOptions::default())
+            .await
+        {
             Err(e) if e.is(ErrorKind::NotFound) => {}
-            other => return CheckOutcome::Failed(format!("deleting a deleted snapshot: {other:?} (want NotFound)")),
+            other => {
+                return CheckOutcome::Failed(format!(
+                    "deleting a deleted snapshot: {other:?} (want NotFound)"
+                ));
+            }
         }
         CheckOutcome::Passed
     }
@@ -326,15 +533,26 @@ pub async fn snapshot_round_trip(provider: &Arc<dyn Provider>, fixture: &dyn Fix
 /// Clone a VM, see the clone, delete it.
 pub async fn clone_round_trip(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) -> CheckOutcome {
     let caps = provider.capabilities();
-    let Some(cloner) = provider.cloner().filter(|_| caps.full_clones || caps.linked_clones) else {
+    let Some(cloner) = provider
+        .cloner()
+        .filter(|_| caps.full_clones || caps.linked_clones)
+    else {
         return CheckOutcome::Skipped("the provider has no clones".into());
     };
     let source = attempt!(fixture.cooperative_vm().await, "fixture.cooperative_vm");
     let outcome = async {
         // Clone from a stopped source: every backend supports that.
         if attempt!(provider.power_state(&source).await, "power_state").is_active() {
-            attempt!(provider.power_off(&source, &PowerOffOptions::default()).await, "power_off");
-            attempt!(await_state(provider, &source, SETTLE, PowerState::is_off).await, "waiting for off");
+            attempt!(
+                provider
+                    .power_off(&source, &PowerOffOptions::default())
+                    .await,
+                "power_off"
+            );
+            attempt!(
+                await_state(provider, &source, SETTLE, PowerState::is_off).await,
+                "waiting for off"
+            );
         }
         let name = format!("vrconf-clone-{}", std::process::id());
         let opts = CloneOptions::new(name).linked(!caps.full_clones);
@@ -342,13 +560,28 @@ pub async fn clone_round_trip(provider: &Arc<dyn Provider>, fixture: &dyn Fixtur
         let d = attempt!(provider.describe(&result.vm).await, "describe clone");
         ensure!(d.id == result.vm, "clone describes as {}", d.id);
         if d.power_state.is_active() {
-            attempt!(provider.power_off(&result.vm, &PowerOffOptions::default()).await, "power_off clone");
-            attempt!(await_state(provider, &result.vm, SETTLE, PowerState::is_off).await, "waiting for clone off");
+            attempt!(
+                provider
+                    .power_off(&result.vm, &PowerOffOptions::default())
+                    .await,
+                "power_off clone"
+            );
+            attempt!(
+                await_state(provider, &result.vm, SETTLE, PowerState::is_off).await,
+                "waiting for clone off"
+            );
         }
-        attempt!(provider.delete(&result.vm, &DeleteOptions { delete_disks: true }).await, "delete clone");
+        attempt!(
+            provider
+                .delete(&result.vm, &DeleteOptions { delete_disks: true })
+                .await,
+            "delete clone"
+        );
         match provider.power_state(&result.vm).await {
             Err(e) if e.is(ErrorKind::NotFound) => {}
-            other => return CheckOutcome::Failed(format!("deleted clone still answers: {other:?}")),
+            other => {
+                return CheckOutcome::Failed(format!("deleted clone still answers: {other:?}"));
+            }
         }
         CheckOutcome::Passed
     }
@@ -382,11 +615,19 @@ impl Report {
     }
     /// Names of the checks that passed.
     pub fn passed(&self) -> Vec<&'static str> {
-        self.results.iter().filter(|(_, o)| *o == CheckOutcome::Passed).map(|(n, _)| *n).collect()
+        self.results
+            .iter()
+            .filter(|(_, o)| *o == CheckOutcome::Passed)
+            .map(|(n, _)| *n)
+            .collect()
     }
     /// Names of the checks that were skipped.
     pub fn skipped(&self) -> Vec<&'static str> {
-        self.results.iter().filter(|(_, o)| matches!(o, CheckOutcome::Skipped(_))).map(|(n, _)| *n).collect()
+        self.results
+            .iter()
+            .filter(|(_, o)| matches!(o, CheckOutcome::Skipped(_)))
+            .map(|(n, _)| *n)
+            .collect()
     }
 
     /// Panics with every failure listed if any check failed; prints skips loudly.
@@ -402,7 +643,11 @@ impl Report {
                 CheckOutcome::Failed(why) => failures.push(format!("{name}: {why}")),
             }
         }
-        assert!(failures.is_empty(), "conformance failures:\n{}", failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "conformance failures:\n{}",
+            failures.join("\n")
+        );
     }
 }
 
@@ -420,7 +665,10 @@ impl SimFixture {
     }
     /// A fixture over `sim`.
     pub fn over(sim: Simulator) -> Self {
-        SimFixture { sim, next: Arc::new(AtomicU32::new(0)) }
+        SimFixture {
+            sim,
+            next: Arc::new(AtomicU32::new(0)),
+        }
     }
     /// The simulator (clone; shared state).
     pub fn simulator(&self) -> Simulator {
@@ -434,10 +682,15 @@ impl SimFixture {
 #[async_trait]
 impl Fixture for SimFixture {
     async fn cooperative_vm(&self) -> Result<VmId> {
-        Ok(self.sim.add_vm(&self.name("coop"), GuestBehavior::cooperative()))
+        Ok(self
+            .sim
+            .add_vm(&self.name("coop"), GuestBehavior::cooperative()))
     }
     async fn ignoring_vm(&self) -> Result<Option<VmId>> {
-        Ok(Some(self.sim.add_vm(&self.name("ignoring"), GuestBehavior::ignores_acpi())))
+        Ok(Some(self.sim.add_vm(
+            &self.name("ignoring"),
+            GuestBehavior::ignores_acpi(),
+        )))
     }
     fn missing_vm(&self) -> VmId {
         VmId::new("no-such-vm")

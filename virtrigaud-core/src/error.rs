@@ -151,8 +151,11 @@ impl Error {
     }
     /// Shorthand for a [`ErrorKind::Unsupported`] error naming the operation.
     pub fn unsupported(operation: &'static str) -> Self {
-        Self::new(ErrorKind::Unsupported, format!("{operation} is not supported"))
-            .with_operation(operation)
+        Self::new(
+            ErrorKind::Unsupported,
+            format!("{operation} is not supported"),
+        )
+        .with_operation(operation)
     }
     /// Shorthand for a [`ErrorKind::Unavailable`] (retryable) error.
     pub fn unavailable(message: impl Into<String>) -> Self {
@@ -261,7 +264,11 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut wrote = false;
-        for part in [&*self.provider, &*self.operation, self.resource.as_deref().unwrap_or("")] {
+        for part in [
+            &*self.provider,
+            &*self.operation,
+            self.resource.as_deref().unwrap_or(""),
+        ] {
             if part.is_empty() {
                 continue;
             }
@@ -351,19 +358,26 @@ mod tests {
     #[test]
     fn display_includes_context_and_clone_keeps_source_text() {
         let io = std::io::Error::other("socket closed");
-        let e = Error::unavailable("rpc failed").with_provider("libvirt").with_source(io);
+        let e = Error::unavailable("rpc failed")
+            .with_provider("libvirt")
+            .with_source(io);
         assert_eq!(e.to_string(), "libvirt: unavailable: rpc failed");
         let c = e.clone();
         assert_eq!(
             std::error::Error::source(&c).map(|s| s.to_string()),
             Some("socket closed".to_string())
         );
-        assert_eq!(error_chain(&c), "libvirt: unavailable: rpc failed: socket closed");
+        assert_eq!(
+            error_chain(&c),
+            "libvirt: unavailable: rpc failed: socket closed"
+        );
     }
 
     #[test]
     fn context_fills_only_empty_fields() {
-        let e = Error::not_found("x").with_operation("describe").context("sim", "power_state");
+        let e = Error::not_found("x")
+            .with_operation("describe")
+            .context("sim", "power_state");
         assert_eq!(e.provider(), "sim");
         assert_eq!(e.operation(), "describe");
     }

@@ -29,6 +29,5 @@ pub use snapshot::{
     DeleteSnapshotOptions, RevertOptions, SnapshotInfo, SnapshotOptions, Snapshotter,
 };
 pub use vm::{
-    AgentStatus, DiskInfo, OffReason, PauseReason, PowerState, ShutdownChannel, VmDescription,
-    VmId,
+    AgentStatus, DiskInfo, OffReason, PauseReason, PowerState, ShutdownChannel, VmDescription, VmId,
 };

@@ -40,7 +40,10 @@ pub struct DatastoreInfo {
 impl DatastoreInfo {
     /// A datastore with `free_gib` free.
     pub fn new(name: impl Into<String>, free_gib: u64) -> Self {
-        DatastoreInfo { name: name.into(), free_gib }
+        DatastoreInfo {
+            name: name.into(),
+            free_gib,
+        }
     }
 }
 

@@ -48,7 +48,10 @@ pub struct ShutdownRequestOptions {
 impl ShutdownRequestOptions {
     /// Options for attempt `attempt` with `remaining` grace.
     pub fn new(attempt: u32, remaining: Duration) -> Self {
-        ShutdownRequestOptions { remaining_grace: Some(remaining), attempt }
+        ShutdownRequestOptions {
+            remaining_grace: Some(remaining),
+            attempt,
+        }
     }
 }
 
@@ -75,7 +78,11 @@ pub struct DiskCreateSpec {
 impl DiskCreateSpec {
     /// A disk of `size_gib`.
     pub fn new(name: impl Into<String>, size_gib: u64) -> Self {
-        DiskCreateSpec { name: name.into(), size_gib, disk_type: None }
+        DiskCreateSpec {
+            name: name.into(),
+            size_gib,
+            disk_type: None,
+        }
     }
 }
 
@@ -92,7 +99,10 @@ pub struct NetworkCreateSpec {
 impl NetworkCreateSpec {
     /// An attachment to `network`.
     pub fn new(network: impl Into<String>) -> Self {
-        NetworkCreateSpec { network: network.into(), model: None }
+        NetworkCreateSpec {
+            network: network.into(),
+            model: None,
+        }
     }
 }
 
@@ -125,7 +135,12 @@ pub struct VmCreateSpec {
 impl VmCreateSpec {
     /// A spec for `name` with `cpu` vCPUs and `memory_mib` MiB.
     pub fn new(name: impl Into<String>, cpu: u32, memory_mib: u64) -> Self {
-        VmCreateSpec { name: name.into(), cpu, memory_mib, ..Default::default() }
+        VmCreateSpec {
+            name: name.into(),
+            cpu,
+            memory_mib,
+            ..Default::default()
+        }
     }
 }
 
@@ -142,7 +157,10 @@ pub struct DiskResize {
 impl DiskResize {
     /// Grow `name` to `size_gib`.
     pub fn new(name: impl Into<String>, size_gib: u64) -> Self {
-        DiskResize { name: name.into(), size_gib }
+        DiskResize {
+            name: name.into(),
+            size_gib,
+        }
     }
 }
 
@@ -277,7 +295,11 @@ pub trait Provider: Send + Sync + Debug + 'static {
     }
 
     /// Changes CPU, memory or disk sizes; live where possible.
-    async fn reconfigure(&self, vm: &VmId, change: &ReconfigureRequest) -> Result<ReconfigureResult> {
+    async fn reconfigure(
+        &self,
+        vm: &VmId,
+        change: &ReconfigureRequest,
+    ) -> Result<ReconfigureResult> {
         let _ = (vm, change);
         Err(Error::unsupported("reconfigure").with_provider(self.provider_type()))
     }

@@ -25,7 +25,10 @@ pub struct SnapshotOptions {
 impl SnapshotOptions {
     /// Options for a snapshot named `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        SnapshotOptions { name: name.into(), ..Default::default() }
+        SnapshotOptions {
+            name: name.into(),
+            ..Default::default()
+        }
     }
     /// Includes memory state.
     pub fn with_memory(mut self, memory: bool) -> Self {

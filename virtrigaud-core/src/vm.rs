@@ -175,7 +175,10 @@ pub struct DiskInfo {
 impl DiskInfo {
     /// A disk of `size_gib`.
     pub fn new(name: impl Into<String>, size_gib: u64) -> Self {
-        DiskInfo { name: name.into(), size_gib }
+        DiskInfo {
+            name: name.into(),
+            size_gib,
+        }
     }
 }
 

@@ -1,4 +1,5 @@
 //! Graceful-shutdown engine behaviour on the simulator, on tokio's paused clock.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -26,11 +27,22 @@ async fn ignoring_guest_is_forced_exactly_at_the_deadline() {
     for sim in [Simulator::new(), Simulator::polling_only()] {
         let vm = sim.add_vm("stubborn", GuestBehavior::ignores_acpi());
         let start = Instant::now();
-        let report = manager(&sim).shutdown(&vm, ShutdownPolicy::with_grace(secs(30))).await.unwrap();
+        let report = manager(&sim)
+            .shutdown(&vm, ShutdownPolicy::with_grace(secs(30)))
+            .await
+            .unwrap();
         let at = start.elapsed();
-        assert!(matches!(report.outcome, ShutdownOutcome::Forced { reason: ForcedReason::Timeout }));
+        assert!(matches!(
+            report.outcome,
+            ShutdownOutcome::Forced {
+                reason: ForcedReason::Timeout
+            }
+        ));
         assert!(at >= secs(30), "forced before the deadline: {at:?}");
-        assert!(at <= secs(30) + Duration::from_millis(1), "forced late: {at:?}");
+        assert!(
+            at <= secs(30) + Duration::from_millis(1),
+            "forced late: {at:?}"
+        );
         assert_eq!(sim.effective_power_offs(&vm), 1);
         assert!(sim.true_state(&vm).unwrap().is_off());
     }
@@ -41,9 +53,21 @@ async fn cooperative_guest_stops_gracefully_and_is_detected_at_once_with_push() 
     let sim = Simulator::new();
     let vm = sim.add_vm("web", GuestBehavior::cooperative().acpi_after(secs(7)));
     let start = Instant::now();
-    let report = manager(&sim).shutdown(&vm, ShutdownPolicy::with_grace(secs(60))).await.unwrap();
-    assert!(matches!(report.outcome, ShutdownOutcome::Graceful { channel: Some(ShutdownChannel::Acpi) }));
-    assert_eq!(start.elapsed(), secs(7), "push detection should be immediate");
+    let report = manager(&sim)
+        .shutdown(&vm, ShutdownPolicy::with_grace(secs(60)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        report.outcome,
+        ShutdownOutcome::Graceful {
+            channel: Some(ShutdownChannel::Acpi)
+        }
+    ));
+    assert_eq!(
+        start.elapsed(),
+        secs(7),
+        "push detection should be immediate"
+    );
     assert_eq!(sim.effective_power_offs(&vm), 0);
 }
 
@@ -55,18 +79,34 @@ async fn shutting_down_is_never_reported_off() {
     let handle = m.start(&vm, ShutdownPolicy::with_grace(secs(120))).unwrap();
     sleep(secs(20)).await;
     assert_eq!(sim.true_state(&vm), Some(PowerState::ShuttingDown));
-    assert_eq!(m.in_flight(), vec![vm.clone()], "still in flight while shutting down");
+    assert_eq!(
+        m.in_flight(),
+        vec![vm.clone()],
+        "still in flight while shutting down"
+    );
     let report = handle.wait().await;
     assert!(matches!(report.outcome, ShutdownOutcome::Graceful { .. }));
-    assert!(report.elapsed >= secs(40) && report.elapsed <= secs(42), "{:?}", report.elapsed);
+    assert!(
+        report.elapsed >= secs(40) && report.elapsed <= secs(42),
+        "{:?}",
+        report.elapsed
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn grace_zero_kills_at_once_without_signalling() {
     let sim = Simulator::new();
     let vm = sim.add_vm("now", GuestBehavior::cooperative());
-    let report = manager(&sim).shutdown(&vm, ShutdownPolicy::force()).await.unwrap();
-    assert!(matches!(report.outcome, ShutdownOutcome::Forced { reason: ForcedReason::GraceZero }));
+    let report = manager(&sim)
+        .shutdown(&vm, ShutdownPolicy::force())
+        .await
+        .unwrap();
+    assert!(matches!(
+        report.outcome,
+        ShutdownOutcome::Forced {
+            reason: ForcedReason::GraceZero
+        }
+    ));
     assert_eq!(report.elapsed, Duration::ZERO);
     assert_eq!(sim.signals_received(&vm), 0);
 }
@@ -75,7 +115,10 @@ async fn grace_zero_kills_at_once_without_signalling() {
 async fn already_off_is_reported_as_such() {
     let sim = Simulator::new();
     let vm = sim.add_stopped_vm("off", GuestBehavior::cooperative());
-    let report = manager(&sim).shutdown(&vm, ShutdownPolicy::default()).await.unwrap();
+    let report = manager(&sim)
+        .shutdown(&vm, ShutdownPolicy::default())
+        .await
+        .unwrap();
     assert!(matches!(report.outcome, ShutdownOutcome::AlreadyOff));
     assert_eq!((report.signals_sent, report.power_off_calls), (0, 0));
 }
@@ -86,11 +129,25 @@ async fn concurrent_requests_join_one_grace_and_one_signal_sequence() {
     let vm = sim.add_vm("raced", GuestBehavior::ignores_acpi());
     let m = manager(&sim);
     let start = Instant::now();
-    let a = m.start(&vm, ShutdownPolicy::with_grace(secs(60)).resignal_interval(None)).unwrap();
+    let a = m
+        .start(
+            &vm,
+            ShutdownPolicy::with_grace(secs(60)).resignal_interval(None),
+        )
+        .unwrap();
     sleep(secs(5)).await;
-    let b = m.start(&vm, ShutdownPolicy::with_grace(secs(90)).resignal_interval(None)).unwrap();
+    let b = m
+        .start(
+            &vm,
+            ShutdownPolicy::with_grace(secs(90)).resignal_interval(None),
+        )
+        .unwrap();
     let (ra, rb) = futures::join!(a.wait(), b.wait());
-    assert_eq!(start.elapsed(), secs(60), "the later, longer request must not lengthen the grace");
+    assert_eq!(
+        start.elapsed(),
+        secs(60),
+        "the later, longer request must not lengthen the grace"
+    );
     assert_eq!(ra.signals_sent, 1);
     assert_eq!(rb.signals_sent, 1);
     assert_eq!(sim.signals_received(&vm), 1, "one signal sequence");
@@ -111,7 +168,12 @@ async fn escalation_only_shortens() {
     h.shorten(secs(10)); // now deadline at t = 20 s
     let r = h.wait().await;
     assert_eq!(start.elapsed(), secs(20));
-    assert!(matches!(r.outcome, ShutdownOutcome::Forced { reason: ForcedReason::Timeout }));
+    assert!(matches!(
+        r.outcome,
+        ShutdownOutcome::Forced {
+            reason: ForcedReason::Timeout
+        }
+    ));
 
     let vm2 = sim.add_vm("esc2", GuestBehavior::ignores_acpi());
     let start = Instant::now();
@@ -121,23 +183,32 @@ async fn escalation_only_shortens() {
     let forced = m.start(&vm2, ShutdownPolicy::force()).unwrap();
     let (r1, r2) = futures::join!(h.wait(), forced.wait());
     assert_eq!(start.elapsed(), secs(3));
-    assert!(matches!(r1.outcome, ShutdownOutcome::Forced { reason: ForcedReason::GraceZero }));
+    assert!(matches!(
+        r1.outcome,
+        ShutdownOutcome::Forced {
+            reason: ForcedReason::GraceZero
+        }
+    ));
     assert_eq!(r1.outcome.as_str(), r2.outcome.as_str());
 }
 
 #[tokio::test(start_paused = true)]
 async fn restart_mid_grace_resumes_with_the_time_left() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(TokioClock::new(SystemTime::UNIX_EPOCH + secs(1_700_000_000)));
+    let clock = Arc::new(TokioClock::new(
+        SystemTime::UNIX_EPOCH + secs(1_700_000_000),
+    ));
     let sim = Simulator::new();
     let vm = sim.add_vm("db", GuestBehavior::ignores_acpi());
     let start = Instant::now();
     {
         let first = ShutdownManager::builder(Arc::new(sim.clone()))
             .journal(Arc::new(FileJournal::open(dir.path()).unwrap()))
-            .clock(clock.clone())
+            .clock(Arc::<TokioClock>::clone(&clock))
             .build();
-        let _h = first.start(&vm, ShutdownPolicy::with_grace(secs(60))).unwrap();
+        let _h = first
+            .start(&vm, ShutdownPolicy::with_grace(secs(60)))
+            .unwrap();
         sleep(secs(20)).await;
         // The process "crashes": the manager and its task are gone, the lease stays.
     }
@@ -145,17 +216,32 @@ async fn restart_mid_grace_resumes_with_the_time_left() {
     let journal = Arc::new(FileJournal::open(dir.path()).unwrap());
     assert_eq!(journal.list("simulator").await.unwrap().len(), 1);
     let second = ShutdownManager::builder(Arc::new(sim.clone()))
-        .journal(journal.clone())
-        .clock(clock.clone())
+        .journal(Arc::<FileJournal>::clone(&journal))
+        .clock(Arc::<TokioClock>::clone(&clock))
         .build();
-    let handles = second.resume_pending(ShutdownPolicy::default()).await.unwrap();
+    let handles = second
+        .resume_pending(ShutdownPolicy::default())
+        .await
+        .unwrap();
     assert_eq!(handles.len(), 1);
     let report = handles.into_iter().next().unwrap().wait().await;
-    assert_eq!(start.elapsed(), secs(60), "forced at the original deadline, not 60 s after the restart");
+    assert_eq!(
+        start.elapsed(),
+        secs(60),
+        "forced at the original deadline, not 60 s after the restart"
+    );
     assert!(report.resumed);
-    assert!(matches!(report.outcome, ShutdownOutcome::Forced { reason: ForcedReason::Timeout }));
+    assert!(matches!(
+        report.outcome,
+        ShutdownOutcome::Forced {
+            reason: ForcedReason::Timeout
+        }
+    ));
     assert_eq!(report.elapsed, secs(60));
-    assert!(journal.list("simulator").await.unwrap().is_empty(), "lease removed at the end");
+    assert!(
+        journal.list("simulator").await.unwrap().is_empty(),
+        "lease removed at the end"
+    );
     assert_eq!(sim.effective_power_offs(&vm), 1);
 }
 
@@ -169,16 +255,21 @@ async fn a_new_request_after_a_restart_also_keeps_the_original_deadline() {
     {
         let first = ShutdownManager::builder(Arc::new(sim.clone()))
             .journal(Arc::new(FileJournal::open(dir.path()).unwrap()))
-            .clock(clock.clone())
+            .clock(Arc::<TokioClock>::clone(&clock))
             .build();
-        let _h = first.start(&vm, ShutdownPolicy::with_grace(secs(30))).unwrap();
+        let _h = first
+            .start(&vm, ShutdownPolicy::with_grace(secs(30)))
+            .unwrap();
         sleep(secs(25)).await;
     }
     let second = ShutdownManager::builder(Arc::new(sim.clone()))
         .journal(Arc::new(FileJournal::open(dir.path()).unwrap()))
         .clock(clock)
         .build();
-    let report = second.shutdown(&vm, ShutdownPolicy::with_grace(secs(30))).await.unwrap();
+    let report = second
+        .shutdown(&vm, ShutdownPolicy::with_grace(secs(30)))
+        .await
+        .unwrap();
     assert_eq!(start.elapsed(), secs(30));
     assert!(report.resumed);
 }
@@ -189,7 +280,9 @@ async fn cancellation_leaves_a_consistent_state() {
     let journal = Arc::new(FileJournal::open(dir.path()).unwrap());
     let sim = Simulator::new();
     let vm = sim.add_vm("keep", GuestBehavior::ignores_acpi());
-    let m = ShutdownManager::builder(Arc::new(sim.clone())).journal(journal.clone()).build();
+    let m = ShutdownManager::builder(Arc::new(sim.clone()))
+        .journal(Arc::<FileJournal>::clone(&journal))
+        .build();
     let h = m.start(&vm, ShutdownPolicy::with_grace(secs(60))).unwrap();
     sleep(secs(10)).await;
     h.cancel();
@@ -201,7 +294,10 @@ async fn cancellation_leaves_a_consistent_state() {
     assert!(m.in_flight().is_empty());
     // A later shutdown starts a fresh, full grace period.
     let start = Instant::now();
-    let r = m.shutdown(&vm, ShutdownPolicy::with_grace(secs(15))).await.unwrap();
+    let r = m
+        .shutdown(&vm, ShutdownPolicy::with_grace(secs(15)))
+        .await
+        .unwrap();
     assert_eq!(start.elapsed(), secs(15));
     assert!(!r.resumed);
 }
@@ -211,8 +307,16 @@ async fn a_hanging_agent_does_not_eat_the_grace_period() {
     let sim = Simulator::new();
     let vm = sim.add_vm("hang", GuestBehavior::hanging_agent().acpi_after(secs(4)));
     let start = Instant::now();
-    let r = manager(&sim).shutdown(&vm, ShutdownPolicy::with_grace(secs(30))).await.unwrap();
-    assert!(matches!(r.outcome, ShutdownOutcome::Graceful { channel: Some(ShutdownChannel::Acpi) }));
+    let r = manager(&sim)
+        .shutdown(&vm, ShutdownPolicy::with_grace(secs(30)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        r.outcome,
+        ShutdownOutcome::Graceful {
+            channel: Some(ShutdownChannel::Acpi)
+        }
+    ));
     // Probe budget (2 s) then ACPI, honoured after 4 s.
     assert_eq!(start.elapsed(), secs(6));
 }
@@ -220,18 +324,41 @@ async fn a_hanging_agent_does_not_eat_the_grace_period() {
 #[tokio::test(start_paused = true)]
 async fn agent_is_preferred_when_connected() {
     let sim = Simulator::new();
-    let vm = sim.add_vm("agent", GuestBehavior::with_agent(secs(2)).acpi_after(secs(50)));
-    let r = manager(&sim).shutdown(&vm, ShutdownPolicy::with_grace(secs(30))).await.unwrap();
-    assert!(matches!(r.outcome, ShutdownOutcome::Graceful { channel: Some(ShutdownChannel::Agent) }));
+    let vm = sim.add_vm(
+        "agent",
+        GuestBehavior::with_agent(secs(2)).acpi_after(secs(50)),
+    );
+    let r = manager(&sim)
+        .shutdown(&vm, ShutdownPolicy::with_grace(secs(30)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        r.outcome,
+        ShutdownOutcome::Graceful {
+            channel: Some(ShutdownChannel::Agent)
+        }
+    ));
     assert_eq!(r.elapsed, secs(2));
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_acpi_press_before_the_guest_listens_is_resent() {
     let sim = Simulator::new();
-    let vm = sim.add_vm("booting", GuestBehavior::cooperative().acpi_after(secs(1)).acpi_listen_after(secs(8)));
-    let r = manager(&sim).shutdown(&vm, ShutdownPolicy::with_grace(secs(60))).await.unwrap();
-    assert!(matches!(r.outcome, ShutdownOutcome::Graceful { .. }), "{}", r.outcome);
+    let vm = sim.add_vm(
+        "booting",
+        GuestBehavior::cooperative()
+            .acpi_after(secs(1))
+            .acpi_listen_after(secs(8)),
+    );
+    let r = manager(&sim)
+        .shutdown(&vm, ShutdownPolicy::with_grace(secs(60)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(r.outcome, ShutdownOutcome::Graceful { .. }),
+        "{}",
+        r.outcome
+    );
     assert!(r.signals_sent >= 2);
     // Presses at 0 s (lost), 5 s (lost), 15 s (heard) -> off at 16 s.
     assert_eq!(r.elapsed, secs(16));
@@ -244,25 +371,71 @@ async fn missing_agent_is_handled_as_configured() {
     let m = manager(&sim);
     let only_agent = ShutdownPolicy::with_grace(secs(30)).channel(ChannelPreference::AgentOnly);
 
-    let r = m.shutdown(&vm, only_agent.clone().on_missing_agent(MissingAgent::Fail)).await.unwrap();
-    assert!(matches!(&r.outcome, ShutdownOutcome::Failed { error } if error.kind() == ErrorKind::Unsupported));
-    assert_eq!(sim.true_state(&vm), Some(PowerState::Running), "Fail leaves the VM running");
+    let r = m
+        .shutdown(&vm, only_agent.clone().on_missing_agent(MissingAgent::Fail))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&r.outcome, ShutdownOutcome::Failed { error } if error.kind() == ErrorKind::Unsupported)
+    );
+    assert_eq!(
+        sim.true_state(&vm),
+        Some(PowerState::Running),
+        "Fail leaves the VM running"
+    );
 
-    let r = m.shutdown(&vm, only_agent.clone().on_missing_agent(MissingAgent::PowerOff)).await.unwrap();
-    assert!(matches!(r.outcome, ShutdownOutcome::Forced { reason: ForcedReason::NoGuestTools }));
-    assert_eq!(r.elapsed, Duration::ZERO, "no tools: forced at once, not at the deadline");
+    let r = m
+        .shutdown(
+            &vm,
+            only_agent.clone().on_missing_agent(MissingAgent::PowerOff),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        r.outcome,
+        ShutdownOutcome::Forced {
+            reason: ForcedReason::NoGuestTools
+        }
+    ));
+    assert_eq!(
+        r.elapsed,
+        Duration::ZERO,
+        "no tools: forced at once, not at the deadline"
+    );
 
     let vm2 = sim.add_vm("noagent2", GuestBehavior::cooperative());
-    let r = m.shutdown(&vm2, only_agent.on_missing_agent(MissingAgent::FallBackToAcpi)).await.unwrap();
-    assert!(matches!(r.outcome, ShutdownOutcome::Graceful { channel: Some(ShutdownChannel::Acpi) }));
+    let r = m
+        .shutdown(
+            &vm2,
+            only_agent.on_missing_agent(MissingAgent::FallBackToAcpi),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        r.outcome,
+        ShutdownOutcome::Graceful {
+            channel: Some(ShutdownChannel::Acpi)
+        }
+    ));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_signal_that_cannot_be_delivered_forces_early() {
     let sim = Simulator::new();
-    let vm = sim.add_vm("broken", GuestBehavior::cooperative().signal_fails(ErrorKind::PermissionDenied));
-    let r = manager(&sim).shutdown(&vm, ShutdownPolicy::with_grace(secs(60))).await.unwrap();
-    assert!(matches!(r.outcome, ShutdownOutcome::Forced { reason: ForcedReason::SignalFailed }));
+    let vm = sim.add_vm(
+        "broken",
+        GuestBehavior::cooperative().signal_fails(ErrorKind::PermissionDenied),
+    );
+    let r = manager(&sim)
+        .shutdown(&vm, ShutdownPolicy::with_grace(secs(60)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        r.outcome,
+        ShutdownOutcome::Forced {
+            reason: ForcedReason::SignalFailed
+        }
+    ));
     assert!(r.elapsed < secs(5));
 }
 
@@ -270,19 +443,39 @@ async fn a_signal_that_cannot_be_delivered_forces_early() {
 async fn power_off_racing_the_guest_counts_as_graceful() {
     let sim = Simulator::new();
     // The guest goes off exactly when the grace ends.
-    let vm = sim.add_vm("photo", GuestBehavior::cooperative().acpi_after(secs(30)).hide_shutting_down());
-    let r = manager(&sim).shutdown(&vm, ShutdownPolicy::with_grace(secs(30))).await.unwrap();
+    let vm = sim.add_vm(
+        "photo",
+        GuestBehavior::cooperative()
+            .acpi_after(secs(30))
+            .hide_shutting_down(),
+    );
+    let r = manager(&sim)
+        .shutdown(&vm, ShutdownPolicy::with_grace(secs(30)))
+        .await
+        .unwrap();
     assert!(r.outcome.is_off(), "{}", r.outcome);
     assert!(!matches!(r.outcome, ShutdownOutcome::Failed { .. }));
-    assert_eq!(sim.effective_power_offs(&vm), 0, "no power-off took effect: the guest was already down");
+    assert_eq!(
+        sim.effective_power_offs(&vm),
+        0,
+        "no power-off took effect: the guest was already down"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn retryable_power_off_failure_is_retried_once_effective() {
     let sim = Simulator::new();
     let vm = sim.add_vm("flaky", GuestBehavior::ignores_acpi().power_off_fails(1));
-    let r = manager(&sim).shutdown(&vm, ShutdownPolicy::with_grace(secs(10))).await.unwrap();
-    assert!(matches!(r.outcome, ShutdownOutcome::Forced { reason: ForcedReason::Timeout }));
+    let r = manager(&sim)
+        .shutdown(&vm, ShutdownPolicy::with_grace(secs(10)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        r.outcome,
+        ShutdownOutcome::Forced {
+            reason: ForcedReason::Timeout
+        }
+    ));
     assert_eq!(r.power_off_calls, 2);
     assert_eq!(sim.effective_power_offs(&vm), 1);
 }
@@ -290,9 +483,19 @@ async fn retryable_power_off_failure_is_retried_once_effective() {
 #[tokio::test(start_paused = true)]
 async fn a_vm_vanishing_mid_shutdown_is_reported() {
     let sim = Simulator::new();
-    let vm = sim.add_vm("ghost", GuestBehavior::ignores_acpi().vanishes_after(secs(3)));
-    let r = manager(&sim).shutdown(&vm, ShutdownPolicy::with_grace(secs(30))).await.unwrap();
-    assert!(matches!(r.outcome, ShutdownOutcome::Vanished), "{}", r.outcome);
+    let vm = sim.add_vm(
+        "ghost",
+        GuestBehavior::ignores_acpi().vanishes_after(secs(3)),
+    );
+    let r = manager(&sim)
+        .shutdown(&vm, ShutdownPolicy::with_grace(secs(30)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(r.outcome, ShutdownOutcome::Vanished),
+        "{}",
+        r.outcome
+    );
     assert_eq!(r.elapsed, secs(3));
 }
 
@@ -302,18 +505,44 @@ async fn paused_guests_follow_the_policy() {
     let m = manager(&sim);
     let vm = sim.add_vm("paused", GuestBehavior::cooperative().acpi_after(secs(2)));
     sim.set_paused(&vm);
-    let r = m.shutdown(&vm, ShutdownPolicy::with_grace(secs(30))).await.unwrap();
-    assert!(matches!(r.outcome, ShutdownOutcome::Graceful { .. }), "resumed then stopped: {}", r.outcome);
+    let r = m
+        .shutdown(&vm, ShutdownPolicy::with_grace(secs(30)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(r.outcome, ShutdownOutcome::Graceful { .. }),
+        "resumed then stopped: {}",
+        r.outcome
+    );
 
     let vm = sim.add_vm("paused2", GuestBehavior::cooperative());
     sim.set_paused(&vm);
-    let r = m.shutdown(&vm, ShutdownPolicy::with_grace(secs(30)).on_paused(PausedGuest::PowerOff)).await.unwrap();
-    assert!(matches!(r.outcome, ShutdownOutcome::Forced { reason: ForcedReason::GuestPaused }));
+    let r = m
+        .shutdown(
+            &vm,
+            ShutdownPolicy::with_grace(secs(30)).on_paused(PausedGuest::PowerOff),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        r.outcome,
+        ShutdownOutcome::Forced {
+            reason: ForcedReason::GuestPaused
+        }
+    ));
 
     let vm = sim.add_vm("paused3", GuestBehavior::cooperative());
     sim.set_paused(&vm);
-    let r = m.shutdown(&vm, ShutdownPolicy::with_grace(secs(30)).on_paused(PausedGuest::Fail)).await.unwrap();
-    assert!(matches!(&r.outcome, ShutdownOutcome::Failed { error } if error.kind() == ErrorKind::InvalidState));
+    let r = m
+        .shutdown(
+            &vm,
+            ShutdownPolicy::with_grace(secs(30)).on_paused(PausedGuest::Fail),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&r.outcome, ShutdownOutcome::Failed { error } if error.kind() == ErrorKind::InvalidState)
+    );
     assert!(matches!(sim.true_state(&vm), Some(PowerState::Paused(_))));
 }
 
@@ -338,11 +567,24 @@ impl PreStopExecutor for RecordingHook {
 async fn pre_stop_hook_runs_first_within_its_budget() {
     let sim = Simulator::new();
     for hang in [false, true] {
-        let hook = Arc::new(RecordingHook { hang, seen: Default::default() });
-        let m = ShutdownManager::builder(Arc::new(sim.clone())).pre_stop_executor(hook.clone()).build();
-        let vm = sim.add_vm(&format!("hooked-{hang}"), GuestBehavior::cooperative().acpi_after(secs(1)));
-        let argv = vec!["/usr/bin/systemctl".to_string(), "stop".into(), "app".into()];
-        let policy = ShutdownPolicy::with_grace(secs(30)).pre_stop(PreStopHook::new(argv.clone(), secs(10)));
+        let hook = Arc::new(RecordingHook {
+            hang,
+            seen: Default::default(),
+        });
+        let m = ShutdownManager::builder(Arc::new(sim.clone()))
+            .pre_stop_executor(Arc::<RecordingHook>::clone(&hook))
+            .build();
+        let vm = sim.add_vm(
+            &format!("hooked-{hang}"),
+            GuestBehavior::cooperative().acpi_after(secs(1)),
+        );
+        let argv = vec![
+            "/usr/bin/systemctl".to_string(),
+            "stop".into(),
+            "app".into(),
+        ];
+        let policy =
+            ShutdownPolicy::with_grace(secs(30)).pre_stop(PreStopHook::new(argv.clone(), secs(10)));
         let r = m.shutdown(&vm, policy).await.unwrap();
         assert_eq!(hook.seen.lock().unwrap().as_slice(), &[argv]);
         assert_eq!(r.pre_stop_ok, Some(!hang));
@@ -356,7 +598,10 @@ async fn an_empty_pre_stop_command_is_a_typed_error() {
     let sim = Simulator::new();
     let vm = sim.add_vm("x", GuestBehavior::cooperative());
     let err = manager(&sim)
-        .shutdown(&vm, ShutdownPolicy::default().pre_stop(PreStopHook::new(vec![], secs(1))))
+        .shutdown(
+            &vm,
+            ShutdownPolicy::default().pre_stop(PreStopHook::new(vec![], secs(1))),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidSpec);
@@ -368,21 +613,43 @@ async fn api_calls_are_constant_in_guest_shutdown_time_with_push() {
     let mut push = Vec::new();
     let mut poll = Vec::new();
     for guest_secs in [1, 10, 60, 120] {
-        for (sim, out) in [(Simulator::new(), &mut push), (Simulator::polling_only(), &mut poll)] {
-            let vm = sim.add_vm("v", GuestBehavior::cooperative().acpi_after(secs(guest_secs)));
-            let r = manager(&sim).shutdown(&vm, ShutdownPolicy::with_grace(secs(180))).await.unwrap();
+        for (sim, out) in [
+            (Simulator::new(), &mut push),
+            (Simulator::polling_only(), &mut poll),
+        ] {
+            let vm = sim.add_vm(
+                "v",
+                GuestBehavior::cooperative().acpi_after(secs(guest_secs)),
+            );
+            let r = manager(&sim)
+                .shutdown(&vm, ShutdownPolicy::with_grace(secs(180)))
+                .await
+                .unwrap();
             assert!(matches!(r.outcome, ShutdownOutcome::Graceful { .. }));
             out.push(sim.total_calls());
         }
     }
-    assert!(push.windows(2).all(|w| w[0] == w[1]), "push calls vary: {push:?}");
-    assert!(poll.last() > poll.first(), "polling calls should grow: {poll:?}");
+    assert!(
+        push.windows(2).all(|w| w[0] == w[1]),
+        "push calls vary: {push:?}"
+    );
+    assert!(
+        poll.last() > poll.first(),
+        "polling calls should grow: {poll:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn fleet_respects_groups_concurrency_and_the_overall_deadline() {
     let sim = Simulator::new();
-    let web: Vec<VmId> = (0..6).map(|i| sim.add_vm(&format!("web-{i}"), GuestBehavior::cooperative().acpi_after(secs(5)))).collect();
+    let web: Vec<VmId> = (0..6)
+        .map(|i| {
+            sim.add_vm(
+                &format!("web-{i}"),
+                GuestBehavior::cooperative().acpi_after(secs(5)),
+            )
+        })
+        .collect();
     let db = sim.add_vm("db", GuestBehavior::cooperative().acpi_after(secs(5)));
     let m = manager(&sim);
     let mut events = m.subscribe();
@@ -404,7 +671,9 @@ async fn fleet_respects_groups_concurrency_and_the_overall_deadline() {
     }
     assert_eq!(finished_order.last(), Some(&db), "the database goes last");
 
-    let stubborn: Vec<VmId> = (0..4).map(|i| sim.add_vm(&format!("s-{i}"), GuestBehavior::ignores_acpi())).collect();
+    let stubborn: Vec<VmId> = (0..4)
+        .map(|i| sim.add_vm(&format!("s-{i}"), GuestBehavior::ignores_acpi()))
+        .collect();
     let start = Instant::now();
     let report = FleetShutdown::new(&m)
         .concurrency(4)
@@ -424,7 +693,11 @@ async fn conformance_suite_passes_on_the_simulator() {
         let fixture = SimFixture::over(sim.clone());
         let report = conformance::run_all(Arc::new(sim), &fixture).await;
         report.assert_passed();
-        assert!(report.skipped().len() <= 1, "skipped: {:?}", report.skipped());
+        assert!(
+            report.skipped().len() <= 1,
+            "skipped: {:?}",
+            report.skipped()
+        );
     }
 }
 

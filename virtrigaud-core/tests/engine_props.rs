@@ -1,4 +1,5 @@
 //! Property tests of the shutdown engine over random guest behaviour and event orderings.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,19 +34,21 @@ fn behavior() -> impl Strategy<Value = GuestBehavior> {
         prop::option::weighted(0.1, 0u64..90_000),
         any::<bool>(),
     )
-        .prop_map(|(acpi, agent, listen_ms, signal_error, pof, vanish, visible)| {
-            let mut b = GuestBehavior::cooperative()
-                .agent(agent)
-                .acpi_listen_after(Duration::from_millis(listen_ms))
-                .power_off_fails(pof);
-            b.acpi = acpi;
-            b.signal_error = signal_error;
-            b.vanish_after_signal = vanish.map(Duration::from_millis);
-            if !visible {
-                b = b.hide_shutting_down();
-            }
-            b
-        })
+        .prop_map(
+            |(acpi, agent, listen_ms, signal_error, pof, vanish, visible)| {
+                let mut b = GuestBehavior::cooperative()
+                    .agent(agent)
+                    .acpi_listen_after(Duration::from_millis(listen_ms))
+                    .power_off_fails(pof);
+                b.acpi = acpi;
+                b.signal_error = signal_error;
+                b.vanish_after_signal = vanish.map(Duration::from_millis);
+                if !visible {
+                    b = b.hide_shutting_down();
+                }
+                b
+            },
+        )
 }
 
 fn run_case(b: GuestBehavior, grace_ms: u64, push: bool, paused: bool, second_ms: Option<u64>) {
@@ -55,7 +58,11 @@ fn run_case(b: GuestBehavior, grace_ms: u64, push: bool, paused: bool, second_ms
         .build()
         .unwrap();
     rt.block_on(async move {
-        let sim = if push { Simulator::new() } else { Simulator::polling_only() };
+        let sim = if push {
+            Simulator::new()
+        } else {
+            Simulator::polling_only()
+        };
         let vm = sim.add_vm("p", b.clone());
         if paused {
             sim.set_paused(&vm);
@@ -86,25 +93,48 @@ fn run_case(b: GuestBehavior, grace_ms: u64, push: bool, paused: bool, second_ms
         let elapsed = start.elapsed();
         if let Some(second) = second {
             let r2 = second.wait().await;
-            assert_eq!(r2.outcome.as_str(), report.outcome.as_str(), "joined requests disagree");
+            assert_eq!(
+                r2.outcome.as_str(),
+                report.outcome.as_str(),
+                "joined requests disagree"
+            );
         }
 
         // Always terminates by G plus the force budget.
-        assert!(elapsed <= effective_grace + force_budget, "took {elapsed:?} (grace {effective_grace:?})");
+        assert!(
+            elapsed <= effective_grace + force_budget,
+            "took {elapsed:?} (grace {effective_grace:?})"
+        );
         // Never reports off while the simulator says running.
         if report.outcome.is_off() && !matches!(report.outcome, ShutdownOutcome::Vanished) {
             let truth = sim.true_state(&vm);
-            assert!(truth.is_none_or(|s| s.is_off()), "reported {} but the VM is {truth:?}", report.outcome);
+            assert!(
+                truth.is_none_or(|s| s.is_off()),
+                "reported {} but the VM is {truth:?}",
+                report.outcome
+            );
         }
         // At most one hard power-off takes effect.
         assert!(sim.effective_power_offs(&vm) <= 1);
         // Forced by timeout never before the deadline.
-        if let ShutdownOutcome::Forced { reason: ForcedReason::Timeout } = report.outcome {
-            assert!(elapsed >= effective_grace, "timeout-forced at {elapsed:?} < {effective_grace:?}");
+        if let ShutdownOutcome::Forced {
+            reason: ForcedReason::Timeout,
+        } = report.outcome
+        {
+            assert!(
+                elapsed >= effective_grace,
+                "timeout-forced at {elapsed:?} < {effective_grace:?}"
+            );
         }
         // No failure with this simulator, except a lost-cause read failure (none here).
-        assert!(!matches!(report.outcome, ShutdownOutcome::Failed { .. } | ShutdownOutcome::Cancelled),
-            "unexpected {}", report.outcome);
+        assert!(
+            !matches!(
+                report.outcome,
+                ShutdownOutcome::Failed { .. } | ShutdownOutcome::Cancelled
+            ),
+            "unexpected {}",
+            report.outcome
+        );
     });
 }
 

@@ -33,7 +33,10 @@ pub struct TokioClock {
 impl TokioClock {
     /// A clock reading `anchor_wall` now.
     pub fn new(anchor_wall: SystemTime) -> Self {
-        TokioClock { anchor_wall, anchor: Instant::now() }
+        TokioClock {
+            anchor_wall,
+            anchor: Instant::now(),
+        }
     }
 }
 
@@ -45,6 +48,8 @@ impl WallClock for TokioClock {
 
 /// Converts a wall-clock deadline to a tokio instant using `clock`.
 pub(crate) fn to_instant(clock: &dyn WallClock, deadline: SystemTime) -> Instant {
-    let left = deadline.duration_since(clock.now()).unwrap_or(Duration::ZERO);
+    let left = deadline
+        .duration_since(clock.now())
+        .unwrap_or(Duration::ZERO);
     Instant::now() + left
 }

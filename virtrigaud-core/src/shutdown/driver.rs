@@ -77,14 +77,23 @@ impl Run {
 pub(crate) async fn drive(mut run: Run) -> ShutdownReport {
     let provider = Arc::clone(&run.provider);
     let caps = provider.capabilities();
-    let mut counters = Counters { calls: 0, power_offs: 0, pre_stop_ok: None };
+    let mut counters = Counters {
+        calls: 0,
+        power_offs: 0,
+        pre_stop_ok: None,
+    };
 
     // Subscribe before the first read so no change is missed.
     let mut stream: Option<PowerStateStream> = None;
     if caps.power_state_watch {
         counters.calls += 1;
-        if let Some(Ok(s)) =
-            run.call("watch_power_state", run.policy.read_budget, provider.watch_power_state(&run.vm)).await
+        if let Some(Ok(s)) = run
+            .call(
+                "watch_power_state",
+                run.policy.read_budget,
+                provider.watch_power_state(&run.vm),
+            )
+            .await
         {
             stream = s;
         }
@@ -112,7 +121,10 @@ pub(crate) async fn drive(mut run: Run) -> ShutdownReport {
             Command::Finish(outcome) => break outcome,
             Command::ReadPowerState { timeout: t } => {
                 counters.calls += 1;
-                match run.call("power_state", t, provider.power_state(&run.vm)).await {
+                match run
+                    .call("power_state", t, provider.power_state(&run.vm))
+                    .await
+                {
                     None => Input::Cancel,
                     Some(r) => {
                         if let Ok(state) = &r {
@@ -123,11 +135,17 @@ pub(crate) async fn drive(mut run: Run) -> ShutdownReport {
                 }
             }
             Command::RunPreStop { timeout: t } => {
-                let argv = run.policy.pre_stop.as_ref().map(|h| h.command.clone()).unwrap_or_default();
+                let argv = run
+                    .policy
+                    .pre_stop
+                    .as_ref()
+                    .map(|h| h.command.clone())
+                    .unwrap_or_default();
                 let result = match &run.pre_stop {
                     Some(exec) => run.call("pre_stop", t, exec.exec(&run.vm, &argv)).await,
-                    None => Some(Err(Error::unsupported("pre_stop")
-                        .with_resource(run.vm.to_string()))),
+                    None => Some(Err(
+                        Error::unsupported("pre_stop").with_resource(run.vm.to_string())
+                    )),
                 };
                 match result {
                     None => Input::Cancel,
@@ -143,7 +161,10 @@ pub(crate) async fn drive(mut run: Run) -> ShutdownReport {
             }
             Command::ProbeAgent { timeout: t } => {
                 counters.calls += 1;
-                match run.call("probe_agent", t, provider.probe_agent(&run.vm)).await {
+                match run
+                    .call("probe_agent", t, provider.probe_agent(&run.vm))
+                    .await
+                {
                     None => Input::Cancel,
                     Some(r) => {
                         run.emit(ShutdownEventKind::AgentProbed(r.as_ref().ok().copied()));
@@ -158,11 +179,20 @@ pub(crate) async fn drive(mut run: Run) -> ShutdownReport {
                     Some(r) => Input::Resumed(r),
                 }
             }
-            Command::Signal { channel, timeout: t, attempt, remaining } => {
+            Command::Signal {
+                channel,
+                timeout: t,
+                attempt,
+                remaining,
+            } => {
                 counters.calls += 1;
                 let opts = ShutdownRequestOptions::new(attempt, remaining);
                 match run
-                    .call("request_shutdown", t, provider.request_shutdown(&run.vm, channel, &opts))
+                    .call(
+                        "request_shutdown",
+                        t,
+                        provider.request_shutdown(&run.vm, channel, &opts),
+                    )
                     .await
                 {
                     None => Input::Cancel,
@@ -215,11 +245,15 @@ pub(crate) async fn drive(mut run: Run) -> ShutdownReport {
                 counters.power_offs += 1;
                 run.emit(ShutdownEventKind::Forcing(reason));
                 // The hard power-off is never abandoned half-way: no cancellation here.
-                let r = match timeout(t, provider.power_off(&run.vm, &PowerOffOptions::default())).await {
+                let r = match timeout(t, provider.power_off(&run.vm, &PowerOffOptions::default()))
+                    .await
+                {
                     Ok(r) => r.map_err(|e| e.context(provider.provider_type(), "power_off")),
-                    Err(_) => Err(Error::timeout(format!("power_off did not answer within {t:?}"))
-                        .with_provider(provider.provider_type())
-                        .with_operation("power_off")),
+                    Err(_) => Err(
+                        Error::timeout(format!("power_off did not answer within {t:?}"))
+                            .with_provider(provider.provider_type())
+                            .with_operation("power_off"),
+                    ),
                 };
                 Input::HardOffDone(r)
             }
@@ -272,7 +306,9 @@ async fn shorten(run: &mut Run, machine: &mut Machine, deadline: Instant) {
     }
 }
 
-async fn next_event(stream: &mut Option<PowerStateStream>) -> Option<Result<crate::vm::PowerState>> {
+async fn next_event(
+    stream: &mut Option<PowerStateStream>,
+) -> Option<Result<crate::vm::PowerState>> {
     match stream {
         Some(s) => s.next().await,
         None => std::future::pending().await,

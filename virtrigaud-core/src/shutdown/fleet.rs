@@ -43,7 +43,7 @@ pub struct FleetShutdown<'a> {
     manager: &'a ShutdownManager,
     concurrency: usize,
     overall: Option<Duration>,
-    groups: Vec<(Vec<VmId>, ShutdownPolicy)>,
+    groups: Vec<Vec<(VmId, ShutdownPolicy)>>,
 }
 
 /// One VM's result in a fleet shutdown.
@@ -90,7 +90,12 @@ impl FleetReport {
 impl<'a> FleetShutdown<'a> {
     /// A fleet shutdown through `manager`, concurrency 16, no overall deadline.
     pub fn new(manager: &'a ShutdownManager) -> Self {
-        FleetShutdown { manager, concurrency: 16, overall: None, groups: Vec::new() }
+        FleetShutdown {
+            manager,
+            concurrency: 16,
+            overall: None,
+            groups: Vec::new(),
+        }
     }
     /// At most `n` shutdowns in flight (at least 1).
     pub fn concurrency(mut self, n: usize) -> Self {
@@ -104,7 +109,13 @@ impl<'a> FleetShutdown<'a> {
     }
     /// Adds a group, run after the groups added before it.
     pub fn group(mut self, vms: impl IntoIterator<Item = VmId>, policy: ShutdownPolicy) -> Self {
-        self.groups.push((vms.into_iter().collect(), policy));
+        self.groups
+            .push(vms.into_iter().map(|vm| (vm, policy.clone())).collect());
+        self
+    }
+    /// Adds a group whose VMs each have their own policy.
+    pub fn group_with(mut self, vms: impl IntoIterator<Item = (VmId, ShutdownPolicy)>) -> Self {
+        self.groups.push(vms.into_iter().collect());
         self
     }
 
@@ -113,15 +124,16 @@ impl<'a> FleetShutdown<'a> {
         let start = Instant::now();
         let fleet_deadline = self.overall.map(|d| start + d);
         let mut entries = Vec::new();
-        for (index, (vms, policy)) in self.groups.into_iter().enumerate() {
+        for (index, vms) in self.groups.into_iter().enumerate() {
             let manager = self.manager;
             let results: Vec<FleetEntry> = futures::stream::iter(vms)
-                .map(|vm| {
-                    let policy = policy.clone();
-                    async move {
-                        let policy = cap_grace(policy, fleet_deadline, self.overall);
-                        let report = manager.shutdown(&vm, policy).await;
-                        FleetEntry { vm, group: index, report }
+                .map(|(vm, policy)| async move {
+                    let policy = cap_grace(policy, fleet_deadline, self.overall);
+                    let report = manager.shutdown(&vm, policy).await;
+                    FleetEntry {
+                        vm,
+                        group: index,
+                        report,
                     }
                 })
                 .buffer_unordered(self.concurrency)
@@ -129,7 +141,10 @@ impl<'a> FleetShutdown<'a> {
                 .await;
             entries.extend(results);
         }
-        FleetReport { entries, elapsed: Instant::now().saturating_duration_since(start) }
+        FleetReport {
+            entries,
+            elapsed: Instant::now().saturating_duration_since(start),
+        }
     }
 }
 
@@ -144,7 +159,9 @@ fn cap_grace(
         return policy;
     };
     let reserve = policy.force_budget.min(overall / 10);
-    let left = deadline.saturating_duration_since(Instant::now()).saturating_sub(reserve);
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .saturating_sub(reserve);
     let grace = policy.grace.min(left);
     policy.grace(grace)
 }

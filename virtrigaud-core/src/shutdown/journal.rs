@@ -51,7 +51,8 @@ impl Lease {
 }
 
 pub(crate) fn to_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Where leases are kept. Implement it over your own store (a database, a Kubernetes
@@ -85,7 +86,10 @@ impl MemoryJournal {
 impl ShutdownJournal for MemoryJournal {
     async fn record(&self, lease: &Lease) -> Result<()> {
         let mut map = self.leases.lock().map_err(|_| poisoned())?;
-        map.insert((lease.provider_type.clone(), lease.vm.clone()), lease.clone());
+        map.insert(
+            (lease.provider_type.clone(), lease.vm.clone()),
+            lease.clone(),
+        );
         Ok(())
     }
     async fn remove(&self, provider_type: &str, vm: &VmId) -> Result<()> {
@@ -99,8 +103,11 @@ impl ShutdownJournal for MemoryJournal {
     }
     async fn list(&self, provider_type: &str) -> Result<Vec<Lease>> {
         let map = self.leases.lock().map_err(|_| poisoned())?;
-        let mut leases: Vec<Lease> =
-            map.values().filter(|l| l.provider_type == provider_type).cloned().collect();
+        let mut leases: Vec<Lease> = map
+            .values()
+            .filter(|l| l.provider_type == provider_type)
+            .cloned()
+            .collect();
         leases.sort_by(|a, b| a.vm.cmp(&b.vm));
         Ok(leases)
     }
@@ -141,7 +148,11 @@ impl FileJournal {
     }
 
     fn path_for(&self, provider_type: &str, vm: &VmId) -> PathBuf {
-        self.dir.join(format!("{}--{}.lease.json", encode(provider_type), encode(vm.as_str())))
+        self.dir.join(format!(
+            "{}--{}.lease.json",
+            encode(provider_type),
+            encode(vm.as_str())
+        ))
     }
 
     fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -175,9 +186,12 @@ fn encode(s: &str) -> String {
 }
 
 fn io_error(op: &'static str, path: &Path, e: std::io::Error) -> Error {
-    Error::new(ErrorKind::Internal, format!("journal {op} {}: {e}", path.display()))
-        .with_operation("journal")
-        .with_source(e)
+    Error::new(
+        ErrorKind::Internal,
+        format!("journal {op} {}: {e}", path.display()),
+    )
+    .with_operation("journal")
+    .with_source(e)
 }
 
 #[async_trait]
@@ -221,10 +235,10 @@ impl ShutdownJournal for FileJournal {
                 continue;
             }
             // A torn or foreign file is skipped, never fatal.
-            if let Ok(bytes) = std::fs::read(entry.path()) {
-                if let Ok(lease) = serde_json::from_slice::<Lease>(&bytes) {
-                    leases.push(lease);
-                }
+            if let Ok(bytes) = std::fs::read(entry.path())
+                && let Ok(lease) = serde_json::from_slice::<Lease>(&bytes)
+            {
+                leases.push(lease);
             }
         }
         leases.sort_by(|a, b| a.vm.cmp(&b.vm));

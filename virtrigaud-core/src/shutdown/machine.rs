@@ -245,7 +245,9 @@ impl Machine {
     /// Starts the machine.
     pub fn start(&mut self, _now: Instant) -> Command {
         self.phase = Phase::Inspecting;
-        Command::ReadPowerState { timeout: self.policy.read_budget }
+        Command::ReadPowerState {
+            timeout: self.policy.read_budget,
+        }
     }
 
     /// Feeds one input and returns the next command.
@@ -314,7 +316,9 @@ impl Machine {
         } else {
             self.phase = Phase::Waiting;
         }
-        Command::ReadPowerState { timeout: self.policy.read_budget }
+        Command::ReadPowerState {
+            timeout: self.policy.read_budget,
+        }
     }
 
     fn remaining(&self, now: Instant) -> Duration {
@@ -338,7 +342,11 @@ impl Machine {
             Input::PowerState(result) => result,
             Input::Wake => {
                 return Command::ReadPowerState {
-                    timeout: self.policy.read_budget.min(self.remaining(now)).max(MIN_BOX),
+                    timeout: self
+                        .policy
+                        .read_budget
+                        .min(self.remaining(now))
+                        .max(MIN_BOX),
                 };
             }
             _ => return self.unexpected(now),
@@ -353,7 +361,9 @@ impl Machine {
                     PowerState::Paused(_) => match self.policy.on_paused {
                         PausedGuest::Resume if self.caps.resume => {
                             self.phase = Phase::Resuming;
-                            Command::Resume { timeout: self.stage(self.policy.signal_budget, now) }
+                            Command::Resume {
+                                timeout: self.stage(self.policy.signal_budget, now),
+                            }
                         }
                         PausedGuest::Fail => self.finish(ShutdownOutcome::Failed {
                             error: Error::invalid_state(
@@ -371,12 +381,16 @@ impl Machine {
                     _ => self.after_running(now),
                 }
             }
-            Err(e) if e.is(ErrorKind::NotFound) => self.finish(ShutdownOutcome::Failed { error: e }),
+            Err(e) if e.is(ErrorKind::NotFound) => {
+                self.finish(ShutdownOutcome::Failed { error: e })
+            }
             Err(e) if e.is_retryable() && !self.grace_over(now) => {
                 // Read again shortly; still inspecting.
                 let _ = e;
                 self.phase = Phase::Inspecting;
-                Command::Wait { until: (now + RETRY_PAUSE).min(self.deadline) }
+                Command::Wait {
+                    until: (now + RETRY_PAUSE).min(self.deadline),
+                }
             }
             Err(e) if self.grace_over(now) => {
                 let _ = e;
@@ -390,12 +404,14 @@ impl Machine {
         if self.grace_over(now) {
             return self.force(self.zero_reason(), now);
         }
-        if !self.pre_stop_done {
-            if let Some(hook) = &self.policy.pre_stop {
-                let budget = hook.budget;
-                self.phase = Phase::PreStop;
-                return Command::RunPreStop { timeout: self.stage(budget, now) };
-            }
+        if !self.pre_stop_done
+            && let Some(hook) = &self.policy.pre_stop
+        {
+            let budget = hook.budget;
+            self.phase = Phase::PreStop;
+            return Command::RunPreStop {
+                timeout: self.stage(budget, now),
+            };
         }
         self.choose_channel(now)
     }
@@ -419,7 +435,9 @@ impl Machine {
             ChannelPreference::Auto | ChannelPreference::AgentOnly => {
                 if self.caps.agent {
                     self.phase = Phase::Probing;
-                    Command::ProbeAgent { timeout: self.stage(self.policy.probe_budget, now) }
+                    Command::ProbeAgent {
+                        timeout: self.stage(self.policy.probe_budget, now),
+                    }
                 } else {
                     self.no_agent(now)
                 }
@@ -509,7 +527,9 @@ impl Machine {
                 if e.is_retryable() && self.signal_failures < MAX_SIGNAL_FAILURES {
                     self.phase = Phase::Waiting;
                     self.next_resignal = Some(now + RETRY_PAUSE);
-                    return Command::Wait { until: self.next_wake(now) };
+                    return Command::Wait {
+                        until: self.next_wake(now),
+                    };
                 }
                 self.force(ForcedReason::SignalFailed, now)
             }
@@ -533,21 +553,25 @@ impl Machine {
         if self.grace_over(now) {
             return self.force(self.zero_reason(), now);
         }
-        Command::Wait { until: self.next_wake(now) }
+        Command::Wait {
+            until: self.next_wake(now),
+        }
     }
 
     fn enter_waiting_with_read(&mut self, now: Instant) -> Command {
         self.phase = Phase::Waiting;
         let _ = now;
-        Command::ReadPowerState { timeout: self.stage(self.policy.read_budget, now).max(MIN_BOX) }
+        Command::ReadPowerState {
+            timeout: self.stage(self.policy.read_budget, now).max(MIN_BOX),
+        }
     }
 
     fn next_wake(&self, _now: Instant) -> Instant {
         let mut wake = self.deadline;
-        if !self.caps.push {
-            if let Some(p) = self.next_poll {
-                wake = wake.min(p);
-            }
+        if !self.caps.push
+            && let Some(p) = self.next_poll
+        {
+            wake = wake.min(p);
         }
         if let Some(r) = self.next_resignal {
             wake = wake.min(r);
@@ -562,7 +586,11 @@ impl Machine {
                 if state.is_off() {
                     // Confirm with a read: report off only when the provider says so.
                     return Command::ReadPowerState {
-                        timeout: self.policy.read_budget.min(self.remaining(now)).max(MIN_BOX),
+                        timeout: self
+                            .policy
+                            .read_budget
+                            .min(self.remaining(now))
+                            .max(MIN_BOX),
                     };
                 }
                 if state == PowerState::Crashed {
@@ -631,22 +659,29 @@ impl Machine {
             }
         }
         self.phase = Phase::Waiting;
-        Command::Wait { until: self.next_wake(now) }
+        Command::Wait {
+            until: self.next_wake(now),
+        }
     }
 
     fn force(&mut self, reason: ForcedReason, now: Instant) -> Command {
         self.forced = Some(reason);
         self.phase = Phase::Forcing;
-        let force_deadline = *self.force_deadline.get_or_insert(now + self.policy.force_budget);
+        let force_deadline = *self
+            .force_deadline
+            .get_or_insert(now + self.policy.force_budget);
         self.hard_off_calls += 1;
         Command::HardOff {
-            timeout: force_deadline.saturating_duration_since(now).max(Duration::from_millis(1)),
+            timeout: force_deadline
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1)),
             reason,
         }
     }
 
     fn force_time_left(&self, now: Instant) -> Duration {
-        self.force_deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(now))
+        self.force_deadline
+            .map_or(Duration::ZERO, |d| d.saturating_duration_since(now))
     }
 
     fn on_forcing(&mut self, input: Input, now: Instant) -> Command {
@@ -664,7 +699,9 @@ impl Machine {
             }
             Input::HardOffDone(Err(e)) => {
                 if e.is_retryable() && self.force_time_left(now) > RETRY_PAUSE {
-                    Command::Wait { until: now + RETRY_PAUSE }
+                    Command::Wait {
+                        until: now + RETRY_PAUSE,
+                    }
                 } else {
                     self.finish(ShutdownOutcome::Failed { error: e })
                 }
@@ -680,7 +717,9 @@ impl Machine {
     fn confirm(&mut self, now: Instant) -> Command {
         self.phase = Phase::ConfirmingOff;
         let left = self.force_time_left(now).max(Duration::from_millis(1));
-        Command::ReadPowerState { timeout: self.policy.read_budget.min(left) }
+        Command::ReadPowerState {
+            timeout: self.policy.read_budget.min(left),
+        }
     }
 
     fn on_confirming(&mut self, input: Input, now: Instant) -> Command {
@@ -691,7 +730,9 @@ impl Machine {
                     self.finish(ShutdownOutcome::Forced { reason })
                 } else if self.signals_sent > 0 {
                     // Our power-off was refused because the guest had already gone down.
-                    self.finish(ShutdownOutcome::Graceful { channel: self.channel })
+                    self.finish(ShutdownOutcome::Graceful {
+                        channel: self.channel,
+                    })
                 } else {
                     self.finish(ShutdownOutcome::AlreadyOff)
                 }
@@ -716,7 +757,9 @@ impl Machine {
                     // Refused, yet not off: pause, then power off again.
                     self.phase = Phase::Forcing;
                 }
-                Command::Wait { until: now + RETRY_PAUSE.min(left) }
+                Command::Wait {
+                    until: now + RETRY_PAUSE.min(left),
+                }
             }
             _ => self.unexpected(now),
         }

@@ -166,24 +166,28 @@ impl ShutdownManager {
         policy.validate()?;
         let now = Instant::now();
         let requested = now + policy.grace;
-        let mut map = self.shared.in_flight.lock().map_err(|_| Error::internal("lock poisoned"))?;
-        if let Some(f) = map.get(vm) {
-            if f.result.borrow().is_none() {
-                f.deadline.send_if_modified(|d| {
-                    if requested < *d {
-                        *d = requested;
-                        true
-                    } else {
-                        false
-                    }
-                });
-                let _ = self.shared.events.send(ShutdownEvent {
-                    vm: vm.clone(),
-                    elapsed: now.saturating_duration_since(f.started),
-                    kind: ShutdownEventKind::Joined,
-                });
-                return Ok(ShutdownHandle::from_in_flight(vm.clone(), f));
-            }
+        let mut map = self
+            .shared
+            .in_flight
+            .lock()
+            .map_err(|_| Error::internal("lock poisoned"))?;
+        if let Some(f) = map.get(vm)
+            && f.result.borrow().is_none()
+        {
+            f.deadline.send_if_modified(|d| {
+                if requested < *d {
+                    *d = requested;
+                    true
+                } else {
+                    false
+                }
+            });
+            let _ = self.shared.events.send(ShutdownEvent {
+                vm: vm.clone(),
+                elapsed: now.saturating_duration_since(f.started),
+                kind: ShutdownEventKind::Joined,
+            });
+            return Ok(ShutdownHandle::from_in_flight(vm.clone(), f));
         }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (deadline_tx, deadline_rx) = watch::channel(requested);
@@ -246,7 +250,10 @@ impl ShutdownManager {
             .in_flight
             .lock()
             .map(|m| {
-                m.iter().filter(|(_, f)| f.result.borrow().is_none()).map(|(k, _)| k.clone()).collect()
+                m.iter()
+                    .filter(|(_, f)| f.result.borrow().is_none())
+                    .map(|(k, _)| k.clone())
+                    .collect()
             })
             .unwrap_or_default()
     }
@@ -293,7 +300,10 @@ async fn run_one(
             }
             (lease, true)
         }
-        None => (Lease::new(provider_type, vm.clone(), wall_now, requested_wall), false),
+        None => (
+            Lease::new(provider_type, vm.clone(), wall_now, requested_wall),
+            false,
+        ),
     };
     let deadline = to_instant(&*shared.clock, lease.deadline());
     deadline_tx.send_if_modified(|d| {
@@ -308,7 +318,9 @@ async fn run_one(
         tracing::warn!(vm = %vm, error = %e, "could not journal the shutdown; it is not restart-safe");
     }
     let started = if resumed {
-        let since_start = wall_now.duration_since(lease.started_at()).unwrap_or(Duration::ZERO);
+        let since_start = wall_now
+            .duration_since(lease.started_at())
+            .unwrap_or(Duration::ZERO);
         let now = Instant::now();
         now.checked_sub(since_start).unwrap_or(now)
     } else {
@@ -333,10 +345,10 @@ async fn run_one(
     if let Err(e) = shared.journal.remove(provider_type, &vm).await {
         tracing::warn!(vm = %vm, error = %e, "could not remove the shutdown lease");
     }
-    if let Ok(mut map) = shared.in_flight.lock() {
-        if map.get(&vm).is_some_and(|f| f.id == id) {
-            map.remove(&vm);
-        }
+    if let Ok(mut map) = shared.in_flight.lock()
+        && map.get(&vm).is_some_and(|f| f.id == id)
+    {
+        map.remove(&vm);
     }
     let _ = result_tx.send(Some(report));
 }

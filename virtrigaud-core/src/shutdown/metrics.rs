@@ -26,8 +26,14 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "Time from the start of the grace period to the end of the shutdown"
     );
-    metrics::describe_counter!(SHUTDOWN_FORCED_TOTAL, "Shutdowns that ended in a hard power-off");
-    metrics::describe_counter!(SHUTDOWN_SIGNALS_TOTAL, "Shutdown requests delivered to guests");
+    metrics::describe_counter!(
+        SHUTDOWN_FORCED_TOTAL,
+        "Shutdowns that ended in a hard power-off"
+    );
+    metrics::describe_counter!(
+        SHUTDOWN_SIGNALS_TOTAL,
+        "Shutdown requests delivered to guests"
+    );
 }
 
 pub(crate) fn signal_sent(provider_type: &'static str, channel: ShutdownChannel) {

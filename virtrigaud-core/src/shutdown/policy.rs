@@ -123,7 +123,10 @@ impl Default for ShutdownPolicy {
 impl ShutdownPolicy {
     /// The default policy with a grace of `grace`.
     pub fn with_grace(grace: Duration) -> Self {
-        ShutdownPolicy { grace, ..Default::default() }
+        ShutdownPolicy {
+            grace,
+            ..Default::default()
+        }
     }
     /// KubeVirt's default: 30 s grace.
     pub fn kubevirt_default() -> Self {
@@ -177,15 +180,17 @@ impl ShutdownPolicy {
 
     /// Checks the policy; a pre-stop hook needs a program.
     pub fn validate(&self) -> crate::Result<()> {
-        if let Some(hook) = &self.pre_stop {
-            if hook.command.first().is_none_or(|p| p.is_empty()) {
-                return Err(crate::Error::invalid_spec(
-                    "lifecycle.preStop.exec.command: must name a program (argv[0] is empty)",
-                ));
-            }
+        if let Some(hook) = &self.pre_stop
+            && hook.command.first().is_none_or(|p| p.is_empty())
+        {
+            return Err(crate::Error::invalid_spec(
+                "lifecycle.preStop.exec.command: must name a program (argv[0] is empty)",
+            ));
         }
         if self.poll_initial.is_zero() {
-            return Err(crate::Error::invalid_spec("poll_initial: must be greater than zero"));
+            return Err(crate::Error::invalid_spec(
+                "poll_initial: must be greater than zero",
+            ));
         }
         Ok(())
     }

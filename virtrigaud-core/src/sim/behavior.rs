@@ -75,15 +75,24 @@ impl GuestBehavior {
     }
     /// Ignores ACPI; no agent.
     pub fn ignores_acpi() -> Self {
-        GuestBehavior { acpi: AcpiResponse::Ignores, ..Self::cooperative() }
+        GuestBehavior {
+            acpi: AcpiResponse::Ignores,
+            ..Self::cooperative()
+        }
     }
     /// An agent that shuts down after `after`; ACPI honoured after 5 s too.
     pub fn with_agent(after: Duration) -> Self {
-        GuestBehavior { agent: AgentResponse::Present(after), ..Self::cooperative() }
+        GuestBehavior {
+            agent: AgentResponse::Present(after),
+            ..Self::cooperative()
+        }
     }
     /// An agent whose calls hang; ACPI honoured after 5 s.
     pub fn hanging_agent() -> Self {
-        GuestBehavior { agent: AgentResponse::Hangs, ..Self::cooperative() }
+        GuestBehavior {
+            agent: AgentResponse::Hangs,
+            ..Self::cooperative()
+        }
     }
     /// Sets the ACPI reaction to "power off after `after`".
     pub fn acpi_after(mut self, after: Duration) -> Self {

@@ -1,6 +1,6 @@
 //! An in-memory hypervisor on tokio's clock, for tests, doctests, examples and benchmarks.
 //!
-//! [`Simulator`] implements [`Provider`], [`Snapshotter`], [`Cloner`] and [`Placer`]. Each VM
+//! [`Simulator`] implements [`Provider`](crate::Provider), [`Snapshotter`](crate::Snapshotter) and [`Cloner`](crate::Cloner), and supplies a placement inventory. Each VM
 //! has a scripted [`GuestBehavior`]: honours ACPI after N s, ignores it, has or lacks an agent,
 //! an agent that hangs, requests that fail, power-offs that fail once, a VM that vanishes
 //! mid-shutdown, a visible (or hidden) shutting-down state, paused guests. Time is tokio's,
@@ -120,35 +120,40 @@ impl Simulator {
 
     /// A simulator declaring `caps` (to test capability gating).
     pub fn with_capabilities(caps: ProviderCapabilities) -> Self {
-        Simulator { inner: Arc::new(Inner { state: Mutex::new(State::default()), caps }) }
+        Simulator {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                caps,
+            }),
+        }
     }
 
     /// Everything the simulator can do.
     pub fn default_capabilities() -> ProviderCapabilities {
-        let mut c = ProviderCapabilities::default();
-        c.reconfigure_online = true;
-        c.disk_expansion_online = true;
-        c.snapshots = true;
-        c.memory_snapshots = true;
-        c.quiesced_snapshots = true;
-        c.linked_clones = true;
-        c.full_clones = true;
-        c.clone_customization = true;
-        c.image_import = false;
-        c.supported_disk_types = vec!["thin".into(), "thick".into()];
-        c.supported_network_types = vec!["virtio".into()];
-        c.acpi_shutdown = true;
-        c.agent_shutdown = true;
-        c.repeatable_shutdown_signal = true;
-        c.power_state_watch = true;
-        c.reset = true;
-        c.reboot = true;
-        c.pause = true;
-        c.create = true;
-        c.delete = true;
-        c.reconfigure = true;
-        c.inventory = true;
-        c
+        ProviderCapabilities {
+            reconfigure_online: true,
+            disk_expansion_online: true,
+            snapshots: true,
+            memory_snapshots: true,
+            quiesced_snapshots: true,
+            linked_clones: true,
+            full_clones: true,
+            clone_customization: true,
+            image_import: false,
+            supported_disk_types: vec!["thin".into(), "thick".into()],
+            supported_network_types: vec!["virtio".into()],
+            acpi_shutdown: true,
+            agent_shutdown: true,
+            repeatable_shutdown_signal: true,
+            power_state_watch: true,
+            reset: true,
+            reboot: true,
+            pause: true,
+            create: true,
+            delete: true,
+            reconfigure: true,
+            inventory: true,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -158,12 +163,26 @@ impl Simulator {
 
     /// Adds a running VM named `name` (its id is the name).
     pub fn add_vm(&self, name: &str, behavior: GuestBehavior) -> VmId {
-        self.insert_vm(name, behavior, PowerState::Running, 2, 2048, BTreeMap::new())
+        self.insert_vm(
+            name,
+            behavior,
+            PowerState::Running,
+            2,
+            2048,
+            BTreeMap::new(),
+        )
     }
 
     /// Adds a VM that is off.
     pub fn add_stopped_vm(&self, name: &str, behavior: GuestBehavior) -> VmId {
-        self.insert_vm(name, behavior, PowerState::Off(OffReason::Unknown), 2, 2048, BTreeMap::new())
+        self.insert_vm(
+            name,
+            behavior,
+            PowerState::Off(OffReason::Unknown),
+            2,
+            2048,
+            BTreeMap::new(),
+        )
     }
 
     fn insert_vm(
@@ -250,7 +269,10 @@ impl Simulator {
 
     /// Hard power-offs that took effect on `vm`.
     pub fn effective_power_offs(&self, vm: &VmId) -> u32 {
-        self.lock().vms.get(vm).map_or(0, |v| v.effective_power_offs)
+        self.lock()
+            .vms
+            .get(vm)
+            .map_or(0, |v| v.effective_power_offs)
     }
 
     /// Shutdown requests that reached `vm`'s guest (lost ACPI presses included).
@@ -265,8 +287,10 @@ impl Simulator {
 
     fn inventory_snapshot(&self) -> Inventory {
         let st = self.lock();
-        let mut inv = Inventory::default();
-        inv.hosts = st.hosts.clone();
+        let mut inv = Inventory {
+            hosts: st.hosts.clone(),
+            ..Default::default()
+        };
         for host in &mut inv.hosts {
             let mut alloc = Resources::default();
             host.vms.clear();
@@ -286,19 +310,21 @@ impl Simulator {
 /// Counts a call and applies an injected fault, if any.
 fn begin(st: &mut State, op: &'static str) -> Result<()> {
     *st.calls.entry(op).or_insert(0) += 1;
-    if let Some(queue) = st.faults.get_mut(op) {
-        if !queue.is_empty() {
-            let kind = queue.remove(0);
-            return Err(Error::new(kind, format!("injected fault in {op}"))
-                .with_provider(PROVIDER_TYPE)
-                .with_operation(op));
-        }
+    if let Some(queue) = st.faults.get_mut(op)
+        && !queue.is_empty()
+    {
+        let kind = queue.remove(0);
+        return Err(Error::new(kind, format!("injected fault in {op}"))
+            .with_provider(PROVIDER_TYPE)
+            .with_operation(op));
     }
     Ok(())
 }
 
 fn not_found(vm: &VmId) -> Error {
-    Error::not_found(format!("no VM {vm}")).with_provider(PROVIDER_TYPE).with_resource(vm.to_string())
+    Error::not_found(format!("no VM {vm}"))
+        .with_provider(PROVIDER_TYPE)
+        .with_resource(vm.to_string())
 }
 
 fn set_power(v: &mut SimVm, power: PowerState) {
@@ -316,21 +342,20 @@ fn settle_vm(st: &mut State, id: &VmId, now: Instant) {
             if v.vanish_at.is_some_and(|t| now >= t) {
                 true
             } else {
-                if let Some(t) = v.off_at {
-                    if now >= t && v.power.is_active() {
-                        v.off_at = None;
-                        set_power(v, PowerState::Off(OffReason::GuestShutdown));
-                    }
+                if let Some(t) = v.off_at
+                    && now >= t
+                    && v.power.is_active()
+                {
+                    v.off_at = None;
+                    set_power(v, PowerState::Off(OffReason::GuestShutdown));
                 }
                 false
             }
         }
     };
-    if vanish {
-        if let Some(v) = st.vms.remove(id) {
-            for w in v.watchers {
-                let _ = w.send(Err(not_found(id)));
-            }
+    if vanish && let Some(v) = st.vms.remove(id) {
+        for w in v.watchers {
+            let _ = w.send(Err(not_found(id)));
         }
     }
 }

@@ -19,8 +19,7 @@ use crate::provider::{
 };
 use crate::snapshot::Snapshotter;
 use crate::vm::{
-    AgentStatus, DiskInfo, OffReason, PauseReason, PowerState, ShutdownChannel, VmDescription,
-    VmId,
+    AgentStatus, DiskInfo, OffReason, PauseReason, PowerState, ShutdownChannel, VmDescription, VmId,
 };
 
 impl Simulator {
@@ -56,18 +55,18 @@ impl Provider for Simulator {
     async fn vm_capabilities(&self, vm: &VmId) -> Result<VmCapabilities> {
         self.with_vm("vm_capabilities", vm, |v| {
             let agent = !matches!(v.behavior.agent, AgentResponse::Absent);
-            let mut c = VmCapabilities::default();
-            c.agent_configured = agent;
-            c.agent_connected = Some(matches!(v.behavior.agent, AgentResponse::Present(_)));
-            c.cpu_hot_add = true;
-            c.max_live_vcpus = v.max_live_vcpus;
-            c.memory_hot_add = true;
-            c.max_live_memory_mib = v.max_live_memory_mib;
-            c.disk_grow_online = true;
-            c.snapshot_memory = true;
-            c.snapshot_quiesce = agent;
-            c.linked_clone_source = true;
-            Ok(c)
+            Ok(VmCapabilities {
+                agent_configured: agent,
+                agent_connected: Some(matches!(v.behavior.agent, AgentResponse::Present(_))),
+                cpu_hot_add: true,
+                max_live_vcpus: v.max_live_vcpus,
+                memory_hot_add: true,
+                max_live_memory_mib: v.max_live_memory_mib,
+                disk_grow_online: true,
+                snapshot_memory: true,
+                snapshot_quiesce: agent,
+                linked_clone_source: true,
+            })
         })
     }
 
@@ -91,7 +90,11 @@ impl Provider for Simulator {
             v.watchers.push(tx);
             Ok(())
         })?;
-        let visible = self.lock().vms.get(vm).is_none_or(|v| v.behavior.shutting_down_visible);
+        let visible = self
+            .lock()
+            .vms
+            .get(vm)
+            .is_none_or(|v| v.behavior.shutting_down_visible);
         let stream = UnboundedReceiverStream::new(rx);
         let stream = futures::StreamExt::filter_map(stream, move |item| async move {
             match item {
@@ -114,7 +117,11 @@ impl Provider for Simulator {
                 v.cpu = cpu;
                 v.memory_mib = mem;
             }
-            let p = if opts.paused { PowerState::Paused(PauseReason::User) } else { PowerState::Running };
+            let p = if opts.paused {
+                PowerState::Paused(PauseReason::User)
+            } else {
+                PowerState::Running
+            };
             set_power(v, p);
             Ok(())
         })
@@ -171,20 +178,26 @@ impl Provider for Simulator {
             match v.power {
                 PowerState::Off(_) => return Err(Error::invalid_state("VM is not running")),
                 PowerState::Paused(_) => {
-                    return Err(Error::invalid_state("VM is paused and cannot take a request"));
+                    return Err(Error::invalid_state(
+                        "VM is paused and cannot take a request",
+                    ));
                 }
                 _ => {}
             }
             v.signals_received += 1;
-            if v.vanish_at.is_none() {
-                if let Some(d) = v.behavior.vanish_after_signal {
-                    v.vanish_at = Some(now + d);
-                }
+            if v.vanish_at.is_none()
+                && let Some(d) = v.behavior.vanish_after_signal
+            {
+                v.vanish_at = Some(now + d);
             }
             let delay = match channel {
                 ShutdownChannel::Agent => match v.behavior.agent {
                     AgentResponse::Present(d) => Some(d),
-                    _ => return Err(Error::unavailable("the guest agent is not connected").permanent()),
+                    _ => {
+                        return Err(
+                            Error::unavailable("the guest agent is not connected").permanent()
+                        );
+                    }
                 },
                 ShutdownChannel::Acpi => {
                     let listening = now >= v.booted_at + v.behavior.acpi_listen_after;
@@ -265,18 +278,29 @@ impl Provider for Simulator {
             let mut st = self.lock();
             begin(&mut st, "create")?;
             if spec.name.is_empty() {
-                return Err(Error::invalid_spec("name: must not be empty").with_provider(PROVIDER_TYPE));
+                return Err(
+                    Error::invalid_spec("name: must not be empty").with_provider(PROVIDER_TYPE)
+                );
             }
             if spec.cpu == 0 || spec.memory_mib == 0 {
-                return Err(Error::invalid_spec("cpu and memory must be greater than zero")
-                    .with_provider(PROVIDER_TYPE));
+                return Err(
+                    Error::invalid_spec("cpu and memory must be greater than zero")
+                        .with_provider(PROVIDER_TYPE),
+                );
             }
             if st.vms.contains_key(&VmId::new(spec.name.as_str())) {
-                return Err(Error::new(ErrorKind::AlreadyExists, format!("VM {} exists", spec.name))
-                    .with_provider(PROVIDER_TYPE));
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!("VM {} exists", spec.name),
+                )
+                .with_provider(PROVIDER_TYPE));
             }
         }
-        let power = if spec.power_on { PowerState::Running } else { PowerState::Off(OffReason::Unknown) };
+        let power = if spec.power_on {
+            PowerState::Running
+        } else {
+            PowerState::Off(OffReason::Unknown)
+        };
         let id = self.insert_vm(
             &spec.name,
             super::GuestBehavior::cooperative(),
@@ -288,7 +312,11 @@ impl Provider for Simulator {
         let mut st = self.lock();
         if let Some(v) = st.vms.get_mut(&id) {
             if !spec.disks.is_empty() {
-                v.disks = spec.disks.iter().map(|d| DiskInfo::new(d.name.clone(), d.size_gib)).collect();
+                v.disks = spec
+                    .disks
+                    .iter()
+                    .map(|d| DiskInfo::new(d.name.clone(), d.size_gib))
+                    .collect();
             }
             v.host = spec.placement.clone();
         }
@@ -313,7 +341,11 @@ impl Provider for Simulator {
         Ok(())
     }
 
-    async fn reconfigure(&self, vm: &VmId, change: &ReconfigureRequest) -> Result<ReconfigureResult> {
+    async fn reconfigure(
+        &self,
+        vm: &VmId,
+        change: &ReconfigureRequest,
+    ) -> Result<ReconfigureResult> {
         self.with_vm("reconfigure", vm, |v| {
             for d in &change.disks {
                 let disk = v.disks.iter().find(|x| x.name == d.name).ok_or_else(|| {
@@ -371,7 +403,11 @@ impl Provider for Simulator {
         let mut out: Vec<VmDescription> = st
             .vms
             .iter()
-            .filter(|(_, v)| opts.labels.iter().all(|(k, val)| v.labels.get(k) == Some(val)))
+            .filter(|(_, v)| {
+                opts.labels
+                    .iter()
+                    .all(|(k, val)| v.labels.get(k) == Some(val))
+            })
             .map(|(id, v)| describe(id, v))
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));

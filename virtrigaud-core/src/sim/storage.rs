@@ -23,27 +23,35 @@ impl Snapshotter for Simulator {
         let n = st.next_snapshot;
         let v = st.vms.get_mut(vm).ok_or_else(|| not_found(vm))?;
         if opts.name.is_empty() {
-            return Err(Error::invalid_spec("snapshot name must not be empty").with_provider(PROVIDER_TYPE));
+            return Err(
+                Error::invalid_spec("snapshot name must not be empty").with_provider(PROVIDER_TYPE)
+            );
         }
         if v.snapshots.iter().any(|s| s.info.name == opts.name) {
-            return Err(Error::new(ErrorKind::AlreadyExists, format!("snapshot {} exists", opts.name))
-                .with_provider(PROVIDER_TYPE));
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("snapshot {} exists", opts.name),
+            )
+            .with_provider(PROVIDER_TYPE));
         }
         let running = v.power.is_active();
         let mut info = SnapshotInfo::new(format!("snap-{n}"), opts.name.clone());
         info.description = opts.description.clone();
         info.created_at = Some(SystemTime::now());
         info.has_memory = opts.memory && running;
-        info.quiesced = opts.quiesce
-            && running
-            && matches!(v.behavior.agent, super::AgentResponse::Present(_));
+        info.quiesced =
+            opts.quiesce && running && matches!(v.behavior.agent, super::AgentResponse::Present(_));
         info.parent = v.snapshots.last().map(|s| s.info.id.clone());
         v.snapshots.push(SimSnapshot {
             info: info.clone(),
             cpu: v.cpu,
             memory_mib: v.memory_mib,
             disks: v.disks.clone(),
-            power: if info.has_memory { PowerState::Running } else { PowerState::Off(OffReason::Unknown) },
+            power: if info.has_memory {
+                PowerState::Running
+            } else {
+                PowerState::Off(OffReason::Unknown)
+            },
         });
         Ok(info)
     }
@@ -93,9 +101,12 @@ impl Snapshotter for Simulator {
         begin(&mut st, "snapshot_delete")?;
         let v = st.vms.get_mut(vm).ok_or_else(|| not_found(vm))?;
         let before = v.snapshots.len();
-        v.snapshots.retain(|s| s.info.id != snapshot && s.info.name != snapshot);
+        v.snapshots
+            .retain(|s| s.info.id != snapshot && s.info.name != snapshot);
         if v.snapshots.len() == before {
-            return Err(Error::not_found(format!("no snapshot {snapshot}")).with_provider(PROVIDER_TYPE));
+            return Err(
+                Error::not_found(format!("no snapshot {snapshot}")).with_provider(PROVIDER_TYPE)
+            );
         }
         Ok(())
     }
@@ -118,13 +129,23 @@ impl Cloner for Simulator {
                 )
                 .with_provider(PROVIDER_TYPE));
             }
-            (v.behavior.clone(), v.cpu, v.memory_mib, v.disks.clone(), v.labels.clone())
+            (
+                v.behavior.clone(),
+                v.cpu,
+                v.memory_mib,
+                v.disks.clone(),
+                v.labels.clone(),
+            )
         };
         let customized = opts.customization.as_ref().is_some_and(|c| !c.is_empty());
         if let Some(hostname) = opts.customization.as_ref().and_then(|c| c.hostname.clone()) {
             labels.insert("virtrigaud.io/hostname".into(), hostname);
         }
-        let power = if opts.power_on { PowerState::Running } else { PowerState::Off(OffReason::Unknown) };
+        let power = if opts.power_on {
+            PowerState::Running
+        } else {
+            PowerState::Off(OffReason::Unknown)
+        };
         let id = self.insert_vm(&opts.target_name, behavior, power, cpu, mem, labels);
         if let Some(v) = self.lock().vms.get_mut(&id) {
             v.disks = disks;

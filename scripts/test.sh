@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The project's full test suite, from a fresh Debian 12 machine (run as root):
+#   bash scripts/test.sh
+# 1. sets up every real backend idempotently (scripts/<backend>/setup.sh: Debian packages, a
+#    Python venv, test servers built once and cached under ~/.cache/virtrigaud);
+# 2. builds the workspace (target dir cached under ~/.cache/virtrigaud/target);
+# 3. runs fmt, clippy -D warnings, every test (nextest) and every doctest with
+#    VIRTRIGAUD_REQUIRE_BACKENDS=1, so a missing backend is a failure, never a skip;
+# 4. stops the servers it started.
+# Environment: VIRTRIGAUD_BACKENDS="libvirt proxmox vsphere kubevirt" limits the backends set up
+# (tests of the others then FAIL under VIRTRIGAUD_REQUIRE_BACKENDS=1; set it to 0 to skip them).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export VIRTRIGAUD_CACHE="${VIRTRIGAUD_CACHE:-$HOME/.cache/virtrigaud}"
+export VIRTRIGAUD_STATE_DIR="${VIRTRIGAUD_STATE_DIR:-/tmp/virtrigaud-state}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$VIRTRIGAUD_CACHE/target}"
+export VIRTRIGAUD_REQUIRE_BACKENDS="${VIRTRIGAUD_REQUIRE_BACKENDS:-1}"
+export CARGO_TERM_COLOR=never
+BACKENDS="${VIRTRIGAUD_BACKENDS:-libvirt proxmox vsphere kubevirt}"
+mkdir -p "$VIRTRIGAUD_CACHE" "$VIRTRIGAUD_STATE_DIR"
+LOGS="$VIRTRIGAUD_STATE_DIR/logs"
+mkdir -p "$LOGS"
+T0=$(date +%s)
+step() { echo; echo "==== [test.sh +$(( $(date +%s) - T0 ))s] $*"; }
+
+teardown() {
+  for b in $BACKENDS; do
+    if [ -x "scripts/$b/teardown.sh" ] || [ -f "scripts/$b/teardown.sh" ]; then
+      bash "scripts/$b/teardown.sh" >"$LOGS/teardown-$b.log" 2>&1 || echo "teardown of $b failed (see $LOGS/teardown-$b.log)"
+    fi
+  done
+}
+trap teardown EXIT
+
+command -v cargo >/dev/null || { echo "cargo is required (rustup toolchain)"; exit 1; }
+
+# libvirt's setup installs libvirt-dev, which the workspace build needs: it goes first.
+setup_backend() {
+  local b="$1"
+  if [ ! -f "scripts/$b/setup.sh" ]; then
+    echo "no setup script for backend $b"; return 1
+  fi
+  local t=$(date +%s)
+  if bash "scripts/$b/setup.sh" >"$LOGS/setup-$b.log" 2>&1; then
+    echo "backend $b ready in $(( $(date +%s) - t ))s"
+  else
+    echo "backend $b setup FAILED after $(( $(date +%s) - t ))s; last lines of $LOGS/setup-$b.log:"
+    tail -n 40 "$LOGS/setup-$b.log"
+    return 1
+  fi
+}
+
+failed_setup=()
+if [[ " $BACKENDS " == *" libvirt "* ]]; then
+  step "setting up libvirt (Debian packages, libvirtd, guest images)"
+  setup_backend libvirt || failed_setup+=(libvirt)
+else
+  # The workspace still needs libvirt's C headers to build.
+  if ! pkg-config --exists libvirt 2>/dev/null; then
+    step "installing libvirt-dev (build dependency)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -q -o DPkg::Lock::Timeout=600 update >/dev/null
+    apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 libvirt-dev pkg-config >/dev/null
+  fi
+fi
+
+step "building the workspace and its tests in the background (log: $LOGS/build.log)"
+( cargo build --workspace --all-targets >"$LOGS/build.log" 2>&1; echo $? >"$LOGS/build.rc" ) &
+BUILD_PID=$!
+
+for b in $BACKENDS; do
+  [ "$b" = libvirt ] && continue
+  step "setting up $b"
+  setup_backend "$b" || failed_setup+=("$b")
+done
+
+step "waiting for the build"
+wait "$BUILD_PID" || true
+if [ "$(cat "$LOGS/build.rc" 2>/dev/null || echo 1)" != 0 ]; then
+  tail -n 80 "$LOGS/build.log"
+  echo "BUILD FAILED"; exit 1
+fi
+echo "build ok"
+
+if [ ${#failed_setup[@]} -gt 0 ]; then
+  echo "backend setup failed for: ${failed_setup[*]} — their real-server tests will fail loudly"
+fi
+for b in $BACKENDS; do
+  if [ -f "$VIRTRIGAUD_STATE_DIR/$b.env" ]; then
+    # shellcheck disable=SC1090
+    source "$VIRTRIGAUD_STATE_DIR/$b.env"
+  fi
+done
+
+status=0
+step "cargo fmt --check"
+cargo fmt --all -- --check || { echo "fmt check FAILED"; status=1; }
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -q -- -D warnings || { echo "clippy FAILED"; status=1; }
+
+step "tests (nextest, VIRTRIGAUD_REQUIRE_BACKENDS=$VIRTRIGAUD_REQUIRE_BACKENDS)"
+if command -v cargo-nextest >/dev/null; then
+  cargo nextest run --workspace --profile ci || status=1
+else
+  cargo test --workspace --lib --bins --tests || status=1
+fi
+
+step "doctests"
+cargo test --workspace --doc || status=1
+
+step "benchmarks compile"
+cargo bench --workspace --no-run -q >/dev/null 2>&1 || { echo "benchmarks do not build"; cargo bench --workspace --no-run 2>&1 | tail -30; status=1; }
+
+if [ ${#failed_setup[@]} -gt 0 ]; then
+  echo "FAILED: backend setup failed for ${failed_setup[*]}"; status=1
+fi
+step "done: $([ $status = 0 ] && echo PASSED || echo FAILED) in $(( $(date +%s) - T0 ))s"
+exit $status
