@@ -42,6 +42,8 @@ impl fmt::Debug for TlsVerification {
 /// let cfg = VsphereConfig::new("https://vcenter.example.com/sdk", "svc-virtrigaud", "s3cret")
 ///     .with_tls(TlsVerification::System);
 /// assert!(!format!("{cfg:?}").contains("s3cret"));
+/// let with_userinfo = VsphereConfig::new("https://u:pw@vc.example.com/sdk", "u", "pw");
+/// assert!(!format!("{with_userinfo:?}").contains("pw"));
 /// ```
 #[derive(Clone)]
 #[non_exhaustive]
@@ -67,7 +69,7 @@ pub struct VsphereConfig {
 impl fmt::Debug for VsphereConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VsphereConfig")
-            .field("url", &self.url)
+            .field("url", &redact_url(&self.url))
             .field("username", &self.username)
             .field("password", &"<redacted>")
             .field("tls", &self.tls)
@@ -76,6 +78,19 @@ impl fmt::Debug for VsphereConfig {
             .field("keepalive", &self.keepalive)
             .field("user_agent", &self.user_agent)
             .finish()
+    }
+}
+
+/// The URL without any `user:password@` part (for Debug output).
+fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Ok(_) => raw.to_owned(),
+        Err(_) => "<unparsable URL>".to_owned(),
     }
 }
 
