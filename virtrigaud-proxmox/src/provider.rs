@@ -90,10 +90,14 @@ impl Default for ProviderOptions {
     }
 }
 
+/// How often a running shutdown task is re-checked by [`Provider::power_state`].
+const TASK_RECHECK: Duration = Duration::from_secs(2);
+
 /// What this process last did to a VM's power (to report `ShuttingDown` and the `OffReason`).
 #[derive(Debug, Clone)]
 enum LastAction {
-    Shutdown(Upid),
+    /// Our shutdown task, and when it was last seen running.
+    Shutdown(Upid, Option<tokio::time::Instant>),
     AcpiPress,
     Stop,
 }
@@ -401,14 +405,22 @@ impl Provider for ProxmoxProvider {
             (PowerState::Off(_), Some(LastAction::Stop)) => {
                 Ok(PowerState::Off(OffReason::Destroyed))
             }
-            (PowerState::Off(_), Some(LastAction::Shutdown(_) | LastAction::AcpiPress)) => {
+            (PowerState::Off(_), Some(LastAction::Shutdown(..) | LastAction::AcpiPress)) => {
                 Ok(PowerState::Off(OffReason::GuestShutdown))
             }
-            (PowerState::Running, Some(LastAction::Shutdown(upid))) => {
-                // Our shutdown task: the VM is shutting down while the task runs.
+            (PowerState::Running, Some(LastAction::Shutdown(upid, seen))) => {
+                // Our shutdown task: the VM is shutting down while the task runs. The task
+                // is re-checked at most every TASK_RECHECK, to keep polls at one call.
+                if seen.is_some_and(|t| t.elapsed() < TASK_RECHECK) {
+                    return Ok(PowerState::ShuttingDown);
+                }
                 let req = api::task_status(upid.node(), upid.as_str());
                 match self.client.call::<TaskStatus>(&req).await {
-                    Ok(t) if t.status == "running" => Ok(PowerState::ShuttingDown),
+                    Ok(t) if t.status == "running" => {
+                        let now = Some(tokio::time::Instant::now());
+                        self.remember(&r, Some(LastAction::Shutdown(upid, now)));
+                        Ok(PowerState::ShuttingDown)
+                    }
                     Ok(t) => {
                         if t.exitstatus.as_deref() != Some("OK") {
                             tracing::warn!(vm = %vm, upid = %upid, exit = ?t.exitstatus, "PVE shutdown task failed");
@@ -542,7 +554,7 @@ impl Provider for ProxmoxProvider {
             )
             .await?;
         tracing::debug!(vm = %vm, %upid, ?timeout, force, %channel, "PVE shutdown requested");
-        self.remember(&r, Some(LastAction::Shutdown(upid)));
+        self.remember(&r, Some(LastAction::Shutdown(upid, None)));
         Ok(())
     }
 
