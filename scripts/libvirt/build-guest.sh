@@ -49,8 +49,10 @@ cp -L /lib64/ld-linux-x86-64.so.2 "$R/lib64/"
 # qemu-ga's guest-shutdown runs /sbin/shutdown -P|-H|-r +0 "msg"
 cat > "$R/sbin/shutdown" <<'S'
 #!/bin/sh
+# qemu-ga runs: shutdown -h -P|-H|-r +0 "hypervisor initiated shutdown"
 echo "VR: shutdown $* (guest agent)" > /dev/console
-case "$1" in -r) reboot -f ;; *) poweroff -f ;; esac
+for a in "$@"; do [ "$a" = -r ] && exec reboot -f; done
+poweroff -f
 S
 cat > "$R/etc/acpi/PWRF/00000080" <<'S'
 #!/bin/sh
@@ -95,4 +97,5 @@ chmod +x "$R/init"
 cp "$KROOT/boot/vmlinuz-$KVER" "$OUT/vmlinuz.tmp"
 mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"; mv "$OUT/initrd.img.tmp" "$OUT/initrd.img"
 echo "$KVER" > "$OUT/kernel-version"
+echo "${GUEST_VERSION:-0}" > "$OUT/guest-version"
 echo "guest built: kernel $KVER, modules ${ORDER[*]##*/}"

@@ -42,7 +42,10 @@ command -v libvirtd >/dev/null || die "libvirtd missing after install"
 
 # ---------- 2. guest (cached)
 GUEST="$CACHE/guest"
-if [ -s "$GUEST/vmlinuz" ] && [ -s "$GUEST/initrd.img" ]; then
+# Bump when build-guest.sh changes so cached guests are rebuilt.
+export GUEST_VERSION=2
+if [ -s "$GUEST/vmlinuz" ] && [ -s "$GUEST/initrd.img" ] \
+   && [ "$(cat "$GUEST/guest-version" 2>/dev/null)" = "$GUEST_VERSION" ]; then
   log "guest cached in $GUEST"
 else
   log "building guest into $GUEST"

@@ -47,7 +47,7 @@ impl<T> Ctx<T> for std::result::Result<T, virt::error::Error> {
 pub(crate) struct Inner {
     conn: Option<Connect>,
     pub(crate) hub: Option<EventHub>,
-    sem: Semaphore,
+    sem: Arc<Semaphore>,
     pub(crate) cfg: LibvirtConfig,
     calls: AtomicU64,
     driver: String,
@@ -115,7 +115,7 @@ impl LibvirtProvider {
         })
         .await
         .map_err(|e| Error::internal(format!("connect task failed: {e}")).with_provider(PROVIDER))??;
-        let sem = Semaphore::new(cfg.max_concurrency.max(1));
+        let sem = Arc::new(Semaphore::new(cfg.max_concurrency.max(1)));
         Ok(LibvirtProvider {
             inner: Arc::new(Inner {
                 conn: Some(conn),
@@ -157,16 +157,24 @@ impl LibvirtProvider {
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T> + Send + 'static,
     {
-        let _permit = self.inner.sem.acquire().await.map_err(|_| {
-            Error::unavailable("provider is shutting down")
-                .with_provider(PROVIDER)
-                .with_operation(op)
-        })?;
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&inner))
+        // The permit moves into the blocking task: a caller that gives up (a timeout) does not
+        // free the slot while libvirt is still working on the call.
+        let permit = Arc::clone(&self.inner.sem)
+            .acquire_owned()
             .await
-            .map_err(|e| Error::internal(format!("libvirt call panicked or was cancelled: {e}")))?
-            .map_err(|e| e.context(PROVIDER, op))
+            .map_err(|_| {
+                Error::unavailable("provider is shutting down")
+                    .with_provider(PROVIDER)
+                    .with_operation(op)
+            })?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(&inner)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("libvirt call panicked or was cancelled: {e}")))?
+        .map_err(|e| e.context(PROVIDER, op))
     }
 
     /// Creates a VM from `spec` with an explicit domain template (kernel boot, serial log, …)
@@ -420,6 +428,18 @@ fn shutdown_or_reboot(
                 dom.shutdown()
             }
             .ctx(op, name)
+        }
+        // The guest agent closed its channel while we waited for QEMU's shutdown/reset event:
+        // the guest is already going down (a fast guest resets before libvirt sees the event).
+        Err(e)
+            if channel == ShutdownChannel::Agent
+                && e.message().contains("End of file from agent") =>
+        {
+            tracing::debug!(
+                vm = name,
+                "agent channel closed during {op}: request delivered"
+            );
+            Ok(())
         }
         other => other,
     }

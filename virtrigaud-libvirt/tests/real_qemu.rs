@@ -403,6 +403,50 @@ async fn live_vcpu_and_memory_change() {
     r.remove(&vm).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_reboot_is_a_real_guest_reboot() {
+    let Some(r) = real("reboot").await else {
+        return;
+    };
+    let vm = r.guest("g", "acpi", true, true).await;
+    let t0 = Instant::now();
+    while r.p.probe_agent(&vm).await.expect("probe") != AgentStatus::Connected {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the guest agent never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    r.p.reboot(&vm, ShutdownChannel::Agent)
+        .await
+        .expect("reboot");
+    // The same QEMU process keeps running (no destroy + start): the console shows a second boot.
+    let path = r.console_of(vm.as_str());
+    let t0 = Instant::now();
+    loop {
+        let boots = std::fs::read_to_string(&path)
+            .map(|s| s.matches("READY").count())
+            .unwrap_or(0);
+        if boots >= 2 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no second boot after the reboot"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        r.p.power_state(&vm).await.expect("state"),
+        PowerState::Running
+    );
+    assert!(
+        r.p.last_stop_event(&vm).is_none(),
+        "a reboot must not stop the domain"
+    );
+    r.remove(&vm).await;
+}
+
 struct RealFixture {
     r: Real,
     n: AtomicU32,

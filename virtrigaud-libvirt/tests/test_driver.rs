@@ -411,3 +411,52 @@ async fn reconfigure_live_within_maximum_else_power_cycle() {
     let d = p.describe(&vm).await.expect("describe");
     assert_eq!((d.cpu, d.memory_mib), (8, 1024));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_events_the_engine_polls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = dir.path().join("node.xml");
+    std::fs::write(&node, "<node/>").expect("node xml");
+    let p = LibvirtProvider::connect(
+        LibvirtConfig::new(format!("test://{}", node.display())).with_events(false),
+    )
+    .await
+    .expect("connect");
+    assert!(!p.events_registered());
+    assert!(!p.capabilities().power_state_watch);
+    let mut spec = VmCreateSpec::new("poll", 1, 64);
+    spec.power_on = true;
+    let vm = p.create(&spec).await.expect("create");
+    assert!(p.watch_power_state(&vm).await.expect("watch").is_none());
+    let p: Arc<dyn Provider> = Arc::new(p);
+    let report = ShutdownManager::new(Arc::clone(&p))
+        .shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(10)))
+        .await
+        .expect("shutdown");
+    assert!(
+        matches!(report.outcome, ShutdownOutcome::Graceful { .. }),
+        "{}",
+        report.outcome
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_calls_are_bounded_and_all_complete() {
+    let (p, _dir) = private().await;
+    for i in 0..16 {
+        running_vm(&p, &format!("c{i}")).await;
+    }
+    let futs = (0..16).map(|i| {
+        let p = p.clone();
+        async move { p.describe(&VmId::new(format!("c{i}"))).await }
+    });
+    let all = futures::future::join_all(futs).await;
+    assert!(all.iter().all(Result::is_ok));
+    assert_eq!(
+        p.list_vms(&ListOptions::default())
+            .await
+            .expect("list")
+            .len(),
+        16
+    );
+}
