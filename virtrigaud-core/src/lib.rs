@@ -8,6 +8,7 @@ pub mod clone;
 pub mod conformance;
 pub mod error;
 pub mod model;
+pub mod orchestration;
 pub mod placement;
 pub mod provider;
 pub mod shutdown;
@@ -15,6 +16,7 @@ pub mod sim;
 pub mod snapshot;
 pub mod testing;
 pub mod vm;
+pub mod vmset;
 
 pub use capabilities::{ProviderCapabilities, VmCapabilities};
 pub use clone::{CloneOptions, CloneResult, Cloner, Customization, NetworkCustomization};

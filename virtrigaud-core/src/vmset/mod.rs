@@ -1,0 +1,1 @@
+//! VM sets with rolling updates (in progress).
