@@ -186,7 +186,7 @@ async fn graceful_shutdown_acpi_sends_timeout_and_force_stop() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((19..=20).contains(&timeout), "timeout={timeout}");
+    assert!((15..=20).contains(&timeout), "timeout={timeout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -417,7 +417,7 @@ async fn task_waiter_is_bounded_and_cancellable() {
         Err(ApiError::TaskTimeout { .. }) => {}
         other => panic!("{other:?}"),
     }
-    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert!(t0.elapsed() < Duration::from_secs(10));
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
