@@ -417,9 +417,11 @@ async fn agent_reboot_is_a_real_guest_reboot() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let t_reboot = Instant::now();
     r.p.reboot(&vm, ShutdownChannel::Agent)
         .await
         .expect("reboot");
+    metric("agent_reboot_call_ms", t_reboot.elapsed().as_millis());
     // The same QEMU process keeps running (no destroy + start): the console shows a second boot.
     let path = r.console_of(vm.as_str());
     let t0 = Instant::now();
