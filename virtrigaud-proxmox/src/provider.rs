@@ -20,7 +20,8 @@ use crate::error::{PROVIDER, to_core};
 use crate::request::{ApiRequest, api};
 use crate::task::{TaskOutcome, TaskWaiter, Upid};
 use crate::types::{
-    ClusterVm, NodeEntry, PendingEntry, SnapshotEntry, TaskStatus, VmConfig, VmStatus,
+    ClusterVm, NodeEntry, PendingEntry, SnapshotEntry, TaskListEntry, TaskStatus, VmConfig,
+    VmStatus,
 };
 
 /// A VM address: `node/vmid` (the form of a Proxmox [`VmId`]).
@@ -136,7 +137,8 @@ pub struct NodeCapabilities {
 ///   config lock) instead of queueing behind it.
 /// * **No re-signalling.** While a `qmshutdown` task runs it holds the config lock, so a
 ///   second request would only wait for that lock and fail: `repeatable_shutdown_signal` is
-///   false.
+///   false. A request while such a task runs (for example after a restart of this process)
+///   adopts the running task instead of queueing a second one.
 /// * **Channels.** PVE chooses the channel of `status/shutdown` itself from the VM's `agent`
 ///   option: with the agent enabled it sends `guest-shutdown` through qemu-guest-agent,
 ///   otherwise it presses the ACPI button. So: an **Agent** request needs the agent enabled
@@ -538,6 +540,23 @@ impl Provider for ProxmoxProvider {
                 return Ok(());
             }
             _ => {}
+        }
+        // Idempotent across restarts: a shutdown task that is already running (ours from
+        // before a restart, or anyone's) holds the config lock, and a second one would only
+        // queue behind it. Adopt it instead.
+        let active: Vec<TaskListEntry> = self
+            .client
+            .call(&api::active_tasks(&r.node, r.vmid, "qmshutdown"))
+            .await
+            .map_err(ctx("request_shutdown", &r))?;
+        if let Some(upid) = active
+            .iter()
+            .filter(|t| t.task_type == "qmshutdown" && t.is_running())
+            .find_map(|t| Upid::parse(&t.upid).filter(|u| u.id() == r.vmid.to_string()))
+        {
+            tracing::debug!(vm = %vm, %upid, "a PVE shutdown task is already running; adopting it");
+            self.remember(&r, Some(LastAction::Shutdown(upid, None)));
+            return Ok(());
         }
         let (timeout, force) = match opts.remaining_grace {
             Some(g) => {

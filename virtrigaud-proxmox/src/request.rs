@@ -215,6 +215,16 @@ pub mod api {
             .param("limit", limit)
     }
 
+    /// `GET /nodes/{node}/tasks?vmid=&source=active&typefilter=`: the VM's running tasks of a type.
+    pub fn active_tasks(node: &str, vmid: u32, typefilter: &str) -> ApiRequest {
+        ApiRequest::new(Method::Get, "/nodes/{node}/tasks")
+            .path_param("node", node)
+            .param("vmid", vmid)
+            .param("source", "active")
+            .param("typefilter", typefilter)
+            .param("limit", 10)
+    }
+
     /// `DELETE /nodes/{node}/tasks/{upid}`: stops a running task.
     pub fn task_stop(node: &str, upid: &str) -> ApiRequest {
         ApiRequest::new(Method::Delete, "/nodes/{node}/tasks/{upid}")
@@ -499,6 +509,7 @@ pub fn catalogue() -> Vec<ApiRequest> {
         api::task_status(n, upid),
         api::task_log(n, upid, 0, 500),
         api::task_stop(n, upid),
+        api::active_tasks(n, v, "qmshutdown"),
         api::status_current(n, v),
         api::start(n, v),
         api::stop(n, v, true),

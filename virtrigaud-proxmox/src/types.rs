@@ -107,6 +107,27 @@ pub struct TaskStatus {
     pub task_type: String,
 }
 
+/// One entry of `GET /nodes/{node}/tasks`.
+#[derive(Debug, Clone, Deserialize)]
+#[non_exhaustive]
+pub struct TaskListEntry {
+    /// The UPID.
+    pub upid: String,
+    /// Task type.
+    #[serde(default, rename = "type")]
+    pub task_type: String,
+    /// The exit status once finished; absent (or `running`) while the task runs.
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub status: Option<String>,
+}
+
+impl TaskListEntry {
+    /// Whether the task is still running.
+    pub fn is_running(&self) -> bool {
+        matches!(self.status.as_deref(), None | Some("running"))
+    }
+}
+
 /// One line of `GET /nodes/{node}/tasks/{upid}/log`.
 #[derive(Debug, Clone, Deserialize)]
 #[non_exhaustive]

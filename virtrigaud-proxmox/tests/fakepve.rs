@@ -749,3 +749,42 @@ async fn measure_calls_and_latency_per_graceful_shutdown() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_after_a_restart_adopts_the_running_shutdown_task() {
+    let Some(env) = common::env() else { return };
+    let vm = env.control.vm("adopt", json!({"shutdown_secs": 3})).await;
+    let (_, vmid) = split(&vm);
+    let since = env.control.requests_total().await;
+    let opts = ShutdownRequestOptions::new(1, Duration::from_secs(20));
+    env.provider()
+        .request_shutdown(&vm, ShutdownChannel::Acpi, &opts)
+        .await
+        .unwrap();
+    // A new process (no memory of the first request) asks again.
+    let fresh = env.provider();
+    fresh
+        .request_shutdown(&vm, ShutdownChannel::Acpi, &opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        fresh.power_state(&vm).await.unwrap(),
+        PowerState::ShuttingDown
+    );
+    let reqs = env.control.get(&format!("/requests?since={since}")).await;
+    let posts = reqs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r[0] == "POST"
+                && r[1]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!("/qemu/{vmid}/status/shutdown"))
+        })
+        .count();
+    assert_eq!(posts, 1, "a second shutdown task was queued");
+    let s = wait_for(&*fresh, &vm, Duration::from_secs(15), PowerState::is_off).await;
+    assert!(s.is_off(), "{s}");
+}
