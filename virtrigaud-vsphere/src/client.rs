@@ -495,19 +495,18 @@ impl Client {
             .moref("obj", &obj.ty, &obj.value)
             .close("objectSet");
         b.close("spec").el("partialUpdates", "false");
-        let w = Waiter {
-            client: Arc::clone(self),
-            pc: Some(own.clone()),
-            version: String::new(),
-            obj: obj.clone(),
-            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
-            generation: self.generation.load(Ordering::SeqCst),
-        };
         if let Err(e) = self.call("CreateFilter", &own, &b.finish()).await {
             let _ = self.call("DestroyPropertyCollector", &own, "").await;
             return Err(e);
         }
-        Ok(w)
+        Ok(Waiter {
+            client: Arc::clone(self),
+            pc: Some(own),
+            version: String::new(),
+            obj: obj.clone(),
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            generation: self.generation.load(Ordering::SeqCst),
+        })
     }
 
     // ---- tasks ----
