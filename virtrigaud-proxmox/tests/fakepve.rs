@@ -748,6 +748,28 @@ async fn measure_calls_and_latency_per_graceful_shutdown() {
             "MEASURE proxmox graceful shutdown ({label}): API calls {calls:?}, end-to-end {times:?} (mean {avg:?})"
         );
     }
+    // For comparison: a guest that ignores ACPI, forced at a 2 s deadline.
+    let provider = env.provider();
+    let vm = env
+        .control
+        .vm("measure-forced", json!({"acpi": false}))
+        .await;
+    let mgr = ShutdownManager::new(Arc::clone(&provider) as Arc<dyn Provider>);
+    let before = provider.client().requests_sent();
+    let t0 = Instant::now();
+    let report = mgr
+        .shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    let (elapsed, calls) = (t0.elapsed(), provider.client().requests_sent() - before);
+    assert!(
+        matches!(report.outcome, ShutdownOutcome::Forced { .. }),
+        "{:?}",
+        report.outcome
+    );
+    eprintln!(
+        "MEASURE proxmox forced shutdown (ignores ACPI, grace 2 s): API calls {calls}, end-to-end {elapsed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
