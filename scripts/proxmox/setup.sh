@@ -20,11 +20,18 @@ if ! "$VENV/bin/python" -c 'import fakepve, cryptography, aiohttp' 2>/dev/null; 
   if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
     log "installing python3-venv (apt)"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null && apt-get install -y -qq python3-venv >/dev/null || die "apt-get install python3-venv failed"
+    apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null && apt-get install -y -qq -o DPkg::Lock::Timeout=600 python3-venv >/dev/null || die "apt-get install python3-venv failed"
   fi
   log "creating venv $VENV and installing fakepve[crypto]==0.5.0"
   rm -rf "$VENV"
-  python3 -m venv "$VENV" || die "python3 -m venv failed"
+  if ! python3 -m venv "$VENV"; then
+    log "python3 -m venv failed; installing python3-venv (apt) and retrying"
+    rm -rf "$VENV"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null || true
+    apt-get install -y -qq -o DPkg::Lock::Timeout=600 python3-venv >/dev/null || die "apt-get install python3-venv failed"
+    python3 -m venv "$VENV" || die "python3 -m venv failed"
+  fi
   "$VENV/bin/pip" install -q --disable-pip-version-check 'fakepve[crypto]==0.5.0' || die "pip install fakepve failed"
 else
   log "venv ready: $VENV"
