@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use virtrigaud_benches::{
-    CountingAlloc, bytes_per_in_flight_shutdown, calls_per_graceful_shutdown, shut_down_fleet,
+    CountingAlloc, bytes_per_in_flight_shutdown, bytes_per_in_flight_shutdown_with, calls_per_graceful_shutdown, shut_down_fleet,
 };
 
 #[global_allocator]
@@ -16,7 +16,9 @@ static ALLOC: CountingAlloc = CountingAlloc;
 fn fleet(c: &mut Criterion) {
     // Side measurements printed once (not timings).
     let bytes = bytes_per_in_flight_shutdown(10_000);
-    println!("memory per in-flight shutdown (10,000 in flight): {bytes:.0} bytes");
+    println!("memory per in-flight shutdown (10,000 in flight, push): {bytes:.0} bytes");
+    let bytes = bytes_per_in_flight_shutdown_with(10_000, false);
+    println!("memory per in-flight shutdown (10,000 in flight, polling): {bytes:.0} bytes");
     for secs in [1u64, 10, 30, 60, 120] {
         let guest = Duration::from_secs(secs);
         println!(

@@ -92,13 +92,18 @@ pub fn calls_per_graceful_shutdown(guest: Duration, push: bool) -> u64 {
 /// Heap bytes per in-flight shutdown: starts `n` shutdowns of guests that ignore them (so all
 /// stay in flight) and measures the live-heap growth once they are all waiting.
 pub fn bytes_per_in_flight_shutdown(n: usize) -> f64 {
+    bytes_per_in_flight_shutdown_with(n, true)
+}
+
+/// [`bytes_per_in_flight_shutdown`] with a push-capable (`true`) or polling-only simulator.
+pub fn bytes_per_in_flight_shutdown_with(n: usize, push: bool) -> f64 {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let (sim, vms) = fleet(n, GuestBehavior::ignores_acpi().hide_shutting_down(), true);
+        let (sim, vms) = fleet(n, GuestBehavior::ignores_acpi().hide_shutting_down(), push);
         let manager = ShutdownManager::new(Arc::new(sim));
         let before = live_bytes();
         let handles: Vec<_> = vms

@@ -25,7 +25,6 @@ use crate::vm::VmId;
 pub(crate) struct Run {
     pub(crate) provider: Arc<dyn Provider>,
     pub(crate) vm: VmId,
-    pub(crate) policy: ShutdownPolicy,
     pub(crate) deadline: watch::Receiver<Instant>,
     pub(crate) cancel: CancellationToken,
     pub(crate) events: broadcast::Sender<ShutdownEvent>,
@@ -44,11 +43,15 @@ struct Counters {
 }
 
 impl Run {
-    fn emit(&self, kind: ShutdownEventKind) {
+    /// Sends a progress event, building it only when someone listens.
+    fn emit(&self, kind: impl FnOnce() -> ShutdownEventKind) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
         let _ = self.events.send(ShutdownEvent {
             vm: self.vm.clone(),
             elapsed: Instant::now().saturating_duration_since(self.started),
-            kind,
+            kind: kind(),
         });
     }
 
@@ -74,7 +77,7 @@ impl Run {
 }
 
 /// Drives one shutdown to its end.
-pub(crate) async fn drive(mut run: Run) -> ShutdownReport {
+pub(crate) async fn drive(mut run: Run, policy: ShutdownPolicy) -> ShutdownReport {
     let provider = Arc::clone(&run.provider);
     let caps = provider.capabilities();
     let mut counters = Counters {
@@ -90,7 +93,7 @@ pub(crate) async fn drive(mut run: Run) -> ShutdownReport {
         if let Some(Ok(s)) = run
             .call(
                 "watch_power_state",
-                run.policy.read_budget,
+                policy.read_budget,
                 provider.watch_power_state(&run.vm),
             )
             .await
@@ -100,12 +103,17 @@ pub(crate) async fn drive(mut run: Run) -> ShutdownReport {
     }
 
     let deadline = *run.deadline.borrow_and_update();
+    let pre_stop_argv = policy
+        .pre_stop
+        .as_ref()
+        .map(|h| h.command.clone())
+        .unwrap_or_default();
     let mut machine = Machine::new(
-        run.policy.clone(),
+        policy,
         MachineCaps::from_provider(&caps, stream.is_some()),
         deadline,
     );
-    run.emit(ShutdownEventKind::Started {
+    run.emit(|| ShutdownEventKind::Started {
         remaining: deadline.saturating_duration_since(Instant::now()),
         resumed: run.resumed,
     });
@@ -128,21 +136,18 @@ pub(crate) async fn drive(mut run: Run) -> ShutdownReport {
                     None => Input::Cancel,
                     Some(r) => {
                         if let Ok(state) = &r {
-                            run.emit(ShutdownEventKind::State(*state));
+                            run.emit(|| ShutdownEventKind::State(*state));
                         }
                         Input::PowerState(r)
                     }
                 }
             }
             Command::RunPreStop { timeout: t } => {
-                let argv = run
-                    .policy
-                    .pre_stop
-                    .as_ref()
-                    .map(|h| h.command.clone())
-                    .unwrap_or_default();
                 let result = match &run.pre_stop {
-                    Some(exec) => run.call("pre_stop", t, exec.exec(&run.vm, &argv)).await,
+                    Some(exec) => {
+                        run.call("pre_stop", t, exec.exec(&run.vm, &pre_stop_argv))
+                            .await
+                    }
                     None => Some(Err(
                         Error::unsupported("pre_stop").with_resource(run.vm.to_string())
                     )),
@@ -154,7 +159,7 @@ pub(crate) async fn drive(mut run: Run) -> ShutdownReport {
                             tracing::warn!(vm = %run.vm, error = %e, "pre-stop hook failed; continuing");
                         }
                         counters.pre_stop_ok = Some(r.is_ok());
-                        run.emit(ShutdownEventKind::PreStop { ok: r.is_ok() });
+                        run.emit(|| ShutdownEventKind::PreStop { ok: r.is_ok() });
                         Input::PreStopDone(r)
                     }
                 }
@@ -167,7 +172,7 @@ pub(crate) async fn drive(mut run: Run) -> ShutdownReport {
                 {
                     None => Input::Cancel,
                     Some(r) => {
-                        run.emit(ShutdownEventKind::AgentProbed(r.as_ref().ok().copied()));
+                        run.emit(|| ShutdownEventKind::AgentProbed(r.as_ref().ok().copied()));
                         Input::AgentProbed(r)
                     }
                 }
@@ -200,9 +205,9 @@ pub(crate) async fn drive(mut run: Run) -> ShutdownReport {
                         match &r {
                             Ok(()) => {
                                 metrics::signal_sent(provider.provider_type(), channel);
-                                run.emit(ShutdownEventKind::Signalled { channel, attempt });
+                                run.emit(|| ShutdownEventKind::Signalled { channel, attempt });
                             }
-                            Err(e) => run.emit(ShutdownEventKind::SignalFailed {
+                            Err(e) => run.emit(|| ShutdownEventKind::SignalFailed {
                                 channel,
                                 error: e.to_string(),
                             }),
@@ -228,7 +233,7 @@ pub(crate) async fn drive(mut run: Run) -> ShutdownReport {
                     }
                     ev = next_event(&mut stream), if listen => match ev {
                         Some(Ok(state)) => {
-                            run.emit(ShutdownEventKind::State(state));
+                            run.emit(|| ShutdownEventKind::State(state));
                             Input::Pushed(state)
                         }
                         _ => {
@@ -243,7 +248,7 @@ pub(crate) async fn drive(mut run: Run) -> ShutdownReport {
             Command::HardOff { timeout: t, reason } => {
                 counters.calls += 1;
                 counters.power_offs += 1;
-                run.emit(ShutdownEventKind::Forcing(reason));
+                run.emit(|| ShutdownEventKind::Forcing(reason));
                 // The hard power-off is never abandoned half-way: no cancellation here.
                 let r = match timeout(t, provider.power_off(&run.vm, &PowerOffOptions::default()))
                     .await
@@ -274,7 +279,7 @@ pub(crate) async fn drive(mut run: Run) -> ShutdownReport {
         outcome,
     };
     metrics::finished(provider.provider_type(), &report);
-    run.emit(ShutdownEventKind::Finished(report.outcome.clone()));
+    run.emit(|| ShutdownEventKind::Finished(report.outcome.clone()));
     match &report.outcome {
         ShutdownOutcome::Failed { error } => {
             tracing::warn!(vm = %run.vm, error = %error, elapsed = ?report.elapsed, "shutdown failed")
@@ -291,7 +296,7 @@ async fn shorten(run: &mut Run, machine: &mut Machine, deadline: Instant) {
     let now = Instant::now();
     machine.shorten(deadline, now);
     if machine.deadline() < before {
-        run.emit(ShutdownEventKind::Shortened {
+        run.emit(|| ShutdownEventKind::Shortened {
             remaining: machine.deadline().saturating_duration_since(now),
         });
         // Persist the shorter deadline so a restart never lengthens it.

@@ -330,7 +330,6 @@ async fn run_one(
     let run = Run {
         provider: Arc::clone(&shared.provider),
         vm: vm.clone(),
-        policy,
         deadline: deadline_rx,
         cancel,
         events: shared.events.clone(),
@@ -341,7 +340,7 @@ async fn run_one(
         started,
         resumed,
     };
-    let report = drive(run).await;
+    let report = drive(run, policy).await;
     if let Err(e) = shared.journal.remove(provider_type, &vm).await {
         tracing::warn!(vm = %vm, error = %e, "could not remove the shutdown lease");
     }
