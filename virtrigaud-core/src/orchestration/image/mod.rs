@@ -1,0 +1,1 @@
+//! Image preparation (in progress).
