@@ -2,7 +2,8 @@
 # Builds the tiny test guest from Debian packages: usage build-guest.sh OUT_DIR WORK_DIR
 #   OUT_DIR/vmlinuz     Debian cloud kernel (apt-get download, extracted, not installed)
 #   OUT_DIR/initrd.img  busybox-static initramfs + virtio/button modules + qemu-ga
-# Personality from the kernel command line: vr.mode=acpi|ignore, vr.agent=0|1.
+# Personality from the kernel command line: vr.mode=acpi|ignore, vr.agent=0|1; vr.seed=1 mounts
+# the cloud-init NoCloud seed cdrom and prints its user-data on the console (SEED: lines).
 set -euo pipefail
 OUT="$1"; WORK="$2"
 mkdir -p "$OUT" "$WORK/debs"
@@ -28,7 +29,7 @@ add_mod() {
   for d in $(awk -F: -v p="$p" '$1 == p {print $2}' "$MODDIR/modules.dep"); do add_mod "$d"; done
   ORDER+=("$p")
 }
-for m in virtio_pci virtio_blk virtio_balloon virtio_console evdev button; do
+for m in virtio_pci virtio_blk virtio_balloon virtio_console evdev button ata_piix sr_mod isofs; do
   p=$(modpath "$m"); [ -n "$p" ] && add_mod "$p"
 done
 
@@ -67,9 +68,10 @@ export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev 2>/dev/null
 log() { echo "VR[$(cut -d' ' -f1 /proc/uptime)]: $*" > /dev/console; }
 opt() { for w in $(cat /proc/cmdline); do case "$w" in "$1"=*) echo "${w#*=}"; return;; esac; done; }
-MODE=$(opt vr.mode); MODE=${MODE:-acpi}; AGENT=$(opt vr.agent)
+MODE=$(opt vr.mode); MODE=${MODE:-acpi}; AGENT=$(opt vr.agent); SEED=$(opt vr.seed)
 for m in $(cat /lib/modules/order); do
   case "$m" in button.ko|evdev.ko) [ "$MODE" = ignore ] && continue;; esac
+  case "$m" in scsi_common.ko|scsi_mod.ko|libata.ko|ata_piix.ko|cdrom.ko|sr_mod.ko|isofs.ko) [ "$SEED" = 1 ] || continue;; esac
   insmod "/lib/modules/$m" 2>/dev/null
 done
 if [ "$MODE" != ignore ]; then
@@ -85,6 +87,16 @@ if [ "$AGENT" = 1 ]; then
     [ -z "$PORT" ] && sleep 0.1; i=$((i+1))
   done
   [ -n "$PORT" ] && qemu-ga -m virtio-serial -p "/dev/$PORT" -t /run > /tmp/qga.log 2>&1 &
+fi
+if [ "$SEED" = 1 ]; then
+  mkdir -p /seed; i=0
+  while [ ! -e /dev/sr0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+  if mount -t iso9660 -o ro /dev/sr0 /seed; then
+    for f in /seed/*; do log "SEED file $(basename "$f")"; done
+    sed 's/^/SEED user-data: /' /seed/user-data > /dev/console
+  else
+    log "SEED mount failed"
+  fi
 fi
 log "READY mode=$MODE agent=${AGENT:-0} cpus=$(nproc)"
 while :; do

@@ -43,7 +43,7 @@ command -v libvirtd >/dev/null || die "libvirtd missing after install"
 # ---------- 2. guest (cached)
 GUEST="$CACHE/guest"
 # Bump when build-guest.sh changes so cached guests are rebuilt.
-export GUEST_VERSION=2
+export GUEST_VERSION=3
 if [ -s "$GUEST/vmlinuz" ] && [ -s "$GUEST/initrd.img" ] \
    && [ "$(cat "$GUEST/guest-version" 2>/dev/null)" = "$GUEST_VERSION" ]; then
   log "guest cached in $GUEST"

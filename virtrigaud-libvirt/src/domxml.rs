@@ -51,6 +51,7 @@ pub(crate) fn domain_xml(
     spec: &VmCreateSpec,
     tpl: &DomainTemplate,
     disks: &[DiskAttach],
+    seed: Option<&str>,
 ) -> Result<String> {
     if spec.name.is_empty() || spec.name.contains('/') {
         return Err(Error::invalid_spec(format!(
@@ -97,6 +98,26 @@ pub(crate) fn domain_xml(
                         .attr("dev", d.target.as_str())
                         .attr("bus", "virtio"),
                 ),
+        );
+    }
+    if let Some(iso) = seed {
+        let (dev, bus) = if tpl.machine.contains("q35") {
+            ("sda", "sata")
+        } else {
+            ("hdc", "ide")
+        };
+        devices = devices.child(
+            Element::new("disk")
+                .attr("type", "file")
+                .attr("device", "cdrom")
+                .child(
+                    Element::new("driver")
+                        .attr("name", "qemu")
+                        .attr("type", "raw"),
+                )
+                .child(Element::new("source").attr("file", iso))
+                .child(Element::new("target").attr("dev", dev).attr("bus", bus))
+                .child(Element::new("readonly")),
         );
     }
     for n in &spec.networks {
@@ -230,6 +251,16 @@ pub(crate) fn disks(dom: &Element) -> Vec<(String, Option<String>, String)> {
         .collect()
 }
 
+/// The NoCloud seed image of the domain `name`, if it has one (`<name>-cidata.iso` cdrom).
+pub(crate) fn seed_of(dom: &Element, name: &str) -> Option<String> {
+    let devs = dom.find("devices")?;
+    devs.all("disk")
+        .filter(|d| d.get_attr("device") == Some("cdrom"))
+        .filter_map(|d| d.find("source")?.get_attr("file"))
+        .find(|f| f.ends_with(&format!("/{name}-cidata.iso")))
+        .map(str::to_owned)
+}
+
 /// Whether a guest-agent channel is configured, and its live state attribute if reported.
 pub(crate) fn agent_channel(dom: &Element) -> (bool, Option<bool>) {
     let Some(devs) = dom.find("devices") else {
@@ -280,7 +311,7 @@ mod tests {
             path: "/p/web-1-vda.qcow2".into(),
             format: "qcow2".into(),
         }];
-        let xml = domain_xml(&spec, &tpl, &disks).expect("xml");
+        let xml = domain_xml(&spec, &tpl, &disks, None).expect("xml");
         let dom = Element::parse(&xml).expect("parse");
         assert_eq!(vcpus(&dom), (2, 4));
         assert_eq!(dom.find("memory").map(size_kib), Some(1024 * 1024));
@@ -304,7 +335,7 @@ mod tests {
         assert_eq!(disk_target(25), "vdz");
         assert_eq!(disk_target(26), "vdaa");
         let tpl = DomainTemplate::default();
-        assert!(domain_xml(&VmCreateSpec::new("", 1, 1), &tpl, &[]).is_err());
-        assert!(domain_xml(&VmCreateSpec::new("x", 0, 1), &tpl, &[]).is_err());
+        assert!(domain_xml(&VmCreateSpec::new("", 1, 1), &tpl, &[], None).is_err());
+        assert!(domain_xml(&VmCreateSpec::new("x", 0, 1), &tpl, &[], None).is_err());
     }
 }

@@ -44,7 +44,9 @@
 //!   is declared because an ACPI press sent before the guest's `acpid` runs is lost.
 //! * **Create** generates domain XML from a [`VmCreateSpec`](virtrigaud_core::VmCreateSpec)
 //!   with hot-plug headroom ([`DomainTemplate`]), qcow2 volumes in the configured pool, labels
-//!   in the domain `<metadata>`. **Snapshots** are internal (with memory when running).
+//!   in the domain `<metadata>`, and a cloud-init NoCloud seed (an ISO 9660/Joliet image
+//!   labelled `cidata`, built in memory and uploaded as a volume) when user data is given.
+//!   **Snapshots** are internal (with memory when running).
 //!   **Clones** are linked (qcow2 overlay) or full (volume copy) with a new UUID and MACs.
 //!   **Reconfigure** changes vCPUs/memory live within the maximum, otherwise in the
 //!   configuration with `needs_power_cycle`, and grows disks (`blockresize`).
@@ -58,8 +60,9 @@
 //!
 //! ## Known gaps
 //!
-//! cloud-init NoCloud seeds, clone customization and cloning from a snapshot return
-//! `Unsupported`; placement inventory is not provided.
+//! Clone customization and cloning from a snapshot return `Unsupported`; placement inventory
+//! is not provided; a lost connection (libvirtd restart) is reported as retryable
+//! `Unavailable` but not re-established: make a new provider.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clone;
@@ -68,6 +71,7 @@ mod domxml;
 mod error;
 mod events;
 mod ffi;
+mod iso;
 mod provider;
 mod snapshot;
 mod xml;

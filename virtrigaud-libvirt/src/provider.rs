@@ -180,14 +180,6 @@ impl LibvirtProvider {
     /// Creates a VM from `spec` with an explicit domain template (kernel boot, serial log, …)
     /// instead of the configured one.
     pub async fn create_with(&self, spec: &VmCreateSpec, tpl: &DomainTemplate) -> Result<VmId> {
-        if spec.cloud_init_user_data.is_some() {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "cloud-init NoCloud seeds are not implemented by the libvirt provider yet",
-            )
-            .with_provider(PROVIDER)
-            .with_operation("create"));
-        }
         let spec = spec.clone();
         let tpl = tpl.clone();
         self.call("create", move |inner| create_blocking(inner, &spec, &tpl))
@@ -282,7 +274,18 @@ fn create_blocking(inner: &Inner, spec: &VmCreateSpec, tpl: &DomainTemplate) -> 
                 });
             }
         }
-        let xml = domxml::domain_xml(spec, tpl, &attach)?;
+        let seed = match &spec.cloud_init_user_data {
+            Some(ud) => {
+                let pool = pool_required(inner, "create")?;
+                let vol = upload_seed(inner, &pool, &spec.name, ud)?;
+                inner.count();
+                let path = vol.path().ctx("cloud_init_seed", &spec.name)?;
+                created.push(vol);
+                Some(path)
+            }
+            None => None,
+        };
+        let xml = domxml::domain_xml(spec, tpl, &attach, seed.as_deref())?;
         inner.count();
         let dom = inner
             .conn()
@@ -305,6 +308,68 @@ fn create_blocking(inner: &Inner, spec: &VmCreateSpec, tpl: &DomainTemplate) -> 
         }
     }
     result
+}
+
+/// Builds a NoCloud seed (ISO 9660 + Joliet, label `cidata`) and uploads it as a raw volume.
+fn upload_seed(
+    inner: &Inner,
+    pool: &StoragePool,
+    name: &str,
+    user_data: &str,
+) -> Result<StorageVol> {
+    let meta = format!("instance-id: {name}\nlocal-hostname: {name}\n");
+    let img = crate::iso::build(
+        "cidata",
+        &[
+            ("user-data", user_data.as_bytes()),
+            ("meta-data", meta.as_bytes()),
+        ],
+    );
+    let vol_name = format!("{name}-cidata.iso");
+    let xml = Element::new("volume")
+        .child(Element::new("name").text(vol_name.as_str()))
+        .child(
+            Element::new("capacity")
+                .attr("unit", "bytes")
+                .text(img.len().to_string()),
+        )
+        .child(Element::new("target").child(Element::new("format").attr("type", "raw")))
+        .to_xml();
+    inner.count();
+    let vol = StorageVol::create_xml(pool, &xml, 0).ctx("cloud_init_seed", name)?;
+    let sent = (|| {
+        inner.count();
+        let stream = virt::stream::Stream::new(inner.conn(), 0).ctx("cloud_init_seed", name)?;
+        inner.count();
+        if let Err(e) = vol
+            .upload(&stream, 0, img.len() as u64, 0)
+            .ctx("cloud_init_seed", name)
+        {
+            let _ = stream.abort();
+            return Err(e);
+        }
+        let mut off = 0;
+        while off < img.len() {
+            match stream.send(&img[off..]).ctx("cloud_init_seed", name) {
+                Ok(n) if n > 0 => off += n as usize,
+                Ok(_) => {
+                    let _ = stream.abort();
+                    return Err(Error::unavailable("seed upload stream stalled"));
+                }
+                Err(e) => {
+                    let _ = stream.abort();
+                    return Err(e);
+                }
+            }
+        }
+        stream.finish().ctx("cloud_init_seed", name)
+    })();
+    if let Err(e) = sent {
+        inner.count();
+        let _ = vol.delete(0);
+        return Err(e);
+    }
+    Ok(vol)
 }
 
 pub(crate) fn create_qcow2(
@@ -677,14 +742,17 @@ fn delete_blocking(inner: &Inner, name: &str, opts: &DeleteOptions) -> Result<()
     )
     .ctx("delete", name)?;
     if opts.delete_disks {
-        for (_, src, _) in domxml::disks(&x) {
-            if let Some(p) = src {
+        let seed = domxml::seed_of(&x, name);
+        for p in domxml::disks(&x)
+            .into_iter()
+            .filter_map(|d| d.1)
+            .chain(seed)
+        {
+            inner.count();
+            if let Ok(v) = inner.conn().lookup_storage_vol_by_path(&p) {
                 inner.count();
-                if let Ok(v) = inner.conn().lookup_storage_vol_by_path(&p) {
-                    inner.count();
-                    if let Err(e) = v.delete(0) {
-                        tracing::warn!(path = %p, error = %e, "could not delete disk volume");
-                    }
+                if let Err(e) = v.delete(0) {
+                    tracing::warn!(path = %p, error = %e, "could not delete disk volume");
                 }
             }
         }

@@ -449,6 +449,40 @@ async fn agent_reboot_is_a_real_guest_reboot() {
     r.remove(&vm).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_init_nocloud_seed_reaches_the_guest() {
+    let Some(r) = real("seed").await else { return };
+    let name = r.name("g");
+    r.remove(&VmId::new(name.clone())).await;
+    let _ = std::fs::remove_file(r.console_of(&name));
+    let mut spec = VmCreateSpec::new(name.clone(), 1, 128);
+    spec.cloud_init_user_data = Some("#cloud-config\nhostname: vr-seeded\n".into());
+    spec.power_on = true;
+    let mut tpl = r.template("acpi", false);
+    if let Some(kb) = tpl.kernel_boot.as_mut() {
+        kb.cmdline.push_str(" vr.seed=1");
+    }
+    let vm =
+        r.p.create_with(&spec, &tpl)
+            .await
+            .expect("create with a seed");
+    // The guest mounts the cdrom labelled cidata and prints the files it finds.
+    r.wait_console(
+        &name,
+        "SEED user-data: hostname: vr-seeded",
+        Duration::from_secs(60),
+    )
+    .await;
+    r.wait_console(&name, "SEED file meta-data", Duration::from_secs(5))
+        .await;
+    r.remove(&vm).await;
+    let pool_dir = r.console.parent().expect("state dir").join("pool");
+    assert!(
+        !pool_dir.join(format!("{name}-cidata.iso")).exists(),
+        "delete with disks removes the seed volume"
+    );
+}
+
 struct RealFixture {
     r: Real,
     n: AtomicU32,

@@ -134,12 +134,6 @@ async fn errors_are_classified() {
         .await
         .expect_err("bad name");
     assert_eq!(bad.kind(), ErrorKind::InvalidSpec);
-    let mut ci = VmCreateSpec::new("ci", 1, 64);
-    ci.cloud_init_user_data = Some("#cloud-config".into());
-    assert_eq!(
-        p.create(&ci).await.expect_err("ci").kind(),
-        ErrorKind::Unsupported
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -459,4 +453,25 @@ async fn concurrent_calls_are_bounded_and_all_complete() {
             .len(),
         16
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_init_seed_is_created_or_cleanly_refused() {
+    let (p, _dir) = private().await;
+    let mut ci = VmCreateSpec::new("ci", 1, 64);
+    ci.cloud_init_user_data = Some("#cloud-config\n".into());
+    match p.create(&ci).await {
+        Ok(vm) => assert!(p.describe(&vm).await.is_ok()),
+        Err(e) => {
+            // Drivers without volume upload: nothing is left behind.
+            assert_eq!(
+                p.describe(&VmId::new("ci"))
+                    .await
+                    .expect_err("absent")
+                    .kind(),
+                ErrorKind::NotFound,
+                "{e}"
+            );
+        }
+    }
 }
