@@ -419,6 +419,42 @@ async fn reconfigure_cpu_memory_disk() {
         (Some(d.cpu), Some(d.memory_mib)),
         (change.cpu, change.memory_mib)
     );
+
+    // Enable CPU/memory hot-add behind the provider's back (raw ReconfigVM_Task), then grow live.
+    let mut raw = RawSession::login().await;
+    let r = raw
+        .call(&format!(
+            r#"<ReconfigVM_Task xmlns="urn:vim25"><_this type="VirtualMachine">{vm}</_this><spec><memoryHotAddEnabled>true</memoryHotAddEnabled><cpuHotAddEnabled>true</cpuHotAddEnabled></spec></ReconfigVM_Task>"#
+        ))
+        .await;
+    assert!(r.contains("<returnval type=\"Task\">"), "{r}");
+    p.start(&vm, &StartOptions::default()).await.expect("on");
+    let caps = p.vm_capabilities(&vm).await.expect("caps");
+    assert!(caps.cpu_hot_add && caps.memory_hot_add, "{caps:?}");
+    let mut live = ReconfigureRequest::default();
+    live.cpu = Some(d.cpu + 2);
+    live.memory_mib = Some(d.memory_mib + 1024);
+    let r = p.reconfigure(&vm, &live).await.expect("hot-add");
+    assert!(r.applied_live && !r.needs_power_cycle, "{r:?}");
+    let d2 = p.describe(&vm).await.expect("describe");
+    assert_eq!((d2.cpu, d2.memory_mib), (d.cpu + 2, d.memory_mib + 1024));
+    let mut shrink = ReconfigureRequest::default();
+    shrink.cpu = Some(1);
+    assert_eq!(
+        p.reconfigure(&vm, &shrink)
+            .await
+            .expect_err("no hot-remove")
+            .kind(),
+        ErrorKind::InvalidState
+    );
+    // Leave the model VM as other runs expect it: off, hot-add disabled.
+    p.power_off(&vm, &PowerOffOptions::default())
+        .await
+        .expect("off");
+    raw.call(&format!(
+        r#"<ReconfigVM_Task xmlns="urn:vim25"><_this type="VirtualMachine">{vm}</_this><spec><memoryHotAddEnabled>false</memoryHotAddEnabled><cpuHotAddEnabled>false</cpuHotAddEnabled></spec></ReconfigVM_Task>"#
+    ))
+    .await;
 }
 
 #[tokio::test]
