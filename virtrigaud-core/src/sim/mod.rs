@@ -30,7 +30,6 @@ mod storage;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 pub use behavior::{AcpiResponse, AgentResponse, GuestBehavior};
@@ -74,7 +73,8 @@ struct SimVm {
     labels: BTreeMap<String, String>,
     host: Option<String>,
     snapshots: Vec<SimSnapshot>,
-    watchers: Vec<mpsc::UnboundedSender<Result<PowerState>>>,
+    /// Pushes power-state changes to watchers; dropped when the VM disappears.
+    watch: tokio::sync::watch::Sender<PowerState>,
     generation: u64,
 }
 
@@ -214,7 +214,7 @@ impl Simulator {
             labels,
             host: None,
             snapshots: Vec::new(),
-            watchers: Vec::new(),
+            watch: tokio::sync::watch::Sender::new(power),
             generation: 0,
         };
         self.lock().vms.insert(id.clone(), vm);
@@ -330,7 +330,7 @@ fn not_found(vm: &VmId) -> Error {
 fn set_power(v: &mut SimVm, power: PowerState) {
     if v.power != power {
         v.power = power;
-        v.watchers.retain(|w| w.send(Ok(power)).is_ok());
+        v.watch.send_replace(power);
     }
 }
 
@@ -353,10 +353,9 @@ fn settle_vm(st: &mut State, id: &VmId, now: Instant) {
             }
         }
     };
-    if vanish && let Some(v) = st.vms.remove(id) {
-        for w in v.watchers {
-            let _ = w.send(Err(not_found(id)));
-        }
+    if vanish {
+        // Dropping the VM drops its watch sender: watchers see their stream end.
+        st.vms.remove(id);
     }
 }
 

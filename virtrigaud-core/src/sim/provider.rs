@@ -3,9 +3,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::behavior::{AcpiResponse, AgentResponse};
 use super::{PROVIDER_TYPE, Simulator, begin, not_found, schedule, set_power, settle_vm};
@@ -85,21 +83,15 @@ impl Provider for Simulator {
         if !self.inner.caps.power_state_watch {
             return Ok(None);
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.with_vm("watch_power_state", vm, |v| {
-            v.watchers.push(tx);
-            Ok(())
+        let (rx, visible) = self.with_vm("watch_power_state", vm, |v| {
+            Ok((v.watch.subscribe(), v.behavior.shutting_down_visible))
         })?;
-        let visible = self
-            .lock()
-            .vms
-            .get(vm)
-            .is_none_or(|v| v.behavior.shutting_down_visible);
-        let stream = UnboundedReceiverStream::new(rx);
-        let stream = futures::StreamExt::filter_map(stream, move |item| async move {
-            match item {
-                Ok(PowerState::ShuttingDown) if !visible => None,
-                other => Some(other),
+        // Changes after the call only (the caller reads the current state itself).
+        let stream = tokio_stream::wrappers::WatchStream::from_changes(rx);
+        let stream = futures::StreamExt::filter_map(stream, move |state| async move {
+            match state {
+                PowerState::ShuttingDown if !visible => None,
+                other => Some(Ok(other)),
             }
         });
         Ok(Some(Box::pin(stream)))
@@ -333,11 +325,7 @@ impl Provider for Simulator {
                 .with_provider(PROVIDER_TYPE)
                 .with_resource(vm.to_string()));
         }
-        if let Some(v) = st.vms.remove(vm) {
-            for w in v.watchers {
-                let _ = w.send(Err(not_found(vm)));
-            }
-        }
+        st.vms.remove(vm);
         Ok(())
     }
 
