@@ -1,6 +1,7 @@
 //! The thin async loop that executes the [`Machine`]'s commands against a provider.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,24 +56,27 @@ impl Run {
         });
     }
 
-    /// Runs `fut` time-boxed by `limit` and abandoned on cancellation.
-    async fn call<T>(
-        &self,
+    /// Runs `fut` time-boxed by `limit` and abandoned on cancellation. Boxed, so that a
+    /// waiting shutdown does not keep room for every kind of call in its own state.
+    fn call<'a, T: Send + 'a>(
+        &'a self,
         op: &'static str,
         limit: Duration,
-        fut: impl Future<Output = Result<T>>,
-    ) -> Option<Result<T>> {
-        tokio::select! {
-            biased;
-            _ = self.cancel.cancelled() => None,
-            r = timeout(limit, fut) => Some(match r {
-                Ok(r) => r.map_err(|e| e.context(self.provider.provider_type(), op)),
-                Err(_) => Err(Error::timeout(format!("{op} did not answer within {limit:?}"))
-                    .with_provider(self.provider.provider_type())
-                    .with_operation(op)
-                    .with_resource(self.vm.to_string())),
-            }),
-        }
+        fut: impl Future<Output = Result<T>> + Send + 'a,
+    ) -> Pin<Box<dyn Future<Output = Option<Result<T>>> + Send + 'a>> {
+        Box::pin(async move {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => None,
+                r = timeout(limit, fut) => Some(match r {
+                    Ok(r) => r.map_err(|e| e.context(self.provider.provider_type(), op)),
+                    Err(_) => Err(Error::timeout(format!("{op} did not answer within {limit:?}"))
+                        .with_provider(self.provider.provider_type())
+                        .with_operation(op)
+                        .with_resource(self.vm.to_string())),
+                }),
+            }
+        })
     }
 }
 
@@ -123,7 +127,7 @@ pub(crate) async fn drive(mut run: Run, policy: ShutdownPolicy) -> ShutdownRepor
     let outcome = loop {
         if deadline_open && run.deadline.has_changed().unwrap_or(false) {
             let d = *run.deadline.borrow_and_update();
-            shorten(&mut run, &mut machine, d).await;
+            Box::pin(shorten(&mut run, &mut machine, d)).await;
         }
         let input = match cmd {
             Command::Finish(outcome) => break outcome,
@@ -225,7 +229,7 @@ pub(crate) async fn drive(mut run: Run, policy: ShutdownPolicy) -> ShutdownRepor
                     changed = run.deadline.changed(), if deadline_open && !forcing => {
                         if changed.is_ok() {
                             let d = *run.deadline.borrow_and_update();
-                            shorten(&mut run, &mut machine, d).await;
+                            Box::pin(shorten(&mut run, &mut machine, d)).await;
                         } else {
                             deadline_open = false;
                         }
