@@ -110,8 +110,13 @@ fi
 step "doctests"
 cargo test --workspace --doc || status=1
 
-step "benchmarks compile"
-cargo bench --workspace --no-run -q >/dev/null 2>&1 || { echo "benchmarks do not build"; cargo bench --workspace --no-run 2>&1 | tail -30; status=1; }
+step "benchmarks compile and run once (criterion --test mode: correctness, not timings)"
+cargo bench -p virtrigaud-benches --no-run -q || { echo "benchmarks do not build"; status=1; }
+cargo bench -p virtrigaud-benches -q -- --test || { echo "benchmark smoke run failed"; status=1; }
+
+step "quickstart (simulated clock)"
+cargo run -q -p virtrigaud-examples --bin quickstart -- --fast >"$LOGS/quickstart.log" 2>&1 \
+  && tail -n 14 "$LOGS/quickstart.log" || { cat "$LOGS/quickstart.log"; echo "quickstart FAILED"; status=1; }
 
 if [ ${#failed_setup[@]} -gt 0 ]; then
   echo "FAILED: backend setup failed for ${failed_setup[*]}"; status=1
