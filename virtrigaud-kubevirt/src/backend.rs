@@ -104,13 +104,6 @@ impl KubeVirtProvider {
         Ok(d)
     }
 
-    async fn check_off_for(&self, r: &VmRef, op: &'static str) -> Result<()> {
-        let vmi = self.get_vmi(r, op).await?;
-        if vmi_active(vmi.as_ref()) {
-            return Err(err(ErrorKind::InvalidState, op, &r.to_string(), "the VM must be stopped"));
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -259,11 +252,16 @@ impl Provider for KubeVirtProvider {
     async fn delete(&self, vm: &VmId, opts: &DeleteOptions) -> Result<()> {
         let r = self.vm_ref(vm)?;
         let res = r.to_string();
-        self.check_off_for(&r, "delete").await?;
+        let (vmo, vmi) = self.read(&r, "delete").await?;
+        if vmi_active(vmi.as_ref()) {
+            return Err(err(ErrorKind::InvalidState, "delete", &res, "the VM must be stopped"));
+        }
         let api = self.api::<VirtualMachine>(&r.namespace);
+        // DataVolumes from dataVolumeTemplates are owned by the VM: orphan them to keep the disks
+        // (only then: orphaning waits for the garbage collector to drop its finalizer).
+        let has_dvs = vmo.spec.extra.get("dataVolumeTemplates").and_then(|v| v.as_array()).is_some_and(|a| !a.is_empty());
         let dp = DeleteParams {
-            // dataVolumeTemplates are owned by the VM: orphan them to keep the disks.
-            propagation_policy: Some(if opts.delete_disks { PropagationPolicy::Background } else { PropagationPolicy::Orphan }),
+            propagation_policy: Some(if has_dvs && !opts.delete_disks { PropagationPolicy::Orphan } else { PropagationPolicy::Background }),
             ..Default::default()
         };
         let deleted = api.delete(&r.name, &dp).await.map_err(|e| map_kube(e, Call::Object, "delete", &res))?;

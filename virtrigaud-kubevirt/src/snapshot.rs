@@ -3,8 +3,9 @@
 //! A snapshot is ready when KubeVirt sets `status.readyToUse`; KubeVirt marks it `Failed` when
 //! `spec.failureDeadline` passes first (this provider sets the deadline from
 //! [`crate::KubeVirtConfig::snapshot_failure_deadline`] and reports that as `Timeout`, after
-//! deleting the failed snapshot). KubeVirt snapshots never include memory. A restore needs the VM
-//! stopped and is complete when `status.complete` is true.
+//! deleting the failed snapshot). KubeVirt snapshots never include memory. A restore of a running
+//! VM asks KubeVirt to stop it first (`targetReadinessPolicy: StopTarget`); the restore is
+//! complete when `status.complete` is true, and the VM stays off unless `RevertOptions::start`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -143,9 +144,8 @@ impl Snapshotter for KubeVirtProvider {
         if snap.status.as_ref().and_then(|s| s.ready_to_use) != Some(true) {
             return Err(err(ErrorKind::InvalidState, OP, &res, "the snapshot is not ready to use"));
         }
-        if vmi_active(self.get_vmi(&r, OP).await?.as_ref()) {
-            return Err(err(ErrorKind::InvalidState, OP, &res, "the VM must be stopped to restore a snapshot"));
-        }
+        // A running VM is stopped by KubeVirt itself first (targetReadinessPolicy StopTarget).
+        let running = vmi_active(self.get_vmi(&r, OP).await?.as_ref());
         let millis = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
         let name = sanitize_name(&format!("{}-restore-{millis}", &snapshot[..snapshot.len().min(40)]));
         let mut restore = VirtualMachineRestore::new(&name, VirtualMachineRestoreSpec {
@@ -154,6 +154,9 @@ impl Snapshotter for KubeVirtProvider {
             extra: Default::default(),
         });
         restore.metadata = meta(&name, &r.namespace, BTreeMap::from([(VM_LABEL.to_owned(), r.name.clone())]));
+        if running {
+            restore.spec.extra.insert("targetReadinessPolicy".into(), json!("StopTarget"));
+        }
         let api = self.api::<VirtualMachineRestore>(&r.namespace);
         api.create(&PostParams::default(), &restore).await.map_err(|e| map_kube(e, Call::Object, OP, &res))?;
         let done = tokio::time::timeout(
