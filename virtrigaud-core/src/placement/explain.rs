@@ -130,7 +130,11 @@ impl Unsatisfiable {
 impl fmt::Display for Unsatisfiable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.total_hosts == 0 {
-            return write!(f, "cannot place {}: the inventory has no hosts", self.vm_name);
+            return write!(
+                f,
+                "cannot place {}: the inventory has no hosts",
+                self.vm_name
+            );
         }
         let plural = if self.total_hosts == 1 { "" } else { "s" };
         write!(

@@ -23,8 +23,10 @@
 //! for h in ["esx-1", "esx-2"] {
 //!     inv.hosts.push(HostInfo::new(h, Resources::new(16, 65536)));
 //! }
+//! let mut aa = AntiAffinity::default();
+//! aa.host_anti_affinity = true;
 //! let mut policy = VMPlacementPolicySpec::default();
-//! policy.anti_affinity = Some(AntiAffinity { host_anti_affinity: true, ..Default::default() });
+//! policy.anti_affinity = Some(aa);
 //! let mut solver = Solver::new(&inv);
 //! let req = |n: &str| PlacementRequest::new(n, Resources::new(2, 4096)).group("web").policy(policy.clone());
 //! let a = solver.place(&req("web-1")).unwrap();

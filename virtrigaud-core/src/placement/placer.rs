@@ -59,7 +59,10 @@ impl SolverPlacer {
         self
     }
 
-    async fn with_listed_peers(&self, requests: &[PlacementRequest]) -> Result<Vec<PlacementRequest>> {
+    async fn with_listed_peers(
+        &self,
+        requests: &[PlacementRequest],
+    ) -> Result<Vec<PlacementRequest>> {
         let mut out = requests.to_vec();
         let Some(key) = &self.group_label else {
             return Ok(out);

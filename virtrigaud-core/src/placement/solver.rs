@@ -225,8 +225,11 @@ impl Solver {
         for &i in &order {
             let h = &inventory.hosts[i];
             let idx = u32::try_from(s.hosts.len()).unwrap_or(u32::MAX);
-            let mut datastores: Vec<u32> =
-                h.datastores.iter().filter_map(|d| s.ds_names.get(d)).collect();
+            let mut datastores: Vec<u32> = h
+                .datastores
+                .iter()
+                .filter_map(|d| s.ds_names.get(d))
+                .collect();
             datastores.sort_unstable();
             datastores.dedup();
             let slot = HostSlot {
@@ -397,7 +400,8 @@ impl Solver {
             matches(&p.soft_hosts, idx),
             matches(&p.soft_clusters, h.cluster),
             matches(&p.soft_zones, h.zone),
-            p.soft_folders.is_some() && h.folders.iter().any(|f| matches(&p.soft_folders, Some(*f))),
+            p.soft_folders.is_some()
+                && h.folders.iter().any(|f| matches(&p.soft_folders, Some(*f))),
         ] {
             if hit {
                 score += SOFT_MATCH;
