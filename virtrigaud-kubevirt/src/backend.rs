@@ -9,10 +9,10 @@ use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::runtime::wait::{await_condition, conditions};
 use serde_json::json;
 use virtrigaud_core::{
-    AgentStatus, Cloner, DeleteOptions, DiskInfo, ErrorKind, ListOptions, PowerOffOptions, PowerState,
-    PowerStateStream, Provider, ProviderCapabilities, ReconfigureRequest, ReconfigureResult, Result,
-    ShutdownChannel, ShutdownRequestOptions, Snapshotter, StartOptions, VmCapabilities, VmCreateSpec,
-    VmDescription, VmId,
+    AgentStatus, Cloner, DeleteOptions, DiskInfo, ErrorKind, ListOptions, PowerOffOptions,
+    PowerState, PowerStateStream, Provider, ProviderCapabilities, ReconfigureRequest,
+    ReconfigureResult, Result, ShutdownChannel, ShutdownRequestOptions, Snapshotter, StartOptions,
+    VmCapabilities, VmCreateSpec, VmDescription, VmId,
 };
 
 use crate::PROVIDER_TYPE;
@@ -23,7 +23,8 @@ use crate::provider::{KubeVirtProvider, PowerApi, RolloutStrategy};
 use crate::quantity::{mib_to_quantity, quantity_to_mib};
 use crate::state::{vmi_active, vmi_phase};
 use crate::types::{
-    CpuSpec, KubeVirt, VirtualMachine, VirtualMachineInstance, VirtualMachineSpec, condition_true, meta,
+    CpuSpec, KubeVirt, VirtualMachine, VirtualMachineInstance, VirtualMachineSpec, condition_true,
+    meta,
 };
 
 /// Seconds of grace to pass on for `remaining`: rounded up, so a guest never gets less than the engine allows.
@@ -42,10 +43,18 @@ impl KubeVirtProvider {
         match api.list(&ListParams::default()).await {
             Ok(list) => {
                 let live = list.items.iter().any(|kv| {
-                    kv.spec.configuration.as_ref().and_then(|c| c.get("vmRolloutStrategy")).and_then(|v| v.as_str())
+                    kv.spec
+                        .configuration
+                        .as_ref()
+                        .and_then(|c| c.get("vmRolloutStrategy"))
+                        .and_then(|v| v.as_str())
                         == Some("LiveUpdate")
                 });
-                if live { RolloutStrategy::LiveUpdate } else { RolloutStrategy::Stage }
+                if live {
+                    RolloutStrategy::LiveUpdate
+                } else {
+                    RolloutStrategy::Stage
+                }
             }
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read the KubeVirt CR; assuming the Stage rollout strategy");
@@ -54,16 +63,28 @@ impl KubeVirtProvider {
         }
     }
 
-    fn describe_pair(&self, r: &VmRef, vm: &VirtualMachine, vmi: Option<&VirtualMachineInstance>) -> Result<VmDescription> {
+    fn describe_pair(
+        &self,
+        r: &VmRef,
+        vm: &VirtualMachine,
+        vmi: Option<&VirtualMachineInstance>,
+    ) -> Result<VmDescription> {
         let state = Self::derive(vm, vmi, "describe", r)?;
         let mut d = VmDescription::new(r.id(), r.name.clone(), state);
         let spec = vm.spec.template.as_ref().and_then(|t| t.spec.as_ref());
         let domain = spec.and_then(|s| s.domain.as_ref());
-        d.cpu = domain.and_then(|d| d.cpu.as_ref()).map(CpuSpec::vcpus).unwrap_or(1);
+        d.cpu = domain
+            .and_then(|d| d.cpu.as_ref())
+            .map(CpuSpec::vcpus)
+            .unwrap_or(1);
         d.memory_mib = domain
             .and_then(|d| {
                 d.memory.as_ref().and_then(|m| m.guest.clone()).or_else(|| {
-                    d.resources.as_ref().and_then(|r| r.pointer("/requests/memory")).and_then(|v| v.as_str()).map(str::to_owned)
+                    d.resources
+                        .as_ref()
+                        .and_then(|r| r.pointer("/requests/memory"))
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned)
                 })
             })
             .and_then(|q| quantity_to_mib(&q))
@@ -86,12 +107,23 @@ impl KubeVirtProvider {
                     .collect()
             })
             .unwrap_or_default();
-        if let Some(disks) = domain.and_then(|d| d.devices.as_ref()).and_then(|d| d.get("disks")).and_then(|d| d.as_array()) {
-            let volumes = spec.and_then(|s| s.extra.get("volumes")).and_then(|v| v.as_array());
+        if let Some(disks) = domain
+            .and_then(|d| d.devices.as_ref())
+            .and_then(|d| d.get("disks"))
+            .and_then(|d| d.as_array())
+        {
+            let volumes = spec
+                .and_then(|s| s.extra.get("volumes"))
+                .and_then(|v| v.as_array());
             for disk in disks {
-                let Some(name) = disk.get("name").and_then(|n| n.as_str()) else { continue };
+                let Some(name) = disk.get("name").and_then(|n| n.as_str()) else {
+                    continue;
+                };
                 let dv = volumes
-                    .and_then(|vs| vs.iter().find(|v| v.get("name").and_then(|n| n.as_str()) == Some(name)))
+                    .and_then(|vs| {
+                        vs.iter()
+                            .find(|v| v.get("name").and_then(|n| n.as_str()) == Some(name))
+                    })
                     .and_then(|v| v.pointer("/dataVolume/name"))
                     .and_then(|n| n.as_str());
                 let size = dv.and_then(|dv| sizes.get(dv)).copied().unwrap_or(0);
@@ -99,11 +131,15 @@ impl KubeVirtProvider {
             }
         }
         d.labels = vm.metadata.labels.clone().unwrap_or_default();
-        d.host = vmi.and_then(|v| v.status.as_ref()).and_then(|s| s.node_name.clone());
-        d.pending_power_cycle = vm.status.as_ref().is_some_and(|s| condition_true(&s.conditions, "RestartRequired"));
+        d.host = vmi
+            .and_then(|v| v.status.as_ref())
+            .and_then(|s| s.node_name.clone());
+        d.pending_power_cycle = vm
+            .status
+            .as_ref()
+            .is_some_and(|s| condition_true(&s.conditions, "RestartRequired"));
         Ok(d)
     }
-
 }
 
 #[async_trait]
@@ -138,24 +174,42 @@ impl Provider for KubeVirtProvider {
         let r = self.vm_ref(vm)?;
         let (vmo, vmi) = self.read(&r, "vm_capabilities").await?;
         let live = self.rollout_strategy().await == RolloutStrategy::LiveUpdate;
-        let domain = vmo.spec.template.as_ref().and_then(|t| t.spec.as_ref()).and_then(|s| s.domain.as_ref());
+        let domain = vmo
+            .spec
+            .template
+            .as_ref()
+            .and_then(|t| t.spec.as_ref())
+            .and_then(|s| s.domain.as_ref());
         let cpu = domain.and_then(|d| d.cpu.clone()).unwrap_or_default();
         let mut c = VmCapabilities::default();
         // virt-launcher always adds the qemu-guest-agent channel.
         c.agent_configured = true;
         c.agent_connected = vmi.as_ref().filter(|v| vmi_phase(v) == "Running").map(|v| {
-            v.status.as_ref().is_some_and(|s| condition_true(&s.conditions, "AgentConnected"))
+            v.status
+                .as_ref()
+                .is_some_and(|s| condition_true(&s.conditions, "AgentConnected"))
         });
         c.cpu_hot_add = live;
         // KubeVirt's default maxSockets is 4 × the initial sockets.
-        let max_sockets = cpu.max_sockets.unwrap_or(cpu.sockets.unwrap_or(1).max(1) * 4);
-        c.max_live_vcpus = if live { max_sockets * cpu.per_socket() } else { 0 };
+        let max_sockets = cpu
+            .max_sockets
+            .unwrap_or(cpu.sockets.unwrap_or(1).max(1) * 4);
+        c.max_live_vcpus = if live {
+            max_sockets * cpu.per_socket()
+        } else {
+            0
+        };
         c.memory_hot_add = live;
         let guest = domain.and_then(|d| d.memory.as_ref());
         c.max_live_memory_mib = if live {
             guest
                 .and_then(|m| m.max_guest.as_deref().and_then(quantity_to_mib))
-                .or_else(|| guest.and_then(|m| m.guest.as_deref()).and_then(quantity_to_mib).map(|m| m * 4))
+                .or_else(|| {
+                    guest
+                        .and_then(|m| m.guest.as_deref())
+                        .and_then(quantity_to_mib)
+                        .map(|m| m * 4)
+                })
                 .unwrap_or(0)
         } else {
             0
@@ -191,7 +245,13 @@ impl Provider for KubeVirtProvider {
         let r = self.vm_ref(vm)?;
         let vmi = self.get_vmi(&r, "probe_agent").await?;
         Ok(match vmi.as_ref().filter(|v| vmi_phase(v) == "Running") {
-            Some(v) if v.status.as_ref().is_some_and(|s| condition_true(&s.conditions, "AgentConnected")) => AgentStatus::Connected,
+            Some(v)
+                if v.status
+                    .as_ref()
+                    .is_some_and(|s| condition_true(&s.conditions, "AgentConnected")) =>
+            {
+                AgentStatus::Connected
+            }
             _ => AgentStatus::NotConnected,
         })
     }
@@ -201,11 +261,20 @@ impl Provider for KubeVirtProvider {
     /// KubeVirt's deadline and the engine's agree. Without a remaining grace the VMI's own
     /// `terminationGracePeriodSeconds` applies. Only `ShutdownChannel::Acpi` is accepted: KubeVirt
     /// delivers the signal itself (through the agent when connected, else ACPI).
-    async fn request_shutdown(&self, vm: &VmId, channel: ShutdownChannel, opts: &ShutdownRequestOptions) -> Result<()> {
+    async fn request_shutdown(
+        &self,
+        vm: &VmId,
+        channel: ShutdownChannel,
+        opts: &ShutdownRequestOptions,
+    ) -> Result<()> {
         let r = self.vm_ref(vm)?;
         if channel != ShutdownChannel::Acpi {
-            return Err(err(ErrorKind::Unsupported, "request_shutdown", &r.to_string(),
-                "KubeVirt chooses the guest channel itself; request the shutdown with ShutdownChannel::Acpi"));
+            return Err(err(
+                ErrorKind::Unsupported,
+                "request_shutdown",
+                &r.to_string(),
+                "KubeVirt chooses the guest channel itself; request the shutdown with ShutdownChannel::Acpi",
+            ));
         }
         let grace = opts.remaining_grace.map(grace_seconds);
         self.stop_vm(&r, grace, "request_shutdown").await.map(drop)
@@ -220,7 +289,8 @@ impl Provider for KubeVirtProvider {
     async fn reboot(&self, vm: &VmId, _channel: ShutdownChannel) -> Result<()> {
         let r = self.vm_ref(vm)?;
         self.require_subresources(&r, "reboot")?;
-        self.subresource(&r, Sub::SoftReboot, json!({}), "reboot").await
+        self.subresource(&r, Sub::SoftReboot, json!({}), "reboot")
+            .await
     }
 
     async fn pause(&self, vm: &VmId) -> Result<()> {
@@ -232,18 +302,33 @@ impl Provider for KubeVirtProvider {
     async fn resume(&self, vm: &VmId) -> Result<()> {
         let r = self.vm_ref(vm)?;
         self.require_subresources(&r, "resume")?;
-        self.subresource(&r, Sub::Unpause, json!({}), "resume").await
+        self.subresource(&r, Sub::Unpause, json!({}), "resume")
+            .await
     }
 
     async fn create(&self, spec: &VmCreateSpec) -> Result<VmId> {
         let ns = self.inner.namespace.clone();
         if !is_dns_name(&spec.name) {
-            return Err(err(ErrorKind::InvalidSpec, "create", &spec.name, "VM names must be lowercase DNS-1123 names"));
+            return Err(err(
+                ErrorKind::InvalidSpec,
+                "create",
+                &spec.name,
+                "VM names must be lowercase DNS-1123 names",
+            ));
         }
-        let r = VmRef { namespace: ns.clone(), name: spec.name.clone() };
+        let r = VmRef {
+            namespace: ns.clone(),
+            name: spec.name.clone(),
+        };
         let vm = build_vm(spec, &ns)?;
         self.api::<VirtualMachine>(&ns)
-            .create(&PostParams { field_manager: Some(self.inner.config.field_manager.clone()), ..Default::default() }, &vm)
+            .create(
+                &PostParams {
+                    field_manager: Some(self.inner.config.field_manager.clone()),
+                    ..Default::default()
+                },
+                &vm,
+            )
             .await
             .map_err(|e| map_kube(e, Call::Object, "create", &r.to_string()))?;
         Ok(r.id())
@@ -254,29 +339,55 @@ impl Provider for KubeVirtProvider {
         let res = r.to_string();
         let (vmo, vmi) = self.read(&r, "delete").await?;
         if vmi_active(vmi.as_ref()) {
-            return Err(err(ErrorKind::InvalidState, "delete", &res, "the VM must be stopped"));
+            return Err(err(
+                ErrorKind::InvalidState,
+                "delete",
+                &res,
+                "the VM must be stopped",
+            ));
         }
         let api = self.api::<VirtualMachine>(&r.namespace);
         // DataVolumes from dataVolumeTemplates are owned by the VM: orphan them to keep the disks
         // (only then: orphaning waits for the garbage collector to drop its finalizer).
-        let has_dvs = vmo.spec.extra.get("dataVolumeTemplates").and_then(|v| v.as_array()).is_some_and(|a| !a.is_empty());
+        let has_dvs = vmo
+            .spec
+            .extra
+            .get("dataVolumeTemplates")
+            .and_then(|v| v.as_array())
+            .is_some_and(|a| !a.is_empty());
         let dp = DeleteParams {
-            propagation_policy: Some(if has_dvs && !opts.delete_disks { PropagationPolicy::Orphan } else { PropagationPolicy::Background }),
+            propagation_policy: Some(if has_dvs && !opts.delete_disks {
+                PropagationPolicy::Orphan
+            } else {
+                PropagationPolicy::Background
+            }),
             ..Default::default()
         };
-        let deleted = api.delete(&r.name, &dp).await.map_err(|e| map_kube(e, Call::Object, "delete", &res))?;
+        let deleted = api
+            .delete(&r.name, &dp)
+            .await
+            .map_err(|e| map_kube(e, Call::Object, "delete", &res))?;
         if let Some(obj) = deleted.left()
             && let Some(uid) = obj.metadata.uid.clone()
         {
-            tokio::time::timeout(self.inner.config.operation_timeout, await_condition(api, &r.name, conditions::is_deleted(&uid)))
-                .await
-                .map_err(|_| err(ErrorKind::Timeout, "delete", &res, "VM not gone in time"))?
-                .map_err(|e| err(ErrorKind::Unavailable, "delete", &res, "watch failed").with_source(e))?;
+            tokio::time::timeout(
+                self.inner.config.operation_timeout,
+                await_condition(api, &r.name, conditions::is_deleted(&uid)),
+            )
+            .await
+            .map_err(|_| err(ErrorKind::Timeout, "delete", &res, "VM not gone in time"))?
+            .map_err(|e| {
+                err(ErrorKind::Unavailable, "delete", &res, "watch failed").with_source(e)
+            })?;
         }
         Ok(())
     }
 
-    async fn reconfigure(&self, vm: &VmId, change: &ReconfigureRequest) -> Result<ReconfigureResult> {
+    async fn reconfigure(
+        &self,
+        vm: &VmId,
+        change: &ReconfigureRequest,
+    ) -> Result<ReconfigureResult> {
         let r = self.vm_ref(vm)?;
         self.hotplug(&r, change).await
     }
@@ -289,9 +400,17 @@ impl Provider for KubeVirtProvider {
 
     async fn list_vms(&self, opts: &ListOptions) -> Result<Vec<VmDescription>> {
         let ns = self.inner.namespace.clone();
-        let selector: Vec<String> = opts.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let selector: Vec<String> = opts
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let lp = ListParams::default().labels(&selector.join(","));
-        let vms = self.api::<VirtualMachine>(&ns).list(&lp).await.map_err(|e| map_kube(e, Call::Object, "list_vms", &ns))?;
+        let vms = self
+            .api::<VirtualMachine>(&ns)
+            .list(&lp)
+            .await
+            .map_err(|e| map_kube(e, Call::Object, "list_vms", &ns))?;
         let vmis = self
             .api::<VirtualMachineInstance>(&ns)
             .list(&ListParams::default())
@@ -299,9 +418,17 @@ impl Provider for KubeVirtProvider {
             .map_err(|e| map_kube(e, Call::Object, "list_vms", &ns))?;
         let mut out = Vec::new();
         for vm in &vms.items {
-            let Some(name) = vm.metadata.name.clone() else { continue };
-            let vmi = vmis.items.iter().find(|i| i.metadata.name.as_deref() == Some(&name));
-            let r = VmRef { namespace: ns.clone(), name };
+            let Some(name) = vm.metadata.name.clone() else {
+                continue;
+            };
+            let vmi = vmis
+                .items
+                .iter()
+                .find(|i| i.metadata.name.as_deref() == Some(&name));
+            let r = VmRef {
+                namespace: ns.clone(),
+                name,
+            };
             match self.describe_pair(&r, vm, vmi) {
                 Ok(d) => out.push(d),
                 Err(e) => tracing::debug!(vm = %r, error = %e, "skipping VM in unknown state"),
@@ -324,7 +451,12 @@ impl KubeVirtProvider {
         if self.inner.config.power_api == PowerApi::Subresources {
             Ok(())
         } else {
-            Err(err(ErrorKind::Unsupported, op, &r.to_string(), "needs the subresources.kubevirt.io API (PowerApi::Subresources)"))
+            Err(err(
+                ErrorKind::Unsupported,
+                op,
+                &r.to_string(),
+                "needs the subresources.kubevirt.io API (PowerApi::Subresources)",
+            ))
         }
     }
 }
@@ -340,13 +472,20 @@ fn build_vm(spec: &VmCreateSpec, ns: &str) -> Result<VirtualMachine> {
     }
     for d in &spec.disks {
         if !is_dns_name(&d.name) {
-            return Err(err(ErrorKind::InvalidSpec, "create", &spec.name, format!("disk name {:?} is not a DNS-1123 name", d.name)));
+            return Err(err(
+                ErrorKind::InvalidSpec,
+                "create",
+                &spec.name,
+                format!("disk name {:?} is not a DNS-1123 name", d.name),
+            ));
         }
         let dv = format!("{}-{}", spec.name, d.name);
         disks.push(json!({"name": d.name, "disk": {"bus": "virtio"}}));
         volumes.push(json!({"name": d.name, "dataVolume": {"name": dv}}));
-        dvts.push(json!({"metadata": {"name": dv}, "spec": {"source": {"blank": {}},
-            "storage": {"resources": {"requests": {"storage": format!("{}Gi", d.size_gib)}}}}}));
+        dvts.push(
+            json!({"metadata": {"name": dv}, "spec": {"source": {"blank": {}},
+            "storage": {"resources": {"requests": {"storage": format!("{}Gi", d.size_gib)}}}}}),
+        );
     }
     if let Some(ud) = &spec.cloud_init_user_data {
         disks.push(json!({"name": "cloudinit", "disk": {"bus": "virtio"}}));
@@ -383,7 +522,9 @@ fn build_vm(spec: &VmCreateSpec, ns: &str) -> Result<VirtualMachine> {
     }))
     .map_err(|e| err(ErrorKind::Internal, "create", &spec.name, "build VM").with_source(e))?;
     if !dvts.is_empty() {
-        vm_spec.extra.insert("dataVolumeTemplates".into(), json!(dvts));
+        vm_spec
+            .extra
+            .insert("dataVolumeTemplates".into(), json!(dvts));
     }
     let mut vm = VirtualMachine::new(&spec.name, vm_spec);
     vm.metadata = meta(&spec.name, ns, spec.labels.clone());
@@ -405,12 +546,22 @@ mod tests {
     #[test]
     fn create_spec_becomes_a_halted_vm() {
         let mut s = VmCreateSpec::new("web-1", 2, 1536);
-        s.disks.push(virtrigaud_core::DiskCreateSpec::new("data", 10));
+        s.disks
+            .push(virtrigaud_core::DiskCreateSpec::new("data", 10));
         let vm = build_vm(&s, "ns").expect("vm");
         assert_eq!(vm.spec.run_strategy.as_deref(), Some("Halted"));
-        let d = vm.spec.template.as_ref().and_then(|t| t.spec.as_ref()).and_then(|s| s.domain.as_ref()).expect("domain");
+        let d = vm
+            .spec
+            .template
+            .as_ref()
+            .and_then(|t| t.spec.as_ref())
+            .and_then(|s| s.domain.as_ref())
+            .expect("domain");
         assert_eq!(d.cpu.as_ref().map(CpuSpec::vcpus), Some(2));
-        assert_eq!(d.memory.as_ref().and_then(|m| m.guest.as_deref()), Some("1536Mi"));
+        assert_eq!(
+            d.memory.as_ref().and_then(|m| m.guest.as_deref()),
+            Some("1536Mi")
+        );
         assert!(vm.spec.extra.contains_key("dataVolumeTemplates"));
     }
 }

@@ -21,33 +21,69 @@ impl Cloner for KubeVirtProvider {
         let r = self.vm_ref(source)?;
         let res = r.to_string();
         if opts.linked {
-            return Err(err(ErrorKind::Unsupported, OP, &res, "KubeVirt has no linked clones"));
+            return Err(err(
+                ErrorKind::Unsupported,
+                OP,
+                &res,
+                "KubeVirt has no linked clones",
+            ));
         }
         if opts.customization.as_ref().is_some_and(|c| !c.is_empty()) {
-            return Err(err(ErrorKind::Unsupported, OP, &res, "guest customization at clone time is not supported on KubeVirt"));
+            return Err(err(
+                ErrorKind::Unsupported,
+                OP,
+                &res,
+                "guest customization at clone time is not supported on KubeVirt",
+            ));
         }
         if !is_dns_name(&opts.target_name) {
-            return Err(err(ErrorKind::InvalidSpec, OP, &opts.target_name, "target names must be DNS-1123 names"));
+            return Err(err(
+                ErrorKind::InvalidSpec,
+                OP,
+                &opts.target_name,
+                "target names must be DNS-1123 names",
+            ));
         }
         self.get_vm(&r, OP).await?;
-        let target = VmRef { namespace: r.namespace.clone(), name: opts.target_name.clone() };
+        let target = VmRef {
+            namespace: r.namespace.clone(),
+            name: opts.target_name.clone(),
+        };
         let src = match &opts.snapshot {
-            Some(s) => TypedRef { api_group: Some("snapshot.kubevirt.io".into()), kind: "VirtualMachineSnapshot".into(), name: s.clone() },
+            Some(s) => TypedRef {
+                api_group: Some("snapshot.kubevirt.io".into()),
+                kind: "VirtualMachineSnapshot".into(),
+                name: s.clone(),
+            },
             None => TypedRef::vm(&r.name),
         };
         let name = sanitize_name(&format!("{}-clone", opts.target_name));
-        let mut obj = VirtualMachineClone::new(&name, VirtualMachineCloneSpec {
-            source: src,
-            target: Some(TypedRef::vm(&target.name)),
-            extra: Default::default(),
-        });
-        obj.metadata = meta(&name, &r.namespace, BTreeMap::from([(VM_LABEL.to_owned(), r.name.clone())]));
+        let mut obj = VirtualMachineClone::new(
+            &name,
+            VirtualMachineCloneSpec {
+                source: src,
+                target: Some(TypedRef::vm(&target.name)),
+                extra: Default::default(),
+            },
+        );
+        obj.metadata = meta(
+            &name,
+            &r.namespace,
+            BTreeMap::from([(VM_LABEL.to_owned(), r.name.clone())]),
+        );
         let api = self.api::<VirtualMachineClone>(&r.namespace);
-        api.create(&PostParams::default(), &obj).await.map_err(|e| map_kube(e, Call::Object, OP, &res))?;
+        api.create(&PostParams::default(), &obj)
+            .await
+            .map_err(|e| map_kube(e, Call::Object, OP, &res))?;
         let done = tokio::time::timeout(
             self.inner.config.operation_timeout,
             await_condition(api.clone(), &name, |o: Option<&VirtualMachineClone>| {
-                o.is_none_or(|c| matches!(c.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")))
+                o.is_none_or(|c| {
+                    matches!(
+                        c.status.as_ref().and_then(|s| s.phase.as_deref()),
+                        Some("Succeeded" | "Failed")
+                    )
+                })
             }),
         )
         .await;
@@ -55,11 +91,19 @@ impl Cloner for KubeVirtProvider {
         let _ = api.delete(&name, &DeleteParams::default()).await;
         if !ok {
             // Leave nothing behind: remove a half-made target.
-            let _ = self.api::<VirtualMachine>(&r.namespace).delete(&target.name, &DeleteParams::default()).await;
+            let _ = self
+                .api::<VirtualMachine>(&r.namespace)
+                .delete(&target.name, &DeleteParams::default())
+                .await;
             return Err(match done {
                 Err(_) => err(ErrorKind::Timeout, OP, &res, "clone did not finish in time"),
                 Ok(Err(e)) => err(ErrorKind::Unavailable, OP, &res, "watch failed").with_source(e),
-                _ => err(ErrorKind::Internal, OP, &res, "KubeVirt reported the clone as failed"),
+                _ => err(
+                    ErrorKind::Internal,
+                    OP,
+                    &res,
+                    "KubeVirt reported the clone as failed",
+                ),
             });
         }
         if opts.power_on {

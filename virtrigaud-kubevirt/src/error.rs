@@ -20,10 +20,19 @@ pub(crate) enum Call {
 }
 
 /// Maps a kube error for `operation` on `resource`.
-pub(crate) fn map_kube(err: kube::Error, call: Call, operation: &'static str, resource: &str) -> Error {
+pub(crate) fn map_kube(
+    err: kube::Error,
+    call: Call,
+    operation: &'static str,
+    resource: &str,
+) -> Error {
     let base = match &err {
         kube::Error::Api(status) => {
-            let msg = if status.message.is_empty() { status.reason.clone() } else { status.message.clone() };
+            let msg = if status.message.is_empty() {
+                status.reason.clone()
+            } else {
+                status.message.clone()
+            };
             let no_causes = status.details.as_ref().is_none_or(|d| d.causes.is_empty());
             let kind = match status.code {
                 404 => ErrorKind::NotFound,
@@ -31,7 +40,10 @@ pub(crate) fn map_kube(err: kube::Error, call: Call, operation: &'static str, re
                 409 if call == Call::Subresource => ErrorKind::InvalidState,
                 409 => ErrorKind::Conflict,
                 410 => ErrorKind::Conflict,
-                422 if call == Call::GuardedPatch && no_causes && status.message == TEST_OP_FAILED => {
+                422 if call == Call::GuardedPatch
+                    && no_causes
+                    && status.message == TEST_OP_FAILED =>
+                {
                     ErrorKind::Conflict
                 }
                 400 | 422 => ErrorKind::InvalidSpec,
@@ -53,16 +65,30 @@ pub(crate) fn map_kube(err: kube::Error, call: Call, operation: &'static str, re
         kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => {
             Error::unavailable("Kubernetes API unreachable")
         }
-        kube::Error::Auth(_) => Error::new(ErrorKind::Unauthenticated, "Kubernetes authentication failed"),
-        kube::Error::SerdeError(_) => Error::internal("unexpected response from the Kubernetes API"),
-        kube::Error::InferConfig(_) => Error::invalid_spec("cannot load Kubernetes client configuration"),
+        kube::Error::Auth(_) => Error::new(
+            ErrorKind::Unauthenticated,
+            "Kubernetes authentication failed",
+        ),
+        kube::Error::SerdeError(_) => {
+            Error::internal("unexpected response from the Kubernetes API")
+        }
+        kube::Error::InferConfig(_) => {
+            Error::invalid_spec("cannot load Kubernetes client configuration")
+        }
         _ => Error::internal("Kubernetes client error"),
     };
-    base.with_provider(PROVIDER_TYPE).with_operation(operation).with_resource(resource).with_source(err)
+    base.with_provider(PROVIDER_TYPE)
+        .with_operation(operation)
+        .with_resource(resource)
+        .with_source(err)
 }
 
 /// Maps a watcher failure (used where a watch ends a wait).
-pub(crate) fn map_watch(err: kube::runtime::watcher::Error, operation: &'static str, resource: &str) -> Error {
+pub(crate) fn map_watch(
+    err: kube::runtime::watcher::Error,
+    operation: &'static str,
+    resource: &str,
+) -> Error {
     Error::unavailable("watch failed")
         .with_provider(PROVIDER_TYPE)
         .with_operation(operation)
@@ -71,8 +97,16 @@ pub(crate) fn map_watch(err: kube::runtime::watcher::Error, operation: &'static 
 }
 
 /// An error of `kind` with the provider context filled in.
-pub(crate) fn err(kind: ErrorKind, operation: &'static str, resource: &str, msg: impl Into<String>) -> Error {
-    Error::new(kind, msg).with_provider(PROVIDER_TYPE).with_operation(operation).with_resource(resource)
+pub(crate) fn err(
+    kind: ErrorKind,
+    operation: &'static str,
+    resource: &str,
+    msg: impl Into<String>,
+) -> Error {
+    Error::new(kind, msg)
+        .with_provider(PROVIDER_TYPE)
+        .with_operation(operation)
+        .with_resource(resource)
 }
 
 #[cfg(test)]
@@ -89,15 +123,42 @@ mod tests {
     #[test]
     fn status_codes_map_to_kinds() {
         let k = |e, c| map_kube(e, c, "op", "ns/vm").kind();
-        assert_eq!(k(api(404, "NotFound", "x"), Call::Object), ErrorKind::NotFound);
-        assert_eq!(k(api(409, "Conflict", "x"), Call::Object), ErrorKind::Conflict);
-        assert_eq!(k(api(409, "AlreadyExists", "x"), Call::Object), ErrorKind::AlreadyExists);
-        assert_eq!(k(api(409, "Conflict", "VM is not running"), Call::Subresource), ErrorKind::InvalidState);
-        assert_eq!(k(api(422, "Invalid", TEST_OP_FAILED), Call::GuardedPatch), ErrorKind::Conflict);
-        assert_eq!(k(api(422, "Invalid", TEST_OP_FAILED), Call::Object), ErrorKind::InvalidSpec);
-        assert_eq!(k(api(403, "Forbidden", "x"), Call::Object), ErrorKind::PermissionDenied);
-        assert_eq!(k(api(401, "Unauthorized", "x"), Call::Object), ErrorKind::Unauthenticated);
-        assert_eq!(k(api(503, "ServiceUnavailable", "x"), Call::Object), ErrorKind::Unavailable);
+        assert_eq!(
+            k(api(404, "NotFound", "x"), Call::Object),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            k(api(409, "Conflict", "x"), Call::Object),
+            ErrorKind::Conflict
+        );
+        assert_eq!(
+            k(api(409, "AlreadyExists", "x"), Call::Object),
+            ErrorKind::AlreadyExists
+        );
+        assert_eq!(
+            k(api(409, "Conflict", "VM is not running"), Call::Subresource),
+            ErrorKind::InvalidState
+        );
+        assert_eq!(
+            k(api(422, "Invalid", TEST_OP_FAILED), Call::GuardedPatch),
+            ErrorKind::Conflict
+        );
+        assert_eq!(
+            k(api(422, "Invalid", TEST_OP_FAILED), Call::Object),
+            ErrorKind::InvalidSpec
+        );
+        assert_eq!(
+            k(api(403, "Forbidden", "x"), Call::Object),
+            ErrorKind::PermissionDenied
+        );
+        assert_eq!(
+            k(api(401, "Unauthorized", "x"), Call::Object),
+            ErrorKind::Unauthenticated
+        );
+        assert_eq!(
+            k(api(503, "ServiceUnavailable", "x"), Call::Object),
+            ErrorKind::Unavailable
+        );
         assert!(map_kube(api(500, "InternalError", "x"), Call::Object, "op", "r").is_retryable());
         assert!(map_kube(api(409, "Conflict", "x"), Call::Object, "op", "r").is_retryable());
     }

@@ -19,11 +19,20 @@ use crate::types::{VirtualMachine, condition_true};
 const OBSERVE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl KubeVirtProvider {
-    pub(crate) async fn hotplug(&self, r: &VmRef, change: &ReconfigureRequest) -> Result<ReconfigureResult> {
+    pub(crate) async fn hotplug(
+        &self,
+        r: &VmRef,
+        change: &ReconfigureRequest,
+    ) -> Result<ReconfigureResult> {
         const OP: &str = "reconfigure";
         let res = r.to_string();
         if !change.disks.is_empty() {
-            return Err(err(ErrorKind::Unsupported, OP, &res, "grow disks by expanding their PVC / DataVolume"));
+            return Err(err(
+                ErrorKind::Unsupported,
+                OP,
+                &res,
+                "grow disks by expanding their PVC / DataVolume",
+            ));
         }
         if change.cpu.is_none() && change.memory_mib.is_none() {
             return Ok(ReconfigureResult::default());
@@ -69,7 +78,8 @@ impl KubeVirtProvider {
             .await?;
         let mut out = ReconfigureResult::default();
         if !running {
-            out.notes.push("VM is stopped: the change applies at the next start".into());
+            out.notes
+                .push("VM is stopped: the change applies at the next start".into());
             return Ok(out);
         }
         // Wait (watch, bounded) until virt-controller has processed the new generation.
@@ -78,17 +88,23 @@ impl KubeVirtProvider {
         let observed = tokio::time::timeout(
             OBSERVE_TIMEOUT.min(self.inner.config.operation_timeout),
             await_condition(api, &r.name, move |o: Option<&VirtualMachine>| {
-                o.and_then(|v| v.status.as_ref()).and_then(|s| s.observed_generation).is_some_and(|g| g >= generation)
+                o.and_then(|v| v.status.as_ref())
+                    .and_then(|s| s.observed_generation)
+                    .is_some_and(|g| g >= generation)
             }),
         )
         .await;
         match observed {
             Ok(Ok(Some(vm))) => {
-                let restart = vm.status.as_ref().is_some_and(|s| condition_true(&s.conditions, "RestartRequired"));
+                let restart = vm
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| condition_true(&s.conditions, "RestartRequired"));
                 out.needs_power_cycle = restart;
                 out.applied_live = !restart;
                 out.notes.push(if restart {
-                    "KubeVirt reports RestartRequired: the change takes effect after a restart".into()
+                    "KubeVirt reports RestartRequired: the change takes effect after a restart"
+                        .into()
                 } else {
                     "hot-plugged into the running VMI (LiveUpdate)".into()
                 });

@@ -32,7 +32,10 @@ impl VmRef {
                 ));
             }
         }
-        Ok(VmRef { namespace: ns.to_owned(), name: name.to_owned() })
+        Ok(VmRef {
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
+        })
     }
 
     /// The `namespace/name` id.
@@ -54,7 +57,9 @@ pub(crate) fn is_dns_name(s: &str) -> bool {
         && s.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -64,11 +69,21 @@ pub(crate) fn is_dns_name(s: &str) -> bool {
 pub(crate) fn sanitize_name(s: &str) -> String {
     let mut out: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     out.truncate(63);
     let out = out.trim_matches('-').to_owned();
-    if out.is_empty() { "snapshot".to_owned() } else { out }
+    if out.is_empty() {
+        "snapshot".to_owned()
+    } else {
+        out
+    }
 }
 
 #[cfg(test)]

@@ -56,9 +56,14 @@ mod stats;
 pub mod types;
 
 pub use id::VmRef;
-pub use lifecycle::{LifecycleAction, LifecycleOutcome, LifecycleState, LifecycleStatus, LifecycleVerb};
+pub use lifecycle::{
+    LifecycleAction, LifecycleOutcome, LifecycleState, LifecycleStatus, LifecycleVerb,
+};
 pub use power::StopOutcome;
-pub use provider::{ConnectOptions, DEFAULT_GRACE_SECONDS, KubeVirtConfig, KubeVirtProvider, PowerApi, RolloutStrategy};
+pub use provider::{
+    ConnectOptions, DEFAULT_GRACE_SECONDS, KubeVirtConfig, KubeVirtProvider, PowerApi,
+    RolloutStrategy,
+};
 pub use snapshot::VM_LABEL;
 pub use stats::ApiStatsSnapshot;
 

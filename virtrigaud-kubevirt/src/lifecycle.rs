@@ -8,7 +8,9 @@
 //!   force: false             # true: stop with grace period 0
 //! ```
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use virtrigaud_core::{ErrorKind, PowerState, Result, VmId};
@@ -47,15 +49,27 @@ pub struct LifecycleAction {
 impl LifecycleAction {
     /// `start`.
     pub fn start() -> Self {
-        LifecycleAction { action: LifecycleVerb::Start, force: false, grace_period_seconds: None }
+        LifecycleAction {
+            action: LifecycleVerb::Start,
+            force: false,
+            grace_period_seconds: None,
+        }
     }
     /// A graceful `stop` (with the VM's own grace period unless set).
     pub fn stop(grace_period_seconds: Option<i64>) -> Self {
-        LifecycleAction { action: LifecycleVerb::Stop, force: false, grace_period_seconds }
+        LifecycleAction {
+            action: LifecycleVerb::Stop,
+            force: false,
+            grace_period_seconds,
+        }
     }
     /// A forced `stop`.
     pub fn force_stop() -> Self {
-        LifecycleAction { action: LifecycleVerb::Stop, force: true, grace_period_seconds: None }
+        LifecycleAction {
+            action: LifecycleVerb::Stop,
+            force: true,
+            grace_period_seconds: None,
+        }
     }
 }
 
@@ -130,13 +144,24 @@ impl KubeVirtProvider {
     /// Runs a seed-004 lifecycle action. `start` returns once requested (state `Starting`);
     /// `stop` waits (watch-based) until the VM is off: a graceful stop gets its grace period
     /// plus a small slack, after which it is forced.
-    pub async fn lifecycle_action(&self, vm: &VmId, action: &LifecycleAction) -> Result<LifecycleOutcome> {
+    pub async fn lifecycle_action(
+        &self,
+        vm: &VmId,
+        action: &LifecycleAction,
+    ) -> Result<LifecycleOutcome> {
         const OP: &str = "lifecycle_action";
         let r = self.vm_ref(vm)?;
         let t0 = Instant::now();
         let (vmo, vmi) = self.read(&r, OP).await?;
         let state = Self::derive(&vmo, vmi.as_ref(), OP, &r)?;
-        let done = |state, already, forced| Ok(LifecycleOutcome { state, already, forced, elapsed: t0.elapsed() });
+        let done = |state, already, forced| {
+            Ok(LifecycleOutcome {
+                state,
+                already,
+                forced,
+                elapsed: t0.elapsed(),
+            })
+        };
         match action.action {
             LifecycleVerb::Start => {
                 if !state.is_off() {
@@ -154,15 +179,26 @@ impl KubeVirtProvider {
                 } else {
                     action
                         .grace_period_seconds
-                        .or_else(|| vmi.as_ref().and_then(|v| v.spec.termination_grace_period_seconds))
+                        .or_else(|| {
+                            vmi.as_ref()
+                                .and_then(|v| v.spec.termination_grace_period_seconds)
+                        })
                         .unwrap_or(DEFAULT_GRACE_SECONDS)
                 };
                 let Ok(grace_u) = u64::try_from(grace) else {
-                    return Err(err(ErrorKind::InvalidSpec, OP, &r.to_string(), "gracePeriodSeconds must be >= 0"));
+                    return Err(err(
+                        ErrorKind::InvalidSpec,
+                        OP,
+                        &r.to_string(),
+                        "gracePeriodSeconds must be >= 0",
+                    ));
                 };
                 self.stop_vm(&r, Some(grace), OP).await?;
                 let budget = Duration::from_secs(grace_u) + STOP_SLACK;
-                match self.wait_power_state(&r, PowerState::is_off, budget, OP).await {
+                match self
+                    .wait_power_state(&r, PowerState::is_off, budget, OP)
+                    .await
+                {
                     Ok(_) => done(LifecycleState::Stopped, false, action.force),
                     Err(e) if e.kind() == ErrorKind::Timeout => {
                         tracing::warn!(vm = %r, grace, "graceful stop overran its grace period; forcing");
@@ -171,7 +207,13 @@ impl KubeVirtProvider {
                             Err(e) if e.kind() == ErrorKind::InvalidState => {}
                             Err(e) => return Err(e),
                         }
-                        self.wait_power_state(&r, PowerState::is_off, self.inner.config.operation_timeout, OP).await?;
+                        self.wait_power_state(
+                            &r,
+                            PowerState::is_off,
+                            self.inner.config.operation_timeout,
+                            OP,
+                        )
+                        .await?;
                         done(LifecycleState::Stopped, false, true)
                     }
                     Err(e) => Err(e),
@@ -191,8 +233,14 @@ impl KubeVirtProvider {
             (Some("Running" | "Migrating"), LifecycleState::Running) => true,
             (Some("Paused"), LifecycleState::Paused) => true,
             (Some("Stopping" | "Terminating"), LifecycleState::Stopping) => true,
-            (Some("Starting" | "Provisioning" | "WaitingForVolumeBinding"), LifecycleState::Starting) => true,
-            (Some(_), LifecycleState::Stopped) => !matches!(printable.as_deref(), Some("Running" | "Starting" | "Stopping" | "Paused")),
+            (
+                Some("Starting" | "Provisioning" | "WaitingForVolumeBinding"),
+                LifecycleState::Starting,
+            ) => true,
+            (Some(_), LifecycleState::Stopped) => !matches!(
+                printable.as_deref(),
+                Some("Running" | "Starting" | "Stopping" | "Paused")
+            ),
             (None, LifecycleState::Stopped) => true,
             _ => false,
         };
@@ -216,10 +264,19 @@ impl KubeVirtProvider {
 
     /// Stops the VM with an explicit grace period (seconds; `None`: the VMI's own). Returns
     /// whether a stop was requested, an in-flight one shortened, or nothing changed.
-    pub async fn stop_with_grace(&self, vm: &VmId, grace_seconds: Option<i64>) -> Result<crate::StopOutcome> {
+    pub async fn stop_with_grace(
+        &self,
+        vm: &VmId,
+        grace_seconds: Option<i64>,
+    ) -> Result<crate::StopOutcome> {
         let r = self.vm_ref(vm)?;
         if grace_seconds.is_some_and(|g| g < 0) {
-            return Err(err(ErrorKind::InvalidSpec, "stop", &r.to_string(), "grace period must be >= 0"));
+            return Err(err(
+                ErrorKind::InvalidSpec,
+                "stop",
+                &r.to_string(),
+                "grace period must be >= 0",
+            ));
         }
         self.stop_vm(&r, grace_seconds, "stop").await
     }
@@ -242,9 +299,11 @@ mod tests {
 
     #[test]
     fn seed_yaml_shape_parses() {
-        let a: LifecycleAction = serde_json::from_str(r#"{"action":"stop","gracePeriodSeconds":60}"#).expect("parse");
+        let a: LifecycleAction =
+            serde_json::from_str(r#"{"action":"stop","gracePeriodSeconds":60}"#).expect("parse");
         assert_eq!(a, LifecycleAction::stop(Some(60)));
-        let a: LifecycleAction = serde_json::from_str(r#"{"action":"stop","force":true}"#).expect("parse");
+        let a: LifecycleAction =
+            serde_json::from_str(r#"{"action":"stop","force":true}"#).expect("parse");
         assert_eq!(a, LifecycleAction::force_stop());
         let a: LifecycleAction = serde_json::from_str(r#"{"action":"start"}"#).expect("parse");
         assert_eq!(a, LifecycleAction::start());

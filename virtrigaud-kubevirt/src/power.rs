@@ -71,15 +71,29 @@ impl Sub {
 
 impl KubeVirtProvider {
     /// `PUT /apis/subresources.kubevirt.io/v1/namespaces/{ns}/{kind}/{name}/{verb}` with a JSON body.
-    pub(crate) async fn subresource(&self, r: &VmRef, sub: Sub, body: Value, op: &'static str) -> Result<()> {
+    pub(crate) async fn subresource(
+        &self,
+        r: &VmRef,
+        sub: Sub,
+        body: Value,
+        op: &'static str,
+    ) -> Result<()> {
         let (kind, verb) = sub.path();
-        let uri = format!("/apis/subresources.kubevirt.io/v1/namespaces/{}/{kind}/{}/{verb}", r.namespace, r.name);
-        let bytes = serde_json::to_vec(&body).map_err(|e| err(ErrorKind::Internal, op, &r.to_string(), "encode").with_source(e))?;
+        let uri = format!(
+            "/apis/subresources.kubevirt.io/v1/namespaces/{}/{kind}/{}/{verb}",
+            r.namespace, r.name
+        );
+        let bytes = serde_json::to_vec(&body)
+            .map_err(|e| err(ErrorKind::Internal, op, &r.to_string(), "encode").with_source(e))?;
         let req = http::Request::put(uri)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(bytes)
             .map_err(|e| err(ErrorKind::Internal, op, &r.to_string(), "request").with_source(e))?;
-        self.inner.client.request_text(req).await.map_err(|e| map_kube(e, Call::Subresource, op, &r.to_string()))?;
+        self.inner
+            .client
+            .request_text(req)
+            .await
+            .map_err(|e| map_kube(e, Call::Subresource, op, &r.to_string()))?;
         Ok(())
     }
 
@@ -87,12 +101,21 @@ impl KubeVirtProvider {
     pub(crate) async fn start_vm(&self, r: &VmRef, paused: bool, op: &'static str) -> Result<()> {
         match self.inner.config.power_api {
             PowerApi::Subresources => {
-                let body = if paused { json!({"paused": true}) } else { json!({}) };
+                let body = if paused {
+                    json!({"paused": true})
+                } else {
+                    json!({})
+                };
                 self.subresource(r, Sub::Start, body, op).await
             }
             PowerApi::RunStrategy => {
                 if paused {
-                    return Err(err(ErrorKind::Unsupported, op, &r.to_string(), "starting paused needs the subresource API"));
+                    return Err(err(
+                        ErrorKind::Unsupported,
+                        op,
+                        &r.to_string(),
+                        "starting paused needs the subresource API",
+                    ));
                 }
                 self.retry_conflicts(|| async {
                     let (vm, vmi) = self.read(r, op).await?;
@@ -103,21 +126,40 @@ impl KubeVirtProvider {
         }
     }
 
-    async fn try_start(&self, r: &VmRef, vm: &VirtualMachine, vmi: Option<&VirtualMachineInstance>, op: &'static str) -> Result<()> {
+    async fn try_start(
+        &self,
+        r: &VmRef,
+        vm: &VirtualMachine,
+        vmi: Option<&VirtualMachineInstance>,
+        op: &'static str,
+    ) -> Result<()> {
         let res = r.to_string();
         if let Some(v) = vmi
             && !vmi_is_final(v)
             && !matches!(vmi_phase(v), "" | "Unknown")
         {
-            return Err(err(ErrorKind::InvalidState, op, &res, "VM is already running"));
+            return Err(err(
+                ErrorKind::InvalidState,
+                op,
+                &res,
+                "VM is already running",
+            ));
         }
         let rs = RunStrategy::of(vm);
         match rs {
-            RunStrategy::Halted => self.patch_run_strategy(r, vm, RunStrategy::Always, op).await,
+            RunStrategy::Halted => {
+                self.patch_run_strategy(r, vm, RunStrategy::Always, op)
+                    .await
+            }
             RunStrategy::Manual | RunStrategy::RerunOnFailure => {
                 let phase = vmi.map(vmi_phase);
                 if rs == RunStrategy::RerunOnFailure && phase == Some("Failed") {
-                    return Err(err(ErrorKind::InvalidState, op, &res, "RerunOnFailure does not support starting a VM from the Failed state"));
+                    return Err(err(
+                        ErrorKind::InvalidState,
+                        op,
+                        &res,
+                        "RerunOnFailure does not support starting a VM from the Failed state",
+                    ));
                 }
                 let needs_restart = match (vmi, &rs) {
                     (Some(v), RunStrategy::RerunOnFailure) => vmi_phase(v) == "Succeeded",
@@ -131,12 +173,22 @@ impl KubeVirtProvider {
                 reqs.push(json!({"action": "Start"}));
                 self.add_state_change_requests(r, vm, reqs, false, op).await
             }
-            _ => Err(err(ErrorKind::InvalidState, op, &res, format!("run strategy {rs} does not support manual start requests"))),
+            _ => Err(err(
+                ErrorKind::InvalidState,
+                op,
+                &res,
+                format!("run strategy {rs} does not support manual start requests"),
+            )),
         }
     }
 
     /// Stops the VM with an optional grace period (seconds; 0 = immediately).
-    pub(crate) async fn stop_vm(&self, r: &VmRef, grace: Option<i64>, op: &'static str) -> Result<StopOutcome> {
+    pub(crate) async fn stop_vm(
+        &self,
+        r: &VmRef,
+        grace: Option<i64>,
+        op: &'static str,
+    ) -> Result<StopOutcome> {
         self.retry_conflicts(|| async {
             let (vm, vmi) = self.read(r, op).await?;
             self.try_stop(r, &vm, vmi.as_ref(), grace, op).await
@@ -171,7 +223,11 @@ impl KubeVirtProvider {
                 None => json!({}),
             };
             self.subresource(r, Sub::Stop, body, op).await?;
-            return Ok(if in_flight { StopOutcome::GraceShortened } else { StopOutcome::Requested });
+            return Ok(if in_flight {
+                StopOutcome::GraceShortened
+            } else {
+                StopOutcome::Requested
+            });
         }
         // Object mode: first the grace on the running VMI, then the run state.
         if let (Some(v), Some(g)) = (vmi.filter(|_| active), grace)
@@ -196,10 +252,20 @@ impl KubeVirtProvider {
         match rs {
             RunStrategy::Manual | RunStrategy::RerunOnFailure => {
                 let uid = vmi.and_then(|v| v.metadata.uid.clone());
-                self.add_state_change_requests(r, vm, vec![json!({"action": "Stop", "uid": uid})], true, op).await?;
+                self.add_state_change_requests(
+                    r,
+                    vm,
+                    vec![json!({"action": "Stop", "uid": uid})],
+                    true,
+                    op,
+                )
+                .await?;
             }
             RunStrategy::Halted => return Ok(StopOutcome::AlreadyStopping),
-            _ => self.patch_run_strategy(r, vm, RunStrategy::Halted, op).await?,
+            _ => {
+                self.patch_run_strategy(r, vm, RunStrategy::Halted, op)
+                    .await?
+            }
         }
         Ok(StopOutcome::Requested)
     }
@@ -207,7 +273,11 @@ impl KubeVirtProvider {
     /// Restarts the VM (KubeVirt `restart`: stop + start of the VMI). `force`: grace period 0.
     pub(crate) async fn restart_vm(&self, r: &VmRef, force: bool, op: &'static str) -> Result<()> {
         if self.inner.config.power_api == PowerApi::Subresources {
-            let body = if force { json!({"gracePeriodSeconds": 0}) } else { json!({}) };
+            let body = if force {
+                json!({"gracePeriodSeconds": 0})
+            } else {
+                json!({})
+            };
             return self.subresource(r, Sub::Restart, body, op).await;
         }
         self.retry_conflicts(|| async {
@@ -235,7 +305,13 @@ impl KubeVirtProvider {
     }
 
     /// `spec.runStrategy` (or the legacy `spec.running`) → `to`, guarded by a `test` op.
-    async fn patch_run_strategy(&self, r: &VmRef, vm: &VirtualMachine, to: RunStrategy, op: &'static str) -> Result<()> {
+    async fn patch_run_strategy(
+        &self,
+        r: &VmRef,
+        vm: &VirtualMachine,
+        to: RunStrategy,
+        op: &'static str,
+    ) -> Result<()> {
         let ops = match (&vm.spec.run_strategy, vm.spec.running) {
             (Some(cur), _) => json!([
                 {"op": "test", "path": "/spec/runStrategy", "value": cur},
@@ -251,7 +327,9 @@ impl KubeVirtProvider {
             ]),
         };
         let api = self.api::<VirtualMachine>(&r.namespace);
-        self.json_patch(&api, &r.name, ops, false, op, &r.to_string()).await.map(drop)
+        self.json_patch(&api, &r.name, ops, false, op, &r.to_string())
+            .await
+            .map(drop)
     }
 
     /// Appends state-change requests for virt-controller (`replace_all`: a stop replaces pending ones).
@@ -279,10 +357,17 @@ impl KubeVirtProvider {
                 {"op": "replace", "path": "/status/stateChangeRequests", "value": reqs},
             ]),
             Some(Some(_)) => {
-                return Err(err(ErrorKind::InvalidState, op, &res, "a start/stop request is already underway"));
+                return Err(err(
+                    ErrorKind::InvalidState,
+                    op,
+                    &res,
+                    "a start/stop request is already underway",
+                ));
             }
         };
         let api = self.api::<VirtualMachine>(&r.namespace);
-        self.json_patch(&api, &r.name, ops, true, op, &res).await.map(drop)
+        self.json_patch(&api, &r.name, ops, true, op, &res)
+            .await
+            .map(drop)
     }
 }

@@ -151,8 +151,18 @@ impl fmt::Debug for KubeVirtProvider {
 impl KubeVirtProvider {
     /// Wraps an existing kube client (request counting is then off).
     pub fn with_client(client: Client, config: KubeVirtConfig) -> Self {
-        let namespace = config.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
-        KubeVirtProvider { inner: Arc::new(Inner { client, config, namespace, stats: Arc::default() }) }
+        let namespace = config
+            .namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        KubeVirtProvider {
+            inner: Arc::new(Inner {
+                client,
+                config,
+                namespace,
+                stats: Arc::default(),
+            }),
+        }
     }
 
     /// Builds a client from a kube [`kube::Config`] (TLS as configured there; the crypto provider
@@ -163,20 +173,51 @@ impl KubeVirtProvider {
             .map_err(|e| map_kube(e, Call::Object, "connect", ""))?
             .with_layer(&CountLayer(Arc::clone(&stats)))
             .build();
-        let namespace = config.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
-        Ok(KubeVirtProvider { inner: Arc::new(Inner { client, config, namespace, stats }) })
+        let namespace = config
+            .namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        Ok(KubeVirtProvider {
+            inner: Arc::new(Inner {
+                client,
+                config,
+                namespace,
+                stats,
+            }),
+        })
     }
 
     /// Connects with a kubeconfig file.
-    pub async fn connect(kubeconfig: impl AsRef<Path>, opts: &ConnectOptions, config: KubeVirtConfig) -> Result<Self> {
+    pub async fn connect(
+        kubeconfig: impl AsRef<Path>,
+        opts: &ConnectOptions,
+        config: KubeVirtConfig,
+    ) -> Result<Self> {
         let path = kubeconfig.as_ref();
         let kc = Kubeconfig::read_from(path).map_err(|e| {
-            err(ErrorKind::InvalidSpec, "connect", &path.display().to_string(), "cannot read kubeconfig").with_source(e)
+            err(
+                ErrorKind::InvalidSpec,
+                "connect",
+                &path.display().to_string(),
+                "cannot read kubeconfig",
+            )
+            .with_source(e)
         })?;
-        let kopts = KubeConfigOptions { context: opts.context.clone(), ..Default::default() };
-        let mut kconf = kube::Config::from_custom_kubeconfig(kc, &kopts).await.map_err(|e| {
-            err(ErrorKind::InvalidSpec, "connect", &path.display().to_string(), "invalid kubeconfig").with_source(e)
-        })?;
+        let kopts = KubeConfigOptions {
+            context: opts.context.clone(),
+            ..Default::default()
+        };
+        let mut kconf = kube::Config::from_custom_kubeconfig(kc, &kopts)
+            .await
+            .map_err(|e| {
+                err(
+                    ErrorKind::InvalidSpec,
+                    "connect",
+                    &path.display().to_string(),
+                    "invalid kubeconfig",
+                )
+                .with_source(e)
+            })?;
         if opts.insecure_skip_tls_verify {
             kconf.accept_invalid_certs = true;
         }
@@ -217,7 +258,10 @@ impl KubeVirtProvider {
     }
 
     pub(crate) fn pp(&self) -> PatchParams {
-        PatchParams { field_manager: Some(self.inner.config.field_manager.clone()), ..Default::default() }
+        PatchParams {
+            field_manager: Some(self.inner.config.field_manager.clone()),
+            ..Default::default()
+        }
     }
 
     /// Reads the VM.
@@ -229,7 +273,11 @@ impl KubeVirtProvider {
     }
 
     /// Reads the VMI (absent: `None`).
-    pub(crate) async fn get_vmi(&self, r: &VmRef, op: &'static str) -> Result<Option<VirtualMachineInstance>> {
+    pub(crate) async fn get_vmi(
+        &self,
+        r: &VmRef,
+        op: &'static str,
+    ) -> Result<Option<VirtualMachineInstance>> {
         self.api::<VirtualMachineInstance>(&r.namespace)
             .get_opt(&r.name)
             .await
@@ -237,7 +285,11 @@ impl KubeVirtProvider {
     }
 
     /// Reads the VM and its VMI concurrently.
-    pub(crate) async fn read(&self, r: &VmRef, op: &'static str) -> Result<(VirtualMachine, Option<VirtualMachineInstance>)> {
+    pub(crate) async fn read(
+        &self,
+        r: &VmRef,
+        op: &'static str,
+    ) -> Result<(VirtualMachine, Option<VirtualMachineInstance>)> {
         futures::try_join!(self.get_vm(r, op), self.get_vmi(r, op))
     }
 
@@ -257,16 +309,29 @@ impl KubeVirtProvider {
         let patch: json_patch::Patch = serde_json::from_value(ops)
             .map_err(|e| err(ErrorKind::Internal, op, resource, "bad JSON patch").with_source(e))?;
         let p = Patch::Json::<()>(patch);
-        let res = if status { api.patch_status(name, &self.pp(), &p).await } else { api.patch(name, &self.pp(), &p).await };
+        let res = if status {
+            api.patch_status(name, &self.pp(), &p).await
+        } else {
+            api.patch(name, &self.pp(), &p).await
+        };
         res.map_err(|e| map_kube(e, Call::GuardedPatch, op, resource))
     }
 
     /// Applies a merge patch.
-    pub(crate) async fn merge_patch<K>(&self, api: &Api<K>, name: &str, body: &Value, op: &'static str, resource: &str) -> Result<K>
+    pub(crate) async fn merge_patch<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        body: &Value,
+        op: &'static str,
+        resource: &str,
+    ) -> Result<K>
     where
         K: Clone + serde::de::DeserializeOwned + fmt::Debug,
     {
-        api.patch(name, &self.pp(), &Patch::Merge(body)).await.map_err(|e| map_kube(e, Call::Object, op, resource))
+        api.patch(name, &self.pp(), &Patch::Merge(body))
+            .await
+            .map_err(|e| map_kube(e, Call::Object, op, resource))
     }
 
     /// Runs `f` until it does not fail with `Conflict`, at most `conflict_retries` extra times
@@ -279,7 +344,10 @@ impl KubeVirtProvider {
         let mut attempt = 0;
         loop {
             match f().await {
-                Err(e) if e.kind() == ErrorKind::Conflict && attempt < self.inner.config.conflict_retries => {
+                Err(e)
+                    if e.kind() == ErrorKind::Conflict
+                        && attempt < self.inner.config.conflict_retries =>
+                {
                     attempt += 1;
                     self.inner.stats.conflict_retry();
                     tracing::debug!(attempt, error = %e, "conflict: re-reading and retrying");
@@ -291,15 +359,29 @@ impl KubeVirtProvider {
     }
 
     /// Derives the power state of a VM/VMI pair.
-    pub(crate) fn derive(vm: &VirtualMachine, vmi: Option<&VirtualMachineInstance>, op: &'static str, r: &VmRef) -> Result<PowerState> {
+    pub(crate) fn derive(
+        vm: &VirtualMachine,
+        vmi: Option<&VirtualMachineInstance>,
+        op: &'static str,
+        r: &VmRef,
+    ) -> Result<PowerState> {
         power_state_of(vm, vmi).map_err(|StateError::UnknownPhase| {
-            err(ErrorKind::Unavailable, op, &r.to_string(), "VMI phase is Unknown (its node is unreachable)")
+            err(
+                ErrorKind::Unavailable,
+                op,
+                &r.to_string(),
+                "VMI phase is Unknown (its node is unreachable)",
+            )
         })
     }
 
     /// A stream of (VM, VMI) pairs from two watches (field selector on the name): the first item
     /// reflects the state when both initial listings completed, then one item per change.
-    pub(crate) fn pair_stream(&self, r: &VmRef) -> BoxStream<'static, Result<(Option<VirtualMachine>, Option<VirtualMachineInstance>)>> {
+    pub(crate) fn pair_stream(
+        &self,
+        r: &VmRef,
+    ) -> BoxStream<'static, Result<(Option<VirtualMachine>, Option<VirtualMachineInstance>)>> {
+        #[allow(clippy::large_enum_variant)] // short-lived, one per event
         enum Side {
             Vm(watcher::Event<VirtualMachine>),
             Vmi(watcher::Event<VirtualMachineInstance>),
@@ -314,8 +396,12 @@ impl KubeVirtProvider {
             vmi_ready: bool,
         }
         let wc = watcher::Config::default().fields(&format!("metadata.name={}", r.name));
-        let a = watcher(self.api::<VirtualMachine>(&r.namespace), wc.clone()).default_backoff().map(|e| e.map(Side::Vm));
-        let b = watcher(self.api::<VirtualMachineInstance>(&r.namespace), wc).default_backoff().map(|e| e.map(Side::Vmi));
+        let a = watcher(self.api::<VirtualMachine>(&r.namespace), wc.clone())
+            .default_backoff()
+            .map(|e| e.map(Side::Vm));
+        let b = watcher(self.api::<VirtualMachineInstance>(&r.namespace), wc)
+            .default_backoff()
+            .map(|e| e.map(Side::Vmi));
         let stats = Arc::clone(&self.inner.stats);
         let res = r.to_string();
         stream::select(a, b)
@@ -325,18 +411,57 @@ impl KubeVirtProvider {
                     Err(e) => Some(Err(crate::error::map_watch(e, "watch", &res))),
                     Ok(side) => {
                         let changed = match side {
-                            Side::Vm(E::Apply(o)) => { stats.watch_event(); st.vm = Some(o); true }
-                            Side::Vm(E::Delete(_)) => { stats.watch_event(); st.vm = None; true }
-                            Side::Vm(E::Init) => { st.vm_buf = None; false }
-                            Side::Vm(E::InitApply(o)) => { stats.watch_event(); st.vm_buf = Some(o); false }
-                            Side::Vm(E::InitDone) => { st.vm = st.vm_buf.take(); st.vm_ready = true; true }
-                            Side::Vmi(E::Apply(o)) => { stats.watch_event(); st.vmi = Some(o); true }
-                            Side::Vmi(E::Delete(_)) => { stats.watch_event(); st.vmi = None; true }
-                            Side::Vmi(E::Init) => { st.vmi_buf = None; false }
-                            Side::Vmi(E::InitApply(o)) => { stats.watch_event(); st.vmi_buf = Some(o); false }
-                            Side::Vmi(E::InitDone) => { st.vmi = st.vmi_buf.take(); st.vmi_ready = true; true }
+                            Side::Vm(E::Apply(o)) => {
+                                stats.watch_event();
+                                st.vm = Some(o);
+                                true
+                            }
+                            Side::Vm(E::Delete(_)) => {
+                                stats.watch_event();
+                                st.vm = None;
+                                true
+                            }
+                            Side::Vm(E::Init) => {
+                                st.vm_buf = None;
+                                false
+                            }
+                            Side::Vm(E::InitApply(o)) => {
+                                stats.watch_event();
+                                st.vm_buf = Some(o);
+                                false
+                            }
+                            Side::Vm(E::InitDone) => {
+                                st.vm = st.vm_buf.take();
+                                st.vm_ready = true;
+                                true
+                            }
+                            Side::Vmi(E::Apply(o)) => {
+                                stats.watch_event();
+                                st.vmi = Some(o);
+                                true
+                            }
+                            Side::Vmi(E::Delete(_)) => {
+                                stats.watch_event();
+                                st.vmi = None;
+                                true
+                            }
+                            Side::Vmi(E::Init) => {
+                                st.vmi_buf = None;
+                                false
+                            }
+                            Side::Vmi(E::InitApply(o)) => {
+                                stats.watch_event();
+                                st.vmi_buf = Some(o);
+                                false
+                            }
+                            Side::Vmi(E::InitDone) => {
+                                st.vmi = st.vmi_buf.take();
+                                st.vmi_ready = true;
+                                true
+                            }
                         };
-                        (changed && st.vm_ready && st.vmi_ready).then(|| Ok((st.vm.clone(), st.vmi.clone())))
+                        (changed && st.vm_ready && st.vmi_ready)
+                            .then(|| Ok((st.vm.clone(), st.vmi.clone())))
                     }
                 };
                 futures::future::ready(Some(out))
@@ -346,7 +471,11 @@ impl KubeVirtProvider {
     }
 
     /// Power states of `r` from now on (deduplicated). Yields `NotFound` and ends when the VM is deleted.
-    pub(crate) fn power_state_stream(&self, r: &VmRef, last: Option<PowerState>) -> impl Stream<Item = Result<PowerState>> + Send + 'static {
+    pub(crate) fn power_state_stream(
+        &self,
+        r: &VmRef,
+        last: Option<PowerState>,
+    ) -> impl Stream<Item = Result<PowerState>> + Send + 'static {
         let pairs = self.pair_stream(r);
         let r = r.clone();
         stream::unfold((pairs, last, false), move |(mut pairs, last, done)| {
@@ -357,13 +486,22 @@ impl KubeVirtProvider {
                 }
                 loop {
                     match pairs.next().await? {
-                        Err(e) => tracing::debug!(error = %e, "power-state watch error (retrying with backoff)"),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "power-state watch error (retrying with backoff)")
+                        }
                         Ok((None, _)) => {
-                            let e = err(ErrorKind::NotFound, "watch_power_state", &r.to_string(), "VirtualMachine deleted");
+                            let e = err(
+                                ErrorKind::NotFound,
+                                "watch_power_state",
+                                &r.to_string(),
+                                "VirtualMachine deleted",
+                            );
                             return Some((Err(e), (pairs, last, true)));
                         }
                         Ok((Some(vm), vmi)) => match power_state_of(&vm, vmi.as_ref()) {
-                            Ok(s) if Some(s) != last => return Some((Ok(s), (pairs, Some(s), false))),
+                            Ok(s) if Some(s) != last => {
+                                return Some((Ok(s), (pairs, Some(s), false)));
+                            }
                             _ => {}
                         },
                     }
@@ -392,7 +530,14 @@ impl KubeVirtProvider {
             Err(err(ErrorKind::Unavailable, op, &res, "watch ended"))
         };
         tokio::time::timeout(timeout, fut)
-            .unwrap_or_else(|_| Err(err(ErrorKind::Timeout, op, &res, format!("not done within {timeout:?}"))))
+            .unwrap_or_else(|_| {
+                Err(err(
+                    ErrorKind::Timeout,
+                    op,
+                    &res,
+                    format!("not done within {timeout:?}"),
+                ))
+            })
             .await
     }
 }

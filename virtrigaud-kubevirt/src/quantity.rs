@@ -3,7 +3,9 @@
 /// Parses a quantity into MiB (rounded up). `None` for malformed input.
 pub(crate) fn quantity_to_mib(q: &str) -> Option<u64> {
     let q = q.trim();
-    let split = q.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(q.len());
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
     let (num, suffix) = q.split_at(split);
     let n: f64 = num.parse().ok()?;
     let mult: f64 = match suffix {
@@ -28,7 +30,11 @@ pub(crate) fn quantity_to_mib(q: &str) -> Option<u64> {
 
 /// Formats MiB as a quantity (`Gi` when whole, else `Mi`).
 pub(crate) fn mib_to_quantity(mib: u64) -> String {
-    if mib % 1024 == 0 { format!("{}Gi", mib / 1024) } else { format!("{mib}Mi") }
+    if mib.is_multiple_of(1024) {
+        format!("{}Gi", mib / 1024)
+    } else {
+        format!("{mib}Mi")
+    }
 }
 
 #[cfg(test)]

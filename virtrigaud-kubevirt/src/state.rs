@@ -76,7 +76,10 @@ impl RunStrategy {
     }
     /// Whether virt-controller creates a VMI for this strategy without a start request.
     pub fn runs_by_itself(&self) -> bool {
-        matches!(self, RunStrategy::Always | RunStrategy::RerunOnFailure | RunStrategy::Once)
+        matches!(
+            self,
+            RunStrategy::Always | RunStrategy::RerunOnFailure | RunStrategy::Once
+        )
     }
 }
 
@@ -88,7 +91,10 @@ impl fmt::Display for RunStrategy {
 
 /// The VMI phase, if any.
 pub fn vmi_phase(vmi: &VirtualMachineInstance) -> &str {
-    vmi.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    vmi.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }
 
 /// Whether the VMI has reached a final phase (`Succeeded` or `Failed`).
@@ -103,14 +109,18 @@ pub fn vmi_active(vmi: Option<&VirtualMachineInstance>) -> bool {
 
 /// The VM's `printableStatus`.
 pub fn printable_status(vm: &VirtualMachine) -> Option<&str> {
-    vm.status.as_ref().and_then(|s| s.printable_status.as_deref())
+    vm.status
+        .as_ref()
+        .and_then(|s| s.printable_status.as_deref())
 }
 
 /// Whether a stop is in flight: the instance is being deleted, virt-controller reports
 /// `Stopping`/`Terminating`, the run strategy is `Halted` while an instance still exists, or a
 /// stop request is pending.
 pub fn stop_in_flight(vm: &VirtualMachine, vmi: Option<&VirtualMachineInstance>) -> bool {
-    let Some(vmi) = vmi.filter(|v| !vmi_is_final(v)) else { return false };
+    let Some(vmi) = vmi.filter(|v| !vmi_is_final(v)) else {
+        return false;
+    };
     vmi.metadata.deletion_timestamp.is_some()
         || matches!(printable_status(vm), Some("Stopping" | "Terminating"))
         || RunStrategy::of(vm) == RunStrategy::Halted
@@ -122,7 +132,10 @@ pub fn pending_stop_request(vm: &VirtualMachine) -> bool {
     vm.status
         .as_ref()
         .and_then(|s| s.state_change_requests.as_ref())
-        .is_some_and(|r| r.iter().any(|r| r.get("action").and_then(|a| a.as_str()) == Some("Stop")))
+        .is_some_and(|r| {
+            r.iter()
+                .any(|r| r.get("action").and_then(|a| a.as_str()) == Some("Stop"))
+        })
 }
 
 /// Why the power state cannot be derived.
@@ -133,13 +146,21 @@ pub enum StateError {
 }
 
 /// Derives the power state from the VM and its VMI (see the module table).
-pub fn power_state_of(vm: &VirtualMachine, vmi: Option<&VirtualMachineInstance>) -> Result<PowerState, StateError> {
+pub fn power_state_of(
+    vm: &VirtualMachine,
+    vmi: Option<&VirtualMachineInstance>,
+) -> Result<PowerState, StateError> {
     let printable = printable_status(vm).unwrap_or("");
     let Some(vmi) = vmi else {
         return Ok(match printable {
             "CrashLoopBackOff" => PowerState::Off(OffReason::Crashed),
-            "ErrorUnschedulable" | "ErrImagePull" | "ImagePullBackOff" | "ErrorPvcNotFound" | "DataVolumeError"
-            | "ErrorDataVolumeNotFound" | "FailedUnschedulable" => PowerState::Off(OffReason::Failed),
+            "ErrorUnschedulable"
+            | "ErrImagePull"
+            | "ImagePullBackOff"
+            | "ErrorPvcNotFound"
+            | "DataVolumeError"
+            | "ErrorDataVolumeNotFound"
+            | "FailedUnschedulable" => PowerState::Off(OffReason::Failed),
             "Starting" | "Provisioning" | "WaitingForVolumeBinding" | "Stopped" | ""
                 if RunStrategy::of(vm).runs_by_itself() && !vm_run_completed(vm) =>
             {
@@ -160,9 +181,14 @@ pub fn power_state_of(vm: &VirtualMachine, vmi: Option<&VirtualMachineInstance>)
     }
     match phase {
         "Running" => {
-            let conds = vmi.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+            let conds = vmi
+                .status
+                .as_ref()
+                .map(|s| s.conditions.as_slice())
+                .unwrap_or_default();
             if condition_true(conds, "Paused") || printable == "Paused" {
-                let reason = match find_condition(conds, "Paused").and_then(|c| c.reason.as_deref()) {
+                let reason = match find_condition(conds, "Paused").and_then(|c| c.reason.as_deref())
+                {
                     Some("PausedByUser") => PauseReason::User,
                     Some(_) => PauseReason::Hypervisor,
                     None => PauseReason::Unknown,
@@ -178,7 +204,8 @@ pub fn power_state_of(vm: &VirtualMachine, vmi: Option<&VirtualMachineInstance>)
 
 /// `Once` VMs that already ran to completion do not start again.
 fn vm_run_completed(vm: &VirtualMachine) -> bool {
-    RunStrategy::of(vm) == RunStrategy::Once && printable_status(vm) == Some("Stopped")
+    RunStrategy::of(vm) == RunStrategy::Once
+        && printable_status(vm) == Some("Stopped")
         && vm.status.as_ref().and_then(|s| s.created) == Some(false)
         && vm.status.as_ref().is_some_and(|s| !s.conditions.is_empty())
 }
@@ -192,37 +219,79 @@ mod tests {
     fn vm(rs: &str, printable: &str) -> VirtualMachine {
         let mut vm = VirtualMachine::new("v", Default::default());
         vm.spec.run_strategy = Some(rs.into());
-        vm.status = Some(VirtualMachineStatus { printable_status: Some(printable.into()), ..Default::default() });
+        vm.status = Some(VirtualMachineStatus {
+            printable_status: Some(printable.into()),
+            ..Default::default()
+        });
         vm
     }
     fn vmi(phase: &str) -> VirtualMachineInstance {
         let mut v = VirtualMachineInstance::new("v", Default::default());
-        v.status = Some(VirtualMachineInstanceStatus { phase: Some(phase.into()), ..Default::default() });
+        v.status = Some(VirtualMachineInstanceStatus {
+            phase: Some(phase.into()),
+            ..Default::default()
+        });
         v
     }
 
     #[test]
     fn vm_and_vmi_disagreements_resolve_conservatively() {
-        assert_eq!(power_state_of(&vm("Always", "Running"), Some(&vmi("Running"))), Ok(PowerState::Running));
-        assert_eq!(power_state_of(&vm("Always", "Stopping"), Some(&vmi("Running"))), Ok(PowerState::ShuttingDown));
+        assert_eq!(
+            power_state_of(&vm("Always", "Running"), Some(&vmi("Running"))),
+            Ok(PowerState::Running)
+        );
+        assert_eq!(
+            power_state_of(&vm("Always", "Stopping"), Some(&vmi("Running"))),
+            Ok(PowerState::ShuttingDown)
+        );
         // run strategy already Halted but virt-controller has not caught up yet
-        assert_eq!(power_state_of(&vm("Halted", "Running"), Some(&vmi("Running"))), Ok(PowerState::ShuttingDown));
+        assert_eq!(
+            power_state_of(&vm("Halted", "Running"), Some(&vmi("Running"))),
+            Ok(PowerState::ShuttingDown)
+        );
         let mut deleting = vmi("Running");
         deleting.metadata.deletion_timestamp = Some(Time(Default::default()));
-        assert_eq!(power_state_of(&vm("Always", "Running"), Some(&deleting)), Ok(PowerState::ShuttingDown));
-        assert_eq!(power_state_of(&vm("Halted", "Stopped"), None), Ok(PowerState::Off(OffReason::Unknown)));
+        assert_eq!(
+            power_state_of(&vm("Always", "Running"), Some(&deleting)),
+            Ok(PowerState::ShuttingDown)
+        );
+        assert_eq!(
+            power_state_of(&vm("Halted", "Stopped"), None),
+            Ok(PowerState::Off(OffReason::Unknown))
+        );
         // VM still says Running, VMI already gone or final: off
-        assert_eq!(power_state_of(&vm("Halted", "Running"), None), Ok(PowerState::Off(OffReason::Unknown)));
+        assert_eq!(
+            power_state_of(&vm("Halted", "Running"), None),
+            Ok(PowerState::Off(OffReason::Unknown))
+        );
         assert_eq!(
             power_state_of(&vm("Halted", "Stopping"), Some(&vmi("Succeeded"))),
             Ok(PowerState::Off(OffReason::GuestShutdown))
         );
-        assert_eq!(power_state_of(&vm("Manual", "Running"), Some(&vmi("Failed"))), Ok(PowerState::Off(OffReason::Failed)));
-        assert_eq!(power_state_of(&vm("Always", "Starting"), None), Ok(PowerState::Starting));
-        assert_eq!(power_state_of(&vm("Always", "Stopped"), None), Ok(PowerState::Starting));
-        assert_eq!(power_state_of(&vm("Always", "CrashLoopBackOff"), None), Ok(PowerState::Off(OffReason::Crashed)));
-        assert_eq!(power_state_of(&vm("Always", "Starting"), Some(&vmi("Scheduling"))), Ok(PowerState::Starting));
-        assert_eq!(power_state_of(&vm("Always", "Running"), Some(&vmi("Unknown"))), Err(StateError::UnknownPhase));
+        assert_eq!(
+            power_state_of(&vm("Manual", "Running"), Some(&vmi("Failed"))),
+            Ok(PowerState::Off(OffReason::Failed))
+        );
+        assert_eq!(
+            power_state_of(&vm("Always", "Starting"), None),
+            Ok(PowerState::Starting)
+        );
+        assert_eq!(
+            power_state_of(&vm("Always", "Stopped"), None),
+            Ok(PowerState::Starting)
+        );
+        assert_eq!(
+            power_state_of(&vm("Always", "CrashLoopBackOff"), None),
+            Ok(PowerState::Off(OffReason::Crashed))
+        );
+        assert_eq!(
+            power_state_of(&vm("Always", "Starting"), Some(&vmi("Scheduling"))),
+            Ok(PowerState::Starting)
+        );
+        assert_eq!(
+            power_state_of(&vm("Always", "Running"), Some(&vmi("Unknown"))),
+            Err(StateError::UnknownPhase)
+        );
         assert_eq!(
             power_state_of(&vm("Always", "Paused"), Some(&vmi("Running"))),
             Ok(PowerState::Paused(PauseReason::Unknown))
@@ -236,6 +305,9 @@ mod tests {
         v.spec.running = Some(true);
         assert_eq!(RunStrategy::of(&v), RunStrategy::Always);
         v.spec.run_strategy = Some("WaitAsReceiver".into());
-        assert_eq!(RunStrategy::of(&v), RunStrategy::Other("WaitAsReceiver".into()));
+        assert_eq!(
+            RunStrategy::of(&v),
+            RunStrategy::Other("WaitAsReceiver".into())
+        );
     }
 }

@@ -65,7 +65,10 @@ pub(crate) struct CountLayer(pub(crate) Arc<ApiStats>);
 impl<S> tower::Layer<S> for CountLayer {
     type Service = CountService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        CountService { inner, stats: Arc::clone(&self.0) }
+        CountService {
+            inner,
+            stats: Arc::clone(&self.0),
+        }
     }
 }
 
@@ -90,7 +93,11 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        if req.uri().query().is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1")) {
+        if req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"))
+        {
             self.stats.watch_requests.fetch_add(1, Ordering::Relaxed);
         }
         self.inner.call(req)

@@ -37,7 +37,9 @@ pub struct Condition {
 
 /// Whether `conditions` holds a condition of `type_` with status `"True"`.
 pub fn condition_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
 }
 
 /// Finds the condition of `type_`.
@@ -262,7 +264,11 @@ pub struct TypedRef {
 impl TypedRef {
     /// A reference to the VirtualMachine `name`.
     pub fn vm(name: &str) -> Self {
-        TypedRef { api_group: Some("kubevirt.io".into()), kind: "VirtualMachine".into(), name: name.into() }
+        TypedRef {
+            api_group: Some("kubevirt.io".into()),
+            kind: "VirtualMachine".into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -396,7 +402,13 @@ pub struct VirtualMachineCloneStatus {
 
 /// `kubevirt.io/v1` KubeVirt (the installation CR) spec: only `configuration.vmRolloutStrategy` is read.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[kube(group = "kubevirt.io", version = "v1", kind = "KubeVirt", namespaced, schema = "disabled")]
+#[kube(
+    group = "kubevirt.io",
+    version = "v1",
+    kind = "KubeVirt",
+    namespaced,
+    schema = "disabled"
+)]
 #[serde(rename_all = "camelCase")]
 pub struct KubeVirtSpec {
     /// Cluster-wide configuration (`vmRolloutStrategy`: `Stage` or `LiveUpdate`).
@@ -412,7 +424,11 @@ pub(crate) fn meta(name: &str, namespace: &str, labels: BTreeMap<String, String>
     ObjectMeta {
         name: Some(name.to_owned()),
         namespace: Some(namespace.to_owned()),
-        labels: if labels.is_empty() { None } else { Some(labels) },
+        labels: if labels.is_empty() {
+            None
+        } else {
+            Some(labels)
+        },
         ..Default::default()
     }
 }
@@ -436,8 +452,14 @@ mod tests {
         });
         let vm: VirtualMachine = serde_json::from_value(raw.clone()).expect("parse");
         assert_eq!(vm.spec.run_strategy.as_deref(), Some("Always"));
-        let cpu = vm.spec.template.as_ref().and_then(|t| t.spec.as_ref()).and_then(|s| s.domain.as_ref())
-            .and_then(|d| d.cpu.as_ref()).expect("cpu");
+        let cpu = vm
+            .spec
+            .template
+            .as_ref()
+            .and_then(|t| t.spec.as_ref())
+            .and_then(|s| s.domain.as_ref())
+            .and_then(|d| d.cpu.as_ref())
+            .expect("cpu");
         assert_eq!(cpu.vcpus(), 2);
         assert_eq!(serde_json::to_value(&vm).expect("ser"), raw);
     }

@@ -1,6 +1,7 @@
 //! Provider tests against a real Kubernetes apiserver (the standalone CRD apiserver started by
 //! `scripts/kubevirt/setup.sh`, `VIRTRIGAUD_KUBECONFIG`), with the test playing KubeVirt's
 //! controllers (`common::FakeKubeVirt`). Real time, short budgets.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -17,12 +18,13 @@ use serde_json::json;
 use virtrigaud_core::conformance::{self, Fixture};
 use virtrigaud_core::shutdown::{ShutdownManager, ShutdownOutcome, ShutdownPolicy};
 use virtrigaud_core::{
-    ErrorKind, PowerOffOptions, PowerState, Provider, ReconfigureRequest, RevertOptions, SnapshotOptions,
-    StartOptions, VmId,
+    ErrorKind, PowerOffOptions, PowerState, Provider, ReconfigureRequest, RevertOptions,
+    SnapshotOptions, StartOptions, VmId,
 };
 use virtrigaud_kubevirt::types::{VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot};
 use virtrigaud_kubevirt::{
-    KubeVirtConfig, KubeVirtProvider, LifecycleAction, LifecycleState, PowerApi, RolloutStrategy, StopOutcome,
+    KubeVirtConfig, KubeVirtProvider, LifecycleAction, LifecycleState, PowerApi, RolloutStrategy,
+    StopOutcome,
 };
 
 use common::*;
@@ -43,13 +45,30 @@ async fn env(prefix: &str, live_update: bool) -> Option<Env> {
     let client = client(&path).await;
     let provider = provider(&path, &ns).await;
     let ctl = FakeKubeVirt::start(client.clone(), &ns, live_update);
-    Some(Env { path, ns, client, provider, ctl })
+    Some(Env {
+        path,
+        ns,
+        client,
+        provider,
+        ctl,
+    })
 }
 
 impl Env {
     async fn running_vm(&self, name: &str, grace: Option<i64>, guest: &str) -> VmId {
-        let vm = create_vm(&self.client, &self.ns, name, "Always", grace, &[(GUEST_SHUTDOWN, guest)]).await;
-        self.provider.wait_for_power_state(&vm, |s| *s == PowerState::Running, SETTLE).await.expect("running");
+        let vm = create_vm(
+            &self.client,
+            &self.ns,
+            name,
+            "Always",
+            grace,
+            &[(GUEST_SHUTDOWN, guest)],
+        )
+        .await;
+        self.provider
+            .wait_for_power_state(&vm, |s| *s == PowerState::Running, SETTLE)
+            .await
+            .expect("running");
         vm
     }
     fn vms(&self) -> Api<VirtualMachine> {
@@ -74,7 +93,11 @@ impl Fixture for KvFixture {
     async fn ignoring_vm(&self) -> virtrigaud_core::Result<Option<VmId>> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         eprintln!("fixture: ignoring VM ignoring-{n}");
-        Ok(Some(self.env.running_vm(&format!("ignoring-{n}"), None, "never").await))
+        Ok(Some(
+            self.env
+                .running_vm(&format!("ignoring-{n}"), None, "never")
+                .await,
+        ))
     }
     fn missing_vm(&self) -> VmId {
         VmId::new(format!("{}/no-such-vm", self.env.ns))
@@ -97,96 +120,192 @@ impl Fixture for KvFixture {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite() {
-    let Some(env) = env("conf", false).await else { return };
+    let Some(env) = env("conf", false).await else {
+        return;
+    };
     let provider: Arc<dyn Provider> = Arc::new(env.provider.clone());
-    let fixture = KvFixture { env, next: Default::default() };
+    let fixture = KvFixture {
+        env,
+        next: Default::default(),
+    };
     let report = conformance::run_all(provider, &fixture).await;
     report.assert_passed();
-    assert!(report.skipped().is_empty(), "skipped: {:?}", report.skipped());
+    assert!(
+        report.skipped().is_empty(),
+        "skipped: {:?}",
+        report.skipped()
+    );
 }
 
 // ---------------------------------------------------------------- lifecycle
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_then_graceful_stop_with_grace_period() {
-    let Some(env) = env("graceful", false).await else { return };
-    let vm = create_vm(&env.client, &env.ns, "web", "Halted", Some(30), &[(GUEST_SHUTDOWN, "500")]).await;
+    let Some(env) = env("graceful", false).await else {
+        return;
+    };
+    let vm = create_vm(
+        &env.client,
+        &env.ns,
+        "web",
+        "Halted",
+        Some(30),
+        &[(GUEST_SHUTDOWN, "500")],
+    )
+    .await;
     let p = &env.provider;
-    assert_eq!(p.power_state(&vm).await.unwrap(), PowerState::Off(virtrigaud_core::OffReason::Unknown));
-    let out = p.lifecycle_action(&vm, &LifecycleAction::start()).await.expect("start");
+    assert_eq!(
+        p.power_state(&vm).await.unwrap(),
+        PowerState::Off(virtrigaud_core::OffReason::Unknown)
+    );
+    let out = p
+        .lifecycle_action(&vm, &LifecycleAction::start())
+        .await
+        .expect("start");
     assert_eq!(out.state, LifecycleState::Starting);
-    p.wait_for_power_state(&vm, |s| *s == PowerState::Running, SETTLE).await.expect("running");
-    assert_eq!(env.vms().get("web").await.unwrap().spec.run_strategy.as_deref(), Some("Always"));
-    let again = p.lifecycle_action(&vm, &LifecycleAction::start()).await.expect("start again");
+    p.wait_for_power_state(&vm, |s| *s == PowerState::Running, SETTLE)
+        .await
+        .expect("running");
+    assert_eq!(
+        env.vms()
+            .get("web")
+            .await
+            .unwrap()
+            .spec
+            .run_strategy
+            .as_deref(),
+        Some("Always")
+    );
+    let again = p
+        .lifecycle_action(&vm, &LifecycleAction::start())
+        .await
+        .expect("start again");
     assert!(again.already);
-    let e = p.start(&vm, &StartOptions::default()).await.expect_err("Always VM");
+    let e = p
+        .start(&vm, &StartOptions::default())
+        .await
+        .expect_err("Always VM");
     assert_eq!(e.kind(), ErrorKind::InvalidState);
 
     // seed 004: stop with gracePeriodSeconds; the guest needs 0.5 s
-    let out = p.lifecycle_action(&vm, &LifecycleAction::stop(Some(5))).await.expect("stop");
+    let out = p
+        .lifecycle_action(&vm, &LifecycleAction::stop(Some(5)))
+        .await
+        .expect("stop");
     assert_eq!(out.state, LifecycleState::Stopped);
     assert!(!out.forced && !out.already);
     let stops = env.ctl.stops_of("web");
     assert_eq!(stops.len(), 1);
     assert!(stops[0].graceful, "{stops:?}");
     assert_eq!(stops[0].grace, 5, "the stop's grace reached the VMI");
-    assert_eq!(env.vms().get("web").await.unwrap().spec.run_strategy.as_deref(), Some("Halted"));
+    assert_eq!(
+        env.vms()
+            .get("web")
+            .await
+            .unwrap()
+            .spec
+            .run_strategy
+            .as_deref(),
+        Some("Halted")
+    );
     let st = p.status(&vm).await.unwrap();
     assert_eq!(st.state, LifecycleState::Stopped);
     assert_eq!(st.vmi_phase, None);
-    let again = p.lifecycle_action(&vm, &LifecycleAction::stop(None)).await.expect("stop again");
+    let again = p
+        .lifecycle_action(&vm, &LifecycleAction::stop(None))
+        .await
+        .expect("stop again");
     assert!(again.already);
 
     // the same through the core engine, measuring API calls and watch events per graceful stop
     p.start(&vm, &StartOptions::default()).await.expect("start");
-    p.wait_for_power_state(&vm, |s| *s == PowerState::Running, SETTLE).await.expect("running");
+    p.wait_for_power_state(&vm, |s| *s == PowerState::Running, SETTLE)
+        .await
+        .expect("running");
     let manager = ShutdownManager::new(Arc::new(p.clone()) as Arc<dyn Provider>);
     let before = p.api_stats();
-    let report = manager.shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(5))).await.expect("shutdown");
+    let report = manager
+        .shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(5)))
+        .await
+        .expect("shutdown");
     let used = p.api_stats() - before;
-    assert!(matches!(report.outcome, ShutdownOutcome::Graceful { .. }), "{}", report.outcome);
+    assert!(
+        matches!(report.outcome, ShutdownOutcome::Graceful { .. }),
+        "{}",
+        report.outcome
+    );
     eprintln!(
         "METRIC graceful stop via engine: {} HTTP requests ({} watch requests), {} watch events, {} conflict retries, \
          {} provider calls, elapsed {:?}",
-        used.requests, used.watch_requests, used.watch_events, used.conflict_retries, report.provider_calls, report.elapsed
+        used.requests,
+        used.watch_requests,
+        used.watch_events,
+        used.conflict_retries,
+        report.provider_calls,
+        report.elapsed
     );
     let before = p.api_stats();
     p.start(&vm, &StartOptions::default()).await.expect("start");
-    p.wait_for_power_state(&vm, |s| *s == PowerState::Running, SETTLE).await.expect("running");
+    p.wait_for_power_state(&vm, |s| *s == PowerState::Running, SETTLE)
+        .await
+        .expect("running");
     let mid = p.api_stats();
-    let out = p.lifecycle_action(&vm, &LifecycleAction::stop(Some(5))).await.expect("stop");
+    let out = p
+        .lifecycle_action(&vm, &LifecycleAction::stop(Some(5)))
+        .await
+        .expect("stop");
     let used = p.api_stats() - mid;
     assert!(!out.forced);
     eprintln!(
         "METRIC graceful stop via lifecycle_action: {} HTTP requests ({} watch requests), {} watch events (start+wait: {} requests)",
-        used.requests, used.watch_requests, used.watch_events, (mid - before).requests
+        used.requests,
+        used.watch_requests,
+        used.watch_events,
+        (mid - before).requests
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forced_stop_uses_grace_zero() {
-    let Some(env) = env("forced", false).await else { return };
+    let Some(env) = env("forced", false).await else {
+        return;
+    };
     let vm = env.running_vm("db", Some(30), "never").await;
-    let out = env.provider.lifecycle_action(&vm, &LifecycleAction::force_stop()).await.expect("force");
+    let out = env
+        .provider
+        .lifecycle_action(&vm, &LifecycleAction::force_stop())
+        .await
+        .expect("force");
     assert_eq!(out.state, LifecycleState::Stopped);
     let stops = env.ctl.stops_of("db");
     assert_eq!(stops.len(), 1);
     assert!(!stops[0].graceful);
     assert_eq!(stops[0].grace, 0);
-    let e = env.provider.power_off(&vm, &PowerOffOptions::default()).await.expect_err("already off");
+    let e = env
+        .provider
+        .power_off(&vm, &PowerOffOptions::default())
+        .await
+        .expect_err("already off");
     assert_eq!(e.kind(), ErrorKind::InvalidState);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_stops_shorter_grace_wins_one_grace_period() {
-    let Some(env) = env("race", false).await else { return };
+    let Some(env) = env("race", false).await else {
+        return;
+    };
     let p = &env.provider;
     // concurrent stops with 20 s and 2 s: one shutdown, forced at the 2 s deadline
     let vm = env.running_vm("a", Some(30), "never").await;
-    let (x, y) = tokio::join!(p.stop_with_grace(&vm, Some(20)), p.stop_with_grace(&vm, Some(2)));
+    let (x, y) = tokio::join!(
+        p.stop_with_grace(&vm, Some(20)),
+        p.stop_with_grace(&vm, Some(2))
+    );
     let outcomes = [x.expect("stop 20"), y.expect("stop 2")];
     assert!(outcomes.contains(&StopOutcome::Requested), "{outcomes:?}");
-    p.wait_for_power_state(&vm, PowerState::is_off, SETTLE).await.expect("off");
+    p.wait_for_power_state(&vm, PowerState::is_off, SETTLE)
+        .await
+        .expect("off");
     let stops = env.ctl.stops_of("a");
     assert_eq!(stops.len(), 1, "{stops:?}");
     assert!(!stops[0].graceful);
@@ -195,19 +314,35 @@ async fn racing_stops_shorter_grace_wins_one_grace_period() {
 
     // in sequence: a longer grace never extends one in flight; a shorter one wins
     let vm = env.running_vm("b", Some(30), "never").await;
-    assert_eq!(p.stop_with_grace(&vm, Some(20)).await.unwrap(), StopOutcome::Requested);
-    p.wait_for_power_state(&vm, |s| *s == PowerState::ShuttingDown, SETTLE).await.expect("stopping");
+    assert_eq!(
+        p.stop_with_grace(&vm, Some(20)).await.unwrap(),
+        StopOutcome::Requested
+    );
+    p.wait_for_power_state(&vm, |s| *s == PowerState::ShuttingDown, SETTLE)
+        .await
+        .expect("stopping");
     let st = p.status(&vm).await.unwrap();
     assert_eq!(st.state, LifecycleState::Stopping);
     assert_eq!(st.vmi_phase.as_deref(), Some("Running"));
-    assert_eq!(p.stop_with_grace(&vm, Some(25)).await.unwrap(), StopOutcome::AlreadyStopping);
-    assert_eq!(p.stop_with_grace(&vm, None).await.unwrap(), StopOutcome::AlreadyStopping);
-    assert_eq!(p.stop_with_grace(&vm, Some(1)).await.unwrap(), StopOutcome::GraceShortened);
+    assert_eq!(
+        p.stop_with_grace(&vm, Some(25)).await.unwrap(),
+        StopOutcome::AlreadyStopping
+    );
+    assert_eq!(
+        p.stop_with_grace(&vm, None).await.unwrap(),
+        StopOutcome::AlreadyStopping
+    );
+    assert_eq!(
+        p.stop_with_grace(&vm, Some(1)).await.unwrap(),
+        StopOutcome::GraceShortened
+    );
     let vmi: Api<VirtualMachineInstance> = Api::namespaced(env.client.clone(), &env.ns);
     if let Some(v) = vmi.get_opt("b").await.unwrap() {
         assert!(v.spec.termination_grace_period_seconds.unwrap_or(0) <= 1);
     }
-    p.wait_for_power_state(&vm, PowerState::is_off, SETTLE).await.expect("off");
+    p.wait_for_power_state(&vm, PowerState::is_off, SETTLE)
+        .await
+        .expect("off");
     let stops = env.ctl.stops_of("b");
     assert_eq!(stops.len(), 1);
     assert_eq!(stops[0].grace, 1);
@@ -216,22 +351,47 @@ async fn racing_stops_shorter_grace_wins_one_grace_period() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_run_strategy_goes_through_state_change_requests() {
-    let Some(env) = env("manual", false).await else { return };
+    let Some(env) = env("manual", false).await else {
+        return;
+    };
     let p = &env.provider;
-    let vm = create_vm(&env.client, &env.ns, "m", "Manual", None, &[(GUEST_SHUTDOWN, "100")]).await;
+    let vm = create_vm(
+        &env.client,
+        &env.ns,
+        "m",
+        "Manual",
+        None,
+        &[(GUEST_SHUTDOWN, "100")],
+    )
+    .await;
     p.start(&vm, &StartOptions::default()).await.expect("start");
-    p.wait_for_power_state(&vm, |s| *s == PowerState::Running, SETTLE).await.expect("running");
+    p.wait_for_power_state(&vm, |s| *s == PowerState::Running, SETTLE)
+        .await
+        .expect("running");
     p.stop_with_grace(&vm, Some(3)).await.expect("stop");
-    p.wait_for_power_state(&vm, PowerState::is_off, SETTLE).await.expect("off");
+    p.wait_for_power_state(&vm, PowerState::is_off, SETTLE)
+        .await
+        .expect("off");
     let obj = env.vms().get("m").await.unwrap();
-    assert_eq!(obj.spec.run_strategy.as_deref(), Some("Manual"), "Manual stays Manual");
-    let e = p.stop_with_grace(&vm, Some(3)).await.expect_err("not running");
+    assert_eq!(
+        obj.spec.run_strategy.as_deref(),
+        Some("Manual"),
+        "Manual stays Manual"
+    );
+    let e = p
+        .stop_with_grace(&vm, Some(3))
+        .await
+        .expect_err("not running");
     assert_eq!(e.kind(), ErrorKind::InvalidState);
     // restart = Stop + Start requests
     p.start(&vm, &StartOptions::default()).await.expect("start");
-    p.wait_for_power_state(&vm, |s| *s == PowerState::Running, SETTLE).await.expect("running");
+    p.wait_for_power_state(&vm, |s| *s == PowerState::Running, SETTLE)
+        .await
+        .expect("running");
     p.restart(&vm, true).await.expect("restart");
-    p.wait_for_power_state(&vm, |s| *s == PowerState::Running, SETTLE).await.expect("running again");
+    p.wait_for_power_state(&vm, |s| *s == PowerState::Running, SETTLE)
+        .await
+        .expect("running again");
     assert_eq!(env.ctl.stops_of("m").len(), 2);
 }
 
@@ -256,7 +416,10 @@ struct RaceService<S> {
 impl<S> tower::Layer<S> for RaceLayer {
     type Service = RaceService<S>;
     fn layer(&self, inner: S) -> RaceService<S> {
-        RaceService { inner, layer: self.clone() }
+        RaceService {
+            inner,
+            layer: self.clone(),
+        }
     }
 }
 
@@ -274,7 +437,9 @@ where
         self.inner.poll_ready(cx)
     }
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let hit = req.method() == http::Method::GET && req.uri().path() == self.layer.path && req.uri().query().is_none();
+        let hit = req.method() == http::Method::GET
+            && req.uri().path() == self.layer.path
+            && req.uri().query().is_none();
         let fire = hit && !self.layer.fired.swap(true, Ordering::SeqCst);
         let hook = Arc::clone(&self.layer.hook);
         let fut = self.inner.call(req);
@@ -290,35 +455,66 @@ where
 
 async fn racing_provider(env: &Env, name: &str, hook: Hook) -> KubeVirtProvider {
     let layer = RaceLayer {
-        path: format!("/apis/kubevirt.io/v1/namespaces/{}/virtualmachines/{name}", env.ns),
+        path: format!(
+            "/apis/kubevirt.io/v1/namespaces/{}/virtualmachines/{name}",
+            env.ns
+        ),
         fired: Arc::default(),
         hook,
     };
-    let client = kube::client::ClientBuilder::try_from(kube_config(&env.path).await).unwrap().with_layer(&layer).build();
-    let cfg = KubeVirtConfig::default().with_power_api(PowerApi::RunStrategy).with_namespace(&env.ns);
+    let client = kube::client::ClientBuilder::try_from(kube_config(&env.path).await)
+        .unwrap()
+        .with_layer(&layer)
+        .build();
+    let cfg = KubeVirtConfig::default()
+        .with_power_api(PowerApi::RunStrategy)
+        .with_namespace(&env.ns);
     KubeVirtProvider::with_client(client, cfg)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_are_answered_by_rereading() {
-    let Some(env) = env("conflict", false).await else { return };
+    let Some(env) = env("conflict", false).await else {
+        return;
+    };
     // 1. JSON-patch test on spec.runStrategy fails: someone switched the VM to RerunOnFailure
     let vm = env.running_vm("c1", Some(30), "100").await;
     let vms = env.vms();
     let hook: Hook = Arc::new(move || {
         let vms = vms.clone();
         Box::pin(async move {
-            vms.patch("c1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"runStrategy": "RerunOnFailure"}})))
-                .await
-                .expect("concurrent write");
+            vms.patch(
+                "c1",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"runStrategy": "RerunOnFailure"}})),
+            )
+            .await
+            .expect("concurrent write");
         })
     });
     let p = racing_provider(&env, "c1", hook).await;
-    assert_eq!(p.stop_with_grace(&vm, Some(5)).await.expect("stop after re-read"), StopOutcome::Requested);
+    assert_eq!(
+        p.stop_with_grace(&vm, Some(5))
+            .await
+            .expect("stop after re-read"),
+        StopOutcome::Requested
+    );
     assert_eq!(p.api_stats().conflict_retries, 1);
-    env.provider.wait_for_power_state(&vm, PowerState::is_off, SETTLE).await.expect("off");
+    env.provider
+        .wait_for_power_state(&vm, PowerState::is_off, SETTLE)
+        .await
+        .expect("off");
     // re-read saw RerunOnFailure, so the stop went through a Stop request and kept the strategy
-    assert_eq!(env.vms().get("c1").await.unwrap().spec.run_strategy.as_deref(), Some("RerunOnFailure"));
+    assert_eq!(
+        env.vms()
+            .get("c1")
+            .await
+            .unwrap()
+            .spec
+            .run_strategy
+            .as_deref(),
+        Some("RerunOnFailure")
+    );
 
     // 2. a merge patch pinned to a resourceVersion gets a real 409 Conflict
     let vm = create_vm(&env.client, &env.ns, "c2", "Halted", None, &[]).await;
@@ -326,36 +522,58 @@ async fn conflicts_are_answered_by_rereading() {
     let hook: Hook = Arc::new(move || {
         let vms = vms.clone();
         Box::pin(async move {
-            vms.patch("c2", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}})))
-                .await
-                .expect("concurrent write");
+            vms.patch(
+                "c2",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}})),
+            )
+            .await
+            .expect("concurrent write");
         })
     });
     let p = racing_provider(&env, "c2", hook).await;
     let mut change = ReconfigureRequest::default();
     change.cpu = Some(2);
-    let res = p.reconfigure(&vm, &change).await.expect("reconfigure after 409");
+    let res = p
+        .reconfigure(&vm, &change)
+        .await
+        .expect("reconfigure after 409");
     assert!(!res.needs_power_cycle);
     assert_eq!(p.api_stats().conflict_retries, 1);
     let d = env.provider.describe(&vm).await.unwrap();
     assert_eq!(d.cpu, 2);
-    assert_eq!(d.labels.get("touched").map(String::as_str), Some("yes"), "the concurrent write survived");
+    assert_eq!(
+        d.labels.get("touched").map(String::as_str),
+        Some("yes"),
+        "the concurrent write survived"
+    );
 }
 
 // ---------------------------------------------------------------- snapshots, hot-plug
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_restore_flow_with_restart_required() {
-    let Some(env) = env("snap", false).await else { return };
+    let Some(env) = env("snap", false).await else {
+        return;
+    };
     let p = &env.provider;
     let snapper = p.snapshotter().unwrap();
     let vm = env.running_vm("s", Some(30), "100").await;
-    let snap = snapper.create_snapshot(&vm, &SnapshotOptions::new("Before Upgrade").with_description("pre")).await.expect("snapshot");
+    let snap = snapper
+        .create_snapshot(
+            &vm,
+            &SnapshotOptions::new("Before Upgrade").with_description("pre"),
+        )
+        .await
+        .expect("snapshot");
     assert_eq!(snap.id, "before-upgrade");
     assert_eq!(snap.name, "Before Upgrade");
     assert!(snap.created_at.is_some());
     assert_eq!(snap.description.as_deref(), Some("pre"));
-    let e = snapper.create_snapshot(&vm, &SnapshotOptions::new("mem").with_memory(true)).await.expect_err("memory");
+    let e = snapper
+        .create_snapshot(&vm, &SnapshotOptions::new("mem").with_memory(true))
+        .await
+        .expect_err("memory");
     assert_eq!(e.kind(), ErrorKind::Unsupported);
 
     // Stage rollout: a CPU change on a running VM needs a restart (RestartRequired)
@@ -369,28 +587,56 @@ async fn snapshot_restore_flow_with_restart_required() {
     assert!(p.status(&vm).await.unwrap().needs_power_cycle);
 
     // revert while running: KubeVirt stops the VM (StopTarget), restores, leaves it off
-    snapper.revert_snapshot(&vm, &snap.id, &RevertOptions::default()).await.expect("revert");
+    snapper
+        .revert_snapshot(&vm, &snap.id, &RevertOptions::default())
+        .await
+        .expect("revert");
     assert!(p.power_state(&vm).await.unwrap().is_off());
     let d = p.describe(&vm).await.unwrap();
     assert_eq!(d.cpu, 1, "template restored");
     let list = snapper.list_snapshots(&vm).await.unwrap();
     assert_eq!(list.len(), 1);
-    snapper.delete_snapshot(&vm, &snap.id, &Default::default()).await.expect("delete");
-    let e = snapper.delete_snapshot(&vm, &snap.id, &Default::default()).await.expect_err("gone");
+    snapper
+        .delete_snapshot(&vm, &snap.id, &Default::default())
+        .await
+        .expect("delete");
+    let e = snapper
+        .delete_snapshot(&vm, &snap.id, &Default::default())
+        .await
+        .expect_err("gone");
     assert_eq!(e.kind(), ErrorKind::NotFound);
 
     // a snapshot that never becomes ready fails at its failure deadline (2 s here) and is removed
-    let stuck = create_vm(&env.client, &env.ns, "stuck", "Halted", None, &[(SNAPSHOT_STUCK, "yes")]).await;
-    let e = snapper.create_snapshot(&stuck, &SnapshotOptions::new("never")).await.expect_err("deadline");
+    let stuck = create_vm(
+        &env.client,
+        &env.ns,
+        "stuck",
+        "Halted",
+        None,
+        &[(SNAPSHOT_STUCK, "yes")],
+    )
+    .await;
+    let e = snapper
+        .create_snapshot(&stuck, &SnapshotOptions::new("never"))
+        .await
+        .expect_err("deadline");
     assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
     let snaps: Api<VirtualMachineSnapshot> = Api::namespaced(env.client.clone(), &env.ns);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(snaps.get_opt("never").await.unwrap().is_none_or(|s| s.metadata.deletion_timestamp.is_some()));
+    assert!(
+        snaps
+            .get_opt("never")
+            .await
+            .unwrap()
+            .is_none_or(|s| s.metadata.deletion_timestamp.is_some())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_and_memory_hot_plug_under_live_update() {
-    let Some(env) = env("hotplug", true).await else { return };
+    let Some(env) = env("hotplug", true).await else {
+        return;
+    };
     let cfg = KubeVirtConfig::default()
         .with_power_api(PowerApi::RunStrategy)
         .with_namespace(&env.ns)
@@ -416,11 +662,15 @@ async fn cpu_and_memory_hot_plug_under_live_update() {
     change.memory_mib = None;
     let res = p.reconfigure(&vm, &change).await.expect("staged");
     assert!(res.needs_power_cycle, "{res:?}");
-    let e = p.reconfigure(&vm, &{
-        let mut c = ReconfigureRequest::default();
-        c.disks.push(virtrigaud_core::DiskResize::new("rootdisk", 20));
-        c
-    }).await.expect_err("disks");
+    let e = p
+        .reconfigure(&vm, &{
+            let mut c = ReconfigureRequest::default();
+            c.disks
+                .push(virtrigaud_core::DiskResize::new("rootdisk", 20));
+            c
+        })
+        .await
+        .expect_err("disks");
     assert_eq!(e.kind(), ErrorKind::Unsupported);
     let _ = env.vms().delete("h", &DeleteParams::default()).await;
 }

@@ -7,40 +7,69 @@ use http::{Method, Request, Response, StatusCode};
 use kube::Client;
 use kube::client::Body;
 use serde_json::{Value, json};
-use virtrigaud_core::{ErrorKind, PowerOffOptions, Provider, ShutdownChannel, ShutdownRequestOptions, StartOptions, VmId};
+use virtrigaud_core::{
+    ErrorKind, PowerOffOptions, Provider, ShutdownChannel, ShutdownRequestOptions, StartOptions,
+    VmId,
+};
 use virtrigaud_kubevirt::{KubeVirtConfig, KubeVirtProvider, PowerApi, StopOutcome};
 
 type Seen = Vec<(Method, String, Value)>;
 
 /// Serves GETs of the VM / VMI from fixtures and records every other call (answered with
 /// `sub_status`). Returns the calls once the client is dropped.
-fn scripted(vm: Value, vmi: Option<Value>, sub_status: u16) -> (KubeVirtProvider, tokio::task::JoinHandle<Seen>) {
+fn scripted(
+    vm: Value,
+    vmi: Option<Value>,
+    sub_status: u16,
+) -> (KubeVirtProvider, tokio::task::JoinHandle<Seen>) {
     let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "default");
-    let provider = KubeVirtProvider::with_client(client, KubeVirtConfig::default().with_power_api(PowerApi::Subresources));
+    let provider = KubeVirtProvider::with_client(
+        client,
+        KubeVirtConfig::default().with_power_api(PowerApi::Subresources),
+    );
     let task = tokio::spawn(async move {
         let mut seen = Seen::new();
         while let Some((req, send)) = handle.next_request().await {
             let method = req.method().clone();
             let path = req.uri().path().to_owned();
             let body = req.into_body().collect_bytes().await.expect("body");
-            let body: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).expect("json body") };
+            let body: Value = if body.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&body).expect("json body")
+            };
             let not_found = || json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
             let (code, out) = if method == Method::GET && path.ends_with("/virtualmachines/vm1") {
                 (200, vm.clone())
             } else if method == Method::GET && path.ends_with("/virtualmachineinstances/vm1") {
-                match &vmi { Some(v) => (200, v.clone()), None => (404, not_found()) }
+                match &vmi {
+                    Some(v) => (200, v.clone()),
+                    None => (404, not_found()),
+                }
             } else {
                 seen.push((method, path, body));
                 if sub_status == 202 {
                     (202, Value::Null)
                 } else {
-                    (sub_status, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
-                        "code": sub_status, "message": "Operation cannot be fulfilled on virtualmachine.kubevirt.io \"vm1\": VM is already running"}))
+                    (
+                        sub_status,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
+                        "code": sub_status, "message": "Operation cannot be fulfilled on virtualmachine.kubevirt.io \"vm1\": VM is already running"}),
+                    )
                 }
             };
-            let bytes = if out.is_null() { Vec::new() } else { serde_json::to_vec(&out).expect("json") };
-            send.send_response(Response::builder().status(StatusCode::from_u16(code).expect("code")).body(Body::from(bytes)).expect("resp"));
+            let bytes = if out.is_null() {
+                Vec::new()
+            } else {
+                serde_json::to_vec(&out).expect("json")
+            };
+            send.send_response(
+                Response::builder()
+                    .status(StatusCode::from_u16(code).expect("code"))
+                    .body(Body::from(bytes))
+                    .expect("resp"),
+            );
         }
         seen
     });
@@ -74,50 +103,108 @@ fn id() -> VmId {
 #[tokio::test]
 async fn start_puts_start_with_options() {
     let (p, task) = scripted(vm("Halted", "Stopped"), None, 202);
-    p.start(&id(), &StartOptions::default()).await.expect("start");
+    p.start(&id(), &StartOptions::default())
+        .await
+        .expect("start");
     let mut paused = StartOptions::default();
     paused.paused = true;
     p.start(&id(), &paused).await.expect("start paused");
     drop(p);
     let seen = task.await.expect("task");
-    assert_eq!(seen, vec![
-        (Method::PUT, format!("{SUB}/virtualmachines/vm1/start"), json!({})),
-        (Method::PUT, format!("{SUB}/virtualmachines/vm1/start"), json!({"paused": true})),
-    ]);
+    assert_eq!(
+        seen,
+        vec![
+            (
+                Method::PUT,
+                format!("{SUB}/virtualmachines/vm1/start"),
+                json!({})
+            ),
+            (
+                Method::PUT,
+                format!("{SUB}/virtualmachines/vm1/start"),
+                json!({"paused": true})
+            ),
+        ]
+    );
 }
 
 #[tokio::test]
 async fn graceful_shutdown_puts_stop_with_remaining_grace_rounded_up() {
-    let (p, task) = scripted(vm("Always", "Running"), Some(vmi("Running", 30, false)), 202);
+    let (p, task) = scripted(
+        vm("Always", "Running"),
+        Some(vmi("Running", 30, false)),
+        202,
+    );
     let opts = ShutdownRequestOptions::new(1, Duration::from_millis(7_200));
-    p.request_shutdown(&id(), ShutdownChannel::Acpi, &opts).await.expect("shutdown");
-    let agent = p.request_shutdown(&id(), ShutdownChannel::Agent, &opts).await.expect_err("agent channel");
+    p.request_shutdown(&id(), ShutdownChannel::Acpi, &opts)
+        .await
+        .expect("shutdown");
+    let agent = p
+        .request_shutdown(&id(), ShutdownChannel::Agent, &opts)
+        .await
+        .expect_err("agent channel");
     assert_eq!(agent.kind(), ErrorKind::Unsupported);
-    p.power_off(&id(), &PowerOffOptions::default()).await.expect("power off");
+    p.power_off(&id(), &PowerOffOptions::default())
+        .await
+        .expect("power off");
     drop(p);
     let seen = task.await.expect("task");
-    assert_eq!(seen, vec![
-        (Method::PUT, format!("{SUB}/virtualmachines/vm1/stop"), json!({"gracePeriod": 8})),
-        (Method::PUT, format!("{SUB}/virtualmachines/vm1/stop"), json!({"gracePeriod": 0})),
-    ]);
+    assert_eq!(
+        seen,
+        vec![
+            (
+                Method::PUT,
+                format!("{SUB}/virtualmachines/vm1/stop"),
+                json!({"gracePeriod": 8})
+            ),
+            (
+                Method::PUT,
+                format!("{SUB}/virtualmachines/vm1/stop"),
+                json!({"gracePeriod": 0})
+            ),
+        ]
+    );
 }
 
 #[tokio::test]
 async fn in_flight_stop_is_only_shortened() {
     // A stop with grace 20 is in flight (VMI deleting, VM Stopping).
-    let (p, task) = scripted(vm("Halted", "Stopping"), Some(vmi("Running", 20, true)), 202);
-    assert_eq!(p.stop_with_grace(&id(), Some(60)).await.expect("longer"), StopOutcome::AlreadyStopping);
-    assert_eq!(p.stop_with_grace(&id(), None).await.expect("none"), StopOutcome::AlreadyStopping);
-    assert_eq!(p.stop_with_grace(&id(), Some(5)).await.expect("shorter"), StopOutcome::GraceShortened);
+    let (p, task) = scripted(
+        vm("Halted", "Stopping"),
+        Some(vmi("Running", 20, true)),
+        202,
+    );
+    assert_eq!(
+        p.stop_with_grace(&id(), Some(60)).await.expect("longer"),
+        StopOutcome::AlreadyStopping
+    );
+    assert_eq!(
+        p.stop_with_grace(&id(), None).await.expect("none"),
+        StopOutcome::AlreadyStopping
+    );
+    assert_eq!(
+        p.stop_with_grace(&id(), Some(5)).await.expect("shorter"),
+        StopOutcome::GraceShortened
+    );
     drop(p);
     let seen = task.await.expect("task");
-    assert_eq!(seen, vec![(Method::PUT, format!("{SUB}/virtualmachines/vm1/stop"), json!({"gracePeriod": 5}))]);
+    assert_eq!(
+        seen,
+        vec![(
+            Method::PUT,
+            format!("{SUB}/virtualmachines/vm1/stop"),
+            json!({"gracePeriod": 5})
+        )]
+    );
 }
 
 #[tokio::test]
 async fn power_off_of_a_stopped_vm_is_invalid_state_without_a_call() {
     let (p, task) = scripted(vm("Halted", "Stopped"), None, 202);
-    let e = p.power_off(&id(), &PowerOffOptions::default()).await.expect_err("already off");
+    let e = p
+        .power_off(&id(), &PowerOffOptions::default())
+        .await
+        .expect_err("already off");
     assert_eq!(e.kind(), ErrorKind::InvalidState);
     drop(p);
     assert!(task.await.expect("task").is_empty());
@@ -125,10 +212,16 @@ async fn power_off_of_a_stopped_vm_is_invalid_state_without_a_call() {
 
 #[tokio::test]
 async fn restart_softreboot_pause_unpause_reset_paths() {
-    let (p, task) = scripted(vm("Always", "Running"), Some(vmi("Running", 30, false)), 202);
+    let (p, task) = scripted(
+        vm("Always", "Running"),
+        Some(vmi("Running", 30, false)),
+        202,
+    );
     p.restart(&id(), false).await.expect("restart");
     p.restart(&id(), true).await.expect("force restart");
-    p.reboot(&id(), ShutdownChannel::Acpi).await.expect("soft reboot");
+    p.reboot(&id(), ShutdownChannel::Acpi)
+        .await
+        .expect("soft reboot");
     p.pause(&id()).await.expect("pause");
     p.resume(&id()).await.expect("unpause");
     p.reset(&id()).await.expect("reset");
@@ -136,7 +229,10 @@ async fn restart_softreboot_pause_unpause_reset_paths() {
     let seen = task.await.expect("task");
     let expect: Vec<(Method, String, Value)> = [
         ("virtualmachines/vm1/restart", json!({})),
-        ("virtualmachines/vm1/restart", json!({"gracePeriodSeconds": 0})),
+        (
+            "virtualmachines/vm1/restart",
+            json!({"gracePeriodSeconds": 0}),
+        ),
         ("virtualmachineinstances/vm1/softreboot", json!({})),
         ("virtualmachineinstances/vm1/pause", json!({})),
         ("virtualmachineinstances/vm1/unpause", json!({})),
@@ -150,8 +246,15 @@ async fn restart_softreboot_pause_unpause_reset_paths() {
 
 #[tokio::test]
 async fn virt_api_conflicts_are_invalid_state() {
-    let (p, task) = scripted(vm("Always", "Running"), Some(vmi("Running", 30, false)), 409);
-    let e = p.start(&id(), &StartOptions::default()).await.expect_err("already running");
+    let (p, task) = scripted(
+        vm("Always", "Running"),
+        Some(vmi("Running", 30, false)),
+        409,
+    );
+    let e = p
+        .start(&id(), &StartOptions::default())
+        .await
+        .expect_err("already running");
     assert_eq!(e.kind(), ErrorKind::InvalidState);
     assert!(e.to_string().contains("kubevirt start default/vm1"), "{e}");
     drop(p);

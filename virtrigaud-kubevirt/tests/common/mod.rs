@@ -1,12 +1,18 @@
 //! Test support for the real-apiserver tests: a client for the test apiserver, unique
 //! namespaces, VM fixtures, and a small fake virt-controller / virt-handler / snapshot
 //! controller that plays KubeVirt's part of the protocol against the real apiserver.
-#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::collapsible_match
+)]
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{StreamExt, stream};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -34,7 +40,9 @@ pub fn kubeconfig() -> Option<String> {
 
 pub async fn kube_config(path: &str) -> kube::Config {
     let kc = Kubeconfig::read_from(path).expect("kubeconfig");
-    kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config")
+    kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("config")
 }
 
 pub async fn client(path: &str) -> Client {
@@ -46,7 +54,11 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 /// A unique namespace name (the standalone apiserver has no Namespace API: any name works).
 pub fn unique_ns(prefix: &str) -> String {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 1_000_000_000;
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 1_000_000_000;
     format!("{prefix}-{}-{t}-{n}", std::process::id())
 }
 
@@ -61,9 +73,19 @@ pub async fn provider(path: &str, ns: &str) -> KubeVirtProvider {
 }
 
 /// Creates a VM with `run_strategy`, `grace` (template terminationGracePeriodSeconds) and annotations.
-pub async fn create_vm(client: &Client, ns: &str, name: &str, run_strategy: &str, grace: Option<i64>, ann: &[(&str, &str)]) -> VmId {
+pub async fn create_vm(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    run_strategy: &str,
+    grace: Option<i64>,
+    ann: &[(&str, &str)],
+) -> VmId {
     let api: Api<VirtualMachine> = Api::namespaced(client.clone(), ns);
-    let annotations: serde_json::Map<String, Value> = ann.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+    let annotations: serde_json::Map<String, Value> = ann
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
     let mut spec = json!({"domain": {"cpu": {"sockets": 1, "cores": 1, "threads": 1, "maxSockets": 4},
                                      "memory": {"guest": "1Gi", "maxGuest": "4Gi"},
                                      "devices": {"disks": [{"name": "rootdisk", "disk": {"bus": "virtio"}}]}},
@@ -77,7 +99,9 @@ pub async fn create_vm(client: &Client, ns: &str, name: &str, run_strategy: &str
         "spec": {"runStrategy": run_strategy, "template": {"metadata": {"labels": {"app": "virtrigaud-test"}}, "spec": spec}},
     }))
     .unwrap();
-    api.create(&PostParams::default(), &vm).await.expect("create VM");
+    api.create(&PostParams::default(), &vm)
+        .await
+        .expect("create VM");
     VmId::new(format!("{ns}/{name}"))
 }
 
@@ -107,7 +131,13 @@ impl Drop for FakeKubeVirt {
 
 impl FakeKubeVirt {
     pub fn stops_of(&self, vm: &str) -> Vec<StopRecord> {
-        self.stops.lock().unwrap().iter().filter(|s| s.vm == vm).cloned().collect()
+        self.stops
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.vm == vm)
+            .cloned()
+            .collect()
     }
 
     /// Starts the controllers. `live_update`: the cluster uses the LiveUpdate rollout strategy.
@@ -145,7 +175,11 @@ fn pp() -> PatchParams {
 }
 
 fn ann<'a>(vm: &'a VirtualMachine, key: &str) -> Option<&'a str> {
-    vm.metadata.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str)
+    vm.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
 }
 
 fn now() -> String {
@@ -168,14 +202,39 @@ impl Ctl {
         let (restores, w4) = reflector::store::<VirtualMachineRestore>();
         let (clones, w5) = reflector::store::<VirtualMachineClone>();
         let cfg = watcher::Config::default();
-        let s1 = reflector::reflector(w1, watcher(self.api::<VirtualMachine>(), cfg.clone())).default_backoff().map(|_| ()).boxed();
-        let s2 = reflector::reflector(w2, watcher(self.api::<VirtualMachineInstance>(), cfg.clone())).default_backoff().map(|_| ()).boxed();
-        let s3 = reflector::reflector(w3, watcher(self.api::<VirtualMachineSnapshot>(), cfg.clone())).default_backoff().map(|_| ()).boxed();
-        let s4 = reflector::reflector(w4, watcher(self.api::<VirtualMachineRestore>(), cfg.clone())).default_backoff().map(|_| ()).boxed();
-        let s5 = reflector::reflector(w5, watcher(self.api::<VirtualMachineClone>(), cfg)).default_backoff().map(|_| ()).boxed();
+        let s1 = reflector::reflector(w1, watcher(self.api::<VirtualMachine>(), cfg.clone()))
+            .default_backoff()
+            .map(|_| ())
+            .boxed();
+        let s2 = reflector::reflector(
+            w2,
+            watcher(self.api::<VirtualMachineInstance>(), cfg.clone()),
+        )
+        .default_backoff()
+        .map(|_| ())
+        .boxed();
+        let s3 = reflector::reflector(
+            w3,
+            watcher(self.api::<VirtualMachineSnapshot>(), cfg.clone()),
+        )
+        .default_backoff()
+        .map(|_| ())
+        .boxed();
+        let s4 = reflector::reflector(
+            w4,
+            watcher(self.api::<VirtualMachineRestore>(), cfg.clone()),
+        )
+        .default_backoff()
+        .map(|_| ())
+        .boxed();
+        let s5 = reflector::reflector(w5, watcher(self.api::<VirtualMachineClone>(), cfg))
+            .default_backoff()
+            .map(|_| ())
+            .boxed();
         let mut events = stream::select_all([s1, s2, s3, s4, s5]);
         while events.next().await.is_some() {
-            self.reconcile(&vms, &vmis, &snaps, &restores, &clones).await;
+            self.reconcile(&vms, &vmis, &snaps, &restores, &clones)
+                .await;
         }
     }
 
@@ -187,7 +246,11 @@ impl Ctl {
         restores: &Store<VirtualMachineRestore>,
         clones: &Store<VirtualMachineClone>,
     ) {
-        let vmi_by_name: HashMap<String, Arc<VirtualMachineInstance>> = vmis.state().into_iter().map(|v| (v.name_any(), v)).collect();
+        let vmi_by_name: HashMap<String, Arc<VirtualMachineInstance>> = vmis
+            .state()
+            .into_iter()
+            .map(|v| (v.name_any(), v))
+            .collect();
         for vm in vms.state() {
             let vmi = vmi_by_name.get(&vm.name_any()).cloned();
             self.reconcile_vm(&vm, vmi.as_deref()).await;
@@ -209,7 +272,12 @@ impl Ctl {
 
     async fn create_vmi(&mut self, vm: &VirtualMachine) {
         let name = vm.name_any();
-        let tspec = vm.spec.template.as_ref().and_then(|t| t.spec.clone()).unwrap_or_default();
+        let tspec = vm
+            .spec
+            .template
+            .as_ref()
+            .and_then(|t| t.spec.clone())
+            .unwrap_or_default();
         let vmi: VirtualMachineInstance = serde_json::from_value(json!({
             "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
             "metadata": {"name": name, "namespace": self.ns, "finalizers": ["kubevirt.io/foregroundDeleteVirtualMachine"],
@@ -217,14 +285,24 @@ impl Ctl {
             "spec": tspec,
         }))
         .unwrap();
-        match self.api::<VirtualMachineInstance>().create(&PostParams::default(), &vmi).await {
+        match self
+            .api::<VirtualMachineInstance>()
+            .create(&PostParams::default(), &vmi)
+            .await
+        {
             Ok(created) => {
                 let uid = created.uid().unwrap_or_default();
                 if self.booting.insert(uid) {
                     let api = self.api::<VirtualMachineInstance>();
                     let boot = ann(vm, BOOT).and_then(|b| b.parse().ok()).unwrap_or(100);
                     tokio::spawn(async move {
-                        let _ = api.patch_status(&name, &pp(), &Patch::Merge(json!({"status": {"phase": "Scheduling"}}))).await;
+                        let _ = api
+                            .patch_status(
+                                &name,
+                                &pp(),
+                                &Patch::Merge(json!({"status": {"phase": "Scheduling"}})),
+                            )
+                            .await;
                         tokio::time::sleep(Duration::from_millis(boot)).await;
                         let st = json!({"status": {"phase": "Running", "nodeName": "node-1",
                             "conditions": [{"type": "Ready", "status": "True"}, {"type": "AgentConnected", "status": "True"}]}});
@@ -239,7 +317,10 @@ impl Ctl {
     }
 
     async fn delete_vmi(&self, name: &str) {
-        let _ = self.api::<VirtualMachineInstance>().delete(name, &DeleteParams::default()).await;
+        let _ = self
+            .api::<VirtualMachineInstance>()
+            .delete(name, &DeleteParams::default())
+            .await;
     }
 
     async fn reconcile_vm(&mut self, vm: &VirtualMachine, vmi: Option<&VirtualMachineInstance>) {
@@ -247,7 +328,11 @@ impl Ctl {
         let vms = self.api::<VirtualMachine>();
         let deleting = vmi.is_some_and(|v| v.metadata.deletion_timestamp.is_some());
         // state-change requests first (Manual / RerunOnFailure / restart)
-        let reqs = vm.status.as_ref().and_then(|s| s.state_change_requests.clone()).unwrap_or_default();
+        let reqs = vm
+            .status
+            .as_ref()
+            .and_then(|s| s.state_change_requests.clone())
+            .unwrap_or_default();
         if let Some(first) = reqs.first() {
             let action = first.get("action").and_then(|a| a.as_str()).unwrap_or("");
             let done = match action {
@@ -280,10 +365,8 @@ impl Ctl {
                         self.delete_vmi(&v.name_any()).await;
                     }
                 }
-                RunStrategy::Always | RunStrategy::RerunOnFailure => {
-                    if vmi.is_none() {
-                        self.create_vmi(vm).await;
-                    }
+                RunStrategy::Always | RunStrategy::RerunOnFailure if vmi.is_none() => {
+                    self.create_vmi(vm).await
                 }
                 _ => {}
             }
@@ -309,7 +392,13 @@ impl Ctl {
         if cur.and_then(|s| s.observed_generation).unwrap_or(0) < generation {
             let mut restart_required = false;
             if let Some(v) = vmi.filter(|v| vmi_phase(v) == "Running" && !deleting) {
-                let want = vm.spec.template.as_ref().and_then(|t| t.spec.as_ref()).and_then(|s| s.domain.clone()).unwrap_or_default();
+                let want = vm
+                    .spec
+                    .template
+                    .as_ref()
+                    .and_then(|t| t.spec.as_ref())
+                    .and_then(|s| s.domain.clone())
+                    .unwrap_or_default();
                 let have = v.spec.domain.clone().unwrap_or_default();
                 let cpu_w = want.cpu.clone().unwrap_or_default();
                 let cpu_h = have.cpu.clone().unwrap_or_default();
@@ -317,17 +406,28 @@ impl Ctl {
                 let mem_h = have.memory.as_ref().and_then(|m| m.guest.clone());
                 let changed = cpu_w.sockets != cpu_h.sockets || mem_w != mem_h;
                 if changed {
-                    let within = cpu_w.sockets.unwrap_or(1) <= cpu_h.max_sockets.unwrap_or(cpu_h.sockets.unwrap_or(1) * 4);
+                    let within = cpu_w.sockets.unwrap_or(1)
+                        <= cpu_h.max_sockets.unwrap_or(cpu_h.sockets.unwrap_or(1) * 4);
                     if self.live_update && within {
                         let patch = json!({"spec": {"domain": {"cpu": {"sockets": cpu_w.sockets}, "memory": {"guest": mem_w}}}});
-                        let _ = self.api::<VirtualMachineInstance>().patch(&v.name_any(), &pp(), &Patch::Merge(patch)).await;
+                        let _ = self
+                            .api::<VirtualMachineInstance>()
+                            .patch(&v.name_any(), &pp(), &Patch::Merge(patch))
+                            .await;
                     } else {
                         restart_required = true;
                     }
                 }
             }
-            let mut conds: Vec<Value> = cur.map(|s| s.conditions.iter().filter(|c| c.type_ != "RestartRequired")
-                .map(|c| serde_json::to_value(c).unwrap()).collect()).unwrap_or_default();
+            let mut conds: Vec<Value> = cur
+                .map(|s| {
+                    s.conditions
+                        .iter()
+                        .filter(|c| c.type_ != "RestartRequired")
+                        .map(|c| serde_json::to_value(c).unwrap())
+                        .collect()
+                })
+                .unwrap_or_default();
             if restart_required {
                 conds.push(json!({"type": "RestartRequired", "status": "True", "message": "a non-live-updatable field was changed"}));
             }
@@ -335,11 +435,17 @@ impl Ctl {
             status["observedGeneration"] = json!(generation);
         }
         if status.as_object().is_some_and(|o| !o.is_empty()) {
-            let _ = vms.patch_status(&name, &pp(), &Patch::Merge(json!({"status": status}))).await;
+            let _ = vms
+                .patch_status(&name, &pp(), &Patch::Merge(json!({"status": status})))
+                .await;
         }
     }
 
-    async fn reconcile_vmi_shutdown(&mut self, vmi: &VirtualMachineInstance, vms: &Store<VirtualMachine>) {
+    async fn reconcile_vmi_shutdown(
+        &mut self,
+        vmi: &VirtualMachineInstance,
+        vms: &Store<VirtualMachine>,
+    ) {
         if vmi.metadata.deletion_timestamp.is_none() || vmi_is_final(vmi) {
             return;
         }
@@ -359,12 +465,15 @@ impl Ctl {
             .find(|v| v.name_any() == name)
             .and_then(|v| ann(&v, GUEST_SHUTDOWN).map(str::to_owned))
             .unwrap_or_else(|| "200".into());
-        let guest_ms: Option<u64> = if guest == "never" { None } else { guest.parse().ok() };
+        let guest_ms: Option<u64> = if guest == "never" {
+            None
+        } else {
+            guest.parse().ok()
+        };
         let api = self.api::<VirtualMachineInstance>();
         let stops = Arc::clone(&self.stops);
         tokio::spawn(async move {
             let t0 = tokio::time::Instant::now();
-            let started = Instant::now();
             let mut g = grace;
             let graceful = loop {
                 let deadline = t0 + Duration::from_secs(u64::try_from(g).unwrap_or(0));
@@ -384,25 +493,60 @@ impl Ctl {
                     }
                 }
             };
-            stops.lock().unwrap().push(StopRecord { vm: name.clone(), graceful, elapsed: started.elapsed(), grace: g });
-            let _ = api.patch_status(&name, &pp(), &Patch::Merge(json!({"status": {"phase": "Succeeded"}}))).await;
-            let p: json_patch::Patch = serde_json::from_value(json!([{"op": "remove", "path": "/metadata/finalizers"}])).unwrap();
+            stops.lock().unwrap().push(StopRecord {
+                vm: name.clone(),
+                graceful,
+                elapsed: t0.elapsed(),
+                grace: g,
+            });
+            let _ = api
+                .patch_status(
+                    &name,
+                    &pp(),
+                    &Patch::Merge(json!({"status": {"phase": "Succeeded"}})),
+                )
+                .await;
+            let p: json_patch::Patch =
+                serde_json::from_value(json!([{"op": "remove", "path": "/metadata/finalizers"}]))
+                    .unwrap();
             let _ = api.patch(&name, &pp(), &Patch::Json::<()>(p)).await;
         });
     }
 
-    async fn reconcile_snapshot(&mut self, s: &VirtualMachineSnapshot, vms: &Store<VirtualMachine>, vmis: &HashMap<String, Arc<VirtualMachineInstance>>) {
+    async fn reconcile_snapshot(
+        &mut self,
+        s: &VirtualMachineSnapshot,
+        vms: &Store<VirtualMachine>,
+        vmis: &HashMap<String, Arc<VirtualMachineInstance>>,
+    ) {
         let name = s.name_any();
         let phase = s.status.as_ref().and_then(|st| st.phase.clone());
-        if matches!(phase.as_deref(), Some("Succeeded" | "Failed")) || !self.snap_started.insert(name.clone()) {
+        if matches!(phase.as_deref(), Some("Succeeded" | "Failed"))
+            || !self.snap_started.insert(name.clone())
+        {
             return;
         }
         let api = self.api::<VirtualMachineSnapshot>();
-        let vm = vms.state().into_iter().find(|v| v.name_any() == s.spec.source.name);
-        let stuck = vm.as_ref().is_some_and(|v| ann(v, SNAPSHOT_STUCK).is_some());
-        let template = vm.as_ref().and_then(|v| serde_json::to_value(&v.spec.template).ok()).unwrap_or(Value::Null);
-        let online = vmis.get(&s.spec.source.name).is_some_and(|v| vmi_phase(v) == "Running");
-        let deadline = s.spec.failure_deadline.as_deref().and_then(|d| d.trim_end_matches('s').parse::<u64>().ok()).unwrap_or(300);
+        let vm = vms
+            .state()
+            .into_iter()
+            .find(|v| v.name_any() == s.spec.source.name);
+        let stuck = vm
+            .as_ref()
+            .is_some_and(|v| ann(v, SNAPSHOT_STUCK).is_some());
+        let template = vm
+            .as_ref()
+            .and_then(|v| serde_json::to_value(&v.spec.template).ok())
+            .unwrap_or(Value::Null);
+        let online = vmis
+            .get(&s.spec.source.name)
+            .is_some_and(|v| vmi_phase(v) == "Running");
+        let deadline = s
+            .spec
+            .failure_deadline
+            .as_deref()
+            .and_then(|d| d.trim_end_matches('s').parse::<u64>().ok())
+            .unwrap_or(300);
         let store = Arc::clone(&self.snapshots);
         tokio::spawn(async move {
             let st = json!({"status": {"phase": "InProgress", "readyToUse": false,
@@ -417,37 +561,70 @@ impl Ctl {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
             store.lock().unwrap().insert(name.clone(), template);
-            let ind = if online { json!(["Online", "GuestAgent"]) } else { json!([]) };
+            let ind = if online {
+                json!(["Online", "GuestAgent"])
+            } else {
+                json!([])
+            };
             let st = json!({"status": {"phase": "Succeeded", "readyToUse": true, "creationTime": now(), "indications": ind,
                 "conditions": [{"type": "Progressing", "status": "False"}, {"type": "Ready", "status": "True"}]}});
             let _ = api.patch_status(&name, &pp(), &Patch::Merge(st)).await;
         });
     }
 
-    async fn reconcile_restore(&mut self, r: &VirtualMachineRestore, vms: &Store<VirtualMachine>, vmis: &HashMap<String, Arc<VirtualMachineInstance>>) {
+    async fn reconcile_restore(
+        &mut self,
+        r: &VirtualMachineRestore,
+        vms: &Store<VirtualMachine>,
+        vmis: &HashMap<String, Arc<VirtualMachineInstance>>,
+    ) {
         if r.status.as_ref().and_then(|s| s.complete) == Some(true) {
             return;
         }
         let name = r.name_any();
         let target = r.spec.target.name.clone();
         let api = self.api::<VirtualMachineRestore>();
-        let template = self.snapshots.lock().unwrap().get(&r.spec.virtual_machine_snapshot_name).cloned();
+        let template = self
+            .snapshots
+            .lock()
+            .unwrap()
+            .get(&r.spec.virtual_machine_snapshot_name)
+            .cloned();
         let Some(template) = template else {
             let st = json!({"status": {"complete": false, "conditions": [{"type": "Failure", "status": "True", "message": "snapshot content not found"}]}});
             let _ = api.patch_status(&name, &pp(), &Patch::Merge(st)).await;
             return;
         };
         if vmis.contains_key(&target) {
-            if r.spec.extra.get("targetReadinessPolicy").and_then(|v| v.as_str()) == Some("StopTarget")
+            if r.spec
+                .extra
+                .get("targetReadinessPolicy")
+                .and_then(|v| v.as_str())
+                == Some("StopTarget")
                 && let Some(vm) = vms.state().into_iter().find(|v| v.name_any() == target)
                 && vm.spec.run_strategy.as_deref() != Some("Halted")
             {
-                let _ = self.api::<VirtualMachine>().patch(&target, &pp(), &Patch::Merge(json!({"spec": {"runStrategy": "Halted"}}))).await;
+                let _ = self
+                    .api::<VirtualMachine>()
+                    .patch(
+                        &target,
+                        &pp(),
+                        &Patch::Merge(json!({"spec": {"runStrategy": "Halted"}})),
+                    )
+                    .await;
             }
             return; // wait for the VM to stop
         }
-        let p: json_patch::Patch = serde_json::from_value(json!([{"op": "replace", "path": "/spec/template", "value": template}])).unwrap();
-        if self.api::<VirtualMachine>().patch(&target, &pp(), &Patch::Json::<()>(p)).await.is_ok() {
+        let p: json_patch::Patch = serde_json::from_value(
+            json!([{"op": "replace", "path": "/spec/template", "value": template}]),
+        )
+        .unwrap();
+        if self
+            .api::<VirtualMachine>()
+            .patch(&target, &pp(), &Patch::Json::<()>(p))
+            .await
+            .is_ok()
+        {
             let st = json!({"status": {"complete": true, "restoreTime": now(), "conditions": [{"type": "Ready", "status": "True"}]}});
             let _ = api.patch_status(&name, &pp(), &Patch::Merge(st)).await;
         }
@@ -459,8 +636,16 @@ impl Ctl {
         }
         let name = c.name_any();
         let api = self.api::<VirtualMachineClone>();
-        let source = vms.state().into_iter().find(|v| v.name_any() == c.spec.source.name);
-        let target = c.spec.target.as_ref().map(|t| t.name.clone()).unwrap_or_else(|| format!("{}-clone", c.spec.source.name));
+        let source = vms
+            .state()
+            .into_iter()
+            .find(|v| v.name_any() == c.spec.source.name);
+        let target = c
+            .spec
+            .target
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_else(|| format!("{}-clone", c.spec.source.name));
         let phase = match source {
             None => "Failed",
             Some(src) => {
@@ -471,9 +656,24 @@ impl Ctl {
                     "spec": {"runStrategy": "Halted", "template": src.spec.template.clone()},
                 }))
                 .unwrap();
-                if self.api::<VirtualMachine>().create(&PostParams::default(), &vm).await.is_ok() { "Succeeded" } else { "Failed" }
+                if self
+                    .api::<VirtualMachine>()
+                    .create(&PostParams::default(), &vm)
+                    .await
+                    .is_ok()
+                {
+                    "Succeeded"
+                } else {
+                    "Failed"
+                }
             }
         };
-        let _ = api.patch_status(&name, &pp(), &Patch::Merge(json!({"status": {"phase": phase, "targetName": target}}))).await;
+        let _ = api
+            .patch_status(
+                &name,
+                &pp(),
+                &Patch::Merge(json!({"status": {"phase": phase, "targetName": target}})),
+            )
+            .await;
     }
 }
