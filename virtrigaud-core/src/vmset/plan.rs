@@ -67,7 +67,8 @@ pub struct Plan {
     pub start: Vec<Member>,
     /// Members to remove that are not available (old ones, excess ones).
     pub remove_unavailable: Vec<Member>,
-    /// New members to create.
+    /// New members to create, if every removal of `remove_unavailable` succeeds (create one
+    /// fewer per failed removal).
     pub create: u32,
     /// Available members to remove (old ones, excess ones), within the unavailability budget.
     pub remove_available: Vec<Member>,

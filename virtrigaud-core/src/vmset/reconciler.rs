@@ -279,9 +279,12 @@ impl VmSetReconciler {
         let policy = self.shutdown_policy.clone().unwrap_or_else(|| {
             ShutdownPolicy::with_grace(template.spec.graceful_shutdown_timeout())
         });
-        self.remove_all(&name, &p.remove_unavailable, &policy, &mut status)
+        // A removal that failed leaves its VM in existence: create that many fewer.
+        let failed = self
+            .remove_all(&name, &p.remove_unavailable, &policy, &mut status)
             .await;
-        if p.create > 0 {
+        let create = p.create.saturating_sub(failed);
+        if create > 0 {
             let removed: BTreeSet<&str> = p
                 .remove_unavailable
                 .iter()
@@ -293,7 +296,7 @@ impl VmSetReconciler {
                 .filter(|m| !removed.contains(m.name.as_str()))
                 .map(|m| m.name.clone())
                 .collect();
-            self.create_n(set, &hash, p.create, taken, peers, &mut status)
+            self.create_n(set, &hash, create, taken, peers, &mut status)
                 .await;
         }
         self.remove_all(&name, &p.remove_available, &policy, &mut status)
@@ -348,20 +351,24 @@ impl VmSetReconciler {
         }
     }
 
+    /// Removes `members` concurrently; returns how many removals failed.
     async fn remove_all(
         &self,
         set: &str,
         members: &[Member],
         policy: &ShutdownPolicy,
         status: &mut SetStatus,
-    ) {
+    ) -> u32 {
         let jobs = members.iter().map(|m| self.remove(set, m, policy.clone()));
+        let mut failed = 0;
         for r in futures::future::join_all(jobs).await {
             status.actions += 1;
             if let Err(e) = r {
                 status.errors.push(e);
+                failed += 1;
             }
         }
+        failed
     }
 
     async fn remove(
