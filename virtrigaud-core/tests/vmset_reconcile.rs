@@ -1,0 +1,258 @@
+//! VM set reconciler scenarios on the simulator (paused clock): scale up and down, names and
+//! labels, placement with host anti-affinity, readiness gates that pause a rollout across a
+//! restart and resume it, the event stream, and `Recreate`.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use virtrigaud_core::model::{
+    AntiAffinity, IntOrPercent, RollingUpdate, UpdateStrategy, UpdateStrategyType,
+    VMPlacementPolicySpec, VMSet, VMSetSpec,
+};
+use virtrigaud_core::placement::{HostInfo, Resources, SolverPlacer};
+use virtrigaud_core::shutdown::ShutdownManager;
+use virtrigaud_core::sim::Simulator;
+use virtrigaud_core::vmset::{
+    Health, RolloutEvent, SET_LABEL, TEMPLATE_HASH_LABEL, VmSetReconciler, probe_fn,
+    template_hash,
+};
+use virtrigaud_core::{ListOptions, PowerState, Provider, VmDescription};
+
+const TICK: Duration = Duration::from_secs(1);
+
+fn web(replicas: i32, version: &str) -> VMSet {
+    let mut spec = VMSetSpec::default();
+    spec.replicas = Some(replicas);
+    spec.template
+        .metadata
+        .labels
+        .insert("version".into(), version.into());
+    VMSet::new("web", spec)
+}
+
+fn with_rolling(mut set: VMSet, unavailable: IntOrPercent, surge: IntOrPercent) -> VMSet {
+    let mut ru = RollingUpdate::default();
+    ru.max_unavailable = Some(unavailable);
+    ru.max_surge = Some(surge);
+    let mut us = UpdateStrategy::default();
+    us.rolling_update = Some(ru);
+    set.spec.update_strategy = Some(us);
+    set
+}
+
+async fn members(sim: &Simulator) -> Vec<VmDescription> {
+    let mut opts = ListOptions::default();
+    opts.labels.insert(SET_LABEL.into(), "web".into());
+    sim.list_vms(&opts).await.unwrap()
+}
+
+fn reconciler(sim: &Simulator) -> VmSetReconciler {
+    let p: Arc<dyn Provider> = Arc::new(sim.clone());
+    VmSetReconciler::new(p.clone(), ShutdownManager::new(p))
+}
+
+#[tokio::test(start_paused = true)]
+async fn scales_up_and_down_with_names_and_labels() {
+    let sim = Simulator::new();
+    let r = reconciler(&sim);
+    let set = web(3, "v1");
+    let s = r.run_until_converged(&set, TICK, 20).await.unwrap();
+    assert_eq!((s.existing, s.available, s.updated), (3, 3, 3));
+    let vms = members(&sim).await;
+    let names: Vec<&str> = vms.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["web-1", "web-2", "web-3"]);
+    let hash = template_hash(&set.spec.template);
+    for v in &vms {
+        assert_eq!(v.labels.get(TEMPLATE_HASH_LABEL), Some(&hash));
+        assert_eq!(v.labels.get("version").map(String::as_str), Some("v1"));
+        assert_eq!(v.power_state, PowerState::Running);
+    }
+    let s = r.run_until_converged(&web(5, "v1"), TICK, 20).await.unwrap();
+    assert_eq!(s.existing, 5);
+    let before = sim.calls("request_shutdown");
+    let s = r.run_until_converged(&web(2, "v1"), TICK, 40).await.unwrap();
+    assert_eq!(s.existing, 2);
+    assert_eq!(members(&sim).await.len(), 2);
+    // Scale-down stops VMs gracefully (ACPI through the engine), not by a hard power-off.
+    assert_eq!(sim.calls("request_shutdown") - before, 3);
+    assert_eq!(sim.calls("power_off"), 0);
+    let s = r.reconcile(&web(2, "v1")).await.unwrap();
+    assert!(s.converged);
+    assert_eq!(s.actions, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn placement_spreads_members_across_hosts_and_explains_failures() {
+    let sim = Simulator::new();
+    for i in 1..=4 {
+        sim.add_host(HostInfo::new(format!("esx-{i}"), Resources::new(32, 65536)));
+    }
+    let p: Arc<dyn Provider> = Arc::new(sim.clone());
+    let mut aa = AntiAffinity::default();
+    aa.host_anti_affinity = true;
+    let mut policy = VMPlacementPolicySpec::default();
+    policy.anti_affinity = Some(aa);
+    let r = VmSetReconciler::new(p.clone(), ShutdownManager::new(p.clone()))
+        .placer(Arc::new(SolverPlacer::new(p)))
+        .placement_policy(policy);
+    let mut events = Box::pin(r.events());
+    // maxSurge 1 with 4 hosts and 3 replicas: the surge VM gets the fourth host.
+    let set = with_rolling(web(3, "v1"), IntOrPercent::Count(0), IntOrPercent::Count(1));
+    r.run_until_converged(&set, TICK, 20).await.unwrap();
+    let v2 = with_rolling(web(3, "v2"), IntOrPercent::Count(0), IntOrPercent::Count(1));
+    r.run_until_converged(&v2, TICK, 50).await.unwrap();
+    let hosts: BTreeSet<String> = members(&sim)
+        .await
+        .into_iter()
+        .map(|v| v.host.unwrap())
+        .collect();
+    assert_eq!(hosts.len(), 3, "one member per host");
+    // Five replicas cannot fit on four hosts with host anti-affinity.
+    let five = with_rolling(web(5, "v2"), IntOrPercent::Count(0), IntOrPercent::Count(1));
+    let err = r.run_until_converged(&five, TICK, 5).await.unwrap_err();
+    assert!(err.to_string().contains("not converged"), "{err}");
+    let mut explanation = None;
+    while let Some(Some(e)) = futures::FutureExt::now_or_never(events.next()) {
+        if let RolloutEvent::PlacementFailed { reason, .. } = e {
+            explanation = Some(reason);
+        }
+    }
+    let explanation = explanation.unwrap();
+    assert!(
+        explanation.contains("4 hosts: host anti-affinity with web-"),
+        "{explanation}"
+    );
+    assert_eq!(members(&sim).await.len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_gate_pauses_across_a_restart_and_resumes() {
+    let sim = Simulator::new();
+    let healthy = Arc::new(AtomicBool::new(false));
+    let make = |sim: &Simulator| {
+        let h = healthy.clone();
+        let probe = probe_fn(move |vm: VmDescription| {
+            let h = h.clone();
+            async move {
+                let v2 = vm.labels.get("version").map(String::as_str) == Some("v2");
+                if v2 && !h.load(Ordering::SeqCst) {
+                    Health::Failed("HTTP 503 on /healthz".into())
+                } else {
+                    Health::Ready
+                }
+            }
+        });
+        reconciler(sim).probe(probe)
+    };
+    let v1 = with_rolling(web(4, "v1"), IntOrPercent::Count(1), IntOrPercent::Count(1));
+    let v2 = with_rolling(web(4, "v2"), IntOrPercent::Count(1), IntOrPercent::Count(1));
+    let r = make(&sim);
+    r.run_until_converged(&v1, TICK, 20).await.unwrap();
+    let mut rx = r.subscribe();
+    let mut paused = None;
+    for _ in 0..6 {
+        let s = r.reconcile(&v2).await.unwrap();
+        if s.paused.is_some() {
+            paused = s.paused;
+            break;
+        }
+        tokio::time::sleep(TICK).await;
+    }
+    let (vm, why) = paused.expect("the rollout pauses on the failed gate");
+    assert!(why.contains("503"), "{why}");
+    assert!(vm.starts_with("web-"));
+    let mut saw_paused = false;
+    while let Ok(e) = rx.try_recv() {
+        saw_paused |= matches!(e, RolloutEvent::Paused { .. });
+    }
+    assert!(saw_paused);
+    // Nothing moves while paused; at most 1 + 1 VMs on v2's way, never below 3 available.
+    let count = members(&sim).await.len();
+    let s = r.reconcile(&v2).await.unwrap();
+    assert_eq!(s.actions, 0);
+    assert_eq!(members(&sim).await.len(), count);
+    assert!(count <= 5);
+    let model = s.to_model(None);
+    assert!(model.conditions.iter().any(|c| c.type_ == "Paused"));
+
+    // The embedding process restarts: the pause is derived from the VMs again.
+    drop(r);
+    let r = make(&sim);
+    let s = r.reconcile(&v2).await.unwrap();
+    assert_eq!(s.paused.as_ref().map(|p| p.0.as_str()), Some(vm.as_str()));
+
+    // The service recovers: the rollout resumes and completes.
+    healthy.store(true, Ordering::SeqCst);
+    let mut rx = r.subscribe();
+    let s = r.run_until_converged(&v2, TICK, 50).await.unwrap();
+    assert_eq!((s.updated, s.available), (4, 4));
+    let mut kinds = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        kinds.push(e);
+    }
+    assert!(kinds.iter().any(|e| matches!(e, RolloutEvent::Resumed { .. })));
+    assert!(matches!(kinds.last(), Some(RolloutEvent::Converged { .. })));
+}
+
+#[tokio::test(start_paused = true)]
+async fn event_stream_reports_a_rollout_in_order() {
+    let sim = Simulator::new();
+    let r = reconciler(&sim);
+    r.run_until_converged(&web(2, "v1"), TICK, 20).await.unwrap();
+    let mut rx = r.subscribe();
+    let v2 = with_rolling(web(2, "v2"), IntOrPercent::Count(0), IntOrPercent::Count(1));
+    r.run_until_converged(&v2, TICK, 30).await.unwrap();
+    let mut log = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        match e {
+            RolloutEvent::Created { vm, .. } => log.push(format!("created {vm}")),
+            RolloutEvent::Deleted { vm, shutdown, .. } => {
+                log.push(format!("deleted {vm} ({shutdown})"))
+            }
+            RolloutEvent::Converged { .. } => log.push("converged".into()),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        log,
+        [
+            "created web-3",
+            "deleted web-1 (graceful (acpi))",
+            "created web-1",
+            "deleted web-2 (graceful (acpi))",
+            "converged"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn recreate_removes_every_old_vm_first() {
+    let sim = Simulator::new();
+    let r = reconciler(&sim);
+    r.run_until_converged(&web(3, "v1"), TICK, 20).await.unwrap();
+    let mut v2 = web(3, "v2");
+    let mut us = UpdateStrategy::default();
+    us.type_ = UpdateStrategyType::Recreate;
+    v2.spec.update_strategy = Some(us);
+    let s = r.reconcile(&v2).await.unwrap();
+    assert_eq!(s.actions, 3);
+    assert!(members(&sim).await.is_empty());
+    let s = r.run_until_converged(&v2, TICK, 20).await.unwrap();
+    assert_eq!(s.updated, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stopped_member_is_powered_on_by_the_power_gate() {
+    let sim = Simulator::new();
+    let r = reconciler(&sim);
+    r.run_until_converged(&web(2, "v1"), TICK, 20).await.unwrap();
+    let vm = members(&sim).await[0].id.clone();
+    sim.power_off(&vm, &Default::default()).await.unwrap();
+    let s = r.run_until_converged(&web(2, "v1"), TICK, 20).await.unwrap();
+    assert_eq!(s.available, 2);
+    assert_eq!(sim.true_state(&vm), Some(PowerState::Running));
+}
