@@ -674,3 +674,69 @@ async fn cpu_and_memory_hot_plug_under_live_update() {
     assert_eq!(e.kind(), ErrorKind::Unsupported);
     let _ = env.vms().delete("h", &DeleteParams::default()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_describe_list_delete() {
+    let Some(env) = env("crud", false).await else {
+        return;
+    };
+    let p = &env.provider;
+    let mut spec = virtrigaud_core::VmCreateSpec::new("app-1", 2, 1536);
+    spec.disks
+        .push(virtrigaud_core::DiskCreateSpec::new("data", 10));
+    spec.image = Some("quay.io/containerdisks/fedora:41".into());
+    spec.cloud_init_user_data = Some("#cloud-config\n".into());
+    spec.labels.insert("tier".into(), "web".into());
+    spec.networks
+        .push(virtrigaud_core::NetworkCreateSpec::new("pod"));
+    spec.power_on = true;
+    let vm = p.create(&spec).await.expect("create");
+    assert_eq!(vm.as_str(), format!("{}/app-1", env.ns));
+    let e = p.create(&spec).await.expect_err("duplicate");
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists);
+    p.wait_for_power_state(&vm, |s| *s == PowerState::Running, SETTLE)
+        .await
+        .expect("running");
+    let d = p.describe(&vm).await.unwrap();
+    assert_eq!((d.cpu, d.memory_mib), (2, 1536));
+    assert_eq!(d.host.as_deref(), Some("node-1"));
+    let data = d
+        .disks
+        .iter()
+        .find(|x| x.name == "data")
+        .expect("data disk");
+    assert_eq!(data.size_gib, 10);
+    assert!(d.disks.iter().any(|x| x.name == "rootdisk"));
+    let mut other = virtrigaud_core::VmCreateSpec::new("app-2", 1, 512);
+    other.labels.insert("tier".into(), "db".into());
+    p.create(&other).await.expect("create 2");
+    let mut lo = virtrigaud_core::ListOptions::default();
+    lo.labels.insert("tier".into(), "web".into());
+    let listed = p.list_vms(&lo).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        vec!["app-1"]
+    );
+    assert_eq!(p.list_vms(&Default::default()).await.unwrap().len(), 2);
+    let e = p
+        .delete(&vm, &Default::default())
+        .await
+        .expect_err("running");
+    assert_eq!(e.kind(), ErrorKind::InvalidState);
+    p.power_off(&vm, &PowerOffOptions::default()).await.unwrap();
+    p.wait_for_power_state(&vm, PowerState::is_off, SETTLE)
+        .await
+        .unwrap();
+    let mut del = virtrigaud_core::DeleteOptions::default();
+    del.delete_disks = true;
+    p.delete(&vm, &del).await.expect("delete");
+    assert_eq!(
+        p.power_state(&vm).await.expect_err("gone").kind(),
+        ErrorKind::NotFound
+    );
+    let bad = p
+        .power_state(&VmId::new("x/Bad_Name"))
+        .await
+        .expect_err("bad id");
+    assert_eq!(bad.kind(), ErrorKind::InvalidSpec);
+}
