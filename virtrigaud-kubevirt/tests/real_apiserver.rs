@@ -673,6 +673,24 @@ async fn cpu_and_memory_hot_plug_under_live_update() {
         .expect_err("disks");
     assert_eq!(e.kind(), ErrorKind::Unsupported);
     let _ = env.vms().delete("h", &DeleteParams::default()).await;
+
+    // without a configured strategy the provider reads the KubeVirt CR
+    let kvs: Api<virtrigaud_kubevirt::types::KubeVirt> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    let kv: virtrigaud_kubevirt::types::KubeVirt = serde_json::from_value(json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kubevirt", "namespace": env.ns},
+        "spec": {"configuration": {"vmRolloutStrategy": "LiveUpdate"}}}))
+    .unwrap();
+    kvs.create(&Default::default(), &kv)
+        .await
+        .expect("KubeVirt CR");
+    assert_eq!(
+        env.provider.rollout_strategy().await,
+        RolloutStrategy::LiveUpdate
+    );
+    kvs.delete("kubevirt", &DeleteParams::default())
+        .await
+        .expect("delete CR");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
