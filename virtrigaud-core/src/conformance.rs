@@ -384,6 +384,13 @@ pub async fn racing_requests_share_one_grace(
             "start short"
         );
         let (a, b) = futures::join!(first.wait(), second.wait());
+        if !ignoring && matches!(b.outcome, ShutdownOutcome::AlreadyOff) {
+            // A backend that stops cooperative guests instantly may finish the first shutdown
+            // before the second request arrives; then the second rightly sees an off VM. The
+            // join itself is only provable with a guest that ignores the request.
+            ensure!(a.outcome.is_off(), "first request ended {}", a.outcome);
+            return CheckOutcome::Passed;
+        }
         ensure!(
             a.outcome.as_str() == b.outcome.as_str(),
             "joined requests saw {} and {}",
