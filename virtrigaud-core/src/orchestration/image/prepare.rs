@@ -1,0 +1,508 @@
+//! [`ImagePreparer`]: `VMImage` preparation — phases, checksum while streaming, retries
+//! with backoff and resume, overall timeout, stall detection, progress.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::StreamExt;
+use sha2::{Digest, Sha256, Sha512};
+use tokio::time::Instant;
+
+use super::sink::{ImageRef, ImageSink, ImageTarget, ImageUpload};
+use super::source::ImageSource;
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{
+    Checksum, ChecksumAlgorithm, Condition, ImagePhase, ImagePrepare, OnMissing, VMImage,
+    condition_types, set_condition,
+};
+use crate::orchestration::events::{EventBus, EventReason, ObjectKind};
+use crate::orchestration::metrics;
+use crate::orchestration::orchestrator::now_rfc3339;
+
+/// Options of one preparation.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PrepareOptions {
+    /// Expected digest of the whole image.
+    pub checksum: Option<Checksum>,
+    /// Check `checksum` (default true; without a checksum nothing is checked).
+    pub validate_checksum: bool,
+    /// What to do when the image is missing (default `Import`).
+    pub on_missing: OnMissing,
+    /// Budget of the whole preparation, retries included (default 30 min).
+    pub timeout: Duration,
+    /// An attempt fails when no byte arrives for this long (default 30 s).
+    pub stall_timeout: Duration,
+    /// Retries after a failed attempt (default 3).
+    pub retries: u32,
+    /// First retry delay, doubling (default 1 s).
+    pub retry_delay: Duration,
+    /// Longest retry delay (default 60 s).
+    pub max_retry_delay: Duration,
+}
+
+impl Default for PrepareOptions {
+    fn default() -> Self {
+        PrepareOptions {
+            checksum: None,
+            validate_checksum: true,
+            on_missing: OnMissing::Import,
+            timeout: Duration::from_secs(30 * 60),
+            stall_timeout: Duration::from_secs(30),
+            retries: 3,
+            retry_delay: Duration::from_secs(1),
+            max_retry_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+impl PrepareOptions {
+    /// Options from a `VMImage`'s `spec.prepare` and the source's checksum.
+    pub fn from_spec(prepare: Option<&ImagePrepare>, checksum: Option<Checksum>) -> Self {
+        let mut o = PrepareOptions {
+            checksum,
+            ..Default::default()
+        };
+        if let Some(p) = prepare {
+            if let Some(v) = p.validate_checksum {
+                o.validate_checksum = v;
+            }
+            if let Some(m) = p.on_missing {
+                o.on_missing = m;
+            }
+            if let Some(t) = p.timeout {
+                o.timeout = t.as_duration();
+            }
+            if let Some(r) = p.retries {
+                o.retries = r;
+            }
+        }
+        o
+    }
+}
+
+/// Download progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Bytes of the image stored so far.
+    pub bytes: u64,
+    /// Size of the image, when known.
+    pub total: Option<u64>,
+    /// Attempt number (1 for the first).
+    pub attempt: u32,
+}
+
+/// What [`ImagePreparer::prepare`] did.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PrepareReport {
+    /// The stored image.
+    pub image: ImageRef,
+    /// Whether it was imported now (false: it was already there).
+    pub imported: bool,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Attempts that resumed with `Range` instead of starting over.
+    pub resumed: u32,
+    /// Attempts that had to start over (the source could not resume).
+    pub restarted: u32,
+    /// The digest computed while streaming (lower-case hex).
+    pub digest: Option<String>,
+}
+
+type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// Prepares `VMImage`s into one [`ImageSink`].
+#[derive(Clone)]
+pub struct ImagePreparer {
+    sink: Arc<dyn ImageSink>,
+    events: EventBus,
+    progress: Option<ProgressFn>,
+    progress_every: u64,
+}
+
+impl fmt::Debug for ImagePreparer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImagePreparer")
+            .field("sink", &self.sink)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Hasher {
+    Sha256(Sha256),
+    Sha512(Sha512),
+}
+
+impl Hasher {
+    fn new(alg: ChecksumAlgorithm) -> Self {
+        match alg {
+            ChecksumAlgorithm::Sha512 => Hasher::Sha512(Sha512::new()),
+            _ => Hasher::Sha256(Sha256::new()),
+        }
+    }
+    fn update(&mut self, b: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(b),
+            Hasher::Sha512(h) => h.update(b),
+        }
+    }
+    fn finish(self) -> Vec<u8> {
+        match self {
+            Hasher::Sha256(h) => h.finalize().to_vec(),
+            Hasher::Sha512(h) => h.finalize().to_vec(),
+        }
+    }
+}
+
+struct Run {
+    hasher: Hasher,
+    alg: ChecksumAlgorithm,
+    attempts: u32,
+    resumed: u32,
+    restarted: u32,
+    total: Option<u64>,
+}
+
+impl ImagePreparer {
+    /// A preparer storing into `sink`.
+    pub fn new(sink: Arc<dyn ImageSink>) -> Self {
+        ImagePreparer {
+            sink,
+            events: EventBus::default(),
+            progress: None,
+            progress_every: 8 << 20,
+        }
+    }
+
+    /// Sends events to `bus`.
+    pub fn with_events(mut self, bus: EventBus) -> Self {
+        self.events = bus;
+        self
+    }
+
+    /// Calls `f` with the progress every `every` bytes (and at the end of each attempt).
+    pub fn on_progress(mut self, every: u64, f: impl Fn(Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(f));
+        self.progress_every = every.max(1);
+        self
+    }
+
+    /// The event bus.
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    fn set_phase(&self, image: &mut VMImage, phase: ImagePhase, message: Option<String>) {
+        let st = image.status.get_or_insert_with(Default::default);
+        st.phase = Some(phase);
+        st.message = message;
+        set_condition(
+            &mut st.conditions,
+            Condition::new(
+                condition_types::READY,
+                phase == ImagePhase::Ready,
+                format!("{phase:?}"),
+                st.message.clone().unwrap_or_default(),
+            )
+            .at(now_rfc3339()),
+        );
+    }
+
+    /// Prepares `image` into `target`: if it is missing and `onMissing` is `Import`, streams it
+    /// from `source` into the sink, checking the checksum while streaming, retrying and
+    /// resuming failed attempts, within the overall timeout. `image.status` moves through
+    /// `Pending`, `Importing`, `Preparing` and `Ready` (or `Failed`). A failed preparation
+    /// leaves no partial image behind.
+    pub async fn prepare(
+        &self,
+        image: &mut VMImage,
+        target: &ImageTarget,
+        source: &dyn ImageSource,
+        opts: &PrepareOptions,
+    ) -> Result<PrepareReport> {
+        let started = Instant::now();
+        let name = image.metadata.name.clone();
+        self.set_phase(image, ImagePhase::Pending, None);
+        self.events.emit(
+            ObjectKind::VMImage,
+            &name,
+            EventReason::ImagePending,
+            "waiting to start",
+        );
+        let res = self.prepare_inner(image, target, source, opts).await;
+        metrics::image_prepare(
+            self.sink.provider_type(),
+            metrics::outcome_of(&res),
+            started.elapsed(),
+        );
+        match &res {
+            Ok(r) => {
+                let msg = if r.imported {
+                    format!("imported {} bytes", r.image.size_bytes)
+                } else {
+                    "already present".to_owned()
+                };
+                self.set_phase(image, ImagePhase::Ready, Some(msg.clone()));
+                self.events
+                    .emit(ObjectKind::VMImage, &name, EventReason::ImageReady, msg);
+            }
+            Err(e) => {
+                self.set_phase(image, ImagePhase::Failed, Some(e.to_string()));
+                self.events.emit(
+                    ObjectKind::VMImage,
+                    &name,
+                    EventReason::ImageFailed,
+                    e.to_string(),
+                );
+            }
+        }
+        res
+    }
+
+    async fn prepare_inner(
+        &self,
+        image: &mut VMImage,
+        target: &ImageTarget,
+        source: &dyn ImageSource,
+        opts: &PrepareOptions,
+    ) -> Result<PrepareReport> {
+        if let Some(existing) = self.sink.lookup(target).await? {
+            return Ok(PrepareReport {
+                image: existing,
+                imported: false,
+                attempts: 0,
+                resumed: 0,
+                restarted: 0,
+                digest: None,
+            });
+        }
+        if opts.on_missing != OnMissing::Import {
+            return Err(Error::not_found(format!(
+                "image {} is missing and onMissing is Fail",
+                target.name
+            ))
+            .with_operation("image_prepare"));
+        }
+        let name = image.metadata.name.clone();
+        self.set_phase(image, ImagePhase::Importing, None);
+        self.events.emit(
+            ObjectKind::VMImage,
+            &name,
+            EventReason::ImageImporting,
+            format!("importing into {}", self.sink.provider_type()),
+        );
+        let alg = opts
+            .checksum
+            .as_ref()
+            .map_or(ChecksumAlgorithm::Sha256, Checksum::algorithm);
+        let mut run = Run {
+            hasher: Hasher::new(alg),
+            alg,
+            attempts: 0,
+            resumed: 0,
+            restarted: 0,
+            total: None,
+        };
+        let mut upload: Option<Box<dyn ImageUpload>> = None;
+        let deadline = Instant::now() + opts.timeout;
+        let res = tokio::time::timeout_at(
+            deadline,
+            self.import(&name, target, source, opts, &mut run, &mut upload),
+        )
+        .await;
+        let res = match res {
+            Ok(r) => r,
+            Err(_) => Err(Error::timeout(format!(
+                "image preparation did not finish within {:?}",
+                opts.timeout
+            ))
+            .with_operation("image_prepare")),
+        };
+        image.status.get_or_insert_with(Default::default).attempts = Some(run.attempts);
+        let digest = match res {
+            Ok(d) => d,
+            Err(e) => {
+                if let Some(u) = upload.take()
+                    && let Err(ae) = u.abort().await
+                {
+                    return Err(Error::new(
+                        e.kind(),
+                        format!(
+                            "{}; removing the partial image also failed: {ae}",
+                            e.message()
+                        ),
+                    ));
+                }
+                return Err(e);
+            }
+        };
+        self.set_phase(image, ImagePhase::Preparing, None);
+        self.events.emit(
+            ObjectKind::VMImage,
+            &name,
+            EventReason::ImagePreparing,
+            "handing the image to the provider",
+        );
+        let Some(u) = upload.take() else {
+            return Err(Error::internal("no upload to commit"));
+        };
+        let stored = u.commit().await?;
+        Ok(PrepareReport {
+            image: stored,
+            imported: true,
+            attempts: run.attempts,
+            resumed: run.resumed,
+            restarted: run.restarted,
+            digest: Some(digest),
+        })
+    }
+
+    async fn import(
+        &self,
+        name: &str,
+        target: &ImageTarget,
+        source: &dyn ImageSource,
+        opts: &PrepareOptions,
+        run: &mut Run,
+        upload: &mut Option<Box<dyn ImageUpload>>,
+    ) -> Result<String> {
+        let mut u = self.sink.begin(target, None).await?;
+        if u.written() > 0 {
+            let h = &mut run.hasher;
+            u.replay(&mut |b: &[u8]| h.update(b)).await?;
+        }
+        let up = upload.insert(u);
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(opts.retry_delay)
+            .with_max_delay(opts.max_retry_delay)
+            .with_max_times(opts.retries as usize)
+            .build();
+        loop {
+            run.attempts += 1;
+            match self.attempt(source, opts, run, up.as_mut()).await {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() => match delays.next() {
+                    Some(d) => {
+                        self.events.emit(
+                            ObjectKind::VMImage,
+                            name,
+                            EventReason::ImageRetrying,
+                            format!(
+                                "attempt {} failed ({e}); retrying in {:.1} s from byte {}",
+                                run.attempts,
+                                d.as_secs_f64(),
+                                up.written()
+                            ),
+                        );
+                        tokio::time::sleep(d).await;
+                    }
+                    None => {
+                        return Err(Error::new(
+                            e.kind(),
+                            format!("{} (after {} attempts)", e.message(), run.attempts),
+                        )
+                        .with_operation("image_download")
+                        .persistent());
+                    }
+                },
+                Err(e) => return Err(e),
+            }
+        }
+        let hasher = std::mem::replace(&mut run.hasher, Hasher::new(run.alg));
+        let digest = hasher.finish();
+        let hex = hex::encode(&digest);
+        if let Some(c) = &opts.checksum
+            && opts.validate_checksum
+            && !c.matches(&digest)
+        {
+            return Err(Error::new(
+                ErrorKind::InvalidSpec,
+                format!(
+                    "checksum mismatch: expected {c}, got {}:{hex}",
+                    c.algorithm().as_str()
+                ),
+            )
+            .with_operation("image_verify")
+            .permanent());
+        }
+        Ok(hex)
+    }
+
+    async fn attempt(
+        &self,
+        source: &dyn ImageSource,
+        opts: &PrepareOptions,
+        run: &mut Run,
+        up: &mut dyn ImageUpload,
+    ) -> Result<()> {
+        let stalled = |what: &str| {
+            Error::unavailable(format!(
+                "download stalled: no {what} for {:?}",
+                opts.stall_timeout
+            ))
+            .with_operation("image_download")
+        };
+        let offset = up.written();
+        let s = tokio::time::timeout(opts.stall_timeout, source.open(offset))
+            .await
+            .map_err(|_| stalled("response"))??;
+        if s.offset != offset {
+            if s.offset != 0 {
+                return Err(Error::internal(format!(
+                    "the source resumed at byte {} instead of {offset}",
+                    s.offset
+                )));
+            }
+            up.restart().await?;
+            run.hasher = Hasher::new(run.alg);
+            if offset > 0 {
+                run.restarted += 1;
+            }
+        } else if offset > 0 {
+            run.resumed += 1;
+        }
+        run.total = s.total_len;
+        let mut body = s.body;
+        let mut next_report = up.written() + self.progress_every;
+        loop {
+            match tokio::time::timeout(opts.stall_timeout, body.next()).await {
+                Err(_) => return Err(stalled("data")),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(e),
+                Ok(Some(Ok(chunk))) => {
+                    run.hasher.update(&chunk);
+                    up.write(chunk).await?;
+                    if up.written() >= next_report {
+                        next_report = up.written() + self.progress_every;
+                        self.report(up.written(), run);
+                    }
+                }
+            }
+        }
+        self.report(up.written(), run);
+        if let Some(t) = run.total
+            && up.written() != t
+        {
+            return Err(Error::unavailable(format!(
+                "download ended early: {} of {t} bytes",
+                up.written()
+            ))
+            .with_operation("image_download"));
+        }
+        Ok(())
+    }
+
+    fn report(&self, bytes: u64, run: &Run) {
+        if let Some(f) = &self.progress {
+            f(Progress {
+                bytes,
+                total: run.total,
+                attempt: run.attempts,
+            });
+        }
+    }
+}
