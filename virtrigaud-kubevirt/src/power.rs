@@ -20,7 +20,9 @@
 //! (KubeVirt forces the guest off when it expires, counted from the first shutdown signal).
 //! While a stop is in flight a grace is only ever *shortened*: a second stop with a longer grace
 //! changes nothing, a shorter one (down to 0, a forced stop) wins. There is one grace period per
-//! stop however many stops race.
+//! stop however many stops race. A VMI grace already below the template's counts as in flight
+//! (a racing stop shortened it but its run-state change is not visible yet), so racing stops
+//! can never lengthen each other's grace.
 
 use serde_json::{Value, json};
 use virtrigaud_core::{ErrorKind, Result};
@@ -217,10 +219,25 @@ impl KubeVirtProvider {
             // One grace period per stop: a longer (or no) grace never extends one in flight.
             return Ok(StopOutcome::AlreadyStopping);
         }
+        // A VMI grace below the template's was shortened by a stop that may still be racing us
+        // (its run-state change not visible yet): then, too, a grace may only shorten.
+        let template = vm
+            .spec
+            .template
+            .as_ref()
+            .and_then(|t| t.spec.as_ref())
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(DEFAULT_GRACE_SECONDS);
+        let shortened_before = current.is_some_and(|c| c < template);
+        let set_grace = match grace {
+            Some(g) if in_flight || shortened_before => g < effective,
+            Some(g) => current != Some(g),
+            None => false,
+        };
         if self.inner.config.power_api == PowerApi::Subresources {
             let body = match grace {
-                Some(g) => json!({"gracePeriod": g}),
-                None => json!({}),
+                Some(g) if set_grace => json!({"gracePeriod": g}),
+                _ => json!({}),
             };
             self.subresource(r, Sub::Stop, body, op).await?;
             return Ok(if in_flight {
@@ -231,7 +248,7 @@ impl KubeVirtProvider {
         }
         // Object mode: first the grace on the running VMI, then the run state.
         if let (Some(v), Some(g)) = (vmi.filter(|_| active), grace)
-            && current != Some(g)
+            && set_grace
         {
             let ops = match current {
                 Some(c) => json!([
