@@ -260,3 +260,37 @@ async fn virt_api_conflicts_are_invalid_state() {
     drop(p);
     assert_eq!(task.await.expect("task").len(), 1);
 }
+
+#[tokio::test]
+async fn a_racing_stop_never_lengthens_a_shortened_grace() {
+    // Another stop already shortened the VMI's grace to 2 s (template: 30 s) but its run-state
+    // change is not visible yet: a stop with 20 s must not send a longer grace.
+    let mut v = vm("Always", "Running");
+    v["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!(30);
+    let (p, task) = scripted(v, Some(vmi("Running", 2, false)), 202);
+    assert_eq!(
+        p.stop_with_grace(&id(), Some(20)).await.expect("stop"),
+        StopOutcome::Requested
+    );
+    assert_eq!(
+        p.stop_with_grace(&id(), Some(1)).await.expect("stop"),
+        StopOutcome::Requested
+    );
+    drop(p);
+    let seen = task.await.expect("task");
+    assert_eq!(
+        seen,
+        vec![
+            (
+                Method::PUT,
+                format!("{SUB}/virtualmachines/vm1/stop"),
+                json!({})
+            ),
+            (
+                Method::PUT,
+                format!("{SUB}/virtualmachines/vm1/stop"),
+                json!({"gracePeriod": 1})
+            ),
+        ]
+    );
+}
