@@ -37,7 +37,10 @@ fn inventory() -> Inventory {
             .zone(format!("zone-{}", i % 4))
             .datastore(local)
             .datastore(format!("shared-{:03}", i / 50))
-            .allocated(Resources::new((i % 32) as u64, ((i % 7) * 32 * 1024) as u64));
+            .allocated(Resources::new(
+                (i % 32) as u64,
+                ((i % 7) * 32 * 1024) as u64,
+            ));
         if i < EXISTING {
             h.vms.push(format!("web-old-{i}"));
             ds.vms.push(format!("web-old-{i}"));
@@ -91,8 +94,14 @@ fn placement(c: &mut Criterion) {
     let inv = inventory();
     let scenarios: [(&str, Option<VMPlacementPolicySpec>); 4] = [
         ("basic", None),
-        ("required_host_anti_affinity", Some(anti_affinity_policy(false))),
-        ("host_and_datastore_anti_affinity", Some(anti_affinity_policy(true))),
+        (
+            "required_host_anti_affinity",
+            Some(anti_affinity_policy(false)),
+        ),
+        (
+            "host_and_datastore_anti_affinity",
+            Some(anti_affinity_policy(true)),
+        ),
         ("mixed_hard_soft_anti_affinity", Some(mixed_policy())),
     ];
     // One plain measurement per scenario, printed as placements per second.

@@ -17,8 +17,7 @@ use virtrigaud_core::placement::{HostInfo, Resources, SolverPlacer};
 use virtrigaud_core::shutdown::ShutdownManager;
 use virtrigaud_core::sim::Simulator;
 use virtrigaud_core::vmset::{
-    Health, RolloutEvent, SET_LABEL, TEMPLATE_HASH_LABEL, VmSetReconciler, probe_fn,
-    template_hash,
+    Health, RolloutEvent, SET_LABEL, TEMPLATE_HASH_LABEL, VmSetReconciler, probe_fn, template_hash,
 };
 use virtrigaud_core::{ListOptions, PowerState, Provider, VmDescription};
 
@@ -52,7 +51,7 @@ async fn members(sim: &Simulator) -> Vec<VmDescription> {
 
 fn reconciler(sim: &Simulator) -> VmSetReconciler {
     let p: Arc<dyn Provider> = Arc::new(sim.clone());
-    VmSetReconciler::new(p.clone(), ShutdownManager::new(p))
+    VmSetReconciler::new(Arc::clone(&p), ShutdownManager::new(p))
 }
 
 #[tokio::test(start_paused = true)]
@@ -71,10 +70,16 @@ async fn scales_up_and_down_with_names_and_labels() {
         assert_eq!(v.labels.get("version").map(String::as_str), Some("v1"));
         assert_eq!(v.power_state, PowerState::Running);
     }
-    let s = r.run_until_converged(&web(5, "v1"), TICK, 20).await.unwrap();
+    let s = r
+        .run_until_converged(&web(5, "v1"), TICK, 20)
+        .await
+        .unwrap();
     assert_eq!(s.existing, 5);
     let before = sim.calls("request_shutdown");
-    let s = r.run_until_converged(&web(2, "v1"), TICK, 40).await.unwrap();
+    let s = r
+        .run_until_converged(&web(2, "v1"), TICK, 40)
+        .await
+        .unwrap();
     assert_eq!(s.existing, 2);
     assert_eq!(members(&sim).await.len(), 2);
     // Scale-down stops VMs gracefully (ACPI through the engine), not by a hard power-off.
@@ -96,7 +101,7 @@ async fn placement_spreads_members_across_hosts_and_explains_failures() {
     aa.host_anti_affinity = true;
     let mut policy = VMPlacementPolicySpec::default();
     policy.anti_affinity = Some(aa);
-    let r = VmSetReconciler::new(p.clone(), ShutdownManager::new(p.clone()))
+    let r = VmSetReconciler::new(Arc::clone(&p), ShutdownManager::new(Arc::clone(&p)))
         .placer(Arc::new(SolverPlacer::new(p)))
         .placement_policy(policy);
     let mut events = Box::pin(r.events());
@@ -134,9 +139,9 @@ async fn failed_gate_pauses_across_a_restart_and_resumes() {
     let sim = Simulator::new();
     let healthy = Arc::new(AtomicBool::new(false));
     let make = |sim: &Simulator| {
-        let h = healthy.clone();
+        let h = Arc::clone(&healthy);
         let probe = probe_fn(move |vm: VmDescription| {
-            let h = h.clone();
+            let h = Arc::clone(&h);
             async move {
                 let v2 = vm.labels.get("version").map(String::as_str) == Some("v2");
                 if v2 && !h.load(Ordering::SeqCst) {
@@ -194,7 +199,11 @@ async fn failed_gate_pauses_across_a_restart_and_resumes() {
     while let Ok(e) = rx.try_recv() {
         kinds.push(e);
     }
-    assert!(kinds.iter().any(|e| matches!(e, RolloutEvent::Resumed { .. })));
+    assert!(
+        kinds
+            .iter()
+            .any(|e| matches!(e, RolloutEvent::Resumed { .. }))
+    );
     assert!(matches!(kinds.last(), Some(RolloutEvent::Converged { .. })));
 }
 
@@ -202,7 +211,9 @@ async fn failed_gate_pauses_across_a_restart_and_resumes() {
 async fn event_stream_reports_a_rollout_in_order() {
     let sim = Simulator::new();
     let r = reconciler(&sim);
-    r.run_until_converged(&web(2, "v1"), TICK, 20).await.unwrap();
+    r.run_until_converged(&web(2, "v1"), TICK, 20)
+        .await
+        .unwrap();
     let mut rx = r.subscribe();
     let v2 = with_rolling(web(2, "v2"), IntOrPercent::Count(0), IntOrPercent::Count(1));
     r.run_until_converged(&v2, TICK, 30).await.unwrap();
@@ -233,7 +244,9 @@ async fn event_stream_reports_a_rollout_in_order() {
 async fn recreate_removes_every_old_vm_first() {
     let sim = Simulator::new();
     let r = reconciler(&sim);
-    r.run_until_converged(&web(3, "v1"), TICK, 20).await.unwrap();
+    r.run_until_converged(&web(3, "v1"), TICK, 20)
+        .await
+        .unwrap();
     let mut v2 = web(3, "v2");
     let mut us = UpdateStrategy::default();
     us.type_ = UpdateStrategyType::Recreate;
@@ -249,10 +262,15 @@ async fn recreate_removes_every_old_vm_first() {
 async fn stopped_member_is_powered_on_by_the_power_gate() {
     let sim = Simulator::new();
     let r = reconciler(&sim);
-    r.run_until_converged(&web(2, "v1"), TICK, 20).await.unwrap();
+    r.run_until_converged(&web(2, "v1"), TICK, 20)
+        .await
+        .unwrap();
     let vm = members(&sim).await[0].id.clone();
     sim.power_off(&vm, &Default::default()).await.unwrap();
-    let s = r.run_until_converged(&web(2, "v1"), TICK, 20).await.unwrap();
+    let s = r
+        .run_until_converged(&web(2, "v1"), TICK, 20)
+        .await
+        .unwrap();
     assert_eq!(s.available, 2);
     assert_eq!(sim.true_state(&vm), Some(PowerState::Running));
 }

@@ -42,7 +42,9 @@ impl Checked {
         let mut existing = 0u32;
         let mut available = 0u32;
         for id in &known {
-            let Some(labels) = self.sim.labels(id) else { continue };
+            let Some(labels) = self.sim.labels(id) else {
+                continue;
+            };
             if labels.get(SET_LABEL).map(String::as_str) != Some("web") {
                 continue;
             }
@@ -53,12 +55,17 @@ impl Checked {
         }
         let unavailable = r.saturating_sub(available);
         if std::env::var("VMSET_DEBUG").is_ok() {
-            eprintln!("CHECK {:?} after {after}: existing {existing} available {available}", tokio::time::Instant::now());
+            eprintln!(
+                "CHECK {:?} after {after}: existing {existing} available {available}",
+                tokio::time::Instant::now()
+            );
         }
         let mut v = self.violations.lock().unwrap();
         if existing > r + s {
             v.push(format!("after {after}: {existing} VMs exist > {r} + {s}"));
-            if std::env::var("VMSET_DEBUG").is_ok() { eprintln!("VIOLATION {:?}", v.last()); }
+            if std::env::var("VMSET_DEBUG").is_ok() {
+                eprintln!("VIOLATION {:?}", v.last());
+            }
         }
         if unavailable > u {
             v.push(format!("after {after}: {unavailable} unavailable > {u}"));
@@ -143,9 +150,17 @@ const OPS: [&str; 7] = [
 fn set(replicas: u32, version: u32, unavailable: IntOrPercent, surge: IntOrPercent) -> VMSet {
     let mut spec = VMSetSpec::default();
     spec.replicas = Some(i32::try_from(replicas).unwrap());
-    spec.selector.match_labels.insert("app".into(), "web".into());
-    spec.template.metadata.labels.insert("app".into(), "web".into());
-    spec.template.metadata.labels.insert("version".into(), format!("v{version}"));
+    spec.selector
+        .match_labels
+        .insert("app".into(), "web".into());
+    spec.template
+        .metadata
+        .labels
+        .insert("app".into(), "web".into());
+    spec.template
+        .metadata
+        .labels
+        .insert("version".into(), format!("v{version}"));
     let mut res = VmResources::default();
     res.cpu = Some(1);
     res.memory_mib = Some(1024);
@@ -187,19 +202,24 @@ fn case() -> impl Strategy<Value = Case> {
         proptest::option::of((0u32..8, 0u64..8_000)),
         any::<bool>(),
     )
-        .prop_map(|(replicas, unavailable, surge, faults, restart, placer)| Case {
-            replicas,
-            unavailable,
-            surge,
-            faults,
-            restart,
-            placer,
-        })
+        .prop_map(
+            |(replicas, unavailable, surge, faults, restart, placer)| Case {
+                replicas,
+                unavailable,
+                surge,
+                faults,
+                restart,
+                placer,
+            },
+        )
 }
 
 fn reconciler(p: &Arc<Checked>, placer: bool) -> VmSetReconciler {
-    let provider: Arc<dyn Provider> = p.clone();
-    let r = VmSetReconciler::new(provider.clone(), ShutdownManager::new(provider.clone()));
+    let provider: Arc<dyn Provider> = Arc::<Checked>::clone(p);
+    let r = VmSetReconciler::new(
+        Arc::clone(&provider),
+        ShutdownManager::new(Arc::clone(&provider)),
+    );
     if placer {
         r.placer(Arc::new(SolverPlacer::new(provider).group_label(SET_LABEL)))
     } else {
@@ -213,7 +233,10 @@ async fn run_case(c: Case) -> std::result::Result<(), TestCaseError> {
     }
     let sim = Simulator::new();
     for i in 0..12 {
-        sim.add_host(HostInfo::new(format!("host-{i}"), Resources::new(64, 65536)));
+        sim.add_host(HostInfo::new(
+            format!("host-{i}"),
+            Resources::new(64, 65536),
+        ));
     }
     let p = Arc::new(Checked {
         sim: sim.clone(),
@@ -229,7 +252,13 @@ async fn run_case(c: Case) -> std::result::Result<(), TestCaseError> {
     prop_assert!(s.is_ok(), "v1 did not converge: {s:?}");
 
     // Roll out v2 under faults and a restart, checking the invariants on every call.
-    let ru = v2.spec.update_strategy.clone().unwrap().rolling_update.unwrap();
+    let ru = v2
+        .spec
+        .update_strategy
+        .clone()
+        .unwrap()
+        .rolling_update
+        .unwrap();
     let (u, s) = ru.resolve(c.replicas);
     *p.bounds.lock().unwrap() = Some((c.replicas, u, s));
     if std::env::var("VMSET_DEBUG").is_ok() {
@@ -244,7 +273,11 @@ async fn run_case(c: Case) -> std::result::Result<(), TestCaseError> {
     for pass in 0..12u32 {
         for (at, op, fatal) in &c.faults {
             if *at == pass {
-                let kind = if *fatal { ErrorKind::Internal } else { ErrorKind::Unavailable };
+                let kind = if *fatal {
+                    ErrorKind::Internal
+                } else {
+                    ErrorKind::Unavailable
+                };
                 sim.inject_fault(OPS[*op], kind);
             }
         }

@@ -65,7 +65,9 @@ fn main() {
 fn web_set(args: &Args, version: &str, memory_mib: u64) -> VMSet {
     let mut spec = VMSetSpec::default();
     spec.replicas = Some(args.replicas);
-    spec.selector.match_labels.insert("app".into(), "web".into());
+    spec.selector
+        .match_labels
+        .insert("app".into(), "web".into());
     let labels = &mut spec.template.metadata.labels;
     labels.insert("app".into(), "web".into());
     labels.insert("version".into(), version.into());
@@ -94,7 +96,9 @@ fn describe(e: &RolloutEvent) -> Option<String> {
             let bar: String = (0..*replicas)
                 .map(|i| if i < *updated { '#' } else { '.' })
                 .collect();
-            format!("[{bar}] updated {updated}/{replicas}, available {available}, existing {existing}")
+            format!(
+                "[{bar}] updated {updated}/{replicas}, available {available}, existing {existing}"
+            )
         }
         RolloutEvent::Creating { vm, host, .. } => {
             format!("  + {vm} on {}", host.as_deref().unwrap_or("?"))
@@ -104,7 +108,9 @@ fn describe(e: &RolloutEvent) -> Option<String> {
         RolloutEvent::CreateFailed { vm, error, .. } => format!("  ! {vm}: {error}"),
         RolloutEvent::RemoveFailed { vm, error, .. } => format!("  ! {vm}: {error}"),
         RolloutEvent::PlacementFailed { reason, .. } => format!("  ! placement: {reason}"),
-        RolloutEvent::Paused { vm, reason, .. } => format!("  PAUSED: gate failed on {vm}: {reason}"),
+        RolloutEvent::Paused { vm, reason, .. } => {
+            format!("  PAUSED: gate failed on {vm}: {reason}")
+        }
         RolloutEvent::Resumed { .. } => "  resumed".into(),
         RolloutEvent::Converged { template_hash, .. } => format!("  converged on {template_hash}"),
         _ => return None,
@@ -114,7 +120,10 @@ fn describe(e: &RolloutEvent) -> Option<String> {
 async fn run(args: Args) -> bool {
     let sim = Simulator::new();
     for i in 1..=12 {
-        sim.add_host(HostInfo::new(format!("esx-{i:02}"), Resources::new(16, 32768)));
+        sim.add_host(HostInfo::new(
+            format!("esx-{i:02}"),
+            Resources::new(16, 32768),
+        ));
     }
     let provider: Arc<dyn Provider> = Arc::new(sim.clone());
     let mut aa = AntiAffinity::default();
@@ -126,7 +135,7 @@ async fn run(args: Args) -> bool {
     let first_seen: Arc<Mutex<BTreeMap<String, tokio::time::Instant>>> = Arc::default();
     let fail_gate = args.fail_gate;
     let probe = probe_fn(move |vm: VmDescription| {
-        let first_seen = first_seen.clone();
+        let first_seen = Arc::clone(&first_seen);
         async move {
             let now = tokio::time::Instant::now();
             let since = *first_seen
@@ -144,10 +153,13 @@ async fn run(args: Args) -> bool {
             }
         }
     });
-    let reconciler = VmSetReconciler::new(provider.clone(), ShutdownManager::new(provider.clone()))
-        .placer(Arc::new(SolverPlacer::new(provider.clone())))
-        .placement_policy(policy)
-        .probe(probe);
+    let reconciler = VmSetReconciler::new(
+        Arc::clone(&provider),
+        ShutdownManager::new(Arc::clone(&provider)),
+    )
+    .placer(Arc::new(SolverPlacer::new(Arc::clone(&provider))))
+    .placement_policy(policy)
+    .probe(probe);
 
     let start = tokio::time::Instant::now();
     let mut events = reconciler.subscribe();
@@ -189,7 +201,10 @@ async fn run(args: Args) -> bool {
     opts.labels.insert(SET_LABEL.into(), "web".into());
     let mut vms = provider.list_vms(&opts).await.unwrap_or_default();
     vms.sort_by(|a, b| (a.name.len(), &a.name).cmp(&(b.name.len(), &b.name)));
-    println!("\n{:<8} {:<8} {:<8} {:<10} {:>8}", "VM", "version", "host", "state", "memory");
+    println!(
+        "\n{:<8} {:<8} {:<8} {:<10} {:>8}",
+        "VM", "version", "host", "state", "memory"
+    );
     for vm in &vms {
         println!(
             "{:<8} {:<8} {:<8} {:<10} {:>5} MiB",
@@ -202,7 +217,10 @@ async fn run(args: Args) -> bool {
     }
     match result {
         Ok(_) => {
-            println!("\nrollout complete in {:.1}s", start.elapsed().as_secs_f64());
+            println!(
+                "\nrollout complete in {:.1}s",
+                start.elapsed().as_secs_f64()
+            );
             true
         }
         Err(e) => {
