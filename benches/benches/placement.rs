@@ -90,6 +90,8 @@ fn place_all(inv: &Inventory, reqs: &[PlacementRequest]) -> usize {
     reqs.iter().filter(|r| solver.place(r).is_ok()).count()
 }
 
+// A benchmark measures wall-clock time on purpose.
+#[allow(clippy::disallowed_methods)]
 fn placement(c: &mut Criterion) {
     let inv = inventory();
     let scenarios: [(&str, Option<VMPlacementPolicySpec>); 4] = [
