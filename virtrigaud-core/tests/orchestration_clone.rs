@@ -5,14 +5,19 @@
 use std::sync::Arc;
 
 use virtrigaud_core::model::{
-    CloneCustomization, CloneNetwork, ClonePhase, CloneTarget, CloudInit, ObjectRef, UserData, VMClone, VMCloneSpec,
-    condition_types, find_condition,
+    CloneCustomization, CloneNetwork, ClonePhase, CloneTarget, CloudInit, ObjectRef, UserData,
+    VMClone, VMCloneSpec, condition_types, find_condition,
 };
 use virtrigaud_core::orchestration::{EventReason, Orchestrator};
 use virtrigaud_core::sim::{GuestBehavior, Simulator};
 use virtrigaud_core::{ErrorKind, PowerState, VmId};
 
-fn clone_obj(target: &str, linked: bool, power_on: bool, custom: Option<CloneCustomization>) -> VMClone {
+fn clone_obj(
+    target: &str,
+    linked: bool,
+    power_on: bool,
+    custom: Option<CloneCustomization>,
+) -> VMClone {
     let mut spec = VMCloneSpec::default();
     spec.source_ref = ObjectRef::new("web-server");
     let mut t = CloneTarget::default();
@@ -57,15 +62,36 @@ async fn linked_clone_with_customization_and_power_on() {
     let st = c.status.as_ref().unwrap();
     assert_eq!(st.phase, Some(ClonePhase::Ready));
     assert_eq!(st.target_id.as_deref(), Some("web-server-test"));
-    assert!(find_condition(&st.conditions, condition_types::READY).unwrap().is_true());
-    assert!(!find_condition(&st.conditions, condition_types::CLONING).unwrap().is_true());
+    assert!(
+        find_condition(&st.conditions, condition_types::READY)
+            .unwrap()
+            .is_true()
+    );
+    assert!(
+        !find_condition(&st.conditions, condition_types::CLONING)
+            .unwrap()
+            .is_true()
+    );
     assert_eq!(sim.true_state(&r.result.vm), Some(PowerState::Running));
-    assert_eq!(sim.labels(&r.result.vm).unwrap().get("virtrigaud.io/hostname").map(String::as_str), Some("web-server-test"));
+    assert_eq!(
+        sim.labels(&r.result.vm)
+            .unwrap()
+            .get("virtrigaud.io/hostname")
+            .map(String::as_str),
+        Some("web-server-test")
+    );
     let mut reasons = Vec::new();
     while let Ok(e) = events.try_recv() {
         reasons.push(e.reason);
     }
-    assert_eq!(reasons, vec![EventReason::CloneStarted, EventReason::CloneCustomizing, EventReason::CloneCompleted]);
+    assert_eq!(
+        reasons,
+        vec![
+            EventReason::CloneStarted,
+            EventReason::CloneCustomizing,
+            EventReason::CloneCompleted
+        ]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -113,7 +139,9 @@ async fn customization_needs_a_capable_provider_and_secret_content() {
     assert_eq!(e.kind(), ErrorKind::InvalidSpec);
     assert_eq!(sim.vm_count(), 1);
     let mut c = clone_obj("secret", false, false, Some(custom));
-    orch.clone_vm(&src, &mut c, Some("#cloud-config\n")).await.unwrap();
+    orch.clone_vm(&src, &mut c, Some("#cloud-config\n"))
+        .await
+        .unwrap();
     assert_eq!(sim.vm_count(), 2);
 }
 
@@ -162,5 +190,8 @@ async fn an_existing_target_is_not_deleted() {
     let e = orch.clone_vm(&src, &mut c, None).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AlreadyExists);
     assert_eq!(sim.vm_count(), 2);
-    assert_eq!(sim.true_state(&VmId::new("taken")), Some(PowerState::Running));
+    assert_eq!(
+        sim.true_state(&VmId::new("taken")),
+        Some(PowerState::Running)
+    );
 }

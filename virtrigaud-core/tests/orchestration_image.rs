@@ -582,7 +582,7 @@ mod http {
         let prep = ImagePreparer::new(Arc::new(FileSink::new(out.path())));
         let mut opts = fast_opts(None);
         opts.timeout = Duration::from_secs(1);
-        let t0 = std::time::Instant::now();
+        let t0 = tokio::time::Instant::now();
         let e = prep
             .prepare(
                 &mut image("slow"),

@@ -7,51 +7,94 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 use virtrigaud_core::model::{LifecycleAction, LifecyclePhase, ObservedPowerState, RunStrategy};
-use virtrigaud_core::orchestration::{EventReason, Orchestrator, Supervisor, SupervisorConfig, SupervisorPhase};
+use virtrigaud_core::orchestration::{
+    EventReason, Orchestrator, Supervisor, SupervisorConfig, SupervisorPhase,
+};
 use virtrigaud_core::sim::{GuestBehavior, Simulator};
 use virtrigaud_core::{
-    ErrorKind, OffReason, PowerOffOptions, PowerState, Provider, ProviderCapabilities, Result, ShutdownChannel,
-    ShutdownRequestOptions, StartOptions, VmCapabilities, VmDescription, VmId,
+    ErrorKind, OffReason, PowerOffOptions, PowerState, Provider, ProviderCapabilities, Result,
+    ShutdownChannel, ShutdownRequestOptions, StartOptions, VmCapabilities, VmDescription, VmId,
 };
 
 #[tokio::test(start_paused = true)]
 async fn start_stop_force_and_status() {
     let sim = Simulator::new();
-    let vm = sim.add_vm("app", GuestBehavior::cooperative().acpi_after(Duration::from_secs(10)));
+    let vm = sim.add_vm(
+        "app",
+        GuestBehavior::cooperative().acpi_after(Duration::from_secs(10)),
+    );
     let orch = Orchestrator::new(Arc::new(sim.clone()));
     let st = orch.status(&vm).await.unwrap();
-    assert_eq!((st.observed, st.phase), (ObservedPowerState::On, LifecyclePhase::Running));
+    assert_eq!(
+        (st.observed, st.phase),
+        (ObservedPowerState::On, LifecyclePhase::Running)
+    );
 
     // Graceful stop with gracePeriodSeconds: 60 (the guest needs 10 s).
     let t0 = Instant::now();
-    let s = orch.apply_action(&vm, &LifecycleAction::stop().with_grace_period_seconds(60), RunStrategy::Manual).await.unwrap();
+    let s = orch
+        .apply_action(
+            &vm,
+            &LifecycleAction::stop().with_grace_period_seconds(60),
+            RunStrategy::Manual,
+        )
+        .await
+        .unwrap();
     assert_eq!(s.state, LifecyclePhase::Stopped);
     assert!(t0.elapsed() >= Duration::from_secs(10));
     assert_eq!(sim.effective_power_offs(&vm), 0);
     // Stopping an off VM is fine.
-    orch.apply_action(&vm, &LifecycleAction::stop(), RunStrategy::Manual).await.unwrap();
+    orch.apply_action(&vm, &LifecycleAction::stop(), RunStrategy::Manual)
+        .await
+        .unwrap();
 
-    let s = orch.apply_action(&vm, &LifecycleAction::start(), RunStrategy::Manual).await.unwrap();
+    let s = orch
+        .apply_action(&vm, &LifecycleAction::start(), RunStrategy::Manual)
+        .await
+        .unwrap();
     assert_eq!(s.state, LifecyclePhase::Running);
     assert!(s.last_action_time.is_some());
 
     // gracePeriodSeconds shorter than the guest needs: forced at the deadline.
     let t0 = Instant::now();
-    orch.apply_action(&vm, &LifecycleAction::stop().with_grace_period_seconds(3), RunStrategy::Manual).await.unwrap();
+    orch.apply_action(
+        &vm,
+        &LifecycleAction::stop().with_grace_period_seconds(3),
+        RunStrategy::Manual,
+    )
+    .await
+    .unwrap();
     assert!(t0.elapsed() < Duration::from_secs(10));
     assert_eq!(sim.effective_power_offs(&vm), 1);
 
-    orch.apply_action(&vm, &LifecycleAction::start(), RunStrategy::Manual).await.unwrap();
+    orch.apply_action(&vm, &LifecycleAction::start(), RunStrategy::Manual)
+        .await
+        .unwrap();
     let t0 = Instant::now();
-    orch.apply_action(&vm, &LifecycleAction::force_stop(), RunStrategy::Manual).await.unwrap();
+    orch.apply_action(&vm, &LifecycleAction::force_stop(), RunStrategy::Manual)
+        .await
+        .unwrap();
     assert_eq!(t0.elapsed(), Duration::ZERO);
     assert_eq!(sim.effective_power_offs(&vm), 2);
-    assert_eq!(orch.status(&vm).await.unwrap().phase, LifecyclePhase::Stopped);
+    assert_eq!(
+        orch.status(&vm).await.unwrap().phase,
+        LifecyclePhase::Stopped
+    );
 
     // Start is refused under Halted; invalid actions are refused.
-    let e = orch.apply_action(&vm, &LifecycleAction::start(), RunStrategy::Halted).await.unwrap_err();
+    let e = orch
+        .apply_action(&vm, &LifecycleAction::start(), RunStrategy::Halted)
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidSpec);
-    let e = orch.apply_action(&vm, &LifecycleAction::force_stop().with_grace_period_seconds(5), RunStrategy::Manual).await.unwrap_err();
+    let e = orch
+        .apply_action(
+            &vm,
+            &LifecycleAction::force_stop().with_grace_period_seconds(5),
+            RunStrategy::Manual,
+        )
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidSpec);
     assert!(sim.true_state(&vm).unwrap().is_off());
 }
@@ -72,7 +115,10 @@ struct CrashState {
 
 impl Crashy {
     fn new(sim: Simulator) -> Self {
-        Crashy { sim, st: Mutex::new(CrashState::default()) }
+        Crashy {
+            sim,
+            st: Mutex::new(CrashState::default()),
+        }
     }
     async fn crash_now(&self, vm: &VmId) {
         let _ = self.sim.power_off(vm, &PowerOffOptions::default()).await;
@@ -118,7 +164,12 @@ impl Provider for Crashy {
     async fn power_off(&self, vm: &VmId, opts: &PowerOffOptions) -> Result<()> {
         self.sim.power_off(vm, opts).await
     }
-    async fn request_shutdown(&self, vm: &VmId, channel: ShutdownChannel, opts: &ShutdownRequestOptions) -> Result<()> {
+    async fn request_shutdown(
+        &self,
+        vm: &VmId,
+        channel: ShutdownChannel,
+        opts: &ShutdownRequestOptions,
+    ) -> Result<()> {
         self.sim.request_shutdown(vm, channel, opts).await
     }
     async fn describe(&self, vm: &VmId) -> Result<VmDescription> {
@@ -139,15 +190,26 @@ async fn settle(secs: u64) {
 #[tokio::test(start_paused = true)]
 async fn rerun_on_failure_restarts_after_a_crash_but_not_after_a_clean_shutdown() {
     let sim = Simulator::new();
-    let vm = sim.add_vm("worker", GuestBehavior::cooperative().acpi_after(Duration::from_secs(2)));
+    let vm = sim.add_vm(
+        "worker",
+        GuestBehavior::cooperative().acpi_after(Duration::from_secs(2)),
+    );
     let crashy = Arc::new(Crashy::new(sim.clone()));
     let orch = Orchestrator::new(Arc::clone(&crashy) as Arc<dyn Provider>);
     let mut events = orch.events().subscribe();
-    let sup = Supervisor::spawn(orch.clone(), vm.clone(), RunStrategy::RerunOnFailure, config());
+    let sup = Supervisor::spawn(
+        orch.clone(),
+        vm.clone(),
+        RunStrategy::RerunOnFailure,
+        config(),
+    );
     settle(120).await;
     crashy.crash_now(&vm).await;
     settle(3).await;
-    assert!(sim.true_state(&vm).unwrap().is_off(), "backoff: not restarted at once");
+    assert!(
+        sim.true_state(&vm).unwrap().is_off(),
+        "backoff: not restarted at once"
+    );
     settle(10).await;
     assert_eq!(sim.true_state(&vm), Some(PowerState::Running));
     assert_eq!(sup.status().restarts, 1);
@@ -155,11 +217,21 @@ async fn rerun_on_failure_restarts_after_a_crash_but_not_after_a_clean_shutdown(
     while let Ok(e) = events.try_recv() {
         reasons.push(e.reason);
     }
-    assert!(reasons.contains(&EventReason::CrashLoopBackOff) && reasons.contains(&EventReason::VmRestarted), "{reasons:?}");
+    assert!(
+        reasons.contains(&EventReason::CrashLoopBackOff)
+            && reasons.contains(&EventReason::VmRestarted),
+        "{reasons:?}"
+    );
 
     // A clean guest shutdown is not a failure.
     settle(120).await;
-    sim.request_shutdown(&vm, ShutdownChannel::Acpi, &ShutdownRequestOptions::default()).await.unwrap();
+    sim.request_shutdown(
+        &vm,
+        ShutdownChannel::Acpi,
+        &ShutdownRequestOptions::default(),
+    )
+    .await
+    .unwrap();
     settle(600).await;
     assert!(sim.true_state(&vm).unwrap().is_off());
     assert_eq!(sup.status().restarts, 1);
@@ -191,18 +263,33 @@ async fn a_guest_that_cannot_boot_is_not_restarted_forever() {
 #[tokio::test(start_paused = true)]
 async fn always_restarts_after_a_clean_shutdown_until_a_stop_action() {
     let sim = Simulator::new();
-    let vm = sim.add_stopped_vm("web", GuestBehavior::cooperative().acpi_after(Duration::from_secs(2)));
+    let vm = sim.add_stopped_vm(
+        "web",
+        GuestBehavior::cooperative().acpi_after(Duration::from_secs(2)),
+    );
     let orch = Orchestrator::new(Arc::new(sim.clone()));
     let sup = Supervisor::spawn(orch, vm.clone(), RunStrategy::Always, config());
     settle(1).await;
-    assert_eq!(sim.true_state(&vm), Some(PowerState::Running), "started on supervise");
+    assert_eq!(
+        sim.true_state(&vm),
+        Some(PowerState::Running),
+        "started on supervise"
+    );
     settle(120).await;
-    sim.request_shutdown(&vm, ShutdownChannel::Acpi, &ShutdownRequestOptions::default()).await.unwrap();
+    sim.request_shutdown(
+        &vm,
+        ShutdownChannel::Acpi,
+        &ShutdownRequestOptions::default(),
+    )
+    .await
+    .unwrap();
     settle(10).await;
     assert_eq!(sim.true_state(&vm), Some(PowerState::Running));
     assert_eq!(sup.status().restarts, 1);
     // A user stop is respected.
-    sup.action(LifecycleAction::stop().with_grace_period_seconds(30)).await.unwrap();
+    sup.action(LifecycleAction::stop().with_grace_period_seconds(30))
+        .await
+        .unwrap();
     settle(600).await;
     assert!(sim.true_state(&vm).unwrap().is_off());
     assert_eq!(sup.status().phase, SupervisorPhase::StoppedByUser);
@@ -215,16 +302,28 @@ async fn always_restarts_after_a_clean_shutdown_until_a_stop_action() {
 async fn halted_keeps_it_off_manual_leaves_it_and_once_runs_once() {
     // Halted: a running VM is stopped gracefully and kept off.
     let sim = Simulator::new();
-    let vm = sim.add_vm("h", GuestBehavior::cooperative().acpi_after(Duration::from_secs(2)));
+    let vm = sim.add_vm(
+        "h",
+        GuestBehavior::cooperative().acpi_after(Duration::from_secs(2)),
+    );
     let orch = Orchestrator::new(Arc::new(sim.clone()));
     let sup = Supervisor::spawn(orch.clone(), vm.clone(), RunStrategy::Halted, config());
     settle(10).await;
     assert!(sim.true_state(&vm).unwrap().is_off());
     assert_eq!(sim.effective_power_offs(&vm), 0, "graceful");
-    assert_eq!(sup.action(LifecycleAction::start()).await.unwrap_err().kind(), ErrorKind::InvalidSpec);
+    assert_eq!(
+        sup.action(LifecycleAction::start())
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidSpec
+    );
     sim.start(&vm, &StartOptions::default()).await.unwrap();
     settle(10).await;
-    assert!(sim.true_state(&vm).unwrap().is_off(), "started behind its back: stopped again");
+    assert!(
+        sim.true_state(&vm).unwrap().is_off(),
+        "started behind its back: stopped again"
+    );
     sup.shutdown().await;
 
     // Manual: a crash is left alone.
@@ -241,12 +340,21 @@ async fn halted_keeps_it_off_manual_leaves_it_and_once_runs_once() {
 
     // Once: started once, not again after it stops.
     let sim = Simulator::new();
-    let vm = sim.add_stopped_vm("o", GuestBehavior::cooperative().acpi_after(Duration::from_secs(1)));
+    let vm = sim.add_stopped_vm(
+        "o",
+        GuestBehavior::cooperative().acpi_after(Duration::from_secs(1)),
+    );
     let orch = Orchestrator::new(Arc::new(sim.clone()));
     let sup = Supervisor::spawn(orch, vm.clone(), RunStrategy::Once, config());
     settle(5).await;
     assert_eq!(sim.true_state(&vm), Some(PowerState::Running));
-    sim.request_shutdown(&vm, ShutdownChannel::Acpi, &ShutdownRequestOptions::default()).await.unwrap();
+    sim.request_shutdown(
+        &vm,
+        ShutdownChannel::Acpi,
+        &ShutdownRequestOptions::default(),
+    )
+    .await
+    .unwrap();
     settle(600).await;
     assert!(sim.true_state(&vm).unwrap().is_off());
     assert_eq!(sim.calls("start"), 1);

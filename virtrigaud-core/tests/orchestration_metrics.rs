@@ -7,20 +7,30 @@ use std::time::Duration;
 use metrics_util::CompositeKey;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
-type Entries = Vec<(CompositeKey, Option<metrics::Unit>, Option<metrics::SharedString>, DebugValue)>;
-use virtrigaud_core::model::{CloneTarget, ObjectRef, VMClone, VMCloneSpec, VMSnapshot, VMSnapshotSpec, VirtualMachineStatus};
+type Entries = Vec<(
+    CompositeKey,
+    Option<metrics::Unit>,
+    Option<metrics::SharedString>,
+    DebugValue,
+)>;
+use virtrigaud_core::ErrorKind;
+use virtrigaud_core::model::{
+    CloneTarget, ObjectRef, VMClone, VMCloneSpec, VMSnapshot, VMSnapshotSpec, VirtualMachineStatus,
+};
 use virtrigaud_core::orchestration::{
-    EventReason, EventType, ObjectKind, Orchestrator, ReconfigureOptions, ResourceChange, SnapshotCreateOptions, metrics as m,
+    EventReason, EventType, ObjectKind, Orchestrator, ReconfigureOptions, ResourceChange,
+    SnapshotCreateOptions, metrics as m,
 };
 use virtrigaud_core::sim::{GuestBehavior, Simulator};
-use virtrigaud_core::ErrorKind;
 
 fn counter(snap: &Entries, name: &str, labels: &[(&str, &str)]) -> u64 {
     snap.iter()
         .filter(|(k, _, _, _)| {
             let key = k.key();
             key.name() == name
-                && labels.iter().all(|(ln, lv)| key.labels().any(|l| l.key() == *ln && l.value() == *lv))
+                && labels
+                    .iter()
+                    .all(|(ln, lv)| key.labels().any(|l| l.key() == *ln && l.value() == *lv))
         })
         .map(|(_, _, _, v)| match v {
             DebugValue::Counter(c) => *c,
@@ -44,22 +54,52 @@ fn flows_emit_the_seed_metrics_and_events() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let events = metrics::with_local_recorder(&recorder, || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
         rt.block_on(async {
             let sim = Simulator::new();
-            let vm = sim.add_vm("web-server", GuestBehavior::cooperative().acpi_after(Duration::from_secs(2)));
+            let vm = sim.add_vm(
+                "web-server",
+                GuestBehavior::cooperative().acpi_after(Duration::from_secs(2)),
+            );
             let orch = Orchestrator::new(Arc::new(sim.clone()));
             let mut rx = orch.events().subscribe();
             let mut st = VirtualMachineStatus::default();
-            orch.reconfigure(&vm, &ResourceChange::default().cpu(4), &ReconfigureOptions::default(), &mut st).await.unwrap();
-            orch.reconfigure(&vm, &ResourceChange::default().cpu(32), &ReconfigureOptions::default(), &mut st).await.unwrap();
+            orch.reconfigure(
+                &vm,
+                &ResourceChange::default().cpu(4),
+                &ReconfigureOptions::default(),
+                &mut st,
+            )
+            .await
+            .unwrap();
+            orch.reconfigure(
+                &vm,
+                &ResourceChange::default().cpu(32),
+                &ReconfigureOptions::default(),
+                &mut st,
+            )
+            .await
+            .unwrap();
             sim.inject_fault("reconfigure", ErrorKind::Internal);
-            orch.reconfigure(&vm, &ResourceChange::default().memory_mib(4096), &ReconfigureOptions::default(), &mut st).await.unwrap_err();
+            orch.reconfigure(
+                &vm,
+                &ResourceChange::default().memory_mib(4096),
+                &ReconfigureOptions::default(),
+                &mut st,
+            )
+            .await
+            .unwrap_err();
 
             let mut spec = VMSnapshotSpec::default();
             spec.vm_ref = ObjectRef::new("web-server");
             let mut s = VMSnapshot::new("pre-maintenance-backup", spec);
-            orch.create_snapshot(&vm, &mut s, &SnapshotCreateOptions::default()).await.unwrap();
+            orch.create_snapshot(&vm, &mut s, &SnapshotCreateOptions::default())
+                .await
+                .unwrap();
             orch.delete_snapshot(&vm, &mut s).await.unwrap();
 
             let mut cspec = VMCloneSpec::default();
@@ -79,17 +119,65 @@ fn flows_emit_the_seed_metrics_and_events() {
         })
     });
     let snap: Entries = snapshotter.snapshot().into_vec();
-    assert_eq!(counter(&snap, m::RECONFIGURE_TOTAL, &[("provider_type", "simulator"), ("outcome", "online")]), 1);
-    assert_eq!(counter(&snap, m::RECONFIGURE_TOTAL, &[("outcome", "power_cycle")]), 1);
-    assert_eq!(counter(&snap, m::RECONFIGURE_TOTAL, &[("outcome", "internal")]), 1);
+    assert_eq!(
+        counter(
+            &snap,
+            m::RECONFIGURE_TOTAL,
+            &[("provider_type", "simulator"), ("outcome", "online")]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(&snap, m::RECONFIGURE_TOTAL, &[("outcome", "power_cycle")]),
+        1
+    );
+    assert_eq!(
+        counter(&snap, m::RECONFIGURE_TOTAL, &[("outcome", "internal")]),
+        1
+    );
     assert_eq!(histogram_count(&snap, m::RECONFIGURE_DURATION), 3);
-    assert_eq!(counter(&snap, m::SNAPSHOT_TOTAL, &[("action", "create"), ("provider_type", "simulator"), ("outcome", "success")]), 1);
-    assert_eq!(counter(&snap, m::SNAPSHOT_TOTAL, &[("action", "delete"), ("outcome", "success")]), 1);
+    assert_eq!(
+        counter(
+            &snap,
+            m::SNAPSHOT_TOTAL,
+            &[
+                ("action", "create"),
+                ("provider_type", "simulator"),
+                ("outcome", "success")
+            ]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &snap,
+            m::SNAPSHOT_TOTAL,
+            &[("action", "delete"), ("outcome", "success")]
+        ),
+        1
+    );
     assert_eq!(histogram_count(&snap, m::SNAPSHOT_DURATION), 2);
-    assert_eq!(counter(&snap, m::CLONE_TOTAL, &[("linked", "true"), ("provider_type", "simulator"), ("outcome", "success")]), 1);
+    assert_eq!(
+        counter(
+            &snap,
+            m::CLONE_TOTAL,
+            &[
+                ("linked", "true"),
+                ("provider_type", "simulator"),
+                ("outcome", "success")
+            ]
+        ),
+        1
+    );
     assert_eq!(histogram_count(&snap, m::CLONE_DURATION), 1);
     // The engine's own metrics flow through the same recorder.
-    assert!(counter(&snap, "virtrigaud_vm_shutdown_total", &[("outcome", "graceful")]) >= 1);
+    assert!(
+        counter(
+            &snap,
+            "virtrigaud_vm_shutdown_total",
+            &[("outcome", "graceful")]
+        ) >= 1
+    );
 
     let reasons: Vec<EventReason> = events.iter().map(|e| e.reason).collect();
     for want in [
@@ -103,9 +191,28 @@ fn flows_emit_the_seed_metrics_and_events() {
     ] {
         assert!(reasons.contains(&want), "missing {want}: {reasons:?}");
     }
-    let pc = events.iter().find(|e| e.reason == EventReason::ReconfigurePowerCycle).unwrap();
-    assert_eq!((pc.event_type, pc.object, pc.name.as_str()), (EventType::Warning, ObjectKind::VirtualMachine, "web-server"));
-    let ready = events.iter().find(|e| e.reason == EventReason::SnapshotReady).unwrap();
-    assert_eq!((ready.event_type, ready.object, ready.name.as_str()), (EventType::Normal, ObjectKind::VMSnapshot, "pre-maintenance-backup"));
-    assert!(ready.to_string().starts_with("Normal   SnapshotReady"), "{ready}");
+    let pc = events
+        .iter()
+        .find(|e| e.reason == EventReason::ReconfigurePowerCycle)
+        .unwrap();
+    assert_eq!(
+        (pc.event_type, pc.object, pc.name.as_str()),
+        (EventType::Warning, ObjectKind::VirtualMachine, "web-server")
+    );
+    let ready = events
+        .iter()
+        .find(|e| e.reason == EventReason::SnapshotReady)
+        .unwrap();
+    assert_eq!(
+        (ready.event_type, ready.object, ready.name.as_str()),
+        (
+            EventType::Normal,
+            ObjectKind::VMSnapshot,
+            "pre-maintenance-backup"
+        )
+    );
+    assert!(
+        ready.to_string().starts_with("Normal   SnapshotReady"),
+        "{ready}"
+    );
 }

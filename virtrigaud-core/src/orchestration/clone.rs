@@ -20,20 +20,20 @@ pub fn customization_from_model(
     c: &CloneCustomization,
     secret_user_data: Option<&str>,
 ) -> Result<Customization> {
-    let mut out = Customization::default();
-    out.hostname = c.hostname.clone();
-    out.networks = c
-        .networks
-        .iter()
-        .map(|n| {
-            let mut nc = NetworkCustomization::default();
-            nc.name = n.name.clone();
-            nc.ip_address = n.ip_address.clone();
-            nc.gateway = n.gateway.clone();
-            nc.dns = n.dns.clone();
-            nc
-        })
-        .collect();
+    let mut out = Customization {
+        hostname: c.hostname.clone(),
+        networks: c
+            .networks
+            .iter()
+            .map(|n| NetworkCustomization {
+                name: n.name.clone(),
+                ip_address: n.ip_address.clone(),
+                gateway: n.gateway.clone(),
+                dns: n.dns.clone(),
+            })
+            .collect(),
+        cloud_init_user_data: None,
+    };
     if let Some(ci) = c.user_data.as_ref().and_then(|u| u.cloud_init.as_ref()) {
         out.cloud_init_user_data = match (&ci.inline, &ci.secret_ref, secret_user_data) {
             (Some(inline), _, _) => Some(inline.clone()),

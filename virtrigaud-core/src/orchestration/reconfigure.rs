@@ -530,10 +530,10 @@ impl Orchestrator {
         );
         status.last_reconfigure_time = Some(now_rfc3339());
         if let Ok(d) = self.provider.describe(vm).await {
-            let mut r = VmResources::default();
-            r.cpu = Some(d.cpu);
-            r.memory_mib = Some(d.memory_mib);
-            status.current_resources = Some(r);
+            status.current_resources = Some(VmResources {
+                cpu: Some(d.cpu),
+                memory_mib: Some(d.memory_mib),
+            });
         }
     }
 }

@@ -337,21 +337,19 @@ impl Task {
         };
         self.publish(|s| s.power_state = Some(p));
         match self.strategy {
-            RunStrategy::Halted => {
-                if p.is_active() && p != PowerState::ShuttingDown {
-                    if let Err(e) = self
-                        .orch
-                        .graceful_stop(&self.vm, self.orch.config.stop_policy.clone())
-                        .await
-                    {
-                        self.publish(|s| s.last_error = Some(e.to_string()));
-                    } else {
-                        self.orch.emit_vm(
-                            &self.vm,
-                            EventReason::VmStopped,
-                            "stopped: runStrategy Halted",
-                        );
-                    }
+            RunStrategy::Halted if p.is_active() && p != PowerState::ShuttingDown => {
+                if let Err(e) = self
+                    .orch
+                    .graceful_stop(&self.vm, self.orch.config.stop_policy.clone())
+                    .await
+                {
+                    self.publish(|s| s.last_error = Some(e.to_string()));
+                } else {
+                    self.orch.emit_vm(
+                        &self.vm,
+                        EventReason::VmStopped,
+                        "stopped: runStrategy Halted",
+                    );
                 }
             }
             RunStrategy::Always | RunStrategy::RerunOnFailure => {
@@ -434,11 +432,9 @@ impl Task {
                 }
                 self.sync_phase();
             }
-            RunStrategy::Once => {
-                if !self.once_done && p.is_off() {
-                    self.once_done = true;
-                    self.start("runStrategy Once").await;
-                }
+            RunStrategy::Once if !self.once_done && p.is_off() => {
+                self.once_done = true;
+                self.start("runStrategy Once").await;
             }
             _ => {}
         }

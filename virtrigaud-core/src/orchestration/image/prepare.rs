@@ -468,6 +468,7 @@ impl ImagePreparer {
         run.total = s.total_len;
         let mut body = s.body;
         let mut next_report = up.written() + self.progress_every;
+        let mut last_reported = None;
         loop {
             match tokio::time::timeout(opts.stall_timeout, body.next()).await {
                 Err(_) => return Err(stalled("data")),
@@ -478,12 +479,15 @@ impl ImagePreparer {
                     up.write(chunk).await?;
                     if up.written() >= next_report {
                         next_report = up.written() + self.progress_every;
+                        last_reported = Some(up.written());
                         self.report(up.written(), run);
                     }
                 }
             }
         }
-        self.report(up.written(), run);
+        if last_reported != Some(up.written()) {
+            self.report(up.written(), run);
+        }
         if let Some(t) = run.total
             && up.written() != t
         {

@@ -1,0 +1,95 @@
+//! Reconfigure a VM on the simulator: an online change, then one beyond the live limits that
+//! needs a graceful power cycle, with the plan, the events and the final state.
+//!
+//! ```text
+//! cargo run -p virtrigaud-examples --bin reconfigure            # real time (a few seconds)
+//! cargo run -p virtrigaud-examples --bin reconfigure -- --fast  # simulated time, instant
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use virtrigaud_core::Provider;
+use virtrigaud_core::model::{ExpandPolicy, VirtualMachineStatus};
+use virtrigaud_core::orchestration::{
+    DiskChange, Orchestrator, ReconfigureOptions, ResourceChange,
+};
+use virtrigaud_core::sim::{GuestBehavior, Simulator};
+
+#[derive(Parser, Debug)]
+#[command(about = "virtrigaud: plan and apply a reconfiguration on the simulator")]
+struct Args {
+    /// Run on a paused (simulated) clock.
+    #[arg(long)]
+    fast: bool,
+    /// vCPUs to grow to in the second step (the live maximum is 8).
+    #[arg(long, default_value_t = 12)]
+    cpu: u32,
+}
+
+fn main() {
+    let args = Args::parse();
+    let mut b = tokio::runtime::Builder::new_current_thread();
+    b.enable_time();
+    if args.fast {
+        b.start_paused(true);
+    }
+    let rt = match b.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the tokio runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(args)) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> virtrigaud_core::Result<()> {
+    let sim = Simulator::new();
+    let vm = sim.add_vm(
+        "web-server",
+        GuestBehavior::cooperative().acpi_after(Duration::from_secs(2)),
+    );
+    let orch = Orchestrator::new(Arc::new(sim.clone()));
+    let mut events = orch.events().subscribe();
+    tokio::spawn(async move {
+        while let Ok(e) = events.recv().await {
+            println!("  event  {e}");
+        }
+    });
+    let opts = ReconfigureOptions::default();
+    let mut status = VirtualMachineStatus::default();
+    for change in [
+        ResourceChange::default()
+            .cpu(4)
+            .disk(DiskChange::new("root", 50, ExpandPolicy::Online)),
+        ResourceChange::default().cpu(args.cpu).memory_mib(16384),
+    ] {
+        let plan = orch.plan_reconfigure(&vm, &change, &opts).await?;
+        println!("plan for {change:?}:\n  mode {:?}", plan.mode);
+        for r in &plan.power_cycle_reasons {
+            println!("  because {r}");
+        }
+        let report = orch.reconfigure(&vm, &change, &opts, &mut status).await?;
+        tokio::task::yield_now().await;
+        let d = sim.describe(&vm).await?;
+        println!(
+            "done: {} (downtime {:?}); now {} vCPUs, {} MiB, root {} GiB, {}\n",
+            report.outcome.as_str(),
+            report.downtime,
+            d.cpu,
+            d.memory_mib,
+            d.disks[0].size_gib,
+            d.power_state
+        );
+    }
+    println!(
+        "status.lastReconfigureTime = {:?}",
+        status.last_reconfigure_time
+    );
+    Ok(())
+}

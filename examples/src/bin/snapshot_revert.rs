@@ -1,0 +1,107 @@
+//! Snapshots on the simulator: a quiesced snapshot with a retention policy (maxCount 2),
+//! a change, then a revert through `spec.snapshot.revertToRef`.
+//!
+//! ```text
+//! cargo run -p virtrigaud-examples --bin snapshot_revert -- --fast
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use virtrigaud_core::Provider;
+use virtrigaud_core::model::{
+    ObjectRef, RetentionPolicy, VMSnapshot, VMSnapshotSpec, VirtualMachine, VirtualMachineSpec,
+    VirtualMachineStatus, VmSnapshotOperation,
+};
+use virtrigaud_core::orchestration::{
+    Orchestrator, ReconfigureOptions, ResourceChange, SnapshotCreateOptions,
+};
+use virtrigaud_core::sim::{GuestBehavior, Simulator};
+
+#[derive(Parser, Debug)]
+#[command(about = "virtrigaud: snapshots, retention and revert on the simulator")]
+struct Args {
+    /// Run on a paused (simulated) clock.
+    #[arg(long)]
+    fast: bool,
+}
+
+fn main() {
+    let args = Args::parse();
+    let mut b = tokio::runtime::Builder::new_current_thread();
+    b.enable_time();
+    if args.fast {
+        b.start_paused(true);
+    }
+    let rt = match b.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the tokio runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run()) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> virtrigaud_core::Result<()> {
+    let sim = Simulator::new();
+    let vm = sim.add_vm("db-1", GuestBehavior::with_agent(Duration::from_secs(2)));
+    let orch = Orchestrator::new(Arc::new(sim.clone()));
+    let mut events = orch.events().subscribe();
+    tokio::spawn(async move {
+        while let Ok(e) = events.recv().await {
+            println!("  event  {e}");
+        }
+    });
+    let mut snaps = Vec::new();
+    for name in ["nightly-1", "nightly-2", "pre-maintenance"] {
+        let mut spec = VMSnapshotSpec::default();
+        spec.vm_ref = ObjectRef::new("db-1");
+        spec.quiesce = Some(true);
+        spec.memory = Some(name == "pre-maintenance");
+        let mut policy = RetentionPolicy::default();
+        policy.max_count = Some(2);
+        spec.retention_policy = Some(policy);
+        let mut snap = VMSnapshot::new(name, spec);
+        let r = orch
+            .create_snapshot(&vm, &mut snap, &SnapshotCreateOptions::default())
+            .await?;
+        println!(
+            "snapshot {name}: id {} quiesced={} memory={} pruned={:?}",
+            r.info.id, r.quiesced, r.memory, r.pruned
+        );
+        snaps.push(snap);
+    }
+    let mut st = VirtualMachineStatus::default();
+    orch.reconfigure(
+        &vm,
+        &ResourceChange::default().cpu(6),
+        &ReconfigureOptions::default(),
+        &mut st,
+    )
+    .await?;
+    println!("after the change: {} vCPUs", sim.describe(&vm).await?.cpu);
+
+    let mut op = VmSnapshotOperation::default();
+    op.revert_to_ref = Some(ObjectRef::new("pre-maintenance"));
+    let mut spec = VirtualMachineSpec::default();
+    spec.snapshot = Some(op);
+    let mut obj = VirtualMachine::new("db-1", spec);
+    orch.revert(&vm, &mut obj, &snaps).await?;
+    tokio::task::yield_now().await;
+    let d = sim.describe(&vm).await?;
+    println!(
+        "after the revert: {} vCPUs, {}, revertToRef cleared: {}",
+        d.cpu,
+        d.power_state,
+        obj.spec
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.revert_to_ref.is_none())
+    );
+    Ok(())
+}
