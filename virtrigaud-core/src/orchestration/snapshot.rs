@@ -134,8 +134,8 @@ impl RetentionRules {
 /// The snapshots that `rules` delete from `snapshots` at `now`, never one in `protected`
 /// (ids or names). Pure: the sweep and the create-time check both use it.
 ///
-/// A snapshot without a creation time is never old; with `maxCount` the oldest go first
-/// (unknown creation times count as oldest… never: they sort last, so they are kept).
+/// A snapshot without a creation time is never too old and is never chosen by `maxCount`
+/// (which deletes the oldest dated, unprotected snapshots first).
 pub fn plan_retention(
     snapshots: &[SnapshotInfo],
     rules: RetentionRules,
