@@ -412,3 +412,32 @@ async fn delete_on_vm_delete_is_honoured() {
             .contains("deleteOnVMDelete is false")
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn reverting_a_memory_snapshot_keeps_an_off_vm_off() {
+    let (sim, vm, orch) = setup(GuestBehavior::cooperative());
+    let mut s = snap("with-ram", "db-1");
+    s.spec.memory = Some(true);
+    let r = orch
+        .create_snapshot(&vm, &mut s, &SnapshotCreateOptions::default())
+        .await
+        .unwrap();
+    assert!(r.memory);
+    sim.power_off(&vm, &Default::default()).await.unwrap();
+    let mut obj = vm_object(Some("with-ram"));
+    orch.revert(&vm, &mut obj, std::slice::from_ref(&s))
+        .await
+        .unwrap();
+    assert!(
+        sim.true_state(&vm).unwrap().is_off(),
+        "the memory snapshot resumed the guest; it was off before"
+    );
+    assert!(obj.spec.snapshot.as_ref().unwrap().revert_to_ref.is_none());
+    // A running VM reverted to a memory snapshot is running.
+    sim.start(&vm, &Default::default()).await.unwrap();
+    let mut obj = vm_object(Some("with-ram"));
+    orch.revert(&vm, &mut obj, std::slice::from_ref(&s))
+        .await
+        .unwrap();
+    assert_eq!(sim.true_state(&vm), Some(PowerState::Running));
+}
