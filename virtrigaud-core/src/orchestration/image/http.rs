@@ -11,10 +11,19 @@ use super::source::{ImageSource, SourceStream};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Downloads an image over HTTP(S). TLS certificates are verified (rustls, system roots).
-#[derive(Debug, Clone)]
+/// Credentials in the URL never appear in logs, errors or `Debug` output.
+#[derive(Clone)]
 pub struct HttpSource {
     client: reqwest::Client,
     url: reqwest::Url,
+}
+
+impl std::fmt::Debug for HttpSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSource")
+            .field("url", &self.redacted_url())
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpSource {
@@ -130,6 +139,13 @@ impl ImageSource for HttpSource {
 #[cfg(test)]
 mod tests {
     use super::parse_content_range;
+
+    #[test]
+    fn credentials_are_redacted() {
+        let s = super::HttpSource::new("https://user:s3cret@example.com/img.qcow2").unwrap();
+        assert!(!format!("{s:?}").contains("s3cret"));
+        assert_eq!(s.redacted_url(), "https://example.com/img.qcow2");
+    }
 
     #[test]
     fn content_range() {
