@@ -286,8 +286,16 @@ fn check_explanation(
     assert!(text.contains(&r.vm_name));
 }
 
+/// `PROPTEST_CASES` overrides the default number of cases.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(400))]
+    #![proptest_config(ProptestConfig::with_cases(cases(400)))]
 
     #[test]
     fn decisions_are_valid_exact_and_explained((inv, policy, demands, with_peers) in scenario()) {

@@ -316,8 +316,16 @@ async fn run_case(c: Case) -> std::result::Result<(), TestCaseError> {
     Ok(())
 }
 
+/// `PROPTEST_CASES` overrides the default number of cases.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(cases(64)))]
 
     #[test]
     fn rolling_update_keeps_bounds_and_converges(c in case()) {
