@@ -49,6 +49,108 @@ fn histogram_count(snap: &Entries, name: &str) -> usize {
         .sum()
 }
 
+#[derive(Debug)]
+struct OneChunk(bytes::Bytes);
+
+#[async_trait::async_trait]
+impl virtrigaud_core::orchestration::image::ImageSource for OneChunk {
+    async fn open(
+        &self,
+        offset: u64,
+    ) -> virtrigaud_core::Result<virtrigaud_core::orchestration::image::SourceStream> {
+        use futures::StreamExt;
+        let body = futures::stream::iter(vec![Ok(self.0.slice(offset as usize..))]).boxed();
+        Ok(virtrigaud_core::orchestration::image::SourceStream::new(
+            offset,
+            Some(self.0.len() as u64),
+            body,
+        ))
+    }
+}
+
+#[test]
+fn image_preparation_and_lifecycle_actions_are_counted() {
+    use virtrigaud_core::model::{LifecycleAction, RunStrategy, VMImage, VMImageSpec};
+    use virtrigaud_core::orchestration::image::{
+        FileSink, ImagePreparer, ImageTarget, PrepareOptions,
+    };
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let dir = tempfile::tempdir().unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let prep = ImagePreparer::new(Arc::new(FileSink::new(dir.path())));
+            let src = OneChunk(bytes::Bytes::from_static(b"qcow2 image bytes"));
+            let mut img = VMImage::new("img", VMImageSpec::default());
+            prep.prepare(
+                &mut img,
+                &ImageTarget::new("img"),
+                &src,
+                &PrepareOptions::default(),
+            )
+            .await
+            .unwrap();
+            let mut opts = PrepareOptions::default();
+            opts.checksum = Some(format!("sha256:{}", "0".repeat(64)).parse().unwrap());
+            let mut img = VMImage::new("img2", VMImageSpec::default());
+            prep.prepare(&mut img, &ImageTarget::new("img2"), &src, &opts)
+                .await
+                .unwrap_err();
+
+            let sim = Simulator::new();
+            let vm = sim.add_vm(
+                "a",
+                GuestBehavior::cooperative().acpi_after(Duration::from_millis(10)),
+            );
+            let orch = Orchestrator::new(Arc::new(sim));
+            orch.apply_action(&vm, &LifecycleAction::stop(), RunStrategy::Manual)
+                .await
+                .unwrap();
+            orch.apply_action(&vm, &LifecycleAction::start(), RunStrategy::Halted)
+                .await
+                .unwrap_err();
+        })
+    });
+    let snap: Entries = snapshotter.snapshot().into_vec();
+    assert_eq!(
+        counter(
+            &snap,
+            m::IMAGE_PREPARE_TOTAL,
+            &[("provider_type", "file"), ("outcome", "success")]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &snap,
+            m::IMAGE_PREPARE_TOTAL,
+            &[("outcome", "invalid_spec")]
+        ),
+        1
+    );
+    assert_eq!(histogram_count(&snap, m::IMAGE_PREPARE_DURATION), 2);
+    assert_eq!(
+        counter(
+            &snap,
+            m::LIFECYCLE_ACTION_TOTAL,
+            &[("action", "stop"), ("outcome", "success")]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &snap,
+            m::LIFECYCLE_ACTION_TOTAL,
+            &[("action", "start"), ("outcome", "invalid_spec")]
+        ),
+        1
+    );
+}
+
 #[test]
 fn flows_emit_the_seed_metrics_and_events() {
     let recorder = DebuggingRecorder::new();
