@@ -360,3 +360,32 @@ async fn halted_keeps_it_off_manual_leaves_it_and_once_runs_once() {
     assert_eq!(sim.calls("start"), 1);
     sup.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn pushed_state_changes_are_acted_on_without_waiting_for_the_poll() {
+    let sim = Simulator::new();
+    let vm = sim.add_vm(
+        "w",
+        GuestBehavior::cooperative().acpi_after(Duration::from_secs(1)),
+    );
+    let orch = Orchestrator::new(Arc::new(sim.clone()));
+    let mut cfg = SupervisorConfig::default();
+    cfg.poll_interval = Duration::from_secs(3600);
+    let sup = Supervisor::spawn(orch, vm.clone(), RunStrategy::Always, cfg);
+    settle(120).await;
+    sim.request_shutdown(
+        &vm,
+        ShutdownChannel::Acpi,
+        &ShutdownRequestOptions::default(),
+    )
+    .await
+    .unwrap();
+    settle(2).await;
+    assert_eq!(
+        sim.true_state(&vm),
+        Some(PowerState::Running),
+        "restarted from the pushed change"
+    );
+    assert_eq!(sup.status().restarts, 1);
+    sup.shutdown().await;
+}

@@ -16,6 +16,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -236,11 +237,29 @@ impl Task {
         ) {
             self.ensure_started_initially().await;
         }
+        // React to pushed power-state changes at once where the provider can push them;
+        // polling stays as the safety net.
+        let mut pushed = if self.orch.provider.capabilities().power_state_watch {
+            self.orch
+                .provider
+                .watch_power_state(&self.vm)
+                .await
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
         loop {
             self.reconcile().await;
             let wake = match self.next_restart {
                 Some(t) => t.min(Instant::now() + self.config.poll_interval),
                 None => Instant::now() + self.config.poll_interval,
+            };
+            let next_push = async {
+                match pushed.as_mut() {
+                    Some(s) => s.next().await,
+                    None => std::future::pending().await,
+                }
             };
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -248,6 +267,11 @@ impl Task {
                     None => break,
                     Some(c) => self.command(c).await,
                 },
+                item = next_push => {
+                    if !matches!(item, Some(Ok(_))) {
+                        pushed = None; // ended or failed: poll only
+                    }
+                }
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
