@@ -10,13 +10,17 @@ use virtrigaud_core::model::{
     CloneCustomization, ClonePhase, CloneTarget, ObjectRef, SnapshotPhase, VMClone, VMCloneSpec,
     VMSnapshot, VMSnapshotSpec,
 };
-use virtrigaud_core::orchestration::{Orchestrator, SnapshotCreateOptions};
+use virtrigaud_core::model::{VirtualMachineStatus, condition_types, find_condition};
+use virtrigaud_core::orchestration::{
+    Orchestrator, PlanMode, ReconfigureOptions, ReconfigureOutcome, ResourceChange,
+    SnapshotCreateOptions,
+};
 use virtrigaud_core::sim::{GuestBehavior, Simulator};
 use virtrigaud_core::{
     CloneOptions, CloneResult, Cloner, DeleteOptions, DeleteSnapshotOptions, Error, ErrorKind,
-    ListOptions, PowerOffOptions, PowerState, Provider, ProviderCapabilities, Result,
-    RevertOptions, ShutdownChannel, ShutdownRequestOptions, SnapshotInfo, SnapshotOptions,
-    Snapshotter, StartOptions, VmCapabilities, VmDescription, VmId,
+    ListOptions, PowerOffOptions, PowerState, Provider, ProviderCapabilities, ReconfigureRequest,
+    ReconfigureResult, Result, RevertOptions, ShutdownChannel, ShutdownRequestOptions,
+    SnapshotInfo, SnapshotOptions, Snapshotter, StartOptions, VmCapabilities, VmDescription, VmId,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -24,6 +28,7 @@ enum Misbehaviour {
     CloneLeavesHalfMade,
     CloneDropsCustomization,
     SnapshotHangs,
+    UnknownLiveLimits,
 }
 
 #[derive(Debug)]
@@ -41,7 +46,19 @@ impl Provider for Bad {
         self.sim.capabilities()
     }
     async fn vm_capabilities(&self, vm: &VmId) -> Result<VmCapabilities> {
-        self.sim.vm_capabilities(vm).await
+        let mut c = self.sim.vm_capabilities(vm).await?;
+        if self.mode == Misbehaviour::UnknownLiveLimits {
+            c.max_live_vcpus = 0;
+            c.max_live_memory_mib = 0;
+        }
+        Ok(c)
+    }
+    async fn reconfigure(
+        &self,
+        vm: &VmId,
+        change: &ReconfigureRequest,
+    ) -> Result<ReconfigureResult> {
+        self.sim.reconfigure(vm, change).await
     }
     async fn power_state(&self, vm: &VmId) -> Result<PowerState> {
         self.sim.power_state(vm).await
@@ -87,7 +104,7 @@ impl Cloner for Bad {
                 Err(Error::unavailable("disk copy failed at 80%"))
             }
             Misbehaviour::CloneDropsCustomization => Ok(CloneResult::new(r.vm, r.linked, false)),
-            Misbehaviour::SnapshotHangs => Ok(r),
+            _ => Ok(r),
         }
     }
 }
@@ -206,4 +223,43 @@ async fn a_snapshot_that_never_finishes_fails_at_its_deadline_and_is_removed() {
             .is_empty(),
         "half-made snapshot removed"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_provider_that_only_finds_out_at_apply_time_still_gets_its_power_cycle() {
+    let (sim, vm, orch) = setup(Misbehaviour::UnknownLiveLimits);
+    let change = ResourceChange::default().cpu(16);
+    let plan = orch
+        .plan_reconfigure(&vm, &change, &ReconfigureOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(plan.mode, PlanMode::Online, "limits unknown: try live");
+    let mut st = VirtualMachineStatus::default();
+    let r = orch
+        .reconfigure(&vm, &change, &ReconfigureOptions::default(), &mut st)
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, ReconfigureOutcome::PowerCycled);
+    assert_eq!(sim.describe(&vm).await.unwrap().cpu, 16);
+    assert_eq!(sim.true_state(&vm), Some(PowerState::Running));
+
+    // Without permission to cycle: stored, pending, and said so.
+    let mut no = ReconfigureOptions::default();
+    no.allow_power_cycle = false;
+    let mut st = VirtualMachineStatus::default();
+    let r = orch
+        .reconfigure(&vm, &ResourceChange::default().cpu(64), &no, &mut st)
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, ReconfigureOutcome::PendingPowerCycle);
+    assert!(
+        find_condition(
+            &st.conditions,
+            condition_types::RECONFIGURE_PENDING_POWER_CYCLE
+        )
+        .unwrap()
+        .is_true()
+    );
+    assert!(sim.describe(&vm).await.unwrap().pending_power_cycle);
+    assert_eq!(sim.true_state(&vm), Some(PowerState::Running));
 }
