@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The one reproducible command for virtrigaud's side-by-side benchmarks: regenerates docs/BENCHMARKS.md.
+#
+#   sudo scripts/bench.sh            # full run (a few minutes: real QEMU guests + simulator + placement)
+#   scripts/bench.sh --smoke         # harness check only (tiny sizes; writes nothing unless --out is given)
+#
+# Steps: 1. scripts/libvirt/setup.sh (libvirtd + QEMU + the tiny guest; cached, seconds when warm) and its .env;
+#        2. the criterion placement benchmark at 5,000 hosts (benches/benches/placement.rs);
+#        3. the comparison binary (benches/src/bin/side_by_side), which runs comparisons 1-4 and writes the
+#           report with the machine and versions, reading placement results from criterion's output.
+# Environment: CARGO_TARGET_DIR (default: <repo>/target), VIRTRIGAUD_STATE_DIR, BENCH_RUNS (latency rounds,
+# default 10), BENCH_FLEET (fleet size, default 6), BENCH_OUT (default docs/BENCHMARKS.md),
+# BENCH_SKIP_LIBVIRT=1 (simulator and placement only).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+STATE_ROOT="${VIRTRIGAUD_STATE_DIR:-/tmp/virtrigaud-state}"
+OUT="${BENCH_OUT:-$ROOT/docs/BENCHMARKS.md}"
+log() { echo "[bench $(date +%T)] $*"; }
+SMOKE=0; [ "${1:-}" = "--smoke" ] && SMOKE=1
+
+ARGS=()
+if [ "${BENCH_SKIP_LIBVIRT:-0}" = 1 ]; then
+  ARGS+=(--no-libvirt)
+else
+  [ "$(id -u)" = 0 ] || { echo "bench.sh: the real-guest comparisons need root (libvirtd, QEMU); set BENCH_SKIP_LIBVIRT=1 to skip them" >&2; exit 1; }
+  log "libvirt backend setup"
+  bash "$ROOT/scripts/libvirt/setup.sh"
+  # shellcheck disable=SC1091
+  source "$STATE_ROOT/libvirt.env"
+  [ -r /usr/lib/libvirt/libvirt-guests.sh ] || { echo "bench.sh: /usr/lib/libvirt/libvirt-guests.sh missing" >&2; exit 1; }
+fi
+
+log "building the comparison binary (release)"
+cargo build --release -q -p virtrigaud-benches --bin side_by_side
+BIN="$CARGO_TARGET_DIR/release/side_by_side"
+
+if [ "$SMOKE" = 1 ]; then
+  log "smoke run (harness correctness only)"
+  exec "$BIN" --smoke "${ARGS[@]}"
+fi
+
+log "placement benchmark at 5,000 hosts (criterion)"
+cargo bench -q -p virtrigaud-benches --bench placement -- --noplot placement_5000_hosts
+
+log "side-by-side comparisons"
+mkdir -p "$(dirname "$OUT")"
+"$BIN" "${ARGS[@]}" --runs "${BENCH_RUNS:-10}" --fleet "${BENCH_FLEET:-6}" \
+  --criterion "$CARGO_TARGET_DIR/criterion" --out "$OUT"
+log "report: $OUT"
