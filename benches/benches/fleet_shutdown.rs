@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use virtrigaud_benches::{
-    CountingAlloc, bytes_per_in_flight_shutdown, bytes_per_in_flight_shutdown_with, calls_per_graceful_shutdown, shut_down_fleet,
+    CountingAlloc, bytes_per_in_flight_shutdown, bytes_per_in_flight_shutdown_with,
+    calls_per_graceful_shutdown, shut_down_fleet,
 };
 
 #[global_allocator]
