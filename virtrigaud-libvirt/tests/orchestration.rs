@@ -48,7 +48,7 @@ async fn running_vm(p: &LibvirtProvider, name: &str) -> VmId {
 async fn reconfigure_beyond_live_limits_power_cycles_and_runs_again() {
     let (p, _dir) = private().await;
     let vm = running_vm(&p, "orch-reconf").await;
-    let orch = Orchestrator::new(p.clone());
+    let orch = Orchestrator::new(Arc::<LibvirtProvider>::clone(&p));
     let caps = p.vm_capabilities(&vm).await.unwrap();
 
     // Within the live headroom: online.
@@ -90,7 +90,7 @@ async fn reconfigure_beyond_live_limits_power_cycles_and_runs_again() {
 async fn revert_to_ref_restores_the_power_state_and_clears_the_request() {
     let (p, _dir) = private().await;
     let vm = running_vm(&p, "orch-revert").await;
-    let orch = Orchestrator::new(p.clone());
+    let orch = Orchestrator::new(Arc::<LibvirtProvider>::clone(&p));
     let mut spec = VMSnapshotSpec::default();
     spec.vm_ref = ObjectRef::new("orch-revert");
     let mut snap = VMSnapshot::new("base", spec);
@@ -126,7 +126,7 @@ async fn revert_to_ref_restores_the_power_state_and_clears_the_request() {
 async fn full_clone_and_lifecycle_actions() {
     let (p, _dir) = private().await;
     let src = running_vm(&p, "orch-src").await;
-    let orch = Orchestrator::new(p.clone());
+    let orch = Orchestrator::new(Arc::<LibvirtProvider>::clone(&p));
 
     // Seed 004: stop with a grace period, then start, then force stop.
     let st = orch
