@@ -7,6 +7,9 @@
 //! ```text
 //! cargo run -p virtrigaud-examples --bin quickstart            # real time, about 10 s
 //! cargo run -p virtrigaud-examples --bin quickstart -- --fast  # simulated time, instant
+//! # the same fleet shutdown on real libvirt domains:
+//! cargo run -p virtrigaud-examples --features libvirt --bin quickstart -- \
+//!     --libvirt-uri qemu:///system --vm web-1 --vm db-1
 //! ```
 
 use std::collections::BTreeMap;
@@ -30,6 +33,15 @@ struct Args {
     /// At most this many shutdowns at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// Shut down real libvirt domains at this URI instead of the simulator (feature `libvirt`).
+    #[arg(long)]
+    libvirt_uri: Option<String>,
+    /// Domains to shut down with `--libvirt-uri` (repeatable; the last one goes last).
+    #[arg(long = "vm")]
+    vms: Vec<String>,
+    /// Grace period for real domains, seconds.
+    #[arg(long, default_value_t = 60)]
+    grace: u64,
 }
 
 fn secs(s: f64) -> Duration {
@@ -55,6 +67,9 @@ fn main() {
 }
 
 async fn run(args: Args) -> bool {
+    if let Some(uri) = args.libvirt_uri.clone() {
+        return run_libvirt(&uri, &args).await;
+    }
     let sim = Simulator::new();
     let grace = ShutdownPolicy::with_grace(secs(6.0));
     let plan: Vec<(&str, GuestBehavior, ShutdownPolicy, &str)> = vec![
@@ -120,6 +135,61 @@ async fn run(args: Args) -> bool {
     describe.insert(db.clone(), "database, stopped last");
 
     let provider: Arc<dyn Provider> = Arc::new(sim.clone());
+    let first = vec![first_group];
+    run_fleet(
+        provider,
+        first,
+        vec![(db, ShutdownPolicy::with_grace(secs(10.0)))],
+        describe,
+        &args,
+    )
+    .await
+}
+
+#[cfg(feature = "libvirt")]
+async fn run_libvirt(uri: &str, args: &Args) -> bool {
+    use virtrigaud_libvirt::{LibvirtConfig, LibvirtProvider};
+    let provider = match LibvirtProvider::connect(LibvirtConfig::new(uri)).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cannot connect to {uri}: {e}");
+            return false;
+        }
+    };
+    let policy = ShutdownPolicy::with_grace(Duration::from_secs(args.grace));
+    let mut vms: Vec<(VmId, ShutdownPolicy)> = args
+        .vms
+        .iter()
+        .map(|v| (VmId::new(v.as_str()), policy.clone()))
+        .collect();
+    let Some(last) = vms.pop() else {
+        eprintln!("name at least one domain with --vm");
+        return false;
+    };
+    let describe = args
+        .vms
+        .iter()
+        .map(|v| (VmId::new(v.as_str()), "libvirt domain"))
+        .collect();
+    run_fleet(Arc::new(provider), vec![vms], vec![last], describe, args).await
+}
+
+#[cfg(not(feature = "libvirt"))]
+async fn run_libvirt(_uri: &str, _args: &Args) -> bool {
+    eprintln!(
+        "--libvirt-uri needs the `libvirt` feature: \
+         cargo run -p virtrigaud-examples --features libvirt --bin quickstart -- --libvirt-uri ..."
+    );
+    false
+}
+
+async fn run_fleet(
+    provider: Arc<dyn Provider>,
+    first_groups: Vec<Vec<(VmId, ShutdownPolicy)>>,
+    last_group: Vec<(VmId, ShutdownPolicy)>,
+    describe: BTreeMap<VmId, &'static str>,
+    args: &Args,
+) -> bool {
     let manager = ShutdownManager::new(provider);
     let mut events = manager.subscribe();
     let start = tokio::time::Instant::now();
@@ -159,13 +229,14 @@ async fn run(args: Args) -> bool {
         describe.len(),
         args.concurrency
     );
-    let report = FleetShutdown::new(&manager)
-        .concurrency(args.concurrency)
-        .deadline(secs(30.0))
-        .group_with(first_group)
-        .group([db], ShutdownPolicy::with_grace(secs(10.0)))
-        .run()
-        .await;
+    let mut fleet = FleetShutdown::new(&manager).concurrency(args.concurrency);
+    if args.libvirt_uri.is_none() {
+        fleet = fleet.deadline(secs(30.0));
+    }
+    for group in first_groups {
+        fleet = fleet.group_with(group);
+    }
+    let report = fleet.group_with(last_group).run().await;
     // Let the printer drain what is left.
     tokio::task::yield_now().await;
     printer.abort();
