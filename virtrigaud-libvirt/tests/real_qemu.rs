@@ -528,3 +528,94 @@ async fn conformance_suite_on_real_qemu() {
     conformance::run_all(provider, &fx).await.assert_passed();
     metric("real_conformance_wall_s", t0.elapsed().as_secs_f64());
 }
+
+/// Issue 7's flows on a real guest: an offline reconfigure is a graceful power cycle through
+/// the engine (the guest stops by ACPI, not by a hard off) and the VM runs again; a
+/// `revertToRef` request reverts a memory snapshot and leaves the running VM running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orchestration_flows_on_a_real_guest() {
+    use virtrigaud_core::model::{
+        ObjectRef, VMSnapshot, VMSnapshotSpec, VirtualMachine, VirtualMachineSpec,
+        VirtualMachineStatus, VmSnapshotOperation,
+    };
+    use virtrigaud_core::orchestration::{
+        Orchestrator, PlanMode, ReconfigureOptions, ReconfigureOutcome, ResourceChange,
+        SnapshotCreateOptions,
+    };
+    let Some(r) = real("orch").await else { return };
+    let vm = r.guest("g", "acpi", false, true).await;
+    let orch = Orchestrator::new(r.dyn_provider());
+
+    let caps = r.p.vm_capabilities(&vm).await.expect("vm_capabilities");
+    let change = ResourceChange::default().cpu(caps.max_live_vcpus + 1);
+    let plan = orch
+        .plan_reconfigure(&vm, &change, &ReconfigureOptions::default())
+        .await
+        .expect("plan");
+    assert!(
+        matches!(plan.mode, PlanMode::GracefulPowerCycle { .. }),
+        "{:?}",
+        plan.mode
+    );
+    let mut shutdown_events = orch.shutdown_manager().subscribe();
+    let mut status = VirtualMachineStatus::default();
+    let report = orch
+        .reconfigure(&vm, &change, &ReconfigureOptions::default(), &mut status)
+        .await
+        .expect("reconfigure");
+    assert_eq!(report.outcome, ReconfigureOutcome::PowerCycled);
+    let mut graceful = false;
+    while let Ok(ev) = shutdown_events.try_recv() {
+        if let virtrigaud_core::shutdown::ShutdownEventKind::Finished(outcome) = ev.kind {
+            graceful = matches!(outcome, ShutdownOutcome::Graceful { .. });
+        }
+    }
+    assert!(
+        graceful,
+        "the power cycle must stop the guest gracefully through the engine"
+    );
+    assert_eq!(
+        r.p.power_state(&vm).await.expect("state"),
+        PowerState::Running
+    );
+    assert_eq!(
+        r.p.describe(&vm).await.expect("describe").cpu,
+        caps.max_live_vcpus + 1
+    );
+    metric(
+        "orchestration_power_cycle_downtime_ms",
+        report.downtime.unwrap_or_default().as_millis(),
+    );
+
+    r.wait_console(vm.as_str(), "READY", Duration::from_secs(60))
+        .await;
+    let mut spec = VMSnapshotSpec::default();
+    spec.vm_ref = ObjectRef::new(vm.as_str());
+    spec.memory = Some(true);
+    let mut snap = VMSnapshot::new("orch-base", spec);
+    orch.create_snapshot(&vm, &mut snap, &SnapshotCreateOptions::default())
+        .await
+        .expect("create snapshot");
+    let mut vm_spec = VirtualMachineSpec::default();
+    let mut op = VmSnapshotOperation::default();
+    op.revert_to_ref = Some(ObjectRef::new("orch-base"));
+    vm_spec.snapshot = Some(op);
+    let mut obj = VirtualMachine::new(vm.as_str(), vm_spec);
+    let reverted = orch
+        .revert(&vm, &mut obj, std::slice::from_ref(&snap))
+        .await
+        .expect("revert");
+    assert!(reverted.is_some());
+    assert!(
+        obj.spec
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.revert_to_ref.as_ref())
+            .is_none()
+    );
+    assert_eq!(
+        r.p.power_state(&vm).await.expect("state"),
+        PowerState::Running
+    );
+    r.remove(&vm).await;
+}
