@@ -71,12 +71,14 @@ mod domxml;
 mod error;
 mod events;
 mod ffi;
+mod image;
 mod iso;
 mod provider;
 mod snapshot;
 mod xml;
 
 pub use config::{DomainTemplate, KernelBoot, LibvirtConfig};
+pub use image::VolumeImageSink;
 pub use domxml::{AGENT_PORT, METADATA_NS};
 pub use provider::LibvirtProvider;
 

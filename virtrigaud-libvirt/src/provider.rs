@@ -222,7 +222,7 @@ fn pool(inner: &Inner) -> Result<Option<StoragePool>> {
     }
 }
 
-fn pool_required(inner: &Inner, op: &'static str) -> Result<StoragePool> {
+pub(crate) fn pool_required(inner: &Inner, op: &'static str) -> Result<StoragePool> {
     pool(inner)?.ok_or_else(|| {
         Error::invalid_spec(
             "this operation needs a storage pool (LibvirtConfig::with_storage_pool)",
