@@ -11,6 +11,7 @@ use virt::domain::Domain;
 use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::sys;
+use virtrigaud_core::placement::{DatastoreInfo, HostInfo, Inventory, Resources};
 use virtrigaud_core::provider::{
     DeleteOptions, ListOptions, PowerOffOptions, PowerStateStream, ReconfigureRequest,
     ReconfigureResult, ShutdownRequestOptions, StartOptions, VmCreateSpec,
@@ -790,7 +791,7 @@ impl Provider for LibvirtProvider {
         c.create = true;
         c.delete = true;
         c.reconfigure = true;
-        c.inventory = false;
+        c.inventory = true;
         c
     }
 
@@ -946,6 +947,48 @@ impl Provider for LibvirtProvider {
             }
             out.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(out)
+        })
+        .await
+    }
+
+    /// One host (this connection's node): its CPUs and memory, the vCPUs and memory of its
+    /// running domains as the allocation, and the configured storage pool as its datastore.
+    async fn inventory(&self) -> Result<Inventory> {
+        self.call("inventory", move |i| {
+            i.count();
+            let node = i.conn().node_info().ctx("inventory", "node")?;
+            i.count();
+            let hostname = i.conn().hostname().unwrap_or_else(|_| "localhost".into());
+            let mut host = HostInfo::new(
+                hostname,
+                Resources::new(u64::from(node.cpus), node.memory / 1024),
+            );
+            i.count();
+            let doms = i
+                .conn()
+                .list_all_domains(sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+                .ctx("inventory", "domains")?;
+            let mut alloc = Resources::default();
+            for d in doms {
+                i.count();
+                if let (Ok(name), Ok(info)) = (d.name(), d.info()) {
+                    alloc.cpu += u64::from(info.nr_virt_cpu);
+                    alloc.memory_mib += info.memory / 1024;
+                    host.vms.push(name);
+                }
+            }
+            host.allocated = alloc;
+            let mut inv = Inventory::default();
+            if let Some(pool) = pool(i)? {
+                i.count();
+                let info = pool.info().ctx("inventory", "storage_pool")?;
+                let name = i.cfg.storage_pool.clone().unwrap_or_default();
+                host.datastores.push(name.clone());
+                inv.datastores
+                    .push(DatastoreInfo::new(name, info.available / GIB));
+            }
+            inv.hosts.push(host);
+            Ok(inv)
         })
         .await
     }

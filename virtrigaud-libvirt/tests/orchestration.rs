@@ -162,3 +162,32 @@ async fn full_clone_and_lifecycle_actions() {
         PowerState::Running
     );
 }
+
+#[tokio::test]
+async fn inventory_feeds_the_core_placement_solver() {
+    use virtrigaud_core::placement::{PlacementRequest, Placer, Resources, SolverPlacer};
+    let (p, _dir) = private().await;
+    let _vm = running_vm(&p, "inv-1").await;
+    let inv = p.inventory().await.unwrap();
+    assert_eq!(inv.hosts.len(), 1);
+    let host = &inv.hosts[0];
+    assert!(host.capacity.cpu > 0 && host.capacity.memory_mib > 0);
+    assert!(host.vms.iter().any(|v| v == "inv-1"));
+    assert_eq!(inv.datastores.len(), 1);
+
+    let placer = SolverPlacer::new(Arc::<LibvirtProvider>::clone(&p));
+    let decision = placer
+        .place(&PlacementRequest::new("new-vm", Resources::new(1, 128)))
+        .await
+        .unwrap();
+    assert_eq!(decision.host, host.name);
+    // A VM bigger than the host is explained, not placed.
+    let err = placer
+        .place(&PlacementRequest::new("huge", Resources::new(1_000_000, 1)))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("cpu") || err.to_string().contains("CPU"),
+        "{err}"
+    );
+}
