@@ -57,4 +57,4 @@ mod xml;
 pub use config::{TlsVerification, VsphereConfig};
 pub use fault::SoapFault;
 pub(crate) use provider::PROVIDER_TYPE;
-pub use provider::VsphereProvider;
+pub use provider::{VCPU_PER_CORE, VsphereProvider};

@@ -12,6 +12,13 @@ use virtrigaud_core::{
     StartOptions, VmCapabilities, VmDescription, VmId,
 };
 
+use std::collections::BTreeMap;
+
+/// vCPUs counted per physical core in the placement inventory (a 4:1 consolidation ratio).
+pub const VCPU_PER_CORE: u64 = 4;
+
+use virtrigaud_core::placement::{DatastoreInfo, HostInfo, Inventory, Resources};
+
 use crate::client::{Client, MoRef, Props};
 use crate::config::VsphereConfig;
 use crate::fault::VimError;
@@ -278,7 +285,7 @@ impl Provider for VsphereProvider {
         c.create = false;
         c.delete = true;
         c.reconfigure = true;
-        c.inventory = false;
+        c.inventory = true;
         c
     }
 
@@ -612,6 +619,107 @@ impl Provider for VsphereProvider {
             .into_iter()
             .map(|(m, p)| describe_from(VmId::new(m.value), &p))
             .collect())
+    }
+
+    /// Hosts (with their cluster, vCPU capacity, memory and reachable datastores), the vCPUs
+    /// and memory of their powered-on VMs as allocation, and datastores with their free space.
+    /// vCPU capacity is physical cores × [`VCPU_PER_CORE`] (vSphere overcommits CPU, not
+    /// memory).
+    async fn inventory(&self) -> Result<Inventory> {
+        let err = |e: VimError| e.into_error("inventory", None);
+        let clusters: BTreeMap<String, String> = self
+            .client
+            .list_by_type("ClusterComputeResource", &["name"])
+            .await
+            .map_err(err)?
+            .into_iter()
+            .map(|(m, p)| (m.value, p.str("name").unwrap_or_default().to_owned()))
+            .collect();
+        let datastores = self
+            .client
+            .list_by_type("Datastore", &["name", "summary.freeSpace"])
+            .await
+            .map_err(err)?;
+        let ds_names: BTreeMap<String, String> = datastores
+            .iter()
+            .map(|(m, p)| {
+                (
+                    m.value.clone(),
+                    p.str("name").unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        let vms = self
+            .client
+            .list_by_type(
+                "VirtualMachine",
+                &[
+                    "name",
+                    "runtime.powerState",
+                    "runtime.host",
+                    "config.hardware.numCPU",
+                    "config.hardware.memoryMB",
+                ],
+            )
+            .await
+            .map_err(err)?;
+        let hosts = self
+            .client
+            .list_by_type(
+                "HostSystem",
+                &[
+                    "name",
+                    "parent",
+                    "datastore",
+                    "summary.hardware.numCpuCores",
+                    "summary.hardware.memorySize",
+                ],
+            )
+            .await
+            .map_err(err)?;
+        let mut inv = Inventory::default();
+        for (m, p) in hosts {
+            let mut h = HostInfo::new(
+                p.str("name").unwrap_or(&m.value),
+                Resources::new(
+                    p.u64("summary.hardware.numCpuCores").unwrap_or(0) * VCPU_PER_CORE,
+                    p.u64("summary.hardware.memorySize").unwrap_or(0) / (1024 * 1024),
+                ),
+            );
+            h.cluster = p.str("parent").and_then(|c| clusters.get(c)).cloned();
+            h.datastores = p
+                .get("datastore")
+                .map(|e| {
+                    e.children
+                        .iter()
+                        .filter_map(|c| ds_names.get(c.text()).cloned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut alloc = Resources::default();
+            for (_, v) in vms
+                .iter()
+                .filter(|(_, v)| v.str("runtime.host") == Some(m.value.as_str()))
+            {
+                h.vms.push(v.str("name").unwrap_or_default().to_owned());
+                if v.str("runtime.powerState") == Some("poweredOn") {
+                    alloc.cpu += v.u64("config.hardware.numCPU").unwrap_or(0);
+                    alloc.memory_mib += v.u64("config.hardware.memoryMB").unwrap_or(0);
+                }
+            }
+            h.allocated = alloc;
+            inv.hosts.push(h);
+        }
+        inv.datastores = datastores
+            .iter()
+            .map(|(_, p)| {
+                DatastoreInfo::new(
+                    p.str("name").unwrap_or_default(),
+                    p.u64("summary.freeSpace").unwrap_or(0) / (1024 * 1024 * 1024),
+                )
+            })
+            .collect();
+        Ok(inv)
     }
 
     fn snapshotter(&self) -> Option<&dyn Snapshotter> {

@@ -584,3 +584,33 @@ async fn insecure_opt_in_connects() {
     p.find_vm_by_name("DC0_H0_VM7").await.expect("works");
     let _ = VsphereConfig::new("https://x/sdk", "u", "p");
 }
+
+#[tokio::test]
+async fn inventory_lists_hosts_clusters_and_datastores_for_placement() {
+    use virtrigaud_core::placement::{PlacementRequest, Placer, Resources, SolverPlacer};
+    let Some(p) = provider().await else { return };
+    let inv = p.inventory().await.expect("inventory");
+    // vcsim's default VPX model: a cluster of 3 hosts plus one standalone host.
+    assert_eq!(
+        inv.hosts.len(),
+        4,
+        "{:?}",
+        inv.hosts.iter().map(|h| &h.name).collect::<Vec<_>>()
+    );
+    assert_eq!(inv.hosts.iter().filter(|h| h.cluster.is_some()).count(), 3);
+    assert!(
+        inv.hosts
+            .iter()
+            .all(|h| h.capacity.cpu > 0 && h.capacity.memory_mib > 0)
+    );
+    assert!(inv.hosts.iter().all(|h| !h.datastores.is_empty()));
+    assert!(!inv.datastores.is_empty());
+    assert!(inv.hosts.iter().map(|h| h.vms.len()).sum::<usize>() > 0);
+
+    let placer = SolverPlacer::new(Arc::new(p));
+    let d = placer
+        .place(&PlacementRequest::new("new-vm", Resources::new(1, 512)))
+        .await
+        .expect("placement");
+    assert!(inv.hosts.iter().any(|h| h.name == d.host));
+}
