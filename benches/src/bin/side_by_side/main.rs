@@ -91,12 +91,23 @@ fn main() {
         fleet_grace: Duration::from_secs(10),
         ..Default::default()
     };
-    let (scale_sizes, mem_size, cap_size, cap, guests): (Vec<usize>, usize, usize, usize, Vec<u64>) =
-        if args.smoke {
-            (vec![200], 200, 100, 16, vec![1, 10])
-        } else {
-            (vec![10_000, 100_000], 10_000, 10_000, 256, vec![1, 2, 5, 10, 30, 60, 120])
-        };
+    let (scale_sizes, mem_size, cap_size, cap, guests): (
+        Vec<usize>,
+        usize,
+        usize,
+        usize,
+        Vec<u64>,
+    ) = if args.smoke {
+        (vec![200], 200, 100, 16, vec![1, 10])
+    } else {
+        (
+            vec![10_000, 100_000],
+            10_000,
+            10_000,
+            256,
+            vec![1, 2, 5, 10, 30, 60, 120],
+        )
+    };
 
     eprintln!("[3] scale on the simulator");
     for &n in &scale_sizes {
@@ -163,16 +174,40 @@ fn main() {
     // Harness correctness (not timings).
     let mut failures = Vec::new();
     for s in &r.scale {
-        check(s.off == s.n, "scale: every cooperative guest ends graceful", &mut failures);
-        check(s.engine_us > 0.0, "scale: CPU time is measured", &mut failures);
+        check(
+            s.off == s.n,
+            "scale: every cooperative guest ends graceful",
+            &mut failures,
+        );
+        check(
+            s.engine_us > 0.0,
+            "scale: CPU time is measured",
+            &mut failures,
+        );
     }
     for c in &r.caps {
-        check(c.off == c.n, "cap: every guest ends graceful", &mut failures);
-        check(c.max_in_flight <= c.cap, "cap: in-flight never exceeds the cap", &mut failures);
-        check(c.virtual_elapsed >= c.expected, "cap: waves take at least n/cap guest times", &mut failures);
+        check(
+            c.off == c.n,
+            "cap: every guest ends graceful",
+            &mut failures,
+        );
+        check(
+            c.max_in_flight <= c.cap,
+            "cap: in-flight never exceeds the cap",
+            &mut failures,
+        );
+        check(
+            c.virtual_elapsed >= c.expected,
+            "cap: waves take at least n/cap guest times",
+            &mut failures,
+        );
     }
     for d in &r.deadlines {
-        check(d.all_off, "deadline: every ignoring guest ends off", &mut failures);
+        check(
+            d.all_off,
+            "deadline: every ignoring guest ends off",
+            &mut failures,
+        );
         check(
             d.virtual_elapsed <= d.deadline + Duration::from_secs(35),
             "deadline: the fleet ends near its overall deadline",
@@ -183,14 +218,25 @@ fn main() {
         check(c.push > 0 && c.go_loop > 0, "calls: counted", &mut failures);
     }
     for (_, (e, _, _)) in &r.memory {
-        check(*e > 0.0, "memory: counted by the global allocator", &mut failures);
+        check(
+            *e > 0.0,
+            "memory: counted by the global allocator",
+            &mut failures,
+        );
     }
     if let Some(l) = &r.latency {
         match l {
             Ok(l) => {
-                check(!l.event.is_empty() && !l.poll.is_empty() && !l.guests.is_empty(),
-                    "latency: every method measured", &mut failures);
-                check(l.errors.is_empty(), "latency: every method stopped its guest gracefully", &mut failures);
+                check(
+                    !l.event.is_empty() && !l.poll.is_empty() && !l.guests.is_empty(),
+                    "latency: every method measured",
+                    &mut failures,
+                );
+                check(
+                    l.errors.is_empty(),
+                    "latency: every method stopped its guest gracefully",
+                    &mut failures,
+                );
                 for e in &l.errors {
                     eprintln!("  {e}");
                 }

@@ -171,7 +171,9 @@ impl Lab {
         // libvirt-guests exits 1 when its SHUTDOWN_TIMEOUT expires in parallel mode: a result,
         // not a harness failure (a harness failure never gets to "Starting shutdown").
         let code = status.code().unwrap_or(-1);
-        let first = first.ok_or(format!("libvirt-guests helper failed ({status}), no shutdown started:\n{text}"))?;
+        let first = first.ok_or(format!(
+            "libvirt-guests helper failed ({status}), no shutdown started:\n{text}"
+        ))?;
         Ok((first, end, text, code))
     }
 }
@@ -255,11 +257,9 @@ pub(crate) async fn latency(lab: &Lab, runs: usize) -> Result<Latency, String> {
                         let lab_ref = lab;
                         let (start, end, text, _code) =
                             tokio::task::block_in_place(|| lab_ref.libvirt_guests(&[vm2], 0, 60))?;
-                        if !matches!(
-                            lab.ev.power_state(vm).await,
-                            Ok(PowerState::Off(_))
-                        ) {
-                            out.errors.push(format!("libvirt-guests left {vm} on:\n{text}"));
+                        if !matches!(lab.ev.power_state(vm).await, Ok(PowerState::Off(_))) {
+                            out.errors
+                                .push(format!("libvirt-guests left {vm} on:\n{text}"));
                         }
                         out.guests.push(Sample {
                             total: end - start,
@@ -312,7 +312,11 @@ pub(crate) async fn fleet(lab: &Lab, n: usize, grace: Duration) -> Result<Vec<Fl
     }
     let mut runs = Vec::new();
     let res = async {
-        for method in ["virtrigaud", "libvirt-guests PARALLEL_SHUTDOWN=0", "libvirt-guests PARALLEL_SHUTDOWN=N"] {
+        for method in [
+            "virtrigaud",
+            "libvirt-guests PARALLEL_SHUTDOWN=0",
+            "libvirt-guests PARALLEL_SHUTDOWN=N",
+        ] {
             lab.boot(&vms).await?;
             let t0 = Instant::now();
             let mut exit = None;
@@ -328,7 +332,10 @@ pub(crate) async fn fleet(lab: &Lab, n: usize, grace: Duration) -> Result<Vec<Fl
                 let mut late = Duration::ZERO;
                 for e in &report.entries {
                     if let Ok(r) = &e.report
-                        && matches!(r.outcome, virtrigaud_core::shutdown::ShutdownOutcome::Forced { .. })
+                        && matches!(
+                            r.outcome,
+                            virtrigaud_core::shutdown::ShutdownOutcome::Forced { .. }
+                        )
                     {
                         forced += 1;
                         late = late.max(r.elapsed.saturating_sub(grace));
@@ -362,7 +369,10 @@ pub(crate) async fn fleet(lab: &Lab, n: usize, grace: Duration) -> Result<Vec<Fl
             }
             runs.push(FleetRun {
                 method: match exit {
-                    Some(c) => format!("{} (exit status {c})", method.replace("=N", &format!("={n}"))),
+                    Some(c) => format!(
+                        "{} (exit status {c})",
+                        method.replace("=N", &format!("={n}"))
+                    ),
                     None => method.to_string(),
                 },
                 wall,
