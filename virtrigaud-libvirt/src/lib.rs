@@ -78,8 +78,8 @@ mod snapshot;
 mod xml;
 
 pub use config::{DomainTemplate, KernelBoot, LibvirtConfig};
-pub use image::VolumeImageSink;
 pub use domxml::{AGENT_PORT, METADATA_NS};
+pub use image::VolumeImageSink;
 pub use provider::LibvirtProvider;
 
 /// The provider type name.
