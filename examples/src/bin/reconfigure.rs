@@ -4,13 +4,14 @@
 //! ```text
 //! cargo run -p virtrigaud-examples --bin reconfigure            # real time (a few seconds)
 //! cargo run -p virtrigaud-examples --bin reconfigure -- --fast  # simulated time, instant
+//! cargo run -p virtrigaud-examples --features libvirt --bin reconfigure -- \
+//!     --libvirt-uri qemu:///system --vm NAME --disk vda           # a real domain
 //! ```
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use virtrigaud_core::Provider;
 use virtrigaud_core::model::{ExpandPolicy, VirtualMachineStatus};
 use virtrigaud_core::orchestration::{
     DiskChange, Orchestrator, ReconfigureOptions, ResourceChange,
@@ -23,6 +24,15 @@ struct Args {
     /// Run on a paused (simulated) clock.
     #[arg(long)]
     fast: bool,
+    /// Work on a real libvirt domain at this URI instead of the simulator (feature `libvirt`).
+    #[arg(long)]
+    libvirt_uri: Option<String>,
+    /// The domain to use with `--libvirt-uri`.
+    #[arg(long)]
+    vm: Option<String>,
+    /// The disk to grow to 50 GiB in the first step (`none` to skip).
+    #[arg(long, default_value = "root")]
+    disk: String,
     /// vCPUs to grow to in the second step (the live maximum is 8).
     #[arg(long, default_value_t = 12)]
     cpu: u32,
@@ -49,12 +59,18 @@ fn main() {
 }
 
 async fn run(args: Args) -> virtrigaud_core::Result<()> {
-    let sim = Simulator::new();
-    let vm = sim.add_vm(
-        "web-server",
-        GuestBehavior::cooperative().acpi_after(Duration::from_secs(2)),
-    );
-    let orch = Orchestrator::new(Arc::new(sim.clone()));
+    let (provider, vm) = virtrigaud_examples::target(
+        args.libvirt_uri.as_deref(),
+        args.vm.as_deref(),
+        |sim: &Simulator| {
+            sim.add_vm(
+                "web-server",
+                GuestBehavior::cooperative().acpi_after(Duration::from_secs(2)),
+            )
+        },
+    )
+    .await?;
+    let orch = Orchestrator::new(Arc::clone(&provider));
     let mut events = orch.events().subscribe();
     tokio::spawn(async move {
         while let Ok(e) = events.recv().await {
@@ -64,9 +80,15 @@ async fn run(args: Args) -> virtrigaud_core::Result<()> {
     let opts = ReconfigureOptions::default();
     let mut status = VirtualMachineStatus::default();
     for change in [
-        ResourceChange::default()
-            .cpu(4)
-            .disk(DiskChange::new("root", 50, ExpandPolicy::Online)),
+        if args.disk == "none" {
+            ResourceChange::default().cpu(4)
+        } else {
+            ResourceChange::default().cpu(4).disk(DiskChange::new(
+                args.disk.as_str(),
+                50,
+                ExpandPolicy::Online,
+            ))
+        },
         ResourceChange::default().cpu(args.cpu).memory_mib(16384),
     ] {
         let plan = orch.plan_reconfigure(&vm, &change, &opts).await?;
@@ -76,7 +98,7 @@ async fn run(args: Args) -> virtrigaud_core::Result<()> {
         }
         let report = orch.reconfigure(&vm, &change, &opts, &mut status).await?;
         tokio::task::yield_now().await;
-        let d = sim.describe(&vm).await?;
+        let d = provider.describe(&vm).await?;
         println!(
             "done: {} (downtime {:?}); now {} vCPUs, {} MiB, root {} GiB, {}\n",
             report.outcome.as_str(),

@@ -3,13 +3,14 @@
 //!
 //! ```text
 //! cargo run -p virtrigaud-examples --bin snapshot_revert -- --fast
+//! cargo run -p virtrigaud-examples --features libvirt --bin snapshot_revert -- \
+//!     --libvirt-uri qemu:///system --vm NAME   # a real domain
 //! ```
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use virtrigaud_core::Provider;
 use virtrigaud_core::model::{
     ObjectRef, RetentionPolicy, VMSnapshot, VMSnapshotSpec, VirtualMachine, VirtualMachineSpec,
     VirtualMachineStatus, VmSnapshotOperation,
@@ -25,6 +26,12 @@ struct Args {
     /// Run on a paused (simulated) clock.
     #[arg(long)]
     fast: bool,
+    /// Work on a real libvirt domain at this URI instead of the simulator (feature `libvirt`).
+    #[arg(long)]
+    libvirt_uri: Option<String>,
+    /// The domain to use with `--libvirt-uri`.
+    #[arg(long)]
+    vm: Option<String>,
 }
 
 fn main() {
@@ -41,16 +48,20 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = rt.block_on(run()) {
+    if let Err(e) = rt.block_on(run(args)) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
 }
 
-async fn run() -> virtrigaud_core::Result<()> {
-    let sim = Simulator::new();
-    let vm = sim.add_vm("db-1", GuestBehavior::with_agent(Duration::from_secs(2)));
-    let orch = Orchestrator::new(Arc::new(sim.clone()));
+async fn run(args: Args) -> virtrigaud_core::Result<()> {
+    let (provider, vm) = virtrigaud_examples::target(
+        args.libvirt_uri.as_deref(),
+        args.vm.as_deref(),
+        |sim: &Simulator| sim.add_vm("db-1", GuestBehavior::with_agent(Duration::from_secs(2))),
+    )
+    .await?;
+    let orch = Orchestrator::new(Arc::clone(&provider));
     let mut events = orch.events().subscribe();
     tokio::spawn(async move {
         while let Ok(e) = events.recv().await {
@@ -84,7 +95,10 @@ async fn run() -> virtrigaud_core::Result<()> {
         &mut st,
     )
     .await?;
-    println!("after the change: {} vCPUs", sim.describe(&vm).await?.cpu);
+    println!(
+        "after the change: {} vCPUs",
+        provider.describe(&vm).await?.cpu
+    );
 
     let mut op = VmSnapshotOperation::default();
     op.revert_to_ref = Some(ObjectRef::new("pre-maintenance"));
@@ -93,7 +107,7 @@ async fn run() -> virtrigaud_core::Result<()> {
     let mut obj = VirtualMachine::new("db-1", spec);
     orch.revert(&vm, &mut obj, &snaps).await?;
     tokio::task::yield_now().await;
-    let d = sim.describe(&vm).await?;
+    let d = provider.describe(&vm).await?;
     println!(
         "after the revert: {} vCPUs, {}, revertToRef cleared: {}",
         d.cpu,
