@@ -14,24 +14,8 @@ use virtrigaud_core::orchestration::image::{
 use virtrigaud_core::{ErrorKind, Result};
 use virtrigaud_libvirt::{LibvirtConfig, LibvirtProvider, VolumeImageSink};
 
-const POOL: &str = "vr-pool";
-
-async fn private() -> (LibvirtProvider, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = dir.path().join("node.xml");
-    std::fs::write(
-        &node,
-        format!(
-            "<node><pool type='dir'><name>{POOL}</name><target><path>/vr-pool</path></target></pool></node>"
-        ),
-    )
-    .expect("write node xml");
-    let uri = format!("test://{}", node.display());
-    let p = LibvirtProvider::connect(LibvirtConfig::new(uri).with_storage_pool(POOL))
-        .await
-        .expect("connect to the private test driver");
-    (p, dir)
-}
+mod common;
+use common::private;
 
 /// A deterministic image of `len` bytes served in 256 KiB chunks.
 #[derive(Debug)]

@@ -14,39 +14,16 @@ use virtrigaud_core::orchestration::{
     Orchestrator, PlanMode, ReconfigureOptions, ReconfigureOutcome, ResourceChange,
     SnapshotCreateOptions,
 };
-use virtrigaud_core::provider::{DiskCreateSpec, VmCreateSpec};
-use virtrigaud_core::{PowerState, Provider, VmId};
-use virtrigaud_libvirt::{LibvirtConfig, LibvirtProvider};
+use virtrigaud_core::{PowerState, Provider};
+use virtrigaud_libvirt::LibvirtProvider;
 
-const POOL: &str = "vr-pool";
-
-async fn private() -> (Arc<LibvirtProvider>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = dir.path().join("node.xml");
-    std::fs::write(
-        &node,
-        format!(
-            "<node><pool type='dir'><name>{POOL}</name><target><path>/vr-pool</path></target></pool></node>"
-        ),
-    )
-    .expect("write node xml");
-    let uri = format!("test://{}", node.display());
-    let p = LibvirtProvider::connect(LibvirtConfig::new(uri).with_storage_pool(POOL))
-        .await
-        .expect("connect to the private test driver");
-    (Arc::new(p), dir)
-}
-
-async fn running_vm(p: &LibvirtProvider, name: &str) -> VmId {
-    let mut spec = VmCreateSpec::new(name, 1, 128);
-    spec.disks.push(DiskCreateSpec::new("root", 1));
-    spec.power_on = true;
-    p.create(&spec).await.expect("create")
-}
+mod common;
+use common::running_vm;
 
 #[tokio::test]
 async fn reconfigure_beyond_live_limits_power_cycles_and_runs_again() {
-    let (p, _dir) = private().await;
+    let (p, _dir) = common::private().await;
+    let p = Arc::new(p);
     let vm = running_vm(&p, "orch-reconf").await;
     let orch = Orchestrator::new(Arc::<LibvirtProvider>::clone(&p));
     let caps = p.vm_capabilities(&vm).await.unwrap();
@@ -88,7 +65,8 @@ async fn reconfigure_beyond_live_limits_power_cycles_and_runs_again() {
 
 #[tokio::test]
 async fn revert_to_ref_restores_the_power_state_and_clears_the_request() {
-    let (p, _dir) = private().await;
+    let (p, _dir) = common::private().await;
+    let p = Arc::new(p);
     let vm = running_vm(&p, "orch-revert").await;
     let orch = Orchestrator::new(Arc::<LibvirtProvider>::clone(&p));
     let mut spec = VMSnapshotSpec::default();
@@ -124,7 +102,8 @@ async fn revert_to_ref_restores_the_power_state_and_clears_the_request() {
 
 #[tokio::test]
 async fn full_clone_and_lifecycle_actions() {
-    let (p, _dir) = private().await;
+    let (p, _dir) = common::private().await;
+    let p = Arc::new(p);
     let src = running_vm(&p, "orch-src").await;
     let orch = Orchestrator::new(Arc::<LibvirtProvider>::clone(&p));
 
@@ -166,7 +145,8 @@ async fn full_clone_and_lifecycle_actions() {
 #[tokio::test]
 async fn inventory_feeds_the_core_placement_solver() {
     use virtrigaud_core::placement::{PlacementRequest, Placer, Resources, SolverPlacer};
-    let (p, _dir) = private().await;
+    let (p, _dir) = common::private().await;
+    let p = Arc::new(p);
     let _vm = running_vm(&p, "inv-1").await;
     let inv = p.inventory().await.unwrap();
     assert_eq!(inv.hosts.len(), 1);

@@ -23,25 +23,8 @@ use virtrigaud_core::{
 };
 use virtrigaud_libvirt::{LibvirtConfig, LibvirtProvider};
 
-const POOL: &str = "vr-pool";
-
-/// A private test-driver instance with one directory pool.
-async fn private() -> (LibvirtProvider, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = dir.path().join("node.xml");
-    std::fs::write(
-        &node,
-        format!(
-            "<node><pool type='dir'><name>{POOL}</name><target><path>/vr-pool</path></target></pool></node>"
-        ),
-    )
-    .expect("write node xml");
-    let uri = format!("test://{}", node.display());
-    let p = LibvirtProvider::connect(LibvirtConfig::new(uri).with_storage_pool(POOL))
-        .await
-        .expect("connect to the private test driver");
-    (p, dir)
-}
+mod common;
+use common::{private, running_vm};
 
 fn del_disks() -> DeleteOptions {
     let mut o = DeleteOptions::default();
@@ -54,13 +37,6 @@ fn rq(cpu: Option<u32>, memory_mib: Option<u64>) -> ReconfigureRequest {
     r.cpu = cpu;
     r.memory_mib = memory_mib;
     r
-}
-
-async fn running_vm(p: &LibvirtProvider, name: &str) -> VmId {
-    let mut spec = VmCreateSpec::new(name, 1, 128);
-    spec.disks.push(DiskCreateSpec::new("root", 1));
-    spec.power_on = true;
-    p.create(&spec).await.expect("create")
 }
 
 // Current-thread runtime: the test driver stops a VM instantly, so on a multi-threaded runtime
