@@ -121,3 +121,34 @@ pub fn bytes_per_in_flight_shutdown_with(n: usize, push: bool) -> f64 {
         (after - before) as f64 / n as f64
     })
 }
+
+/// Heap bytes per in-flight shutdown when the fleet runs through [`FleetShutdown`] (all `n`
+/// in flight, each waiting on a guest that ignores the request), including the fleet's own
+/// per-VM future and result slot.
+pub fn bytes_per_in_flight_fleet_shutdown(n: usize) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let (sim, vms) = fleet(n, GuestBehavior::ignores_acpi().hide_shutting_down(), true);
+        let manager = Arc::new(ShutdownManager::new(Arc::new(sim)));
+        let before = live_bytes();
+        let runner = {
+            let manager = Arc::clone(&manager);
+            tokio::spawn(async move {
+                FleetShutdown::new(&manager)
+                    .concurrency(n)
+                    .group(vms, ShutdownPolicy::with_grace(Duration::from_secs(600)))
+                    .run()
+                    .await
+            })
+        };
+        // Let every shutdown reach its waiting state.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let after = live_bytes();
+        runner.abort();
+        (after - before) as f64 / n as f64
+    })
+}

@@ -107,33 +107,49 @@ pub enum ErrorStatus {
 /// assert!(!err.is_retryable());
 /// assert_eq!(err.to_string(), "libvirt power_state web-1: not_found: domain not found");
 /// ```
-#[derive(thiserror::Error)]
+///
+/// The error is one pointer wide (its details live in one heap allocation), so a
+/// `Result<T>` costs little more than `T`, in every future that holds one.
 pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
     kind: ErrorKind,
     status: ErrorStatus,
     provider: Cow<'static, str>,
     operation: Cow<'static, str>,
     resource: Option<String>,
     message: String,
-    #[source]
     source: Option<BoxError>,
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl Error {
     /// A new error of `kind`; its retry status follows [`ErrorKind::default_retryable`].
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
-            kind,
-            status: if kind.default_retryable() {
-                ErrorStatus::Temporary
-            } else {
-                ErrorStatus::Permanent
-            },
-            provider: Cow::Borrowed(""),
-            operation: Cow::Borrowed(""),
-            resource: None,
-            message: message.into(),
-            source: None,
+            inner: Box::new(Inner {
+                kind,
+                status: if kind.default_retryable() {
+                    ErrorStatus::Temporary
+                } else {
+                    ErrorStatus::Permanent
+                },
+                provider: Cow::Borrowed(""),
+                operation: Cow::Borrowed(""),
+                resource: None,
+                message: message.into(),
+                source: None,
+            }),
         }
     }
 
@@ -176,38 +192,38 @@ impl Error {
 
     /// Names the provider type (`"libvirt"`, `"vsphere"`, …).
     pub fn with_provider(mut self, provider: impl Into<Cow<'static, str>>) -> Self {
-        self.provider = provider.into();
+        self.inner.provider = provider.into();
         self
     }
     /// Names the operation (`"shutdown"`, `"snapshot_create"`, …).
     pub fn with_operation(mut self, operation: impl Into<Cow<'static, str>>) -> Self {
-        self.operation = operation.into();
+        self.inner.operation = operation.into();
         self
     }
     /// Names the resource (a VM id, a snapshot name).
     pub fn with_resource(mut self, resource: impl Into<String>) -> Self {
-        self.resource = Some(resource.into());
+        self.inner.resource = Some(resource.into());
         self
     }
     /// Attaches the underlying cause.
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.source = Some(source.into());
+        self.inner.source = Some(source.into());
         self
     }
     /// Marks the error as temporary (retryable).
     pub fn temporary(mut self) -> Self {
-        self.status = ErrorStatus::Temporary;
+        self.inner.status = ErrorStatus::Temporary;
         self
     }
     /// Marks the error as permanent (not retryable).
     pub fn permanent(mut self) -> Self {
-        self.status = ErrorStatus::Permanent;
+        self.inner.status = ErrorStatus::Permanent;
         self
     }
     /// Marks a temporary error whose retries were exhausted.
     pub fn persistent(mut self) -> Self {
-        if self.status == ErrorStatus::Temporary {
-            self.status = ErrorStatus::Persistent;
+        if self.inner.status == ErrorStatus::Temporary {
+            self.inner.status = ErrorStatus::Persistent;
         }
         self
     }
@@ -218,46 +234,46 @@ impl Error {
         provider: impl Into<Cow<'static, str>>,
         operation: impl Into<Cow<'static, str>>,
     ) -> Self {
-        if self.provider.is_empty() {
-            self.provider = provider.into();
+        if self.inner.provider.is_empty() {
+            self.inner.provider = provider.into();
         }
-        if self.operation.is_empty() {
-            self.operation = operation.into();
+        if self.inner.operation.is_empty() {
+            self.inner.operation = operation.into();
         }
         self
     }
 
     /// The failure category.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.inner.kind
     }
     /// The retry status.
     pub fn status(&self) -> ErrorStatus {
-        self.status
+        self.inner.status
     }
     /// Whether retrying may succeed.
     pub fn is_retryable(&self) -> bool {
-        self.status == ErrorStatus::Temporary
+        self.inner.status == ErrorStatus::Temporary
     }
     /// The provider type that raised it, or `""`.
     pub fn provider(&self) -> &str {
-        &self.provider
+        &self.inner.provider
     }
     /// The operation that failed, or `""`.
     pub fn operation(&self) -> &str {
-        &self.operation
+        &self.inner.operation
     }
     /// The resource concerned, if known.
     pub fn resource(&self) -> Option<&str> {
-        self.resource.as_deref()
+        self.inner.resource.as_deref()
     }
     /// The human-readable message (without context).
     pub fn message(&self) -> &str {
-        &self.message
+        &self.inner.message
     }
     /// Whether this error is of `kind`.
     pub fn is(&self, kind: ErrorKind) -> bool {
-        self.kind == kind
+        self.inner.kind == kind
     }
 }
 
@@ -265,9 +281,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut wrote = false;
         for part in [
-            &*self.provider,
-            &*self.operation,
-            self.resource.as_deref().unwrap_or(""),
+            &*self.inner.provider,
+            &*self.inner.operation,
+            self.inner.resource.as_deref().unwrap_or(""),
         ] {
             if part.is_empty() {
                 continue;
@@ -281,20 +297,20 @@ impl fmt::Display for Error {
         if wrote {
             f.write_str(": ")?;
         }
-        write!(f, "{}: {}", self.kind, self.message)
+        write!(f, "{}: {}", self.inner.kind, self.inner.message)
     }
 }
 
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
-        d.field("kind", &self.kind)
-            .field("status", &self.status)
-            .field("provider", &self.provider)
-            .field("operation", &self.operation)
-            .field("resource", &self.resource)
-            .field("message", &self.message);
-        if let Some(source) = &self.source {
+        d.field("kind", &self.inner.kind)
+            .field("status", &self.inner.status)
+            .field("provider", &self.inner.provider)
+            .field("operation", &self.inner.operation)
+            .field("resource", &self.inner.resource)
+            .field("message", &self.inner.message);
+        if let Some(source) = &self.inner.source {
             d.field("source", &source.to_string());
         }
         d.finish()
@@ -304,16 +320,19 @@ impl fmt::Debug for Error {
 impl Clone for Error {
     /// Clones the error; the source chain is flattened into a message.
     fn clone(&self) -> Self {
+        let i = &self.inner;
         Error {
-            kind: self.kind,
-            status: self.status,
-            provider: self.provider.clone(),
-            operation: self.operation.clone(),
-            resource: self.resource.clone(),
-            message: self.message.clone(),
-            source: self.source.as_ref().map(|s| {
-                let flat: BoxError = Box::new(FlatSource(error_chain(&**s)));
-                flat
+            inner: Box::new(Inner {
+                kind: i.kind,
+                status: i.status,
+                provider: i.provider.clone(),
+                operation: i.operation.clone(),
+                resource: i.resource.clone(),
+                message: i.message.clone(),
+                source: i.source.as_ref().map(|s| {
+                    let flat: BoxError = Box::new(FlatSource(error_chain(&**s)));
+                    flat
+                }),
             }),
         }
     }

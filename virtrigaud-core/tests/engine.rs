@@ -726,3 +726,43 @@ async fn provider_is_object_safe_and_usable_as_dyn() {
     assert!(p.snapshotter().is_some() && p.cloner().is_some());
     assert_eq!(p.power_state(&vm).await.unwrap(), PowerState::Running);
 }
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_manager_fails_waiters_instead_of_hanging_them() {
+    let sim = Simulator::new();
+    let vm = sim.add_vm("orphan", GuestBehavior::ignores_acpi());
+    let m = manager(&sim);
+    let handle = m.start(&vm, ShutdownPolicy::with_grace(secs(60))).unwrap();
+    let joined = handle.clone();
+    sleep(secs(5)).await;
+    drop(m);
+    let report = tokio::time::timeout(secs(1), handle.wait())
+        .await
+        .expect("a waiter of an abandoned shutdown must not hang");
+    match report.outcome {
+        ShutdownOutcome::Failed { error } => assert_eq!(error.kind(), ErrorKind::Cancelled),
+        other => panic!("expected Failed(cancelled), got {other:?}"),
+    }
+    assert!(matches!(
+        joined.wait().await.outcome,
+        ShutdownOutcome::Failed { .. }
+    ));
+    // Nothing was forced behind the caller's back after the drop.
+    sleep(secs(120)).await;
+    assert_eq!(sim.effective_power_offs(&vm), 0);
+    assert!(!sim.true_state(&vm).unwrap().is_off());
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_starts_when_called_not_when_first_polled() {
+    let sim = Simulator::new();
+    let vm = sim.add_vm("eager", GuestBehavior::cooperative().acpi_after(secs(3)));
+    let m = manager(&sim);
+    let fut = m.shutdown(&vm, ShutdownPolicy::with_grace(secs(30)));
+    // The shutdown runs in its own task while the caller does something else.
+    sleep(secs(10)).await;
+    assert!(sim.true_state(&vm).unwrap().is_off());
+    let report = fut.await.unwrap();
+    assert!(matches!(report.outcome, ShutdownOutcome::Graceful { .. }));
+    assert!(report.elapsed <= secs(4), "{:?}", report.elapsed);
+}

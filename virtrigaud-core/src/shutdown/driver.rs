@@ -6,184 +6,335 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::{broadcast, watch};
 use tokio::time::{Instant, sleep_until, timeout};
-use tokio_util::sync::CancellationToken;
 
-use super::clock::WallClock;
+use super::clock::to_instant;
 use super::events::{ShutdownEvent, ShutdownEventKind};
-use super::hooks::PreStopExecutor;
-use super::journal::{Lease, ShutdownJournal};
+use super::journal::Lease;
 use super::machine::{Command, Input, Machine, MachineCaps};
+use super::manager::Shared;
 use super::metrics;
 use super::outcome::{ShutdownOutcome, ShutdownReport};
 use super::policy::ShutdownPolicy;
+use super::slot::Slot;
 use crate::error::{Error, Result};
-use crate::provider::{PowerOffOptions, PowerStateStream, Provider, ShutdownRequestOptions};
+use crate::provider::{PowerOffOptions, PowerStateStream, ShutdownRequestOptions};
 use crate::vm::VmId;
 
-/// Everything one run needs.
-pub(crate) struct Run {
-    pub(crate) provider: Arc<dyn Provider>,
+/// One shutdown in flight: everything its task needs, in one place.
+///
+/// The task's future is [`ShutdownTask::run`] on this value, so its size is this struct plus
+/// the largest set of locals alive across one await (the wait: a sleep, a wake-up and the
+/// next pushed state). Provider calls are boxed for the same reason.
+pub(crate) struct ShutdownTask {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) slot: Arc<Slot>,
+    pub(crate) id: u64,
     pub(crate) vm: VmId,
-    pub(crate) deadline: watch::Receiver<Instant>,
-    pub(crate) cancel: CancellationToken,
-    pub(crate) events: broadcast::Sender<ShutdownEvent>,
-    pub(crate) pre_stop: Option<Arc<dyn PreStopExecutor>>,
-    pub(crate) journal: Arc<dyn ShutdownJournal>,
-    pub(crate) clock: Arc<dyn WallClock>,
-    pub(crate) lease: Lease,
-    pub(crate) started: Instant,
-    pub(crate) resumed: bool,
-}
-
-struct Counters {
+    pub(crate) machine: Machine,
+    stream: Option<PowerStateStream>,
+    /// When the grace period started, as journalled (wall clock, ms since the epoch).
+    started_at_ms: u64,
+    started: Instant,
+    resumed: bool,
     calls: u32,
     power_offs: u32,
     pre_stop_ok: Option<bool>,
 }
 
-impl Run {
+impl Drop for ShutdownTask {
+    fn drop(&mut self) {
+        // Dropped before its report (the manager was dropped, the runtime shut down): tell
+        // every waiter instead of leaving them hanging.
+        self.slot.abandon();
+    }
+}
+
+impl ShutdownTask {
+    /// A task for `vm` under `policy`, whose grace ends at `deadline`.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        slot: Arc<Slot>,
+        id: u64,
+        vm: VmId,
+        policy: ShutdownPolicy,
+        deadline: Instant,
+    ) -> Self {
+        let caps = MachineCaps::from_provider(&shared.provider.capabilities(), false);
+        ShutdownTask {
+            shared,
+            slot,
+            id,
+            vm,
+            machine: Machine::new(policy, caps, deadline),
+            stream: None,
+            started_at_ms: 0,
+            started: Instant::now(),
+            resumed: false,
+            calls: 0,
+            power_offs: 0,
+            pre_stop_ok: None,
+        }
+    }
+
     /// Sends a progress event, building it only when someone listens.
     fn emit(&self, kind: impl FnOnce() -> ShutdownEventKind) {
-        if self.events.receiver_count() == 0 {
+        if self.shared.events.receiver_count() == 0 {
             return;
         }
-        let _ = self.events.send(ShutdownEvent {
+        let _ = self.shared.events.send(ShutdownEvent {
             vm: self.vm.clone(),
             elapsed: Instant::now().saturating_duration_since(self.started),
             kind: kind(),
         });
     }
 
-    /// Runs `fut` time-boxed by `limit` and abandoned on cancellation. Boxed, so that a
-    /// waiting shutdown does not keep room for every kind of call in its own state.
+    /// Runs `fut` time-boxed by `limit` and abandoned on cancellation (see [`call`]).
     fn call<'a, T: Send + 'a>(
         &'a self,
         op: &'static str,
         limit: Duration,
         fut: impl Future<Output = Result<T>> + Send + 'a,
     ) -> Pin<Box<dyn Future<Output = Option<Result<T>>> + Send + 'a>> {
-        Box::pin(async move {
-            tokio::select! {
-                biased;
-                _ = self.cancel.cancelled() => None,
-                r = timeout(limit, fut) => Some(match r {
-                    Ok(r) => r.map_err(|e| e.context(self.provider.provider_type(), op)),
-                    Err(_) => Err(Error::timeout(format!("{op} did not answer within {limit:?}"))
-                        .with_provider(self.provider.provider_type())
-                        .with_operation(op)
-                        .with_resource(self.vm.to_string())),
-                }),
+        call(
+            &self.slot,
+            self.shared.provider.provider_type(),
+            &self.vm,
+            op,
+            limit,
+            fut,
+        )
+    }
+
+    /// Runs the shutdown to its end and publishes the report.
+    ///
+    /// Not an `async fn`: that would keep a second copy of `self` in the future (the
+    /// argument and its rebinding); the `async move` block mutates its capture in place.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold `self` twice in every waiting shutdown"
+    )]
+    pub(crate) fn run(mut self) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            Box::pin(self.open_lease()).await;
+            let report = self.drive().await;
+            let provider_type = self.shared.provider.provider_type();
+            if let Err(e) = self.shared.journal.remove(provider_type, &self.vm).await {
+                tracing::warn!(vm = %self.vm, error = %e, "could not remove the shutdown lease");
             }
-        })
-    }
-}
-
-/// Drives one shutdown to its end.
-pub(crate) async fn drive(mut run: Run, policy: ShutdownPolicy) -> ShutdownReport {
-    let provider = Arc::clone(&run.provider);
-    let caps = provider.capabilities();
-    let mut counters = Counters {
-        calls: 0,
-        power_offs: 0,
-        pre_stop_ok: None,
-    };
-
-    // Subscribe before the first read so no change is missed.
-    let mut stream: Option<PowerStateStream> = None;
-    if caps.power_state_watch {
-        counters.calls += 1;
-        if let Some(Ok(s)) = run
-            .call(
-                "watch_power_state",
-                policy.read_budget,
-                provider.watch_power_state(&run.vm),
-            )
-            .await
-        {
-            stream = s;
+            if let Ok(mut map) = self.shared.in_flight.lock()
+                && map.get(&self.vm).is_some_and(|f| f.id == self.id)
+            {
+                map.remove(&self.vm);
+            }
+            self.slot.finish(report);
         }
     }
 
-    let deadline = *run.deadline.borrow_and_update();
-    let pre_stop_argv = policy
-        .pre_stop
-        .as_ref()
-        .map(|h| h.command.clone())
-        .unwrap_or_default();
-    let mut machine = Machine::new(
-        policy,
-        MachineCaps::from_provider(&caps, stream.is_some()),
-        deadline,
-    );
-    run.emit(|| ShutdownEventKind::Started {
-        remaining: deadline.saturating_duration_since(Instant::now()),
-        resumed: run.resumed,
-    });
-    let mut deadline_open = true;
-    let mut cmd = machine.start(Instant::now());
-
-    let outcome = loop {
-        if deadline_open && run.deadline.has_changed().unwrap_or(false) {
-            let d = *run.deadline.borrow_and_update();
-            Box::pin(shorten(&mut run, &mut machine, d)).await;
+    /// Records the lease before anything is sent; continues a journalled one (after a
+    /// restart) with its original deadline, or a shorter one from this request.
+    async fn open_lease(&mut self) {
+        let shared = Arc::clone(&self.shared);
+        let provider_type = shared.provider.provider_type();
+        let requested_at = Instant::now();
+        let wall_now = shared.clock.now();
+        let requested_wall =
+            wall_now + self.slot.deadline().saturating_duration_since(requested_at);
+        let existing = match shared.journal.get(provider_type, &self.vm).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(vm = %self.vm, error = %e, "could not read the shutdown journal");
+                None
+            }
+        };
+        let lease = match existing {
+            Some(mut lease) => {
+                if requested_wall < lease.deadline() {
+                    lease.deadline_ms = super::journal::to_ms(requested_wall);
+                }
+                self.resumed = true;
+                let since_start = wall_now
+                    .duration_since(lease.started_at())
+                    .unwrap_or(Duration::ZERO);
+                self.started = requested_at
+                    .checked_sub(since_start)
+                    .unwrap_or(requested_at);
+                lease
+            }
+            None => Lease::new(provider_type, self.vm.clone(), wall_now, requested_wall),
+        };
+        let deadline = to_instant(&*shared.clock, lease.deadline());
+        self.slot.shorten(deadline);
+        self.machine.reset_deadline(self.slot.deadline());
+        if let Err(e) = shared.journal.record(&lease).await {
+            tracing::warn!(vm = %self.vm, error = %e, "could not journal the shutdown; it is not restart-safe");
         }
-        let input = match cmd {
-            Command::Finish(outcome) => break outcome,
+        self.started_at_ms = lease.started_at_ms;
+    }
+
+    /// Drives the machine to its end.
+    async fn drive(&mut self) -> ShutdownReport {
+        let provider = Arc::clone(&self.shared.provider);
+        let read_budget = self.machine.policy().read_budget;
+
+        // Subscribe before the first read so no change is missed.
+        if provider.capabilities().power_state_watch {
+            self.calls += 1;
+            if let Some(Ok(s)) = self
+                .call(
+                    "watch_power_state",
+                    read_budget,
+                    provider.watch_power_state(&self.vm),
+                )
+                .await
+            {
+                self.stream = s;
+            }
+        }
+        if self.stream.is_some() {
+            self.machine.enable_push();
+        }
+        let deadline = self.machine.deadline();
+        self.emit(|| ShutdownEventKind::Started {
+            remaining: deadline.saturating_duration_since(Instant::now()),
+            resumed: self.resumed,
+        });
+        let mut cmd = self.machine.start(Instant::now());
+
+        let outcome = loop {
+            if self.slot.deadline() < self.machine.deadline() {
+                Box::pin(self.shorten()).await;
+            }
+            let input = match cmd {
+                Command::Finish(outcome) => break outcome,
+                Command::Wait { until } => self.wait(until).await,
+                other => Box::pin(self.execute(other)).await,
+            };
+            cmd = self.machine.on(input, Instant::now());
+        };
+
+        let now = Instant::now();
+        let report = ShutdownReport {
+            elapsed: now.saturating_duration_since(self.started),
+            grace: self
+                .machine
+                .deadline()
+                .saturating_duration_since(self.started),
+            signals_sent: self.machine.signals_sent(),
+            power_off_calls: self.power_offs,
+            provider_calls: self.calls,
+            channel: self.machine.channel(),
+            pre_stop_ok: self.pre_stop_ok,
+            resumed: self.resumed,
+            outcome,
+        };
+        metrics::finished(provider.provider_type(), &report);
+        self.emit(|| ShutdownEventKind::Finished(report.outcome.clone()));
+        match &report.outcome {
+            ShutdownOutcome::Failed { error } => {
+                tracing::warn!(vm = %self.vm, error = %error, elapsed = ?report.elapsed, "shutdown failed")
+            }
+            outcome => {
+                tracing::info!(vm = %self.vm, outcome = %outcome, elapsed = ?report.elapsed, "shutdown finished")
+            }
+        }
+        report
+    }
+
+    /// Waits until `until`, a pushed state, a shorter deadline or cancellation.
+    async fn wait(&mut self, until: Instant) -> Input {
+        let listen = self.stream.is_some() && self.machine.is_waiting();
+        let forcing = self.machine.is_forcing();
+        let woken = tokio::select! {
+            biased;
+            _ = self.slot.woken(), if !forcing => true,
+            ev = next_event(&mut self.stream), if listen => {
+                return match ev {
+                    Some(Ok(state)) => {
+                        self.emit(|| ShutdownEventKind::State(state));
+                        Input::Pushed(state)
+                    }
+                    _ => {
+                        self.stream = None;
+                        self.machine.disable_push();
+                        Input::PushClosed
+                    }
+                };
+            }
+            _ = sleep_until(until) => false,
+        };
+        if woken {
+            if self.slot.is_cancelled() {
+                return Input::Cancel;
+            }
+            if self.slot.deadline() < self.machine.deadline() {
+                Box::pin(self.shorten()).await;
+            }
+        }
+        Input::Wake
+    }
+
+    /// Executes one command other than waiting and finishing.
+    async fn execute(&mut self, cmd: Command) -> Input {
+        let provider = Arc::clone(&self.shared.provider);
+        match cmd {
             Command::ReadPowerState { timeout: t } => {
-                counters.calls += 1;
-                match run
-                    .call("power_state", t, provider.power_state(&run.vm))
+                self.calls += 1;
+                match self
+                    .call("power_state", t, provider.power_state(&self.vm))
                     .await
                 {
                     None => Input::Cancel,
                     Some(r) => {
                         if let Ok(state) = &r {
-                            run.emit(|| ShutdownEventKind::State(*state));
+                            self.emit(|| ShutdownEventKind::State(*state));
                         }
                         Input::PowerState(r)
                     }
                 }
             }
             Command::RunPreStop { timeout: t } => {
-                let result = match &run.pre_stop {
-                    Some(exec) => {
-                        run.call("pre_stop", t, exec.exec(&run.vm, &pre_stop_argv))
-                            .await
-                    }
+                let argv = self
+                    .machine
+                    .policy()
+                    .pre_stop
+                    .as_ref()
+                    .map(|h| h.command.clone())
+                    .unwrap_or_default();
+                let result = match &self.shared.pre_stop {
+                    Some(exec) => self.call("pre_stop", t, exec.exec(&self.vm, &argv)).await,
                     None => Some(Err(
-                        Error::unsupported("pre_stop").with_resource(run.vm.to_string())
+                        Error::unsupported("pre_stop").with_resource(self.vm.to_string())
                     )),
                 };
                 match result {
                     None => Input::Cancel,
                     Some(r) => {
                         if let Err(e) = &r {
-                            tracing::warn!(vm = %run.vm, error = %e, "pre-stop hook failed; continuing");
+                            tracing::warn!(vm = %self.vm, error = %e, "pre-stop hook failed; continuing");
                         }
-                        counters.pre_stop_ok = Some(r.is_ok());
-                        run.emit(|| ShutdownEventKind::PreStop { ok: r.is_ok() });
+                        self.pre_stop_ok = Some(r.is_ok());
+                        self.emit(|| ShutdownEventKind::PreStop { ok: r.is_ok() });
                         Input::PreStopDone(r)
                     }
                 }
             }
             Command::ProbeAgent { timeout: t } => {
-                counters.calls += 1;
-                match run
-                    .call("probe_agent", t, provider.probe_agent(&run.vm))
+                self.calls += 1;
+                match self
+                    .call("probe_agent", t, provider.probe_agent(&self.vm))
                     .await
                 {
                     None => Input::Cancel,
                     Some(r) => {
-                        run.emit(|| ShutdownEventKind::AgentProbed(r.as_ref().ok().copied()));
+                        self.emit(|| ShutdownEventKind::AgentProbed(r.as_ref().ok().copied()));
                         Input::AgentProbed(r)
                     }
                 }
             }
             Command::Resume { timeout: t } => {
-                counters.calls += 1;
-                match run.call("resume", t, provider.resume(&run.vm)).await {
+                self.calls += 1;
+                match self.call("resume", t, provider.resume(&self.vm)).await {
                     None => Input::Cancel,
                     Some(r) => Input::Resumed(r),
                 }
@@ -194,13 +345,13 @@ pub(crate) async fn drive(mut run: Run, policy: ShutdownPolicy) -> ShutdownRepor
                 attempt,
                 remaining,
             } => {
-                counters.calls += 1;
+                self.calls += 1;
                 let opts = ShutdownRequestOptions::new(attempt, remaining);
-                match run
+                match self
                     .call(
                         "request_shutdown",
                         t,
-                        provider.request_shutdown(&run.vm, channel, &opts),
+                        provider.request_shutdown(&self.vm, channel, &opts),
                     )
                     .await
                 {
@@ -209,9 +360,9 @@ pub(crate) async fn drive(mut run: Run, policy: ShutdownPolicy) -> ShutdownRepor
                         match &r {
                             Ok(()) => {
                                 metrics::signal_sent(provider.provider_type(), channel);
-                                run.emit(|| ShutdownEventKind::Signalled { channel, attempt });
+                                self.emit(|| ShutdownEventKind::Signalled { channel, attempt });
                             }
-                            Err(e) => run.emit(|| ShutdownEventKind::SignalFailed {
+                            Err(e) => self.emit(|| ShutdownEventKind::SignalFailed {
                                 channel,
                                 error: e.to_string(),
                             }),
@@ -220,41 +371,12 @@ pub(crate) async fn drive(mut run: Run, policy: ShutdownPolicy) -> ShutdownRepor
                     }
                 }
             }
-            Command::Wait { until } => {
-                let listen = stream.is_some() && machine.is_waiting();
-                let forcing = machine.is_forcing();
-                tokio::select! {
-                    biased;
-                    _ = run.cancel.cancelled(), if !forcing => Input::Cancel,
-                    changed = run.deadline.changed(), if deadline_open && !forcing => {
-                        if changed.is_ok() {
-                            let d = *run.deadline.borrow_and_update();
-                            Box::pin(shorten(&mut run, &mut machine, d)).await;
-                        } else {
-                            deadline_open = false;
-                        }
-                        Input::Wake
-                    }
-                    ev = next_event(&mut stream), if listen => match ev {
-                        Some(Ok(state)) => {
-                            run.emit(|| ShutdownEventKind::State(state));
-                            Input::Pushed(state)
-                        }
-                        _ => {
-                            stream = None;
-                            machine.disable_push();
-                            Input::PushClosed
-                        }
-                    },
-                    _ = sleep_until(until) => Input::Wake,
-                }
-            }
             Command::HardOff { timeout: t, reason } => {
-                counters.calls += 1;
-                counters.power_offs += 1;
-                run.emit(|| ShutdownEventKind::Forcing(reason));
+                self.calls += 1;
+                self.power_offs += 1;
+                self.emit(|| ShutdownEventKind::Forcing(reason));
                 // The hard power-off is never abandoned half-way: no cancellation here.
-                let r = match timeout(t, provider.power_off(&run.vm, &PowerOffOptions::default()))
+                let r = match timeout(t, provider.power_off(&self.vm, &PowerOffOptions::default()))
                     .await
                 {
                     Ok(r) => r.map_err(|e| e.context(provider.provider_type(), "power_off")),
@@ -266,53 +388,56 @@ pub(crate) async fn drive(mut run: Run, policy: ShutdownPolicy) -> ShutdownRepor
                 };
                 Input::HardOffDone(r)
             }
-        };
-        cmd = machine.on(input, Instant::now());
-    };
-
-    let now = Instant::now();
-    let report = ShutdownReport {
-        elapsed: now.saturating_duration_since(run.started),
-        grace: machine.deadline().saturating_duration_since(run.started),
-        signals_sent: machine.signals_sent(),
-        power_off_calls: counters.power_offs,
-        provider_calls: counters.calls,
-        channel: machine.channel(),
-        pre_stop_ok: counters.pre_stop_ok,
-        resumed: run.resumed,
-        outcome,
-    };
-    metrics::finished(provider.provider_type(), &report);
-    run.emit(|| ShutdownEventKind::Finished(report.outcome.clone()));
-    match &report.outcome {
-        ShutdownOutcome::Failed { error } => {
-            tracing::warn!(vm = %run.vm, error = %error, elapsed = ?report.elapsed, "shutdown failed")
-        }
-        outcome => {
-            tracing::info!(vm = %run.vm, outcome = %outcome, elapsed = ?report.elapsed, "shutdown finished")
+            Command::Wait { .. } | Command::Finish(_) => Input::Wake,
         }
     }
-    report
+
+    /// Applies the slot's (earlier) deadline to the machine and persists it, so a restart
+    /// never lengthens it.
+    async fn shorten(&mut self) {
+        let before = self.machine.deadline();
+        let now = Instant::now();
+        self.machine.shorten(self.slot.deadline(), now);
+        if self.machine.deadline() >= before {
+            return;
+        }
+        let left = self.machine.deadline().saturating_duration_since(now);
+        self.emit(|| ShutdownEventKind::Shortened { remaining: left });
+        let lease = Lease {
+            provider_type: self.shared.provider.provider_type().to_owned(),
+            vm: self.vm.clone(),
+            started_at_ms: self.started_at_ms,
+            deadline_ms: super::journal::to_ms(self.shared.clock.now() + left),
+        };
+        if let Err(e) = self.shared.journal.record(&lease).await {
+            tracing::warn!(vm = %self.vm, error = %e, "could not journal the shortened deadline");
+        }
+    }
 }
 
-async fn shorten(run: &mut Run, machine: &mut Machine, deadline: Instant) {
-    let before = machine.deadline();
-    let now = Instant::now();
-    machine.shorten(deadline, now);
-    if machine.deadline() < before {
-        run.emit(|| ShutdownEventKind::Shortened {
-            remaining: machine.deadline().saturating_duration_since(now),
-        });
-        // Persist the shorter deadline so a restart never lengthens it.
-        let left = machine.deadline().saturating_duration_since(now);
-        let wall = run.clock.now() + left;
-        let mut lease = run.lease.clone();
-        lease.deadline_ms = super::journal::to_ms(wall);
-        if let Err(e) = run.journal.record(&lease).await {
-            tracing::warn!(vm = %run.vm, error = %e, "could not journal the shortened deadline");
+/// Runs `fut` time-boxed by `limit`; `None` when the shutdown is cancelled first. Boxed, so
+/// that a waiting shutdown does not keep room for every kind of call in its own state.
+fn call<'a, T: Send + 'a>(
+    slot: &'a Slot,
+    provider_type: &'static str,
+    vm: &'a VmId,
+    op: &'static str,
+    limit: Duration,
+    fut: impl Future<Output = Result<T>> + Send + 'a,
+) -> Pin<Box<dyn Future<Output = Option<Result<T>>> + Send + 'a>> {
+    Box::pin(async move {
+        tokio::select! {
+            biased;
+            _ = slot.cancelled() => None,
+            r = timeout(limit, fut) => Some(match r {
+                Ok(r) => r.map_err(|e| e.context(provider_type, op)),
+                Err(_) => Err(Error::timeout(format!("{op} did not answer within {limit:?}"))
+                    .with_provider(provider_type)
+                    .with_operation(op)
+                    .with_resource(vm.to_string())),
+            }),
         }
-        run.lease = lease;
-    }
+    })
 }
 
 async fn next_event(

@@ -126,14 +126,22 @@ impl<'a> FleetShutdown<'a> {
         let mut entries = Vec::new();
         for (index, vms) in self.groups.into_iter().enumerate() {
             let manager = self.manager;
+            let overall = self.overall;
+            // Each shutdown starts when the stream hands its VM to the buffer, i.e. when a
+            // place is free; the future kept per VM in flight only waits for the report.
             let results: Vec<FleetEntry> = futures::stream::iter(vms)
-                .map(|(vm, policy)| async move {
-                    let policy = cap_grace(policy, fleet_deadline, self.overall);
-                    let report = manager.shutdown(&vm, policy).await;
-                    FleetEntry {
-                        vm,
-                        group: index,
-                        report,
+                .map(|(vm, policy)| {
+                    let started = manager.start(&vm, cap_grace(policy, fleet_deadline, overall));
+                    async move {
+                        let report = match started {
+                            Ok(handle) => Ok(handle.wait().await),
+                            Err(e) => Err(e),
+                        };
+                        FleetEntry {
+                            vm,
+                            group: index,
+                            report,
+                        }
                     }
                 })
                 .buffer_unordered(self.concurrency)

@@ -69,7 +69,32 @@ pub trait ShutdownJournal: Send + Sync + Debug {
     async fn list(&self, provider_type: &str) -> Result<Vec<Lease>>;
 }
 
-/// A journal in memory: shutdowns join correctly but do not survive a restart.
+/// A journal that keeps nothing: the [`super::ShutdownManager`] default.
+///
+/// Requests for a VM whose shutdown is in flight still join it (the manager tracks that
+/// itself); only a process restart loses the deadline. Use [`FileJournal`] (or your own
+/// store) to be restart-safe.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoJournal;
+
+#[async_trait]
+impl ShutdownJournal for NoJournal {
+    async fn record(&self, _lease: &Lease) -> Result<()> {
+        Ok(())
+    }
+    async fn remove(&self, _provider_type: &str, _vm: &VmId) -> Result<()> {
+        Ok(())
+    }
+    async fn get(&self, _provider_type: &str, _vm: &VmId) -> Result<Option<Lease>> {
+        Ok(None)
+    }
+    async fn list(&self, _provider_type: &str) -> Result<Vec<Lease>> {
+        Ok(Vec::new())
+    }
+}
+
+/// A journal in memory: leases outlive a [`super::ShutdownManager`] that shares it (a new
+/// manager over the same journal resumes them), but not the process.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryJournal {
     leases: Arc<Mutex<HashMap<(String, VmId), Lease>>>,

@@ -230,6 +230,23 @@ impl Machine {
     pub fn disable_push(&mut self) {
         self.caps.push = false;
     }
+    /// Switches to pushed power states (a stream was obtained). Only before [`Machine::start`].
+    pub fn enable_push(&mut self) {
+        if self.phase == Phase::Init {
+            self.caps.push = true;
+        }
+    }
+    /// Sets the deadline before [`Machine::start`] (for example to a journalled one, which
+    /// may already have passed); afterwards, use [`Machine::shorten`].
+    pub fn reset_deadline(&mut self, deadline: Instant) {
+        if self.phase == Phase::Init {
+            self.deadline = deadline;
+        }
+    }
+    /// The policy this machine runs.
+    pub fn policy(&self) -> &ShutdownPolicy {
+        &self.policy
+    }
 
     /// Moves the deadline earlier; a later deadline is ignored (nothing lengthens a grace
     /// period). A deadline at or before `now` forces at the next step.

@@ -2,43 +2,43 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::clock::{SystemClock, WallClock, to_instant};
-use super::driver::{Run, drive};
+use super::clock::{SystemClock, WallClock};
+use super::driver::ShutdownTask;
 use super::events::{ShutdownEvent, ShutdownEventKind};
 use super::hooks::PreStopExecutor;
-use super::journal::{Lease, MemoryJournal, ShutdownJournal};
-use super::outcome::{ShutdownOutcome, ShutdownReport};
+use super::journal::{NoJournal, ShutdownJournal};
+use super::outcome::ShutdownReport;
 use super::policy::ShutdownPolicy;
+use super::slot::Slot;
 use crate::error::{Error, Result};
 use crate::provider::Provider;
 use crate::vm::VmId;
 
-struct InFlight {
-    id: u64,
-    deadline: Arc<watch::Sender<Instant>>,
-    result: watch::Receiver<Option<ShutdownReport>>,
-    cancel: CancellationToken,
+pub(crate) struct InFlight {
+    pub(crate) id: u64,
+    slot: Arc<Slot>,
     abort: AbortHandle,
     started: Instant,
 }
 
-struct Shared {
-    provider: Arc<dyn Provider>,
-    journal: Arc<dyn ShutdownJournal>,
-    clock: Arc<dyn WallClock>,
-    pre_stop: Option<Arc<dyn PreStopExecutor>>,
-    events: broadcast::Sender<ShutdownEvent>,
-    in_flight: Mutex<HashMap<VmId, InFlight>>,
+/// What every shutdown task of one manager shares.
+pub(crate) struct Shared {
+    pub(crate) provider: Arc<dyn Provider>,
+    pub(crate) journal: Arc<dyn ShutdownJournal>,
+    pub(crate) clock: Arc<dyn WallClock>,
+    pub(crate) pre_stop: Option<Arc<dyn PreStopExecutor>>,
+    pub(crate) events: broadcast::Sender<ShutdownEvent>,
+    pub(crate) in_flight: Mutex<HashMap<VmId, InFlight>>,
     next_id: AtomicU64,
 }
 
@@ -90,7 +90,7 @@ pub struct ShutdownManagerBuilder {
 }
 
 impl ShutdownManagerBuilder {
-    /// Keeps leases in `journal` (default: in memory, not restart-safe).
+    /// Keeps leases in `journal` (default: [`super::NoJournal`], not restart-safe).
     pub fn journal(mut self, journal: Arc<dyn ShutdownJournal>) -> Self {
         self.journal = journal;
         self
@@ -128,7 +128,7 @@ impl ShutdownManagerBuilder {
 }
 
 impl ShutdownManager {
-    /// A manager with an in-memory journal and the system clock.
+    /// A manager without a journal (not restart-safe) and with the system clock.
     pub fn new(provider: Arc<dyn Provider>) -> Self {
         Self::builder(provider).build()
     }
@@ -137,7 +137,7 @@ impl ShutdownManager {
     pub fn builder(provider: Arc<dyn Provider>) -> ShutdownManagerBuilder {
         ShutdownManagerBuilder {
             provider,
-            journal: Arc::new(MemoryJournal::new()),
+            journal: Arc::new(NoJournal),
             clock: Arc::new(SystemClock),
             pre_stop: None,
             event_capacity: 1024,
@@ -155,8 +155,16 @@ impl ShutdownManager {
     }
 
     /// Shuts `vm` down and waits for the end (joining a shutdown already in flight).
-    pub async fn shutdown(&self, vm: &VmId, policy: ShutdownPolicy) -> Result<ShutdownReport> {
-        Ok(self.start(vm, policy)?.wait().await)
+    ///
+    /// The shutdown starts when this is called, not when the future is first polled. The
+    /// future borrows the manager: dropping the manager abandons its shutdowns.
+    pub fn shutdown<'a>(
+        &'a self,
+        vm: &VmId,
+        policy: ShutdownPolicy,
+    ) -> impl Future<Output = Result<ShutdownReport>> + Send + use<'a> {
+        let handle = self.start(vm, policy);
+        async move { Ok(handle?.wait().await) }
     }
 
     /// Starts (or joins) the shutdown of `vm` and returns a handle at once.
@@ -172,58 +180,49 @@ impl ShutdownManager {
             .lock()
             .map_err(|_| Error::internal("lock poisoned"))?;
         if let Some(f) = map.get(vm)
-            && f.result.borrow().is_none()
+            && !f.slot.is_finished()
         {
-            f.deadline.send_if_modified(|d| {
-                if requested < *d {
-                    *d = requested;
-                    true
-                } else {
-                    false
-                }
-            });
+            f.slot.shorten(requested);
             let _ = self.shared.events.send(ShutdownEvent {
                 vm: vm.clone(),
                 elapsed: now.saturating_duration_since(f.started),
                 kind: ShutdownEventKind::Joined,
             });
-            return Ok(ShutdownHandle::from_in_flight(vm.clone(), f));
+            return Ok(ShutdownHandle {
+                vm: vm.clone(),
+                slot: Arc::clone(&f.slot),
+            });
         }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let (deadline_tx, deadline_rx) = watch::channel(requested);
-        let deadline_tx = Arc::new(deadline_tx);
-        let (result_tx, result_rx) = watch::channel(None);
-        let cancel = CancellationToken::new();
+        let slot = Arc::new(Slot::new(requested));
         let span = tracing::info_span!(
             "virtrigaud.shutdown",
             provider = self.shared.provider.provider_type(),
             vm = %vm,
             grace = ?policy.grace
         );
-        let task = tokio::spawn(
-            run_one(
-                Arc::clone(&self.shared),
-                id,
-                vm.clone(),
-                policy,
-                Arc::clone(&deadline_tx),
-                deadline_rx,
-                result_tx,
-                cancel.clone(),
-            )
-            .instrument(span),
-        );
-        let entry = InFlight {
+        let task = ShutdownTask::new(
+            Arc::clone(&self.shared),
+            Arc::clone(&slot),
             id,
-            deadline: deadline_tx,
-            result: result_rx,
-            cancel,
-            abort: task.abort_handle(),
-            started: now,
-        };
-        let handle = ShutdownHandle::from_in_flight(vm.clone(), &entry);
-        map.insert(vm.clone(), entry);
-        Ok(handle)
+            vm.clone(),
+            policy,
+            requested,
+        );
+        let join = tokio::spawn(task.run().instrument(span));
+        map.insert(
+            vm.clone(),
+            InFlight {
+                id,
+                slot: Arc::clone(&slot),
+                abort: join.abort_handle(),
+                started: now,
+            },
+        );
+        Ok(ShutdownHandle {
+            vm: vm.clone(),
+            slot,
+        })
     }
 
     /// Resumes every shutdown recorded in the journal for this provider (after a restart),
@@ -251,7 +250,7 @@ impl ShutdownManager {
             .lock()
             .map(|m| {
                 m.iter()
-                    .filter(|(_, f)| f.result.borrow().is_none())
+                    .filter(|(_, f)| !f.slot.is_finished())
                     .map(|(k, _)| k.clone())
                     .collect()
             })
@@ -269,108 +268,14 @@ impl Drop for ShutdownManager {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_one(
-    shared: Arc<Shared>,
-    id: u64,
-    vm: VmId,
-    policy: ShutdownPolicy,
-    deadline_tx: Arc<watch::Sender<Instant>>,
-    deadline_rx: watch::Receiver<Instant>,
-    result_tx: watch::Sender<Option<ShutdownReport>>,
-    cancel: CancellationToken,
-) {
-    let provider_type = shared.provider.provider_type();
-    let requested_at = Instant::now();
-    let wall_now = shared.clock.now();
-    let requested_wall = wall_now + policy.grace;
-    let existing = match shared.journal.get(provider_type, &vm).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(vm = %vm, error = %e, "could not read the shutdown journal");
-            None
-        }
-    };
-    let (lease, resumed) = match existing {
-        Some(mut lease) => {
-            // A grace period was already running before a restart: keep its deadline (or a
-            // shorter one from this request).
-            if requested_wall < lease.deadline() {
-                lease.deadline_ms = super::journal::to_ms(requested_wall);
-            }
-            (lease, true)
-        }
-        None => (
-            Lease::new(provider_type, vm.clone(), wall_now, requested_wall),
-            false,
-        ),
-    };
-    let deadline = to_instant(&*shared.clock, lease.deadline());
-    deadline_tx.send_if_modified(|d| {
-        if deadline < *d {
-            *d = deadline;
-            true
-        } else {
-            false
-        }
-    });
-    if let Err(e) = shared.journal.record(&lease).await {
-        tracing::warn!(vm = %vm, error = %e, "could not journal the shutdown; it is not restart-safe");
-    }
-    let started = if resumed {
-        let since_start = wall_now
-            .duration_since(lease.started_at())
-            .unwrap_or(Duration::ZERO);
-        let now = Instant::now();
-        now.checked_sub(since_start).unwrap_or(now)
-    } else {
-        requested_at
-    };
-
-    let run = Run {
-        provider: Arc::clone(&shared.provider),
-        vm: vm.clone(),
-        deadline: deadline_rx,
-        cancel,
-        events: shared.events.clone(),
-        pre_stop: shared.pre_stop.clone(),
-        journal: Arc::clone(&shared.journal),
-        clock: Arc::clone(&shared.clock),
-        lease,
-        started,
-        resumed,
-    };
-    let report = drive(run, policy).await;
-    if let Err(e) = shared.journal.remove(provider_type, &vm).await {
-        tracing::warn!(vm = %vm, error = %e, "could not remove the shutdown lease");
-    }
-    if let Ok(mut map) = shared.in_flight.lock()
-        && map.get(&vm).is_some_and(|f| f.id == id)
-    {
-        map.remove(&vm);
-    }
-    let _ = result_tx.send(Some(report));
-}
-
 /// A handle on one VM's shutdown in flight.
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
     vm: VmId,
-    deadline: Arc<watch::Sender<Instant>>,
-    result: watch::Receiver<Option<ShutdownReport>>,
-    cancel: CancellationToken,
+    slot: Arc<Slot>,
 }
 
 impl ShutdownHandle {
-    fn from_in_flight(vm: VmId, f: &InFlight) -> Self {
-        ShutdownHandle {
-            vm,
-            deadline: Arc::clone(&f.deadline),
-            result: f.result.clone(),
-            cancel: f.cancel.clone(),
-        }
-    }
-
     /// The VM.
     pub fn vm(&self) -> &VmId {
         &self.vm
@@ -378,15 +283,7 @@ impl ShutdownHandle {
 
     /// Shortens the grace period to end `grace` from now (ignored if that is later).
     pub fn shorten(&self, grace: Duration) {
-        let requested = Instant::now() + grace;
-        self.deadline.send_if_modified(|d| {
-            if requested < *d {
-                *d = requested;
-                true
-            } else {
-                false
-            }
-        });
+        self.slot.shorten(Instant::now() + grace);
     }
 
     /// Powers off now (grace shortened to zero).
@@ -396,35 +293,17 @@ impl ShutdownHandle {
 
     /// Cancels the shutdown: no further request or power-off is sent (a hard power-off
     /// already under way completes). Every joined caller gets
-    /// [`ShutdownOutcome::Cancelled`].
+    /// [`super::ShutdownOutcome::Cancelled`].
     pub fn cancel(&self) {
-        self.cancel.cancel();
+        self.slot.cancel();
     }
 
     /// Waits for the end.
-    pub async fn wait(mut self) -> ShutdownReport {
-        loop {
-            if let Some(report) = self.result.borrow_and_update().clone() {
-                return report;
-            }
-            if self.result.changed().await.is_err() {
-                let report = self.result.borrow().clone();
-                return report.unwrap_or_else(|| ShutdownReport {
-                    outcome: ShutdownOutcome::Failed {
-                        error: Error::cancelled(
-                            "the shutdown manager was dropped; the lease stays in its journal",
-                        ),
-                    },
-                    elapsed: Duration::ZERO,
-                    grace: Duration::ZERO,
-                    signals_sent: 0,
-                    power_off_calls: 0,
-                    provider_calls: 0,
-                    channel: None,
-                    pre_stop_ok: None,
-                    resumed: false,
-                });
-            }
-        }
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold the handle twice in every waiting caller"
+    )]
+    pub fn wait(self) -> impl Future<Output = ShutdownReport> + Send + 'static {
+        async move { self.slot.report().await }
     }
 }

@@ -27,12 +27,13 @@ mod manager;
 pub mod metrics;
 mod outcome;
 mod policy;
+mod slot;
 
 pub use clock::{SystemClock, TokioClock, WallClock};
 pub use events::{ShutdownEvent, ShutdownEventKind};
 pub use fleet::{FleetReport, FleetShutdown};
 pub use hooks::PreStopExecutor;
-pub use journal::{FileJournal, Lease, MemoryJournal, ShutdownJournal};
+pub use journal::{FileJournal, Lease, MemoryJournal, NoJournal, ShutdownJournal};
 pub use manager::{ShutdownHandle, ShutdownManager, ShutdownManagerBuilder};
 pub use outcome::{ForcedReason, ShutdownOutcome, ShutdownReport};
 pub use policy::{ChannelPreference, MissingAgent, PausedGuest, PreStopHook, ShutdownPolicy};

@@ -1,0 +1,162 @@
+//! [`Slot`]: what one shutdown in flight shares between its task and every handle on it.
+//!
+//! One small allocation per shutdown: the current deadline (only ever moved earlier), the
+//! cancellation flag and, at the end, the report. The task is woken through `driver`
+//! (a single waiter, so a wake-up sent while it is busy is kept as a permit); callers
+//! waiting for the report are woken through `done`.
+
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::outcome::{ShutdownOutcome, ShutdownReport};
+use crate::error::Error;
+
+#[derive(Debug)]
+struct State {
+    deadline: Instant,
+    cancelled: bool,
+    report: Option<ShutdownReport>,
+    abandoned: bool,
+}
+
+/// The shared state of one shutdown in flight.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    state: Mutex<State>,
+    driver: Notify,
+    done: Notify,
+}
+
+impl Slot {
+    pub(crate) fn new(deadline: Instant) -> Self {
+        Slot {
+            state: Mutex::new(State {
+                deadline,
+                cancelled: false,
+                report: None,
+                abandoned: false,
+            }),
+            driver: Notify::new(),
+            done: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state is a few plain fields, consistent after every write: a panic elsewhere
+        // while the lock was held cannot have left it half-updated.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The current deadline.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.lock().deadline
+    }
+
+    /// Moves the deadline to `requested` if that is earlier; wakes the task if it moved.
+    pub(crate) fn shorten(&self, requested: Instant) -> bool {
+        let moved = {
+            let mut s = self.lock();
+            if requested < s.deadline && s.report.is_none() {
+                s.deadline = requested;
+                true
+            } else {
+                false
+            }
+        };
+        if moved {
+            self.driver.notify_one();
+        }
+        moved
+    }
+
+    /// Asks the task to stop sending anything.
+    pub(crate) fn cancel(&self) {
+        self.lock().cancelled = true;
+        self.driver.notify_one();
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.lock().cancelled
+    }
+
+    /// Whether the shutdown has ended (with a report, or abandoned).
+    pub(crate) fn is_finished(&self) -> bool {
+        let s = self.lock();
+        s.report.is_some() || s.abandoned
+    }
+
+    /// Resolves when the task has been asked to wake up (deadline moved or cancelled).
+    pub(crate) async fn woken(&self) {
+        self.driver.notified().await;
+    }
+
+    /// Resolves once the task has been cancelled.
+    pub(crate) async fn cancelled(&self) {
+        loop {
+            if self.is_cancelled() {
+                return;
+            }
+            self.driver.notified().await;
+        }
+    }
+
+    /// Publishes the report and wakes every waiter.
+    pub(crate) fn finish(&self, report: ShutdownReport) {
+        self.lock().report = Some(report);
+        self.done.notify_waiters();
+    }
+
+    /// Marks the shutdown abandoned (its task was dropped before a report) and wakes every
+    /// waiter. Does nothing once a report is in.
+    pub(crate) fn abandon(&self) {
+        {
+            let mut s = self.lock();
+            if s.report.is_some() {
+                return;
+            }
+            s.abandoned = true;
+        }
+        self.done.notify_waiters();
+    }
+
+    /// Waits for the report.
+    pub(crate) async fn report(&self) -> ShutdownReport {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let s = self.lock();
+                if let Some(report) = &s.report {
+                    return report.clone();
+                }
+                if s.abandoned {
+                    return abandoned_report();
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+fn abandoned_report() -> ShutdownReport {
+    ShutdownReport {
+        outcome: ShutdownOutcome::Failed {
+            error: Error::cancelled(
+                "the shutdown manager was dropped; the lease stays in its journal",
+            ),
+        },
+        elapsed: std::time::Duration::ZERO,
+        grace: std::time::Duration::ZERO,
+        signals_sent: 0,
+        power_off_calls: 0,
+        provider_calls: 0,
+        channel: None,
+        pre_stop_ok: None,
+        resumed: false,
+    }
+}
