@@ -65,6 +65,8 @@ fn parse_args() -> Args {
 pub(crate) struct Results {
     pub scale: Vec<sim::ScaleRow>,
     pub memory: Vec<(usize, (f64, f64, f64))>,
+    /// Bytes per in-flight shutdown through `FleetShutdown`, per fleet size.
+    pub memory_fleet: Vec<(usize, f64)>,
     pub caps: Vec<sim::CapRow>,
     pub deadlines: Vec<sim::DeadlineRow>,
     pub calls: Vec<sim::CallsRow>,
@@ -122,6 +124,9 @@ fn main() {
         let m = sim::memory(n);
         eprintln!("  memory per in-flight shutdown at {n}: {m:?}");
         r.memory.push((n, m));
+        let f = virtrigaud_benches::bytes_per_in_flight_fleet_shutdown(n);
+        eprintln!("  memory per in-flight shutdown through FleetShutdown at {n}: {f:.0} B");
+        r.memory_fleet.push((n, f));
     }
     r.caps.push(sim::concurrency_cap(cap_size, cap));
     r.deadlines.push(sim::overall_deadline(cap_size, cap_size));

@@ -385,17 +385,31 @@ pub(crate) fn render(r: &Results, smoke: bool) -> String {
     let _ = writeln!(
         w,
         "\nMemory per in-flight shutdown (live heap growth via the counting global allocator once \
-         every shutdown is waiting on a guest that ignores it):\n\n| in flight | engine, push | engine, polling-only provider | bare driver (watch + request) | **engine − bare** |\n|---|---|---|---|---|"
+         every shutdown is waiting on a guest that ignores it). *engine* = `ShutdownManager::start` per VM, \
+         the caller keeping the handles; *through FleetShutdown* = the same VMs in one `FleetShutdown` \
+         with the cap at the fleet size (adds the fleet's per-VM future); both include the simulator's \
+         own per-VM state (*bare driver*):\n\n| in flight | engine, push | engine, polling-only provider | through FleetShutdown | bare driver (watch + request) | **engine − bare** |\n|---|---|---|---|---|---|"
     );
     for (n, (e, p, b)) in &r.memory {
+        let fleet = r
+            .memory_fleet
+            .iter()
+            .find(|(m, _)| m == n)
+            .map(|(_, f)| format!("{f:.0} B"))
+            .unwrap_or_else(|| "—".into());
         let _ = writeln!(
             w,
-            "| {n} | {e:.0} B | {p:.0} B | {b:.0} B | **{:.0} B** |",
+            "| {n} | {e:.0} B | {p:.0} B | {fleet} | {b:.0} B | **{:.0} B** |",
             e - b
         );
     }
     let lib = r.scale.iter().map(|s| s.library_us()).fold(0.0, f64::max);
-    let mem = r.memory.iter().map(|(_, (e, _, _))| *e).fold(0.0, f64::max);
+    let mem = r
+        .memory
+        .iter()
+        .map(|(_, (e, _, _))| *e)
+        .chain(r.memory_fleet.iter().map(|(_, f)| *f))
+        .fold(0.0, f64::max);
     let mem_lib = r
         .memory
         .iter()
@@ -404,8 +418,8 @@ pub(crate) fn render(r: &Results, smoke: bool) -> String {
     let _ = writeln!(
         w,
         "\n**Targets** (≤ 20 µs library CPU and ≤ 2 KiB per in-flight shutdown): library CPU, worst \
-         size = {lib:.1} µs → **{}**; memory, engine total = {mem:.0} B → **{}** (engine's own share \
-         after subtracting the simulator's watch = {mem_lib:.0} B → {}).",
+         size = {lib:.1} µs → **{}**; memory, worst engine total (simulator included) = {mem:.0} B → **{}** \
+         (engine's own share after subtracting the simulator's watch = {mem_lib:.0} B → {}).",
         if lib <= 20.0 { "met" } else { "NOT met" },
         if mem <= 2048.0 { "met" } else { "NOT met" },
         if mem_lib <= 2048.0 { "met" } else { "not met" },
@@ -547,21 +561,28 @@ pub(crate) fn render(r: &Results, smoke: bool) -> String {
     }
 
     let _ = writeln!(w, "\n## Shortfalls and caveats\n");
-    let mem = r.memory.iter().map(|(_, (e, _, _))| *e).fold(0.0, f64::max);
+    let mem = r
+        .memory
+        .iter()
+        .map(|(_, (e, _, _))| *e)
+        .chain(r.memory_fleet.iter().map(|(_, f)| *f))
+        .fold(0.0, f64::max);
     let bare = r.memory.iter().map(|(_, (_, _, b))| *b).fold(0.0, f64::max);
-    if mem > 2048.0 {
-        let _ = writeln!(
-            w,
-            "- **Memory per in-flight shutdown is {mem:.0} B, above the 2 KiB target.** The simulator's \
-             share (one power-state watch + one request) is about {bare:.0} B; the rest is the engine's \
-             per-shutdown state: one spawned task holding the `run_one` async state machine (the \
-             largest part: every stage's locals, the policy copy and the boxed provider-call futures \
-             live in it), two `tokio::sync::watch` channels (deadline, result), a cancellation token \
-             and the in-flight map entry. Reaching 2 KiB needs a core change (box the cold stages — \
-             pre-stop hook, force stage — so the waiting state is small, and fold the two channels \
-             into one shared cell); this harness measures it, it does not change the engine."
-        );
-    }
+    let _ = writeln!(
+        w,
+        "- Memory per in-flight shutdown{}: at most {mem:.0} B, of which the simulator's own state (one \
+         power-state watch + one request) is about {bare:.0} B. The engine's part is one spawned task \
+         (its future is one `ShutdownTask` — the state machine, the policy, the VM id — plus the \
+         waiting stage's sleep, wake-up and stream poll), one shared `Slot` (deadline, cancel flag, \
+         report, two `Notify`), the in-flight map entry and the caller's handle or fleet future. \
+         Errors are one pointer wide, provider calls are boxed only while they run, and the default \
+         journal (`NoJournal`) keeps nothing; a `FileJournal` adds its lease I/O, not resident memory.",
+        if mem > 2048.0 {
+            " is **above the 2 KiB target**"
+        } else {
+            ""
+        }
+    );
     if let Some(Ok(runs)) = &r.fleet
         && let Some(v) = runs.iter().find(|f| f.method == "virtrigaud")
         && let Some(late) = v.forced_late
