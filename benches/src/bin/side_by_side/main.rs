@@ -12,6 +12,7 @@
 #![allow(clippy::disallowed_methods)]
 #![allow(missing_docs, unreachable_pub)]
 
+mod plots;
 mod real;
 mod report;
 mod sim;
@@ -75,6 +76,8 @@ pub(crate) struct Results {
     pub fleet_n: usize,
     pub fleet_grace: Duration,
     pub placement: Vec<(String, f64)>,
+    /// Plots written next to the report: (key, path relative to the report).
+    pub plots: Vec<(&'static str, String)>,
     pub wall: Duration,
 }
 
@@ -254,6 +257,14 @@ fn main() {
     }
 
     if let Some(out) = &args.out {
+        let dir = std::path::Path::new(out)
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("bench");
+        match report::write_plots(&r, &dir) {
+            Ok(plots) => r.plots = plots,
+            Err(e) => check(false, &format!("plots: {e}"), &mut failures),
+        }
         let md = report::render(&r, args.smoke);
         std::fs::write(out, md).unwrap_or_else(|e| panic!("write {out}: {e}"));
         eprintln!("report written to {out}");

@@ -164,6 +164,73 @@ fn ratio(a: Option<Duration>, b: Option<Duration>) -> String {
 }
 
 /// Renders the whole report.
+/// Embeds the plot `key` if it was written.
+fn plot(w: &mut String, r: &Results, key: &str, alt: &str) {
+    if let Some((_, path)) = r.plots.iter().find(|(k, _)| *k == key) {
+        let _ = writeln!(w, "\n![{alt}]({path})");
+    }
+}
+
+/// Writes the report's plots as SVG files under `dir`; returns (key, path relative to the
+/// report's directory) for each plot written.
+pub(crate) fn write_plots(
+    r: &Results,
+    dir: &std::path::Path,
+) -> Result<Vec<(&'static str, String)>, String> {
+    use crate::plots::{Series, lines, strips_log_ms};
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let rel = |f: &str| format!("bench/{f}");
+    let mut out = Vec::new();
+    if !r.calls.is_empty() {
+        let series = |name: &str, f: &dyn Fn(&crate::sim::CallsRow) -> u64| Series {
+            name: name.into(),
+            points: r
+                .calls
+                .iter()
+                .map(|c| (c.guest.as_secs_f64(), f(c) as f64))
+                .collect(),
+        };
+        lines(
+            &dir.join("api_calls.svg"),
+            "Provider calls per graceful stop (simulator)",
+            "guest shutdown time (s)",
+            "provider calls",
+            &[
+                series("virtrigaud, push", &|c| c.push),
+                series("virtrigaud, polling-only provider", &|c| c.engine_poll),
+                series("virtrigaud, fixed 2 s polling", &|c| c.engine_poll_2s),
+                series("Go-style 2 s loop", &|c| c.go_loop),
+            ],
+        )?;
+        out.push(("api_calls", rel("api_calls.svg")));
+    }
+    if let Some(Ok(l)) = &r.latency {
+        let group = |name: &str, v: &[Sample]| Series {
+            name: name.into(),
+            points: v
+                .iter()
+                .filter_map(|s| s.detect)
+                .map(|d| (d.as_secs_f64() * 1e3, 0.0))
+                .collect(),
+        };
+        let groups = [
+            group("virtrigaud (events)", &l.event),
+            group("2 s polling", &l.poll),
+            group("libvirt-guests", &l.guests),
+        ];
+        if groups.iter().any(|g| !g.points.is_empty()) {
+            strips_log_ms(
+                &dir.join("latency.svg"),
+                "Reported off, after libvirt's own stop event",
+                "milliseconds (log scale)",
+                &groups,
+            )?;
+            out.push(("latency", rel("latency.svg")));
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) fn render(r: &Results, smoke: bool) -> String {
     let mut o = String::new();
     let w = &mut o;
@@ -263,6 +330,12 @@ pub(crate) fn render(r: &Results, smoke: bool) -> String {
                  virtrigaud p99 = {} ms → **{}**.",
                 opt_ms(ev.3),
                 if ok { "met" } else { "NOT met" }
+            );
+            plot(
+                w,
+                r,
+                "latency",
+                "Off-detection beyond libvirt's stop event, every run",
             );
             for e in &l.errors {
                 let _ = writeln!(w, "\n> harness note: {}", e.replace('\n', " "));
@@ -518,6 +591,13 @@ pub(crate) fn render(r: &Results, smoke: bool) -> String {
         "\nThe other providers report their own per-stop counts in their real-server tests \
          (`METRIC` lines): Proxmox against fakepve, vSphere against vcsim, KubeVirt against a real \
          kube-apiserver; they are not re-measured here (see *Shortfalls*)."
+    );
+
+    plot(
+        w,
+        r,
+        "api_calls",
+        "Provider calls per graceful stop against guest shutdown time (simulator)",
     );
 
     // 5. placement

@@ -1,0 +1,182 @@
+//! SVG plots for the report, where a picture says more than a table: API calls against guest
+//! shutdown time (flat vs growing) and the off-detection latency of every run on a log scale.
+//!
+//! Text is emitted as SVG `<text>` (no font backend), so the files are small and diffable.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+/// One named series of (x, y) points.
+#[derive(Debug, Clone)]
+pub(crate) struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0x8c, 0x56, 0x4b),
+];
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// A line chart with markers: `series` against a linear x axis and a linear y axis from 0.
+pub(crate) fn lines(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+) -> Result<(), String> {
+    let x_max = max_of(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)));
+    let y_max = max_of(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
+    let root = SVGBackend::new(path, (760, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..x_max * 1.05, 0.0..y_max * 1.1)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 15))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    for (i, s) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                color.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label(s.name.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(
+                s.points
+                    .iter()
+                    .map(|&(x, y)| Circle::new((x, y), 3, color.filled())),
+            )
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// A strip plot: one row per group, one dot per sample, on a log-scale x axis (ms).
+pub(crate) fn strips_log_ms(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    groups: &[Series],
+) -> Result<(), String> {
+    let values = || groups.iter().flat_map(|g| g.points.iter().map(|p| p.0));
+    let lo = values().fold(f64::INFINITY, f64::min).max(0.01);
+    let hi = max_of(values());
+    let (lo, hi) = (lo / 2.0, hi * 2.0);
+    let rows = groups.len().max(1);
+    let root = SVGBackend::new(path, (760, 120 + 60 * rows as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let names: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(150)
+        .build_cartesian_2d((lo..hi).log_scale(), -0.5..(rows as f64 - 0.5))
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_labels(rows)
+        .y_label_formatter(&|y| {
+            let i = y.round();
+            if (y - i).abs() < 1e-6 && i >= 0.0 {
+                names.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 15))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    for (i, g) in groups.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let n = g.points.len().max(1) as f64;
+        chart
+            .draw_series(g.points.iter().enumerate().map(|(k, &(x, _))| {
+                // Spread the dots vertically a little so equal values stay visible.
+                let jitter = (k as f64 / n - 0.5) * 0.4;
+                Circle::new((x, i as f64 + jitter), 4, color.mix(0.8).filled())
+            }))
+            .map_err(err)?;
+    }
+    root.present().map_err(err)
+}
+
+fn max_of(values: impl Iterator<Item = f64>) -> f64 {
+    let m = values.fold(0.0, f64::max);
+    if m > 0.0 { m } else { 1.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plots_are_written_as_svg() {
+        let keep = std::env::var_os("VR_PLOTS_KEEP");
+        let dir = keep
+            .clone()
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("vr-plots-{}", std::process::id()))
+            });
+        std::fs::create_dir_all(&dir).expect("dir");
+        let s = vec![
+            Series {
+                name: "flat".into(),
+                points: vec![(0.6, 5.0), (0.7, 5.0), (0.65, 5.0), (120.0, 5.0)],
+            },
+            Series {
+                name: "growing".into(),
+                points: vec![(1770.0, 2.0), (1775.0, 61.0), (1771.0, 3.0)],
+            },
+        ];
+        lines(&dir.join("l.svg"), "t", "x", "y", &s).expect("lines");
+        strips_log_ms(&dir.join("s.svg"), "t", "ms", &s).expect("strips");
+        for f in ["l.svg", "s.svg"] {
+            let text = std::fs::read_to_string(dir.join(f)).expect("read");
+            assert!(text.starts_with("<svg"), "{f}");
+            assert!(text.contains("flat") && text.contains("growing") || f == "s.svg");
+        }
+        if keep.is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
