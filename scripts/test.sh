@@ -8,7 +8,9 @@
 #    VIRTRIGAUD_REQUIRE_BACKENDS=1, so a missing backend is a failure, never a skip;
 # 4. stops the servers it started.
 # Environment: VIRTRIGAUD_BACKENDS="libvirt proxmox vsphere kubevirt" limits the backends set up
-# (tests of the others then FAIL under VIRTRIGAUD_REQUIRE_BACKENDS=1; set it to 0 to skip them).
+# (tests of the others then FAIL under VIRTRIGAUD_REQUIRE_BACKENDS=1; set it to 0 to skip them);
+# VIRTRIGAUD_KEEP_BACKENDS=1 leaves the servers running afterwards (faster reruns, or servers
+# shared with other work).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -27,6 +29,10 @@ T0=$(date +%s)
 step() { echo; echo "==== [test.sh +$(( $(date +%s) - T0 ))s] $*"; }
 
 teardown() {
+  if [ "${VIRTRIGAUD_KEEP_BACKENDS:-0}" = 1 ]; then
+    echo "VIRTRIGAUD_KEEP_BACKENDS=1: leaving the backends running"
+    return
+  fi
   for b in $BACKENDS; do
     if [ -x "scripts/$b/teardown.sh" ] || [ -f "scripts/$b/teardown.sh" ]; then
       bash "scripts/$b/teardown.sh" >"$LOGS/teardown-$b.log" 2>&1 || echo "teardown of $b failed (see $LOGS/teardown-$b.log)"
