@@ -3,7 +3,7 @@
 //! computed while streaming, retries with exponential backoff that resume with `Range`
 //! where the source allows, an overall timeout, stall detection and progress reporting.
 //!
-//! Bytes come from an [`ImageSource`] ([`HttpSource`] with the `image-http` feature) and go
+//! Bytes come from an [`ImageSource`] (`HttpSource` with the `image-http` feature) and go
 //! to an [`ImageSink`], the small trait a provider implements to take an image (a libvirt
 //! storage-volume upload, a datastore file); [`FileSink`] stores files in a directory.
 //! A failed preparation aborts the upload, so no partial image remains.
