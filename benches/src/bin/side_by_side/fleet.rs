@@ -161,6 +161,8 @@ pub(crate) struct Forced {
     pub issue_after_deadline: Duration,
     /// Hypervisor: the `power_off` call (libvirt lookup + `virDomainDestroy`), issue → return.
     pub destroy: Duration,
+    /// Destroy issued → the QEMU process exited (gone or a zombie), when watched (local host).
+    pub qemu_exit: Option<Duration>,
     /// libvirt's own `Stopped` lifecycle event relative to destroy's return (ms, negative: the
     /// event came first).
     pub event_vs_destroy_ms: Option<f64>,
@@ -233,12 +235,14 @@ pub(crate) fn smoke_mix() -> Vec<Personality> {
     vec![Personality::Acpi { delay_s: 1 }, Personality::Ignore]
 }
 
-/// The fleet comparison: one guest per entry of `kinds`, grace `grace`; virtrigaud, then
-/// (unless `virtrigaud_only`) libvirt-guests with `PARALLEL_SHUTDOWN=0` and `=n`.
+/// The fleet comparison: one guest per entry of `kinds`, grace `grace`; virtrigaud `rounds`
+/// times (more forced-guest samples for the breakdown), then (unless `virtrigaud_only`)
+/// libvirt-guests with `PARALLEL_SHUTDOWN=0` and `=n`.
 pub(crate) async fn fleet(
     lab: &Lab,
     kinds: &[Personality],
     grace: Duration,
+    rounds: usize,
     virtrigaud_only: bool,
 ) -> Result<Vec<FleetRun>, String> {
     let n = kinds.len();
@@ -249,17 +253,28 @@ pub(crate) async fn fleet(
                 .await?,
         );
     }
-    let mut methods = vec!["virtrigaud"];
+    let rounds = rounds.max(1);
+    let mut methods: Vec<String> = (1..=rounds)
+        .map(|k| {
+            if rounds == 1 {
+                "virtrigaud".to_string()
+            } else {
+                format!("virtrigaud, round {k}/{rounds}")
+            }
+        })
+        .collect();
     if !virtrigaud_only {
-        methods.push("libvirt-guests PARALLEL_SHUTDOWN=0");
-        methods.push("libvirt-guests PARALLEL_SHUTDOWN=N");
+        methods.push("libvirt-guests PARALLEL_SHUTDOWN=0".into());
+        methods.push("libvirt-guests PARALLEL_SHUTDOWN=N".into());
     }
     let mut runs = Vec::new();
     let res = async {
         for method in methods {
             lab.boot(&vms).await?;
-            let run = if method == "virtrigaud" {
-                run_virtrigaud(lab, &vms, kinds, grace).await?
+            let run = if method.starts_with("virtrigaud") {
+                let mut r = run_virtrigaud(lab, &vms, kinds, grace).await?;
+                r.method = method.clone();
+                r
             } else {
                 let par = if method.ends_with("=0") { 0 } else { n };
                 run_libvirt_guests(lab, &vms, kinds, grace, par).await?
@@ -302,6 +317,22 @@ async fn run_virtrigaud(
     let m = ShutdownManager::new(Arc::clone(&timed) as Arc<dyn Provider>);
     let mut events = m.subscribe();
     let t0 = Instant::now();
+    // Watch the ignoring guests' QEMU processes from shortly before their deadline, so the
+    // breakdown can tell QEMU's own exit from libvirt's wait for it.
+    let watchers: HashMap<VmId, std::thread::JoinHandle<Option<Instant>>> = vms
+        .iter()
+        .zip(kinds)
+        .filter(|(_, p)| **p == Personality::Ignore)
+        .filter_map(|(vm, _)| {
+            let pid = qemu_pid(vm)?;
+            let from = t0 + grace.saturating_sub(Duration::from_millis(300));
+            let until = t0 + grace + Duration::from_secs(30);
+            Some((
+                vm.clone(),
+                std::thread::spawn(move || watch_exit(pid, from, until)),
+            ))
+        })
+        .collect();
     let report = FleetShutdown::new(&m)
         .concurrency(vms.len())
         .group(vms.to_vec(), ShutdownPolicy::with_grace(grace))
@@ -346,6 +377,12 @@ async fn run_virtrigaud(
     }
     // The libvirt `Stopped` event may land a moment after the report.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut exits: HashMap<VmId, Instant> = HashMap::new();
+    for (vm, h) in watchers {
+        if let Ok(Some(at)) = tokio::task::block_in_place(|| h.join()) {
+            exits.insert(vm, at);
+        }
+    }
     let mut guests = Vec::new();
     for (vm, &p) in vms.iter().zip(kinds) {
         let entry = report.entries.iter().find(|e| &e.vm == vm);
@@ -384,6 +421,7 @@ async fn run_virtrigaud(
             (true, Some(deadline), Some(os), Some(oe), Some(fin)) => Some(Forced {
                 issue_after_deadline: os.saturating_duration_since(deadline),
                 destroy: oe - os,
+                qemu_exit: exits.get(vm).map(|x| x.saturating_duration_since(os)),
                 event_vs_destroy_ms: stop.map(|s| {
                     if s >= oe {
                         (s - oe).as_secs_f64() * 1e3
@@ -413,6 +451,36 @@ async fn run_virtrigaud(
         guests,
         exit: None,
     })
+}
+
+/// The QEMU process of `vm` on this host (libvirt's pid file), when readable.
+fn qemu_pid(vm: &VmId) -> Option<u32> {
+    std::fs::read_to_string(format!("/run/libvirt/qemu/{vm}.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Polls `/proc/<pid>/stat` every millisecond from `from` until the process is gone or a zombie
+/// (libvirt's `kill(pid, 0)` check also sees a zombie until it is reaped); gives up at `until`.
+fn watch_exit(pid: u32, from: Instant, until: Instant) -> Option<Instant> {
+    std::thread::sleep(from.saturating_duration_since(Instant::now()));
+    let path = format!("/proc/{pid}/stat");
+    while Instant::now() < until {
+        let gone = match std::fs::read_to_string(&path) {
+            Err(_) => true,
+            // `pid (comm) S ...`: the state follows the last `)`.
+            Ok(st) => st
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        };
+        if gone {
+            return Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
 }
 
 async fn run_libvirt_guests(
@@ -533,12 +601,21 @@ pub(crate) fn render(
         "Guests: {}; all 1 vCPU, 128 MiB, under TCG on this machine. A delayed guest powers off \
          N s after the first ACPI button press (later presses change nothing). Grace / \
          `SHUTDOWN_TIMEOUT` = {g} s for every method. virtrigaud: `FleetShutdown` with concurrency \
-         {n} and `ShutdownPolicy::with_grace({g} s)` on the event-driven libvirt provider. \
+         {n} and `ShutdownPolicy::with_grace({g} s)` on the event-driven libvirt provider{}. \
          libvirt-guests: `ON_SHUTDOWN=shutdown`, `SHUTDOWN_TIMEOUT={g}`, `PARALLEL_SHUTDOWN=0` \
-         (one after the other) and `={n}`. *own time* = the guest's ACPI request delivered → \
+         (one after the other) and `={n}`{}. *own time* = the guest's ACPI request delivered → \
          libvirt's `Stopped` lifecycle event; *stopped at* / *reported at* are from the fleet's \
          start.\n",
-        desc.join(", ")
+        desc.join(", "),
+        match fleet {
+            Some(Ok(runs)) if runs.iter().filter(|f| f.virtrigaud).count() > 1 =>
+                format!(", {} rounds", runs.iter().filter(|f| f.virtrigaud).count()),
+            _ => String::new(),
+        },
+        match fleet {
+            Some(Ok(runs)) if !runs.iter().any(|f| !f.virtrigaud) => " (not run in smoke mode)",
+            _ => "",
+        },
     );
     let runs = match fleet {
         None => {
@@ -592,9 +669,25 @@ pub(crate) fn render(
         w,
         "\nPer personality (max over the guests of that kind; s):\n\n| method | personality | off | own time | stopped at | reported at | outcome |\n|---|---|---|---|---|---|---|"
     );
-    for f in runs {
+    // virtrigaud's rounds are one group (max over every round), libvirt-guests' runs one each.
+    let n_rounds = runs.iter().filter(|f| f.virtrigaud).count();
+    let mut groups: Vec<(String, Vec<&FleetRun>)> = Vec::new();
+    if n_rounds > 0 {
+        groups.push((
+            if n_rounds == 1 {
+                "virtrigaud".into()
+            } else {
+                format!("virtrigaud ({n_rounds} rounds)")
+            },
+            runs.iter().filter(|f| f.virtrigaud).collect(),
+        ));
+    }
+    for f in runs.iter().filter(|f| !f.virtrigaud) {
+        groups.push((f.method.clone(), vec![f]));
+    }
+    for (label, fs) in &groups {
         for p in kinds_of(runs) {
-            let gs: Vec<&GuestRun> = f.of(p).collect();
+            let gs: Vec<&GuestRun> = fs.iter().flat_map(|f| f.of(p)).collect();
             if gs.is_empty() {
                 continue;
             }
@@ -605,7 +698,7 @@ pub(crate) fn render(
             let _ = writeln!(
                 w,
                 "| {} | {} | {}/{} | {} | {} | {} | {} |",
-                f.method,
+                label,
                 p.label(),
                 gs.iter().filter(|g| g.off).count(),
                 gs.len(),
@@ -625,14 +718,20 @@ pub(crate) fn render(
         }
     }
 
-    let Some(v) = runs.iter().find(|f| f.virtrigaud) else {
-        return;
-    };
-    let forced: Vec<Forced> = v.guests.iter().filter_map(|g| g.forced).collect();
+    let vs: Vec<&FleetRun> = runs.iter().filter(|f| f.virtrigaud).collect();
+    let forced: Vec<Forced> = vs
+        .iter()
+        .flat_map(|v| v.guests.iter().filter_map(|g| g.forced))
+        .collect();
     if !forced.is_empty() {
         let col = |f: fn(&Forced) -> Duration| forced.iter().map(f).collect::<Vec<_>>();
         let issue = col(|f| f.issue_after_deadline);
         let destroy = col(|f| f.destroy);
+        let exit: Vec<Duration> = forced.iter().filter_map(|f| f.qemu_exit).collect();
+        let exit_to_return: Vec<Duration> = forced
+            .iter()
+            .filter_map(|f| f.qemu_exit.map(|x| f.destroy.saturating_sub(x)))
+            .collect();
         let report = col(|f| f.report_after_destroy);
         let past = col(|f| f.past_deadline);
         let ours: Vec<Duration> = forced
@@ -646,18 +745,24 @@ pub(crate) fn render(
         evs.sort_by(f64::total_cmp);
         let _ = writeln!(
             w,
-            "\nWhere a forced guest's time past its deadline goes ({} forced guests, p50 / max, ms; \
+            "\nWhere a forced guest's time past its deadline goes ({} forced guests over {} \
+             virtrigaud round(s), p50 / max, ms; \
              one monotonic clock: the engine's `ShutdownManager::subscribe()` events anchored on \
              the provider calls a timing wrapper stamped):\n\n\
              | step | owner | p50 / max (ms) |\n|---|---|---|\n\
              | deadline → hard power-off issued (`Forcing` event) | virtrigaud | {} |\n\
              | `power_off` call: libvirt `virDomainDestroy` issued → returned | libvirt / QEMU | {} |\n\
+             | … of which: destroy issued → QEMU process exited (SIGTERM handled) | QEMU | {} |\n\
+             | … of which: QEMU exited → destroy returned (libvirt's 200 ms poll tick, cleanup) | libvirt | {} |\n\
              | destroy returned → outcome reported (one confirming state read) | virtrigaud | {} |\n\
              | **virtrigaud's share** (issue delay + report after destroy) | virtrigaud | **{}** |\n\
              | deadline → outcome reported (total past deadline) | | {} |\n",
             forced.len(),
+            vs.len(),
             p50_max(&issue),
             p50_max(&destroy),
+            p50_max(&exit),
+            p50_max(&exit_to_return),
             p50_max(&report),
             p50_max(&ours),
             p50_max(&past),
@@ -672,18 +777,34 @@ pub(crate) fn render(
                 evs[evs.len() - 1]
             );
         }
-        let longest_acpi = v
-            .guests
+        // Per round: the fleet's end past the longest graceful guest / the deadline, and past the
+        // last guest's own `Stopped` event.
+        let over = vs
             .iter()
-            .filter(|g| matches!(g.personality, Personality::Acpi { .. }))
-            .filter_map(|g| g.stopped)
+            .map(|v| {
+                let longest_acpi = v
+                    .guests
+                    .iter()
+                    .filter(|g| matches!(g.personality, Personality::Acpi { .. }))
+                    .filter_map(|g| g.stopped)
+                    .max()
+                    .unwrap_or_default();
+                v.wall.saturating_sub(grace.max(longest_acpi))
+            })
+            .max()
+            .unwrap_or_default();
+        let after_last_stop = vs
+            .iter()
+            .filter_map(|v| {
+                let last = v.guests.iter().filter_map(|g| g.stopped).max()?;
+                Some(v.wall.saturating_sub(last))
+            })
             .max()
             .unwrap_or_default();
         let share = ours.iter().max().copied().unwrap_or_default();
         let issue_max = issue.iter().max().copied().unwrap_or_default();
         let destroy_max = destroy.iter().max().copied().unwrap_or_default();
-        let all_forced = forced.len() == n_ignore;
-        let over = v.wall.saturating_sub(grace.max(longest_acpi));
+        let all_forced = vs.iter().all(|v| v.forced_count() == n_ignore);
         let strict = over <= Duration::from_millis(100) && all_forced;
         let controlled = share <= Duration::from_millis(100) && all_forced;
         let _ = writeln!(
@@ -691,9 +812,10 @@ pub(crate) fn render(
             "**Target** (fleet within the longest guest's own shutdown time + 100 ms, every ignoring \
              guest forced at its deadline). The longest guests are the ignoring ones: their own \
              shutdown time is the {g} s deadline plus the hypervisor's hard-off time. virtrigaud \
-             finished the fleet {} ms after the deadline; of that, libvirt's destroy took up to {} \
-             ms and virtrigaud's own share was at most {} ms (hard power-off issued at most {} ms \
-             after each deadline; {}/{n_ignore} ignoring guests forced). Counting the destroy as \
+             finished the fleet up to {} ms after the deadline (worst round); of that, libvirt's \
+             destroy took up to {} ms and virtrigaud's own share was at most {} ms (hard power-off \
+             issued at most {} ms after each deadline; {} of {} ignoring guests forced); the fleet \
+             returned at most {} ms after the last guest's own `Stopped` event. Counting the destroy as \
              part of the guest's own shutdown time (the hypervisor's hard-off), the target is \
              **{}**; counting it against virtrigaud (deadline + 100 ms, wall clock), it is **{}**.",
             ms(over),
@@ -701,6 +823,8 @@ pub(crate) fn render(
             ms(share),
             ms(issue_max),
             forced.len(),
+            n_ignore * vs.len(),
+            ms(after_last_stop),
             if controlled { "met" } else { "NOT met" },
             if strict { "met" } else { "NOT met" },
         );
@@ -710,9 +834,13 @@ pub(crate) fn render(
              `qemuProcessKill` → `virProcessKillPainfullyDelay`) sends SIGTERM to QEMU, then sleeps \
              200 ms before its first check whether the process is gone (SIGKILL only after 10 s), \
              so a destroy returns no earlier than ~200 ms after it starts, at the first 200 ms tick \
-             after QEMU has exited (`scripts/bench/destroy-latency.sh` times `virsh destroy` against \
-             the moment the QEMU process exits). `virDomainDestroyFlags` has no faster mode in 9.0 \
-             (`GRACEFUL` = SIGTERM only, still polled; `REMOVE_LOGS`)."
+             after QEMU has exited, plus libvirt's own cleanup of the stopped domain (the rows \
+             above: QEMU is gone within milliseconds, libvirt returns a tick later). When QEMU \
+             needs more than 200 ms to exit (a loaded host), the destroy ends at the next tick, \
+             ≈ 400 ms and more. `scripts/bench/destroy-latency.sh` shows the same with `virsh \
+             destroy` alone. `virDomainDestroyFlags` has no faster mode in 9.0 (`GRACEFUL` = \
+             SIGTERM only, polled the same way; `REMOVE_LOGS`), and libvirt's `Stopped` event is \
+             emitted after the same wait, so no libvirt API reports a hard-stopped guest sooner."
         );
     }
     if !runs.iter().any(|f| !f.virtrigaud) {
@@ -734,10 +862,16 @@ pub(crate) fn check(runs: &[FleetRun], failures: &mut Vec<String>) {
             failures.push(what.to_string());
         }
     };
-    let Some(v) = runs.iter().find(|f| f.virtrigaud) else {
-        fail(false, "fleet: virtrigaud run missing");
-        return;
-    };
+    fail(
+        runs.iter().any(|f| f.virtrigaud),
+        "fleet: virtrigaud run missing",
+    );
+    for v in runs.iter().filter(|f| f.virtrigaud) {
+        check_one(v, &mut fail);
+    }
+}
+
+fn check_one(v: &FleetRun, fail: &mut impl FnMut(bool, &str)) {
     let n_acpi = v
         .guests
         .iter()
@@ -777,10 +911,11 @@ pub(crate) fn shortfalls(
     grace: Duration,
 ) {
     let Some(Ok(runs)) = fleet else { return };
-    let Some(v) = runs.iter().find(|f| f.virtrigaud) else {
-        return;
-    };
-    let forced: Vec<Forced> = v.guests.iter().filter_map(|g| g.forced).collect();
+    let forced: Vec<Forced> = runs
+        .iter()
+        .filter(|f| f.virtrigaud)
+        .flat_map(|v| v.guests.iter().filter_map(|g| g.forced))
+        .collect();
     let past = forced
         .iter()
         .map(|f| f.past_deadline)
@@ -810,9 +945,10 @@ pub(crate) fn shortfalls(
     );
 }
 
-/// `side_by_side --fleet-only N`: only the fleet comparison (N guests of [`mix`], grace 10 s),
+/// `side_by_side --fleet-only N`: only the fleet comparison (N guests of [`mix`], grace 10 s,
+/// `rounds` virtrigaud rounds),
 /// written as section 2 alone to `out` (when given). Returns the process exit code.
-pub(crate) fn run_only(n: usize, out: Option<&str>) -> i32 {
+pub(crate) fn run_only(n: usize, rounds: usize, out: Option<&str>) -> i32 {
     let grace = Duration::from_secs(10);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -828,7 +964,7 @@ pub(crate) fn run_only(n: usize, out: Option<&str>) -> i32 {
     let res = rt.block_on(async {
         let lab = Lab::connect().await?;
         eprintln!("[2] fleet of {n} real guests");
-        fleet(&lab, &mix(n), grace, false).await
+        fleet(&lab, &mix(n), grace, rounds, false).await
     });
     let mut failures = Vec::new();
     match &res {

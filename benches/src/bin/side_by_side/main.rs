@@ -2,8 +2,8 @@
 //! Markdown report (`docs/BENCHMARKS.md`). Run through `scripts/bench.sh`.
 //!
 //! ```text
-//! side_by_side [--smoke] [--out FILE] [--runs N] [--fleet N] [--criterion DIR] [--no-libvirt]
-//! side_by_side --fleet-only N [--out FILE]     # comparison 2 alone (real guests)
+//! side_by_side [--smoke] [--out FILE] [--runs N] [--fleet N] [--fleet-rounds R] [--criterion DIR] [--no-libvirt]
+//! side_by_side --fleet-only N [--fleet-rounds R] [--out FILE]     # comparison 2 alone (real guests)
 //! ```
 //!
 //! `--smoke` runs every comparison at a tiny size on the simulator (and, when the libvirt
@@ -34,6 +34,7 @@ pub(crate) struct Args {
     criterion: Option<String>,
     libvirt: bool,
     fleet_only: Option<usize>,
+    fleet_rounds: usize,
 }
 
 fn parse_args() -> Args {
@@ -45,6 +46,7 @@ fn parse_args() -> Args {
         criterion: None,
         libvirt: true,
         fleet_only: None,
+        fleet_rounds: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -55,6 +57,9 @@ fn parse_args() -> Args {
             "--fleet" => a.fleet = it.next().and_then(|v| v.parse().ok()).unwrap_or(6),
             "--criterion" => a.criterion = it.next(),
             "--no-libvirt" => a.libvirt = false,
+            "--fleet-rounds" => {
+                a.fleet_rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(1)
+            }
             "--fleet-only" => a.fleet_only = it.next().and_then(|v| v.parse().ok()).or(Some(6)),
             other => {
                 eprintln!("side_by_side: unknown argument {other}");
@@ -91,7 +96,7 @@ fn check(ok: bool, what: &str, failures: &mut Vec<String>) {
 fn main() {
     let args = parse_args();
     if let Some(n) = args.fleet_only {
-        std::process::exit(fleet::run_only(n, args.out.as_deref()));
+        std::process::exit(fleet::run_only(n, args.fleet_rounds, args.out.as_deref()));
     }
     let started = std::time::Instant::now();
     let mut r = Results {
@@ -167,11 +172,14 @@ fn main() {
                         r.fleet_n = kinds.len();
                         r.fleet_grace = Duration::from_secs(3);
                         eprintln!("[2] fleet smoke round: {} real guests", kinds.len());
-                        r.fleet = Some(fleet::fleet(&lab, &kinds, r.fleet_grace, true).await);
+                        r.fleet = Some(fleet::fleet(&lab, &kinds, r.fleet_grace, 1, true).await);
                     } else {
                         eprintln!("[2] fleet of {} real guests", args.fleet);
                         let kinds = fleet::mix(args.fleet);
-                        r.fleet = Some(fleet::fleet(&lab, &kinds, r.fleet_grace, false).await);
+                        r.fleet = Some(
+                            fleet::fleet(&lab, &kinds, r.fleet_grace, args.fleet_rounds, false)
+                                .await,
+                        );
                     }
                 }
                 Err(e) => {
