@@ -43,15 +43,18 @@ command -v libvirtd >/dev/null || die "libvirtd missing after install"
 
 # ---------- 2. guest (cached)
 GUEST="$CACHE/guest"
-# Cache key: the recipe itself (a hash of build-guest.sh), so any change to it rebuilds the guest.
-GUEST_VERSION=$(sha256sum "$(dirname "$0")/build-guest.sh" | cut -c1-16)
-export GUEST_VERSION
+# Cache key: the recipe itself (a hash of build-guest.sh, in guest-recipe), so any change to it
+# rebuilds the guest. guest-version stays 3: setups from before the recipe hash compare it and
+# reuse this guest (its personalities are a superset of theirs) instead of rebuilding theirs.
+RECIPE=$(sha256sum "$(dirname "$0")/build-guest.sh" | cut -c1-16)
+export GUEST_VERSION=3
 if [ -s "$GUEST/vmlinuz" ] && [ -s "$GUEST/initrd.img" ] \
-   && [ "$(cat "$GUEST/guest-version" 2>/dev/null)" = "$GUEST_VERSION" ]; then
-  log "guest cached in $GUEST"
+   && [ "$(cat "$GUEST/guest-recipe" 2>/dev/null)" = "$RECIPE" ]; then
+  log "guest cached in $GUEST (recipe $RECIPE)"
 else
-  log "building guest into $GUEST"
+  log "building guest into $GUEST (recipe $RECIPE)"
   bash "$(dirname "$0")/build-guest.sh" "$GUEST" "$CACHE/build"
+  echo "$RECIPE" > "$GUEST/guest-recipe"
 fi
 # libvirt-qemu must be able to read the kernel/initrd: copy them to a world-readable place
 PUB="$STATE/guest"; mkdir -p "$PUB"

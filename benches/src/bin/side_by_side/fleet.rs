@@ -271,6 +271,17 @@ pub(crate) async fn fleet(
     let res = async {
         for method in methods {
             lab.boot(&vms).await?;
+            // A guest built before `vr.delay` existed would honour ACPI at once: refuse it.
+            for (vm, p) in vms.iter().zip(kinds) {
+                if let Personality::Acpi { delay_s } = p
+                    && !lab.console_text(vm).contains(&format!("delay={delay_s} "))
+                {
+                    return Err(format!(
+                        "{vm}: the guest image has no vr.delay support (READY line without \
+                         delay={delay_s}); rebuild it with scripts/libvirt/setup.sh"
+                    ));
+                }
+            }
             let run = if method.starts_with("virtrigaud") {
                 let mut r = run_virtrigaud(lab, &vms, kinds, grace).await?;
                 r.method = method.clone();

@@ -67,6 +67,11 @@ impl Lab {
         self.console.join(format!("{vm}.console.log"))
     }
 
+    /// The guest's console output so far (empty when unreadable).
+    pub(crate) fn console_text(&self, vm: &VmId) -> String {
+        std::fs::read_to_string(self.console_of(vm)).unwrap_or_default()
+    }
+
     fn ready(&self, vm: &VmId) -> bool {
         std::fs::read_to_string(self.console_of(vm)).is_ok_and(|s| s.contains("READY"))
     }
