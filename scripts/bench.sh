@@ -9,7 +9,7 @@
 #        3. the comparison binary (benches/src/bin/side_by_side), which runs comparisons 1-4 and writes the
 #           report with the machine and versions, reading placement results from criterion's output.
 # Environment: CARGO_TARGET_DIR (default: <repo>/target), VIRTRIGAUD_STATE_DIR, BENCH_RUNS (latency rounds,
-# default 10), BENCH_FLEET (fleet size, default 6), BENCH_OUT (default docs/BENCHMARKS.md),
+# default 10), BENCH_FLEET (fleet size, default 6), BENCH_FLEET_ROUNDS (virtrigaud fleet rounds, default 3), BENCH_OUT (default docs/BENCHMARKS.md),
 # BENCH_SKIP_LIBVIRT=1 (simulator and placement only).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -46,6 +46,6 @@ cargo bench -q -p virtrigaud-benches --bench placement -- --noplot placement_500
 
 log "side-by-side comparisons"
 mkdir -p "$(dirname "$OUT")"
-"$BIN" "${ARGS[@]}" --runs "${BENCH_RUNS:-10}" --fleet "${BENCH_FLEET:-6}" \
+"$BIN" "${ARGS[@]}" --runs "${BENCH_RUNS:-10}" --fleet "${BENCH_FLEET:-6}" --fleet-rounds "${BENCH_FLEET_ROUNDS:-3}" \
   --criterion "$CARGO_TARGET_DIR/criterion" --out "$OUT"
 log "report: $OUT"

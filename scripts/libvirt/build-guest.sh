@@ -2,7 +2,8 @@
 # Builds the tiny test guest from Debian packages: usage build-guest.sh OUT_DIR WORK_DIR
 #   OUT_DIR/vmlinuz     Debian cloud kernel (apt-get download, extracted, not installed)
 #   OUT_DIR/initrd.img  busybox-static initramfs + virtio/button modules + qemu-ga
-# Personality from the kernel command line: vr.mode=acpi|ignore, vr.agent=0|1; vr.seed=1 mounts
+# Personality from the kernel command line: vr.mode=acpi|ignore, vr.agent=0|1, vr.delay=N (with
+# vr.mode=acpi: power off N s after the first ACPI button press instead of at once); vr.seed=1 mounts
 # the cloud-init NoCloud seed cdrom and prints its user-data on the console (SEED: lines).
 set -euo pipefail
 OUT="$1"; WORK="$2"
@@ -55,10 +56,20 @@ echo "VR: shutdown $* (guest agent)" > /dev/console
 for a in "$@"; do [ "$a" = -r ] && exec reboot -f; done
 poweroff -f
 S
+# vr.delay=N (seconds, default 0): the guest honours the button only N s after the FIRST press
+# (later presses while it waits change nothing), like a guest whose own shutdown takes N s.
 cat > "$R/etc/acpi/PWRF/00000080" <<'S'
 #!/bin/sh
-echo "VR: ACPI power button -> poweroff" > /dev/console
-poweroff -f
+D=0
+for w in $(cat /proc/cmdline); do case "$w" in vr.delay=*) D="${w#*=}";; esac; done
+case "$D" in ''|*[!0-9.]*) D=0;; esac
+if [ "$D" = 0 ]; then
+  echo "VR: ACPI power button -> poweroff" > /dev/console
+  poweroff -f
+fi
+mkdir /run/vr-button 2>/dev/null || exit 0
+echo "VR: ACPI power button -> poweroff in ${D}s" > /dev/console
+(sleep "$D"; echo "VR: delayed ACPI poweroff now" > /dev/console; poweroff -f) </dev/null >/dev/null 2>&1 &
 S
 chmod +x "$R/sbin/shutdown" "$R/etc/acpi/PWRF/00000080"
 
@@ -98,7 +109,7 @@ if [ "$SEED" = 1 ]; then
     log "SEED mount failed"
   fi
 fi
-log "READY mode=$MODE agent=${AGENT:-0} cpus=$(nproc)"
+log "READY mode=$MODE delay=$(opt vr.delay) agent=${AGENT:-0} cpus=$(nproc)"
 while :; do
   for c in /sys/devices/system/cpu/cpu*/online; do [ "$(cat "$c")" = 0 ] && echo 1 > "$c" && log "cpus=$(nproc)"; done
   sleep 1

@@ -7,7 +7,8 @@
 #  4. defines a directory storage pool `virtrigaud` and writes the test env to
 #     ${VIRTRIGAUD_STATE_DIR:-/tmp/virtrigaud-state}/libvirt.env.
 # Guest personalities (kernel command line): vr.mode=acpi (acpid powers off on the ACPI button),
-# vr.mode=ignore (no button driver: ACPI is ignored), vr.agent=1 (runs qemu-ga on its virtio port).
+# vr.mode=ignore (no button driver: ACPI is ignored), vr.agent=1 (runs qemu-ga on its virtio port),
+# vr.delay=N with vr.mode=acpi (powers off N s after the first button press).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive CI=${CI:-true}
 CACHE="${VIRTRIGAUD_CACHE:-$HOME/.cache/virtrigaud}/libvirt"
@@ -42,19 +43,24 @@ command -v libvirtd >/dev/null || die "libvirtd missing after install"
 
 # ---------- 2. guest (cached)
 GUEST="$CACHE/guest"
-# Bump when build-guest.sh changes so cached guests are rebuilt.
+# Cache key: the recipe itself (a hash of build-guest.sh, in guest-recipe), so any change to it
+# rebuilds the guest. guest-version stays 3: setups from before the recipe hash compare it and
+# reuse this guest (its personalities are a superset of theirs) instead of rebuilding theirs.
+RECIPE=$(sha256sum "$(dirname "$0")/build-guest.sh" | cut -c1-16)
 export GUEST_VERSION=3
 if [ -s "$GUEST/vmlinuz" ] && [ -s "$GUEST/initrd.img" ] \
-   && [ "$(cat "$GUEST/guest-version" 2>/dev/null)" = "$GUEST_VERSION" ]; then
-  log "guest cached in $GUEST"
+   && [ "$(cat "$GUEST/guest-recipe" 2>/dev/null)" = "$RECIPE" ]; then
+  log "guest cached in $GUEST (recipe $RECIPE)"
 else
-  log "building guest into $GUEST"
+  log "building guest into $GUEST (recipe $RECIPE)"
   bash "$(dirname "$0")/build-guest.sh" "$GUEST" "$CACHE/build"
+  echo "$RECIPE" > "$GUEST/guest-recipe"
 fi
 # libvirt-qemu must be able to read the kernel/initrd: copy them to a world-readable place
 PUB="$STATE/guest"; mkdir -p "$PUB"
+# (replaced atomically: a guest starting right now reads either the old file or the new one)
 for f in vmlinuz initrd.img; do
-  cmp -s "$GUEST/$f" "$PUB/$f" 2>/dev/null || cp "$GUEST/$f" "$PUB/$f"
+  cmp -s "$GUEST/$f" "$PUB/$f" 2>/dev/null || { cp "$GUEST/$f" "$PUB/$f.tmp.$$" && mv -f "$PUB/$f.tmp.$$" "$PUB/$f"; }
 done
 POOL_DIR="$STATE/pool"; LOG_DIR="$STATE/console"; mkdir -p "$POOL_DIR" "$LOG_DIR"
 chmod 755 "$STATE_ROOT" "$STATE" "$PUB" "$POOL_DIR" "$LOG_DIR"; chmod 644 "$PUB"/*

@@ -2,16 +2,18 @@
 //! Markdown report (`docs/BENCHMARKS.md`). Run through `scripts/bench.sh`.
 //!
 //! ```text
-//! side_by_side [--smoke] [--out FILE] [--runs N] [--fleet N] [--criterion DIR] [--no-libvirt]
+//! side_by_side [--smoke] [--out FILE] [--runs N] [--fleet N] [--fleet-rounds R] [--criterion DIR] [--no-libvirt]
+//! side_by_side --fleet-only N [--fleet-rounds R] [--out FILE]     # comparison 2 alone (real guests)
 //! ```
 //!
 //! `--smoke` runs every comparison at a tiny size on the simulator (and, when the libvirt
-//! environment is present, one latency round on real guests) and checks the harness's
+//! environment is present, one latency round and a 2-guest fleet round on real guests) and checks the harness's
 //! results for correctness only; it exits non-zero when the harness is broken.
 // Real guests run on real time: wall-clock instants are the measurement.
 #![allow(clippy::disallowed_methods)]
 #![allow(missing_docs, unreachable_pub)]
 
+mod fleet;
 mod plots;
 mod real;
 mod report;
@@ -32,6 +34,8 @@ pub(crate) struct Args {
     fleet: usize,
     criterion: Option<String>,
     libvirt: bool,
+    fleet_only: Option<usize>,
+    fleet_rounds: usize,
 }
 
 fn parse_args() -> Args {
@@ -42,6 +46,8 @@ fn parse_args() -> Args {
         fleet: 6,
         criterion: None,
         libvirt: true,
+        fleet_only: None,
+        fleet_rounds: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -52,6 +58,10 @@ fn parse_args() -> Args {
             "--fleet" => a.fleet = it.next().and_then(|v| v.parse().ok()).unwrap_or(6),
             "--criterion" => a.criterion = it.next(),
             "--no-libvirt" => a.libvirt = false,
+            "--fleet-rounds" => {
+                a.fleet_rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(1)
+            }
+            "--fleet-only" => a.fleet_only = it.next().and_then(|v| v.parse().ok()).or(Some(6)),
             other => {
                 eprintln!("side_by_side: unknown argument {other}");
                 std::process::exit(2);
@@ -72,7 +82,7 @@ pub(crate) struct Results {
     pub deadlines: Vec<sim::DeadlineRow>,
     pub calls: Vec<sim::CallsRow>,
     pub latency: Option<Result<real::Latency, String>>,
-    pub fleet: Option<Result<Vec<real::FleetRun>, String>>,
+    pub fleet: Option<Result<Vec<fleet::FleetRun>, String>>,
     pub fleet_n: usize,
     pub fleet_grace: Duration,
     pub placement: Vec<(String, f64)>,
@@ -90,6 +100,9 @@ fn check(ok: bool, what: &str, failures: &mut Vec<String>) {
 
 fn main() {
     let args = parse_args();
+    if let Some(n) = args.fleet_only {
+        std::process::exit(fleet::run_only(n, args.fleet_rounds, args.out.as_deref()));
+    }
     let started = std::time::Instant::now();
     let mut r = Results {
         fleet_n: args.fleet,
@@ -161,16 +174,25 @@ fn main() {
                     let runs = if args.smoke { 1 } else { args.runs };
                     eprintln!("[1] off-detection latency on real guests, {runs} rounds");
                     r.latency = Some(real::latency(&lab, runs).await);
-                    if !args.smoke {
+                    if args.smoke {
+                        // Two guests (ACPI after 1 s, ignoring), grace 3 s, virtrigaud only.
+                        let kinds = fleet::smoke_mix();
+                        r.fleet_n = kinds.len();
+                        r.fleet_grace = Duration::from_secs(3);
+                        eprintln!("[2] fleet smoke round: {} real guests", kinds.len());
+                        r.fleet = Some(fleet::fleet(&lab, &kinds, r.fleet_grace, 1, true).await);
+                    } else {
                         eprintln!("[2] fleet of {} real guests", args.fleet);
-                        r.fleet = Some(real::fleet(&lab, args.fleet, r.fleet_grace).await);
+                        let kinds = fleet::mix(args.fleet);
+                        r.fleet = Some(
+                            fleet::fleet(&lab, &kinds, r.fleet_grace, args.fleet_rounds, false)
+                                .await,
+                        );
                     }
                 }
                 Err(e) => {
                     r.latency = Some(Err(e.clone()));
-                    if !args.smoke {
-                        r.fleet = Some(Err(e));
-                    }
+                    r.fleet = Some(Err(e));
                 }
             }
         });
@@ -252,8 +274,10 @@ fn main() {
             Err(e) => check(false, &format!("latency: {e}"), &mut failures),
         }
     }
-    if let Some(Err(e)) = &r.fleet {
-        check(false, &format!("fleet: {e}"), &mut failures);
+    match &r.fleet {
+        Some(Err(e)) => check(false, &format!("fleet: {e}"), &mut failures),
+        Some(Ok(runs)) => fleet::check(runs, &mut failures),
+        None => {}
     }
 
     if let Some(out) = &args.out {

@@ -1,5 +1,6 @@
 //! Comparisons on real QEMU guests under libvirtd (set up by `scripts/libvirt/setup.sh`):
-//! off-detection latency and fleet shutdown, virtrigaud vs 2 s polling vs `libvirt-guests`.
+//! off-detection latency, virtrigaud vs 2 s polling vs `libvirt-guests` (the fleet comparison is
+//! in `fleet.rs`, on the same [`Lab`]).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use virtrigaud_core::provider::{DeleteOptions, DiskCreateSpec, PowerOffOptions, VmCreateSpec};
-use virtrigaud_core::shutdown::{FleetShutdown, ShutdownManager, ShutdownPolicy};
+use virtrigaud_core::shutdown::{ShutdownManager, ShutdownPolicy};
 use virtrigaud_core::{PowerState, Provider, StartOptions, VmId};
 use virtrigaud_libvirt::{DomainTemplate, KernelBoot, LibvirtConfig, LibvirtProvider};
 
@@ -66,12 +67,28 @@ impl Lab {
         self.console.join(format!("{vm}.console.log"))
     }
 
+    /// The guest's console output so far (empty when unreadable).
+    pub(crate) fn console_text(&self, vm: &VmId) -> String {
+        std::fs::read_to_string(self.console_of(vm)).unwrap_or_default()
+    }
+
     fn ready(&self, vm: &VmId) -> bool {
         std::fs::read_to_string(self.console_of(vm)).is_ok_and(|s| s.contains("READY"))
     }
 
-    /// Creates (and starts) a 1-vCPU, 128 MiB guest of personality `mode`.
+    /// The event-driven libvirt provider.
+    pub(crate) fn provider(&self) -> &LibvirtProvider {
+        &self.ev
+    }
+
+    /// Creates a 1-vCPU, 128 MiB guest of personality `mode` (not started).
     async fn create(&self, n: &str, mode: &str) -> Result<VmId, String> {
+        self.create_cmdline(n, &format!("vr.mode={mode}")).await
+    }
+
+    /// Creates a 1-vCPU, 128 MiB guest (not started) whose personality is `personality`
+    /// (kernel command-line words, e.g. `vr.mode=acpi vr.delay=2`).
+    pub(crate) async fn create_cmdline(&self, n: &str, personality: &str) -> Result<VmId, String> {
         let name = format!("{}-{n}", self.prefix);
         let _ = std::fs::remove_file(self.console.join(format!("{name}.console.log")));
         let mut t = DomainTemplate::default();
@@ -79,7 +96,7 @@ impl Lab {
         t.kernel_boot = Some(KernelBoot::new(
             &self.kernel,
             Some(self.initrd.clone()),
-            format!("console=ttyS0 panic=-1 loglevel=4 vr.mode={mode} vr.agent=0"),
+            format!("console=ttyS0 panic=-1 loglevel=4 {personality} vr.agent=0"),
         ));
         t.serial_log = Some(self.console.clone());
         let mut spec = VmCreateSpec::new(name, 1, 128);
@@ -93,7 +110,7 @@ impl Lab {
 
     /// Starts every guest that is not running (its console log removed first: QEMU truncates
     /// it on start anyway) and waits until each printed its READY line.
-    async fn boot(&self, vms: &[VmId]) -> Result<(), String> {
+    pub(crate) async fn boot(&self, vms: &[VmId]) -> Result<(), String> {
         for vm in vms {
             let st = self.ev.power_state(vm).await.map_err(|e| e.to_string())?;
             if matches!(st, PowerState::Running) && self.ready(vm) {
@@ -132,13 +149,13 @@ impl Lab {
         }
     }
 
-    fn stop_event_after(&self, vm: &VmId, t0: Instant) -> Option<Instant> {
+    pub(crate) fn stop_event_after(&self, vm: &VmId, t0: Instant) -> Option<Instant> {
         self.ev.last_stop_event(vm).filter(|s| *s >= t0)
     }
 
     /// Runs Debian's `libvirt-guests.sh stop` restricted to `vms` (helper script); returns
     /// (time of the first "Starting shutdown" line, exit time, its output).
-    fn libvirt_guests(
+    pub(crate) fn libvirt_guests(
         &self,
         vms: &[VmId],
         parallel: usize,
@@ -278,119 +295,4 @@ pub(crate) async fn latency(lab: &Lab, runs: usize) -> Result<Latency, String> {
     .await;
     lab.remove(&vms).await;
     res.map(|()| out)
-}
-
-/// One fleet run.
-#[derive(Debug, Clone)]
-pub(crate) struct FleetRun {
-    pub method: String,
-    pub wall: Duration,
-    /// Graceful (ACPI) guests that ended off.
-    pub graceful_off: usize,
-    /// Ignoring guests forced off (virtrigaud) — libvirt-guests never forces.
-    pub forced: usize,
-    /// Guests still running after the method returned.
-    pub left_running: usize,
-    /// Latest ACPI guest's own stop (request → its stop event), when known.
-    pub longest_acpi: Option<Duration>,
-    /// For virtrigaud: how far past the deadline each forced guest ended (max).
-    pub forced_late: Option<Duration>,
-}
-
-/// Fleet of `n` guests (half honour ACPI, half ignore it), grace `grace`: virtrigaud vs
-/// libvirt-guests sequential and parallel.
-pub(crate) async fn fleet(lab: &Lab, n: usize, grace: Duration) -> Result<Vec<FleetRun>, String> {
-    let mut vms = Vec::new();
-    let mut ignoring = Vec::new();
-    for i in 0..n {
-        let mode = if i % 2 == 0 { "acpi" } else { "ignore" };
-        let vm = lab.create(&format!("fleet-{i}"), mode).await?;
-        if mode == "ignore" {
-            ignoring.push(vm.clone());
-        }
-        vms.push(vm);
-    }
-    let mut runs = Vec::new();
-    let res = async {
-        for method in [
-            "virtrigaud",
-            "libvirt-guests PARALLEL_SHUTDOWN=0",
-            "libvirt-guests PARALLEL_SHUTDOWN=N",
-        ] {
-            lab.boot(&vms).await?;
-            let t0 = Instant::now();
-            let mut exit = None;
-            let (wall, forced, forced_late) = if method == "virtrigaud" {
-                let m = ShutdownManager::new(Arc::new(lab.ev.clone()) as Arc<dyn Provider>);
-                let report = FleetShutdown::new(&m)
-                    .concurrency(n)
-                    .group(vms.clone(), ShutdownPolicy::with_grace(grace))
-                    .run()
-                    .await;
-                let wall = t0.elapsed();
-                let mut forced = 0;
-                let mut late = Duration::ZERO;
-                for e in &report.entries {
-                    if let Ok(r) = &e.report
-                        && matches!(
-                            r.outcome,
-                            virtrigaud_core::shutdown::ShutdownOutcome::Forced { .. }
-                        )
-                    {
-                        forced += 1;
-                        late = late.max(r.elapsed.saturating_sub(grace));
-                    }
-                }
-                (wall, forced, Some(late))
-            } else {
-                let par = if method.ends_with("=0") { 0 } else { n };
-                let vms2 = vms.clone();
-                let (_, end, _, code) = tokio::task::block_in_place(|| {
-                    lab.libvirt_guests(&vms2, par, grace.as_secs())
-                })?;
-                exit = Some(code);
-                (end - t0, 0, None)
-            };
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let mut left = 0;
-            let mut graceful_off = 0;
-            let mut longest = None::<Duration>;
-            for vm in &vms {
-                let on = !matches!(lab.ev.power_state(vm).await, Ok(PowerState::Off(_)));
-                if on {
-                    left += 1;
-                } else if !ignoring.contains(vm) {
-                    graceful_off += 1;
-                    if let Some(s) = lab.stop_event_after(vm, t0) {
-                        let d = s - t0;
-                        longest = Some(longest.map_or(d, |l| l.max(d)));
-                    }
-                }
-            }
-            runs.push(FleetRun {
-                method: match exit {
-                    Some(c) => format!(
-                        "{} (exit status {c})",
-                        method.replace("=N", &format!("={n}"))
-                    ),
-                    None => method.to_string(),
-                },
-                wall,
-                graceful_off,
-                forced,
-                left_running: left,
-                longest_acpi: longest,
-                forced_late,
-            });
-            eprintln!("  fleet {method}: {wall:?}, {left} left running");
-            // Stop whatever libvirt-guests left running before the next method.
-            for vm in &vms {
-                let _ = lab.ev.power_off(vm, &PowerOffOptions::default()).await;
-            }
-        }
-        Ok::<(), String>(())
-    }
-    .await;
-    lab.remove(&vms).await;
-    res.map(|()| runs)
 }

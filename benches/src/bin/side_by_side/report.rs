@@ -343,87 +343,8 @@ pub(crate) fn render(r: &Results, smoke: bool) -> String {
         }
     }
 
-    // 2. fleet
-    let _ = writeln!(
-        w,
-        "\n## 2. Fleet shutdown of {} real guests, mixed personalities\n",
-        r.fleet_n
-    );
-    let _ = writeln!(
-        w,
-        "Half the guests honour ACPI (`vr.mode=acpi`), half ignore it (`vr.mode=ignore`); all \
-         1 vCPU under TCG on this machine. Grace / `SHUTDOWN_TIMEOUT` = {} s for every method. \
-         virtrigaud: `FleetShutdown` with concurrency {} and `ShutdownPolicy::with_grace({} s)`. \
-         libvirt-guests: `ON_SHUTDOWN=shutdown`, `SHUTDOWN_TIMEOUT={}`, `PARALLEL_SHUTDOWN=0` \
-         (one after the other) and `={}`. The guest personality has no delayed-ACPI variant, so \
-         the graceful guests' own shutdown time is what TCG gives (column *slowest ACPI guest*).\n",
-        r.fleet_grace.as_secs(),
-        r.fleet_n,
-        r.fleet_grace.as_secs(),
-        r.fleet_grace.as_secs(),
-        r.fleet_n
-    );
-    match &r.fleet {
-        None => {
-            let _ = writeln!(
-                w,
-                "_Not run{}._",
-                if smoke {
-                    " in smoke mode"
-                } else {
-                    ": the libvirt environment was not set"
-                }
-            );
-        }
-        Some(Err(e)) => {
-            let _ = writeln!(w, "_Failed: {e}_");
-        }
-        Some(Ok(runs)) => {
-            let _ = writeln!(
-                w,
-                "| method | wall time (s) | ACPI guests off | ignoring guests forced | guests left running | slowest ACPI guest (s) | forced past deadline, max (ms) |\n|---|---|---|---|---|---|---|"
-            );
-            for f in runs {
-                let _ = writeln!(
-                    w,
-                    "| {} | {:.2} | {}/{} | {} | {} | {} | {} |",
-                    f.method,
-                    f.wall.as_secs_f64(),
-                    f.graceful_off,
-                    r.fleet_n.div_ceil(2),
-                    f.forced,
-                    f.left_running,
-                    f.longest_acpi
-                        .map(|d| format!("{:.2}", d.as_secs_f64()))
-                        .unwrap_or_else(|| "n/a".into()),
-                    f.forced_late
-                        .map(ms)
-                        .unwrap_or_else(|| "never forces".into()),
-                );
-            }
-            if let Some(v) = runs.iter().find(|f| f.method == "virtrigaud") {
-                let longest = v.longest_acpi.unwrap_or_default().max(r.fleet_grace);
-                let over = v.wall.saturating_sub(longest);
-                let _ = writeln!(
-                    w,
-                    "\n**Target** (fleet within the longest guest's own shutdown time + 100 ms, every \
-                     ignoring guest forced at its deadline): the longest guest here is an ignoring \
-                     guest whose shutdown time is its {} s deadline; virtrigaud finished {} ms after it, \
-                     forcing {} of {} ignoring guests → **{}**. libvirt-guests never destroys a \
-                     stuck guest: it returns with the ignoring guests still running.",
-                    r.fleet_grace.as_secs(),
-                    ms(over),
-                    v.forced,
-                    r.fleet_n / 2,
-                    if over <= Duration::from_millis(100) && v.forced == r.fleet_n / 2 {
-                        "met"
-                    } else {
-                        "NOT met"
-                    }
-                );
-            }
-        }
-    }
+    // 2. fleet (rendered by the fleet module)
+    crate::fleet::render(w, r.fleet.as_ref(), r.fleet_n, r.fleet_grace, smoke);
 
     // 3. scale
     let _ = writeln!(w, "\n## 3. Scale on the simulator\n");
@@ -663,36 +584,13 @@ pub(crate) fn render(r: &Results, smoke: bool) -> String {
             ""
         }
     );
-    if let Some(Ok(runs)) = &r.fleet
-        && let Some(v) = runs.iter().find(|f| f.method == "virtrigaud")
-        && let Some(late) = v.forced_late
-        && late > Duration::from_millis(100)
-    {
-        let _ = writeln!(
-            w,
-            "- **The real fleet ends {} ms after the ignoring guests' deadline, above the 100 ms \
-             target.** A forced guest's report ends when libvirt's `virDomainDestroy` has returned and \
-             the Off state is confirmed; destroy waits for the QEMU process to exit (SIGTERM, then \
-             SIGKILL), which on this 2-core TCG machine with {} guests stopping at once takes most \
-             of that time. This harness does not separate the destroy call's own duration from the \
-             engine's reaction to the deadline (on the simulator, where the power-off is instant, \
-             forced guests end exactly at their deadline: see the overall-deadline table).",
-            ms(late),
-            r.fleet_n / 2
-        );
-    }
+    crate::fleet::shortfalls(w, r.fleet.as_ref(), r.fleet_grace);
     let _ = writeln!(
         w,
         "- Library CPU is separated from the simulator by subtraction (engine run − bare driver on \
          the same simulator); the bare driver makes fewer simulator calls than the engine (which also \
          reads the state and probes capabilities), so part of what is attributed to the library is \
          simulator work: the library figure is an upper bound."
-    );
-    let _ = writeln!(
-        w,
-        "- Guest personalities come from `scripts/libvirt/build-guest.sh`: there is no delayed-ACPI \
-         variant, so the graceful guests in the fleet stop as fast as TCG lets them, and the fleet's \
-         longest own shutdown time is the ignoring guests' deadline."
     );
     let _ = writeln!(
         w,
