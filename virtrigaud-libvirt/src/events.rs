@@ -128,7 +128,8 @@ pub(crate) fn state_to_power(
 /// Shared between the libvirt callback thread and the provider.
 #[derive(Debug)]
 pub(crate) struct HubShared {
-    tx: broadcast::Sender<RawEvent>,
+    /// `None` once the connection is gone: every watcher's stream has ended.
+    tx: Mutex<Option<broadcast::Sender<RawEvent>>>,
     /// Last agent-lifecycle state per domain (true: connected).
     agents: Mutex<HashMap<String, bool>>,
     /// When the last `Stopped` lifecycle event of each domain arrived.
@@ -162,7 +163,18 @@ impl HubShared {
                 }
             }
         }
-        let _ = self.tx.send(ev);
+        if let Ok(tx) = self.tx.lock()
+            && let Some(tx) = tx.as_ref()
+        {
+            let _ = tx.send(ev);
+        }
+    }
+
+    /// Ends every watcher's stream (the connection is gone; they fall back to reading).
+    pub(crate) fn close(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
     }
 }
 
@@ -178,7 +190,7 @@ impl EventHub {
     pub(crate) fn register(conn: &Connect) -> Result<EventHub, virt::error::Error> {
         let (tx, _) = broadcast::channel(1024);
         let shared = Arc::new(HubShared {
-            tx,
+            tx: Mutex::new(Some(tx)),
             agents: Mutex::new(HashMap::new()),
             stops: Mutex::new(HashMap::new()),
         });
@@ -218,9 +230,16 @@ impl EventHub {
             .and_then(|m| m.get(domain).copied())
     }
 
-    /// A stream of power states of `domain`, from events after this call.
+    /// A stream of power states of `domain`, from events after this call. It ends when the
+    /// connection is lost (at once if it already is).
     pub(crate) fn watch(&self, domain: String) -> PowerStateStream {
-        let rx = self.shared.tx.subscribe();
+        let rx = match self.shared.tx.lock() {
+            Ok(tx) => tx.as_ref().map(broadcast::Sender::subscribe),
+            Err(_) => None,
+        };
+        let Some(rx) = rx else {
+            return futures::stream::empty().boxed();
+        };
         futures::stream::unfold((rx, domain, false), |(mut rx, domain, done)| async move {
             if done {
                 return None;

@@ -2,6 +2,8 @@
 //!
 //! * domain event registration (`virConnectDomainEventRegisterAny` /
 //!   `virConnectDomainEventDeregisterAny`) for the lifecycle and agent-lifecycle events;
+//! * the connection close callback (`virConnectRegisterCloseCallback` /
+//!   `virConnectUnregisterCloseCallback`), to notice at once that libvirtd went away;
 //! * closing a connection without `virt`'s `Drop`, which panics when `virConnectClose` fails.
 //!
 //! Invariants, checked by the tests at the bottom and in `tests/`:
@@ -174,6 +176,58 @@ pub(crate) fn deregister(conn: &Connect, callback_id: c_int) {
     // SAFETY: conn is live; an unknown id only makes libvirt return an error, which we ignore.
     unsafe {
         sys::virConnectDomainEventDeregisterAny(conn.as_ptr(), callback_id);
+    }
+}
+
+/// Called once (on libvirt's event-loop thread) when the connection is closed by anything but
+/// us: the daemon exited or restarted, a keepalive timed out, an I/O error. Must not block.
+pub(crate) type OnClose = Arc<dyn Fn() + Send + Sync>;
+
+unsafe extern "C" fn close_cb(_conn: sys::virConnectPtr, _reason: c_int, opaque: *mut c_void) {
+    if opaque.is_null() {
+        return;
+    }
+    // SAFETY: opaque is the `Box<OnClose>` registered in `register_close`; libvirt keeps it
+    // alive until free_on_close.
+    let f = unsafe { &*(opaque as *const OnClose) };
+    let _ = catch_unwind(AssertUnwindSafe(|| f()));
+}
+
+unsafe extern "C" fn free_on_close(opaque: *mut c_void) {
+    if !opaque.is_null() {
+        // SAFETY: created by Box::into_raw in `register_close`, freed exactly once here.
+        drop(unsafe { Box::from_raw(opaque as *mut OnClose) });
+    }
+}
+
+/// Registers `f` to run when `conn` is closed under us. Only remote connections (anything
+/// through libvirtd's socket) support it; others return an error.
+pub(crate) fn register_close(conn: &Connect, f: OnClose) -> Result<(), virt::error::Error> {
+    let opaque = Box::into_raw(Box::new(f)) as *mut c_void;
+    // SAFETY: conn is live; opaque is owned by libvirt from here on (freed via free_on_close)
+    // unless registration fails.
+    let rc = unsafe {
+        sys::virConnectRegisterCloseCallback(
+            conn.as_ptr(),
+            Some(close_cb),
+            opaque,
+            Some(free_on_close),
+        )
+    };
+    if rc < 0 {
+        let err = virt::error::Error::last_error();
+        // SAFETY: registration failed, libvirt did not keep `opaque`.
+        unsafe { free_on_close(opaque) };
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Removes the close callback registered by [`register_close`] (libvirt frees it).
+pub(crate) fn unregister_close(conn: &Connect) {
+    // SAFETY: conn is live; with no callback registered libvirt only returns an error.
+    unsafe {
+        sys::virConnectUnregisterCloseCallback(conn.as_ptr(), Some(close_cb));
     }
 }
 

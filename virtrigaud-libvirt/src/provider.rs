@@ -1,7 +1,7 @@
 //! [`LibvirtProvider`]: the [`Provider`] implementation.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -43,20 +43,23 @@ impl<T> Ctx<T> for std::result::Result<T, virt::error::Error> {
     }
 }
 
-/// The connection, event registrations and call limits shared by clones of a provider.
+/// One libvirt connection and its event registrations. Replaced by a new one when libvirtd
+/// closes it (a restart, a keepalive timeout); calls in flight keep the old one until they end.
 #[derive(Debug)]
 pub(crate) struct Inner {
     conn: Option<Connect>,
     pub(crate) hub: Option<EventHub>,
-    sem: Arc<Semaphore>,
     pub(crate) cfg: LibvirtConfig,
-    calls: AtomicU64,
+    calls: Arc<AtomicU64>,
     driver: String,
+    /// Set by libvirt's close callback when the connection is closed under us.
+    closed: Arc<AtomicBool>,
+    close_registered: bool,
 }
 
 impl Inner {
     pub(crate) fn conn(&self) -> &Connect {
-        // Set in `connect`, taken only in Drop.
+        // Set in `open_connection`, taken only in Drop.
         self.conn
             .as_ref()
             .unwrap_or_else(|| unreachable!("connection used after drop"))
@@ -64,95 +67,198 @@ impl Inner {
     pub(crate) fn count(&self) {
         self.calls.fetch_add(1, Ordering::Relaxed);
     }
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
+            if self.close_registered {
+                ffi::unregister_close(&conn);
+            }
             if let Some(hub) = &self.hub {
                 hub.deregister(&conn);
+                hub.shared.close();
             }
             ffi::close_quietly(conn);
         }
     }
 }
 
-/// A libvirt provider over one connection. Cheap to clone.
+/// Opens a connection to `cfg.uri` (blocking): events when wanted, a close callback so a
+/// restarted libvirtd is noticed at once, keepalive on remote transports.
+fn open_connection(cfg: &LibvirtConfig, calls: Arc<AtomicU64>) -> Result<Inner> {
+    let uri = cfg.uri.as_str();
+    virt::error::clear_error_callback();
+    let loop_ok = cfg.events && events::ensure_event_loop();
+    let conn = Connect::open(Some(uri)).map_err(|e| map_err(e, "connect", Some(uri)))?;
+    let driver = conn.driver_type().unwrap_or_default();
+    let hub = if loop_ok {
+        match EventHub::register(&conn) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "domain events unavailable; power state is polled");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if !uri.starts_with("test:") && !uri.contains(":///") && loop_ok {
+        // Remote connection: detect a dead peer.
+        let _ = conn.set_keep_alive(5, 3);
+    }
+    let closed = Arc::new(AtomicBool::new(false));
+    let on_close: ffi::OnClose = {
+        let closed = Arc::clone(&closed);
+        let hub = hub.as_ref().map(|h| Arc::clone(&h.shared));
+        Arc::new(move || {
+            closed.store(true, Ordering::Release);
+            if let Some(hub) = &hub {
+                // Watchers fall back to reading the state, which reconnects.
+                hub.close();
+            }
+        })
+    };
+    // Only connections through libvirtd support it (not the in-process test driver).
+    let close_registered = ffi::register_close(&conn, on_close).is_ok();
+    Ok(Inner {
+        conn: Some(conn),
+        hub,
+        cfg: cfg.clone(),
+        calls,
+        driver,
+        closed,
+        close_registered,
+    })
+}
+
+/// What the clones of one provider share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    current: Mutex<Arc<Inner>>,
+    reconnecting: tokio::sync::Mutex<()>,
+    sem: Arc<Semaphore>,
+    cfg: LibvirtConfig,
+    calls: Arc<AtomicU64>,
+    reconnects: AtomicU64,
+}
+
+/// A libvirt provider over one connection, reopened when libvirtd closes it. Cheap to clone.
 ///
 /// VM ids are libvirt domain names.
 #[derive(Debug, Clone)]
 pub struct LibvirtProvider {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl LibvirtProvider {
     /// Opens a connection to `cfg.uri` (and registers for domain events when `cfg.events`).
     ///
     /// Libvirt's own error printing to stderr is switched off (errors are returned instead).
+    /// When libvirtd closes the connection (it restarted, a keepalive timed out), watchers'
+    /// streams end and the next call opens a new connection; a call that fails because the
+    /// daemon is still down returns a retryable [`ErrorKind::Unavailable`] error.
     pub async fn connect(cfg: LibvirtConfig) -> Result<LibvirtProvider> {
-        let uri = cfg.uri.clone();
-        let events_wanted = cfg.events;
-        let (conn, hub, driver) = tokio::task::spawn_blocking(move || {
-            virt::error::clear_error_callback();
-            let loop_ok = events_wanted && events::ensure_event_loop();
-            let conn = Connect::open(Some(&uri)).map_err(|e| map_err(e, "connect", Some(&uri)))?;
-            let driver = conn.driver_type().unwrap_or_default();
-            let hub = if loop_ok {
-                match EventHub::register(&conn) {
-                    Ok(h) => Some(h),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "domain events unavailable; power state is polled");
-                        None
-                    }
-                }
-            } else {
-                None
-            };
-            if !uri.starts_with("test:") && !uri.contains(":///") && loop_ok {
-                // Remote connection: detect a dead peer.
-                let _ = conn.set_keep_alive(5, 3);
-            }
-            Ok::<_, Error>((conn, hub, driver))
-        })
-        .await
-        .map_err(|e| Error::internal(format!("connect task failed: {e}")).with_provider(PROVIDER))??;
+        let calls = Arc::new(AtomicU64::new(0));
+        let inner = {
+            let cfg = cfg.clone();
+            let calls = Arc::clone(&calls);
+            tokio::task::spawn_blocking(move || open_connection(&cfg, calls))
+                .await
+                .map_err(|e| {
+                    Error::internal(format!("connect task failed: {e}")).with_provider(PROVIDER)
+                })??
+        };
         let sem = Arc::new(Semaphore::new(cfg.max_concurrency.max(1)));
         Ok(LibvirtProvider {
-            inner: Arc::new(Inner {
-                conn: Some(conn),
-                hub,
+            shared: Arc::new(Shared {
+                current: Mutex::new(Arc::new(inner)),
+                reconnecting: tokio::sync::Mutex::new(()),
                 sem,
                 cfg,
-                calls: AtomicU64::new(0),
-                driver,
+                calls,
+                reconnects: AtomicU64::new(0),
             }),
         })
     }
 
+    /// The connection in use (possibly closed; see [`LibvirtProvider::session`]).
+    pub(crate) fn current(&self) -> Arc<Inner> {
+        let guard = self
+            .shared
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(&guard)
+    }
+
+    /// A live connection: the current one, or a new one if libvirtd closed it.
+    pub(crate) async fn session(&self, op: &'static str) -> Result<Arc<Inner>> {
+        let cur = self.current();
+        if !cur.is_closed() {
+            return Ok(cur);
+        }
+        let _one_at_a_time = self.shared.reconnecting.lock().await;
+        let cur = self.current();
+        if !cur.is_closed() {
+            return Ok(cur);
+        }
+        let cfg = self.shared.cfg.clone();
+        let calls = Arc::clone(&self.shared.calls);
+        let fresh = tokio::task::spawn_blocking(move || open_connection(&cfg, calls))
+            .await
+            .map_err(|e| Error::internal(format!("reconnect task failed: {e}")))?
+            .map_err(|e| {
+                let e = if e.kind() == ErrorKind::Unavailable {
+                    e
+                } else {
+                    e.temporary()
+                };
+                e.context(PROVIDER, op)
+            })?;
+        let fresh = Arc::new(fresh);
+        *self
+            .shared
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::clone(&fresh);
+        self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(uri = %self.shared.cfg.uri, "libvirt connection reopened");
+        Ok(fresh)
+    }
+
     /// The libvirt driver name (`QEMU`, `TEST`, …).
-    pub fn driver(&self) -> &str {
-        &self.inner.driver
+    pub fn driver(&self) -> String {
+        self.current().driver.clone()
     }
 
     /// Whether domain events are registered (power state is pushed, not polled).
     pub fn events_registered(&self) -> bool {
-        self.inner.hub.is_some()
+        self.current().hub.is_some()
     }
 
     /// How many libvirt API calls this provider made so far (for measurements).
     pub fn api_calls(&self) -> u64 {
-        self.inner.calls.load(Ordering::Relaxed)
+        self.shared.calls.load(Ordering::Relaxed)
+    }
+
+    /// How many times the connection was reopened after libvirtd closed it.
+    pub fn reconnects(&self) -> u64 {
+        self.shared.reconnects.load(Ordering::Relaxed)
     }
 
     /// When the last `Stopped` lifecycle event of `vm` arrived (for latency measurements).
     pub fn last_stop_event(&self, vm: &VmId) -> Option<Instant> {
-        self.inner
+        self.current()
             .hub
             .as_ref()
             .and_then(|h| h.last_stop(vm.as_str()))
     }
 
-    /// Runs `f` on the blocking pool with bounded concurrency.
+    /// Runs `f` on the blocking pool with bounded concurrency, on a live connection.
     pub(crate) async fn call<T, F>(&self, op: &'static str, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -160,7 +266,7 @@ impl LibvirtProvider {
     {
         // The permit moves into the blocking task: a caller that gives up (a timeout) does not
         // free the slot while libvirt is still working on the call.
-        let permit = Arc::clone(&self.inner.sem)
+        let permit = Arc::clone(&self.shared.sem)
             .acquire_owned()
             .await
             .map_err(|_| {
@@ -168,7 +274,7 @@ impl LibvirtProvider {
                     .with_provider(PROVIDER)
                     .with_operation(op)
             })?;
-        let inner = Arc::clone(&self.inner);
+        let inner = self.session(op).await?;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             f(&inner)
@@ -768,15 +874,16 @@ impl Provider for LibvirtProvider {
     }
 
     fn capabilities(&self) -> ProviderCapabilities {
-        let test = self.inner.driver == "TEST";
+        let inner = self.current();
+        let test = inner.driver == "TEST";
         let mut c = ProviderCapabilities::default();
         c.reconfigure_online = true;
         c.disk_expansion_online = !test;
         c.snapshots = true;
         c.memory_snapshots = true;
         c.quiesced_snapshots = false;
-        c.linked_clones = self.inner.cfg.storage_pool.is_some();
-        c.full_clones = self.inner.cfg.storage_pool.is_some();
+        c.linked_clones = inner.cfg.storage_pool.is_some();
+        c.full_clones = inner.cfg.storage_pool.is_some();
         c.image_import = false;
         c.supported_disk_types = vec!["qcow2".into()];
         c.supported_network_types = vec!["virtio".into(), "e1000".into(), "rtl8139".into()];
@@ -784,7 +891,7 @@ impl Provider for LibvirtProvider {
         c.agent_shutdown = !test;
         // An ACPI press sent before the guest's acpid runs is lost: re-sending is useful.
         c.repeatable_shutdown_signal = true;
-        c.power_state_watch = self.inner.hub.is_some();
+        c.power_state_watch = inner.hub.is_some();
         c.reset = true;
         c.reboot = true;
         c.pause = true;
@@ -811,7 +918,8 @@ impl Provider for LibvirtProvider {
     }
 
     async fn watch_power_state(&self, vm: &VmId) -> Result<Option<PowerStateStream>> {
-        Ok(self.inner.hub.as_ref().map(|h| h.watch(vm.to_string())))
+        let inner = self.session("watch_power_state").await?;
+        Ok(inner.hub.as_ref().map(|h| h.watch(vm.to_string())))
     }
 
     async fn start(&self, vm: &VmId, opts: &StartOptions) -> Result<()> {
@@ -895,7 +1003,7 @@ impl Provider for LibvirtProvider {
     }
 
     async fn create(&self, spec: &VmCreateSpec) -> Result<VmId> {
-        let tpl = self.inner.cfg.template.clone();
+        let tpl = self.shared.cfg.template.clone();
         self.create_with(spec, &tpl).await
     }
 
@@ -998,7 +1106,7 @@ impl Provider for LibvirtProvider {
     }
 
     fn cloner(&self) -> Option<&dyn Cloner> {
-        if self.inner.cfg.storage_pool.is_some() {
+        if self.shared.cfg.storage_pool.is_some() {
             Some(self)
         } else {
             None
