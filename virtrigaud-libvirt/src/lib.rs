@@ -60,9 +60,15 @@
 //!
 //! ## Known gaps
 //!
-//! Clone customization and cloning from a snapshot return `Unsupported`; placement inventory
-//! is not provided; a lost connection (libvirtd restart) is reported as retryable
-//! `Unavailable` but not re-established: make a new provider.
+//! Clone customization and cloning from a snapshot return `Unsupported`.
+//!
+//! ## A restarted libvirtd
+//!
+//! The provider registers libvirt's close callback: when libvirtd closes the connection (it
+//! restarted or a keepalive timed out), every power-state stream ends at once (the engine
+//! then reads the state instead) and the next call opens a new connection. Calls made while
+//! the daemon is still down fail with a retryable `Unavailable` error. The in-process `test:`
+//! driver has no daemon and never reconnects.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clone;
