@@ -139,6 +139,110 @@ pub(crate) fn strips_log_ms(
     root.present().map_err(err)
 }
 
+/// One bar of a timeline: `label` from `start` to `end` (seconds), in colour `color`;
+/// `open` bars never finished (drawn hollow up to `end`).
+#[derive(Debug, Clone)]
+pub(crate) struct Bar {
+    pub label: String,
+    pub start: f64,
+    pub end: f64,
+    pub color: usize,
+    pub open: bool,
+}
+
+/// A timeline (Gantt) chart: one row per bar, top to bottom, with a dashed vertical line at
+/// `marker` (for example the grace deadline) and a legend of `colors` names.
+pub(crate) fn timeline(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    bars: &[Bar],
+    marker: Option<(f64, &str)>,
+    colors: &[&str],
+) -> Result<(), String> {
+    let x_max = max_of(bars.iter().map(|b| b.end)).max(marker.map_or(0.0, |m| m.0));
+    let rows = bars.len().max(1);
+    let height = 110 + 26 * rows as u32;
+    let root = SVGBackend::new(path, (860, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let labels: Vec<String> = bars.iter().map(|b| b.label.clone()).collect();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(260)
+        .build_cartesian_2d(0.0..x_max * 1.3, 0.0..rows as f64)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_labels(rows * 2 + 1)
+        .y_label_formatter(&|y| {
+            // Row i spans [rows-1-i, rows-i]; label its middle.
+            let mid = y - y.floor();
+            if (mid - 0.5).abs() < 1e-6 {
+                let i = rows as i64 - 1 - y.floor() as i64;
+                usize::try_from(i)
+                    .ok()
+                    .and_then(|i| labels.get(i).cloned())
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 15))
+        .disable_y_mesh()
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    for (i, b) in bars.iter().enumerate() {
+        let top = (rows - i) as f64 - 0.15;
+        let bottom = (rows - 1 - i) as f64 + 0.15;
+        let color = COLORS[b.color % COLORS.len()];
+        let style = if b.open {
+            color.stroke_width(2)
+        } else {
+            color.mix(0.85).filled()
+        };
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(b.start, top), (b.end, bottom)],
+                style,
+            )))
+            .map_err(err)?;
+    }
+    if let Some((x, name)) = marker {
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(x, 0.0), (x, rows as f64)],
+                6,
+                4,
+                BLACK.mix(0.6).stroke_width(1),
+            ))
+            .map_err(err)?
+            .label(name)
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.6)));
+    }
+    for (i, name) in colors.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())
+            .map_err(err)?
+            .label(*name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
 fn max_of(values: impl Iterator<Item = f64>) -> f64 {
     let m = values.fold(0.0, f64::max);
     if m > 0.0 { m } else { 1.0 }
@@ -170,10 +274,42 @@ mod tests {
         ];
         lines(&dir.join("l.svg"), "t", "x", "y", &s).expect("lines");
         strips_log_ms(&dir.join("s.svg"), "t", "ms", &s).expect("strips");
-        for f in ["l.svg", "s.svg"] {
+        let bars = vec![
+            Bar {
+                label: "virtrigaud · ACPI".into(),
+                start: 0.0,
+                end: 2.3,
+                color: 0,
+                open: false,
+            },
+            Bar {
+                label: "libvirt-guests · ignores".into(),
+                start: 0.0,
+                end: 43.0,
+                color: 1,
+                open: true,
+            },
+        ];
+        timeline(
+            &dir.join("t.svg"),
+            "t",
+            "s",
+            &bars,
+            Some((10.0, "deadline")),
+            &["graceful", "still running"],
+        )
+        .expect("timeline");
+        for f in ["l.svg", "s.svg", "t.svg"] {
             let text = std::fs::read_to_string(dir.join(f)).expect("read");
             assert!(text.starts_with("<svg"), "{f}");
-            assert!(text.contains("flat") && text.contains("growing") || f == "s.svg");
+            let want: &[&str] = match f {
+                "l.svg" => &["flat", "growing"],
+                "t.svg" => &["virtrigaud · ACPI", "deadline", "still running"],
+                _ => &[],
+            };
+            for w in want {
+                assert!(text.contains(w), "{f} lacks {w}");
+            }
         }
         if keep.is_none() {
             let _ = std::fs::remove_dir_all(&dir);

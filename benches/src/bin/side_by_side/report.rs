@@ -164,6 +164,11 @@ fn ratio(a: Option<Duration>, b: Option<Duration>) -> String {
 }
 
 /// Renders the whole report.
+/// A method name short enough for a plot's row label.
+fn short_method(m: &str) -> String {
+    m.replace("libvirt-guests PARALLEL_SHUTDOWN=", "libvirt-guests P=")
+}
+
 /// Embeds the plot `key` if it was written.
 fn plot(w: &mut String, r: &Results, key: &str, alt: &str) {
     if let Some((_, path)) = r.plots.iter().find(|(k, _)| *k == key) {
@@ -203,6 +208,47 @@ pub(crate) fn write_plots(
             ],
         )?;
         out.push(("api_calls", rel("api_calls.svg")));
+    }
+    if let Some(Ok(runs)) = &r.fleet {
+        // The first run of each method: one bar per guest, fleet start → its stop event (or
+        // the method's end, hollow, when the guest was left running).
+        let mut bars = Vec::new();
+        let mut seen = Vec::new();
+        for run in runs {
+            if seen.contains(&run.method) {
+                continue;
+            }
+            seen.push(run.method.clone());
+            for g in &run.guests {
+                let (end, color, open) = match g.stopped {
+                    Some(t) if g.forced.is_some() => (t, 1, false),
+                    Some(t) => (t, 0, false),
+                    None => (run.wall, 2, true),
+                };
+                bars.push(crate::plots::Bar {
+                    label: format!("{} · {}", short_method(&run.method), g.personality.label()),
+                    start: 0.0,
+                    end: end.as_secs_f64(),
+                    color,
+                    open,
+                });
+            }
+        }
+        if !bars.is_empty() {
+            crate::plots::timeline(
+                &dir.join("fleet.svg"),
+                "Fleet shutdown: each guest from the start to libvirt's stop event",
+                "seconds since the fleet shutdown started",
+                &bars,
+                Some((r.fleet_grace.as_secs_f64(), "grace deadline")),
+                &[
+                    "stopped by the guest",
+                    "forced off",
+                    "left running (hollow)",
+                ],
+            )?;
+            out.push(("fleet", rel("fleet.svg")));
+        }
     }
     if let Some(Ok(l)) = &r.latency {
         let group = |name: &str, v: &[Sample]| Series {
@@ -345,6 +391,12 @@ pub(crate) fn render(r: &Results, smoke: bool) -> String {
 
     // 2. fleet (rendered by the fleet module)
     crate::fleet::render(w, r.fleet.as_ref(), r.fleet_n, r.fleet_grace, smoke);
+    plot(
+        w,
+        r,
+        "fleet",
+        "Fleet shutdown timeline: each guest from the start to its stop event, first run of each method",
+    );
 
     // 3. scale
     let _ = writeln!(w, "\n## 3. Scale on the simulator\n");
