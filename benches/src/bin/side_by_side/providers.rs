@@ -150,13 +150,9 @@ async fn poll_stop(b: &dyn Backend, slot: usize, t: Duration) -> Res<Stop> {
     let before = (inst.count)();
     let t0 = Instant::now();
     let res = async {
-        p.request_shutdown(
-            &vm,
-            b.channel(),
-            &ShutdownRequestOptions::new(1, t + SLACK),
-        )
-        .await
-        .map_err(|e| format!("request: {e}"))?;
+        p.request_shutdown(&vm, b.channel(), &ShutdownRequestOptions::new(1, t + SLACK))
+            .await
+            .map_err(|e| format!("request: {e}"))?;
         loop {
             tokio::time::sleep(POLL).await;
             if matches!(p.power_state(&vm).await, Ok(PowerState::Off(_))) {
@@ -380,13 +376,16 @@ impl Vcsim {
                 "vcsim delay knob answered {body:?}: re-run scripts/vsphere/setup.sh"
             ));
         }
-        if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::METHOD_NOT_ALLOWED
+        if status == reqwest::StatusCode::NOT_FOUND
+            || status == reqwest::StatusCode::METHOD_NOT_ALLOWED
         {
             let body = resp.text().await.unwrap_or_default();
             if !body.contains("no such VirtualMachine") {
-                return Err("vcsim has no guest-shutdown-delay knob (started from an older \
+                return Err(
+                    "vcsim has no guest-shutdown-delay knob (started from an older \
                             scripts/vsphere/vcsim-main/main.go?): re-run scripts/vsphere/setup.sh"
-                    .into());
+                        .into(),
+                );
             }
             return Err(format!("vcsim delay knob: {body}"));
         }
@@ -553,7 +552,8 @@ impl Backend for KubeVirt {
     fn release<'a>(&'a self, vm: &'a VmId) -> BoxFut<'a, ()> {
         Box::pin(async move {
             use virtrigaud_kubevirt::types::VirtualMachine;
-            let api: kube::Api<VirtualMachine> = kube::Api::namespaced(self.client.clone(), &self.ns);
+            let api: kube::Api<VirtualMachine> =
+                kube::Api::namespaced(self.client.clone(), &self.ns);
             let name = vm.as_str().rsplit('/').next().unwrap_or_default();
             let _ = api.delete(name, &Default::default()).await;
         })
@@ -594,7 +594,11 @@ pub(crate) fn run(smoke: bool) -> Outcome {
         if std::env::var(key).is_ok_and(|v| !v.is_empty()) {
             return true;
         }
-        let msg = format!("{backend}: {key} is not set (source /tmp/virtrigaud-state/{}.env after scripts/{}/setup.sh)", backend.to_lowercase(), backend.to_lowercase());
+        let msg = format!(
+            "{backend}: {key} is not set (source /tmp/virtrigaud-state/{}.env after scripts/{}/setup.sh)",
+            backend.to_lowercase(),
+            backend.to_lowercase()
+        );
         if backends_required() {
             eprintln!("  {msg}: VIRTRIGAUD_REQUIRE_BACKENDS is set -> failure");
             failures.push(format!("providers: {msg}"));
@@ -781,7 +785,9 @@ fn backend_note(name: &str) -> &'static str {
         "vSphere" => {
             "vcsim; `ShutdownGuest` via VMware Tools; push through `WaitForUpdatesEx` long polls of at most 30 s (the provider's default `wait_poll`)"
         }
-        _ => "kube-apiserver with the KubeVirt CRDs + the tests' fake virt-controller; stop by run strategy; push through watches",
+        _ => {
+            "kube-apiserver with the KubeVirt CRDs + the tests' fake virt-controller; stop by run strategy; push through watches"
+        }
     }
 }
 
