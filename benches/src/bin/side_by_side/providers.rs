@@ -57,6 +57,18 @@ pub(crate) struct Count {
     pub events: Option<u64>,
 }
 
+impl std::ops::Add for Count {
+    type Output = Count;
+    fn add(self, b: Count) -> Count {
+        let s = |x: Option<u64>, y: Option<u64>| Some(x? + y?);
+        Count {
+            requests: self.requests + b.requests,
+            watches: s(self.watches, b.watches),
+            events: s(self.events, b.events),
+        }
+    }
+}
+
 impl std::ops::Sub for Count {
     type Output = Count;
     fn sub(self, b: Count) -> Count {
@@ -144,10 +156,15 @@ async fn engine_stop(b: &dyn Backend, slot: usize, t: Duration) -> Res<Stop> {
 }
 
 async fn poll_stop(b: &dyn Backend, slot: usize, t: Duration) -> Res<Stop> {
+    // The request goes through one instance, the state reads through a second one that never
+    // sent the request: a plain state read, as in the Go loop (the Proxmox provider otherwise
+    // also re-reads the status of the shutdown task it started).
     let inst = b.instance().await?;
+    let reader = b.instance().await?;
     let vm = b.guest(slot, "p", t).await?;
     let p = &inst.provider;
-    let before = (inst.count)();
+    let both = || (inst.count)() + (reader.count)();
+    let before = both();
     let t0 = Instant::now();
     let res = async {
         p.request_shutdown(&vm, b.channel(), &ShutdownRequestOptions::new(1, t + SLACK))
@@ -155,7 +172,10 @@ async fn poll_stop(b: &dyn Backend, slot: usize, t: Duration) -> Res<Stop> {
             .map_err(|e| format!("request: {e}"))?;
         loop {
             tokio::time::sleep(POLL).await;
-            if matches!(p.power_state(&vm).await, Ok(PowerState::Off(_))) {
+            if matches!(
+                reader.provider.power_state(&vm).await,
+                Ok(PowerState::Off(_))
+            ) {
                 return Ok(());
             }
             if t0.elapsed() > t + SLACK {
@@ -165,7 +185,7 @@ async fn poll_stop(b: &dyn Backend, slot: usize, t: Duration) -> Res<Stop> {
     }
     .await;
     let elapsed = t0.elapsed();
-    let count = (inst.count)() - before;
+    let count = both() - before;
     b.release(&vm).await;
     res.map_err(|e| format!("{} 2 s loop, guest {t:?}: {e}", b.name()))?;
     Ok(Stop {
@@ -460,9 +480,13 @@ impl Backend for Vcsim {
 
 struct KubeVirt {
     kubeconfig: String,
+    /// The providers' default namespace (every VM id names its own).
     ns: String,
     client: kube::Client,
-    _ctl: kubevirt_ctl::FakeKubeVirt,
+    /// One fake virt-controller per guest, each in the guest's own namespace: the fake
+    /// reconciles every VM of its namespace on every event, so sharing one across concurrent
+    /// guests would slow every stop down by the others' traffic.
+    ctls: std::sync::Mutex<Vec<kubevirt_ctl::FakeKubeVirt>>,
 }
 
 impl KubeVirt {
@@ -474,13 +498,11 @@ impl KubeVirt {
             .await
             .map_err(|e| format!("kubeconfig {kubeconfig}: {e}"))?;
         let client = kube::Client::try_from(cfg).map_err(|e| format!("kube client: {e}"))?;
-        let ns = kubevirt_ctl::unique_ns("sbs-calls");
-        let ctl = kubevirt_ctl::FakeKubeVirt::start(client.clone(), &ns, false);
         Ok(KubeVirt {
             kubeconfig,
-            ns,
+            ns: kubevirt_ctl::unique_ns("sbs-calls"),
             client,
-            _ctl: ctl,
+            ctls: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -532,9 +554,14 @@ impl Backend for KubeVirt {
         Box::pin(async move {
             let ms = t.as_millis().to_string();
             let grace = i64::try_from((t + 2 * SLACK).as_secs()).unwrap_or(i64::MAX);
+            let ns = kubevirt_ctl::unique_ns("sbs-calls");
+            let ctl = kubevirt_ctl::FakeKubeVirt::start(self.client.clone(), &ns, false);
+            if let Ok(mut c) = self.ctls.lock() {
+                c.push(ctl);
+            }
             let vm = kubevirt_ctl::create_vm(
                 &self.client,
-                &self.ns,
+                &ns,
                 &name,
                 "Always",
                 Some(grace),
@@ -552,9 +579,8 @@ impl Backend for KubeVirt {
     fn release<'a>(&'a self, vm: &'a VmId) -> BoxFut<'a, ()> {
         Box::pin(async move {
             use virtrigaud_kubevirt::types::VirtualMachine;
-            let api: kube::Api<VirtualMachine> =
-                kube::Api::namespaced(self.client.clone(), &self.ns);
-            let name = vm.as_str().rsplit('/').next().unwrap_or_default();
+            let (ns, name) = vm.as_str().split_once('/').unwrap_or(("", ""));
+            let api: kube::Api<VirtualMachine> = kube::Api::namespaced(self.client.clone(), ns);
             let _ = api.delete(name, &Default::default()).await;
         })
     }
@@ -726,11 +752,17 @@ fn render(sections: &[(&'static str, Res<Vec<Row>>)], skipped: &[&str], wall: Du
          all). *virtrigaud*: `ShutdownManager` + `ShutdownPolicy::with_grace(T + 30 s)` with the \
          provider's defaults. *2 s loop*: the same provider driven by hand the way virtrigaud's Go \
          providers and seed 004's `waitForVMStopped` do it: one `request_shutdown`, then \
-         `power_state` every 2 s until off. Counts are wire requests (HTTP requests; SOAP calls \
+         `power_state` every 2 s until off (read through a second provider instance that did not \
+         send the request, so each read is a plain state read; both instances counted). Counts are wire requests (HTTP requests; SOAP calls \
          for vSphere; watch requests and long polls included); KubeVirt also reports its watch \
          requests and the watch events received. How the guest takes T: fakepve's control API \
          (`shutdown_secs`), the project vcsim's per-VM `/virtrigaud/guest-shutdown-delay` knob, \
-         the KubeVirt fake virt-handler's `virtrigaud.test/guest-shutdown-ms` annotation.",
+         the KubeVirt fake virt-handler's `virtrigaud.test/guest-shutdown-ms` annotation (one fake \
+         virt-controller per guest, in the guest's own namespace). The *s* columns are wall time \
+         from the request to \"off\" as reported (KubeVirt's include the fake controllers' own \
+         reaction: the stop goes VM → VMI deletion → guest → finalizer removal). Each count is \
+         a single stop (no repetitions): counts, unlike times, do not vary from run to run by more \
+         than a request.",
         wall.as_secs_f64()
     );
     for (name, r) in sections {
@@ -791,7 +823,18 @@ fn backend_note(name: &str) -> &'static str {
     }
 }
 
-/// One verdict line per backend: constant or not, with the formula for 120 s.
+/// Least-squares line `a + b·x` through `pts`.
+fn fit(pts: &[(f64, f64)]) -> (f64, f64) {
+    let n = pts.len() as f64;
+    let (sx, sy) = pts.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let sxx: f64 = pts.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
+    let sxy: f64 = pts.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let b = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    (my - b * mx, b)
+}
+
+/// One verdict line per backend: constant or not, the measured slope and the 120 s point.
 fn verdict(name: &str, rows: &[Row]) -> String {
     let ok: Vec<(u64, u64, u64)> = rows
         .iter()
@@ -810,45 +853,64 @@ fn verdict(name: &str, rows: &[Row]) -> String {
         ok.iter().map(|x| x.1).min().unwrap_or(0),
         ok.iter().map(|x| x.1).max().unwrap_or(0),
     );
-    let constant = ok.len() > 1 && min == max;
-    let spread = if ok.len() < 2 {
-        "only one guest time measured".to_string()
-    } else if constant {
-        format!("constant at {min}")
-    } else {
-        format!("{min} … {max}")
+    if ok.len() < 2 {
+        return format!(
+            "{name}: one guest time measured (smoke run): virtrigaud {min} requests, 2 s loop {}.",
+            list(|x| x.2)
+        );
+    }
+    let pts = |f: fn(&(u64, u64, u64)) -> u64| -> Vec<(f64, f64)> {
+        ok.iter().map(|x| (x.0 as f64, f(x) as f64)).collect()
     };
-    let formula = match name {
-        "Proxmox" => {
-            "**not constant**: PVE has no event API, so the engine polls `status/current` \
-             (250 ms doubling to 2 s, plus a shutdown-task status read at most every few seconds) \
-             and its count grows with T like the loop's, about T/2 + k; at 120 s expect roughly \
-             60 + k for both. What virtrigaud saves here is the backoff's fast first reads (lower \
-             detection latency), not requests."
-        }
-        "vSphere" => {
+    let (ea, eb) = fit(&pts(|x| x.1));
+    let (pa, pb) = fit(&pts(|x| x.2));
+    let constant = min == max;
+    let why = match name {
+        "Proxmox" => format!(
+            "PVE has no event API: the engine polls `status/current` (250 ms doubling to 2 s) and, \
+             while its `qmshutdown` task runs, re-reads that task's status at most every 2 s (to \
+             notice a failed task), so it costs about {eb:.2} requests per second of guest time, \
+             the 2 s loop (plain status reads) about {pb:.2}. Not constant; what the engine buys \
+             here is faster detection (its first reads come after 250 ms, 500 ms, 1 s) and the \
+             task check, not fewer requests."
+        ),
+        "vSphere" => format!(
             "the push path is one property-collector filter read with `WaitForUpdatesEx` long \
-             polls that return at once on a change but also every 30 s when nothing changes, so \
-             the count is k + ⌊T/30⌋: nearly constant (at 120 s: k + 4) vs the loop's \
-             1 + ⌈T/2⌉ + k' (at 120 s: about 61 + k')."
-        }
-        _ => {
-            "the push path is a watch: one list + one watch request whatever T (a watch stays \
-             open for minutes; kube re-opens it only after its server-side timeout), so the \
-             count is constant in T and at 120 s costs the same; the loop's is 1 + ⌈T/2⌉ + k' \
-             (at 120 s: about 61 + k')."
-        }
+             polls, which return at once on a change but also after 30 s without one (the \
+             provider's default `wait_poll`), so the count is {min} + ⌈T/30 s⌉ − 1: one request per \
+             30 s of guest time instead of one per 2 s{}",
+            if constant {
+                " (no guest here was quiet for a whole 30 s long poll)"
+            } else {
+                ""
+            }
+        ),
+        _ => "the push path is a watch: one list + one watch request whatever T (a watch stays \
+              open until its server-side timeout, minutes), so the count does not depend on T."
+            .to_string(),
+    };
+    let at120 = match name {
+        "vSphere" => format!("{}", min + 3),
+        _ => format!("≈ {:.0}", ea + eb * 120.0),
     };
     format!(
-        "{name}: virtrigaud {spread} requests per graceful stop (T = {} s; 2 s loop: {}) → {}. {formula}",
+        "{name}: virtrigaud {} requests per graceful stop at T = {} s (2 s loop: {}) → {}. {why} \
+         **At 120 s**: virtrigaud {at120} (line fitted through the measured points: {ea:.1} + \
+         {eb:.3}·T), 2 s loop ≈ {:.0} ({pa:.1} + {pb:.3}·T).",
+        if constant {
+            format!("constant at {min}")
+        } else {
+            format!("{min} … {max}")
+        },
         list(|x| x.0),
         list(|x| x.2),
-        if ok.len() < 2 {
-            "n/a (smoke)"
-        } else if constant {
+        if constant {
             "**constant in guest shutdown time**"
+        } else if name == "vSphere" && max - min <= 2 {
+            "**nearly constant** (+1 per 30 s)"
         } else {
             "**not constant**"
-        }
+        },
+        pa + pb * 120.0
     )
 }
