@@ -761,8 +761,8 @@ fn render(sections: &[(&'static str, Res<Vec<Row>>)], skipped: &[&str], wall: Du
          virt-controller per guest, in the guest's own namespace). The *s* columns are wall time \
          from the request to \"off\" as reported (KubeVirt's include the fake controllers' own \
          reaction: the stop goes VM → VMI deletion → guest → finalizer removal). Each count is \
-         a single stop (no repetitions): counts, unlike times, do not vary from run to run by more \
-         than a request.",
+         a single stop (no repetitions); in our runs the same row's counts differed between runs \
+         by at most one request.",
         wall.as_secs_f64()
     );
     for (name, r) in sections {
@@ -872,29 +872,44 @@ fn verdict(name: &str, rows: &[Row]) -> String {
              notice a failed task), so it costs about {eb:.2} requests per second of guest time, \
              the 2 s loop (plain status reads) about {pb:.2}. Not constant; what the engine buys \
              here is faster detection (its first reads come after 250 ms, 500 ms, 1 s) and the \
-             task check, not fewer requests."
+             task check, not fewer requests. (A `qmshutdown` task ends when the guest is off, so \
+             reading only the task while it runs would bring the engine to the loop's rate: a \
+             provider change, not made here.)"
         ),
         "vSphere" => format!(
-            "the push path is one property-collector filter read with `WaitForUpdatesEx` long \
+            "The push path is one property-collector filter read with `WaitForUpdatesEx` long \
              polls, which return at once on a change but also after 30 s without one (the \
              provider's default `wait_poll`), so the count is {min} + ⌈T/30 s⌉ − 1: one request per \
-             30 s of guest time instead of one per 2 s{}",
+             30 s of guest time instead of one per 2 s{}.",
             if constant {
                 " (no guest here was quiet for a whole 30 s long poll)"
             } else {
                 ""
             }
         ),
-        _ => "the push path is a watch: one list + one watch request whatever T (a watch stays \
-              open until its server-side timeout, minutes), so the count does not depend on T."
+        _ => "The push path is two kube-runtime watchers (the VM and its VMI, each one list + \
+              one watch request, 4 of the requests above) that stay open for the whole stop; a \
+              watch is only re-opened after its 290 s server-side timeout, so the count does not \
+              depend on T below that (+2 requests per further 290 s)."
             .to_string(),
+    };
+    // Where the polling loop starts costing more than virtrigaud.
+    let even = if pb > eb && ea > pa {
+        format!(
+            " Break-even: the 2 s loop costs more than virtrigaud for guests slower than about {:.0} s.",
+            (ea - pa) / (pb - eb)
+        )
+    } else if pb > eb {
+        " virtrigaud costs fewer requests at every guest time measured.".to_string()
+    } else {
+        String::new()
     };
     let at120 = match name {
         "vSphere" => format!("{}", min + 3),
         _ => format!("≈ {:.0}", ea + eb * 120.0),
     };
     format!(
-        "{name}: virtrigaud {} requests per graceful stop at T = {} s (2 s loop: {}) → {}. {why} \
+        "{name}: virtrigaud {} requests per graceful stop at T = {} s (2 s loop: {}) → {}. {why}{even} \
          **At 120 s**: virtrigaud {at120} (line fitted through the measured points: {ea:.1} + \
          {eb:.3}·T), 2 s loop ≈ {:.0} ({pa:.1} + {pb:.3}·T).",
         if constant {
