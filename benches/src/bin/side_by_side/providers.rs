@@ -10,7 +10,11 @@
 //! - vcsim: the project's vcsim main (`scripts/vsphere/vcsim-main/main.go`) has a per-VM
 //!   `POST /virtrigaud/guest-shutdown-delay?vm=..&ms=..` knob (`ShutdownGuest` is delivered at
 //!   once, the VM powers off T later);
-//! - KubeVirt: the fake virt-handler honours the VM annotation `virtrigaud.test/guest-shutdown-ms`.
+//! - KubeVirt: the fake virt-handler honours the VM annotation `virtrigaud.test/guest-shutdown-ms`
+//!   (one fake controller per guest, each in its own namespace).
+//!
+//! vcsim has only seven model VMs no test uses, so there the engine stops run first and the
+//! polling loops after them on the same VMs; elsewhere everything runs at once.
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -761,8 +765,9 @@ fn render(sections: &[(&'static str, Res<Vec<Row>>)], skipped: &[&str], wall: Du
          virt-controller per guest, in the guest's own namespace). The *s* columns are wall time \
          from the request to \"off\" as reported (KubeVirt's include the fake controllers' own \
          reaction: the stop goes VM → VMI deletion → guest → finalizer removal). Each count is \
-         a single stop (no repetitions); in our runs the same row's counts differed between runs \
-         by at most one request.",
+         a single stop (no repetitions): in our runs the push counts (vSphere, KubeVirt) differed \
+         between runs by at most one request, the polling counts (Proxmox's engine in particular, \
+         whose task re-reads depend on timing) by up to a few.",
         wall.as_secs_f64()
     );
     for (name, r) in sections {
@@ -887,8 +892,8 @@ fn verdict(name: &str, rows: &[Row]) -> String {
                 ""
             }
         ),
-        _ => "The push path is two kube-runtime watchers (the VM and its VMI, each one list + \
-              one watch request, 4 of the requests above) that stay open for the whole stop; a \
+        _ => "The push path is two kube-runtime watchers (the VM and its VMI: an initial list \
+              and one watch request each) that stay open for the whole stop; a \
               watch is only re-opened after its 290 s server-side timeout, so the count does not \
               depend on T below that (+2 requests per further 290 s)."
             .to_string(),
