@@ -9,8 +9,12 @@
 #        3. the comparison binary (benches/src/bin/side_by_side), which runs comparisons 1-4 and writes the
 #           report with the machine and versions, reading placement results from criterion's output.
 # Environment: CARGO_TARGET_DIR (default: <repo>/target), VIRTRIGAUD_STATE_DIR, BENCH_RUNS (latency rounds,
-# default 10), BENCH_FLEET (fleet size, default 6), BENCH_FLEET_ROUNDS (virtrigaud fleet rounds, default 3), BENCH_OUT (default docs/BENCHMARKS.md),
-# BENCH_SKIP_LIBVIRT=1 (simulator and placement only).
+# default 10), BENCH_FLEET (fleet size, default 6), BENCH_FLEET_ROUNDS (virtrigaud fleet rounds, default 3),
+# BENCH_OUT (default docs/BENCHMARKS.md), BENCH_SKIP_LIBVIRT=1 (simulator and placement only),
+# BENCH_SKIP_PROVIDERS=1 (no Proxmox / vSphere / KubeVirt API-call comparison; built without feature
+# `providers`), BENCH_SKIP_PROXMOX=1, BENCH_SKIP_VSPHERE=1, BENCH_SKIP_KUBEVIRT=1 (one backend left out).
+# Step 1b: scripts/{proxmox,vsphere,kubevirt}/setup.sh (fakepve, vcsim, kube-apiserver; cached) and their
+# .env files, for comparison 4 on the real provider backends (feature `providers`).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -32,8 +36,21 @@ else
   [ -r /usr/lib/libvirt/libvirt-guests.sh ] || { echo "bench.sh: /usr/lib/libvirt/libvirt-guests.sh missing" >&2; exit 1; }
 fi
 
+FEATURES=()
+if [ "${BENCH_SKIP_PROVIDERS:-0}" != 1 ]; then
+  FEATURES=(--features providers)
+  for b in proxmox vsphere kubevirt; do
+    skip="BENCH_SKIP_$(echo "$b" | tr '[:lower:]' '[:upper:]')"
+    if [ "${!skip:-0}" = 1 ]; then log "$b: skipped ($skip=1)"; continue; fi
+    log "$b backend setup"
+    bash "$ROOT/scripts/$b/setup.sh"
+    # shellcheck disable=SC1090
+    source "$STATE_ROOT/$b.env"
+  done
+fi
+
 log "building the comparison binary (release)"
-cargo build --release -q -p virtrigaud-benches --bin side_by_side
+cargo build --release -q -p virtrigaud-benches --bin side_by_side "${FEATURES[@]}"
 BIN="$CARGO_TARGET_DIR/release/side_by_side"
 
 if [ "$SMOKE" = 1 ]; then

@@ -123,7 +123,7 @@ cargo bench -p virtrigaud-benches --no-run -q || { echo "benchmarks do not build
 cargo bench -p virtrigaud-benches -q -- --test || { echo "benchmark smoke run failed"; status=1; }
 
 step "side-by-side benchmark harness smoke run (correctness only; the report is scripts/bench.sh)"
-cargo run --release -q -p virtrigaud-benches --bin side_by_side -- --smoke >"$LOGS/bench-smoke.log" 2>&1 \
+cargo run -q -p virtrigaud-benches --features providers --bin side_by_side -- --smoke >"$LOGS/bench-smoke.log" 2>&1 \
   && tail -n 5 "$LOGS/bench-smoke.log" || { tail -n 40 "$LOGS/bench-smoke.log"; echo "benchmark harness smoke FAILED"; status=1; }
 
 step "quickstart (simulated clock)"

@@ -76,11 +76,13 @@ healthy() {
 }
 
 # 3. Start vcsim (or reuse a healthy one we started).
-if [ -f "$RUN/vcsim.pid" ] && kill -0 "$(cat "$RUN/vcsim.pid")" 2>/dev/null && healthy; then
+# A running vcsim built from an older main.go is restarted (it would lack newer knobs).
+if [ -f "$RUN/vcsim.pid" ] && kill -0 "$(cat "$RUN/vcsim.pid")" 2>/dev/null && healthy \
+   && [ "$(cat "$RUN/vcsim.src" 2>/dev/null)" = "$SRC_SUM" ]; then
   log "vcsim already running (pid $(cat "$RUN/vcsim.pid")) at $URL"
 else
   if [ -f "$RUN/vcsim.pid" ] && kill -0 "$(cat "$RUN/vcsim.pid")" 2>/dev/null; then
-    log "stopping unhealthy vcsim pid $(cat "$RUN/vcsim.pid")"
+    log "stopping unhealthy or outdated vcsim pid $(cat "$RUN/vcsim.pid")"
     kill "$(cat "$RUN/vcsim.pid")" || true; sleep 1
   fi
   log "starting vcsim on 127.0.0.1:$PORT"
@@ -89,6 +91,7 @@ else
     -tls-cert "$PKI/server.pem" -tls-key "$PKI/server.key" \
     >"$RUN/vcsim.out" 2>"$RUN/vcsim.log" </dev/null &
   echo $! > "$RUN/vcsim.pid"
+  echo "$SRC_SUM" > "$RUN/vcsim.src"
   for i in $(seq 1 100); do
     healthy && break
     kill -0 "$(cat "$RUN/vcsim.pid")" 2>/dev/null || die "vcsim exited; see $RUN/vcsim.log"

@@ -137,7 +137,10 @@ async fn a_restarted_libvirtd_is_noticed_and_the_connection_reopened() {
         .expect("connect through the private libvirtd");
     assert!(provider.events_registered(), "events over the daemon");
     let vm = VmId::new("test");
-    assert_eq!(provider.power_state(&vm).await.unwrap(), PowerState::Running);
+    assert_eq!(
+        provider.power_state(&vm).await.unwrap(),
+        PowerState::Running
+    );
     let mut watch = provider
         .watch_power_state(&vm)
         .await
@@ -149,7 +152,10 @@ async fn a_restarted_libvirtd_is_noticed_and_the_connection_reopened() {
     let ended = tokio::time::timeout(Duration::from_secs(15), watch.next())
         .await
         .expect("the watch must end when libvirtd goes away, not hang");
-    assert!(ended.is_none(), "expected the end of the stream, got {ended:?}");
+    assert!(
+        ended.is_none(),
+        "expected the end of the stream, got {ended:?}"
+    );
 
     // While it is down: a clear, retryable error, not a hang or a panic.
     let err = provider.power_state(&vm).await.unwrap_err();
@@ -159,7 +165,10 @@ async fn a_restarted_libvirtd_is_noticed_and_the_connection_reopened() {
 
     // Back: the next call reopens the connection (the test driver starts afresh).
     daemon.start();
-    assert_eq!(provider.power_state(&vm).await.unwrap(), PowerState::Running);
+    assert_eq!(
+        provider.power_state(&vm).await.unwrap(),
+        PowerState::Running
+    );
     assert_eq!(provider.reconnects(), 1);
     assert!(provider.events_registered(), "events registered again");
 

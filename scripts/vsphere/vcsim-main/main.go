@@ -4,17 +4,26 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"io"
+	"io/ioutil"
 	"log"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/signal"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/simulator/esx"
@@ -113,9 +122,127 @@ func main() {
 		}
 	}
 	s := model.Service.NewServer()
+	// Set before any client can know the server is up (setup.sh polls for readiness afterwards).
+	s.Config.Handler = guestShutdownDelays.wrap(s.Config.Handler, simulator.Map.Path)
 	fmt.Printf("export GOVC_URL=%s GOVC_SIM_PID=%d\n", s.URL, os.Getpid())
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
 	model.Remove()
+}
+
+// Guest shutdown delays (for benchmarks): vcsim 0.24's ShutdownGuest powers the VM off at once.
+// A per-VM delay, set with
+//
+//	POST /virtrigaud/guest-shutdown-delay?vm=<VirtualMachine moref, e.g. vm-57>&ms=<milliseconds>
+//
+// (on the same listener; ms=0 removes it) makes the guest take that long: ShutdownGuest on a
+// powered-on VM with a delay is answered at once (the request is delivered, as on real vSphere),
+// and the original SOAP request is replayed to the simulator after the delay, which then powers
+// the VM off (property-collector updates and events as usual). A ShutdownGuest while one is
+// pending is answered without scheduling another. VMs without a delay behave as before.
+var guestShutdownDelays = &delays{ms: map[string]int{}, pending: map[string]bool{}}
+
+type delays struct {
+	mu      sync.Mutex
+	ms      map[string]int
+	pending map[string]bool
+}
+
+const delayPath = "/virtrigaud/guest-shutdown-delay"
+
+var shutdownGuestRe = regexp.MustCompile(`<(?:[A-Za-z0-9_]+:)?ShutdownGuest[\s>][\s\S]*?<(?:[A-Za-z0-9_]+:)?_this[^>]*>\s*([^<\s]+)\s*<`)
+
+const shutdownGuestResponse = `<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><ShutdownGuestResponse xmlns="urn:vim25"></ShutdownGuestResponse></soapenv:Body></soapenv:Envelope>`
+
+func poweredOn(ref string) bool {
+	obj := simulator.Map.Get(types.ManagedObjectReference{Type: "VirtualMachine", Value: ref})
+	vm, ok := obj.(*simulator.VirtualMachine)
+	if !ok {
+		return false
+	}
+	on := false
+	simulator.Map.WithLock(vm, func() {
+		on = vm.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn
+	})
+	return on
+}
+
+func (d *delays) wrap(inner http.Handler, sdkPath string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == delayPath {
+			d.set(w, r)
+			return
+		}
+		if r.Method != http.MethodPost || r.URL.Path != sdkPath {
+			inner.ServeHTTP(w, r)
+			return
+		}
+		body, err := ioutil.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.Body = ioutil.NopCloser(bytes.NewReader(body))
+		m := shutdownGuestRe.FindSubmatch(body)
+		if m == nil {
+			inner.ServeHTTP(w, r)
+			return
+		}
+		ref := string(m[1])
+		d.mu.Lock()
+		ms := d.ms[ref]
+		d.mu.Unlock()
+		if ms <= 0 || !poweredOn(ref) {
+			inner.ServeHTTP(w, r)
+			return
+		}
+		d.mu.Lock()
+		schedule := !d.pending[ref]
+		d.pending[ref] = true
+		d.mu.Unlock()
+		if schedule {
+			replay := r.Clone(context.Background())
+			go func() {
+				time.Sleep(time.Duration(ms) * time.Millisecond)
+				replay.Body = ioutil.NopCloser(bytes.NewReader(body))
+				rec := httptest.NewRecorder()
+				inner.ServeHTTP(rec, replay)
+				if rec.Code != http.StatusOK {
+					log.Printf("delayed ShutdownGuest of %s: HTTP %d: %s", ref, rec.Code, rec.Body.String())
+				}
+				d.mu.Lock()
+				delete(d.pending, ref)
+				d.mu.Unlock()
+			}()
+		}
+		w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+		_, _ = io.WriteString(w, shutdownGuestResponse)
+	})
+}
+
+func (d *delays) set(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		http.Error(w, "POST only", http.StatusMethodNotAllowed)
+		return
+	}
+	ref := r.URL.Query().Get("vm")
+	ms, err := strconv.Atoi(r.URL.Query().Get("ms"))
+	if ref == "" || err != nil || ms < 0 {
+		http.Error(w, "want ?vm=<moref>&ms=<milliseconds >= 0>", http.StatusBadRequest)
+		return
+	}
+	if _, ok := simulator.Map.Get(types.ManagedObjectReference{Type: "VirtualMachine", Value: ref}).(*simulator.VirtualMachine); !ok {
+		http.Error(w, "no such VirtualMachine "+ref, http.StatusNotFound)
+		return
+	}
+	d.mu.Lock()
+	if ms == 0 {
+		delete(d.ms, ref)
+	} else {
+		d.ms[ref] = ms
+	}
+	d.mu.Unlock()
+	fmt.Fprintf(w, "{\"vm\":%q,\"ms\":%d}\n", ref, ms)
 }

@@ -7,14 +7,17 @@
 //! ```
 //!
 //! `--smoke` runs every comparison at a tiny size on the simulator (and, when the libvirt
-//! environment is present, one latency round and a 2-guest fleet round on real guests) and checks the harness's
-//! results for correctness only; it exits non-zero when the harness is broken.
+//! environment is present, one latency round and a 2-guest fleet round on real guests; with
+//! feature `providers`, one 1 s guest per Proxmox / vSphere / KubeVirt backend) and checks the
+//! harness's results for correctness only; it exits non-zero when the harness is broken.
 // Real guests run on real time: wall-clock instants are the measurement.
 #![allow(clippy::disallowed_methods)]
 #![allow(missing_docs, unreachable_pub)]
 
 mod fleet;
 mod plots;
+#[cfg(feature = "providers")]
+mod providers;
 mod real;
 mod report;
 mod sim;
@@ -88,6 +91,8 @@ pub(crate) struct Results {
     pub placement: Vec<(String, f64)>,
     /// Plots written next to the report: (key, path relative to the report).
     pub plots: Vec<(&'static str, String)>,
+    /// Comparison 4 on the real provider backends (feature `providers`), as Markdown.
+    pub providers: Option<String>,
     pub wall: Duration,
 }
 
@@ -199,10 +204,22 @@ fn main() {
     } else {
         eprintln!("[1,2] libvirt environment not set: real-guest comparisons skipped");
     }
+    #[cfg(feature = "providers")]
+    let provider_failures = {
+        eprintln!("[4] API calls per graceful stop on the Proxmox / vSphere / KubeVirt backends");
+        let out = providers::run(args.smoke);
+        r.providers = Some(out.markdown);
+        out.failures
+    };
+    #[cfg(not(feature = "providers"))]
+    let provider_failures: Vec<String> = Vec::new();
     r.wall = started.elapsed();
 
     // Harness correctness (not timings).
     let mut failures = Vec::new();
+    for f in &provider_failures {
+        check(false, f, &mut failures);
+    }
     for s in &r.scale {
         check(
             s.off == s.n,

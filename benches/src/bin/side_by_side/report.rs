@@ -559,12 +559,16 @@ pub(crate) fn render(r: &Results, smoke: bool) -> String {
             opt_ms(stats(&l.event).0)
         );
     }
-    let _ = writeln!(
-        w,
-        "\nThe other providers report their own per-stop counts in their real-server tests \
-         (`METRIC` lines): Proxmox against fakepve, vSphere against vcsim, KubeVirt against a real \
-         kube-apiserver; they are not re-measured here (see *Shortfalls*)."
-    );
+    if let Some(md) = &r.providers {
+        let _ = write!(w, "{md}");
+    } else {
+        let _ = writeln!(
+            w,
+            "\nThe other providers report their own per-stop counts in their real-server tests \
+             (`METRIC` lines): Proxmox against fakepve, vSphere against vcsim, KubeVirt against a real \
+             kube-apiserver; they are not re-measured here (see *Shortfalls*)."
+        );
+    }
 
     plot(
         w,
@@ -650,12 +654,14 @@ pub(crate) fn render(r: &Results, smoke: bool) -> String {
          starts at its \"Starting shutdown\" line, printed just before it spawns `virsh shutdown`, so it \
          includes that process start (tens of ms); the ranking does not depend on it."
     );
-    let _ = writeln!(
-        w,
-        "- API calls on the real Proxmox (fakepve), vSphere (vcsim) and KubeVirt (kube-apiserver) \
-         backends are not re-measured by this harness; their real-server tests print them as \
-         `METRIC` lines. The simulator rows above are the provider-independent engine figure."
-    );
+    if r.providers.is_none() {
+        let _ = writeln!(
+            w,
+            "- API calls on the real Proxmox (fakepve), vSphere (vcsim) and KubeVirt (kube-apiserver) \
+             backends are not re-measured by this harness; their real-server tests print them as \
+             `METRIC` lines. The simulator rows above are the provider-independent engine figure."
+        );
+    }
     let _ = writeln!(
         w,
         "- Overall deadline: the engine caps each VM's grace so the hard power-off starts one force \
