@@ -20,8 +20,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$VIRTRIGAUD_CACHE/target}"
 export VIRTRIGAUD_REQUIRE_BACKENDS="${VIRTRIGAUD_REQUIRE_BACKENDS:-1}"
 export CARGO_TERM_COLOR=never
 BACKENDS="${VIRTRIGAUD_BACKENDS:-libvirt proxmox vsphere kubevirt}"
-# Optional features whose tests must run too (the HTTP image downloader).
-FEATURES="--features virtrigaud-core/image-http,virtrigaud-core/mock"
+# Optional features whose code must be built, linted and tested too: the HTTP image downloader, the
+# mock provider and the side-by-side harness's provider comparison.
+FEATURES="--features virtrigaud-core/image-http,virtrigaud-core/mock,virtrigaud-benches/providers"
 mkdir -p "$VIRTRIGAUD_CACHE" "$VIRTRIGAUD_STATE_DIR"
 LOGS="$VIRTRIGAUD_STATE_DIR/logs"
 mkdir -p "$LOGS"
@@ -123,7 +124,7 @@ cargo bench -p virtrigaud-benches --no-run -q || { echo "benchmarks do not build
 cargo bench -p virtrigaud-benches -q -- --test || { echo "benchmark smoke run failed"; status=1; }
 
 step "side-by-side benchmark harness smoke run (correctness only; the report is scripts/bench.sh)"
-cargo run -q -p virtrigaud-benches --features providers --bin side_by_side -- --smoke >"$LOGS/bench-smoke.log" 2>&1 \
+cargo run -q -p virtrigaud-benches $FEATURES --bin side_by_side -- --smoke >"$LOGS/bench-smoke.log" 2>&1 \
   && tail -n 5 "$LOGS/bench-smoke.log" || { tail -n 40 "$LOGS/bench-smoke.log"; echo "benchmark harness smoke FAILED"; status=1; }
 
 step "quickstart (simulated clock)"
