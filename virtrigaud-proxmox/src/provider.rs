@@ -91,8 +91,11 @@ impl Default for ProviderOptions {
     }
 }
 
-/// How often a running shutdown task is re-checked by [`Provider::power_state`].
-const TASK_RECHECK: Duration = Duration::from_secs(2);
+/// How often a running shutdown task is re-checked by [`Provider::power_state`]. Every read
+/// fetches the VM's status (which says off as soon as it is); the task is read only to notice
+/// that it ended without stopping the VM (then the state is `Running` again), so a slow
+/// re-check costs nothing in detection and keeps a polled shutdown near one request per poll.
+const TASK_RECHECK: Duration = Duration::from_secs(10);
 
 /// What this process last did to a VM's power (to report `ShuttingDown` and the `OffReason`).
 #[derive(Debug, Clone)]
