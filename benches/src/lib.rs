@@ -36,6 +36,15 @@ pub fn live_bytes() -> isize {
     LIVE.load(Ordering::Relaxed)
 }
 
+/// A current-thread runtime on tokio's paused clock (simulated time).
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime")
+}
+
 /// A simulator with `n` running VMs of `behavior`.
 pub fn fleet(n: usize, behavior: GuestBehavior, push: bool) -> (Simulator, Vec<VmId>) {
     let sim = if push {
@@ -51,11 +60,7 @@ pub fn fleet(n: usize, behavior: GuestBehavior, push: bool) -> (Simulator, Vec<V
 
 /// Shuts a fleet down (all in flight at once) on a paused clock; returns how many ended off.
 pub fn shut_down_fleet(n: usize, guest: Duration, concurrency: usize) -> usize {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("runtime");
+    let rt = paused_runtime();
     rt.block_on(async move {
         let (sim, vms) = fleet(n, GuestBehavior::cooperative().acpi_after(guest), true);
         let manager = ShutdownManager::new(Arc::new(sim));
@@ -75,11 +80,7 @@ pub fn shut_down_fleet(n: usize, guest: Duration, concurrency: usize) -> usize {
 /// API calls one graceful shutdown makes against the simulator when the guest needs
 /// `guest` to stop, with a push-capable or a polling-only provider.
 pub fn calls_per_graceful_shutdown(guest: Duration, push: bool) -> u64 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("runtime");
+    let rt = paused_runtime();
     rt.block_on(async move {
         let (sim, vms) = fleet(1, GuestBehavior::cooperative().acpi_after(guest), push);
         let manager = ShutdownManager::new(Arc::new(sim.clone()));
@@ -97,11 +98,7 @@ pub fn bytes_per_in_flight_shutdown(n: usize) -> f64 {
 
 /// [`bytes_per_in_flight_shutdown`] with a push-capable (`true`) or polling-only simulator.
 pub fn bytes_per_in_flight_shutdown_with(n: usize, push: bool) -> f64 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("runtime");
+    let rt = paused_runtime();
     rt.block_on(async move {
         let (sim, vms) = fleet(n, GuestBehavior::ignores_acpi().hide_shutting_down(), push);
         let manager = ShutdownManager::new(Arc::new(sim));
@@ -126,11 +123,7 @@ pub fn bytes_per_in_flight_shutdown_with(n: usize, push: bool) -> f64 {
 /// in flight, each waiting on a guest that ignores the request), including the fleet's own
 /// per-VM future and result slot.
 pub fn bytes_per_in_flight_fleet_shutdown(n: usize) -> f64 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("runtime");
+    let rt = paused_runtime();
     rt.block_on(async move {
         let (sim, vms) = fleet(n, GuestBehavior::ignores_acpi().hide_shutting_down(), true);
         let manager = Arc::new(ShutdownManager::new(Arc::new(sim)));

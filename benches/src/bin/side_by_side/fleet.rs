@@ -20,6 +20,7 @@ use virtrigaud_core::{
 };
 
 use crate::real::Lab;
+use crate::report::pct;
 
 /// How a guest reacts to the ACPI power button (`scripts/libvirt/build-guest.sh`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -554,17 +555,6 @@ fn ms(d: Duration) -> String {
 fn secs(d: Option<Duration>) -> String {
     d.map(|d| format!("{:.2}", d.as_secs_f64()))
         .unwrap_or_else(|| "—".into())
-}
-
-/// Nearest-rank percentile.
-fn pct(v: &[Duration], p: f64) -> Option<Duration> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut v = v.to_vec();
-    v.sort();
-    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-    Some(v[rank.clamp(1, v.len()) - 1])
 }
 
 fn p50_max(v: &[Duration]) -> String {

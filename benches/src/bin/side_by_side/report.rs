@@ -122,7 +122,7 @@ fn ms(d: Duration) -> String {
 }
 
 /// Nearest-rank percentile.
-fn pct(v: &[Duration], p: f64) -> Option<Duration> {
+pub(crate) fn pct(v: &[Duration], p: f64) -> Option<Duration> {
     if v.is_empty() {
         return None;
     }
