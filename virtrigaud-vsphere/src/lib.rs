@@ -49,6 +49,7 @@
 
 mod client;
 mod config;
+mod create;
 mod fault;
 mod provider;
 mod spec;
