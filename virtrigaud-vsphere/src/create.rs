@@ -522,11 +522,12 @@ impl VsphereProvider {
             step = self.start(&vm, &StartOptions::default()).await;
         }
         if let Err(e) = step {
-            // Leave nothing behind: the VM is off (power-on failed or never ran).
-            let cleanup = self
-                .client
-                .run_task("Destroy_Task", &MoRef::vm(vm.as_str()), "")
-                .await;
+            // Leave nothing behind (a VM must be off before Destroy_Task).
+            let moref = MoRef::vm(vm.as_str());
+            if self.power_state(&vm).await.is_ok_and(|s| !s.is_off()) {
+                let _ = self.client.run_task("PowerOffVM_Task", &moref, "").await;
+            }
+            let cleanup = self.client.run_task("Destroy_Task", &moref, "").await;
             let note = match &cleanup {
                 Ok(_) => "the new VM was deleted again".to_owned(),
                 Err(c) => format!("deleting the new VM {vm} failed too: {c}"),
@@ -611,5 +612,87 @@ mod tests {
         s.image = Some("tmpl".into());
         assert_eq!(validate(&s).unwrap_err().kind(), ErrorKind::Unsupported);
         assert!(label_key_ok("virtrigaud.io/set"));
+    }
+
+    /// Connects to the vcsim of scripts/vsphere/setup.sh (None: skipped, see `backend_env`).
+    async fn vcsim() -> Option<VsphereProvider> {
+        use crate::config::TlsVerification;
+        use virtrigaud_core::testing::backend_env;
+        let url = backend_env("vsphere", "VIRTRIGAUD_VSPHERE_URL")?;
+        let user = backend_env("vsphere", "VIRTRIGAUD_VSPHERE_USER")?;
+        let password = backend_env("vsphere", "VIRTRIGAUD_VSPHERE_PASSWORD")?;
+        let tls = match std::env::var("VIRTRIGAUD_VSPHERE_CA_FILE") {
+            Ok(f) if !f.is_empty() => TlsVerification::CaPem(std::fs::read(f).expect("CA file")),
+            _ => TlsVerification::DangerousAcceptInvalidCerts,
+        };
+        let cfg = VsphereConfig::new(url, user, password)
+            .with_tls(tls)
+            .with_keepalive(None);
+        Some(VsphereProvider::connect(cfg).await.expect("connect"))
+    }
+
+    /// A step after `CreateVM_Task` that fails (injected here: vcsim never fails a power-on
+    /// of a non-template VM) deletes the new VM again, powered on or not.
+    #[tokio::test]
+    async fn failure_after_create_vm_task_leaves_nothing_behind() {
+        let Some(p) = vcsim().await else { return };
+        for power_on in [false, true] {
+            let name = format!("vsc-rollback-{power_on}");
+            let mut spec = VmCreateSpec::new(name.clone(), 1, 128);
+            spec.disks.push(DiskCreateSpec::new("root", 1));
+            spec.labels.insert("vsc".into(), "rollback".into());
+            spec.power_on = power_on;
+            let created = std::sync::Mutex::new(None);
+            let hook = |vm: &VmId| -> Result<()> {
+                *created.lock().expect("lock") = Some(vm.clone());
+                Err(Error::new(ErrorKind::Unavailable, "injected failure"))
+            };
+            let err = p
+                .create_with(&spec, Some(&hook))
+                .await
+                .expect_err("injected failure");
+            assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+            assert!(err.message().contains("deleted again"), "{err}");
+            let vm = created.lock().expect("lock").clone().expect("hook ran");
+            assert_eq!(
+                p.describe(&vm).await.expect_err("gone").kind(),
+                ErrorKind::NotFound
+            );
+            assert_eq!(
+                p.find_vm_by_name(&name).await.expect_err("gone").kind(),
+                ErrorKind::NotFound
+            );
+        }
+    }
+
+    /// The same rollback when the VM is already running (a power-on that failed late).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rollback_powers_a_running_vm_off_first() {
+        let Some(p) = vcsim().await else { return };
+        let mut spec = VmCreateSpec::new("vsc-rollback-running", 1, 128);
+        spec.power_on = false;
+        let handle = tokio::runtime::Handle::current();
+        let prov = p.clone();
+        let hook = move |vm: &VmId| -> Result<()> {
+            let (prov, vm) = (prov.clone(), vm.clone());
+            // Power the VM on from the hook, then fail.
+            tokio::task::block_in_place(|| {
+                handle.block_on(prov.start(&vm, &StartOptions::default()))
+            })?;
+            Err(Error::new(ErrorKind::Timeout, "late failure"))
+        };
+        let err = p
+            .create_with(&spec, Some(&hook))
+            .await
+            .expect_err("injected failure");
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        assert!(err.message().contains("deleted again"), "{err}");
+        assert_eq!(
+            p.find_vm_by_name("vsc-rollback-running")
+                .await
+                .expect_err("gone")
+                .kind(),
+            ErrorKind::NotFound
+        );
     }
 }

@@ -373,4 +373,55 @@ mod tests {
             at += i;
         }
     }
+
+    #[test]
+    fn create_vm_body_order_and_escaping() {
+        use crate::create::Target;
+        use virtrigaud_core::{DiskCreateSpec, NetworkCreateSpec};
+        let mut spec = VmCreateSpec::new("web-1", 2, 512);
+        spec.disks.push(DiskCreateSpec::new("root", 1));
+        spec.networks.push(NetworkCreateSpec::new("VM Network"));
+        let target = Target {
+            folder: MoRef::new("Folder", "group-v3"),
+            pool: MoRef::new("ResourcePool", "resgroup-9"),
+            host: Some(MoRef::new("HostSystem", "host-21")),
+            datastore: "LocalDS_0".into(),
+            nics: vec![NicBacking::Network {
+                model: "vmxnet3".into(),
+                name: "VM Network".into(),
+                network: MoRef::new("Network", "network-7"),
+            }],
+        };
+        let extra = [("virtrigaud.label.a".to_owned(), "<&>".to_owned())];
+        let body = create_vm_body(&spec, &target, &extra);
+        let order = [
+            "<config>",
+            "<name>web-1</name>",
+            "<guestId>otherLinux64Guest",
+            "<vmPathName>[LocalDS_0]</vmPathName>",
+            "<numCPUs>2",
+            "<memoryMB>512",
+            "ParaVirtualSCSIController",
+            "<fileOperation>create",
+            "VirtualDiskFlatVer2BackingInfo",
+            "<controllerKey>-100",
+            "<capacityInKB>1048576",
+            "VirtualVmxnet3",
+            "<network type=\"Network\">network-7",
+            "<connectable>",
+            "<addressType>generated",
+            "<extraConfig xsi:type=\"OptionValue\"><key>virtrigaud.label.a</key>",
+            "&lt;&amp;&gt;",
+            "</config>",
+            "<pool type=\"ResourcePool\">resgroup-9",
+            "<host type=\"HostSystem\">host-21",
+        ];
+        let mut at = 0;
+        for o in order {
+            let i = body[at..]
+                .find(o)
+                .unwrap_or_else(|| panic!("{o} missing or out of order in {body}"));
+            at += i;
+        }
+    }
 }
