@@ -19,7 +19,7 @@ use virtrigaud_core::{
 };
 use virtrigaud_vsphere::VsphereProvider;
 
-use common::{RawSession, provider};
+use common::{RawSession, config, provider};
 
 /// Powers off and destroys every VM whose name is `name` (leftovers of an earlier run).
 async fn remove_named(p: &VsphereProvider, name: &str) {
@@ -341,6 +341,28 @@ async fn vm_set_scales_up_and_down_on_vcsim() {
         assert_eq!((v.cpu, v.memory_mib), (1, 128));
     }
 
+    // A template change rolls every member over to the new template.
+    let mut v2 = vsc_set(3);
+    v2.spec
+        .template
+        .metadata
+        .labels
+        .insert("version".into(), "v2".into());
+    let s = r
+        .run_until_converged(&v2, tick, 60)
+        .await
+        .expect("rolling update");
+    assert_eq!((s.existing, s.updated), (3, 3));
+    let hash2 = template_hash(&v2.spec.template);
+    assert_ne!(hash, hash2);
+    let vms = members(&p, "vsc-set").await;
+    assert_eq!(vms.len(), 3, "{vms:?}");
+    assert!(
+        vms.iter()
+            .all(|v| v.labels.get(TEMPLATE_HASH_LABEL) == Some(&hash2)),
+        "{vms:?}"
+    );
+
     let s = r
         .run_until_converged(&vsc_set(1), tick, 30)
         .await
@@ -355,4 +377,62 @@ async fn vm_set_scales_up_and_down_on_vcsim() {
         .expect("scale to 0");
     assert_eq!(s.existing, 0);
     assert!(members(&p, "vsc-set").await.is_empty());
+}
+
+#[tokio::test]
+async fn configured_defaults_choose_folder_pool_and_datastore() {
+    let Some(cfg) = config() else { return };
+    let p = VsphereProvider::connect(
+        cfg.clone()
+            .with_default_datacenter("DC0")
+            .with_default_folder("DC0/vm")
+            .with_default_resource_pool("DC0/host/DC0_H0/Resources")
+            .with_default_datastore("LocalDS_0"),
+    )
+    .await
+    .expect("connect");
+    remove_named(&p, "vsc-defaults").await;
+    let mut spec = VmCreateSpec::new("vsc-defaults", 1, 128);
+    spec.disks.push(DiskCreateSpec::new("root", 1));
+    let vm = p.create(&spec).await.expect("create with defaults");
+    let raw = raw_props(&vm, &["runtime.host", "config.files.vmPathName"]).await;
+    assert!(raw.contains("[LocalDS_0] vsc-defaults/"), "{raw}");
+    assert!(
+        raw.contains(&format!(">{}<", host_moref("DC0/host/DC0_H0/DC0_H0").await)),
+        "the pool of the standalone host DC0_H0 puts the VM on DC0_H0: {raw}"
+    );
+    remove(&p, &vm).await;
+
+    let wrong = VsphereProvider::connect(cfg.clone().with_default_datacenter("no-such-dc"))
+        .await
+        .expect("connect");
+    let err = wrong.create(&spec).await.expect_err("unknown datacenter");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let wrong = VsphereProvider::connect(cfg.with_default_resource_pool("DC0/host/nope"))
+        .await
+        .expect("connect");
+    let err = wrong.create(&spec).await.expect_err("unknown pool");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+}
+
+#[tokio::test]
+async fn nic_on_a_distributed_port_group_and_e1000() {
+    let Some(p) = provider().await else { return };
+    remove_named(&p, "vsc-dvpg").await;
+    let mut spec = VmCreateSpec::new("vsc-dvpg", 1, 128);
+    spec.networks.push(NetworkCreateSpec::new("DC0_DVPG0"));
+    let mut e1000 = NetworkCreateSpec::new("VM Network");
+    e1000.model = Some("e1000".into());
+    spec.networks.push(e1000);
+    let vm = p.create(&spec).await.expect("create");
+    let raw = raw_props(&vm, &["config.hardware.device", "network"]).await;
+    for needle in [
+        "VirtualEthernetCardDistributedVirtualPortBackingInfo",
+        "<portgroupKey>",
+        "VirtualVmxnet3",
+        "VirtualE1000",
+    ] {
+        assert!(raw.contains(needle), "{needle} missing from {raw}");
+    }
+    remove(&p, &vm).await;
 }
