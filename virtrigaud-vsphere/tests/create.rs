@@ -294,6 +294,10 @@ async fn members(p: &VsphereProvider, set: &str) -> Vec<VmDescription> {
 }
 
 fn vsc_set(replicas: i32) -> VMSet {
+    named_set("vsc-set", replicas)
+}
+
+fn named_set(name: &str, replicas: i32) -> VMSet {
     let mut spec = VMSetSpec::default();
     spec.replicas = Some(replicas);
     let t = &mut spec.template;
@@ -310,7 +314,7 @@ fn vsc_set(replicas: i32) -> VMSet {
     net.name = "eth0".into();
     net.network_ref = Some(ObjectRef::new("VM Network"));
     t.spec.networks.push(net);
-    VMSet::new("vsc-set", spec)
+    VMSet::new(name, spec)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,4 +439,41 @@ async fn nic_on_a_distributed_port_group_and_e1000() {
         assert!(raw.contains(needle), "{needle} missing from {raw}");
     }
     remove(&p, &vm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_set_members_spread_over_hosts_by_the_solver_placer() {
+    use virtrigaud_core::model::{AntiAffinity, VMPlacementPolicySpec};
+    use virtrigaud_core::placement::SolverPlacer;
+    let Some(p) = provider().await else { return };
+    for v in members(&p, "vsc-aa").await {
+        remove(&p, &v.id).await;
+    }
+    let dynp: Arc<dyn Provider> = Arc::new(p.clone());
+    let hosts = dynp.inventory().await.expect("inventory").hosts.len();
+    assert!(hosts >= 3, "vcsim has {hosts} hosts");
+    let mut aa = AntiAffinity::default();
+    aa.host_anti_affinity = true;
+    let mut policy = VMPlacementPolicySpec::default();
+    policy.anti_affinity = Some(aa);
+    let r = VmSetReconciler::new(Arc::clone(&dynp), ShutdownManager::new(Arc::clone(&dynp)))
+        .placer(Arc::new(
+            SolverPlacer::new(Arc::clone(&dynp)).group_label(SET_LABEL),
+        ))
+        .placement_policy(policy)
+        .shutdown_policy(ShutdownPolicy::with_grace(Duration::from_secs(2)));
+    let set = named_set("vsc-aa", 3);
+    let s = r
+        .run_until_converged(&set, Duration::from_millis(200), 30)
+        .await
+        .expect("converge");
+    assert_eq!(s.available, 3);
+    let vms = members(&p, "vsc-aa").await;
+    let on: std::collections::BTreeSet<_> = vms.iter().filter_map(|v| v.host.clone()).collect();
+    assert_eq!(on.len(), 3, "one member per host: {vms:?}");
+    let s = r
+        .run_until_converged(&named_set("vsc-aa", 0), Duration::from_millis(200), 30)
+        .await
+        .expect("scale to 0");
+    assert_eq!(s.existing, 0);
 }
