@@ -103,6 +103,13 @@ pub(crate) fn validate(spec: &VmCreateSpec) -> Result<()> {
             spec.memory_mib
         )));
     }
+    if spec
+        .placement
+        .as_deref()
+        .is_some_and(|h| h.trim().is_empty())
+    {
+        return Err(invalid("placement is an empty host / cluster name"));
+    }
     if spec.image.is_some() {
         return Err(Error::new(
             ErrorKind::Unsupported,
@@ -587,6 +594,9 @@ mod tests {
         ];
         let mut s = ok.clone();
         s.disks.push(DiskCreateSpec::new("d", 0));
+        bad.push(s);
+        let mut s = ok.clone();
+        s.placement = Some(" ".into());
         bad.push(s);
         let mut s = ok.clone();
         let mut d = DiskCreateSpec::new("d", 1);
