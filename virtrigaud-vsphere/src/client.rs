@@ -382,8 +382,19 @@ impl Client {
         ty: &str,
         paths: &[&str],
     ) -> Result<Vec<(MoRef, Props)>, VimError> {
-        let mut b = Xml::new();
         let root = self.sc.root_folder.clone();
+        self.list_in(&root, ty, paths).await
+    }
+
+    /// Morefs and properties of all objects of `ty` under `container` (recursive container view).
+    pub(crate) async fn list_in(
+        &self,
+        container: &MoRef,
+        ty: &str,
+        paths: &[&str],
+    ) -> Result<Vec<(MoRef, Props)>, VimError> {
+        let mut b = Xml::new();
+        let root = container;
         b.moref("container", &root.ty, &root.value)
             .el("type", ty)
             .el("recursive", "true");

@@ -64,6 +64,17 @@ pub struct VsphereConfig {
     pub keepalive: Option<Duration>,
     /// The `User-Agent` header (vCenter shows it in its session list).
     pub user_agent: String,
+    /// Datacenter (name) new VMs go to; `None`: the first datacenter of the inventory.
+    pub default_datacenter: Option<String>,
+    /// Datastore (name) for new VMs when the spec does not decide; `None`: the first
+    /// accessible datastore of the chosen host / compute resource with enough free space.
+    pub default_datastore: Option<String>,
+    /// VM folder (inventory path, `DC0/vm/team-a`) for new VMs; `None`: the datacenter's
+    /// root VM folder.
+    pub default_folder: Option<String>,
+    /// Resource pool (inventory path, `DC0/host/DC0_C0/Resources`) for new VMs without a
+    /// placement; `None`: the root pool of the datacenter's first compute resource.
+    pub default_resource_pool: Option<String>,
 }
 
 impl fmt::Debug for VsphereConfig {
@@ -77,6 +88,10 @@ impl fmt::Debug for VsphereConfig {
             .field("wait_poll", &self.wait_poll)
             .field("keepalive", &self.keepalive)
             .field("user_agent", &self.user_agent)
+            .field("default_datacenter", &self.default_datacenter)
+            .field("default_datastore", &self.default_datastore)
+            .field("default_folder", &self.default_folder)
+            .field("default_resource_pool", &self.default_resource_pool)
             .finish()
     }
 }
@@ -110,6 +125,10 @@ impl VsphereConfig {
             wait_poll: Duration::from_secs(30),
             keepalive: Some(Duration::from_secs(300)),
             user_agent: concat!("virtrigaud-vsphere/", env!("CARGO_PKG_VERSION")).to_owned(),
+            default_datacenter: None,
+            default_datastore: None,
+            default_folder: None,
+            default_resource_pool: None,
         }
     }
     /// Sets the certificate verification.
@@ -135,6 +154,26 @@ impl VsphereConfig {
     /// Sets the `User-Agent` header.
     pub fn with_user_agent(mut self, user_agent: impl Into<String>) -> Self {
         self.user_agent = user_agent.into();
+        self
+    }
+    /// Sets the datacenter (by name) new VMs are created in.
+    pub fn with_default_datacenter(mut self, name: impl Into<String>) -> Self {
+        self.default_datacenter = Some(name.into());
+        self
+    }
+    /// Sets the datastore (by name) new VMs are created on.
+    pub fn with_default_datastore(mut self, name: impl Into<String>) -> Self {
+        self.default_datastore = Some(name.into());
+        self
+    }
+    /// Sets the VM folder (inventory path) new VMs are created in.
+    pub fn with_default_folder(mut self, path: impl Into<String>) -> Self {
+        self.default_folder = Some(path.into());
+        self
+    }
+    /// Sets the resource pool (inventory path) of new VMs without a placement.
+    pub fn with_default_resource_pool(mut self, path: impl Into<String>) -> Self {
+        self.default_resource_pool = Some(path.into());
         self
     }
 }

@@ -98,6 +98,8 @@ impl SoapFault {
             | "InvalidProperty"
             | "InvalidName"
             | "InvalidDeviceSpec"
+            | "InvalidVmConfig"
+            | "InvalidDatastore"
             | "InvalidSnapshotFormat"
             | "MethodNotFound"
             | "InvalidDatastorePath" => ErrorKind::InvalidSpec,
@@ -241,6 +243,8 @@ mod tests {
             ("TaskInProgress", ErrorKind::Conflict),
             ("DuplicateName", ErrorKind::AlreadyExists),
             ("InvalidArgument", ErrorKind::InvalidSpec),
+            ("InvalidVmConfig", ErrorKind::InvalidSpec),
+            ("AlreadyExists", ErrorKind::AlreadyExists),
             ("NotSupported", ErrorKind::Unsupported),
             ("HostCommunication", ErrorKind::Unavailable),
             ("SomethingNew", ErrorKind::Internal),

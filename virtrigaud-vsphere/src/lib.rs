@@ -26,10 +26,49 @@
 //!   `guest.toolsRunningStatus`, `request_shutdown(Agent)` sends `ShutdownGuest`. vSphere has no
 //!   ACPI-button API, so the ACPI channel is `Unsupported` and declared so in the capabilities.
 //!   `power_off` on an off VM is `InvalidState` (vim25 `InvalidPowerState`).
+//! * Creating VMs: [`virtrigaud_core::Provider::create`] sends `CreateVM_Task` for an empty
+//!   VM (`otherLinux64Guest`): one paravirtual SCSI controller with one disk per
+//!   [`virtrigaud_core::DiskCreateSpec`] (thin unless `thick`), one vmxnet3 adapter per
+//!   [`virtrigaud_core::NetworkCreateSpec`] (`e1000`/`e1000e` on request; standard networks
+//!   and distributed port groups, by name), then `PowerOnVM_Task` when asked. `placement`
+//!   names a host (the VM goes to that host and its compute resource's root pool) or a
+//!   cluster / compute resource; otherwise the configured default pool or the datacenter's
+//!   first compute resource. The datastore is the configured default or the first accessible
+//!   one of that host / compute resource with room for the disks
+//!   ([`VsphereConfig::with_default_datacenter`], `…_datastore`, `…_folder`,
+//!   `…_resource_pool`). The spec is validated before any call (empty or over-long name,
+//!   `/ \ %` in the name, 0 vCPU, memory not a positive multiple of 4 MiB, unsafe label
+//!   keys → `InvalidSpec`); an unknown host, cluster or network is `NotFound`; a VM of that
+//!   name in the target folder is `AlreadyExists` (checked first, since vcsim does not raise
+//!   vCenter's `DuplicateName`, which maps to `AlreadyExists` too). If powering on fails
+//!   the new VM is deleted again.
+//! * Labels live in `config.extraConfig` as `virtrigaud.label.<key>` = value (keys: 1-253
+//!   characters of `[A-Za-z0-9._/-]`, alphanumeric at both ends); cloud-init user data as
+//!   `guestinfo.userdata` (base64) + `guestinfo.userdata.encoding` = `base64`, which the
+//!   cloud-init VMware datasource reads. `describe` and `list_vms` return the labels, and
+//!   `list_vms` filters by them (read in the same `RetrievePropertiesEx`; the filter runs
+//!   client-side). So the core's VM-set reconciler ([`virtrigaud_core::vmset`]) runs on
+//!   vSphere.
 //! * Faults become [`virtrigaud_core::Error`]s in one place; the vim25 fault is kept as the
 //!   error's source ([`SoapFault`]) — `ToolsUnavailable` and `InvalidPowerState` are
 //!   `InvalidState`, `InvalidLogin` is `Unauthenticated`, `TaskInProgress` is `Conflict`,
 //!   `ManagedObjectNotFound` is `NotFound`.
+//!
+//! ## Known gaps
+//!
+//! * `create` builds empty VMs; `VmCreateSpec::image` is `Unsupported` (clone a template
+//!   with the [`virtrigaud_core::Cloner`] instead). No ISO/CD-ROM, no boot order, no
+//!   storage-policy or datastore-cluster (Storage DRS) placement, one SCSI controller (at
+//!   most 15 disks). A disk's name is sent as its device label: vcsim keeps it, vCenter
+//!   is expected to relabel disks `Hard disk N` (not verified here).
+//! * The duplicate-name pre-check is not atomic: on vcsim two concurrent creates of one
+//!   name can both succeed (vCenter itself refuses the second with `DuplicateName`).
+//! * Label keys containing `/` are stored verbatim in extraConfig keys; vcsim accepts them,
+//!   real vCenter acceptance of `/` in extraConfig keys is not verified here.
+//! * There is no way in the core `Provider` contract to change the labels of an existing VM,
+//!   so none is offered; `list_vms` label filters read every VM's extraConfig (no
+//!   server-side filter exists in vim25).
+//! * The ACPI shutdown channel is unsupported (see above).
 //!
 //! ```no_run
 //! # async fn demo() -> virtrigaud_core::Result<()> {
@@ -49,6 +88,7 @@
 
 mod client;
 mod config;
+mod create;
 mod fault;
 mod provider;
 mod spec;

@@ -21,6 +21,7 @@ use virtrigaud_core::placement::{DatastoreInfo, HostInfo, Inventory, Resources};
 
 use crate::client::{Client, MoRef, Props};
 use crate::config::VsphereConfig;
+use crate::create;
 use crate::fault::VimError;
 use crate::spec;
 use crate::xml::{Element, Xml};
@@ -36,7 +37,8 @@ const POWER_PATHS: [&str; 2] = ["runtime.powerState", "guest.guestState"];
 /// [`VsphereProvider::find_vm_by_path`] or [`VsphereProvider::find_vm_by_name`].
 #[derive(Debug, Clone)]
 pub struct VsphereProvider {
-    client: Arc<Client>,
+    pub(crate) client: Arc<Client>,
+    pub(crate) defaults: Arc<crate::create::CreateDefaults>,
 }
 
 fn map<T>(r: std::result::Result<T, VimError>, op: &'static str, vm: &VmId) -> Result<T> {
@@ -76,7 +78,10 @@ impl VsphereProvider {
         let client = Client::connect(&config)
             .await
             .map_err(|e| e.into_error("connect", None))?;
-        Ok(VsphereProvider { client })
+        Ok(VsphereProvider {
+            client,
+            defaults: Arc::new(crate::create::CreateDefaults::from_config(&config)),
+        })
     }
 
     /// Finds a VM by inventory path (`DC0/vm/folder/name`).
@@ -282,7 +287,7 @@ impl Provider for VsphereProvider {
         c.reset = true;
         c.reboot = true;
         c.pause = false;
-        c.create = false;
+        c.create = true;
         c.delete = true;
         c.reconfigure = true;
         c.inventory = true;
@@ -583,6 +588,7 @@ impl Provider for VsphereProvider {
                     "config.hardware.numCPU",
                     "config.hardware.memoryMB",
                     "config.hardware.device",
+                    "config.extraConfig",
                     "runtime.host",
                 ],
                 "describe",
@@ -592,14 +598,6 @@ impl Provider for VsphereProvider {
     }
 
     async fn list_vms(&self, opts: &ListOptions) -> Result<Vec<VmDescription>> {
-        if !opts.labels.is_empty() {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "label filters are not supported by the vSphere provider",
-            )
-            .with_provider(PROVIDER_TYPE)
-            .with_operation("list_vms"));
-        }
         let all = self
             .client
             .list_by_type(
@@ -610,6 +608,7 @@ impl Provider for VsphereProvider {
                     "guest.guestState",
                     "config.hardware.numCPU",
                     "config.hardware.memoryMB",
+                    "config.extraConfig",
                     "runtime.host",
                 ],
             )
@@ -618,7 +617,17 @@ impl Provider for VsphereProvider {
         Ok(all
             .into_iter()
             .map(|(m, p)| describe_from(VmId::new(m.value), &p))
+            .filter(|d| create::has_labels(&d.labels, &opts.labels))
             .collect())
+    }
+
+    /// Creates an empty VM (`CreateVM_Task`): one paravirtual SCSI controller with one disk per
+    /// [`virtrigaud_core::DiskCreateSpec`] (thin unless `thick`), one adapter per network
+    /// (vmxnet3 unless `e1000`/`e1000e`), labels and cloud-init user data in `extraConfig`,
+    /// then `PowerOnVM_Task` when asked. `placement` names a host or a cluster / compute
+    /// resource. A failure after the VM exists deletes it again.
+    async fn create(&self, spec: &virtrigaud_core::VmCreateSpec) -> Result<VmId> {
+        self.create_with(spec, None).await
     }
 
     /// Hosts (with their cluster, vCPU capacity, memory and reachable datastores), the vCPUs
@@ -741,6 +750,7 @@ fn describe_from(id: VmId, p: &Props) -> VmDescription {
         .map(|(l, kib, _)| DiskInfo::new(l, kib.div_ceil(GIB_KIB)))
         .collect();
     d.host = p.str("runtime.host").map(str::to_owned);
+    d.labels = create::labels_from_props(p);
     d
 }
 

@@ -3,9 +3,10 @@
 
 use std::net::Ipv4Addr;
 
-use virtrigaud_core::{Customization, Error};
+use virtrigaud_core::{Customization, Error, VmCreateSpec};
 
 use crate::client::MoRef;
+use crate::create::{GUEST_ID, Target};
 use crate::xml::{Element, Xml, esc};
 
 /// Serialises a parsed element back to XML (keeps `xsi:type` and plain attributes).
@@ -181,6 +182,139 @@ pub(crate) fn clone_spec(
     Ok(b.finish())
 }
 
+/// The backing of one new network adapter.
+#[derive(Debug, Clone)]
+pub(crate) enum NicBacking {
+    /// A standard port group / network.
+    Network {
+        /// Adapter model (`vmxnet3`, `e1000`, `e1000e`).
+        model: String,
+        /// Network name.
+        name: String,
+        /// Network moref.
+        network: MoRef,
+    },
+    /// A distributed port group.
+    Portgroup {
+        /// Adapter model.
+        model: String,
+        /// The switch's UUID.
+        switch_uuid: String,
+        /// The port group key.
+        key: String,
+    },
+}
+
+const CONTROLLER_KEY: i32 = -100;
+
+/// The body of `CreateVM_Task`: a `VirtualMachineConfigSpec` (elements in XSD order), the
+/// resource pool and the optional host.
+pub(crate) fn create_vm_body(
+    spec: &VmCreateSpec,
+    target: &Target,
+    extra_config: &[(String, String)],
+) -> String {
+    let mut b = Xml::new();
+    b.open("config")
+        .el("name", &spec.name)
+        .el("guestId", GUEST_ID)
+        .open("files")
+        .el("vmPathName", &format!("[{}]", target.datastore))
+        .close("files")
+        .el("numCPUs", &spec.cpu.to_string())
+        .el("memoryMB", &spec.memory_mib.to_string());
+    if !spec.disks.is_empty() {
+        b.open("deviceChange").el("operation", "add");
+        b.open_typed("device", "ParaVirtualSCSIController")
+            .el("key", &CONTROLLER_KEY.to_string())
+            .el("busNumber", "0")
+            .el("sharedBus", "noSharing")
+            .close("device");
+        b.close("deviceChange");
+    }
+    for (i, d) in spec.disks.iter().enumerate() {
+        let unit = if i >= 7 { i + 1 } else { i };
+        let kib = d.size_gib * 1024 * 1024;
+        let thin = d.disk_type.as_deref() != Some("thick");
+        b.open("deviceChange")
+            .el("operation", "add")
+            .el("fileOperation", "create");
+        b.open_typed("device", "VirtualDisk")
+            .el("key", &(-101 - i as i64).to_string())
+            .open("deviceInfo")
+            .el("label", &d.name)
+            .el("summary", &format!("{} GiB", d.size_gib))
+            .close("deviceInfo");
+        b.open_typed("backing", "VirtualDiskFlatVer2BackingInfo")
+            .el("fileName", &format!("[{}]", target.datastore))
+            .el("diskMode", "persistent")
+            .el("thinProvisioned", if thin { "true" } else { "false" })
+            .close("backing");
+        b.el("controllerKey", &CONTROLLER_KEY.to_string())
+            .el("unitNumber", &unit.to_string())
+            .el("capacityInKB", &kib.to_string())
+            .el("capacityInBytes", &(kib * 1024).to_string())
+            .close("device");
+        b.close("deviceChange");
+    }
+    for (i, n) in target.nics.iter().enumerate() {
+        let model = match n {
+            NicBacking::Network { model, .. } | NicBacking::Portgroup { model, .. } => model,
+        };
+        let ty = match model.as_str() {
+            "e1000" => "VirtualE1000",
+            "e1000e" => "VirtualE1000e",
+            _ => "VirtualVmxnet3",
+        };
+        b.open("deviceChange").el("operation", "add");
+        b.open_typed("device", ty)
+            .el("key", &(-200 - i as i64).to_string());
+        match n {
+            NicBacking::Network { name, network, .. } => {
+                b.open_typed("backing", "VirtualEthernetCardNetworkBackingInfo")
+                    .el("deviceName", name)
+                    .moref("network", &network.ty, &network.value)
+                    .close("backing");
+            }
+            NicBacking::Portgroup {
+                switch_uuid, key, ..
+            } => {
+                b.open_typed(
+                    "backing",
+                    "VirtualEthernetCardDistributedVirtualPortBackingInfo",
+                )
+                .open("port")
+                .el("switchUuid", switch_uuid)
+                .el("portgroupKey", key)
+                .close("port")
+                .close("backing");
+            }
+        }
+        b.open("connectable")
+            .el("startConnected", "true")
+            .el("allowGuestControl", "true")
+            .el("connected", "false")
+            .close("connectable");
+        b.el("addressType", "generated").close("device");
+        b.close("deviceChange");
+    }
+    for (k, v) in extra_config {
+        b.open_typed("extraConfig", "OptionValue")
+            .el("key", k)
+            .raw(&format!(
+                "<value xsi:type=\"xsd:string\">{}</value>",
+                esc(v)
+            ))
+            .close("extraConfig");
+    }
+    b.close("config")
+        .moref("pool", &target.pool.ty, &target.pool.value);
+    if let Some(h) = &target.host {
+        b.moref("host", &h.ty, &h.value);
+    }
+    b.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +364,57 @@ mod tests {
             "<gateway>10.0.0.1",
             "<powerOn>true",
             "<snapshot type=\"VirtualMachineSnapshot\">snapshot-1",
+        ];
+        let mut at = 0;
+        for o in order {
+            let i = body[at..]
+                .find(o)
+                .unwrap_or_else(|| panic!("{o} missing or out of order in {body}"));
+            at += i;
+        }
+    }
+
+    #[test]
+    fn create_vm_body_order_and_escaping() {
+        use crate::create::Target;
+        use virtrigaud_core::{DiskCreateSpec, NetworkCreateSpec};
+        let mut spec = VmCreateSpec::new("web-1", 2, 512);
+        spec.disks.push(DiskCreateSpec::new("root", 1));
+        spec.networks.push(NetworkCreateSpec::new("VM Network"));
+        let target = Target {
+            folder: MoRef::new("Folder", "group-v3"),
+            pool: MoRef::new("ResourcePool", "resgroup-9"),
+            host: Some(MoRef::new("HostSystem", "host-21")),
+            datastore: "LocalDS_0".into(),
+            nics: vec![NicBacking::Network {
+                model: "vmxnet3".into(),
+                name: "VM Network".into(),
+                network: MoRef::new("Network", "network-7"),
+            }],
+        };
+        let extra = [("virtrigaud.label.a".to_owned(), "<&>".to_owned())];
+        let body = create_vm_body(&spec, &target, &extra);
+        let order = [
+            "<config>",
+            "<name>web-1</name>",
+            "<guestId>otherLinux64Guest",
+            "<vmPathName>[LocalDS_0]</vmPathName>",
+            "<numCPUs>2",
+            "<memoryMB>512",
+            "ParaVirtualSCSIController",
+            "<fileOperation>create",
+            "VirtualDiskFlatVer2BackingInfo",
+            "<controllerKey>-100",
+            "<capacityInKB>1048576",
+            "VirtualVmxnet3",
+            "<network type=\"Network\">network-7",
+            "<connectable>",
+            "<addressType>generated",
+            "<extraConfig xsi:type=\"OptionValue\"><key>virtrigaud.label.a</key>",
+            "&lt;&amp;&gt;",
+            "</config>",
+            "<pool type=\"ResourcePool\">resgroup-9",
+            "<host type=\"HostSystem\">host-21",
         ];
         let mut at = 0;
         for o in order {
