@@ -59,7 +59,8 @@ if [ "$SMOKE" = 1 ]; then
 fi
 
 log "placement benchmark at 5,000 hosts (criterion)"
-cargo bench -q -p virtrigaud-benches --bench placement -- --noplot placement_5000_hosts
+# Same features as the comparison binary: cargo bench rebuilds the package's binaries into the same place.
+cargo bench -q -p virtrigaud-benches --bench placement "${FEATURES[@]}" -- --noplot placement_5000_hosts
 
 log "side-by-side comparisons"
 mkdir -p "$(dirname "$OUT")"

@@ -74,6 +74,14 @@ fn parse_args() -> Args {
     a
 }
 
+/// API calls per graceful stop on one real provider backend.
+#[derive(Debug, Clone)]
+pub(crate) struct ProviderPoints {
+    pub provider: &'static str,
+    /// (guest shutdown time in s, virtrigaud requests, 2 s loop requests).
+    pub rows: Vec<(f64, Option<u64>, Option<u64>)>,
+}
+
 /// Everything measured in one run.
 #[derive(Debug, Default)]
 pub(crate) struct Results {
@@ -93,6 +101,8 @@ pub(crate) struct Results {
     pub plots: Vec<(&'static str, String)>,
     /// Comparison 4 on the real provider backends (feature `providers`), as Markdown.
     pub providers: Option<String>,
+    /// The same, as numbers for the plot.
+    pub provider_points: Vec<ProviderPoints>,
     pub wall: Duration,
 }
 
@@ -209,6 +219,7 @@ fn main() {
         eprintln!("[4] API calls per graceful stop on the Proxmox / vSphere / KubeVirt backends");
         let out = providers::run(args.smoke);
         r.providers = Some(out.markdown);
+        r.provider_points = out.points;
         out.failures
     };
     #[cfg(not(feature = "providers"))]

@@ -109,6 +109,8 @@ pub(crate) struct Outcome {
     pub markdown: String,
     /// Harness check failures.
     pub failures: Vec<String>,
+    /// Per backend: (guest time s, virtrigaud requests, 2 s loop requests), for the plot.
+    pub points: Vec<crate::ProviderPoints>,
 }
 
 /// A fresh provider with its own request counter.
@@ -719,9 +721,24 @@ pub(crate) fn run(smoke: bool) -> Outcome {
             }
         }
     }
+    let points = sections
+        .iter()
+        .filter_map(|(name, r)| {
+            let rows = r.as_ref().ok()?;
+            let n = |s: &Res<Stop>| s.as_ref().ok().map(|s| s.count.requests);
+            Some(crate::ProviderPoints {
+                provider: name,
+                rows: rows
+                    .iter()
+                    .map(|row| (row.guest.as_secs_f64(), n(&row.engine), n(&row.poll)))
+                    .collect(),
+            })
+        })
+        .collect();
     Outcome {
         markdown: render(&sections, &skipped, wall),
         failures,
+        points,
     }
 }
 
@@ -873,7 +890,7 @@ fn verdict(name: &str, rows: &[Row]) -> String {
     let why = match name {
         "Proxmox" => format!(
             "PVE has no event API: the engine polls `status/current` (250 ms doubling to 2 s) and, \
-             while its `qmshutdown` task runs, re-reads that task's status at most every 2 s (to \
+             while its `qmshutdown` task runs, re-reads that task's status at most every 10 s (to \
              notice a failed task), so it costs about {eb:.2} requests per second of guest time, \
              the 2 s loop (plain status reads) about {pb:.2}. Not constant; what the engine buys \
              here is faster detection (its first reads come after 250 ms, 500 ms, 1 s) and the \

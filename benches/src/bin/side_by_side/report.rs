@@ -209,6 +209,32 @@ pub(crate) fn write_plots(
         )?;
         out.push(("api_calls", rel("api_calls.svg")));
     }
+    if !r.provider_points.is_empty() {
+        let mut series = Vec::new();
+        for pp in &r.provider_points {
+            for (method, pick) in [("virtrigaud", 1), ("2 s loop", 2)] {
+                series.push(Series {
+                    name: format!("{}, {method}", pp.provider),
+                    points: pp
+                        .rows
+                        .iter()
+                        .filter_map(|&(t, e, l)| {
+                            let v = if pick == 1 { e } else { l };
+                            v.map(|v| (t, v as f64))
+                        })
+                        .collect(),
+                });
+            }
+        }
+        lines(
+            &dir.join("api_calls_providers.svg"),
+            "Wire requests per graceful stop on the real provider backends",
+            "guest shutdown time (s)",
+            "requests",
+            &series,
+        )?;
+        out.push(("api_calls_providers", rel("api_calls_providers.svg")));
+    }
     if let Some(Ok(runs)) = &r.fleet {
         // The first run of each method: one bar per guest, fleet start → its stop event (or
         // the method's end, hollow, when the guest was left running).
@@ -561,6 +587,12 @@ pub(crate) fn render(r: &Results, smoke: bool) -> String {
     }
     if let Some(md) = &r.providers {
         let _ = write!(w, "{md}");
+        plot(
+            w,
+            r,
+            "api_calls_providers",
+            "Wire requests per graceful stop on Proxmox, vSphere and KubeVirt",
+        );
     } else {
         let _ = writeln!(
             w,
