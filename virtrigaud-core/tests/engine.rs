@@ -766,3 +766,51 @@ async fn shutdown_starts_when_called_not_when_first_polled() {
     assert!(matches!(report.outcome, ShutdownOutcome::Graceful { .. }));
     assert!(report.elapsed <= secs(4), "{:?}", report.elapsed);
 }
+
+#[tokio::test(start_paused = true)]
+async fn reports_say_when_the_vm_was_first_seen_off() {
+    // Pushed: the guest stops at 7 s; the report ends after the confirming read.
+    let sim = Simulator::new();
+    let vm = sim.add_vm("push", GuestBehavior::cooperative().acpi_after(secs(7)));
+    let r = manager(&sim)
+        .shutdown(&vm, ShutdownPolicy::with_grace(secs(30)))
+        .await
+        .unwrap();
+    let off = r.off_observed.expect("seen off");
+    assert!(
+        off >= secs(7) && off <= secs(7) + Duration::from_millis(1),
+        "{off:?}"
+    );
+    assert!(off <= r.elapsed);
+
+    // Forced at the deadline: off once the hard power-off returned.
+    let vm = sim.add_vm("stubborn", GuestBehavior::ignores_acpi());
+    let r = manager(&sim)
+        .shutdown(&vm, ShutdownPolicy::with_grace(secs(10)))
+        .await
+        .unwrap();
+    let off = r.off_observed.expect("seen off");
+    assert!(
+        off >= secs(10) && off <= r.elapsed,
+        "{off:?} vs {:?}",
+        r.elapsed
+    );
+
+    // Already off: at once. Cancelled: never.
+    let vm = sim.add_vm("idle", GuestBehavior::cooperative());
+    sim.power_off(&vm, &Default::default()).await.unwrap();
+    let r = manager(&sim)
+        .shutdown(&vm, ShutdownPolicy::with_grace(secs(10)))
+        .await
+        .unwrap();
+    assert!(matches!(r.outcome, ShutdownOutcome::AlreadyOff));
+    assert_eq!(r.off_observed, Some(Duration::ZERO));
+    let vm = sim.add_vm("kept", GuestBehavior::ignores_acpi());
+    let m = manager(&sim);
+    let h = m.start(&vm, ShutdownPolicy::with_grace(secs(60))).unwrap();
+    sleep(secs(2)).await;
+    h.cancel();
+    let r = h.wait().await;
+    assert!(matches!(r.outcome, ShutdownOutcome::Cancelled));
+    assert_eq!(r.off_observed, None);
+}

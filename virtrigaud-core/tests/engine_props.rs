@@ -114,6 +114,20 @@ fn run_case(b: GuestBehavior, grace_ms: u64, push: bool, paused: bool, second_ms
                 report.outcome
             );
         }
+        // The first sign of "off" is reported exactly for outcomes that end off, never after
+        // the report's end.
+        if report.outcome.is_off() && !matches!(report.outcome, ShutdownOutcome::Vanished) {
+            let off = report
+                .off_observed
+                .expect("an off outcome says when it was seen off");
+            assert!(
+                off <= report.elapsed,
+                "off seen at {off:?} after the end {:?}",
+                report.elapsed
+            );
+        } else {
+            assert_eq!(report.off_observed, None, "{}", report.outcome);
+        }
         // At most one hard power-off takes effect.
         assert!(sim.effective_power_offs(&vm) <= 1);
         // Forced by timeout never before the deadline.

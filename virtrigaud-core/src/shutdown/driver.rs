@@ -40,6 +40,8 @@ pub(crate) struct ShutdownTask {
     calls: u32,
     power_offs: u32,
     pre_stop_ok: Option<bool>,
+    /// The first sign that the VM was off (see `ShutdownReport::off_observed`).
+    off_observed: Option<Instant>,
 }
 
 impl Drop for ShutdownTask {
@@ -74,6 +76,7 @@ impl ShutdownTask {
             calls: 0,
             power_offs: 0,
             pre_stop_ok: None,
+            off_observed: None,
         }
     }
 
@@ -210,6 +213,14 @@ impl ShutdownTask {
                 Command::Wait { until } => self.wait(until).await,
                 other => Box::pin(self.execute(other)).await,
             };
+            match shows_off(&input) {
+                Some(true) if self.off_observed.is_none() => {
+                    self.off_observed = Some(Instant::now());
+                }
+                // A later read says it runs after all: that sign was not the end.
+                Some(false) => self.off_observed = None,
+                _ => {}
+            }
             cmd = self.machine.on(input, Instant::now());
         };
 
@@ -226,6 +237,10 @@ impl ShutdownTask {
             channel: self.machine.channel(),
             pre_stop_ok: self.pre_stop_ok,
             resumed: self.resumed,
+            off_observed: self
+                .off_observed
+                .filter(|_| outcome.is_off() && !matches!(outcome, ShutdownOutcome::Vanished))
+                .map(|t| t.saturating_duration_since(self.started)),
             outcome,
         };
         metrics::finished(provider.provider_type(), &report);
@@ -412,6 +427,15 @@ impl ShutdownTask {
         if let Err(e) = self.shared.journal.record(&lease).await {
             tracing::warn!(vm = %self.vm, error = %e, "could not journal the shortened deadline");
         }
+    }
+}
+
+/// What `input` says about the VM being off, if anything.
+fn shows_off(input: &Input) -> Option<bool> {
+    match input {
+        Input::Pushed(state) | Input::PowerState(Ok(state)) => Some(state.is_off()),
+        Input::HardOffDone(Ok(())) => Some(true),
+        _ => None,
     }
 }
 

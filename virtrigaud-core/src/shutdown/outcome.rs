@@ -125,4 +125,9 @@ pub struct ShutdownReport {
     pub pre_stop_ok: Option<bool>,
     /// Whether this shutdown resumed a journalled one after a restart.
     pub resumed: bool,
+    /// Time from the start of the grace period to the first sign that the VM was off: a pushed
+    /// or read `Off`, or the hard power-off call returning. The report itself ends after that
+    /// sign is confirmed by a read (see [`ShutdownReport::elapsed`]). `None` when the VM was
+    /// not seen off (cancelled, failed, vanished).
+    pub off_observed: Option<Duration>,
 }

@@ -158,5 +158,6 @@ fn abandoned_report() -> ShutdownReport {
         channel: None,
         pre_stop_ok: None,
         resumed: false,
+        off_observed: None,
     }
 }
