@@ -49,7 +49,7 @@ impl<T> Ctx<T> for std::result::Result<T, virt::error::Error> {
 pub(crate) struct Inner {
     conn: Option<Connect>,
     pub(crate) hub: Option<EventHub>,
-    pub(crate) cfg: LibvirtConfig,
+    pub(crate) cfg: Arc<LibvirtConfig>,
     calls: Arc<AtomicU64>,
     driver: String,
     /// Set by libvirt's close callback when the connection is closed under us.
@@ -89,7 +89,7 @@ impl Drop for Inner {
 
 /// Opens a connection to `cfg.uri` (blocking): events when wanted, a close callback so a
 /// restarted libvirtd is noticed at once, keepalive on remote transports.
-fn open_connection(cfg: &LibvirtConfig, calls: Arc<AtomicU64>) -> Result<Inner> {
+fn open_connection(cfg: Arc<LibvirtConfig>, calls: Arc<AtomicU64>) -> Result<Inner> {
     let uri = cfg.uri.as_str();
     virt::error::clear_error_callback();
     let loop_ok = cfg.events && events::ensure_event_loop();
@@ -127,7 +127,7 @@ fn open_connection(cfg: &LibvirtConfig, calls: Arc<AtomicU64>) -> Result<Inner> 
     Ok(Inner {
         conn: Some(conn),
         hub,
-        cfg: cfg.clone(),
+        cfg,
         calls,
         driver,
         closed,
@@ -141,7 +141,7 @@ pub(crate) struct Shared {
     current: Mutex<Arc<Inner>>,
     reconnecting: tokio::sync::Mutex<()>,
     sem: Arc<Semaphore>,
-    cfg: LibvirtConfig,
+    cfg: Arc<LibvirtConfig>,
     calls: Arc<AtomicU64>,
     reconnects: AtomicU64,
 }
@@ -163,10 +163,11 @@ impl LibvirtProvider {
     /// daemon is still down returns a retryable [`ErrorKind::Unavailable`] error.
     pub async fn connect(cfg: LibvirtConfig) -> Result<LibvirtProvider> {
         let calls = Arc::new(AtomicU64::new(0));
+        let cfg = Arc::new(cfg);
         let inner = {
-            let cfg = cfg.clone();
+            let cfg = Arc::clone(&cfg);
             let calls = Arc::clone(&calls);
-            tokio::task::spawn_blocking(move || open_connection(&cfg, calls))
+            tokio::task::spawn_blocking(move || open_connection(cfg, calls))
                 .await
                 .map_err(|e| {
                     Error::internal(format!("connect task failed: {e}")).with_provider(PROVIDER)
@@ -206,9 +207,9 @@ impl LibvirtProvider {
         if !cur.is_closed() {
             return Ok(cur);
         }
-        let cfg = self.shared.cfg.clone();
+        let cfg = Arc::clone(&self.shared.cfg);
         let calls = Arc::clone(&self.shared.calls);
-        let fresh = tokio::task::spawn_blocking(move || open_connection(&cfg, calls))
+        let fresh = tokio::task::spawn_blocking(move || open_connection(cfg, calls))
             .await
             .map_err(|e| Error::internal(format!("reconnect task failed: {e}")))?
             .map_err(|e| {
