@@ -149,6 +149,7 @@ impl FakeKubeVirt {
             live_update,
             stops: Arc::clone(&stops),
             booting: HashSet::new(),
+            stopped_by_request: HashSet::new(),
             stopping: HashMap::new(),
             snapshots: Arc::new(Mutex::new(HashMap::new())),
             snap_started: HashSet::new(),
@@ -164,6 +165,9 @@ struct Ctl {
     live_update: bool,
     stops: Arc<Mutex<Vec<StopRecord>>>,
     booting: HashSet<String>,
+    /// VMs stopped by a Stop request: like virt-controller, `RerunOnFailure` does not start
+    /// them again until a Start request.
+    stopped_by_request: HashSet<String>,
     stopping: HashMap<String, watch::Sender<i64>>,
     /// snapshot name → VM template captured at snapshot time
     snapshots: Arc<Mutex<HashMap<String, Value>>>,
@@ -353,6 +357,15 @@ impl Ctl {
                 _ => true,
             };
             if done {
+                match action {
+                    "Stop" => {
+                        self.stopped_by_request.insert(name.clone());
+                    }
+                    "Start" => {
+                        self.stopped_by_request.remove(&name);
+                    }
+                    _ => {}
+                }
                 let ops = json!([{"op": "test", "path": "/status/stateChangeRequests", "value": reqs},
                                  {"op": "replace", "path": "/status/stateChangeRequests", "value": reqs[1..]}]);
                 let p: json_patch::Patch = serde_json::from_value(ops).unwrap();
@@ -365,7 +378,10 @@ impl Ctl {
                         self.delete_vmi(&v.name_any()).await;
                     }
                 }
-                RunStrategy::Always | RunStrategy::RerunOnFailure if vmi.is_none() => {
+                RunStrategy::Always if vmi.is_none() => self.create_vmi(vm).await,
+                RunStrategy::RerunOnFailure
+                    if vmi.is_none() && !self.stopped_by_request.contains(&name) =>
+                {
                     self.create_vmi(vm).await
                 }
                 _ => {}
@@ -373,7 +389,12 @@ impl Ctl {
         }
         // printable status
         let printable = match vmi {
-            None if RunStrategy::of(vm).runs_by_itself() => "Starting",
+            None if RunStrategy::of(vm).runs_by_itself()
+                && !(RunStrategy::of(vm) == RunStrategy::RerunOnFailure
+                    && self.stopped_by_request.contains(&name)) =>
+            {
+                "Starting"
+            }
             None => "Stopped",
             Some(_) if deleting => "Stopping",
             Some(v) if vmi_phase(v) == "Running" => "Running",
