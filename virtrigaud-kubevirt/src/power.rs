@@ -30,7 +30,9 @@ use virtrigaud_core::{ErrorKind, Result};
 use crate::error::{Call, err, map_kube};
 use crate::id::VmRef;
 use crate::provider::{DEFAULT_GRACE_SECONDS, KubeVirtProvider, PowerApi};
-use crate::state::{RunStrategy, stop_in_flight, vmi_active, vmi_is_final, vmi_phase};
+use crate::state::{
+    RunStrategy, is_stop_request, stop_in_flight, vmi_active, vmi_is_final, vmi_phase,
+};
 use crate::types::{VirtualMachine, VirtualMachineInstance};
 
 /// What a stop request did.
@@ -373,6 +375,18 @@ impl KubeVirtProvider {
                 {"op": "test", "path": "/status/stateChangeRequests", "value": cur},
                 {"op": "replace", "path": "/status/stateChangeRequests", "value": reqs},
             ]),
+            // Only stops pending (virt-controller has not acknowledged one yet, e.g. right after
+            // the instance went away) and no stop asked now: queue behind them, as a restart does.
+            Some(Some(cur))
+                if cur.iter().all(is_stop_request) && !reqs.iter().any(is_stop_request) =>
+            {
+                let mut all = cur.clone();
+                all.extend(reqs);
+                json!([
+                    {"op": "test", "path": "/status/stateChangeRequests", "value": cur},
+                    {"op": "replace", "path": "/status/stateChangeRequests", "value": all},
+                ])
+            }
             Some(Some(_)) => {
                 return Err(err(
                     ErrorKind::InvalidState,

@@ -132,10 +132,12 @@ pub fn pending_stop_request(vm: &VirtualMachine) -> bool {
     vm.status
         .as_ref()
         .and_then(|s| s.state_change_requests.as_ref())
-        .is_some_and(|r| {
-            r.iter()
-                .any(|r| r.get("action").and_then(|a| a.as_str()) == Some("Stop"))
-        })
+        .is_some_and(|r| r.iter().any(is_stop_request))
+}
+
+/// Whether one `status.stateChangeRequests` entry is a Stop request.
+pub(crate) fn is_stop_request(req: &serde_json::Value) -> bool {
+    req.get("action").and_then(serde_json::Value::as_str) == Some("Stop")
 }
 
 /// Why the power state cannot be derived.

@@ -395,6 +395,48 @@ async fn manual_run_strategy_goes_through_state_change_requests() {
     assert_eq!(env.ctl.stops_of("m").len(), 2);
 }
 
+/// Right after a stop the instance can be gone while virt-controller has not yet removed the
+/// Stop request: a start then queues behind it (as a restart does) instead of failing, and a
+/// start while a Start is pending still fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_queues_behind_an_unacknowledged_stop_request() {
+    let Some(path) = kubeconfig() else {
+        return;
+    };
+    // No fake virt-controller in this namespace: requests stay pending, deterministically.
+    let ns = unique_ns("stale-stop");
+    let client = client(&path).await;
+    let p = provider(&path, &ns).await;
+    let vm = create_vm(&client, &ns, "s", "Manual", None, &[]).await;
+    let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), &ns);
+    vms.patch_status(
+        "s",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"stateChangeRequests": [{"action": "Stop"}]}})),
+    )
+    .await
+    .expect("a pending Stop request");
+    p.start(&vm, &StartOptions::default())
+        .await
+        .expect("start after an unacknowledged stop");
+    let actions: Vec<String> = vms
+        .get("s")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.state_change_requests)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| r.get("action").and_then(|a| a.as_str()).map(str::to_owned))
+        .collect();
+    assert_eq!(actions, ["Stop", "Start"]);
+    let e = p
+        .start(&vm, &StartOptions::default())
+        .await
+        .expect_err("a Start is already pending");
+    assert_eq!(e.kind(), ErrorKind::InvalidState);
+}
+
 // ---------------------------------------------------------------- 409 handling
 
 type Hook = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
