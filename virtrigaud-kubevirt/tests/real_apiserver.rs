@@ -561,6 +561,25 @@ async fn conflicts_are_answered_by_rereading() {
     // 2. a merge patch pinned to a resourceVersion gets a real 409 Conflict
     let vm = create_vm(&env.client, &env.ns, "c2", "Halted", None, &[]).await;
     let vms = env.vms();
+    // Let the fake virt-controller settle first: its own status write racing the provider
+    // would be a second (legitimate) conflict, and this step counts exactly the hook's one.
+    let settled = tokio::time::timeout(SETTLE, async {
+        loop {
+            let obj = vms.get("c2").await.unwrap();
+            let st = obj.status.as_ref();
+            if st.and_then(|s| s.printable_status.as_deref()) == Some("Stopped")
+                && st.and_then(|s| s.observed_generation) == obj.metadata.generation
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        settled.is_ok(),
+        "the fake virt-controller never settled on c2"
+    );
     let hook: Hook = Arc::new(move || {
         let vms = vms.clone();
         Box::pin(async move {
