@@ -105,5 +105,6 @@ pub use snapshot::{
     DeleteSnapshotOptions, RevertOptions, SnapshotInfo, SnapshotOptions, Snapshotter,
 };
 pub use vm::{
-    AgentStatus, DiskInfo, OffReason, PauseReason, PowerState, ShutdownChannel, VmDescription, VmId,
+    AgentStatus, DiskInfo, Incarnation, OffReason, PauseReason, PowerState, ShutdownChannel,
+    VmDescription, VmId,
 };

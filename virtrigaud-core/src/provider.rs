@@ -16,7 +16,7 @@ use crate::clone::Cloner;
 use crate::error::{Error, Result};
 use crate::placement::{Inventory, Placer};
 use crate::snapshot::Snapshotter;
-use crate::vm::{AgentStatus, PowerState, ShutdownChannel, VmDescription, VmId};
+use crate::vm::{AgentStatus, Incarnation, PowerState, ShutdownChannel, VmDescription, VmId};
 
 /// A stream of power-state changes for one VM.
 pub type PowerStateStream = BoxStream<'static, Result<PowerState>>;
@@ -221,6 +221,16 @@ pub trait Provider: Send + Sync + Debug + 'static {
     /// What this provider supports.
     fn capabilities(&self) -> ProviderCapabilities;
 
+    /// The identity of the endpoint this provider instance talks to (a libvirt URI, a
+    /// vCenter or PVE host, a Kubernetes API server with its namespace), without credentials.
+    ///
+    /// The shutdown journal keys its leases by provider type, this identity and the VM id, so
+    /// two hosts sharing one journal directory never resume or force each other's same-named
+    /// VMs. The default, `""`, suits a process that talks to one endpoint of this type.
+    fn instance_id(&self) -> String {
+        String::new()
+    }
+
     /// What one VM supports right now.
     async fn vm_capabilities(&self, vm: &VmId) -> Result<VmCapabilities>;
 
@@ -257,6 +267,24 @@ pub trait Provider: Send + Sync + Debug + 'static {
         channel: ShutdownChannel,
         opts: &ShutdownRequestOptions,
     ) -> Result<()>;
+
+    /// The identity of the VM's current run (see [`Incarnation`]): `Ok(None)` when the VM
+    /// is not running or the provider cannot tell. The engine reads it only with a durable
+    /// journal, before it records a lease; a provider without one relies on lease expiry
+    /// alone.
+    async fn incarnation(&self, vm: &VmId) -> Result<Option<Incarnation>> {
+        let _ = vm;
+        Ok(None)
+    }
+
+    /// Disarms whatever server-side deadline [`Provider::request_shutdown`] armed (Proxmox's
+    /// `qmshutdown` task with `forceStop`, KubeVirt's termination grace), so that a cancelled
+    /// shutdown does not kill the VM later. Called by the engine when a shutdown is cancelled
+    /// after a request was sent; the default has nothing to disarm.
+    async fn cancel_shutdown(&self, vm: &VmId) -> Result<()> {
+        let _ = vm;
+        Ok(())
+    }
 
     /// Hard reset.
     async fn reset(&self, vm: &VmId) -> Result<()> {

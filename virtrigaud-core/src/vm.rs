@@ -60,6 +60,33 @@ pub enum OffReason {
     Unknown,
 }
 
+/// The identity of one *run* of a VM: it changes every time the VM boots.
+///
+/// The shutdown engine stores it in a journalled lease, so a lease written during one run can
+/// never cut the grace of a later one (the VM was restarted by hand in between). Each provider
+/// documents what it uses: the libvirt domain id with its UUID, vSphere's `runtime.bootTime`
+/// with `instanceUuid`, PVE's QEMU pid with its start time, the KubeVirt VMI's UID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Incarnation(String);
+
+impl Incarnation {
+    /// Wraps an identity.
+    pub fn new(id: impl Into<String>) -> Self {
+        Incarnation(id.into())
+    }
+    /// The identity as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Incarnation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Why a VM is paused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]

@@ -22,6 +22,10 @@ pub enum ForcedReason {
     GuestCrashed,
     /// The guest was paused and the policy said power off.
     GuestPaused,
+    /// The platform powered it off hard before the engine did: a server-side deadline armed
+    /// with the request (Proxmox `forceStop`, KubeVirt's termination grace) or someone else's
+    /// power-off. The VM read `Off` with [`crate::OffReason::Destroyed`].
+    Platform,
 }
 
 impl ForcedReason {
@@ -34,6 +38,7 @@ impl ForcedReason {
             ForcedReason::GraceZero => "grace_zero",
             ForcedReason::GuestCrashed => "guest_crashed",
             ForcedReason::GuestPaused => "guest_paused",
+            ForcedReason::Platform => "platform",
         }
     }
 }
