@@ -31,7 +31,9 @@
 //! [`shutdown::ShutdownManager`] runs the engine: agent probe with a small budget, one channel
 //! per request, re-sent while the guest ignores it, completion by push (or polling with
 //! backoff), a hard power-off at the deadline — and exactly one grace period per VM however
-//! many requests race, journalled so that a restarted process resumes with the time left.
+//! many requests race, journalled so that a restarted process resumes with the time left. A
+//! journalled lease belongs to one run of the VM ([`Incarnation`]) and expires, so a VM
+//! restarted in between always gets a full, fresh grace.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {

@@ -173,6 +173,7 @@ impl Orchestrator {
             let kind = match &report.outcome {
                 crate::shutdown::ShutdownOutcome::Failed { error } => error.kind(),
                 crate::shutdown::ShutdownOutcome::Cancelled => ErrorKind::Cancelled,
+                crate::shutdown::ShutdownOutcome::Vanished => ErrorKind::NotFound,
                 _ => ErrorKind::Internal,
             };
             Err(Error::new(

@@ -1,7 +1,7 @@
 //! Wall-clock time for journalled deadlines.
 
 use std::fmt::Debug;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::time::Instant;
 
@@ -42,14 +42,9 @@ impl TokioClock {
 
 impl WallClock for TokioClock {
     fn now(&self) -> SystemTime {
-        self.anchor_wall + Instant::now().saturating_duration_since(self.anchor)
+        super::lease::wall_add(
+            self.anchor_wall,
+            Instant::now().saturating_duration_since(self.anchor),
+        )
     }
-}
-
-/// Converts a wall-clock deadline to a tokio instant using `clock`.
-pub(crate) fn to_instant(clock: &dyn WallClock, deadline: SystemTime) -> Instant {
-    let left = deadline
-        .duration_since(clock.now())
-        .unwrap_or(Duration::ZERO);
-    Instant::now() + left
 }

@@ -8,10 +8,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::clock::to_instant;
 use super::events::{ShutdownEvent, ShutdownEventKind};
-use super::journal::Lease;
-use super::machine::{Command, Input, Machine, MachineCaps};
+use super::lease::{Lease, to_ms, wall_add};
+use super::machine::{Command, Input, Machine, MachineCaps, later};
 use super::manager::Shared;
 use super::metrics;
 use super::outcome::{ShutdownOutcome, ShutdownReport};
@@ -19,7 +18,7 @@ use super::policy::ShutdownPolicy;
 use super::slot::Slot;
 use crate::error::{Error, Result};
 use crate::provider::{PowerOffOptions, PowerStateStream, ShutdownRequestOptions};
-use crate::vm::VmId;
+use crate::vm::{ShutdownChannel, VmId};
 
 /// One shutdown in flight: everything its task needs, in one place.
 ///
@@ -33,8 +32,8 @@ pub(crate) struct ShutdownTask {
     pub(crate) vm: VmId,
     pub(crate) machine: Machine,
     stream: Option<PowerStateStream>,
-    /// When the grace period started, as journalled (wall clock, ms since the epoch).
-    started_at_ms: u64,
+    /// The lease as journalled (only with a durable journal).
+    lease: Option<Box<Lease>>,
     started: Instant,
     resumed: bool,
     calls: u32,
@@ -70,7 +69,7 @@ impl ShutdownTask {
             vm,
             machine: Machine::new(policy, caps, deadline),
             stream: None,
-            started_at_ms: 0,
+            lease: None,
             started: Instant::now(),
             resumed: false,
             calls: 0,
@@ -119,12 +118,15 @@ impl ShutdownTask {
     )]
     pub(crate) fn run(mut self) -> impl Future<Output = ()> + Send + 'static {
         async move {
-            Box::pin(self.open_lease()).await;
-            let report = self.drive().await;
-            let provider_type = self.shared.provider.provider_type();
-            if let Err(e) = self.shared.journal.remove(provider_type, &self.vm).await {
-                tracing::warn!(vm = %self.vm, error = %e, "could not remove the shutdown lease");
-            }
+            let report = match Box::pin(self.open_lease()).await {
+                Ok(()) => {
+                    let report = self.drive().await;
+                    Box::pin(self.close_lease()).await;
+                    report
+                }
+                // Another process drives this VM: leave it (and its lease) alone.
+                Err(error) => self.refused(error),
+            };
             if let Ok(mut map) = self.shared.in_flight.lock()
                 && map.get(&self.vm).is_some_and(|f| f.id == self.id)
             {
@@ -134,45 +136,131 @@ impl ShutdownTask {
         }
     }
 
-    /// Records the lease before anything is sent; continues a journalled one (after a
-    /// restart) with its original deadline, or a shorter one from this request.
-    async fn open_lease(&mut self) {
+    /// Records the lease before anything is sent. A journalled lease of this run of the VM
+    /// (after a restart) is continued with the time it has left, never more than its
+    /// original grace, or less if this request asks for less; a stale one is discarded.
+    /// `Err` only when another process holds the lease.
+    async fn open_lease(&mut self) -> Result<()> {
         let shared = Arc::clone(&self.shared);
-        let provider_type = shared.provider.provider_type();
+        if !shared.journal.is_durable() {
+            return Ok(());
+        }
         let requested_at = Instant::now();
-        let wall_now = shared.clock.now();
-        let requested_wall =
-            wall_now + self.slot.deadline().saturating_duration_since(requested_at);
-        let existing = match shared.journal.get(provider_type, &self.vm).await {
+        let requested = self.slot.deadline().saturating_duration_since(requested_at);
+        let mut existing = match shared
+            .journal_call("read", shared.journal.get(&shared.scope, &self.vm))
+            .await
+        {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(vm = %self.vm, error = %e, "could not read the shutdown journal");
                 None
             }
         };
+        self.calls += 1;
+        let read_budget = self.machine.policy().read_budget;
+        let incarnation = shared.incarnation(&self.vm, read_budget).await;
+        let wall_now = shared.clock.now();
+        if let Some(lease) = &existing
+            && let Some(reason) = lease.staleness(
+                wall_now,
+                incarnation.as_ref(),
+                self.machine.policy().force_budget,
+            )
+        {
+            shared.discard_stale(lease, reason).await;
+            existing = None;
+        }
         let lease = match existing {
             Some(mut lease) => {
-                if requested_wall < lease.deadline() {
-                    lease.deadline_ms = super::journal::to_ms(requested_wall);
+                if let Some(channel) = lease.signalled {
+                    self.machine.resume_signalled(channel);
+                }
+                let left = lease.time_left(wall_now).min(requested);
+                lease.deadline_ms = to_ms(wall_add(wall_now, left));
+                if lease.incarnation.is_none() {
+                    lease.incarnation = incarnation;
                 }
                 self.resumed = true;
-                let since_start = wall_now
-                    .duration_since(lease.started_at())
-                    .unwrap_or(Duration::ZERO);
                 self.started = requested_at
-                    .checked_sub(since_start)
+                    .checked_sub(lease.elapsed(wall_now))
                     .unwrap_or(requested_at);
+                self.slot.shorten(later(requested_at, left));
                 lease
             }
-            None => Lease::new(provider_type, self.vm.clone(), wall_now, requested_wall),
+            None => Lease::new(
+                &shared.scope,
+                self.vm.clone(),
+                wall_now,
+                wall_add(wall_now, requested),
+            )
+            .with_incarnation(incarnation),
         };
-        let deadline = to_instant(&*shared.clock, lease.deadline());
-        self.slot.shorten(deadline);
         self.machine.reset_deadline(self.slot.deadline());
-        if let Err(e) = shared.journal.record(&lease).await {
-            tracing::warn!(vm = %self.vm, error = %e, "could not journal the shutdown; it is not restart-safe");
+        match shared
+            .journal_call("record", shared.journal.record(&lease))
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if e.is(crate::ErrorKind::Conflict) => return Err(e),
+            Err(e) => {
+                tracing::warn!(vm = %self.vm, error = %e, "could not journal the shutdown; it is not restart-safe");
+            }
         }
-        self.started_at_ms = lease.started_at_ms;
+        self.lease = Some(Box::new(lease));
+        Ok(())
+    }
+
+    /// Records the first delivered request in the lease, so a restart does not send it again.
+    async fn journal_signal(&mut self, channel: ShutdownChannel) {
+        let shared = Arc::clone(&self.shared);
+        let Some(lease) = self.lease.as_mut() else {
+            return;
+        };
+        if lease.signalled.is_some() {
+            return;
+        }
+        lease.signalled = Some(channel);
+        if let Err(e) = shared
+            .journal_call("record", shared.journal.record(lease))
+            .await
+        {
+            tracing::warn!(vm = %self.vm, error = %e, "could not journal the delivered request");
+        }
+    }
+
+    /// Removes the lease at the end.
+    async fn close_lease(&mut self) {
+        let shared = &self.shared;
+        if self.lease.take().is_none() {
+            return;
+        }
+        if let Err(e) = shared
+            .journal_call("remove", shared.journal.remove(&shared.scope, &self.vm))
+            .await
+        {
+            tracing::warn!(vm = %self.vm, error = %e, "could not remove the shutdown lease");
+        }
+    }
+
+    /// The report of a shutdown this process may not drive.
+    fn refused(&self, error: Error) -> ShutdownReport {
+        tracing::warn!(vm = %self.vm, error = %error, "shutdown refused");
+        let report = ShutdownReport {
+            outcome: ShutdownOutcome::Failed { error },
+            elapsed: Duration::ZERO,
+            grace: Duration::ZERO,
+            signals_sent: 0,
+            power_off_calls: 0,
+            provider_calls: self.calls,
+            channel: None,
+            pre_stop_ok: None,
+            resumed: false,
+            off_observed: None,
+        };
+        metrics::finished(self.shared.provider.provider_type(), &report);
+        self.emit(|| ShutdownEventKind::Finished(report.outcome.clone()));
+        report
     }
 
     /// Drives the machine to its end.
@@ -239,7 +327,7 @@ impl ShutdownTask {
             resumed: self.resumed,
             off_observed: self
                 .off_observed
-                .filter(|_| outcome.is_off() && !matches!(outcome, ShutdownOutcome::Vanished))
+                .filter(|_| outcome.is_off())
                 .map(|t| t.saturating_duration_since(self.started)),
             outcome,
         };
@@ -376,6 +464,7 @@ impl ShutdownTask {
                             Ok(()) => {
                                 metrics::signal_sent(provider.provider_type(), channel);
                                 self.emit(|| ShutdownEventKind::Signalled { channel, attempt });
+                                Box::pin(self.journal_signal(channel)).await;
                             }
                             Err(e) => self.emit(|| ShutdownEventKind::SignalFailed {
                                 channel,
@@ -403,6 +492,25 @@ impl ShutdownTask {
                 };
                 Input::HardOffDone(r)
             }
+            Command::Disarm { timeout: t } => {
+                self.calls += 1;
+                // The shutdown is cancelled: this call is the one thing still sent, so it
+                // is not abandoned on cancellation.
+                let r = match timeout(t, provider.cancel_shutdown(&self.vm)).await {
+                    Ok(r) => r.map_err(|e| e.context(provider.provider_type(), "cancel_shutdown")),
+                    Err(_) => Err(Error::timeout(format!(
+                        "cancel_shutdown did not answer within {t:?}"
+                    ))
+                    .with_provider(provider.provider_type())
+                    .with_operation("cancel_shutdown")),
+                };
+                if let Err(e) = &r {
+                    tracing::warn!(vm = %self.vm, error = %e, "could not disarm the provider's shutdown deadline");
+                }
+                let ok = r.is_ok();
+                self.emit(|| ShutdownEventKind::Disarmed { ok });
+                Input::Disarmed(r)
+            }
             Command::Wait { .. } | Command::Finish(_) => Input::Wake,
         }
     }
@@ -418,13 +526,15 @@ impl ShutdownTask {
         }
         let left = self.machine.deadline().saturating_duration_since(now);
         self.emit(|| ShutdownEventKind::Shortened { remaining: left });
-        let lease = Lease {
-            provider_type: self.shared.provider.provider_type().to_owned(),
-            vm: self.vm.clone(),
-            started_at_ms: self.started_at_ms,
-            deadline_ms: super::journal::to_ms(self.shared.clock.now() + left),
+        let shared = Arc::clone(&self.shared);
+        let Some(lease) = self.lease.as_mut() else {
+            return;
         };
-        if let Err(e) = self.shared.journal.record(&lease).await {
+        lease.deadline_ms = to_ms(wall_add(shared.clock.now(), left));
+        if let Err(e) = shared
+            .journal_call("record", shared.journal.record(lease))
+            .await
+        {
             tracing::warn!(vm = %self.vm, error = %e, "could not journal the shortened deadline");
         }
     }

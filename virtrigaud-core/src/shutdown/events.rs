@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::lease::StaleLease;
 use super::outcome::{ForcedReason, ShutdownOutcome};
 use crate::vm::{AgentStatus, PowerState, ShutdownChannel, VmId};
 
@@ -29,6 +30,18 @@ pub enum ShutdownEventKind {
     },
     /// Another request joined the shutdown in flight.
     Joined,
+    /// A lease found in the journal was not applied: it belonged to an earlier run of the VM
+    /// or expired long ago. The shutdown got a full, fresh grace (or, when resuming, the VM
+    /// was left alone).
+    StaleLeaseDiscarded {
+        /// Why it was stale.
+        reason: StaleLease,
+    },
+    /// A cancelled shutdown asked the provider to disarm its server-side deadline.
+    Disarmed {
+        /// Whether that worked.
+        ok: bool,
+    },
     /// The grace deadline moved earlier.
     Shortened {
         /// Grace left now.

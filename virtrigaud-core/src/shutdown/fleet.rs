@@ -67,7 +67,8 @@ pub struct FleetReport {
 }
 
 impl FleetReport {
-    /// Whether every VM is known to be off.
+    /// Whether every VM is known to be off (a vanished VM is not: see
+    /// [`super::ShutdownOutcome::is_off`]).
     pub fn all_off(&self) -> bool {
         self.entries
             .iter()
@@ -122,7 +123,7 @@ impl<'a> FleetShutdown<'a> {
     /// Runs the plan.
     pub async fn run(self) -> FleetReport {
         let start = Instant::now();
-        let fleet_deadline = self.overall.map(|d| start + d);
+        let fleet_deadline = self.overall.map(|d| super::machine::later(start, d));
         let mut entries = Vec::new();
         for (index, vms) in self.groups.into_iter().enumerate() {
             let manager = self.manager;

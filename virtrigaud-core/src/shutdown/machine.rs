@@ -10,7 +10,10 @@
 //! - every stage is time-boxed by `min(stage budget, time left)`, so no single call eats
 //!   the grace period;
 //! - after one successful hard power-off no other is issued;
-//! - "already off" from the hard power-off is success (the guest won the race).
+//! - "already off" from the hard power-off is success (the guest won the race);
+//! - a NotFound mid-shutdown is confirmed by fresh reads before the VM counts as vanished;
+//! - a retryable failure to deliver the request is retried with backoff inside the grace;
+//! - a cancelled shutdown disarms the provider's server-side deadline before it ends.
 
 use std::time::Duration;
 
@@ -20,12 +23,17 @@ use super::outcome::{ForcedReason, ShutdownOutcome};
 use super::policy::{ChannelPreference, MissingAgent, PausedGuest, ShutdownPolicy};
 use crate::capabilities::ProviderCapabilities;
 use crate::error::{Error, ErrorKind};
-use crate::vm::{AgentStatus, PowerState, ShutdownChannel};
+use crate::vm::{AgentStatus, OffReason, PowerState, ShutdownChannel};
 
-/// Consecutive failed requests (on the last channel) before giving up on signalling.
-const MAX_SIGNAL_FAILURES: u32 = 3;
-/// Pause between retries of a failed state read or hard power-off.
+/// Pause between retries of a failed state read or hard power-off, and the first pause
+/// before re-sending a request that failed with a retryable error.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Longest pause between retries of a request that keeps failing with a retryable error.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
+/// NotFound answers in a row (the first one included) before the VM counts as vanished.
+const NOT_FOUND_CONFIRMATIONS: u32 = 3;
+/// A time far enough ahead to mean "never" (what `Instant + Duration` saturates to).
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 /// Smallest time box given to a call (a zero time-out would fail before trying).
 const MIN_BOX: Duration = Duration::from_millis(1);
 
@@ -75,6 +83,12 @@ pub enum Command {
         /// Why.
         reason: ForcedReason,
     },
+    /// The shutdown was cancelled after a request was sent: disarm the provider's
+    /// server-side deadline ([`crate::Provider::cancel_shutdown`]), within `timeout`.
+    Disarm {
+        /// Time box.
+        timeout: Duration,
+    },
     /// Done.
     Finish(ShutdownOutcome),
 }
@@ -100,6 +114,8 @@ pub enum Input {
     PushClosed,
     /// Result of [`Command::HardOff`].
     HardOffDone(Result<(), Error>),
+    /// Result of [`Command::Disarm`].
+    Disarmed(Result<(), Error>),
     /// The caller cancelled.
     Cancel,
 }
@@ -115,6 +131,7 @@ enum Phase {
     Waiting,
     Forcing,
     ConfirmingOff,
+    Disarming,
     Done,
 }
 
@@ -160,6 +177,14 @@ pub struct Machine {
     resignal_step: Duration,
     next_poll: Option<Instant>,
     poll_step: Duration,
+    /// A read is due at the next wake-up (confirming a NotFound).
+    read_due: bool,
+    /// Re-read the state at this time: the VM was shutting down when we came, and a stale
+    /// "shutting down" must not keep the request from being sent.
+    recheck_at: Option<Instant>,
+    recheck_step: Duration,
+    /// NotFound answers in a row.
+    not_found: u32,
     last_state: Option<PowerState>,
     forced: Option<ForcedReason>,
     force_deadline: Option<Instant>,
@@ -187,6 +212,10 @@ impl Machine {
             resignal_step,
             next_poll: None,
             poll_step,
+            read_due: false,
+            recheck_at: None,
+            recheck_step: RETRY_PAUSE,
+            not_found: 0,
             last_state: None,
             forced: None,
             force_deadline: None,
@@ -243,6 +272,16 @@ impl Machine {
             self.deadline = deadline;
         }
     }
+    /// Continues a shutdown whose request on `channel` was already delivered (by a process
+    /// that crashed since): no pre-stop hook and no first request again. Only before
+    /// [`Machine::start`].
+    pub fn resume_signalled(&mut self, channel: ShutdownChannel) {
+        if self.phase == Phase::Init {
+            self.channel = Some(channel);
+            self.signals_sent = 1;
+            self.pre_stop_done = true;
+        }
+    }
     /// The policy this machine runs.
     pub fn policy(&self) -> &ShutdownPolicy {
         &self.policy
@@ -273,7 +312,10 @@ impl Machine {
             return self.finished();
         }
         if let Input::Cancel = input {
-            return self.finish(ShutdownOutcome::Cancelled);
+            return self.cancel();
+        }
+        if let Input::PowerState(Ok(_)) = input {
+            self.not_found = 0;
         }
         let input = match input {
             Input::PushClosed if self.phase != Phase::Waiting => {
@@ -295,9 +337,7 @@ impl Machine {
             },
             Phase::Resuming => match input {
                 Input::Resumed(Ok(())) => self.after_running(now),
-                Input::Resumed(Err(e)) if e.is(ErrorKind::NotFound) => {
-                    self.finish(ShutdownOutcome::Vanished)
-                }
+                Input::Resumed(Err(e)) if e.is(ErrorKind::NotFound) => self.not_found(now),
                 Input::Resumed(Err(_)) => self.force(ForcedReason::GuestPaused, now),
                 _ => self.unexpected(now),
             },
@@ -312,7 +352,46 @@ impl Machine {
             Phase::Waiting => self.on_waiting(input, now),
             Phase::Forcing => self.on_forcing(input, now),
             Phase::ConfirmingOff => self.on_confirming(input, now),
+            Phase::Disarming => match input {
+                Input::Disarmed(_) => self.finish(ShutdownOutcome::Cancelled),
+                _ => Command::Disarm {
+                    timeout: self.policy.signal_budget.max(MIN_BOX),
+                },
+            },
             Phase::Done => self.finished(),
+        }
+    }
+
+    /// The caller cancelled: nothing more is sent but, once a request went out, the order to
+    /// disarm the provider's own deadline (a hard power-off under way completes first: the
+    /// driver does not deliver a cancel while forcing).
+    fn cancel(&mut self) -> Command {
+        if self.channel.is_some() && !self.is_forcing() && self.phase != Phase::Disarming {
+            self.phase = Phase::Disarming;
+            return Command::Disarm {
+                timeout: self.policy.signal_budget.max(MIN_BOX),
+            };
+        }
+        self.finish(ShutdownOutcome::Cancelled)
+    }
+
+    /// A NotFound answer: the VM may have vanished, or the answer may be wrong (a VM moving
+    /// between nodes, an orphaned instance, a proxy's 404). Read again before believing it.
+    fn not_found(&mut self, now: Instant) -> Command {
+        self.not_found += 1;
+        if self.not_found >= NOT_FOUND_CONFIRMATIONS {
+            return self.finish(ShutdownOutcome::Vanished);
+        }
+        if self.is_forcing() {
+            self.phase = Phase::ConfirmingOff;
+            return Command::Wait {
+                until: later(now, RETRY_PAUSE),
+            };
+        }
+        self.phase = Phase::Waiting;
+        self.read_due = true;
+        Command::Wait {
+            until: later(now, RETRY_PAUSE).min(self.deadline),
         }
     }
 
@@ -392,7 +471,9 @@ impl Machine {
                         _ => self.force(ForcedReason::GuestPaused, now),
                     },
                     PowerState::ShuttingDown => {
-                        // Already on its way down: do not signal again, just watch.
+                        // Already on its way down: do not signal, watch. A stale "shutting
+                        // down" (PVE reports one) is caught by re-reading now and then.
+                        self.recheck_at = Some(later(now, self.recheck_step));
                         self.enter_waiting(now)
                     }
                     _ => self.after_running(now),
@@ -403,16 +484,12 @@ impl Machine {
             }
             Err(e) if e.is_retryable() && !self.grace_over(now) => {
                 // Read again shortly; still inspecting.
-                let _ = e;
                 self.phase = Phase::Inspecting;
                 Command::Wait {
-                    until: (now + RETRY_PAUSE).min(self.deadline),
+                    until: later(now, RETRY_PAUSE).min(self.deadline),
                 }
             }
-            Err(e) if self.grace_over(now) => {
-                let _ = e;
-                self.force(self.zero_reason(), now)
-            }
+            Err(_) if self.grace_over(now) => self.force(self.zero_reason(), now),
             Err(e) => self.finish(ShutdownOutcome::Failed { error: e }),
         }
     }
@@ -420,6 +497,14 @@ impl Machine {
     fn after_running(&mut self, now: Instant) -> Command {
         if self.grace_over(now) {
             return self.force(self.zero_reason(), now);
+        }
+        if self.signals_sent > 0 && self.next_resignal.is_none() {
+            // Resumed after a crash: the request went out before it.
+            if self.caps.resignal && !self.resignal_step.is_zero() {
+                self.next_resignal = Some(later(now, self.resignal_step));
+                self.resignal_step = self.resignal_step.saturating_mul(2);
+            }
+            return self.enter_waiting(now);
         }
         if !self.pre_stop_done
             && let Some(hook) = &self.policy.pre_stop
@@ -494,7 +579,7 @@ impl Machine {
                 // Cannot tell and nothing else to try: try the agent.
                 self.signal(ShutdownChannel::Agent, now)
             }
-            Err(e) if e.is(ErrorKind::NotFound) => self.finish(ShutdownOutcome::Vanished),
+            Err(e) if e.is(ErrorKind::NotFound) => self.not_found(now),
             _ => self.no_agent(now),
         }
     }
@@ -505,6 +590,7 @@ impl Machine {
         }
         self.phase = Phase::Signalling;
         self.channel = Some(channel);
+        self.recheck_at = None;
         Command::Signal {
             channel,
             timeout: self.stage(self.policy.signal_budget, now),
@@ -520,15 +606,18 @@ impl Machine {
                 self.signals_sent += 1;
                 self.signal_failures = 0;
                 if self.caps.resignal && !self.resignal_step.is_zero() {
-                    self.next_resignal = Some(now + self.resignal_step);
+                    self.next_resignal = Some(later(now, self.resignal_step));
                     self.resignal_step = self.resignal_step.saturating_mul(2);
                 }
                 self.enter_waiting(now)
             }
-            Err(e) if e.is(ErrorKind::NotFound) => self.finish(ShutdownOutcome::Vanished),
+            Err(e) if e.is(ErrorKind::NotFound) => {
+                // Send again after the confirming read if the VM is still there.
+                self.next_resignal = Some(later(now, RETRY_PAUSE));
+                self.not_found(now)
+            }
             Err(e) if e.is(ErrorKind::InvalidState) => {
                 // Maybe it went off (or paused) under us: look before deciding.
-                let _ = e;
                 self.enter_waiting_with_read(now)
             }
             Err(e) => {
@@ -541,13 +630,17 @@ impl Machine {
                     // An earlier request was delivered; keep waiting for it.
                     return self.enter_waiting(now);
                 }
-                if e.is_retryable() && self.signal_failures < MAX_SIGNAL_FAILURES {
+                if e.is_retryable() {
+                    // A timeout, a 503, a lock held for a moment: try again with backoff
+                    // until the deadline; only then does the grace end in a power-off.
+                    let pause = RETRY_PAUSE
+                        .saturating_mul(1 << self.signal_failures.saturating_sub(1).min(8))
+                        .min(MAX_RETRY_PAUSE);
                     self.phase = Phase::Waiting;
-                    self.next_resignal = Some(now + RETRY_PAUSE);
-                    return Command::Wait {
-                        until: self.next_wake(now),
-                    };
+                    self.next_resignal = Some(later(now, pause));
+                    return self.enter_waiting(now);
                 }
+                // A permanent failure: the request cannot be delivered at all.
                 self.force(ForcedReason::SignalFailed, now)
             }
         }
@@ -565,33 +658,32 @@ impl Machine {
     fn enter_waiting(&mut self, now: Instant) -> Command {
         self.phase = Phase::Waiting;
         if !self.caps.push && self.next_poll.is_none() {
-            self.next_poll = Some(now + self.poll_step);
+            self.next_poll = Some(later(now, self.poll_step));
         }
         if self.grace_over(now) {
             return self.force(self.zero_reason(), now);
         }
         Command::Wait {
-            until: self.next_wake(now),
+            until: self.next_wake(),
         }
     }
 
     fn enter_waiting_with_read(&mut self, now: Instant) -> Command {
         self.phase = Phase::Waiting;
-        let _ = now;
         Command::ReadPowerState {
             timeout: self.stage(self.policy.read_budget, now).max(MIN_BOX),
         }
     }
 
-    fn next_wake(&self, _now: Instant) -> Instant {
+    fn next_wake(&self) -> Instant {
         let mut wake = self.deadline;
         if !self.caps.push
             && let Some(p) = self.next_poll
         {
             wake = wake.min(p);
         }
-        if let Some(r) = self.next_resignal {
-            wake = wake.min(r);
+        for at in [self.next_resignal, self.recheck_at].into_iter().flatten() {
+            wake = wake.min(at);
         }
         wake
     }
@@ -613,6 +705,9 @@ impl Machine {
                 if state == PowerState::Crashed {
                     return self.force(ForcedReason::GuestCrashed, now);
                 }
+                if state == PowerState::Running && self.never_signalled() {
+                    return self.after_running(now);
+                }
                 self.wake(now)
             }
             Input::PushClosed => {
@@ -625,23 +720,48 @@ impl Machine {
                 Ok(state) => {
                     self.last_state = Some(state);
                     match state {
-                        PowerState::Off(_) => {
-                            let channel = if self.signals_sent == 0 {
-                                // No request of ours was delivered: it went down by itself.
-                                None
-                            } else {
-                                self.channel
-                            };
-                            self.finish(ShutdownOutcome::Graceful { channel })
-                        }
+                        PowerState::Off(reason) => self.finish(self.off_outcome(reason)),
                         PowerState::Crashed => self.force(ForcedReason::GuestCrashed, now),
+                        PowerState::Running if self.never_signalled() => {
+                            // "Shutting down" was stale: it runs, and nobody asked it to stop.
+                            self.recheck_at = None;
+                            self.after_running(now)
+                        }
                         _ => self.wake(now),
                     }
                 }
-                Err(e) if e.is(ErrorKind::NotFound) => self.finish(ShutdownOutcome::Vanished),
+                Err(e) if e.is(ErrorKind::NotFound) => self.not_found(now),
                 Err(_) => self.wake(now),
             },
             _ => self.unexpected(now),
+        }
+    }
+
+    /// Whether no request was ever tried (the VM was shutting down when we came).
+    fn never_signalled(&self) -> bool {
+        self.channel.is_none() && self.signals_sent == 0 && self.phase == Phase::Waiting
+    }
+
+    /// The outcome of a VM read off while we wait for it.
+    fn off_outcome(&self, reason: OffReason) -> ShutdownOutcome {
+        if reason == OffReason::Destroyed {
+            // Not by us: a server-side deadline or someone else powered it off hard.
+            return ShutdownOutcome::Forced {
+                reason: ForcedReason::Platform,
+            };
+        }
+        let channel = if self.signals_sent == 0 {
+            // No request of ours was delivered: it went down by itself.
+            None
+        } else {
+            self.channel
+        };
+        ShutdownOutcome::Graceful { channel }
+    }
+
+    fn read_now(&self, now: Instant) -> Command {
+        Command::ReadPowerState {
+            timeout: self.stage(self.policy.read_budget, now).max(MIN_BOX),
         }
     }
 
@@ -650,12 +770,19 @@ impl Machine {
         if self.grace_over(now) {
             return self.force(self.zero_reason(), now);
         }
+        if self.read_due {
+            self.read_due = false;
+            return self.read_now(now);
+        }
         if !self.caps.push && self.next_poll.is_some_and(|p| now >= p) {
             self.poll_step = (self.poll_step.saturating_mul(2)).min(self.policy.poll_max);
-            self.next_poll = Some(now + self.poll_step);
-            return Command::ReadPowerState {
-                timeout: self.stage(self.policy.read_budget, now).max(MIN_BOX),
-            };
+            self.next_poll = Some(later(now, self.poll_step));
+            return self.read_now(now);
+        }
+        if self.recheck_at.is_some_and(|r| now >= r) {
+            self.recheck_step = self.recheck_step.saturating_mul(2).min(MAX_RETRY_PAUSE);
+            self.recheck_at = Some(later(now, self.recheck_step));
+            return self.read_now(now);
         }
         if self.next_resignal.is_some_and(|r| now >= r) {
             self.next_resignal = None;
@@ -677,7 +804,7 @@ impl Machine {
         }
         self.phase = Phase::Waiting;
         Command::Wait {
-            until: self.next_wake(now),
+            until: self.next_wake(),
         }
     }
 
@@ -686,7 +813,7 @@ impl Machine {
         self.phase = Phase::Forcing;
         let force_deadline = *self
             .force_deadline
-            .get_or_insert(now + self.policy.force_budget);
+            .get_or_insert_with(|| later(now, self.policy.force_budget));
         self.hard_off_calls += 1;
         Command::HardOff {
             timeout: force_deadline
@@ -711,13 +838,11 @@ impl Machine {
                 // Typically "already powered off": the guest won the race. Look.
                 self.confirm(now)
             }
-            Input::HardOffDone(Err(e)) if e.is(ErrorKind::NotFound) => {
-                self.finish(ShutdownOutcome::Vanished)
-            }
+            Input::HardOffDone(Err(e)) if e.is(ErrorKind::NotFound) => self.not_found(now),
             Input::HardOffDone(Err(e)) => {
                 if e.is_retryable() && self.force_time_left(now) > RETRY_PAUSE {
                     Command::Wait {
-                        until: now + RETRY_PAUSE,
+                        until: later(now, RETRY_PAUSE),
                     }
                 } else {
                     self.finish(ShutdownOutcome::Failed { error: e })
@@ -754,9 +879,7 @@ impl Machine {
                     self.finish(ShutdownOutcome::AlreadyOff)
                 }
             }
-            Input::PowerState(Err(e)) if e.is(ErrorKind::NotFound) => {
-                self.finish(ShutdownOutcome::Vanished)
-            }
+            Input::PowerState(Err(e)) if e.is(ErrorKind::NotFound) => self.not_found(now),
             Input::PowerState(_) | Input::Wake => {
                 let left = self.force_time_left(now);
                 if left.is_zero() {
@@ -775,12 +898,18 @@ impl Machine {
                     self.phase = Phase::Forcing;
                 }
                 Command::Wait {
-                    until: now + RETRY_PAUSE.min(left),
+                    until: later(now, RETRY_PAUSE.min(left)),
                 }
             }
             _ => self.unexpected(now),
         }
     }
+}
+
+/// `now + d`, saturating far in the future instead of panicking on overflow.
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .unwrap_or_else(|| now + FAR_FUTURE.min(d))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,12 +17,14 @@ use super::driver::ShutdownTask;
 use super::events::{ShutdownEvent, ShutdownEventKind};
 use super::hooks::PreStopExecutor;
 use super::journal::{NoJournal, ShutdownJournal};
+use super::lease::{Lease, LeaseScope, StaleLease};
+use super::machine::later;
 use super::outcome::ShutdownReport;
 use super::policy::ShutdownPolicy;
 use super::slot::Slot;
 use crate::error::{Error, Result};
 use crate::provider::Provider;
-use crate::vm::VmId;
+use crate::vm::{Incarnation, VmId};
 
 pub(crate) struct InFlight {
     pub(crate) id: u64,
@@ -39,7 +41,61 @@ pub(crate) struct Shared {
     pub(crate) pre_stop: Option<Arc<dyn PreStopExecutor>>,
     pub(crate) events: broadcast::Sender<ShutdownEvent>,
     pub(crate) in_flight: Mutex<HashMap<VmId, InFlight>>,
+    /// Which endpoint the leases of this manager belong to.
+    pub(crate) scope: LeaseScope,
+    /// Time budget of one journal call.
+    pub(crate) journal_budget: Duration,
     next_id: AtomicU64,
+}
+
+impl Shared {
+    /// Runs one journal call within the journal budget.
+    pub(crate) async fn journal_call<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.journal_budget, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::timeout(format!(
+                "journal {op} did not answer within {:?}",
+                self.journal_budget
+            ))
+            .with_operation("journal")),
+        }
+    }
+
+    /// Reads the current run of `vm`, within `budget`; `None` if the provider cannot tell.
+    pub(crate) async fn incarnation(&self, vm: &VmId, budget: Duration) -> Option<Incarnation> {
+        match tokio::time::timeout(budget, self.provider.incarnation(vm)).await {
+            Ok(Ok(i)) => i,
+            Ok(Err(e)) => {
+                tracing::debug!(vm = %vm, error = %e, "could not read the VM's incarnation");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Drops a stale lease with a warning and an event.
+    pub(crate) async fn discard_stale(&self, lease: &Lease, reason: StaleLease) {
+        tracing::warn!(
+            vm = %lease.vm,
+            reason = %reason,
+            "a journalled shutdown lease is stale ({reason}); it is discarded, not applied"
+        );
+        let _ = self.events.send(ShutdownEvent {
+            vm: lease.vm.clone(),
+            elapsed: Duration::ZERO,
+            kind: ShutdownEventKind::StaleLeaseDiscarded { reason },
+        });
+        if let Err(e) = self
+            .journal_call("remove", self.journal.remove(&self.scope, &lease.vm))
+            .await
+        {
+            tracing::warn!(vm = %lease.vm, error = %e, "could not remove a stale shutdown lease");
+        }
+    }
 }
 
 /// Runs graceful shutdowns of one provider's VMs.
@@ -87,6 +143,7 @@ pub struct ShutdownManagerBuilder {
     clock: Arc<dyn WallClock>,
     pre_stop: Option<Arc<dyn PreStopExecutor>>,
     event_capacity: usize,
+    journal_budget: Duration,
 }
 
 impl ShutdownManagerBuilder {
@@ -105,6 +162,12 @@ impl ShutdownManagerBuilder {
         self.pre_stop = Some(executor);
         self
     }
+    /// Time budget of one journal call (default 2 s). A journal that does not answer in time
+    /// (a hung mount) makes the shutdown go on without restart safety, with a warning.
+    pub fn journal_budget(mut self, budget: Duration) -> Self {
+        self.journal_budget = budget.max(Duration::from_millis(1));
+        self
+    }
     /// Capacity of the progress event channel (default 1024; slow subscribers lag).
     pub fn event_capacity(mut self, capacity: usize) -> Self {
         self.event_capacity = capacity.max(1);
@@ -115,12 +178,14 @@ impl ShutdownManagerBuilder {
         let (events, _) = broadcast::channel(self.event_capacity);
         ShutdownManager {
             shared: Arc::new(Shared {
-                provider: self.provider,
                 journal: self.journal,
                 clock: self.clock,
                 pre_stop: self.pre_stop,
                 events,
                 in_flight: Mutex::new(HashMap::new()),
+                scope: LeaseScope::of(&*self.provider),
+                provider: self.provider,
+                journal_budget: self.journal_budget,
                 next_id: AtomicU64::new(1),
             }),
         }
@@ -141,6 +206,7 @@ impl ShutdownManager {
             clock: Arc::new(SystemClock),
             pre_stop: None,
             event_capacity: 1024,
+            journal_budget: Duration::from_secs(2),
         }
     }
 
@@ -173,7 +239,7 @@ impl ShutdownManager {
     pub fn start(&self, vm: &VmId, policy: ShutdownPolicy) -> Result<ShutdownHandle> {
         policy.validate()?;
         let now = Instant::now();
-        let requested = now + policy.grace;
+        let requested = later(now, policy.grace);
         let mut map = self
             .shared
             .in_flight
@@ -188,10 +254,7 @@ impl ShutdownManager {
                 elapsed: now.saturating_duration_since(f.started),
                 kind: ShutdownEventKind::Joined,
             });
-            return Ok(ShutdownHandle {
-                vm: vm.clone(),
-                slot: Arc::clone(&f.slot),
-            });
+            return Ok(ShutdownHandle::attach(vm.clone(), Arc::clone(&f.slot)));
         }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::new(Slot::new(requested));
@@ -219,25 +282,36 @@ impl ShutdownManager {
                 started: now,
             },
         );
-        Ok(ShutdownHandle {
-            vm: vm.clone(),
-            slot,
-        })
+        Ok(ShutdownHandle::attach(vm.clone(), slot))
     }
 
-    /// Resumes every shutdown recorded in the journal for this provider (after a restart),
-    /// each with the time left of its original grace period. `policy` supplies everything
-    /// but the grace.
+    /// Resumes every shutdown recorded in the journal for this provider endpoint (after a
+    /// restart), each with the time left of its original grace period (never more than that
+    /// grace). `policy` supplies everything but the grace.
+    ///
+    /// A stale lease is discarded with a warning and a
+    /// [`ShutdownEventKind::StaleLeaseDiscarded`] event, and its VM is left alone: a lease of an
+    /// earlier run of the VM (the VM was restarted since: its [`crate::Provider::incarnation`]
+    /// changed), or one whose deadline, force budget and [`super::LEASE_EXPIRY_MARGIN`] have
+    /// passed.
     pub async fn resume_pending(&self, policy: ShutdownPolicy) -> Result<Vec<ShutdownHandle>> {
-        let provider_type = self.shared.provider.provider_type();
-        let leases = self.shared.journal.list(provider_type).await?;
+        policy.validate()?;
+        let shared = &self.shared;
+        let leases = shared
+            .journal_call("list", shared.journal.list(&shared.scope))
+            .await?;
         let mut handles = Vec::with_capacity(leases.len());
         for lease in leases {
-            let left = lease
-                .deadline()
-                .duration_since(self.shared.clock.now())
-                .unwrap_or(Duration::ZERO)
-                .max(Duration::from_millis(1));
+            if self.in_flight().contains(&lease.vm) {
+                continue;
+            }
+            let current = shared.incarnation(&lease.vm, policy.read_budget).await;
+            let now = shared.clock.now();
+            if let Some(reason) = lease.staleness(now, current.as_ref(), policy.force_budget) {
+                shared.discard_stale(&lease, reason).await;
+                continue;
+            }
+            let left = lease.time_left(now).max(Duration::from_millis(1));
             handles.push(self.start(&lease.vm, policy.clone().grace(left))?);
         }
         Ok(handles)
@@ -269,13 +343,40 @@ impl Drop for ShutdownManager {
 }
 
 /// A handle on one VM's shutdown in flight.
-#[derive(Debug, Clone)]
+///
+/// Every handle (each clone too) is one caller attached to the shutdown. Dropping it detaches
+/// that caller; the shutdown goes on.
+#[derive(Debug)]
 pub struct ShutdownHandle {
     vm: VmId,
     slot: Arc<Slot>,
+    cancelled: AtomicBool,
+}
+
+impl Clone for ShutdownHandle {
+    fn clone(&self) -> Self {
+        ShutdownHandle::attach(self.vm.clone(), Arc::clone(&self.slot))
+    }
+}
+
+impl Drop for ShutdownHandle {
+    fn drop(&mut self) {
+        if !self.cancelled.load(Ordering::Acquire) {
+            self.slot.detach(false);
+        }
+    }
 }
 
 impl ShutdownHandle {
+    fn attach(vm: VmId, slot: Arc<Slot>) -> Self {
+        slot.attach();
+        ShutdownHandle {
+            vm,
+            slot,
+            cancelled: AtomicBool::new(false),
+        }
+    }
+
     /// The VM.
     pub fn vm(&self) -> &VmId {
         &self.vm
@@ -283,7 +384,9 @@ impl ShutdownHandle {
 
     /// Shortens the grace period to end `grace` from now (ignored if that is later).
     pub fn shorten(&self, grace: Duration) {
-        self.slot.shorten(Instant::now() + grace);
+        if let Some(deadline) = Instant::now().checked_add(grace) {
+            self.slot.shorten(deadline);
+        }
     }
 
     /// Powers off now (grace shortened to zero).
@@ -291,19 +394,33 @@ impl ShutdownHandle {
         self.shorten(Duration::ZERO);
     }
 
-    /// Cancels the shutdown: no further request or power-off is sent (a hard power-off
-    /// already under way completes). Every joined caller gets
-    /// [`super::ShutdownOutcome::Cancelled`].
+    /// Cancels this caller's part in the shutdown.
+    ///
+    /// When every caller attached to the shutdown has cancelled, nothing more is sent: no
+    /// further request and no power-off (a hard power-off already under way completes), and
+    /// a server-side deadline armed by the request is disarmed
+    /// ([`crate::Provider::cancel_shutdown`]); each caller then gets
+    /// [`super::ShutdownOutcome::Cancelled`]. While another caller still waits, this one is
+    /// only detached: its [`ShutdownHandle::wait`] returns `Cancelled` at once, and the shutdown
+    /// goes on for the others.
     pub fn cancel(&self) {
-        self.slot.cancel();
+        if !self.cancelled.swap(true, Ordering::AcqRel) {
+            self.slot.detach(true);
+        }
     }
 
-    /// Waits for the end.
+    /// Waits for the end (at once with `Cancelled` if this caller cancelled while the
+    /// shutdown goes on for others).
     #[allow(
         clippy::manual_async_fn,
         reason = "an async fn would hold the handle twice in every waiting caller"
     )]
     pub fn wait(self) -> impl Future<Output = ShutdownReport> + Send + 'static {
-        async move { self.slot.report().await }
+        async move {
+            if self.cancelled.load(Ordering::Acquire) && !self.slot.is_cancelled() {
+                return super::slot::detached_report();
+            }
+            self.slot.report().await
+        }
     }
 }

@@ -13,15 +13,19 @@
 //! 6. at the deadline, power off hard; "already off" then is success.
 //!
 //! [`ShutdownManager`] keeps exactly one grace period per VM and journals deadlines so a
-//! restarted process resumes with the time left. [`fleet::FleetShutdown`] shuts many VMs
+//! restarted process resumes with the time left. A journalled lease is bound to the run of
+//! the VM it was written for ([`crate::Incarnation`]) and expires: a VM restarted in between
+//! gets a full, fresh grace. [`fleet::FleetShutdown`] shuts many VMs
 //! down in ordered groups under a concurrency cap and one overall deadline.
 
 mod clock;
 mod driver;
 mod events;
+mod file_journal;
 pub mod fleet;
 mod hooks;
 mod journal;
+mod lease;
 pub mod machine;
 mod manager;
 pub mod metrics;
@@ -31,9 +35,11 @@ mod slot;
 
 pub use clock::{SystemClock, TokioClock, WallClock};
 pub use events::{ShutdownEvent, ShutdownEventKind};
+pub use file_journal::FileJournal;
 pub use fleet::{FleetReport, FleetShutdown};
 pub use hooks::PreStopExecutor;
-pub use journal::{FileJournal, Lease, MemoryJournal, NoJournal, ShutdownJournal};
+pub use journal::{MemoryJournal, NoJournal, ShutdownJournal};
+pub use lease::{LEASE_EXPIRY_MARGIN, Lease, LeaseScope, StaleLease};
 pub use manager::{ShutdownHandle, ShutdownManager, ShutdownManagerBuilder};
 pub use outcome::{ForcedReason, ShutdownOutcome, ShutdownReport};
 pub use policy::{ChannelPreference, MissingAgent, PausedGuest, PreStopHook, ShutdownPolicy};

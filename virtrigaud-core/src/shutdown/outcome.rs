@@ -60,7 +60,9 @@ pub enum ShutdownOutcome {
         /// Why.
         reason: ForcedReason,
     },
-    /// The VM disappeared during the shutdown.
+    /// The VM disappeared during the shutdown: NotFound on several fresh reads in a row. It
+    /// is *not* counted as off ([`ShutdownOutcome::is_off`]): the provider can no longer see it,
+    /// which does not prove that it stopped.
     Vanished,
     /// The shutdown was cancelled; the VM is as it was when cancelled (see the report).
     Cancelled,
@@ -72,15 +74,20 @@ pub enum ShutdownOutcome {
 }
 
 impl ShutdownOutcome {
-    /// Whether the VM is known to be off (or gone) at the end.
+    /// Whether the VM is known to be off at the end: it was read off. A VM that vanished is
+    /// not (it may run elsewhere: moved to another node, an instance left behind by a
+    /// deleted object); see [`ShutdownOutcome::is_gone`].
     pub fn is_off(&self) -> bool {
         matches!(
             self,
             ShutdownOutcome::AlreadyOff
                 | ShutdownOutcome::Graceful { .. }
                 | ShutdownOutcome::Forced { .. }
-                | ShutdownOutcome::Vanished
         )
+    }
+    /// Whether the VM could no longer be found, after confirming reads.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, ShutdownOutcome::Vanished)
     }
     /// A stable snake_case name, used as the metrics `outcome` label.
     pub fn as_str(&self) -> &'static str {

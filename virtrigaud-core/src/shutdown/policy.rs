@@ -178,8 +178,35 @@ impl ShutdownPolicy {
         self
     }
 
-    /// Checks the policy; a pre-stop hook needs a program.
+    /// The longest duration any field of a policy may hold (365 days): longer values are
+    /// rejected by [`ShutdownPolicy::validate`], so no deadline arithmetic can overflow.
+    pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+    /// Checks the policy: a pre-stop hook needs a program, polling a non-zero interval, and
+    /// no duration may exceed [`ShutdownPolicy::MAX_DURATION`]. Errors are
+    /// [`crate::ErrorKind::InvalidSpec`] naming the field.
     pub fn validate(&self) -> crate::Result<()> {
+        let durations = [
+            ("grace", Some(self.grace)),
+            ("probe_budget", Some(self.probe_budget)),
+            ("signal_budget", Some(self.signal_budget)),
+            ("read_budget", Some(self.read_budget)),
+            ("resignal_interval", self.resignal_interval),
+            ("poll_initial", Some(self.poll_initial)),
+            ("poll_max", Some(self.poll_max)),
+            ("force_budget", Some(self.force_budget)),
+            ("pre_stop.budget", self.pre_stop.as_ref().map(|h| h.budget)),
+        ];
+        for (field, value) in durations {
+            if let Some(d) = value
+                && d > Self::MAX_DURATION
+            {
+                return Err(crate::Error::invalid_spec(format!(
+                    "{field}: {} is longer than the maximum of 365 days",
+                    humantime::format_duration(d)
+                )));
+            }
+        }
         if let Some(hook) = &self.pre_stop
             && hook.command.first().is_none_or(|p| p.is_empty())
         {

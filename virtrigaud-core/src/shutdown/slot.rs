@@ -1,7 +1,9 @@
 //! [`Slot`]: what one shutdown in flight shares between its task and every handle on it.
 //!
 //! One small allocation per shutdown: the current deadline (only ever moved earlier), the
-//! cancellation flag and, at the end, the report. The task is woken through `driver`
+//! handles attached to it, the cancellation flag and, at the end, the report. The shutdown is
+//! cancelled only when every attached handle has cancelled (a handle dropped without
+//! cancelling detaches, and leaves the decision to the others). The task is woken through `driver`
 //! (a single waiter, so a wake-up sent while it is busy is kept as a permit); callers
 //! waiting for the report are woken through `done`.
 
@@ -16,6 +18,10 @@ use crate::error::Error;
 #[derive(Debug)]
 struct State {
     deadline: Instant,
+    /// Handles attached and not cancelled.
+    attached: usize,
+    /// Some handle asked to cancel.
+    cancel_requested: bool,
     cancelled: bool,
     report: Option<ShutdownReport>,
     abandoned: bool,
@@ -34,6 +40,8 @@ impl Slot {
         Slot {
             state: Mutex::new(State {
                 deadline,
+                attached: 0,
+                cancel_requested: false,
                 cancelled: false,
                 report: None,
                 abandoned: false,
@@ -73,10 +81,27 @@ impl Slot {
         moved
     }
 
-    /// Asks the task to stop sending anything.
-    pub(crate) fn cancel(&self) {
-        self.lock().cancelled = true;
-        self.driver.notify_one();
+    /// A handle attaches.
+    pub(crate) fn attach(&self) {
+        self.lock().attached += 1;
+    }
+
+    /// A handle detaches, cancelling or not. The task is asked to stop sending anything once
+    /// some handle cancelled and none is left that did not.
+    pub(crate) fn detach(&self, cancel: bool) {
+        let cancel_now = {
+            let mut s = self.lock();
+            s.attached = s.attached.saturating_sub(1);
+            s.cancel_requested |= cancel;
+            let now = s.cancel_requested && s.attached == 0 && !s.cancelled;
+            if now {
+                s.cancelled = true;
+            }
+            now
+        };
+        if cancel_now {
+            self.driver.notify_one();
+        }
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
@@ -144,12 +169,19 @@ impl Slot {
 }
 
 fn abandoned_report() -> ShutdownReport {
+    empty_report(ShutdownOutcome::Failed {
+        error: Error::cancelled("the shutdown manager was dropped; the lease stays in its journal"),
+    })
+}
+
+/// The report of a caller that cancelled while others still wait for the shutdown.
+pub(crate) fn detached_report() -> ShutdownReport {
+    empty_report(ShutdownOutcome::Cancelled)
+}
+
+fn empty_report(outcome: ShutdownOutcome) -> ShutdownReport {
     ShutdownReport {
-        outcome: ShutdownOutcome::Failed {
-            error: Error::cancelled(
-                "the shutdown manager was dropped; the lease stays in its journal",
-            ),
-        },
+        outcome,
         elapsed: std::time::Duration::ZERO,
         grace: std::time::Duration::ZERO,
         signals_sent: 0,

@@ -76,6 +76,8 @@ struct SimVm {
     /// Pushes power-state changes to watchers; dropped when the VM disappears.
     watch: tokio::sync::watch::Sender<PowerState>,
     generation: u64,
+    /// Boots so far: the VM's incarnation is its name with this count.
+    boots: u32,
 }
 
 #[derive(Debug, Default)]
@@ -85,6 +87,7 @@ struct State {
     calls: BTreeMap<&'static str, u64>,
     faults: HashMap<&'static str, Vec<ErrorKind>>,
     next_snapshot: u64,
+    instance: String,
 }
 
 #[derive(Debug)]
@@ -216,6 +219,7 @@ impl Simulator {
             snapshots: Vec::new(),
             watch: tokio::sync::watch::Sender::new(power),
             generation: 0,
+            boots: 1,
         };
         self.lock().vms.insert(id.clone(), vm);
         id
@@ -226,6 +230,23 @@ impl Simulator {
         let mut st = self.lock();
         if let Some(v) = st.vms.get_mut(vm) {
             set_power(v, PowerState::Paused(crate::vm::PauseReason::User));
+        }
+    }
+
+    /// Sets the endpoint identity this simulator reports ([`crate::Provider::instance_id`];
+    /// default `""`), to stand for one of several hosts sharing a journal.
+    pub fn set_instance_id(&self, instance: impl Into<String>) {
+        self.lock().instance = instance.into();
+    }
+
+    /// Starts a VM directly, as someone at the hypervisor's console would (ground truth, no
+    /// API call counted): a new run of the VM, with a new incarnation.
+    pub fn start_by_hand(&self, vm: &VmId) {
+        let mut st = self.lock();
+        if let Some(v) = st.vms.get_mut(vm)
+            && v.power.is_off()
+        {
+            boot(v, PowerState::Running);
         }
     }
 
@@ -325,6 +346,19 @@ fn not_found(vm: &VmId) -> Error {
     Error::not_found(format!("no VM {vm}"))
         .with_provider(PROVIDER_TYPE)
         .with_resource(vm.to_string())
+}
+
+/// Boots a stopped VM into `power` (running or paused): a new run.
+fn boot(v: &mut SimVm, power: PowerState) {
+    v.generation += 1;
+    v.boots = v.boots.wrapping_add(1);
+    v.off_at = None;
+    v.booted_at = Instant::now();
+    if let Some((cpu, mem)) = v.pending.take() {
+        v.cpu = cpu;
+        v.memory_mib = mem;
+    }
+    set_power(v, power);
 }
 
 fn set_power(v: &mut SimVm, power: PowerState) {

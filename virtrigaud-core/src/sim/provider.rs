@@ -17,7 +17,8 @@ use crate::provider::{
 };
 use crate::snapshot::Snapshotter;
 use crate::vm::{
-    AgentStatus, DiskInfo, OffReason, PauseReason, PowerState, ShutdownChannel, VmDescription, VmId,
+    AgentStatus, DiskInfo, Incarnation, OffReason, PauseReason, PowerState, ShutdownChannel,
+    VmDescription, VmId,
 };
 
 impl Simulator {
@@ -44,6 +45,10 @@ impl Simulator {
 impl Provider for Simulator {
     fn provider_type(&self) -> &'static str {
         PROVIDER_TYPE
+    }
+
+    fn instance_id(&self) -> String {
+        self.lock().instance.clone()
     }
 
     fn capabilities(&self) -> ProviderCapabilities {
@@ -97,24 +102,25 @@ impl Provider for Simulator {
         Ok(Some(Box::pin(stream)))
     }
 
+    async fn incarnation(&self, vm: &VmId) -> Result<Option<Incarnation>> {
+        self.with_vm("incarnation", vm, |v| {
+            Ok(v.power
+                .is_active()
+                .then(|| Incarnation::new(format!("{}#{}", v.name, v.boots))))
+        })
+    }
+
     async fn start(&self, vm: &VmId, opts: &StartOptions) -> Result<()> {
         self.with_vm("start", vm, |v| {
             if v.power.is_active() {
                 return Err(Error::invalid_state(format!("VM is {}", v.power)));
-            }
-            v.generation += 1;
-            v.off_at = None;
-            v.booted_at = Instant::now();
-            if let Some((cpu, mem)) = v.pending.take() {
-                v.cpu = cpu;
-                v.memory_mib = mem;
             }
             let p = if opts.paused {
                 PowerState::Paused(PauseReason::User)
             } else {
                 PowerState::Running
             };
-            set_power(v, p);
+            super::boot(v, p);
             Ok(())
         })
     }

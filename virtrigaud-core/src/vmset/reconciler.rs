@@ -18,7 +18,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::model::{UpdateStrategyType, VMPlacementPolicySpec, VMSet};
 use crate::placement::Placer;
 use crate::provider::{DeleteOptions, ListOptions, Provider, StartOptions};
-use crate::shutdown::{ShutdownManager, ShutdownOutcome, ShutdownPolicy};
+use crate::shutdown::{ShutdownManager, ShutdownPolicy};
 use crate::vm::{PowerState, VmDescription};
 
 /// Names tried per new member when a name is taken by a VM outside the set.
@@ -399,10 +399,12 @@ impl VmSetReconciler {
             Ok(r) => r,
             Err(e) => return fail(e.to_string()),
         };
-        if !report.outcome.is_off() {
+        // A member that can no longer be found (after the engine's confirming reads) has
+        // nothing left to delete.
+        if !report.outcome.is_off() && !report.outcome.is_gone() {
             return fail(format!("shutdown {}", report.outcome));
         }
-        if !matches!(report.outcome, ShutdownOutcome::Vanished) {
+        if !report.outcome.is_gone() {
             let opts = DeleteOptions { delete_disks: true };
             match self.provider.delete(&m.id, &opts).await {
                 Ok(()) => {}
