@@ -282,6 +282,19 @@ impl ProxmoxProvider {
         }
     }
 
+    /// Whether a `qmshutdown` task's log shows its `forceStop` killing the VM; `None` when the
+    /// log cannot be read.
+    async fn task_force_stopped(&self, upid: &Upid) -> Option<bool> {
+        let req = api::task_log(upid.node(), upid.as_str(), 0, 500);
+        match self.client.call::<Vec<TaskLogLine>>(&req).await {
+            Ok(lines) => Some(lines.iter().any(|l| l.t.contains(FORCED_STOP_LOG))),
+            Err(e) => {
+                tracing::debug!(%upid, error = %e, "could not read the shutdown task log");
+                None
+            }
+        }
+    }
+
     /// Why a VM that our request was shutting down is off now.
     ///
     /// * `Destroyed` when it was killed: our `qmshutdown` task's log shows its `forceStop`
@@ -297,16 +310,10 @@ impl ProxmoxProvider {
         since: Option<u64>,
     ) -> OffReason {
         if let Some(upid) = task {
-            let req = api::task_log(upid.node(), upid.as_str(), 0, 500);
-            match self.client.call::<Vec<TaskLogLine>>(&req).await {
-                Ok(lines) if lines.iter().any(|l| l.t.contains(FORCED_STOP_LOG)) => {
-                    return OffReason::Destroyed;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(vm = %vm.to_vm_id(), %upid, error = %e, "could not read the shutdown task log");
-                    return OffReason::Unknown;
-                }
+            match self.task_force_stopped(upid).await {
+                Some(true) => return OffReason::Destroyed,
+                Some(false) => {}
+                None => return OffReason::Unknown,
             }
         }
         let Some(since) = since.or_else(|| task.and_then(Upid::starttime)) else {
@@ -633,6 +640,8 @@ impl Provider for ProxmoxProvider {
     ///   `qmshutdown` task is looked up.
     /// * A task started by another PVE user is left running: `Conflict` (permanent), PVE may
     ///   still stop the VM at that task's timeout.
+    /// * When the task ends with its `forceStop` having killed the VM before the stop took
+    ///   effect: `InvalidState` ("too late to cancel"); the VM then reads `Off(Destroyed)`.
     /// * What was already sent to the guest (the ACPI press, the agent's `guest-shutdown`)
     ///   cannot be taken back: a guest that is shutting down goes on.
     async fn cancel_shutdown(&self, vm: &VmId) -> Result<()> {
@@ -689,8 +698,23 @@ impl Provider for ProxmoxProvider {
             .wait(&upid)
             .await
         {
-            // Ended: "interrupted by signal", or OK when the guest was faster.
-            Ok(_) | Err(ApiError::TaskFailed { .. }) => {
+            // Ended OK: the guest was faster, or the task's forceStop was (then say so).
+            Ok(_) => {
+                if self.task_force_stopped(&upid).await == Some(true) {
+                    self.remember(&r, Some(LastAction::Off(OffReason::Destroyed)));
+                    return Err(Error::invalid_state(format!(
+                        "too late to cancel: PVE's forceStop of shutdown task {upid} had already stopped VM {}",
+                        r.vmid
+                    ))
+                    .with_provider(PROVIDER)
+                    .with_operation(op)
+                    .with_resource(vm.to_string()));
+                }
+                self.remember(&r, None);
+                Ok(())
+            }
+            // "interrupted by signal": stopped before its forceStop.
+            Err(ApiError::TaskFailed { .. }) => {
                 tracing::debug!(vm = %vm, %upid, "PVE shutdown task stopped");
                 self.remember(&r, None);
                 Ok(())

@@ -870,6 +870,34 @@ async fn a_cancelled_shutdown_is_not_force_stopped_by_pve() {
         assert_eq!(env.control.fake_vm(v).await["status"], "running", "{v}");
         assert_eq!(p.power_state(v).await.unwrap(), PowerState::Running, "{v}");
     }
+    // Too late: the stop does not take effect (scripted: PVE answers the DELETE but the
+    // task runs on) and the task's forceStop kills the VM first. Said, not hidden.
+    let late = env
+        .control
+        .vm("cancel-too-late", json!({"acpi": false}))
+        .await;
+    provider
+        .request_shutdown(
+            &late,
+            ShutdownChannel::Acpi,
+            &ShutdownRequestOptions::new(1, Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    env.control
+        .fault(
+            "DELETE",
+            "/nodes/{node}/tasks/{upid}",
+            json!({"status": 200, "message": "ignored", "times": 1}),
+        )
+        .await;
+    let e = provider.cancel_shutdown(&late).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidState, "{e}");
+    assert!(e.message().contains("too late"), "{e}");
+    assert_eq!(
+        provider.power_state(&late).await.unwrap(),
+        PowerState::Off(OffReason::Destroyed)
+    );
     // Nothing to cancel: no request, or a task that has ended (the guest was faster).
     let done = env
         .control
