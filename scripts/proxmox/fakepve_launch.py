@@ -25,20 +25,85 @@ import shutil
 import tempfile
 
 from aiohttp import web
-from fakepve import FakePve, TaskError
+from fakepve import FakePve, PveError, TaskError
 from fakepve.certs import make_cert
+from fakepve.server import GENERIC, USER, params
 
 class Pve(FakePve):
-    """fakepve plus PVE 8.1+'s `overrule-shutdown` on status/stop, which fakepve 0.5.0 lacks.
+    """fakepve plus what PVE does and fakepve 0.5.0 lacks.
 
-    Real PVE aborts the VM's running `qmshutdown` task (it holds the config lock) before
-    stopping; fakepve's stop would wait for that lock instead. Here the shutdown task ends
-    with 'interrupted by signal' and the stop proceeds, as on PVE.
+    * `overrule-shutdown` on status/stop (PVE 8.1+). Real PVE aborts the VM's running
+      `qmshutdown` task (it holds the config lock) before stopping; fakepve's stop would wait
+      for that lock instead. Here the shutdown task ends with 'interrupted by signal' and the
+      stop proceeds, as on PVE.
+    * `DELETE /nodes/{node}/tasks/{upid}` stops a running task. PVE sends the worker SIGTERM
+      and returns at once; the task then ends with 'interrupted by signal' (a `qmshutdown`
+      task with `forceStop` never gets to stop the VM). fakepve answers the call from the
+      schema and lets the task run on. As on PVE, the task's owner may stop it; anyone else
+      needs Sys.Modify on the node; stopping a task that has ended does nothing.
+    * A new QEMU `pid` in status/current for every run of a VM, as PVE reports the pid of the
+      VM's QEMU process. fakepve reports 1000 + vmid for every run.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._overrule = {}
+        self._task_stops = {}
+        self._qemu_pids = {}
+        self._next_qemu_pid = itertools.count(4000)
+
+    async def task(self, node, ttype, tid, user, body, vm=None, lock=True, log=()):
+        stop = asyncio.Event()
+        ref = {}
+
+        async def stoppable():
+            work = asyncio.ensure_future(body())
+            waiter = asyncio.ensure_future(stop.wait())
+            try:
+                done, _ = await asyncio.wait({work, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if work in done:
+                    return work.result()
+                raise TaskError('interrupted by signal')
+            finally:
+                work.cancel()
+                waiter.cancel()
+                self._task_stops.pop(ref.get('upid'), None)
+
+        upid = await super().task(node, ttype, tid, user, stoppable, vm=vm, lock=lock, log=log)
+        if self.tasks.get(upid, {}).get('status') == 'running':
+            ref['upid'] = upid
+            self._task_stops[upid] = stop
+        return upid
+
+    async def _generic(self, request):
+        match = request[GENERIC]
+        if request.method == 'DELETE' and match is not None and match.template == '/nodes/{node}/tasks/{upid}':
+            user = request[USER]
+
+            async def stop_task(match, values):
+                task = self.tasks.get(values['upid'])
+                if task is None or task['node'] != values['node']:
+                    raise PveError(400, 'Parameter verification failed.', {'upid': 'no such task'})
+                if user != task['user']:
+                    self.require(user, '/nodes/' + task['node'], 'Sys.Modify')
+                ev = self._task_stops.get(values['upid'])
+                if ev is not None:
+                    ev.set()
+                return None
+            return web.json_response({'data': await self.answer(request, match, await params(request), user,
+                                                                call=stop_task)})
+        return await super()._generic(request)
+
+    def _vm_status(self, vm, listing=False):
+        data = super()._vm_status(vm, listing)
+        if 'pid' in data:
+            run = vm.started_at
+            known = self._qemu_pids.get(vm.vmid)
+            if known is None or known[0] != run:
+                known = (run, next(self._next_qemu_pid))
+                self._qemu_pids[vm.vmid] = known
+            data['pid'] = known[1]
+        return data
 
     async def _powerdown(self, vm, p):
         ev = asyncio.Event()
@@ -49,9 +114,11 @@ class Pve(FakePve):
             done, _ = await asyncio.wait({work, waiter}, return_when=asyncio.FIRST_COMPLETED)
             if work in done:
                 return work.result()
-            work.cancel()
             raise TaskError('interrupted by signal')
         finally:
+            # Also when this coroutine itself is cancelled (a stopped task): the powerdown
+            # must not run on and stop the VM later.
+            work.cancel()
             waiter.cancel()
             if self._overrule.get(vm.vmid) is ev:
                 del self._overrule[vm.vmid]

@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
-use crate::config::{Auth, ProxmoxConfig, Tls};
+use crate::config::{Auth, ProxmoxConfig, Tls, redact_url};
 use crate::request::{ApiRequest, Method, api};
 
 /// A failure of one API call, before it is mapped to a [`virtrigaud_core::Error`].
@@ -127,7 +127,7 @@ pub struct PveClient {
 impl std::fmt::Debug for PveClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PveClient")
-            .field("base", &self.inner.base)
+            .field("base", &redact_url(&self.inner.base))
             .field("auth", &self.inner.config.auth)
             .field("tls", &self.inner.config.tls)
             .finish_non_exhaustive()
@@ -153,7 +153,7 @@ impl PveClient {
             }
             Tls::DangerAcceptInvalidCerts => {
                 tracing::warn!(
-                    url = %config.url,
+                    url = %redact_url(&config.url),
                     "TLS certificate verification is DISABLED for this Proxmox endpoint"
                 );
                 builder = builder.tls_danger_accept_invalid_certs(true);
@@ -163,7 +163,8 @@ impl PveClient {
             .build()
             .map_err(|e| ApiError::Config(e.to_string()))?;
         let base = config.api_base();
-        url::Url::parse(&base).map_err(|e| ApiError::Config(format!("URL {base:?}: {e}")))?;
+        url::Url::parse(&base)
+            .map_err(|e| ApiError::Config(format!("URL {:?}: {e}", redact_url(&base))))?;
         Ok(PveClient {
             inner: Arc::new(Inner {
                 http,

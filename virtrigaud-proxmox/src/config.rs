@@ -94,13 +94,15 @@ impl fmt::Debug for Tls {
 
 /// Everything needed to talk to one PVE cluster.
 ///
+/// `Debug` shows neither the credentials nor a `user:password@` part of the URL.
+///
 /// ```
 /// use virtrigaud_proxmox::{Auth, ProxmoxConfig};
 /// let cfg = ProxmoxConfig::new("https://pve.example:8006", Auth::api_token("root@pam!ci", "s3cret"))
 ///     .with_ca_pem(b"-----BEGIN CERTIFICATE-----\n...".to_vec());
 /// assert!(!format!("{cfg:?}").contains("s3cret"));
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct ProxmoxConfig {
     /// Base URL, e.g. `https://pve.example:8006` (`/api2/json` is appended when missing).
@@ -123,7 +125,65 @@ pub struct ProxmoxConfig {
     pub ticket_renew_after: Duration,
 }
 
+impl fmt::Debug for ProxmoxConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxmoxConfig")
+            .field("url", &redact_url(&self.url))
+            .field("auth", &self.auth)
+            .field("tls", &self.tls)
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("task_poll", &self.task_poll)
+            .field("task_poll_max", &self.task_poll_max)
+            .field("task_timeout", &self.task_timeout)
+            .field("ticket_renew_after", &self.ticket_renew_after)
+            .finish()
+    }
+}
+
+/// `url` without a `user:password@` part (for logs, errors and `Debug`). A URL that does not
+/// parse is shown as a placeholder: it might hold credentials in a form that cannot be cut.
+pub(crate) fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                // Cannot fail for a URL that has a host (it had credentials).
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparsable URL>".to_owned(),
+    }
+}
+
 impl ProxmoxConfig {
+    /// The identity of the endpoint: scheme, host and port of [`ProxmoxConfig::url`]
+    /// (`https://pve1.example:8006`), the port always written out (`https://pve1.example`
+    /// gives `https://pve1.example:443`), without credentials, path or query. Empty when the
+    /// URL does not parse (then [`crate::PveClient::new`] refuses it anyway).
+    ///
+    /// This is what [`crate::ProxmoxProvider`] reports as
+    /// [`virtrigaud_core::Provider::instance_id`].
+    ///
+    /// ```
+    /// use virtrigaud_proxmox::{Auth, ProxmoxConfig};
+    /// let cfg = ProxmoxConfig::new("https://PVE1.example:8006/api2/json", Auth::api_token("a@pam!b", "s"));
+    /// assert_eq!(cfg.endpoint(), "https://pve1.example:8006");
+    /// ```
+    pub fn endpoint(&self) -> String {
+        let Ok(u) = url::Url::parse(self.url.trim()) else {
+            return String::new();
+        };
+        let Some(host) = u.host_str() else {
+            return String::new();
+        };
+        match u.port_or_known_default() {
+            Some(port) => format!("{}://{host}:{port}", u.scheme()),
+            None => format!("{}://{host}", u.scheme()),
+        }
+    }
+
     /// Settings for `url` with `auth`, TLS verification on and default timeouts.
     pub fn new(url: impl Into<String>, auth: Auth) -> Self {
         ProxmoxConfig {
@@ -178,5 +238,60 @@ impl ProxmoxConfig {
         } else {
             format!("{base}/api2/json")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(url: &str) -> ProxmoxConfig {
+        ProxmoxConfig::new(url, Auth::api_token("root@pam!ci", "tok-secret"))
+    }
+
+    #[test]
+    fn endpoint_is_scheme_host_and_port_without_credentials() {
+        assert_eq!(
+            cfg("https://pve1.example:8006").endpoint(),
+            "https://pve1.example:8006"
+        );
+        assert_eq!(
+            cfg("https://pve1.example:8006/api2/json/").endpoint(),
+            "https://pve1.example:8006"
+        );
+        let with_creds =
+            cfg("https://root%40pam:hunter2@PVE1.Example:8006/api2/json?x=secretq#frag");
+        let id = with_creds.endpoint();
+        assert_eq!(id, "https://pve1.example:8006");
+        for secret in ["hunter2", "root", "secretq", "frag", "api2"] {
+            assert!(!id.contains(secret), "{id}");
+        }
+        // The default port is written out, so both spellings of one endpoint are equal.
+        assert_eq!(
+            cfg("https://pve1.example").endpoint(),
+            cfg("https://pve1.example:443/").endpoint()
+        );
+        assert_eq!(
+            cfg("https://[fd00::1]:8006").endpoint(),
+            "https://[fd00::1]:8006"
+        );
+        assert_eq!(cfg("not a url").endpoint(), "");
+        // Two nodes are two endpoints.
+        assert_ne!(
+            cfg("https://pve1:8006").endpoint(),
+            cfg("https://pve2:8006").endpoint()
+        );
+    }
+
+    #[test]
+    fn debug_hides_url_credentials() {
+        let c = cfg("https://root%40pam:hunter2@pve1.example:8006");
+        let dbg = format!("{c:?}");
+        assert!(
+            !dbg.contains("hunter2") && !dbg.contains("tok-secret"),
+            "{dbg}"
+        );
+        assert!(dbg.contains("pve1.example:8006"), "{dbg}");
+        assert_eq!(redact_url("not a url, user:pw@x"), "<unparsable URL>");
     }
 }

@@ -11,7 +11,8 @@
 //! | 500 `not running`, `already running`, `VM is paused - cannot shutdown` | `InvalidState` |
 //! | 500 `already exists`, `already used` | `AlreadyExists` |
 //! | 500 `Linked clone feature is not supported` | `InvalidSpec` (the source is not a template) |
-//! | 500 `no quorum` | `Unavailable` (retryable) |
+//! | 500 `no quorum`, QMP socket trouble (`unable to connect to VM … qmp socket`), refused or reset connections between nodes | `Unavailable` (retryable) |
+//! | 500 with a timeout (`got timeout`, `timeout after 31 retries`, `got lock request timeout`), 408 | `Timeout` (retryable) |
 //! | 595/596 (node offline, no route), 502–504, transport errors | `Unavailable` (retryable) |
 //! | 501 | `Unsupported` |
 //! | a task ending in error | as its exit status above, with the task log in the message |
@@ -53,9 +54,14 @@ pub fn classify_message(msg: &str) -> ErrorKind {
     } else if m.contains("no quorum")
         || m.contains("no route to host")
         || m.contains("connection timed out")
+        || m.contains("connection refused")
+        || m.contains("connection reset")
+        || m.contains("temporarily unavailable")
+        || m.contains("qmp socket")
     {
         ErrorKind::Unavailable
-    } else if m.contains("got timeout") {
+    } else if m.contains("timeout") || m.contains("timed out") {
+        // "got timeout", "timeout after 51 retries", "cfs-lock … got lock request timeout".
         ErrorKind::Timeout
     } else {
         ErrorKind::Internal
@@ -73,6 +79,7 @@ pub fn to_core(err: ApiError, operation: &'static str, resource: &str) -> Error 
                 403 => ErrorKind::PermissionDenied,
                 400 => ErrorKind::InvalidSpec,
                 404 => ErrorKind::NotFound,
+                408 => ErrorKind::Timeout,
                 429 => ErrorKind::RateLimited,
                 501 => ErrorKind::Unsupported,
                 502..=504 | 595 | 596 => ErrorKind::Unavailable,
@@ -178,5 +185,41 @@ mod tests {
         let e = to_core(task, "start", "pve1/100");
         assert!(e.message().contains("start failed: disk missing"), "{e}");
         assert!(e.message().contains("task log: starting"), "{e}");
+    }
+
+    /// What PVE answers to `status/shutdown` or `monitor` while something else holds the VM
+    /// or its QMP socket is busy: the request can succeed later, so the engine must be free
+    /// to retry it inside the grace instead of forcing.
+    #[test]
+    fn transient_signal_failures_are_retryable() {
+        for msg in [
+            "VM is locked (backup)",
+            "VM is locked (snapshot)",
+            "can't lock file '/var/lock/qemu-server/lock-100.conf' - got timeout",
+            "VM 100 qmp command 'query-status' failed - unable to connect to VM 100 qmp socket - timeout after 51 retries",
+            "VM 100 qmp command 'system_powerdown' failed - got timeout",
+            "unable to connect to VM 100 qmp socket - Resource temporarily unavailable",
+            "cfs-lock 'file-replication_cfg' error: got lock request timeout",
+            "cluster not ready - no quorum?",
+        ] {
+            let e = to_core(http(500, msg), "request_shutdown", "pve1/100");
+            assert!(e.is_retryable(), "{msg}: {:?} {e}", e.kind());
+        }
+        for status in [408, 429, 502, 503, 504, 595, 596] {
+            let e = to_core(http(status, "whatever"), "request_shutdown", "pve1/100");
+            assert!(e.is_retryable(), "{status}: {:?}", e.kind());
+        }
+        let e = to_core(
+            ApiError::Transport("operation timed out".into()),
+            "request_shutdown",
+            "pve1/100",
+        );
+        assert!(e.is_retryable(), "{e}");
+        // Permanent answers stay permanent.
+        for msg in ["VM 100 not running", "VM is paused - cannot shutdown"] {
+            let e = to_core(http(500, msg), "request_shutdown", "pve1/100");
+            assert!(!e.is_retryable(), "{msg}");
+        }
+        assert!(!to_core(http(403, "Permission check failed"), "x", "r").is_retryable());
     }
 }

@@ -21,7 +21,15 @@
 //! * [`ProxmoxProvider`]: the [`virtrigaud_core::Provider`] with snapshots
 //!   ([`virtrigaud_core::Snapshotter`]) and clones ([`virtrigaud_core::Cloner`]). VM ids are
 //!   `node/vmid`. Its docs explain how the engine's grace period maps onto PVE's
-//!   `timeout`/`forceStop` and how a running shutdown is escalated.
+//!   `timeout`/`forceStop`, how a running shutdown is escalated or cancelled (the
+//!   `qmshutdown` task is stopped, so its `forceStop` never fires), and how an `Off` after a
+//!   request tells a guest shutdown (`GuestShutdown`) from PVE's or someone's kill
+//!   (`Destroyed`).
+//! * Reads: only `status: stopped` is off; an empty or unknown status is a retryable
+//!   `Unavailable`, never off.
+//! * Identities for the shutdown journal: `instance_id` is the API endpoint
+//!   (`https://pve1.example:8006`, no credentials, path or query); `incarnation` is the pid
+//!   of the VM's QEMU process (new with every start), `None` while it is stopped.
 //! * [`error`]: the single mapping from PVE answers to [`virtrigaud_core::ErrorKind`]s.
 //!
 //! ```no_run

@@ -8,20 +8,20 @@ use async_trait::async_trait;
 use virtrigaud_core::placement::{DatastoreInfo, HostInfo, Resources};
 use virtrigaud_core::{
     AgentStatus, CloneOptions, CloneResult, Cloner, DeleteOptions, DeleteSnapshotOptions, DiskInfo,
-    Error, ErrorKind, Inventory, ListOptions, OffReason, PauseReason, PowerOffOptions, PowerState,
-    Provider, ProviderCapabilities, ReconfigureRequest, ReconfigureResult, Result, RevertOptions,
-    ShutdownChannel, ShutdownRequestOptions, SnapshotInfo, SnapshotOptions, Snapshotter,
-    StartOptions, VmCapabilities, VmCreateSpec, VmDescription, VmId,
+    Error, ErrorKind, Incarnation, Inventory, ListOptions, OffReason, PauseReason, PowerOffOptions,
+    PowerState, Provider, ProviderCapabilities, ReconfigureRequest, ReconfigureResult, Result,
+    RevertOptions, ShutdownChannel, ShutdownRequestOptions, SnapshotInfo, SnapshotOptions,
+    Snapshotter, StartOptions, VmCapabilities, VmCreateSpec, VmDescription, VmId,
 };
 
 use crate::client::{ApiError, PveClient};
-use crate::config::ProxmoxConfig;
+use crate::config::{Auth, ProxmoxConfig};
 use crate::error::{PROVIDER, to_core};
 use crate::request::{ApiRequest, api};
 use crate::task::{TaskOutcome, TaskWaiter, Upid};
 use crate::types::{
-    ClusterVm, NodeEntry, PendingEntry, SnapshotEntry, TaskListEntry, TaskStatus, VmConfig,
-    VmStatus,
+    ClusterVm, NodeEntry, PendingEntry, SnapshotEntry, TaskListEntry, TaskLogLine, TaskStatus,
+    VmConfig, VmStatus,
 };
 
 /// A VM address: `node/vmid` (the form of a Proxmox [`VmId`]).
@@ -69,6 +69,7 @@ impl VmRef {
 pub struct ProviderOptions {
     /// Send `forceStop=1` with a shutdown that carries a remaining grace, so PVE itself
     /// hard-stops the VM when the grace ends even if this process is gone (default true).
+    /// [`Provider::cancel_shutdown`] disarms it by stopping the shutdown task.
     pub server_force_stop: bool,
     /// Send `overrule-shutdown=1` with hard stops (PVE 8.1+), aborting a running shutdown
     /// task instead of waiting for its config lock (default true; retried without it when
@@ -97,13 +98,27 @@ impl Default for ProviderOptions {
 /// re-check costs nothing in detection and keeps a polled shutdown near one request per poll.
 const TASK_RECHECK: Duration = Duration::from_secs(10);
 
+/// How long [`Provider::cancel_shutdown`] waits for a stopped shutdown task to end (PVE
+/// signals the worker and answers at once).
+const CANCEL_WAIT: Duration = Duration::from_secs(10);
+
+/// What PVE's `qmshutdown` task logs when its `forceStop` kills the VM at the timeout
+/// (qemu-server's `_do_vm_stop`: "VM still running - terminating now with SIGTERM", then
+/// "… SIGKILL"; "VM quit/powerdown failed - terminating now with SIGTERM").
+const FORCED_STOP_LOG: &str = "terminating now with SIG";
+
 /// What this process last did to a VM's power (to report `ShuttingDown` and the `OffReason`).
 #[derive(Debug, Clone)]
 enum LastAction {
-    /// Our shutdown task, and when it was last seen running.
+    /// Our shutdown task (started or adopted), and when it was last seen running.
     Shutdown(Upid, Option<tokio::time::Instant>),
-    AcpiPress,
+    /// The ACPI button pressed through the monitor, at this Unix time (our clock).
+    AcpiPress(u64),
+    /// Our hard stop.
     Stop,
+    /// The VM went off after our request, for this reason (found out once, kept until it runs
+    /// again).
+    Off(OffReason),
 }
 
 /// What one node offers (see [`ProxmoxProvider::node_capabilities`]).
@@ -154,6 +169,29 @@ pub struct NodeCapabilities {
 ///   hard-stop it instead. The provider checks first and returns `InvalidState`.
 /// * [`Provider::probe_agent`] uses `agent/ping`: an answer is `Connected`; PVE's 500
 ///   (agent not configured / not running / timeout) is `NotConnected`.
+/// * **Cancel.** [`Provider::cancel_shutdown`] stops the running `qmshutdown` task
+///   (`DELETE /nodes/{node}/tasks/{upid}`), so its `forceStop` never fires; it waits until
+///   the task has ended. Nothing to do when the task has ended or the request was an ACPI
+///   press through the monitor. What the guest was already sent cannot be taken back.
+/// * **Why it is off.** After a request, `Off(Destroyed)` when PVE killed the VM (the
+///   `qmshutdown` task's log shows its `forceStop`: "terminating now with SIGTERM") or
+///   someone's `qmstop` ran since the request (an operator, another client); the engine
+///   reports that as forced by the platform. `Off(GuestShutdown)` when the guest went off
+///   by itself; `Off(Unknown)` when PVE could not be asked. After our own hard stop,
+///   `Off(Destroyed)`. Found out once per run (two reads), then remembered.
+///
+/// # Reads that cannot tell
+///
+/// `status/current` has only `running` and `stopped` in PVE's schema. Only `stopped` reads as
+/// off; an empty, missing or unknown `status`, or an answer that is not a VM status, is a
+/// retryable [`ErrorKind::Unavailable`] naming the value, and nothing is sent on it.
+///
+/// # Identities
+///
+/// * [`Provider::instance_id`]: the API endpoint, `https://host:port` without credentials
+///   ([`ProxmoxConfig::endpoint`]).
+/// * [`Provider::incarnation`]: `node/vmid:qemu-pid:PID`, the pid of the VM's QEMU process,
+///   new for every start; `None` while the VM is stopped.
 #[derive(Debug)]
 pub struct ProxmoxProvider {
     client: PveClient,
@@ -210,11 +248,97 @@ impl ProxmoxProvider {
             .cloned()
     }
 
+    /// `status/current`, checked: its `status` is `running` or `stopped`. Anything else (an
+    /// empty answer, `{}`, an unknown value) is a retryable `Unavailable`, never "off".
     async fn status(&self, vm: &VmRef, op: &'static str) -> Result<VmStatus> {
-        self.client
-            .call(&api::status_current(&vm.node, vm.vmid))
+        let data = self
+            .client
+            .send(&api::status_current(&vm.node, vm.vmid))
             .await
-            .map_err(ctx(op, vm))
+            .map_err(ctx(op, vm))?;
+        let status: VmStatus = match data {
+            serde_json::Value::Null => VmStatus::default(),
+            other => serde_json::from_value(other).map_err(|e| {
+                Error::unavailable(format!(
+                    "PVE answered status/current of {} with something that is not a VM status: {e}",
+                    vm.vmid
+                ))
+                .with_provider(PROVIDER)
+                .with_operation(op)
+                .with_resource(format!("{}/{}", vm.node, vm.vmid))
+            })?,
+        };
+        match status.status.as_str() {
+            "running" | "stopped" => Ok(status),
+            other => Err(unknown_status(vm, op, other)),
+        }
+    }
+
+    /// Who this client is on PVE (the user field of the UPIDs of the tasks it starts).
+    fn own_user(&self) -> &str {
+        match &self.client.config().auth {
+            Auth::ApiToken { token_id, .. } => token_id,
+            Auth::Password { username, .. } => username,
+        }
+    }
+
+    /// Whether a `qmshutdown` task's log shows its `forceStop` killing the VM; `None` when the
+    /// log cannot be read.
+    async fn task_force_stopped(&self, upid: &Upid) -> Option<bool> {
+        let req = api::task_log(upid.node(), upid.as_str(), 0, 500);
+        match self.client.call::<Vec<TaskLogLine>>(&req).await {
+            Ok(lines) => Some(lines.iter().any(|l| l.t.contains(FORCED_STOP_LOG))),
+            Err(e) => {
+                tracing::debug!(%upid, error = %e, "could not read the shutdown task log");
+                None
+            }
+        }
+    }
+
+    /// Why a VM that our request was shutting down is off now.
+    ///
+    /// * `Destroyed` when it was killed: our `qmshutdown` task's log shows its `forceStop`
+    ///   ([`FORCED_STOP_LOG`]; qemu-server writes that line before it signals QEMU, so a VM
+    ///   already off has it in the log), or someone's `qmstop` started since the request (an
+    ///   operator's `qm stop`, another client's power-off).
+    /// * `GuestShutdown` when neither is there.
+    /// * `Unknown` when PVE could not be asked.
+    async fn off_reason_after_request(
+        &self,
+        vm: &VmRef,
+        task: Option<&Upid>,
+        since: Option<u64>,
+    ) -> OffReason {
+        if let Some(upid) = task {
+            match self.task_force_stopped(upid).await {
+                Some(true) => return OffReason::Destroyed,
+                Some(false) => {}
+                None => return OffReason::Unknown,
+            }
+        }
+        let Some(since) = since.or_else(|| task.and_then(Upid::starttime)) else {
+            return OffReason::Unknown;
+        };
+        let req = api::vm_tasks_since(&vm.node, vm.vmid, "qmstop", since);
+        match self.client.call::<Vec<TaskListEntry>>(&req).await {
+            Ok(tasks) => {
+                let vmid = vm.vmid.to_string();
+                let stopped = tasks.iter().any(|t| {
+                    t.task_type == "qmstop"
+                        && t.starttime.is_some_and(|s| s >= since)
+                        && Upid::parse(&t.upid).is_some_and(|u| u.id() == vmid)
+                });
+                if stopped {
+                    OffReason::Destroyed
+                } else {
+                    OffReason::GuestShutdown
+                }
+            }
+            Err(e) => {
+                tracing::debug!(vm = %vm.to_vm_id(), error = %e, "could not list the VM's stop tasks");
+                OffReason::Unknown
+            }
+        }
     }
 
     async fn config(&self, vm: &VmRef, op: &'static str) -> Result<VmConfig> {
@@ -292,11 +416,15 @@ impl ProxmoxProvider {
         })
     }
 
-    fn power_state_of(status: &VmStatus) -> PowerState {
-        if status.status != "running" {
-            return PowerState::Off(OffReason::Unknown);
+    /// The power state `status/current` shows. Only `stopped` is off; a status other than
+    /// `running` or `stopped` is a retryable `Unavailable` error.
+    fn power_state_of(vm: &VmRef, status: &VmStatus, op: &'static str) -> Result<PowerState> {
+        match status.status.as_str() {
+            "stopped" => return Ok(PowerState::Off(OffReason::Unknown)),
+            "running" => {}
+            other => return Err(unknown_status(vm, op, other)),
         }
-        match status.qmpstatus.as_deref().unwrap_or("running") {
+        Ok(match status.qmpstatus.as_deref().unwrap_or("running") {
             "paused" => PowerState::Paused(PauseReason::User),
             "suspended" => PowerState::Paused(PauseReason::Unknown),
             "io-error" | "inmigrate" | "postmigrate" | "finish-migrate" | "save-vm"
@@ -310,7 +438,7 @@ impl ProxmoxProvider {
                 Some(l) if l.starts_with("shutdown") => PowerState::ShuttingDown,
                 _ => PowerState::Running,
             },
-        }
+        })
     }
 
     async fn stop(&self, vm: &VmRef) -> Result<()> {
@@ -331,6 +459,18 @@ impl ProxmoxProvider {
     }
 }
 
+/// The error for a `status` PVE's schema does not have (`running`/`stopped`): PVE cannot tell
+/// now, so the caller retries instead of reading it as off.
+fn unknown_status(vm: &VmRef, op: &'static str, status: &str) -> Error {
+    Error::unavailable(format!(
+        "PVE reported status '{status}' for {} (neither running nor stopped)",
+        vm.vmid
+    ))
+    .with_provider(PROVIDER)
+    .with_operation(op)
+    .with_resource(format!("{}/{}", vm.node, vm.vmid))
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -342,6 +482,13 @@ fn now_secs() -> u64 {
 impl Provider for ProxmoxProvider {
     fn provider_type(&self) -> &'static str {
         PROVIDER
+    }
+
+    /// The API endpoint, `https://host:port` without credentials
+    /// ([`ProxmoxConfig::endpoint`]). Two URLs for two nodes of one cluster are two
+    /// identities: give every process the same URL for one cluster.
+    fn instance_id(&self) -> String {
+        self.client.config().endpoint()
     }
 
     fn capabilities(&self) -> ProviderCapabilities {
@@ -405,13 +552,27 @@ impl Provider for ProxmoxProvider {
     async fn power_state(&self, vm: &VmId) -> Result<PowerState> {
         let r = VmRef::parse(vm)?;
         let status = self.status(&r, "power_state").await?;
-        let state = Self::power_state_of(&status);
+        let state = Self::power_state_of(&r, &status, "power_state")?;
         match (state, self.last_action(&r)) {
             (PowerState::Off(_), Some(LastAction::Stop)) => {
                 Ok(PowerState::Off(OffReason::Destroyed))
             }
-            (PowerState::Off(_), Some(LastAction::Shutdown(..) | LastAction::AcpiPress)) => {
-                Ok(PowerState::Off(OffReason::GuestShutdown))
+            (PowerState::Off(_), Some(LastAction::Off(reason))) => Ok(PowerState::Off(reason)),
+            (PowerState::Off(_), Some(LastAction::Shutdown(upid, _))) => {
+                // Off after our shutdown task: the guest, or the task's forceStop at the
+                // timeout (or someone's stop)? Found out once.
+                let reason = self.off_reason_after_request(&r, Some(&upid), None).await;
+                if reason != OffReason::Unknown {
+                    self.remember(&r, Some(LastAction::Off(reason)));
+                }
+                Ok(PowerState::Off(reason))
+            }
+            (PowerState::Off(_), Some(LastAction::AcpiPress(at))) => {
+                let reason = self.off_reason_after_request(&r, None, Some(at)).await;
+                if reason != OffReason::Unknown {
+                    self.remember(&r, Some(LastAction::Off(reason)));
+                }
+                Ok(PowerState::Off(reason))
             }
             (PowerState::Running, Some(LastAction::Shutdown(upid, seen))) => {
                 // Our shutdown task: the VM is shutting down while the task runs. The task
@@ -439,7 +600,126 @@ impl Provider for ProxmoxProvider {
                     }
                 }
             }
+            (s, Some(LastAction::Stop | LastAction::Off(_))) => {
+                // It runs again (started by someone else): what we did belongs to its last run.
+                self.remember(&r, None);
+                Ok(s)
+            }
             (s, _) => Ok(s),
+        }
+    }
+
+    /// `node/vmid` plus the pid of the VM's QEMU process (`pve1/101:qemu-pid:48213`).
+    ///
+    /// PVE starts a new QEMU process for every start of a VM (also for `reboot` through
+    /// PVE, which stops and starts it), so the pid changes with every run and stays the same
+    /// for the whole run (a reboot inside the guest or a `reset` keeps the process). The
+    /// start time derived from `uptime` (now − uptime) is not used: `uptime` is whole seconds
+    /// read at an unknown point of the request, so two reads of one run, above all from two
+    /// processes, can differ by a second, and the identity must compare equal exactly. A
+    /// pid is reused only after the node's pid counter wraps (4 194 304 on PVE), far beyond
+    /// a lease's lifetime. `Ok(None)` when the VM is stopped or PVE reports no pid.
+    async fn incarnation(&self, vm: &VmId) -> Result<Option<Incarnation>> {
+        let r = VmRef::parse(vm)?;
+        let status = self.status(&r, "incarnation").await?;
+        if status.status != "running" {
+            return Ok(None);
+        }
+        Ok(status
+            .pid
+            .map(|pid| Incarnation::new(format!("{}/{}:qemu-pid:{pid}", r.node, r.vmid))))
+    }
+
+    /// Stops the running `qmshutdown` task our [`Provider::request_shutdown`] started (or
+    /// adopted), with `DELETE /nodes/{node}/tasks/{upid}`, and waits until it has ended, so
+    /// its `forceStop` can no longer stop the VM at the timeout.
+    ///
+    /// * Nothing to do when that task has already ended, or when the request pressed the
+    ///   ACPI button through the monitor (no server-side deadline).
+    /// * After a restart of this process (no task remembered), the VM's running
+    ///   `qmshutdown` task is looked up.
+    /// * A task started by another PVE user is left running: `Conflict` (permanent), PVE may
+    ///   still stop the VM at that task's timeout.
+    /// * When the task ends with its `forceStop` having killed the VM before the stop took
+    ///   effect: `InvalidState` ("too late to cancel"); the VM then reads `Off(Destroyed)`.
+    /// * What was already sent to the guest (the ACPI press, the agent's `guest-shutdown`)
+    ///   cannot be taken back: a guest that is shutting down goes on.
+    async fn cancel_shutdown(&self, vm: &VmId) -> Result<()> {
+        let r = VmRef::parse(vm)?;
+        let op = "cancel_shutdown";
+        let upid = match self.last_action(&r) {
+            Some(LastAction::Shutdown(upid, _)) => upid,
+            Some(LastAction::AcpiPress(_) | LastAction::Stop | LastAction::Off(_)) => {
+                return Ok(());
+            }
+            None => {
+                let active: Vec<TaskListEntry> = self
+                    .client
+                    .call(&api::active_tasks(&r.node, r.vmid, "qmshutdown"))
+                    .await
+                    .map_err(ctx(op, &r))?;
+                match active
+                    .iter()
+                    .filter(|t| t.task_type == "qmshutdown" && t.is_running())
+                    .find_map(|t| Upid::parse(&t.upid).filter(|u| u.id() == r.vmid.to_string()))
+                {
+                    Some(upid) => upid,
+                    None => return Ok(()),
+                }
+            }
+        };
+        let req = api::task_status(upid.node(), upid.as_str());
+        let task: TaskStatus = self.client.call(&req).await.map_err(ctx(op, &r))?;
+        if task.status != "running" {
+            self.remember(&r, None);
+            return Ok(());
+        }
+        if upid.user() != self.own_user() {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "the running PVE shutdown task {upid} was started by {}, not by this client; \
+                     left running, so PVE may still stop VM {} at its timeout",
+                    upid.user(),
+                    r.vmid
+                ),
+            )
+            .permanent()
+            .with_provider(PROVIDER)
+            .with_operation(op)
+            .with_resource(vm.to_string()));
+        }
+        self.client
+            .send(&api::task_stop(upid.node(), upid.as_str()))
+            .await
+            .map_err(ctx(op, &r))?;
+        match TaskWaiter::new(&self.client)
+            .timeout(CANCEL_WAIT)
+            .wait(&upid)
+            .await
+        {
+            // Ended OK: the guest was faster, or the task's forceStop was (then say so).
+            Ok(_) => {
+                if self.task_force_stopped(&upid).await == Some(true) {
+                    self.remember(&r, Some(LastAction::Off(OffReason::Destroyed)));
+                    return Err(Error::invalid_state(format!(
+                        "too late to cancel: PVE's forceStop of shutdown task {upid} had already stopped VM {}",
+                        r.vmid
+                    ))
+                    .with_provider(PROVIDER)
+                    .with_operation(op)
+                    .with_resource(vm.to_string()));
+                }
+                self.remember(&r, None);
+                Ok(())
+            }
+            // "interrupted by signal": stopped before its forceStop.
+            Err(ApiError::TaskFailed { .. }) => {
+                tracing::debug!(vm = %vm, %upid, "PVE shutdown task stopped");
+                self.remember(&r, None);
+                Ok(())
+            }
+            Err(e) => Err(to_core(e, op, vm.as_str())),
         }
     }
 
@@ -503,7 +783,7 @@ impl Provider for ProxmoxProvider {
                 .with_operation("request_shutdown")
                 .with_resource(vm.to_string()))
         };
-        match Self::power_state_of(&status) {
+        match Self::power_state_of(&r, &status, "request_shutdown")? {
             PowerState::Off(_) => {
                 return fail(
                     ErrorKind::InvalidState,
@@ -539,7 +819,7 @@ impl Provider for ProxmoxProvider {
                     .send(&api::monitor(&r.node, r.vmid, "system_powerdown"))
                     .await
                     .map_err(ctx("request_shutdown", &r))?;
-                self.remember(&r, Some(LastAction::AcpiPress));
+                self.remember(&r, Some(LastAction::AcpiPress(now_secs())));
                 return Ok(());
             }
             _ => {}

@@ -225,6 +225,18 @@ pub mod api {
             .param("limit", 10)
     }
 
+    /// `GET /nodes/{node}/tasks?vmid=&source=all&typefilter=&since=`: the VM's tasks of a
+    /// type (running or ended) started at or after `since` (Unix time, the node's clock).
+    pub fn vm_tasks_since(node: &str, vmid: u32, typefilter: &str, since: u64) -> ApiRequest {
+        ApiRequest::new(Method::Get, "/nodes/{node}/tasks")
+            .path_param("node", node)
+            .param("vmid", vmid)
+            .param("source", "all")
+            .param("typefilter", typefilter)
+            .param("since", since)
+            .param("limit", 20)
+    }
+
     /// `DELETE /nodes/{node}/tasks/{upid}`: stops a running task.
     pub fn task_stop(node: &str, upid: &str) -> ApiRequest {
         ApiRequest::new(Method::Delete, "/nodes/{node}/tasks/{upid}")
@@ -510,6 +522,7 @@ pub fn catalogue() -> Vec<ApiRequest> {
         api::task_log(n, upid, 0, 500),
         api::task_stop(n, upid),
         api::active_tasks(n, v, "qmshutdown"),
+        api::vm_tasks_since(n, v, "qmstop", 1_732_289_970),
         api::status_current(n, v),
         api::start(n, v),
         api::stop(n, v, true),

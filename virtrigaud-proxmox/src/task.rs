@@ -23,8 +23,10 @@ use crate::types::{TaskLogLine, TaskStatus};
 pub struct Upid {
     raw: String,
     node: String,
+    starttime: Option<u64>,
     task_type: String,
     id: String,
+    user: String,
 }
 
 impl Upid {
@@ -38,17 +40,20 @@ impl Upid {
         let node = parts.next()?.to_owned();
         let _pid = parts.next()?;
         let _pstart = parts.next()?;
-        let _start = parts.next()?;
+        let starttime = u64::from_str_radix(parts.next()?, 16).ok();
         let task_type = parts.next()?.to_owned();
         let id = parts.next()?.to_owned();
+        let user = parts.next().unwrap_or("").to_owned();
         if node.is_empty() {
             return None;
         }
         Some(Upid {
             raw: raw.to_owned(),
             node,
+            starttime,
             task_type,
             id,
+            user,
         })
     }
 
@@ -67,6 +72,14 @@ impl Upid {
     /// The task's object id (the VM id for VM tasks).
     pub fn id(&self) -> &str {
         &self.id
+    }
+    /// Unix time the task started (the node's clock), when the UPID says.
+    pub fn starttime(&self) -> Option<u64> {
+        self.starttime
+    }
+    /// Who started it (`user@realm`, or `user@realm!token` for an API token).
+    pub fn user(&self) -> &str {
+        &self.user
     }
 }
 
@@ -215,6 +228,8 @@ mod tests {
         assert_eq!(u.node(), "pve1");
         assert_eq!(u.task_type(), "qmshutdown");
         assert_eq!(u.id(), "101");
+        assert_eq!(u.user(), "root@pam!ci");
+        assert_eq!(u.starttime(), Some(0x6740_A1B2));
         assert!(Upid::parse("nope").is_none());
         assert!(Upid::parse("UPID::1").is_none());
     }

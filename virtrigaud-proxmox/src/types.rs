@@ -52,6 +52,11 @@ pub mod lenient {
         Ok(v.as_ref().and_then(to_bool).unwrap_or(false))
     }
 
+    /// Any scalar as a string (numbers are printed); missing or null is `""`.
+    pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Ok(opt_string(d)?.unwrap_or_default())
+    }
+
     /// Any scalar as a string (numbers are printed).
     pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
         let v = Option::<serde_json::Value>::deserialize(d)?;
@@ -67,9 +72,17 @@ pub mod lenient {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[non_exhaustive]
 pub struct VmStatus {
-    /// `running` or `stopped`.
-    #[serde(default)]
+    /// `running` or `stopped` (the only two values PVE's schema allows). Empty when the
+    /// answer has none; the provider reads anything else as "PVE cannot tell", never as off.
+    #[serde(default, deserialize_with = "lenient::string")]
     pub status: String,
+    /// The pid of the VM's QEMU process while it runs (a new process, so a new pid, for every
+    /// start).
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub pid: Option<u64>,
+    /// Seconds since the QEMU process started, while it runs.
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub uptime: Option<u64>,
     /// QEMU's own state: `running`, `paused`, `prelaunch`, `shutdown`, `internal-error`, …
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub qmpstatus: Option<String>,
@@ -119,6 +132,12 @@ pub struct TaskListEntry {
     /// The exit status once finished; absent (or `running`) while the task runs.
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub status: Option<String>,
+    /// Unix time the task started (the node's clock).
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub starttime: Option<u64>,
+    /// Who started it (`user@realm` or `user@realm!token`).
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub user: Option<String>,
 }
 
 impl TaskListEntry {

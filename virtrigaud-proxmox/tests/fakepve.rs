@@ -12,9 +12,9 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use virtrigaud_core::shutdown::{ForcedReason, ShutdownManager, ShutdownOutcome, ShutdownPolicy};
 use virtrigaud_core::{
-    AgentStatus, CloneOptions, DeleteSnapshotOptions, DiskResize, ErrorKind, PauseReason,
-    PowerOffOptions, PowerState, Provider, ReconfigureRequest, RevertOptions, ShutdownChannel,
-    ShutdownRequestOptions, SnapshotOptions, StartOptions, VmId,
+    AgentStatus, CloneOptions, DeleteSnapshotOptions, DiskResize, ErrorKind, OffReason,
+    PauseReason, PowerOffOptions, PowerState, Provider, ReconfigureRequest, RevertOptions,
+    ShutdownChannel, ShutdownRequestOptions, SnapshotOptions, StartOptions, VmId,
 };
 use virtrigaud_proxmox::request::api;
 use virtrigaud_proxmox::{
@@ -809,4 +809,332 @@ async fn a_request_after_a_restart_adopts_the_running_shutdown_task() {
     assert_eq!(posts, 1, "a second shutdown task was queued");
     let s = wait_for(&*fresh, &vm, Duration::from_secs(15), PowerState::is_off).await;
     assert!(s.is_off(), "{s}");
+}
+
+/// The requests fakepve saw since `since` as (method, path).
+async fn requests_since(env: &common::Env, since: u64) -> Vec<(String, String)> {
+    let reqs = env.control.get(&format!("/requests?since={since}")).await;
+    reqs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_str().unwrap().to_owned(),
+                r[1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_shutdown_is_not_force_stopped_by_pve() {
+    let Some(env) = common::env() else { return };
+    // Guests that ignore ACPI: only PVE's forceStop (timeout = 2 s) would stop them.
+    let vm = env.control.vm("cancel", json!({"acpi": false})).await;
+    let restarted = env
+        .control
+        .vm("cancel-restart", json!({"acpi": false}))
+        .await;
+    let opts = ShutdownRequestOptions::new(1, Duration::from_secs(2));
+    let provider = env.provider();
+    let since = env.control.requests_total().await;
+    provider
+        .request_shutdown(&vm, ShutdownChannel::Acpi, &opts)
+        .await
+        .unwrap();
+    // The other one is requested by a process that then dies; a new one cancels.
+    env.provider()
+        .request_shutdown(&restarted, ShutdownChannel::Acpi, &opts)
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    assert_eq!(
+        provider.power_state(&vm).await.unwrap(),
+        PowerState::ShuttingDown
+    );
+    provider.cancel_shutdown(&vm).await.unwrap();
+    let fresh = env.provider();
+    fresh.cancel_shutdown(&restarted).await.unwrap();
+    // The task stop went over the wire, twice.
+    let deletes = requests_since(&env, since)
+        .await
+        .into_iter()
+        .filter(|(m, p)| m == "DELETE" && p.contains("/tasks/UPID"))
+        .count();
+    assert_eq!(deletes, 2);
+    // Past PVE's timeout (2 s) and then some: both still run.
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(t0.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (p, v) in [(&provider, &vm), (&fresh, &restarted)] {
+        assert_eq!(env.control.fake_vm(v).await["status"], "running", "{v}");
+        assert_eq!(p.power_state(v).await.unwrap(), PowerState::Running, "{v}");
+    }
+    // Too late: the stop does not take effect (scripted: PVE answers the DELETE but the
+    // task runs on) and the task's forceStop kills the VM first. Said, not hidden.
+    let late = env
+        .control
+        .vm("cancel-too-late", json!({"acpi": false}))
+        .await;
+    provider
+        .request_shutdown(
+            &late,
+            ShutdownChannel::Acpi,
+            &ShutdownRequestOptions::new(1, Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    env.control
+        .fault(
+            "DELETE",
+            "/nodes/{node}/tasks/{upid}",
+            json!({"status": 200, "message": "ignored", "times": 1}),
+        )
+        .await;
+    let e = provider.cancel_shutdown(&late).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidState, "{e}");
+    assert!(e.message().contains("too late"), "{e}");
+    assert_eq!(
+        provider.power_state(&late).await.unwrap(),
+        PowerState::Off(OffReason::Destroyed)
+    );
+    // Nothing to cancel: no request, or a task that has ended (the guest was faster).
+    let done = env
+        .control
+        .vm("cancel-late", json!({"shutdown_secs": 0}))
+        .await;
+    provider
+        .request_shutdown(&done, ShutdownChannel::Acpi, &opts)
+        .await
+        .unwrap();
+    let s = wait_for(
+        &*provider,
+        &done,
+        Duration::from_secs(5),
+        PowerState::is_off,
+    )
+    .await;
+    assert!(s.is_off(), "{s}");
+    let since = env.control.requests_total().await;
+    provider.cancel_shutdown(&done).await.unwrap();
+    provider.cancel_shutdown(&vm).await.unwrap();
+    env.provider().cancel_shutdown(&vm).await.unwrap();
+    let sent = requests_since(&env, since).await;
+    assert!(
+        sent.iter().all(|(m, _)| m == "GET"),
+        "only reads when there is nothing to stop: {sent:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_after_a_request_says_whether_the_platform_killed_it() {
+    let Some(env) = common::env() else { return };
+    let provider = env.provider();
+    // PVE's forceStop at the timeout: the guest ignored ACPI and was killed.
+    let forced = env.control.vm("forced", json!({"acpi": false})).await;
+    provider
+        .request_shutdown(
+            &forced,
+            ShutdownChannel::Acpi,
+            &ShutdownRequestOptions::new(1, Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    // The guest shut itself down.
+    let clean = env.control.vm("clean", json!({"shutdown_secs": 1})).await;
+    provider
+        .request_shutdown(
+            &clean,
+            ShutdownChannel::Acpi,
+            &ShutdownRequestOptions::new(1, Duration::from_secs(20)),
+        )
+        .await
+        .unwrap();
+    // Someone else's hard stop while our shutdown task runs.
+    let other = env
+        .control
+        .vm("stopped-by-other", json!({"acpi": false}))
+        .await;
+    provider
+        .request_shutdown(
+            &other,
+            ShutdownChannel::Acpi,
+            &ShutdownRequestOptions::new(1, Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    // The ACPI button through the monitor (agent enabled, ACPI asked), then someone's stop.
+    let pressed = env
+        .control
+        .vm(
+            "pressed",
+            json!({"acpi": false, "agent": {}, "config": {"cores": 1, "memory": 512, "agent": "1"}}),
+        )
+        .await;
+    provider
+        .request_shutdown(
+            &pressed,
+            ShutdownChannel::Acpi,
+            &ShutdownRequestOptions::new(1, Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    let someone = env.provider();
+    for v in [&other, &pressed] {
+        someone
+            .power_off(v, &PowerOffOptions::default())
+            .await
+            .unwrap();
+    }
+    for (v, want) in [
+        (&forced, OffReason::Destroyed),
+        (&clean, OffReason::GuestShutdown),
+        (&other, OffReason::Destroyed),
+        (&pressed, OffReason::Destroyed),
+    ] {
+        let s = wait_for(&*provider, v, Duration::from_secs(10), PowerState::is_off).await;
+        assert_eq!(s, PowerState::Off(want), "{v}");
+        // Found out once; later reads say the same with one call each.
+        let before = provider.client().requests_sent();
+        assert_eq!(provider.power_state(v).await.unwrap(), s, "{v}");
+        assert_eq!(provider.client().requests_sent(), before + 1);
+    }
+    // Started again by someone else: the old reason does not stick to the new run.
+    someone
+        .start(&forced, &StartOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        provider.power_state(&forced).await.unwrap(),
+        PowerState::Running
+    );
+    someone
+        .power_off(&forced, &PowerOffOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        provider.power_state(&forced).await.unwrap(),
+        PowerState::Off(OffReason::Unknown)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incarnation_is_stable_within_a_run_and_new_with_every_start() {
+    let Some(env) = common::env() else { return };
+    let provider = env.provider();
+    assert_eq!(provider.instance_id(), env.url.trim_end_matches('/'));
+    let vm = env.control.vm("incarnation", json!({})).await;
+    let first = provider.incarnation(&vm).await.unwrap().expect("running");
+    // Across reads, seconds apart (uptime moves on), and from another process.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        provider.incarnation(&vm).await.unwrap().as_ref(),
+        Some(&first)
+    );
+    assert_eq!(
+        env.provider().incarnation(&vm).await.unwrap().as_ref(),
+        Some(&first)
+    );
+    // Paused, it is the same run.
+    provider.pause(&vm).await.unwrap();
+    assert_eq!(
+        provider.incarnation(&vm).await.unwrap().as_ref(),
+        Some(&first)
+    );
+    provider.resume(&vm).await.unwrap();
+    // Stopped: none. Started again: a new one, stable again.
+    provider
+        .power_off(&vm, &PowerOffOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(provider.incarnation(&vm).await.unwrap(), None);
+    provider.start(&vm, &StartOptions::default()).await.unwrap();
+    let second = provider.incarnation(&vm).await.unwrap().expect("running");
+    assert_ne!(second, first);
+    assert_eq!(
+        env.provider().incarnation(&vm).await.unwrap().as_ref(),
+        Some(&second)
+    );
+    // A shutdown the guest completes, then a start: new again.
+    let mgr = ShutdownManager::new(Arc::clone(&provider) as Arc<dyn Provider>);
+    let report = mgr
+        .shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(report.outcome.is_off(), "{:?}", report.outcome);
+    provider.start(&vm, &StartOptions::default()).await.unwrap();
+    let third = provider.incarnation(&vm).await.unwrap().expect("running");
+    assert!(
+        third != first && third != second,
+        "{first} {second} {third}"
+    );
+    let e = provider
+        .incarnation(&VmId::new("pve1/999999"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_signal_failures_are_retryable_and_the_retry_works() {
+    let Some(env) = common::env() else { return };
+    let provider = env.provider();
+    let vm = env
+        .control
+        .vm("transient", json!({"shutdown_secs": 1}))
+        .await;
+    let (node, vmid) = split(&vm);
+    let shutdown = format!("/nodes/{node}/qemu/{vmid}/status/shutdown");
+    let opts = ShutdownRequestOptions::new(1, Duration::from_secs(20));
+    for (status, message) in [
+        (500, "VM is locked (snapshot)".to_owned()),
+        (
+            500,
+            format!(
+                "VM {vmid} qmp command 'query-status' failed - unable to connect to VM {vmid} qmp socket - timeout after 51 retries"
+            ),
+        ),
+        (
+            500,
+            "cfs-lock 'file-replication_cfg' error: got lock request timeout".to_owned(),
+        ),
+        (503, "Service Unavailable".to_owned()),
+    ] {
+        env.control
+            .fault(
+                "POST",
+                &shutdown,
+                json!({"status": status, "message": message, "times": 1}),
+            )
+            .await;
+        let e = provider
+            .request_shutdown(&vm, ShutdownChannel::Acpi, &opts)
+            .await
+            .unwrap_err();
+        assert!(e.is_retryable(), "{status} {message}: {:?} {e}", e.kind());
+        assert_eq!(
+            provider.power_state(&vm).await.unwrap(),
+            PowerState::Running
+        );
+    }
+    // The read before the signal, too.
+    env.control
+        .fault(
+            "GET",
+            &format!("/nodes/{node}/qemu/{vmid}/status/current"),
+            json!({"status": 500, "message": format!("VM {vmid} qmp command 'query-status' failed - got timeout"), "times": 1}),
+        )
+        .await;
+    let e = provider
+        .request_shutdown(&vm, ShutdownChannel::Acpi, &opts)
+        .await
+        .unwrap_err();
+    assert!(e.is_retryable(), "{:?} {e}", e.kind());
+    // And the retry goes through.
+    provider
+        .request_shutdown(&vm, ShutdownChannel::Acpi, &opts)
+        .await
+        .unwrap();
+    let s = wait_for(&*provider, &vm, Duration::from_secs(10), PowerState::is_off).await;
+    assert_eq!(s, PowerState::Off(OffReason::GuestShutdown));
 }
