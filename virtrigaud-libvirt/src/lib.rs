@@ -77,6 +77,7 @@ mod domxml;
 mod error;
 mod events;
 mod ffi;
+mod identity;
 mod image;
 mod iso;
 mod provider;
