@@ -536,3 +536,23 @@ async fn incarnation_is_stable_during_a_run_and_changes_with_every_start() {
         ErrorKind::NotFound
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_the_uri_stay_out_of_errors_and_debug_output() {
+    let uri = "qemu+tcp://alice:hunter2@127.0.0.1:9/system?keyfile=/secret/id_rsa";
+    let cfg = LibvirtConfig::new(uri);
+    let err = LibvirtProvider::connect(cfg.clone())
+        .await
+        .expect_err("nothing listens on port 9");
+    for shown in [
+        format!("{cfg:?}"),
+        format!("{err}"),
+        format!("{err:?}"),
+        virtrigaud_core::error::error_chain(&err),
+    ] {
+        for secret in ["alice", "hunter2", "id_rsa", "/secret"] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+    }
+    assert_eq!(err.resource(), Some("qemu+tcp://127.0.0.1:9/system"));
+}
