@@ -1,5 +1,6 @@
 //! Connection and VM-creation settings.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -68,7 +69,18 @@ impl Default for DomainTemplate {
 }
 
 /// Settings of a [`crate::LibvirtProvider`].
-#[derive(Debug, Clone)]
+///
+/// `Debug` shows the URI without user information and without query parameters other than
+/// `name`, `socket` and `root` (so no `user:password@`, no `keyfile=`).
+///
+/// ```
+/// use virtrigaud_libvirt::LibvirtConfig;
+/// let cfg = LibvirtConfig::new("qemu+ssh://admin:s3cret@kvm1/system?keyfile=/root/.ssh/id");
+/// let shown = format!("{cfg:?}");
+/// assert!(shown.contains("qemu+ssh://kvm1/system"));
+/// assert!(!shown.contains("s3cret") && !shown.contains("admin") && !shown.contains("keyfile"));
+/// ```
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct LibvirtConfig {
     /// libvirt URI: `qemu:///system`, `qemu+ssh://user@host/system`, `test:///default`, …
@@ -83,6 +95,19 @@ pub struct LibvirtConfig {
     pub agent_ping_timeout: Duration,
     /// Layout of created VMs.
     pub template: DomainTemplate,
+}
+
+impl fmt::Debug for LibvirtConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LibvirtConfig")
+            .field("uri", &crate::identity::clean_uri(&self.uri).uri)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("storage_pool", &self.storage_pool)
+            .field("events", &self.events)
+            .field("agent_ping_timeout", &self.agent_ping_timeout)
+            .field("template", &self.template)
+            .finish()
+    }
 }
 
 impl LibvirtConfig {

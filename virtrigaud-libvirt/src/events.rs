@@ -85,8 +85,10 @@ pub(crate) fn lifecycle_meaning(event: i32, detail: i32) -> Option<EventMeaning>
     Some(EventMeaning::State(st))
 }
 
-/// Maps `virDomainGetState` (as decoded by `virt`) to a power state. `None` means the domain
-/// vanished (`virt` returns an unknown state instead of an error then).
+/// Maps `virDomainGetState` (as decoded by `virt`) to a power state. `None` means a state
+/// value this crate does not know: `virt` returns one (`4294967295`) instead of an error when
+/// the call fails (the domain vanished, libvirtd is unreachable), and a newer libvirt may add
+/// states. [`crate::provider::state_of`] tells these apart.
 pub(crate) fn state_to_power(
     state: Enum<DomainState, sys::virDomainState>,
     reason: DomainStateReasonEnum,

@@ -42,6 +42,25 @@
 //!   `request_shutdown(Acpi)` → `ACPI_POWER_BTN`; drivers that refuse mode flags (the test
 //!   driver) get a plain `virDomainShutdown`. `power_off` is `destroy`. `repeatable_shutdown_signal`
 //!   is declared because an ACPI press sent before the guest's `acpid` runs is lost.
+//! * **Identity for the shutdown journal.** [`Provider::instance_id`](virtrigaud_core::Provider::instance_id)
+//!   is the connection URI libvirt reports, without `user@` / `user:password@`, without a
+//!   fragment and with only the `name`, `socket` and `root` query parameters (so no `keyfile=`);
+//!   a URI that names the local daemon (no host, `localhost`, a loopback address) gets `@` and
+//!   the host name libvirt reports appended (`qemu:///system@host1`), so the same URI on two
+//!   machines gives two identities. The same cleaned URI is what `Debug`, errors and logs show.
+//!   [`Provider::incarnation`](virtrigaud_core::Provider::incarnation) is `"<uuid>#<domain id>"`
+//!   while the domain is active (libvirt numbers every start anew), `None` while it is off. Two
+//!   limits: a reboot *inside* the guest keeps the QEMU process and so the incarnation; and
+//!   domain ids are not persisted, so after libvirtd restarts with no domain running (a host
+//!   reboot) they may start from 1 again and a later run can repeat an earlier `<uuid>#<id>`
+//!   (the journal's lease expiry still bounds such a lease).
+//! * **Off reasons.** `Off(Destroyed)` is reported only for a hard stop (`virDomainDestroy`,
+//!   libvirt's `VIR_DOMAIN_SHUTOFF_DESTROYED`); a guest that shuts itself down (ACPI, agent, the
+//!   test driver's `shutdown`) is `Off(GuestShutdown)`.
+//! * **Unreadable states.** `virt` reports a failed `virDomainGetState` as an unknown state; a
+//!   fresh lookup by UUID then decides: a domain that is gone is `NotFound`, an unreachable
+//!   libvirtd is the lookup's (retryable) error, and a state value this crate does not know
+//!   on a domain that is still defined is a retryable `Unavailable`, never `NotFound`.
 //! * **Create** generates domain XML from a [`VmCreateSpec`](virtrigaud_core::VmCreateSpec)
 //!   with hot-plug headroom ([`DomainTemplate`]), qcow2 volumes in the configured pool, labels
 //!   in the domain `<metadata>`, and a cloud-init NoCloud seed (an ISO 9660/Joliet image
@@ -77,6 +96,7 @@ mod domxml;
 mod error;
 mod events;
 mod ffi;
+mod identity;
 mod image;
 mod iso;
 mod provider;

@@ -17,8 +17,9 @@ use virtrigaud_core::provider::{
     ReconfigureResult, ShutdownRequestOptions, StartOptions, VmCreateSpec,
 };
 use virtrigaud_core::{
-    AgentStatus, Cloner, DiskInfo, Error, ErrorKind, PowerState, Provider, ProviderCapabilities,
-    Result, ShutdownChannel, Snapshotter, VmCapabilities, VmDescription, VmId,
+    AgentStatus, Cloner, DiskInfo, Error, ErrorKind, Incarnation, PowerState, Provider,
+    ProviderCapabilities, Result, ShutdownChannel, Snapshotter, VmCapabilities, VmDescription,
+    VmId,
 };
 
 use crate::PROVIDER;
@@ -27,6 +28,7 @@ use crate::domxml::{self, DiskAttach};
 use crate::error::{is_unsupported_flags, map_err};
 use crate::events::{self, EventHub};
 use crate::ffi;
+use crate::identity;
 use crate::xml::Element;
 
 const GIB: u64 = 1024 * 1024 * 1024;
@@ -55,6 +57,8 @@ pub(crate) struct Inner {
     /// Set by libvirt's close callback when the connection is closed under us.
     closed: Arc<AtomicBool>,
     close_registered: bool,
+    /// The endpoint identity ([`Provider::instance_id`]), computed when the connection opened.
+    instance_id: String,
 }
 
 impl Inner {
@@ -93,8 +97,12 @@ fn open_connection(cfg: Arc<LibvirtConfig>, calls: Arc<AtomicU64>) -> Result<Inn
     let uri = cfg.uri.as_str();
     virt::error::clear_error_callback();
     let loop_ok = cfg.events && events::ensure_event_loop();
-    let conn = Connect::open(Some(uri)).map_err(|e| map_err(e, "connect", Some(uri)))?;
+    let conn = Connect::open(Some(uri))
+        .map_err(|e| map_err(e, "connect", Some(&identity::clean_uri(uri).uri)))?;
     let driver = conn.driver_type().unwrap_or_default();
+    // The URI libvirt resolved (aliases, the default URI), else the configured one.
+    let resolved = conn.uri().unwrap_or_else(|_| uri.to_owned());
+    let instance_id = identity::instance_id(&resolved, || conn.hostname().ok());
     let hub = if loop_ok {
         match EventHub::register(&conn) {
             Ok(h) => Some(h),
@@ -132,6 +140,7 @@ fn open_connection(cfg: Arc<LibvirtConfig>, calls: Arc<AtomicU64>) -> Result<Inn
         driver,
         closed,
         close_registered,
+        instance_id,
     })
 }
 
@@ -144,6 +153,8 @@ pub(crate) struct Shared {
     cfg: Arc<LibvirtConfig>,
     calls: Arc<AtomicU64>,
     reconnects: AtomicU64,
+    /// The endpoint identity of the first connection (a reconnection reaches the same one).
+    instance_id: String,
 }
 
 /// A libvirt provider over one connection, reopened when libvirtd closes it. Cheap to clone.
@@ -174,8 +185,10 @@ impl LibvirtProvider {
                 })??
         };
         let sem = Arc::new(Semaphore::new(cfg.max_concurrency.max(1)));
+        let instance_id = inner.instance_id.clone();
         Ok(LibvirtProvider {
             shared: Arc::new(Shared {
+                instance_id,
                 current: Mutex::new(Arc::new(inner)),
                 reconnecting: tokio::sync::Mutex::new(()),
                 sem,
@@ -227,7 +240,10 @@ impl LibvirtProvider {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::clone(&fresh);
         self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(uri = %self.shared.cfg.uri, "libvirt connection reopened");
+        tracing::info!(
+            uri = %identity::clean_uri(&self.shared.cfg.uri).uri,
+            "libvirt connection reopened"
+        );
         Ok(fresh)
     }
 
@@ -301,13 +317,51 @@ pub(crate) fn lookup(inner: &Inner, name: &str) -> Result<Domain> {
     inner.conn().lookup_domain_by_name(name).ctx("lookup", name)
 }
 
-/// The domain's power state; a vanished domain is NotFound.
+/// The domain's power state.
+///
+/// `virt` 0.5.0 hides a failed `virDomainGetState` behind an unknown state value
+/// (`4294967295`), and libvirt may one day report a state this crate does not know. A fresh
+/// lookup by UUID tells the two apart (see [`unreadable_state`]): only a domain that is really
+/// gone is NotFound.
 pub(crate) fn state_of(inner: &Inner, dom: &Domain, name: &str) -> Result<PowerState> {
     inner.count();
     let (st, reason) = dom.state().ctx("power_state", name)?;
-    events::state_to_power(st, reason).ok_or_else(|| {
-        Error::not_found(format!("domain {name} vanished")).with_resource(name.to_owned())
-    })
+    let raw = match st {
+        virt::enumutil::Enum::Unknown(raw) => raw,
+        virt::enumutil::Enum::Known(_) => 0,
+    };
+    match events::state_to_power(st, reason) {
+        Some(state) => Ok(state),
+        None => {
+            inner.count();
+            let still_defined = dom
+                .uuid()
+                .and_then(|uuid| inner.conn().lookup_domain_by_uuid(uuid))
+                .map(|_| ())
+                .ctx("power_state", name);
+            Err(unreadable_state(name, raw, still_defined))
+        }
+    }
+}
+
+/// What a state read that gave no known state means, given a fresh lookup of the domain:
+/// the domain is gone (the lookup says NotFound) → NotFound; the lookup failed otherwise
+/// (libvirtd unreachable) → that error; the domain is still there → a retryable
+/// [`ErrorKind::Unavailable`], never NotFound, which a shutdown would take as the VM's end.
+pub(crate) fn unreadable_state(name: &str, raw: u32, still_defined: Result<()>) -> Error {
+    match still_defined {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            Error::not_found(format!("domain {name} vanished"))
+                .with_resource(name.to_owned())
+                .with_source(e)
+        }
+        Err(e) => e,
+        Ok(()) => Error::unavailable(format!(
+            "libvirt reported a domain state this provider does not know ({raw}) for {name}"
+        ))
+        .temporary()
+        .with_resource(name.to_owned()),
+    }
 }
 
 pub(crate) fn xml_of(inner: &Inner, dom: &Domain, name: &str, flags: u32) -> Result<Element> {
@@ -918,6 +972,30 @@ impl Provider for LibvirtProvider {
         .await
     }
 
+    /// The endpoint: the connection URI libvirt reports, without credentials or query
+    /// parameters other than `name`, `socket` and `root`; for a URI naming the local daemon
+    /// (`qemu:///system`) followed by `@` and the host name libvirt reports.
+    fn instance_id(&self) -> String {
+        self.shared.instance_id.clone()
+    }
+
+    /// `"<uuid>#<domain id>"` while the domain is active (running, paused, shutting down):
+    /// libvirt gives a domain a new id every time it starts. `Ok(None)` when it is off.
+    async fn incarnation(&self, vm: &VmId) -> Result<Option<Incarnation>> {
+        let n = vm.to_string();
+        self.call("incarnation", move |i| {
+            // A fresh lookup: the id is cached in the domain handle.
+            let d = lookup(i, &n)?;
+            let Some(id) = d.id() else {
+                return Ok(None);
+            };
+            i.count();
+            let uuid = d.uuid_string().ctx("incarnation", &n)?;
+            Ok(Some(Incarnation::new(format!("{uuid}#{id}"))))
+        })
+        .await
+    }
+
     async fn watch_power_state(&self, vm: &VmId) -> Result<Option<PowerStateStream>> {
         let inner = self.session("watch_power_state").await?;
         Ok(inner.hub.as_ref().map(|h| h.watch(vm.to_string())))
@@ -1112,5 +1190,66 @@ impl Provider for LibvirtProvider {
         } else {
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn an_unknown_state_of_a_defined_domain_is_retryable_not_not_found() {
+        let e = unreadable_state("web-1", 9, Ok(()));
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert!(e.is_retryable(), "{e}");
+        assert_eq!(e.resource(), Some("web-1"));
+        assert!(e.message().contains("(9)"), "{e}");
+    }
+
+    #[test]
+    fn a_failed_lookup_keeps_its_kind() {
+        let gone = unreadable_state(
+            "web-1",
+            u32::MAX,
+            Err(Error::not_found(
+                "Domain not found: no domain with matching uuid",
+            )),
+        );
+        assert_eq!(gone.kind(), ErrorKind::NotFound, "{gone}");
+        let down = unreadable_state(
+            "web-1",
+            u32::MAX,
+            Err(Error::unavailable("Cannot write data: Broken pipe")),
+        );
+        assert_eq!(down.kind(), ErrorKind::Unavailable, "{down}");
+        assert!(down.is_retryable());
+    }
+
+    /// On the in-process test driver: the state of a transient domain read through a handle
+    /// taken before it was destroyed (it vanished) is NotFound, not Unavailable.
+    #[test]
+    fn a_vanished_domain_reads_as_not_found_on_the_test_driver() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = dir.path().join("node.xml");
+        std::fs::write(&node, "<node/>").expect("node xml");
+        let cfg =
+            Arc::new(LibvirtConfig::new(format!("test://{}", node.display())).with_events(false));
+        let inner = open_connection(cfg, Arc::new(AtomicU64::new(0))).expect("connect");
+        let dom = inner
+            .conn()
+            .create_domain_xml(
+                "<domain type='test'><name>transient-1</name><memory>65536</memory>\
+                 <os><type>hvm</type></os></domain>",
+                0,
+            )
+            .expect("create a transient domain");
+        assert_eq!(
+            state_of(&inner, &dom, "transient-1").expect("state"),
+            PowerState::Running
+        );
+        dom.destroy().expect("destroy");
+        let e = state_of(&inner, &dom, "transient-1").expect_err("vanished");
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     }
 }

@@ -175,6 +175,16 @@ fn metric(name: &str, value: impl std::fmt::Display) {
 async fn graceful_acpi_stop_is_event_driven() {
     let Some(r) = real("acpi").await else { return };
     let vm = r.guest("g", "acpi", false, true).await;
+    // The endpoint: the test daemon's qemu:///system is local, so the host name is part of it.
+    let host = r.p.inventory().await.expect("inventory").hosts[0]
+        .name
+        .clone();
+    let uri = std::env::var("VIRTRIGAUD_LIBVIRT_URI").expect("uri");
+    assert_eq!(r.p.instance_id(), format!("{uri}@{host}"));
+    // This run's incarnation, stable while it runs.
+    let run1 = r.p.incarnation(&vm).await.expect("incarnation");
+    assert!(run1.is_some(), "a running guest has an incarnation");
+    assert_eq!(r.p.incarnation(&vm).await.expect("again"), run1);
     let calls0 = r.p.api_calls();
     let report = ShutdownManager::new(r.dyn_provider())
         .shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(30)))
@@ -212,6 +222,14 @@ async fn graceful_acpi_stop_is_event_driven() {
         r.p.power_state(&vm).await.expect("state"),
         PowerState::Off(OffReason::GuestShutdown)
     );
+    assert_eq!(r.p.incarnation(&vm).await.expect("off"), None);
+    // The next start is a new run (no need to wait for the guest to boot).
+    r.p.start(&vm, &Default::default()).await.expect("start");
+    let run2 = r.p.incarnation(&vm).await.expect("incarnation");
+    let (run1, run2) = (run1.expect("run 1"), run2.expect("run 2"));
+    assert_ne!(run1, run2, "a new QEMU process is a new incarnation");
+    let uuid = run1.as_str().split_once('#').expect("<uuid>#<id>").0;
+    assert!(run2.as_str().starts_with(&format!("{uuid}#")), "{run2}");
     r.remove(&vm).await;
 }
 
@@ -260,6 +278,11 @@ async fn graceful_agent_stop_uses_the_guest_agent() {
     assert_eq!(
         r.p.probe_agent(&vm).await.expect("probe"),
         AgentStatus::NotConnected
+    );
+    assert_eq!(
+        r.p.power_state(&vm).await.expect("state"),
+        PowerState::Off(OffReason::GuestShutdown),
+        "an agent shutdown is the guest's own, not a destroy"
     );
     r.remove(&vm).await;
 }
@@ -417,6 +440,8 @@ async fn agent_reboot_is_a_real_guest_reboot() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let before = r.p.incarnation(&vm).await.expect("incarnation");
+    assert!(before.is_some());
     let t_reboot = Instant::now();
     r.p.reboot(&vm, ShutdownChannel::Agent)
         .await
@@ -446,6 +471,9 @@ async fn agent_reboot_is_a_real_guest_reboot() {
         r.p.last_stop_event(&vm).is_none(),
         "a reboot must not stop the domain"
     );
+    // A reboot inside the same QEMU process keeps the domain id: the incarnation names the
+    // run of the domain, not of the guest OS (see the crate docs).
+    assert_eq!(r.p.incarnation(&vm).await.expect("incarnation"), before);
     r.remove(&vm).await;
 }
 

@@ -104,6 +104,16 @@ fn sdk_url(raw: &str) -> Result<url::Url, VimError> {
     Ok(u)
 }
 
+/// The endpoint identity of an SDK URL: `scheme://host:port` (the port always written, the
+/// host lower-cased by the URL parser), without user information, path, query or fragment.
+pub(crate) fn endpoint_identity(u: &url::Url) -> String {
+    let host = u.host_str().unwrap_or_default();
+    match u.port_or_known_default() {
+        Some(port) => format!("{}://{host}:{port}", u.scheme()),
+        None => format!("{}://{host}", u.scheme()),
+    }
+}
+
 fn build_http(cfg: &VsphereConfig) -> Result<reqwest::Client, VimError> {
     let mut b = reqwest::Client::builder()
         .user_agent(cfg.user_agent.clone())
@@ -186,6 +196,11 @@ impl Client {
             spawn_keepalive(Arc::downgrade(&client), every);
         }
         Ok(client)
+    }
+
+    /// The endpoint identity (see [`endpoint_identity`]).
+    pub(crate) fn endpoint(&self) -> String {
+        endpoint_identity(&self.url)
     }
 
     /// SOAP calls sent so far (including logins).
@@ -753,5 +768,24 @@ mod tests {
         );
         assert!(sdk_url("ftp://x").is_err());
         assert!(sdk_url("not a url").is_err());
+    }
+
+    #[test]
+    fn endpoint_identity_is_scheme_host_port_without_credentials() {
+        let id = |raw: &str| endpoint_identity(&sdk_url(raw).expect("url"));
+        let leaky = id("https://svc-admin:hunter2@VC1.Example.com:8443/sdk?x=hunter2#hunter2");
+        assert_eq!(leaky, "https://vc1.example.com:8443");
+        assert!(
+            !leaky.contains("hunter2") && !leaky.contains("svc-admin"),
+            "{leaky}"
+        );
+        // The same endpoint however it is written.
+        assert_eq!(id("https://vc1.example.com"), "https://vc1.example.com:443");
+        assert_eq!(
+            id("https://vc1.example.com:443/sdk"),
+            "https://vc1.example.com:443"
+        );
+        assert_eq!(id("http://[::1]:18989/sdk"), "http://[::1]:18989");
+        assert_ne!(id("https://vc1.example.com"), id("https://vc2.example.com"));
     }
 }

@@ -22,6 +22,20 @@
 //!   [`virtrigaud_core::PowerState::ShuttingDown`]). `watch_power_state` is push-based: a
 //!   private PropertyCollector with a filter, read with `WaitForUpdatesEx` long polls. Tasks are
 //!   awaited the same way (one read when the task is already done).
+//!   `poweredOff` is `Off(Unknown)` whatever stopped the VM (vim25 does not say whether the
+//!   guest shut down or the VM was powered off hard), so this provider never reports
+//!   `Off(Destroyed)`, and the shutdown engine never takes a guest shutdown for a
+//!   platform-forced one.
+//! * Identity for the shutdown journal:
+//!   [`virtrigaud_core::Provider::instance_id`] is the endpoint's `scheme://host:port` (the port
+//!   always written, never user information, path or query), e.g. `https://vc1.example.com:443`.
+//!   [`virtrigaud_core::Provider::incarnation`] is `"<config.instanceUuid>#<runtime.bootTime>"`
+//!   while the VM is powered on: vSphere sets the boot time at each power-on from off and clears
+//!   it at power-off. vcsim fills only `summary.runtime.bootTime` (the same runtime info), which
+//!   is read when `runtime.bootTime` is absent; without either the incarnation is `None` (the
+//!   engine then relies on lease expiry). A suspended VM has none; a reboot inside the guest
+//!   keeps it (the VM is not powered off). vSphere keeps the boot time across suspend and
+//!   resume, vcsim sets a new one.
 //! * Graceful shutdown goes through VMware Tools only: `probe_agent` reads
 //!   `guest.toolsRunningStatus`, `request_shutdown(Agent)` sends `ShutdownGuest`. vSphere has no
 //!   ACPI-button API, so the ACPI channel is `Unsupported` and declared so in the capabilities.

@@ -6,10 +6,10 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use virtrigaud_core::{
     AgentStatus, CloneOptions, CloneResult, Cloner, DeleteOptions, DeleteSnapshotOptions, DiskInfo,
-    Error, ErrorKind, ListOptions, OffReason, PowerOffOptions, PowerState, PowerStateStream,
-    Provider, ProviderCapabilities, ReconfigureRequest, ReconfigureResult, Result, RevertOptions,
-    ShutdownChannel, ShutdownRequestOptions, SnapshotInfo, SnapshotOptions, Snapshotter,
-    StartOptions, VmCapabilities, VmDescription, VmId,
+    Error, ErrorKind, Incarnation, ListOptions, OffReason, PowerOffOptions, PowerState,
+    PowerStateStream, Provider, ProviderCapabilities, ReconfigureRequest, ReconfigureResult,
+    Result, RevertOptions, ShutdownChannel, ShutdownRequestOptions, SnapshotInfo, SnapshotOptions,
+    Snapshotter, StartOptions, VmCapabilities, VmDescription, VmId,
 };
 
 use std::collections::BTreeMap;
@@ -57,6 +57,31 @@ pub(crate) fn power_state_of(props: &Props) -> Option<PowerState> {
         "suspended" => PowerState::Off(OffReason::Saved),
         _ => return None,
     })
+}
+
+/// The paths [`incarnation_of`] reads. vcsim fills only `summary.runtime.bootTime` (the same
+/// `VirtualMachineRuntimeInfo` as `runtime` on vCenter and ESXi), so both are asked for.
+const INCARNATION_PATHS: [&str; 4] = [
+    "runtime.powerState",
+    "runtime.bootTime",
+    "summary.runtime.bootTime",
+    "config.instanceUuid",
+];
+
+/// The identity of a powered-on VM's current run: `"<config.instanceUuid>#<runtime.bootTime>"`.
+/// vSphere sets `bootTime` when the VM powers on from off and clears it at power-off, so it
+/// changes with every power-on. `None` when the VM is not powered on (off or suspended) or the
+/// server gives no boot time (the engine then relies on lease expiry).
+pub(crate) fn incarnation_of(props: &Props) -> Option<Incarnation> {
+    if props.str("runtime.powerState") != Some("poweredOn") {
+        return None;
+    }
+    let boot = props
+        .str("runtime.bootTime")
+        .or_else(|| props.str("summary.runtime.bootTime"))
+        .filter(|b| !b.is_empty())?;
+    let uuid = props.str("config.instanceUuid").unwrap_or_default();
+    Some(Incarnation::new(format!("{uuid}#{boot}")))
 }
 
 impl VsphereProvider {
@@ -343,6 +368,19 @@ impl Provider for VsphereProvider {
                 .with_provider(PROVIDER_TYPE)
                 .with_resource(vm.as_str())
         })
+    }
+
+    /// The endpoint: `scheme://host:port` of the SDK URL (never its user information, path or
+    /// query).
+    fn instance_id(&self) -> String {
+        self.client.endpoint()
+    }
+
+    /// `"<config.instanceUuid>#<runtime.bootTime>"` while the VM is powered on, `None`
+    /// otherwise (see the crate docs).
+    async fn incarnation(&self, vm: &VmId) -> Result<Option<Incarnation>> {
+        let p = self.props(vm, &INCARNATION_PATHS, "incarnation").await?;
+        Ok(incarnation_of(&p))
     }
 
     async fn watch_power_state(&self, vm: &VmId) -> Result<Option<PowerStateStream>> {
@@ -894,5 +932,89 @@ impl Cloner for VsphereProvider {
             opts.linked,
             customization.is_some(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used)]
+    use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> Props {
+        Props(
+            pairs
+                .iter()
+                .map(|(n, v)| {
+                    let val = Element {
+                        name: "val".into(),
+                        text: (*v).to_owned(),
+                        ..Element::default()
+                    };
+                    ((*n).to_owned(), val)
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn incarnation_is_instance_uuid_and_boot_time_of_a_powered_on_vm() {
+        let on = props(&[
+            ("runtime.powerState", "poweredOn"),
+            ("runtime.bootTime", "2026-12-01T23:00:10.7Z"),
+            ("summary.runtime.bootTime", "2026-12-01T23:00:10.7Z"),
+            (
+                "config.instanceUuid",
+                "253ca6dd-6815-57ab-a2d5-ff50c884fd82",
+            ),
+        ]);
+        assert_eq!(
+            incarnation_of(&on).expect("on").as_str(),
+            "253ca6dd-6815-57ab-a2d5-ff50c884fd82#2026-12-01T23:00:10.7Z"
+        );
+        // vcsim: only summary.runtime.bootTime.
+        let vcsim = props(&[
+            ("runtime.powerState", "poweredOn"),
+            ("summary.runtime.bootTime", "2026-12-01T23:00:11Z"),
+            ("config.instanceUuid", "u"),
+        ]);
+        assert_eq!(
+            incarnation_of(&vcsim).expect("on").as_str(),
+            "u#2026-12-01T23:00:11Z"
+        );
+        for state in ["poweredOff", "suspended"] {
+            let off = props(&[
+                ("runtime.powerState", state),
+                ("summary.runtime.bootTime", "2026-12-01T23:00:11Z"),
+                ("config.instanceUuid", "u"),
+            ]);
+            assert_eq!(incarnation_of(&off), None, "{state}");
+        }
+        let no_boot = props(&[
+            ("runtime.powerState", "poweredOn"),
+            ("config.instanceUuid", "u"),
+        ]);
+        assert_eq!(incarnation_of(&no_boot), None, "no boot time: cannot tell");
+    }
+
+    #[test]
+    fn power_states_never_read_as_destroyed() {
+        for power in ["poweredOn", "poweredOff", "suspended"] {
+            for guest in [
+                "running",
+                "shuttingDown",
+                "notRunning",
+                "standby",
+                "unknown",
+            ] {
+                let p = props(&[("runtime.powerState", power), ("guest.guestState", guest)]);
+                let st = power_state_of(&p).expect("known power state");
+                assert_ne!(st, PowerState::Off(OffReason::Destroyed), "{power}/{guest}");
+                assert_eq!(st.is_off(), power != "poweredOn", "{power}/{guest}");
+            }
+        }
+        assert_eq!(
+            power_state_of(&props(&[("runtime.powerState", "bogus")])),
+            None
+        );
     }
 }

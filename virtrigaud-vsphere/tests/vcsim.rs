@@ -614,3 +614,89 @@ async fn inventory_lists_hosts_clusters_and_datastores_for_placement() {
         .expect("placement");
     assert!(inv.hosts.iter().any(|h| h.name == d.host));
 }
+
+#[tokio::test]
+async fn instance_id_is_the_endpoint_without_credentials() {
+    let Some(cfg) = config() else { return };
+    let url = url::Url::parse(&cfg.url).expect("VIRTRIGAUD_VSPHERE_URL");
+    let want = format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str().expect("host"),
+        url.port_or_known_default().expect("port")
+    );
+    let p = VsphereProvider::connect(cfg.clone())
+        .await
+        .expect("connect");
+    assert_eq!(p.instance_id(), want);
+    // The same endpoint with the credentials written into the URL: same identity, no secret.
+    let password = std::env::var("VIRTRIGAUD_VSPHERE_PASSWORD").expect("password");
+    let mut with_userinfo = url.clone();
+    with_userinfo.set_username(&cfg.username).expect("user");
+    with_userinfo.set_password(Some(&password)).expect("pw");
+    let mut leaky = cfg.clone();
+    leaky.url = with_userinfo.to_string();
+    let q = VsphereProvider::connect(leaky).await.expect("connect");
+    assert_eq!(q.instance_id(), want);
+    assert!(!q.instance_id().contains(&password));
+    assert!(!q.instance_id().contains(&cfg.username));
+    assert!(!format!("{q:?}").contains(&password), "password in Debug");
+}
+
+#[tokio::test]
+async fn incarnation_is_stable_while_on_and_changes_with_every_power_on() {
+    let Some(p) = provider().await else { return };
+    let name = "vsi-incarnation";
+    for v in p.list_vms(&ListOptions::default()).await.expect("list") {
+        if v.name == name {
+            let _ = p.power_off(&v.id, &PowerOffOptions::default()).await;
+            let mut o = DeleteOptions::default();
+            o.delete_disks = true;
+            p.delete(&v.id, &o).await.expect("remove a leftover");
+        }
+    }
+    let mut spec = virtrigaud_core::VmCreateSpec::new(name, 1, 128);
+    spec.power_on = true;
+    let vm = p.create(&spec).await.expect("create");
+    let first = p
+        .incarnation(&vm)
+        .await
+        .expect("incarnation")
+        .expect("a powered-on VM has one (vcsim sets summary.runtime.bootTime)");
+    let (uuid, boot) = first.as_str().split_once('#').expect("<uuid>#<bootTime>");
+    assert_eq!(uuid.len(), 36, "{first}");
+    assert!(boot.contains('T'), "an xsd:dateTime: {first}");
+    assert_eq!(
+        p.incarnation(&vm).await.expect("again"),
+        Some(first.clone())
+    );
+    p.power_off(&vm, &PowerOffOptions::default())
+        .await
+        .expect("power off");
+    assert_eq!(p.incarnation(&vm).await.expect("off"), None);
+    // vcsim's boot time has nanoseconds; vCenter's may have seconds only.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    p.start(&vm, &StartOptions::default()).await.expect("start");
+    let second = p
+        .incarnation(&vm)
+        .await
+        .expect("incarnation")
+        .expect("powered on again");
+    assert_ne!(second, first, "a new power-on is a new incarnation");
+    assert!(second.as_str().starts_with(&format!("{uuid}#")), "{second}");
+    // A guest shutdown ends the run and never reads as a hard power-off.
+    p.request_shutdown(
+        &vm,
+        ShutdownChannel::Agent,
+        &ShutdownRequestOptions::default(),
+    )
+    .await
+    .expect("ShutdownGuest");
+    let st = p.power_state(&vm).await.expect("state");
+    assert!(st.is_off(), "{st}");
+    assert_ne!(st, PowerState::Off(OffReason::Destroyed));
+    assert_eq!(p.incarnation(&vm).await.expect("off"), None);
+    let mut o = DeleteOptions::default();
+    o.delete_disks = true;
+    p.delete(&vm, &o).await.expect("delete");
+}
