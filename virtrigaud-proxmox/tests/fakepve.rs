@@ -254,11 +254,13 @@ async fn ignoring_guest_is_forced_at_the_deadline() {
         .shutdown(&vm, ShutdownPolicy::with_grace(grace))
         .await
         .unwrap();
+    // Forced at the deadline: by the engine, or by PVE's own forceStop (its timeout is the
+    // grace left, so it fires at the same moment) — then read Off(Destroyed), i.e. Platform.
     assert!(
         matches!(
             report.outcome,
             ShutdownOutcome::Forced {
-                reason: ForcedReason::Timeout
+                reason: ForcedReason::Timeout | ForcedReason::Platform
             }
         ),
         "{:?}",
@@ -1137,4 +1139,37 @@ async fn transient_signal_failures_are_retryable_and_the_retry_works() {
         .unwrap();
     let s = wait_for(&*provider, &vm, Duration::from_secs(10), PowerState::is_off).await;
     assert_eq!(s, PowerState::Off(OffReason::GuestShutdown));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_shutdown_cancelled_mid_grace_is_not_killed_by_pve_later() {
+    let Some(env) = common::env() else { return };
+    let provider = env.provider();
+    let vm = env
+        .control
+        .vm("engine-cancel", json!({"acpi": false}))
+        .await;
+    let mgr = ShutdownManager::new(Arc::clone(&provider) as Arc<dyn Provider>);
+    // The request carries the grace left (3 s) to PVE as the qmshutdown timeout + forceStop.
+    let handle = mgr
+        .start(&vm, ShutdownPolicy::with_grace(Duration::from_secs(3)))
+        .unwrap();
+    wait_for(&*provider, &vm, Duration::from_secs(5), |s: &PowerState| {
+        *s == PowerState::ShuttingDown
+    })
+    .await;
+    handle.cancel();
+    let report = handle.wait().await;
+    assert!(
+        matches!(report.outcome, ShutdownOutcome::Cancelled),
+        "{}",
+        report.outcome
+    );
+    // Well past PVE's timeout: the engine disarmed the server-side forceStop.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(env.control.fake_vm(&vm).await["status"], "running");
+    assert_eq!(
+        provider.power_state(&vm).await.unwrap(),
+        PowerState::Running
+    );
 }
