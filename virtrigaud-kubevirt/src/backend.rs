@@ -9,10 +9,10 @@ use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::runtime::wait::{await_condition, conditions};
 use serde_json::json;
 use virtrigaud_core::{
-    AgentStatus, Cloner, DeleteOptions, DiskInfo, ErrorKind, ListOptions, PowerOffOptions,
-    PowerState, PowerStateStream, Provider, ProviderCapabilities, ReconfigureRequest,
-    ReconfigureResult, Result, ShutdownChannel, ShutdownRequestOptions, Snapshotter, StartOptions,
-    VmCapabilities, VmCreateSpec, VmDescription, VmId,
+    AgentStatus, Cloner, DeleteOptions, DiskInfo, ErrorKind, Incarnation, ListOptions,
+    PowerOffOptions, PowerState, PowerStateStream, Provider, ProviderCapabilities,
+    ReconfigureRequest, ReconfigureResult, Result, ShutdownChannel, ShutdownRequestOptions,
+    Snapshotter, StartOptions, VmCapabilities, VmCreateSpec, VmDescription, VmId,
 };
 
 use crate::PROVIDER_TYPE;
@@ -148,6 +148,12 @@ impl Provider for KubeVirtProvider {
         PROVIDER_TYPE
     }
 
+    /// `scheme://host:port[/path]/ns/<namespace>`: the API server (no credentials) and the
+    /// namespace bare VM names resolve in (see [`KubeVirtProvider::instance_identity`]).
+    fn instance_id(&self) -> String {
+        self.instance_identity()
+    }
+
     fn capabilities(&self) -> ProviderCapabilities {
         let sub = self.inner.config.power_api == PowerApi::Subresources;
         let mut c = ProviderCapabilities::default();
@@ -277,7 +283,42 @@ impl Provider for KubeVirtProvider {
             ));
         }
         let grace = opts.remaining_grace.map(grace_seconds);
-        self.stop_vm(&r, grace, "request_shutdown").await.map(drop)
+        self.stop_vm_armed(&r, grace, "request_shutdown")
+            .await
+            .map(drop)
+    }
+
+    /// The UID of the VM's instance (VMI) while one exists that has not reached a final phase:
+    /// virt-controller creates a new VMI, with a new UID, for every run (a restart deletes and
+    /// re-creates it). `Ok(None)` without an instance or when it is `Succeeded`/`Failed`. An
+    /// instance whose VirtualMachine is gone (orphaned) still has its run's identity.
+    async fn incarnation(&self, vm: &VmId) -> Result<Option<Incarnation>> {
+        let r = self.vm_ref(vm)?;
+        let vmi = self.get_vmi(&r, "incarnation").await?;
+        if let Some(uid) = vmi
+            .as_ref()
+            .filter(|v| vmi_active(Some(v)))
+            .and_then(|v| v.metadata.uid.clone())
+        {
+            return Ok(Some(Incarnation::new(uid)));
+        }
+        // No run: still NotFound for a VM that does not exist.
+        self.get_vm(&r, "incarnation").await?;
+        Ok(None)
+    }
+
+    /// Undoes the stop [`Provider::request_shutdown`] sent, so the VM keeps running: the run
+    /// strategy it had before (`Halted` → `Always`/`Once`/…, or `spec.running`), our `Stop`
+    /// state-change request withdrawn (`Manual`/`RerunOnFailure`), and the VMI's
+    /// `terminationGracePeriodSeconds` as it was. Possible only until virt-controller acts on
+    /// the stop: once it has begun deleting the instance, KubeVirt cannot take the deletion
+    /// back (the guest gets its shutdown signal and is forced off when the grace expires), and
+    /// this fails with `InvalidState`; it does too when the VM has already stopped. The record
+    /// of what a request changed lives in this provider instance (not across processes); with
+    /// none for this VM there is nothing to undo and this returns `Ok`.
+    async fn cancel_shutdown(&self, vm: &VmId) -> Result<()> {
+        let r = self.vm_ref(vm)?;
+        self.cancel_stop(&r, "cancel_shutdown").await
     }
 
     async fn reset(&self, vm: &VmId) -> Result<()> {

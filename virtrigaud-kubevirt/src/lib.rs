@@ -16,6 +16,20 @@
 //!   (the VMI's `terminationGracePeriodSeconds`), KubeVirt forces the guest off when it expires,
 //!   a grace in flight is only ever shortened (the shorter of racing stops wins), and
 //!   `power_off` is a stop with grace 0.
+//! - A VM reads `Off` only when nothing will start an instance again: during a restart window
+//!   (`runStrategy: Always` without an instance, `RerunOnFailure` after a failure, a pending
+//!   `Start` request) it reads `Starting` ([`state::will_start`]). A stop that KubeVirt ended by
+//!   force (virt-handler marks the VMI `Failed` when the grace expires) reads
+//!   `Off(OffReason::Destroyed)` while the final VMI exists; a guest that shut down reads
+//!   `Off(GuestShutdown)`, never `Destroyed`.
+//! - Shutdown-engine identities: [`virtrigaud_core::Provider::instance_id`] is the API server
+//!   without credentials plus the namespace, `https://10.0.0.1:6443/ns/prod`
+//!   ([`KubeVirtProvider::instance_identity`]); [`virtrigaud_core::Provider::incarnation`] is
+//!   the VMI's UID (a new VMI for every run; `None` without a non-final VMI).
+//! - [`virtrigaud_core::Provider::cancel_shutdown`] undoes the stop `request_shutdown` sent
+//!   (the run strategy it had, our `Stop` request, the VMI's grace) as long as virt-controller
+//!   has not begun deleting the instance; after that KubeVirt cannot take the stop back and it
+//!   fails with `InvalidState`.
 //! - Seed 004's lifecycle action and status query: [`KubeVirtProvider::lifecycle_action`],
 //!   [`KubeVirtProvider::status`].
 //! - Snapshots / restores with readiness and failure deadline, full clones, CPU / memory

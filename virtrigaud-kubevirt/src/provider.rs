@@ -1,8 +1,9 @@
 //! [`KubeVirtProvider`]: configuration, client plumbing, reads and watches.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::stream::{self, BoxStream};
@@ -16,6 +17,7 @@ use virtrigaud_core::{ErrorKind, PowerState, Result, VmId};
 
 use crate::error::{Call, err, map_kube};
 use crate::id::VmRef;
+use crate::power::Armed;
 use crate::state::{StateError, power_state_of};
 use crate::stats::{ApiStats, ApiStatsSnapshot, CountLayer};
 use crate::types::{VirtualMachine, VirtualMachineInstance};
@@ -51,7 +53,7 @@ pub enum RolloutStrategy {
 }
 
 /// Provider settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct KubeVirtConfig {
     /// How power operations are sent.
@@ -70,6 +72,11 @@ pub struct KubeVirtConfig {
     pub conflict_retries: u32,
     /// The field manager name of this provider's writes.
     pub field_manager: String,
+    /// The API server URL to identify this provider by in
+    /// [`virtrigaud_core::Provider::instance_id`] (`None`: the kube config's `cluster_url`; a
+    /// provider made with [`KubeVirtProvider::with_client`] cannot see it). Credentials, query
+    /// and fragment are dropped.
+    pub endpoint: Option<String>,
 }
 
 impl Default for KubeVirtConfig {
@@ -82,7 +89,29 @@ impl Default for KubeVirtConfig {
             rollout_strategy: None,
             conflict_retries: 5,
             field_manager: "virtrigaud".to_owned(),
+            endpoint: None,
         }
+    }
+}
+
+impl fmt::Debug for KubeVirtConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The endpoint only as instance_id shows it: a URL given with credentials never prints them.
+        let endpoint = self.endpoint.as_deref().map(|s| {
+            s.parse::<http::Uri>()
+                .map(|u| endpoint_identity(&u))
+                .unwrap_or_else(|_| "<unparsable>".to_owned())
+        });
+        f.debug_struct("KubeVirtConfig")
+            .field("power_api", &self.power_api)
+            .field("namespace", &self.namespace)
+            .field("operation_timeout", &self.operation_timeout)
+            .field("snapshot_failure_deadline", &self.snapshot_failure_deadline)
+            .field("rollout_strategy", &self.rollout_strategy)
+            .field("conflict_retries", &self.conflict_retries)
+            .field("field_manager", &self.field_manager)
+            .field("endpoint", &endpoint)
+            .finish()
     }
 }
 
@@ -107,6 +136,12 @@ impl KubeVirtConfig {
         self.snapshot_failure_deadline = t;
         self
     }
+    /// Sets the API server URL [`virtrigaud_core::Provider::instance_id`] names (see
+    /// [`KubeVirtConfig::endpoint`]).
+    pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.endpoint = Some(url.into());
+        self
+    }
     /// Declares the cluster's rollout strategy.
     pub fn with_rollout_strategy(mut self, s: RolloutStrategy) -> Self {
         self.rollout_strategy = Some(s);
@@ -129,6 +164,65 @@ pub(crate) struct Inner {
     pub(crate) config: KubeVirtConfig,
     pub(crate) namespace: String,
     pub(crate) stats: Arc<ApiStats>,
+    /// `scheme://host:port[/path]` of the API server, without credentials (`""`: unknown).
+    pub(crate) endpoint: String,
+    /// What our pending stop requests changed, per `namespace/name` (for `cancel_shutdown`).
+    pub(crate) armed: Mutex<HashMap<String, Armed>>,
+}
+
+impl Inner {
+    fn new(
+        client: Client,
+        config: KubeVirtConfig,
+        stats: Arc<ApiStats>,
+        url: Option<&http::Uri>,
+    ) -> Self {
+        let namespace = config
+            .namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        let endpoint = match &config.endpoint {
+            Some(s) => match s.parse::<http::Uri>() {
+                Ok(u) => endpoint_identity(&u),
+                Err(_) => {
+                    tracing::warn!(
+                        "KubeVirtConfig::endpoint is not a URL; instance_id names no endpoint"
+                    );
+                    String::new()
+                }
+            },
+            None => url.map(endpoint_identity).unwrap_or_default(),
+        };
+        Inner {
+            client,
+            config,
+            namespace,
+            stats,
+            endpoint,
+            armed: Mutex::default(),
+        }
+    }
+
+    /// The stop records (a poisoned lock only means a panic elsewhere; the map stays usable).
+    pub(crate) fn armed_lock(&self) -> MutexGuard<'_, HashMap<String, Armed>> {
+        self.armed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// `scheme://host:port[/path]` of an API server URL: never its user-info (credentials), query
+/// or fragment; the port is explicit (443 / 80 by default), a trailing `/` dropped.
+pub(crate) fn endpoint_identity(uri: &http::Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
+    let Some(host) = uri.host() else {
+        return String::new();
+    };
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "http" { 80 } else { 443 });
+    let path = uri.path().trim_end_matches('/');
+    format!("{scheme}://{}:{port}{path}", host.to_ascii_lowercase())
 }
 
 /// The KubeVirt provider. Cheap to clone (shares one client).
@@ -151,17 +245,8 @@ impl fmt::Debug for KubeVirtProvider {
 impl KubeVirtProvider {
     /// Wraps an existing kube client (request counting is then off).
     pub fn with_client(client: Client, config: KubeVirtConfig) -> Self {
-        let namespace = config
-            .namespace
-            .clone()
-            .unwrap_or_else(|| client.default_namespace().to_owned());
         KubeVirtProvider {
-            inner: Arc::new(Inner {
-                client,
-                config,
-                namespace,
-                stats: Arc::default(),
-            }),
+            inner: Arc::new(Inner::new(client, config, Arc::default(), None)),
         }
     }
 
@@ -169,21 +254,13 @@ impl KubeVirtProvider {
     /// is rustls with aws-lc-rs, never installed process-wide) and counts its requests.
     pub fn from_kube_config(kube_config: kube::Config, config: KubeVirtConfig) -> Result<Self> {
         let stats = Arc::new(ApiStats::default());
+        let url = kube_config.cluster_url.clone();
         let client = kube::client::ClientBuilder::try_from(kube_config)
             .map_err(|e| map_kube(e, Call::Object, "connect", ""))?
             .with_layer(&CountLayer(Arc::clone(&stats)))
             .build();
-        let namespace = config
-            .namespace
-            .clone()
-            .unwrap_or_else(|| client.default_namespace().to_owned());
         Ok(KubeVirtProvider {
-            inner: Arc::new(Inner {
-                client,
-                config,
-                namespace,
-                stats,
-            }),
+            inner: Arc::new(Inner::new(client, config, stats, Some(&url))),
         })
     }
 
@@ -232,6 +309,13 @@ impl KubeVirtProvider {
     /// The namespace used for bare names, creation and listing.
     pub fn namespace(&self) -> &str {
         &self.inner.namespace
+    }
+
+    /// The identity [`virtrigaud_core::Provider::instance_id`] reports:
+    /// `scheme://host:port[/path]/ns/<namespace>` (the API server without credentials, and the
+    /// namespace bare VM names resolve in), or `/ns/<namespace>` when the API server is unknown.
+    pub fn instance_identity(&self) -> String {
+        format!("{}/ns/{}", self.inner.endpoint, self.inner.namespace)
     }
 
     /// The configuration.
@@ -539,5 +623,83 @@ impl KubeVirtProvider {
                 ))
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use virtrigaud_core::Provider;
+
+    fn provider(url: &str, config: KubeVirtConfig) -> KubeVirtProvider {
+        let kc = kube::Config::new(url.parse().expect("url"));
+        KubeVirtProvider::from_kube_config(kc, config).expect("provider")
+    }
+
+    #[tokio::test]
+    async fn instance_id_is_the_api_server_and_namespace_without_credentials() {
+        let p = provider(
+            "https://127.0.0.1:6443",
+            KubeVirtConfig::default().with_namespace("default"),
+        );
+        assert_eq!(p.instance_id(), "https://127.0.0.1:6443/ns/default");
+        // user-info, query and fragment never show; the default port is explicit
+        let p = provider(
+            "https://admin:s3cret@API.Example.com/?token=abc",
+            KubeVirtConfig::default().with_namespace("prod"),
+        );
+        assert_eq!(p.instance_id(), "https://api.example.com:443/ns/prod");
+        assert!(!format!("{p:?}").contains("s3cret"));
+        // a path prefix (a cluster behind a proxy) is part of the identity
+        let a = provider(
+            "https://rancher.example:8443/k8s/clusters/c-1/",
+            KubeVirtConfig::default().with_namespace("prod"),
+        );
+        let b = provider(
+            "https://rancher.example:8443/k8s/clusters/c-2",
+            KubeVirtConfig::default().with_namespace("prod"),
+        );
+        assert_eq!(
+            a.instance_id(),
+            "https://rancher.example:8443/k8s/clusters/c-1/ns/prod"
+        );
+        assert_ne!(a.instance_id(), b.instance_id());
+        // two namespaces of one cluster are two instances
+        let other = provider(
+            "https://127.0.0.1:6443",
+            KubeVirtConfig::default().with_namespace("staging"),
+        );
+        assert_ne!(other.instance_id(), "https://127.0.0.1:6443/ns/default");
+        assert_eq!(
+            provider(
+                "http://[::1]:8080",
+                KubeVirtConfig::default().with_namespace("x")
+            )
+            .instance_id(),
+            "http://[::1]:8080/ns/x"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_explicit_endpoint_names_a_client_built_elsewhere() {
+        let cfg = KubeVirtConfig::default()
+            .with_namespace("default")
+            .with_endpoint("https://ops:hunter2@10.1.2.3:6443/");
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+        let (svc, _handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let p = KubeVirtProvider::with_client(Client::new(svc, "default"), cfg);
+        assert_eq!(p.instance_id(), "https://10.1.2.3:6443/ns/default");
+        let (svc, _handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let p = KubeVirtProvider::with_client(
+            Client::new(svc, "default"),
+            KubeVirtConfig::default().with_namespace("default"),
+        );
+        assert_eq!(p.instance_id(), "/ns/default", "no endpoint known");
     }
 }

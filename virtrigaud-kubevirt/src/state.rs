@@ -5,19 +5,37 @@
 //! controllers and briefly disagree. [`power_state_of`] combines them so that the answer is
 //! always conservative: a VM is reported off only when no instance can still run a guest.
 //!
-//! | VMI | VM says | power state |
-//! |-----|---------|-------------|
-//! | none | wants to run (`Always`/`RerunOnFailure`/`Once`), `Starting`/`Provisioning`/… | `Starting` |
-//! | none | `CrashLoopBackOff` | `Off(Crashed)` |
-//! | none | `ErrorUnschedulable`, `ErrImagePull`, … | `Off(Failed)` |
-//! | none | anything else | `Off(Unknown)` |
-//! | `Succeeded` | any | `Off(GuestShutdown)` |
-//! | `Failed` | any | `Off(Failed)` |
+//! When no instance runs (none exists, or it reached a final phase), the question is whether
+//! virt-controller is about to create one — the rules of its `syncRunStrategy` (see
+//! [`will_start`]). A VM that will be started again reads `Starting`, never `Off`: `Always`
+//! without an instance (a restart window, a start-failure back-off, a final instance waiting to
+//! be replaced), `RerunOnFailure` after a failure (virt-controller queues a `Start` request) or
+//! while its status still shows it running, a pending `Start` request, `Once` before its run.
+//! Only a VM that nothing will start again reads `Off`.
+//!
+//! | VMI | VM | power state |
+//! |-----|----|-------------|
+//! | none or final | [`will_start`] (e.g. `Always`, a pending `Start` request) | `Starting` |
+//! | `Succeeded` | not starting | `Off(GuestShutdown)` |
+//! | `Failed`, being deleted | not starting | `Off(Destroyed)` (a stop forced it: grace expired or grace 0) |
+//! | `Failed` | not starting | `Off(Failed)` |
+//! | none | not starting, `CrashLoopBackOff` | `Off(Crashed)` |
+//! | none | not starting, `ErrorUnschedulable`, `ErrImagePull`, … | `Off(Failed)` |
+//! | none | not starting, anything else | `Off(Unknown)` |
 //! | deleting, or VM `Stopping`/`Terminating`, or run strategy `Halted` | any | `ShuttingDown` |
 //! | `Pending`/`Scheduling`/`Scheduled`/unset | any | `Starting` |
 //! | `Running` with `Paused` condition (or VM `Paused`) | any | `Paused` |
 //! | `Running` | any | `Running` |
 //! | `Unknown` | any | error `Unavailable` (node lost: KubeVirt itself cannot tell) |
+//!
+//! ## Forced off by the platform
+//! virt-handler kills a guest that does not shut down within its termination grace and then
+//! marks the VMI `Failed` (with ACPI, a destroyed domain is a failure; a guest that shut itself
+//! down is `Succeeded`). A VMI that is `Failed` *while being deleted* therefore reads
+//! `Off(Destroyed)`: the stop ended in a hard power-off (KubeVirt's grace expired, or the grace
+//! was 0). That is visible only while the final VMI still exists (until virt-controller removes
+//! its finalizer; a watch sees it); afterwards the VM reads `Off(Unknown)`. A guest that shut
+//! down by itself never reads `Off(Destroyed)`.
 
 use std::fmt;
 
@@ -147,37 +165,98 @@ pub enum StateError {
     UnknownPhase,
 }
 
+/// Whether `status.stateChangeRequests` holds a Start request.
+pub fn pending_start_request(vm: &VirtualMachine) -> bool {
+    vm.status
+        .as_ref()
+        .and_then(|s| s.state_change_requests.as_ref())
+        .is_some_and(|r| r.iter().any(is_start_request))
+}
+
+/// Whether one `status.stateChangeRequests` entry is a Start request.
+pub(crate) fn is_start_request(req: &serde_json::Value) -> bool {
+    req.get("action").and_then(serde_json::Value::as_str) == Some("Start")
+}
+
+/// Whether virt-controller will create a (new) instance for `vm`, given that no instance of it
+/// runs (`vmi` is absent or final) — its `syncRunStrategy` rules:
+/// - a VM being deleted never starts again;
+/// - `Always` replaces any missing or final instance (after a start-failure back-off, too);
+/// - a pending `Start` request starts `Manual`, `RerunOnFailure` and (start paused) `Halted`;
+/// - `RerunOnFailure` re-runs a `Failed` instance that nobody stopped; without an instance it
+///   stays stopped once virt-controller says `Stopped` (after a guest shutdown or a `Stop`
+///   request, which is honoured first), and starts otherwise (a strategy just switched to it, a
+///   restart window whose status still shows the old run);
+/// - `Once` runs once.
+pub fn will_start(vm: &VirtualMachine, vmi: Option<&VirtualMachineInstance>) -> bool {
+    if vm.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    let rs = RunStrategy::of(vm);
+    match rs {
+        RunStrategy::Always => true,
+        RunStrategy::Manual | RunStrategy::Halted => pending_start_request(vm),
+        RunStrategy::RerunOnFailure => {
+            if pending_start_request(vm) {
+                return true;
+            }
+            if pending_stop_request(vm) {
+                return false;
+            }
+            match vmi {
+                Some(v) => vmi_phase(v) == "Failed" && v.metadata.deletion_timestamp.is_none(),
+                None => {
+                    let observed = vm
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.extra.get("runStrategy"))
+                        .and_then(serde_json::Value::as_str);
+                    let switched = observed.is_some_and(|o| o != rs.as_str());
+                    switched || printable_status(vm) != Some("Stopped")
+                }
+            }
+        }
+        RunStrategy::Once => vmi.is_none() && !vm_run_completed(vm),
+        RunStrategy::Other(_) => false,
+    }
+}
+
 /// Derives the power state from the VM and its VMI (see the module table).
 pub fn power_state_of(
     vm: &VirtualMachine,
     vmi: Option<&VirtualMachineInstance>,
 ) -> Result<PowerState, StateError> {
     let printable = printable_status(vm).unwrap_or("");
-    let Some(vmi) = vmi else {
-        return Ok(match printable {
-            "CrashLoopBackOff" => PowerState::Off(OffReason::Crashed),
-            "ErrorUnschedulable"
-            | "ErrImagePull"
-            | "ImagePullBackOff"
-            | "ErrorPvcNotFound"
-            | "DataVolumeError"
-            | "ErrorDataVolumeNotFound"
-            | "FailedUnschedulable" => PowerState::Off(OffReason::Failed),
-            "Starting" | "Provisioning" | "WaitingForVolumeBinding" | "Stopped" | ""
-                if RunStrategy::of(vm).runs_by_itself() && !vm_run_completed(vm) =>
-            {
-                PowerState::Starting
+    let phase = vmi.map(vmi_phase);
+    if phase == Some("Unknown") {
+        return Err(StateError::UnknownPhase);
+    }
+    let final_or_none = vmi.filter(|v| !vmi_is_final(v));
+    let Some(vmi) = final_or_none else {
+        // No instance runs: off only if nothing will start one.
+        if will_start(vm, vmi) {
+            return Ok(PowerState::Starting);
+        }
+        return Ok(match vmi {
+            Some(v) if vmi_phase(v) == "Succeeded" => PowerState::Off(OffReason::GuestShutdown),
+            Some(v) if v.metadata.deletion_timestamp.is_some() => {
+                PowerState::Off(OffReason::Destroyed)
             }
-            _ => PowerState::Off(OffReason::Unknown),
+            Some(_) => PowerState::Off(OffReason::Failed),
+            None => match printable {
+                "CrashLoopBackOff" => PowerState::Off(OffReason::Crashed),
+                "ErrorUnschedulable"
+                | "ErrImagePull"
+                | "ImagePullBackOff"
+                | "ErrorPvcNotFound"
+                | "DataVolumeError"
+                | "ErrorDataVolumeNotFound"
+                | "FailedUnschedulable" => PowerState::Off(OffReason::Failed),
+                _ => PowerState::Off(OffReason::Unknown),
+            },
         });
     };
     let phase = vmi_phase(vmi);
-    match phase {
-        "Succeeded" => return Ok(PowerState::Off(OffReason::GuestShutdown)),
-        "Failed" => return Ok(PowerState::Off(OffReason::Failed)),
-        "Unknown" => return Err(StateError::UnknownPhase),
-        _ => {}
-    }
     if stop_in_flight(vm, Some(vmi)) {
         return Ok(PowerState::ShuttingDown);
     }
@@ -282,9 +361,10 @@ mod tests {
             power_state_of(&vm("Always", "Stopped"), None),
             Ok(PowerState::Starting)
         );
+        // a start-failure back-off: virt-controller starts it again when the back-off ends
         assert_eq!(
             power_state_of(&vm("Always", "CrashLoopBackOff"), None),
-            Ok(PowerState::Off(OffReason::Crashed))
+            Ok(PowerState::Starting)
         );
         assert_eq!(
             power_state_of(&vm("Always", "Starting"), Some(&vmi("Scheduling"))),
@@ -297,6 +377,177 @@ mod tests {
         assert_eq!(
             power_state_of(&vm("Always", "Paused"), Some(&vmi("Running"))),
             Ok(PowerState::Paused(PauseReason::Unknown))
+        );
+    }
+
+    fn with_requests(mut v: VirtualMachine, actions: &[&str]) -> VirtualMachine {
+        let reqs = actions
+            .iter()
+            .map(|a| serde_json::json!({"action": a}))
+            .collect();
+        v.status.get_or_insert_default().state_change_requests = Some(reqs);
+        v
+    }
+    fn deleting(mut v: VirtualMachineInstance) -> VirtualMachineInstance {
+        v.metadata.deletion_timestamp = Some(Time(Default::default()));
+        v
+    }
+
+    /// No instance runs but virt-controller is about to create one: never `Off`.
+    #[test]
+    fn restart_windows_read_starting() {
+        // Always, instance gone, status still shows the old run (restart, VMI deleted by hand)
+        for printable in [
+            "Running",
+            "Stopping",
+            "Terminating",
+            "Paused",
+            "Stopped",
+            "",
+        ] {
+            assert_eq!(
+                power_state_of(&vm("Always", printable), None),
+                Ok(PowerState::Starting),
+                "Always, {printable:?}, no VMI"
+            );
+        }
+        // Always, the final instance not replaced yet
+        for phase in ["Succeeded", "Failed"] {
+            assert_eq!(
+                power_state_of(&vm("Always", "Running"), Some(&vmi(phase))),
+                Ok(PowerState::Starting)
+            );
+            assert_eq!(
+                power_state_of(&vm("Always", "Stopping"), Some(&deleting(vmi(phase)))),
+                Ok(PowerState::Starting)
+            );
+        }
+        // RerunOnFailure after a failure: the failed VMI, then a Start request
+        assert_eq!(
+            power_state_of(&vm("RerunOnFailure", "Running"), Some(&vmi("Failed"))),
+            Ok(PowerState::Starting)
+        );
+        assert_eq!(
+            power_state_of(
+                &with_requests(vm("RerunOnFailure", "Stopped"), &["Start"]),
+                None
+            ),
+            Ok(PowerState::Starting)
+        );
+        assert_eq!(
+            power_state_of(&vm("RerunOnFailure", "Running"), None),
+            Ok(PowerState::Starting)
+        );
+        // pending Start requests (Manual; a restart's Stop + Start)
+        assert_eq!(
+            power_state_of(&with_requests(vm("Manual", "Stopped"), &["Start"]), None),
+            Ok(PowerState::Starting)
+        );
+        assert_eq!(
+            power_state_of(
+                &with_requests(vm("Manual", "Stopping"), &["Stop", "Start"]),
+                None
+            ),
+            Ok(PowerState::Starting)
+        );
+        assert_eq!(
+            power_state_of(&with_requests(vm("Halted", "Stopped"), &["Start"]), None),
+            Ok(PowerState::Starting)
+        );
+        assert_eq!(
+            power_state_of(&vm("Once", ""), None),
+            Ok(PowerState::Starting)
+        );
+    }
+
+    /// Off only when nothing will start an instance again.
+    #[test]
+    fn meant_to_be_stopped_reads_off() {
+        assert_eq!(
+            power_state_of(&vm("Manual", "Running"), None),
+            Ok(PowerState::Off(OffReason::Unknown))
+        );
+        assert_eq!(
+            power_state_of(&with_requests(vm("Manual", "Stopping"), &["Stop"]), None),
+            Ok(PowerState::Off(OffReason::Unknown))
+        );
+        assert_eq!(
+            power_state_of(&vm("RerunOnFailure", "Stopped"), None),
+            Ok(PowerState::Off(OffReason::Unknown))
+        );
+        assert_eq!(
+            power_state_of(
+                &with_requests(vm("RerunOnFailure", "Stopping"), &["Stop"]),
+                None
+            ),
+            Ok(PowerState::Off(OffReason::Unknown))
+        );
+        // RerunOnFailure does not re-run a guest that shut down
+        assert_eq!(
+            power_state_of(&vm("RerunOnFailure", "Running"), Some(&vmi("Succeeded"))),
+            Ok(PowerState::Off(OffReason::GuestShutdown))
+        );
+        // a RerunOnFailure VM switched from another strategy starts (status.runStrategy differs)
+        let mut switched = vm("RerunOnFailure", "Stopped");
+        switched
+            .status
+            .as_mut()
+            .unwrap()
+            .extra
+            .insert("runStrategy".into(), serde_json::json!("Halted"));
+        assert_eq!(power_state_of(&switched, None), Ok(PowerState::Starting));
+        // a VM being deleted is not started again
+        let mut gone = vm("Always", "Running");
+        gone.metadata.deletion_timestamp = Some(Time(Default::default()));
+        assert_eq!(
+            power_state_of(&gone, None),
+            Ok(PowerState::Off(OffReason::Unknown))
+        );
+        let mut once = vm("Once", "Stopped");
+        once.status.as_mut().unwrap().created = Some(false);
+        once.status.as_mut().unwrap().conditions = vec![Default::default()];
+        assert_eq!(
+            power_state_of(&once, None),
+            Ok(PowerState::Off(OffReason::Unknown))
+        );
+        assert_eq!(
+            power_state_of(&vm("Once", "Running"), Some(&vmi("Succeeded"))),
+            Ok(PowerState::Off(OffReason::GuestShutdown))
+        );
+    }
+
+    /// virt-handler marks a VMI it killed at the grace deadline `Failed`: while being deleted
+    /// that reads `Off(Destroyed)`; a guest that shut down never does.
+    #[test]
+    fn forced_end_of_a_stop_reads_destroyed() {
+        assert_eq!(
+            power_state_of(&vm("Halted", "Stopping"), Some(&deleting(vmi("Failed")))),
+            Ok(PowerState::Off(OffReason::Destroyed))
+        );
+        assert_eq!(
+            power_state_of(
+                &with_requests(vm("Manual", "Stopping"), &["Stop"]),
+                Some(&deleting(vmi("Failed")))
+            ),
+            Ok(PowerState::Off(OffReason::Destroyed))
+        );
+        assert_eq!(
+            power_state_of(
+                &vm("RerunOnFailure", "Stopping"),
+                Some(&deleting(vmi("Failed")))
+            ),
+            Ok(PowerState::Off(OffReason::Destroyed))
+        );
+        for rs in ["Halted", "Manual", "RerunOnFailure", "Once"] {
+            let s = power_state_of(&vm(rs, "Stopping"), Some(&deleting(vmi("Succeeded"))));
+            assert_eq!(s, Ok(PowerState::Off(OffReason::GuestShutdown)), "{rs}");
+            let s = power_state_of(&vm(rs, "Stopped"), Some(&vmi("Succeeded")));
+            assert_eq!(s, Ok(PowerState::Off(OffReason::GuestShutdown)), "{rs}");
+        }
+        // a failure nobody asked for is a failure, not a forced stop
+        assert_eq!(
+            power_state_of(&vm("Manual", "Running"), Some(&vmi("Failed"))),
+            Ok(PowerState::Off(OffReason::Failed))
         );
     }
 

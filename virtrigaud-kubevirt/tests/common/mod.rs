@@ -105,6 +105,46 @@ pub async fn create_vm(
     VmId::new(format!("{ns}/{name}"))
 }
 
+/// Creates `vm_name`'s instance by hand, as virt-controller and virt-handler would, and marks it
+/// `Running` (for tests that run without the fake controllers).
+pub async fn create_running_vmi(
+    client: &Client,
+    ns: &str,
+    vm_name: &str,
+) -> VirtualMachineInstance {
+    let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), ns);
+    let vm = vms.get(vm_name).await.expect("VM");
+    let tspec = vm
+        .spec
+        .template
+        .as_ref()
+        .and_then(|t| t.spec.clone())
+        .unwrap_or_default();
+    let vmi: VirtualMachineInstance = serde_json::from_value(json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "metadata": {"name": vm_name, "namespace": ns},
+        "spec": tspec,
+    }))
+    .unwrap();
+    let api: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), ns);
+    api.create(&PostParams::default(), &vmi)
+        .await
+        .expect("create VMI");
+    let st = json!({"status": {"phase": "Running", "nodeName": "node-1",
+        "conditions": [{"type": "Ready", "status": "True"}]}});
+    api.patch_status(vm_name, &pp(), &Patch::Merge(st))
+        .await
+        .expect("VMI Running")
+}
+
+/// Merges `status` into the VM's status (as virt-controller writes it).
+pub async fn set_vm_status(client: &Client, ns: &str, name: &str, status: Value) {
+    let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), ns);
+    vms.patch_status(name, &pp(), &Patch::Merge(json!({"status": status})))
+        .await
+        .expect("VM status");
+}
+
 /// How one stop ended in the fake virt-handler.
 #[derive(Debug, Clone)]
 pub struct StopRecord {
@@ -520,11 +560,14 @@ impl Ctl {
                 elapsed: t0.elapsed(),
                 grace: g,
             });
+            // virt-handler: a guest that shut itself down ends `Succeeded`; one killed at the
+            // grace deadline (a destroyed domain with ACPI) ends `Failed`.
+            let phase = if graceful { "Succeeded" } else { "Failed" };
             let _ = api
                 .patch_status(
                     &name,
                     &pp(),
-                    &Patch::Merge(json!({"status": {"phase": "Succeeded"}})),
+                    &Patch::Merge(json!({"status": {"phase": phase}})),
                 )
                 .await;
             let p: json_patch::Patch =
