@@ -589,6 +589,7 @@ struct Edgy {
     sim: Simulator,
     stale_shutting_down_reads: AtomicU32,
     disarms: AtomicU32,
+    too_late_to_disarm: std::sync::atomic::AtomicBool,
 }
 
 impl Edgy {
@@ -597,6 +598,7 @@ impl Edgy {
             sim: sim.clone(),
             stale_shutting_down_reads: AtomicU32::new(0),
             disarms: AtomicU32::new(0),
+            too_late_to_disarm: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -649,6 +651,11 @@ impl Provider for Edgy {
     }
     async fn cancel_shutdown(&self, _vm: &VmId) -> Result<()> {
         self.disarms.fetch_add(1, Ordering::AcqRel);
+        if self.too_late_to_disarm.load(Ordering::Acquire) {
+            return Err(virtrigaud_core::Error::invalid_state(
+                "the instance is already being deleted",
+            ));
+        }
         Ok(())
     }
     async fn describe(&self, vm: &VmId) -> Result<VmDescription> {
@@ -815,4 +822,25 @@ async fn a_resumed_shutdown_does_not_send_the_delivered_request_again() {
     assert!(r.resumed);
     assert_eq!(start.elapsed(), secs(60));
     assert_eq!(sim.signals_received(&vm), 1, "nothing signalled twice");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_that_cannot_be_disarmed_is_reported_as_failed_not_cancelled() {
+    let sim = Simulator::new();
+    let vm = sim.add_vm("going", GuestBehavior::ignores_acpi());
+    let edgy = Arc::new(Edgy::new(&sim));
+    edgy.too_late_to_disarm.store(true, Ordering::Release);
+    let m = ShutdownManager::new(edgy.clone());
+    let h = m.start(&vm, ShutdownPolicy::with_grace(secs(60))).unwrap();
+    sleep(secs(5)).await;
+    h.cancel();
+    let r = h.wait().await;
+    match &r.outcome {
+        ShutdownOutcome::Failed { error } => {
+            assert_eq!(error.kind(), ErrorKind::InvalidState);
+            assert!(error.to_string().contains("may still go down"), "{error}");
+        }
+        other => panic!("expected Failed, got {other}"),
+    }
+    assert_eq!(r.power_off_calls, 0);
 }

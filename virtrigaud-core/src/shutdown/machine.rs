@@ -353,7 +353,18 @@ impl Machine {
             Phase::Forcing => self.on_forcing(input, now),
             Phase::ConfirmingOff => self.on_confirming(input, now),
             Phase::Disarming => match input {
-                Input::Disarmed(_) => self.finish(ShutdownOutcome::Cancelled),
+                Input::Disarmed(Ok(())) => self.finish(ShutdownOutcome::Cancelled),
+                // Too late, or the provider could not: the VM may still go down. Say so.
+                Input::Disarmed(Err(e)) => self.finish(ShutdownOutcome::Failed {
+                    error: Error::new(
+                        e.kind(),
+                        format!(
+                            "the shutdown was cancelled, but the provider's own deadline could \
+                             not be disarmed, so the VM may still go down: {e}"
+                        ),
+                    )
+                    .with_operation("cancel_shutdown"),
+                }),
                 _ => Command::Disarm {
                     timeout: self.policy.signal_budget.max(MIN_BOX),
                 },

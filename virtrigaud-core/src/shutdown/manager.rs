@@ -400,7 +400,8 @@ impl ShutdownHandle {
     /// further request and no power-off (a hard power-off already under way completes), and
     /// a server-side deadline armed by the request is disarmed
     /// ([`crate::Provider::cancel_shutdown`]); each caller then gets
-    /// [`super::ShutdownOutcome::Cancelled`]. While another caller still waits, this one is
+    /// [`super::ShutdownOutcome::Cancelled`] — or `Failed` when the provider could not disarm
+    /// its deadline (too late: the VM may still go down). While another caller still waits, this one is
     /// only detached: its [`ShutdownHandle::wait`] returns `Cancelled` at once, and the shutdown
     /// goes on for the others.
     pub fn cancel(&self) {
