@@ -46,6 +46,16 @@ fn journalled(
         .build()
 }
 
+/// A journal in `dir`; each call opens its own, as a separate process would.
+fn file_journal(dir: &tempfile::TempDir) -> Arc<dyn ShutdownJournal> {
+    Arc::new(FileJournal::open(dir.path()).unwrap())
+}
+
+/// A manager over a journal in `dir`.
+fn on_dir(sim: &Simulator, dir: &tempfile::TempDir, clock: Arc<dyn WallClock>) -> ShutdownManager {
+    journalled(sim, file_journal(dir), clock)
+}
+
 /// Starts a shutdown, lets it run `for_` and "crashes" the process (drops the manager).
 async fn crash_mid_grace(
     sim: &Simulator,
@@ -79,7 +89,7 @@ async fn a_lease_of_an_earlier_run_never_cuts_the_grace_of_a_later_one() {
     crash_mid_grace(
         &sim,
         &vm,
-        Arc::new(FileJournal::open(dir.path()).unwrap()),
+        file_journal(&dir),
         clock.clone(),
         secs(60),
         secs(20),
@@ -92,11 +102,7 @@ async fn a_lease_of_an_earlier_run_never_cuts_the_grace_of_a_later_one() {
     restart_by_hand(&sim, &vm).await;
     sleep(secs(10)).await;
     let signals_before = sim.signals_received(&vm);
-    let m = journalled(
-        &sim,
-        Arc::new(FileJournal::open(dir.path()).unwrap()),
-        clock,
-    );
+    let m = on_dir(&sim, &dir, clock);
     let mut events = m.subscribe();
     let start = Instant::now();
     let r = m
@@ -156,7 +162,7 @@ async fn resume_pending_leaves_a_vm_restarted_by_hand_alone() {
     crash_mid_grace(
         &sim,
         &vm,
-        Arc::new(FileJournal::open(dir.path()).unwrap()),
+        file_journal(&dir),
         clock.clone(),
         secs(60),
         secs(10),
@@ -184,17 +190,13 @@ async fn resume_pending_still_resumes_the_same_run_at_its_original_deadline() {
     crash_mid_grace(
         &sim,
         &vm,
-        Arc::new(FileJournal::open(dir.path()).unwrap()),
+        file_journal(&dir),
         clock.clone(),
         secs(60),
         secs(10),
     )
     .await;
-    let m = journalled(
-        &sim,
-        Arc::new(FileJournal::open(dir.path()).unwrap()),
-        clock,
-    );
+    let m = on_dir(&sim, &dir, clock);
     let handles = m.resume_pending(ShutdownPolicy::default()).await.unwrap();
     assert_eq!(handles.len(), 1);
     let r = handles.into_iter().next().unwrap().wait().await;
@@ -217,17 +219,13 @@ async fn two_hosts_sharing_a_journal_never_resume_each_others_vms() {
     crash_mid_grace(
         &host_a,
         &vm_a,
-        Arc::new(FileJournal::open(dir.path()).unwrap()),
+        file_journal(&dir),
         clock.clone(),
         secs(60),
         secs(10),
     )
     .await;
-    let b = journalled(
-        &host_b,
-        Arc::new(FileJournal::open(dir.path()).unwrap()),
-        clock.clone(),
-    );
+    let b = on_dir(&host_b, &dir, clock.clone());
     assert!(
         b.resume_pending(ShutdownPolicy::default())
             .await
@@ -242,11 +240,7 @@ async fn two_hosts_sharing_a_journal_never_resume_each_others_vms() {
         .unwrap();
     assert_eq!(start.elapsed(), secs(30));
     assert!(!r.resumed);
-    let a = journalled(
-        &host_a,
-        Arc::new(FileJournal::open(dir.path()).unwrap()),
-        clock,
-    );
+    let a = on_dir(&host_a, &dir, clock);
     assert_eq!(
         a.resume_pending(ShutdownPolicy::default())
             .await
@@ -263,21 +257,13 @@ async fn a_second_process_on_the_same_journal_gets_conflict_and_sends_nothing() 
     let sim = Simulator::new();
     let vm = sim.add_vm("db", GuestBehavior::ignores_acpi());
     // Two FileJournal instances hold separate locks, as two processes would.
-    let first = journalled(
-        &sim,
-        Arc::new(FileJournal::open(dir.path()).unwrap()),
-        clock.clone(),
-    );
+    let first = on_dir(&sim, &dir, clock.clone());
     let h = first
         .start(&vm, ShutdownPolicy::with_grace(secs(60)))
         .unwrap();
     sleep(secs(1)).await;
     let signals = sim.signals_received(&vm);
-    let second = journalled(
-        &sim,
-        Arc::new(FileJournal::open(dir.path()).unwrap()),
-        clock,
-    );
+    let second = on_dir(&sim, &dir, clock);
     let r = second.shutdown(&vm, ShutdownPolicy::force()).await.unwrap();
     match &r.outcome {
         ShutdownOutcome::Failed { error } => assert_eq!(error.kind(), ErrorKind::Conflict),
@@ -389,7 +375,7 @@ async fn any_vm_id_gets_a_lease_and_resumes() {
     crash_mid_grace(
         &sim,
         &vm,
-        Arc::new(FileJournal::open(dir.path()).unwrap()),
+        file_journal(&dir),
         clock.clone(),
         secs(60),
         secs(10),
@@ -432,18 +418,14 @@ async fn a_clock_stepped_back_never_stretches_a_resumed_grace_beyond_the_origina
     crash_mid_grace(
         &sim,
         &vm,
-        Arc::new(FileJournal::open(dir.path()).unwrap()),
+        file_journal(&dir),
         clock.clone(),
         secs(60),
         secs(20),
     )
     .await;
     *clock.back.lock().unwrap() = secs(3600);
-    let m = journalled(
-        &sim,
-        Arc::new(FileJournal::open(dir.path()).unwrap()),
-        clock,
-    );
+    let m = on_dir(&sim, &dir, clock);
     let handles = m.resume_pending(ShutdownPolicy::default()).await.unwrap();
     let r = handles.into_iter().next().unwrap().wait().await;
     assert!(r.resumed);
@@ -803,20 +785,12 @@ async fn a_resumed_shutdown_does_not_send_the_delivered_request_again() {
     let start = Instant::now();
     let policy = ShutdownPolicy::with_grace(secs(60)).resignal_interval(None);
     {
-        let m = journalled(
-            &sim,
-            Arc::new(FileJournal::open(dir.path()).unwrap()),
-            clock.clone(),
-        );
+        let m = on_dir(&sim, &dir, clock.clone());
         let _h = m.start(&vm, policy.clone()).unwrap();
         sleep(secs(20)).await;
     }
     assert_eq!(sim.signals_received(&vm), 1);
-    let m = journalled(
-        &sim,
-        Arc::new(FileJournal::open(dir.path()).unwrap()),
-        clock,
-    );
+    let m = on_dir(&sim, &dir, clock);
     let handles = m.resume_pending(policy).await.unwrap();
     let r = handles.into_iter().next().unwrap().wait().await;
     assert!(r.resumed);
