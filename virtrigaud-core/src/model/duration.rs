@@ -6,9 +6,47 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
+use super::validate::SpecErrors;
+
 /// The rule every duration string must follow, quoted in error messages.
 pub const DURATION_RULE: &str = "must be a duration with units such as \"30s\", \"2m\", \"1h 30m\" or \"7d\" \
      (days are 24 h; bare numbers are rejected)";
+
+/// The longest grace period or timeout the model accepts: 365 days (`"365d"`,
+/// 31 536 000 s).
+///
+/// It bounds `lifecycle.gracefulShutdownTimeout`, a lifecycle action's
+/// `gracePeriodSeconds` and `prepare.timeout` of a `VMImage`: a longer value is rejected by
+/// validation with an `InvalidSpec` error naming the field (rule `must be at most 365d`).
+/// The shutdown engine applies the same bound to the durations of a `ShutdownPolicy`. Every
+/// accepted value can be added to the clock without overflow. Note that `"1y"` is 365.25
+/// days in `humantime`, so it is above the maximum; write `"365d"`.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// The longest snapshot retention age (`retentionPolicy.maxAge`): 100 years of 365.25 days
+/// (`"100y"`, 3 155 760 000 s). A longer value is rejected by validation.
+pub const MAX_RETENTION_AGE: Duration = Duration::from_secs(100 * 31_557_600);
+
+/// The rule quoted when a duration is above `max`: `must be at most 365d (31536000 s)`.
+pub(crate) fn at_most_rule(max: Duration) -> String {
+    format!(
+        "must be at most {} ({} s)",
+        HumanDuration(max),
+        max.as_secs()
+    )
+}
+
+/// Records a violation at `path` when `value` is above `max`.
+pub(crate) fn check_at_most(
+    errors: &mut SpecErrors,
+    path: impl Into<String>,
+    value: HumanDuration,
+    max: Duration,
+) {
+    if value.as_duration() > max {
+        errors.add(path, at_most_rule(max), value);
+    }
+}
 
 /// A [`Duration`] written as text with units, parsed by `humantime`.
 ///

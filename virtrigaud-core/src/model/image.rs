@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checksum::Checksum;
 use super::condition::Condition;
-use super::duration::HumanDuration;
+use super::duration::{HumanDuration, MAX_DURATION, check_at_most};
 use super::meta::{API_VERSION, Object, Resource};
 use super::validate::{SpecErrors, Validate, join};
 
@@ -155,7 +155,8 @@ pub struct ImagePrepare {
     /// Verify the checksum after download.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validate_checksum: Option<bool>,
-    /// Time budget for one import attempt.
+    /// Time budget of the preparation. Greater than zero and at most [`MAX_DURATION`]
+    /// (`"365d"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<HumanDuration>,
     /// Retries after a failed attempt.
@@ -168,10 +169,11 @@ pub struct ImagePrepare {
 
 impl Validate for ImagePrepare {
     fn validate_at(&self, path: &str, errors: &mut SpecErrors) {
-        if let Some(t) = self.timeout
-            && t.is_zero()
-        {
-            errors.add(join(path, "timeout"), "must be greater than zero", t);
+        if let Some(t) = self.timeout {
+            if t.is_zero() {
+                errors.add(join(path, "timeout"), "must be greater than zero", t);
+            }
+            check_at_most(errors, join(path, "timeout"), t, MAX_DURATION);
         }
     }
 }

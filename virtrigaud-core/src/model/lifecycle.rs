@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::duration::{MAX_DURATION, at_most_rule};
 use super::validate::{SpecErrors, Validate, join};
 
 /// Grace period of a `stop` action without `gracePeriodSeconds` (KubeVirt's default).
@@ -23,7 +24,8 @@ pub enum LifecycleActionKind {
 
 /// A one-shot lifecycle request (`spec.lifecycleAction` in seed 004).
 ///
-/// Rules: `gracePeriodSeconds` must not be negative; `force: true` means "no grace
+/// Rules: `gracePeriodSeconds` must not be negative nor above [`MAX_DURATION`]
+/// (31 536 000, 365 days); `force: true` means "no grace
 /// period", so it may only be combined with `gracePeriodSeconds: 0` or none (as with
 /// `virtctl stop --force --grace-period=0`); `force` and `gracePeriodSeconds` only apply to
 /// `stop`.
@@ -44,7 +46,8 @@ pub struct LifecycleAction {
     /// Stop without a grace period (immediate hard power-off).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
-    /// Seconds to wait for a graceful stop before forcing it off (default 30).
+    /// Seconds to wait for a graceful stop before forcing it off (default 30). From 0 to
+    /// [`MAX_DURATION`] in seconds (31 536 000); other values are rejected by validation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_period_seconds: Option<i64>,
 }
@@ -83,6 +86,9 @@ impl LifecycleAction {
 
     /// The grace period this action asks for: zero when forced, else
     /// `gracePeriodSeconds` (negative values count as zero), else `default`.
+    ///
+    /// Never panics. A value above [`MAX_DURATION`] is returned as is (validation rejects
+    /// it, and so does the shutdown engine's policy check).
     pub fn grace_period(&self, default: Duration) -> Duration {
         if self.force {
             return Duration::ZERO;
@@ -97,10 +103,13 @@ impl LifecycleAction {
 impl Validate for LifecycleAction {
     fn validate_at(&self, path: &str, errors: &mut SpecErrors) {
         let grace_path = join(path, "gracePeriodSeconds");
-        if let Some(g) = self.grace_period_seconds
-            && g < 0
-        {
-            errors.add(&grace_path, "must not be negative", g);
+        if let Some(g) = self.grace_period_seconds {
+            if g < 0 {
+                errors.add(&grace_path, "must not be negative", g);
+            } else if u64::try_from(g).is_ok_and(|s| s > MAX_DURATION.as_secs()) {
+                let rule = at_most_rule(MAX_DURATION);
+                errors.add(&grace_path, rule, g);
+            }
         }
         match self.action {
             LifecycleActionKind::Stop => {

@@ -13,6 +13,11 @@
 //! - **Lifecycle**: [`VirtualMachineSpec::graceful_shutdown_timeout`] (60 s by default) and
 //!   [`VirtualMachineSpec::pre_stop_command`] feed the shutdown engine; [`LifecycleAction`]
 //!   (`start`/`stop`, `force`, `gracePeriodSeconds`) and [`RunStrategy`] model seed 004.
+//! - **Duration bounds**: a grace period or timeout (`gracefulShutdownTimeout`,
+//!   `gracePeriodSeconds`, `prepare.timeout`) is at most [`MAX_DURATION`] (365 days) and a
+//!   snapshot's `maxAge` at most [`MAX_RETENTION_AGE`] (100 years); a longer value, or a
+//!   negative `gracePeriodSeconds`, is a [`SpecError`] naming the field, so an accepted
+//!   document never overflows the clock.
 //! - **Parsing**: [`from_yaml_str`] (feature `yaml`) and [`from_json_str`] deserialize
 //!   through `serde_path_to_error`, so a bad field is reported with its path
 //!   ([`ParseError::Field`]), then run [`Validate`], which collects every broken rule as a
@@ -67,7 +72,9 @@ pub use condition::{
     Condition, ConditionStatus, find_condition, is_condition_true, remove_condition, set_condition,
     types as condition_types,
 };
-pub use duration::{DURATION_RULE, DurationParseError, HumanDuration};
+pub use duration::{
+    DURATION_RULE, DurationParseError, HumanDuration, MAX_DURATION, MAX_RETENTION_AGE,
+};
 pub use image::{
     ImagePhase, ImagePrepare, ImageStorage, LibvirtImageSource, LibvirtImageStorage, OnMissing,
     ProxmoxImageSource, ProxmoxImageStorage, VMImage, VMImageSpec, VMImageStatus,

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::condition::Condition;
-use super::duration::HumanDuration;
+use super::duration::{HumanDuration, MAX_RETENTION_AGE, check_at_most};
 use super::meta::{API_VERSION, Object, ObjectRef, Resource};
 use super::validate::{SpecErrors, Validate, join};
 
@@ -52,7 +52,8 @@ impl Validate for VMSnapshotSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RetentionPolicy {
-    /// Delete after this age (`"7d"` is seven 24-hour days).
+    /// Delete after this age (`"7d"` is seven 24-hour days). Greater than zero and at
+    /// most [`MAX_RETENTION_AGE`] (`"100y"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<HumanDuration>,
     /// Keep at most this many snapshots of the VM.
@@ -69,10 +70,11 @@ pub struct RetentionPolicy {
 
 impl Validate for RetentionPolicy {
     fn validate_at(&self, path: &str, errors: &mut SpecErrors) {
-        if let Some(age) = self.max_age
-            && age.is_zero()
-        {
-            errors.add(join(path, "maxAge"), "must be greater than zero", age);
+        if let Some(age) = self.max_age {
+            if age.is_zero() {
+                errors.add(join(path, "maxAge"), "must be greater than zero", age);
+            }
+            check_at_most(errors, join(path, "maxAge"), age, MAX_RETENTION_AGE);
         }
         if self.max_count == Some(0) {
             errors.add(join(path, "maxCount"), "must be at least 1", 0);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::condition::Condition;
-use super::duration::HumanDuration;
+use super::duration::{HumanDuration, MAX_DURATION, check_at_most};
 use super::meta::{API_VERSION, Object, ObjectRef, Resource};
 use super::validate::{SpecErrors, Validate, index, join};
 
@@ -104,6 +104,10 @@ impl VirtualMachineSpec {
     }
 
     /// `lifecycle.gracefulShutdownTimeout`, or [`DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT`] (60 s).
+    ///
+    /// The value is returned as written: validation rejects one above
+    /// [`super::MAX_DURATION`], and so does the shutdown engine's policy check, so a spec
+    /// that skipped validation cannot overflow the clock either.
     pub fn graceful_shutdown_timeout(&self) -> Duration {
         self.lifecycle
             .as_ref()
@@ -112,6 +116,30 @@ impl VirtualMachineSpec {
                 DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT,
                 HumanDuration::as_duration,
             )
+    }
+
+    /// [`Self::graceful_shutdown_timeout`], or the validation error (at
+    /// `{path}.lifecycle.gracefulShutdownTimeout`) when it is above [`MAX_DURATION`]: for
+    /// callers that turn an unvalidated spec into a shutdown policy.
+    pub(crate) fn checked_graceful_shutdown_timeout(
+        &self,
+        path: &str,
+    ) -> Result<Duration, SpecErrors> {
+        let mut errors = SpecErrors::new();
+        if let Some(t) = self
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.graceful_shutdown_timeout)
+        {
+            check_at_most(
+                &mut errors,
+                join(&join(path, "lifecycle"), "gracefulShutdownTimeout"),
+                t,
+                MAX_DURATION,
+            );
+        }
+        errors.into_result()?;
+        Ok(self.graceful_shutdown_timeout())
     }
 
     /// The preStop hook's argv (no implicit shell), if any.
@@ -166,7 +194,8 @@ impl Validate for VirtualMachineSpec {
 #[non_exhaustive]
 pub struct VmLifecycle {
     /// How long a graceful shutdown may take before a hard power-off (default 60 s;
-    /// `0s` means an immediate hard power-off).
+    /// `0s` means an immediate hard power-off). At most [`MAX_DURATION`] (`"365d"`); a
+    /// longer value is rejected by validation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graceful_shutdown_timeout: Option<HumanDuration>,
     /// Runs before the shutdown signal, inside the grace period.
@@ -179,6 +208,14 @@ pub struct VmLifecycle {
 
 impl Validate for VmLifecycle {
     fn validate_at(&self, path: &str, errors: &mut SpecErrors) {
+        if let Some(t) = self.graceful_shutdown_timeout {
+            check_at_most(
+                errors,
+                join(path, "gracefulShutdownTimeout"),
+                t,
+                MAX_DURATION,
+            );
+        }
         self.pre_stop.validate_at(&join(path, "preStop"), errors);
         self.post_start
             .validate_at(&join(path, "postStart"), errors);

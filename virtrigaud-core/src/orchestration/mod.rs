@@ -27,6 +27,12 @@
 //! - **Images**: [`image`] — `VMImage` preparation with a streaming download (feature
 //!   `image-http`), sha256 checked while streaming, retries, stall detection, Range resume
 //!   and an [`image::ImageSink`] trait through which providers take the bytes.
+//! - **Durations**: no duration given to a flow can overflow the clock. Lifecycle actions
+//!   and the template grace of a [`crate::vmset::VmSetReconciler`] are validated
+//!   ([`crate::model::MAX_DURATION`]; `InvalidSpec` naming the field); option timeouts,
+//!   poll intervals and backoffs ([`image::PrepareOptions`], [`SnapshotCreateOptions`],
+//!   [`SupervisorConfig`], [`OrchestratorConfig`]) saturate at about 30 years, so
+//!   `Duration::MAX` means "no limit"; a downtime estimate saturates at `Duration::MAX`.
 //! - **Observability**: [`metrics`] (`virtrigaud_vm_reconfigure_total`, …) and typed
 //!   [`OrchestrationEvent`]s (`SnapshotCreating`, `ReconfigurePowerCycle`, `CloneCompleted`, …).
 //!

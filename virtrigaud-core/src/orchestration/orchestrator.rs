@@ -3,9 +3,10 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backon::{ExponentialBuilder, Retryable};
+use tokio::time::Instant;
 
 use super::events::{EventBus, EventReason, ObjectKind};
 use crate::error::{Error, ErrorKind, Result};
@@ -18,13 +19,16 @@ use crate::vm::{PowerState, VmId};
 #[non_exhaustive]
 pub struct OrchestratorConfig {
     /// The shutdown policy of the graceful stops a flow needs (reconfigure power cycles,
-    /// reverts). Default: 60 s grace.
+    /// reverts). Default: 60 s grace. The shutdown engine checks it when a stop starts (a
+    /// policy it rejects fails that stop with `InvalidSpec`).
     pub stop_policy: ShutdownPolicy,
     /// Attempts of a start that fails with a retryable error (at least 1). Default 4.
     pub start_attempts: usize,
-    /// First delay between start attempts (doubling). Default 1 s.
+    /// First delay between start attempts (doubling). Default 1 s. Any value is safe; one
+    /// beyond about 30 years waits about 30 years.
     pub start_retry_delay: Duration,
     /// Time a start is expected to take, added to the grace to estimate downtime. Default 30 s.
+    /// The sum saturates at `Duration::MAX`.
     pub boot_estimate: Duration,
 }
 
@@ -268,9 +272,34 @@ pub(crate) fn was_on(p: PowerState) -> bool {
     )
 }
 
-/// RFC 3339 (seconds) for `t`.
+/// The farthest ahead a flow ever sets a deadline or a timer: 30 years of 365 days (tokio's
+/// own "far future"). A duration from the API beyond it means "no limit" in practice, and a
+/// timer this far ahead never overflows the clock (a timer set within a millisecond of the
+/// clock's end would overflow inside tokio).
+pub(crate) const HORIZON: Duration = Duration::from_secs(30 * 365 * 86_400);
+
+/// `d`, at most [`HORIZON`]: safe to hand to `tokio::time::timeout` or `sleep`.
+pub(crate) fn bounded(d: Duration) -> Duration {
+    d.min(HORIZON)
+}
+
+/// `now + d` without overflow: at most [`HORIZON`] ahead.
+pub(crate) fn deadline_after(now: Instant, d: Duration) -> Instant {
+    // 30 years fit in every clock tokio supports; `now` itself is the unreachable fallback.
+    now.checked_add(bounded(d)).unwrap_or(now)
+}
+
+/// The last second RFC 3339 can show: 9999-12-31T23:59:59Z.
+const RFC3339_MAX_SECS: u64 = 253_402_300_799;
+
+/// RFC 3339 (seconds) for `t`, clamped to 1970-01-01T00:00:00Z … 9999-12-31T23:59:59Z (a
+/// time a provider reports outside that range cannot be written; humantime would panic).
 pub(crate) fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .min(RFC3339_MAX_SECS);
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
 /// RFC 3339 for now.

@@ -105,7 +105,8 @@ pub enum PlanMode {
     Online,
     /// Needs a graceful stop, the change, and a start.
     GracefulPowerCycle {
-        /// Upper estimate of the downtime: the stop's grace period plus the boot estimate.
+        /// Upper estimate of the downtime: the stop's grace period plus the boot estimate
+        /// (saturating at `Duration::MAX`).
         expected_downtime: Duration,
     },
     /// Cannot be applied.
@@ -305,7 +306,11 @@ impl Orchestrator {
             PlanMode::Online
         } else {
             PlanMode::GracefulPowerCycle {
-                expected_downtime: self.config.stop_policy.grace + self.config.boot_estimate,
+                expected_downtime: self
+                    .config
+                    .stop_policy
+                    .grace
+                    .saturating_add(self.config.boot_estimate),
             }
         };
         Ok(ReconfigurePlan {

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::events::{EventReason, ObjectKind};
 use super::metrics;
-use super::orchestrator::{Orchestrator, now_rfc3339, parse_rfc3339, rfc3339, was_on};
+use super::orchestrator::{Orchestrator, bounded, now_rfc3339, parse_rfc3339, rfc3339, was_on};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
     Condition, SnapshotPhase, VMSnapshot, VirtualMachine, condition_types, set_condition,
@@ -28,7 +28,9 @@ pub const DEFAULT_SNAPSHOT_DEADLINE: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SnapshotCreateOptions {
-    /// The creation fails (phase `Failed`) if not done by then, retries included.
+    /// The creation fails (phase `Failed`) if not done by then, retries included. A
+    /// deadline too far to set as a timer (beyond about 30 years, up to `Duration::MAX`)
+    /// saturates: no deadline in practice.
     pub failure_deadline: Duration,
     /// Fail when memory was asked for but this VM cannot include it (default false: take a
     /// disk-only snapshot and say so).
@@ -283,7 +285,7 @@ impl Orchestrator {
         so.description = snap.spec.description.clone();
         let attempt = || async { s.create_snapshot(vm, &so).await };
         let created = tokio::time::timeout(
-            opts.failure_deadline,
+            bounded(opts.failure_deadline),
             attempt
                 .retry(
                     ExponentialBuilder::default()

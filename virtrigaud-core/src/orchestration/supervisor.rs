@@ -24,12 +24,18 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::EventReason;
 use super::metrics;
-use super::orchestrator::Orchestrator;
+use super::orchestrator::{Orchestrator, deadline_after};
 use crate::error::{Error, Result};
 use crate::model::{LifecycleAction, LifecycleActionKind, LifecycleState, RunStrategy};
 use crate::vm::{OffReason, PowerState, VmId};
 
 /// Settings of a [`Supervisor`].
+///
+/// No duration here can overflow the clock or panic the supervisor: a poll interval or
+/// restart delay too long to set as a timer (beyond about 30 years, up to `Duration::MAX`)
+/// saturates, and the doubling of `restart_backoff` saturates too. So `Duration::MAX` as
+/// `poll_interval` means "react only to pushed power-state changes and to commands", and as
+/// a backoff "do not restart until a `start` action or a new strategy".
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SupervisorConfig {
@@ -251,9 +257,10 @@ impl Task {
         };
         loop {
             self.reconcile().await;
+            let next_poll = deadline_after(Instant::now(), self.config.poll_interval);
             let wake = match self.next_restart {
-                Some(t) => t.min(Instant::now() + self.config.poll_interval),
-                None => Instant::now() + self.config.poll_interval,
+                Some(t) => t.min(next_poll),
+                None => next_poll,
             };
             let next_push = async {
                 match pushed.as_mut() {
@@ -412,7 +419,9 @@ impl Task {
                             Duration::ZERO
                         } else {
                             let exp = self.failed_boots.min(16);
-                            (self.config.restart_backoff * 2u32.pow(exp))
+                            self.config
+                                .restart_backoff
+                                .saturating_mul(2u32.pow(exp))
                                 .min(self.config.max_restart_backoff)
                         };
                         if !delay.is_zero() {
@@ -426,7 +435,7 @@ impl Task {
                                 ),
                             );
                         }
-                        self.next_restart = Some(now + delay);
+                        self.next_restart = Some(deadline_after(now, delay));
                         self.sync_phase();
                         if !delay.is_zero() {
                             return;

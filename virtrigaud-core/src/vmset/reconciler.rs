@@ -187,9 +187,34 @@ impl VmSetReconciler {
     }
 
     /// One pass: observe, plan, act. Returns what was observed and done.
+    ///
+    /// Without an explicit [`VmSetReconciler::shutdown_policy`], members are stopped with
+    /// the template's `lifecycle.gracefulShutdownTimeout`; when that is above
+    /// [`crate::model::MAX_DURATION`] (a set that skipped validation) the pass does nothing
+    /// and fails with `InvalidSpec` naming
+    /// `spec.template.spec.lifecycle.gracefulShutdownTimeout`.
     pub async fn reconcile(&self, set: &VMSet) -> Result<SetStatus> {
         let name = set.name().to_owned();
         let template = &set.spec.template;
+        let policy = match &self.shutdown_policy {
+            Some(p) => p.clone(),
+            None => match template
+                .spec
+                .checked_graceful_shutdown_timeout("spec.template.spec")
+            {
+                Ok(grace) => ShutdownPolicy::with_grace(grace),
+                Err(errors) => {
+                    let e = Error::from(errors)
+                        .with_operation("reconcile")
+                        .with_resource(name.clone());
+                    self.emit(RolloutEvent::PassFailed {
+                        set: name,
+                        error: e.to_string(),
+                    });
+                    return Err(e);
+                }
+            },
+        };
         let hash = template_hash(template);
         let replicas = set.spec.replicas();
         let strategy = set.spec.update_strategy.clone().unwrap_or_default();
@@ -276,9 +301,6 @@ impl VmSetReconciler {
                 status.errors.push(e.to_string());
             }
         }
-        let policy = self.shutdown_policy.clone().unwrap_or_else(|| {
-            ShutdownPolicy::with_grace(template.spec.graceful_shutdown_timeout())
-        });
         // A removal that failed leaves its VM in existence: create that many fewer.
         let failed = self
             .remove_all(&name, &p.remove_unavailable, &policy, &mut status)

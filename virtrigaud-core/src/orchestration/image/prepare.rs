@@ -19,9 +19,14 @@ use crate::model::{
 };
 use crate::orchestration::events::{EventBus, EventReason, ObjectKind};
 use crate::orchestration::metrics;
-use crate::orchestration::orchestrator::now_rfc3339;
+use crate::orchestration::orchestrator::{bounded, now_rfc3339};
 
 /// Options of one preparation.
+///
+/// No duration here can overflow the clock: a timeout or delay too long to set as a timer
+/// (beyond about 30 years, up to `Duration::MAX`) saturates, so `Duration::MAX` means "no
+/// limit" for `timeout` and `stall_timeout`. The model's `prepare.timeout` is at most
+/// [`crate::model::MAX_DURATION`] once validated.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PrepareOptions {
@@ -308,9 +313,8 @@ impl ImagePreparer {
             total: None,
         };
         let mut upload: Option<Box<dyn ImageUpload>> = None;
-        let deadline = Instant::now() + opts.timeout;
-        let res = tokio::time::timeout_at(
-            deadline,
+        let res = tokio::time::timeout(
+            bounded(opts.timeout),
             self.import(&name, target, source, opts, &mut run, &mut upload),
         )
         .await;
@@ -447,7 +451,7 @@ impl ImagePreparer {
             .with_operation("image_download")
         };
         let offset = up.written();
-        let s = tokio::time::timeout(opts.stall_timeout, source.open(offset))
+        let s = tokio::time::timeout(bounded(opts.stall_timeout), source.open(offset))
             .await
             .map_err(|_| stalled("response"))??;
         if s.offset != offset {
@@ -467,10 +471,10 @@ impl ImagePreparer {
         }
         run.total = s.total_len;
         let mut body = s.body;
-        let mut next_report = up.written() + self.progress_every;
+        let mut next_report = up.written().saturating_add(self.progress_every);
         let mut last_reported = None;
         loop {
-            match tokio::time::timeout(opts.stall_timeout, body.next()).await {
+            match tokio::time::timeout(bounded(opts.stall_timeout), body.next()).await {
                 Err(_) => return Err(stalled("data")),
                 Ok(None) => break,
                 Ok(Some(Err(e))) => return Err(e),
@@ -478,7 +482,7 @@ impl ImagePreparer {
                     run.hasher.update(&chunk);
                     up.write(chunk).await?;
                     if up.written() >= next_report {
-                        next_report = up.written() + self.progress_every;
+                        next_report = up.written().saturating_add(self.progress_every);
                         last_reported = Some(up.written());
                         self.report(up.written(), run);
                     }
