@@ -675,7 +675,7 @@ impl Machine {
             return self.force(self.zero_reason(), now);
         }
         Command::Wait {
-            until: self.next_wake(),
+            until: self.next_wake(now),
         }
     }
 
@@ -686,7 +686,9 @@ impl Machine {
         }
     }
 
-    fn next_wake(&self) -> Instant {
+    /// The next time something is due, never before `now` (a poll planned before a
+    /// confirming read may have passed meanwhile).
+    fn next_wake(&self, now: Instant) -> Instant {
         let mut wake = self.deadline;
         if !self.caps.push
             && let Some(p) = self.next_poll
@@ -696,7 +698,7 @@ impl Machine {
         for at in [self.next_resignal, self.recheck_at].into_iter().flatten() {
             wake = wake.min(at);
         }
-        wake
+        wake.max(now)
     }
 
     fn on_waiting(&mut self, input: Input, now: Instant) -> Command {
@@ -815,7 +817,7 @@ impl Machine {
         }
         self.phase = Phase::Waiting;
         Command::Wait {
-            until: self.next_wake(),
+            until: self.next_wake(now),
         }
     }
 
