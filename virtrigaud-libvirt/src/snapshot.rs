@@ -27,7 +27,7 @@ fn info_from_xml(x: &Element) -> SnapshotInfo {
     i.created_at = x
         .find("creationTime")
         .and_then(|t| t.text.trim().parse::<u64>().ok())
-        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        .and_then(|s| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(s)));
     let state = x.find("state").map(|s| s.text.as_str()).unwrap_or("");
     i.has_memory = x
         .find("memory")

@@ -1324,7 +1324,9 @@ impl Snapshotter for ProxmoxProvider {
             .map(|s| {
                 let mut i = SnapshotInfo::new(s.name.clone(), s.name);
                 i.description = s.description.filter(|d| !d.is_empty());
-                i.created_at = s.snaptime.map(|t| UNIX_EPOCH + Duration::from_secs(t));
+                i.created_at = s
+                    .snaptime
+                    .and_then(|t| UNIX_EPOCH.checked_add(Duration::from_secs(t)));
                 i.has_memory = s.vmstate;
                 i.parent = s.parent;
                 i
