@@ -243,6 +243,21 @@ impl Error {
         self
     }
 
+    /// Fills provider, operation and resource only where they are still empty: the one way
+    /// context is attached to an error (see [`ResultExt::ctx`]).
+    pub fn context_for(
+        mut self,
+        provider: impl Into<Cow<'static, str>>,
+        operation: impl Into<Cow<'static, str>>,
+        resource: Option<&str>,
+    ) -> Self {
+        self = self.context(provider, operation);
+        if self.inner.resource.is_none() {
+            self.inner.resource = resource.map(str::to_owned);
+        }
+        self
+    }
+
     /// The failure category.
     pub fn kind(&self) -> ErrorKind {
         self.inner.kind
@@ -399,5 +414,27 @@ mod tests {
             .context("sim", "power_state");
         assert_eq!(e.provider(), "sim");
         assert_eq!(e.operation(), "describe");
+    }
+}
+
+/// Attach context to a fallible result once, at an operation's boundary.
+///
+/// Fields already set (by a provider's native-error mapping, say) are kept: the innermost
+/// context wins.
+///
+/// ```
+/// use virtrigaud_core::{Error, ResultExt};
+/// let r: virtrigaud_core::Result<()> = Err(Error::invalid_spec("cpu must be > 0"));
+/// let err = r.ctx("libvirt", "create", "web-1").unwrap_err();
+/// assert_eq!(err.to_string(), "libvirt create web-1: invalid_spec: cpu must be > 0");
+/// ```
+pub trait ResultExt<T> {
+    /// Fills provider, operation and resource where they are still empty.
+    fn ctx(self, provider: &'static str, operation: &'static str, resource: &str) -> Result<T>;
+}
+
+impl<T> ResultExt<T> for Result<T> {
+    fn ctx(self, provider: &'static str, operation: &'static str, resource: &str) -> Result<T> {
+        self.map_err(|e| e.context_for(provider, operation, Some(resource)))
     }
 }

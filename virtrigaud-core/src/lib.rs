@@ -71,16 +71,16 @@
 //!
 //! ## 5. Testing a provider
 //!
-//! [`conformance::run_all`] runs the shared checks against any provider and a
-//! [`conformance::Fixture`]; [`testing::backend_env`] makes real-server tests skip loudly, or fail
-//! under the project's test command. The simulator's scriptable guests cover what real servers
+//! With the `testkit` feature, `conformance::run_all` runs the shared checks against any
+//! provider and a `conformance::Fixture`; `testing::backend_env` makes real-server tests skip
+//! loudly, or fail under the project's test command. The simulator's scriptable guests cover what real servers
 //! cannot show.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod capabilities;
 pub mod clone;
-pub mod conformance;
 pub mod error;
+pub mod layers;
 #[cfg(any(test, feature = "mock"))]
 pub mod mock;
 pub mod model;
@@ -90,13 +90,18 @@ pub mod provider;
 pub mod shutdown;
 pub mod sim;
 pub mod snapshot;
-pub mod testing;
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub mod testkit;
 pub mod vm;
 pub mod vmset;
 
+#[cfg(feature = "testkit")]
+pub use testkit::{conformance, testing};
+
 pub use capabilities::{ProviderCapabilities, VmCapabilities};
 pub use clone::{CloneOptions, CloneResult, Cloner, Customization, NetworkCustomization};
-pub use error::{BoxError, Error, ErrorKind, ErrorStatus, Result};
+pub use error::{BoxError, Error, ErrorKind, ErrorStatus, Result, ResultExt};
 pub use placement::{Inventory, PlacementDecision, PlacementRequest, Placer};
 pub use provider::{
     DeleteOptions, DiskCreateSpec, DiskResize, ListOptions, NetworkCreateSpec, PowerOffOptions,
