@@ -375,6 +375,28 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// Attach context to a fallible result once, at an operation's boundary.
+///
+/// Fields already set (by a provider's native-error mapping, say) are kept: the innermost
+/// context wins.
+///
+/// ```
+/// use virtrigaud_core::{Error, ResultExt};
+/// let r: virtrigaud_core::Result<()> = Err(Error::invalid_spec("cpu must be > 0"));
+/// let err = r.ctx("libvirt", "create", "web-1").unwrap_err();
+/// assert_eq!(err.to_string(), "libvirt create web-1: invalid_spec: cpu must be > 0");
+/// ```
+pub trait ResultExt<T> {
+    /// Fills provider, operation and resource where they are still empty.
+    fn ctx(self, provider: &'static str, operation: &'static str, resource: &str) -> Result<T>;
+}
+
+impl<T> ResultExt<T> for Result<T> {
+    fn ctx(self, provider: &'static str, operation: &'static str, resource: &str) -> Result<T> {
+        self.map_err(|e| e.context_for(provider, operation, Some(resource)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,27 +436,5 @@ mod tests {
             .context("sim", "power_state");
         assert_eq!(e.provider(), "sim");
         assert_eq!(e.operation(), "describe");
-    }
-}
-
-/// Attach context to a fallible result once, at an operation's boundary.
-///
-/// Fields already set (by a provider's native-error mapping, say) are kept: the innermost
-/// context wins.
-///
-/// ```
-/// use virtrigaud_core::{Error, ResultExt};
-/// let r: virtrigaud_core::Result<()> = Err(Error::invalid_spec("cpu must be > 0"));
-/// let err = r.ctx("libvirt", "create", "web-1").unwrap_err();
-/// assert_eq!(err.to_string(), "libvirt create web-1: invalid_spec: cpu must be > 0");
-/// ```
-pub trait ResultExt<T> {
-    /// Fills provider, operation and resource where they are still empty.
-    fn ctx(self, provider: &'static str, operation: &'static str, resource: &str) -> Result<T>;
-}
-
-impl<T> ResultExt<T> for Result<T> {
-    fn ctx(self, provider: &'static str, operation: &'static str, resource: &str) -> Result<T> {
-        self.map_err(|e| e.context_for(provider, operation, Some(resource)))
     }
 }

@@ -78,6 +78,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod capabilities;
+pub mod checks;
 pub mod clone;
 pub mod error;
 pub mod layers;

@@ -5,11 +5,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use backon::{ExponentialBuilder, Retryable};
 use tokio::time::Instant;
 
 use super::events::{EventBus, EventReason, ObjectKind};
 use crate::error::{Error, ErrorKind, Result};
+use crate::layers::RetryPolicy;
 use crate::provider::{PowerOffOptions, Provider, StartOptions};
 use crate::shutdown::{ShutdownManager, ShutdownPolicy, ShutdownReport};
 use crate::vm::{PowerState, VmId};
@@ -197,34 +197,21 @@ impl Orchestrator {
     /// success.
     pub(crate) async fn start_with_retry(&self, vm: &VmId) -> Result<()> {
         let attempts = self.config.start_attempts.max(1);
-        let provider = Arc::clone(&self.provider);
-        let vm2 = vm.clone();
-        let res = (move || {
-            let provider = Arc::clone(&provider);
-            let vm = vm2.clone();
-            async move {
-                match provider.start(&vm, &StartOptions::default()).await {
+        RetryPolicy::new(self.config.start_retry_delay, attempts - 1)
+            .retry(|| async {
+                match self.provider.start(vm, &StartOptions::default()).await {
                     Ok(()) => Ok(()),
                     Err(e) if e.is(ErrorKind::InvalidState) => {
                         // Already running is fine; anything else is a real failure.
-                        match provider.power_state(&vm).await {
+                        match self.provider.power_state(vm).await {
                             Ok(p) if p.is_active() => Ok(()),
                             _ => Err(e),
                         }
                     }
                     Err(e) => Err(e),
                 }
-            }
-        })
-        .retry(
-            ExponentialBuilder::default()
-                .with_min_delay(self.config.start_retry_delay)
-                .with_max_times(attempts - 1),
-        )
-        .sleep(tokio::time::sleep)
-        .when(|e: &Error| e.is_retryable())
-        .await;
-        res.map_err(|e| if e.is_retryable() { e.persistent() } else { e })
+            })
+            .await
     }
 
     /// Powers `vm` off hard; "already off" is success.

@@ -5,13 +5,13 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use backon::{ExponentialBuilder, Retryable};
 use tokio::time::Instant;
 
 use super::events::{EventReason, ObjectKind};
 use super::metrics;
 use super::orchestrator::{Orchestrator, bounded, now_rfc3339, parse_rfc3339, rfc3339, was_on};
 use crate::error::{Error, ErrorKind, Result};
+use crate::layers::RetryPolicy;
 use crate::model::{
     Condition, SnapshotPhase, VMSnapshot, VirtualMachine, condition_types, set_condition,
 };
@@ -286,14 +286,7 @@ impl Orchestrator {
         let attempt = || async { s.create_snapshot(vm, &so).await };
         let created = tokio::time::timeout(
             bounded(opts.failure_deadline),
-            attempt
-                .retry(
-                    ExponentialBuilder::default()
-                        .with_min_delay(Duration::from_secs(1))
-                        .with_max_times(5),
-                )
-                .sleep(tokio::time::sleep)
-                .when(|e: &Error| e.is_retryable()),
+            RetryPolicy::new(Duration::from_secs(1), 5).retry(attempt),
         )
         .await;
         let info = match created {

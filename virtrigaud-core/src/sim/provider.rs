@@ -9,7 +9,7 @@ use super::behavior::{AcpiResponse, AgentResponse};
 use super::{PROVIDER_TYPE, Simulator, begin, not_found, schedule, set_power, settle_vm};
 use crate::capabilities::{ProviderCapabilities, VmCapabilities};
 use crate::clone::Cloner;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::placement::{Inventory, Placer};
 use crate::provider::{
     DeleteOptions, ListOptions, PowerOffOptions, PowerStateStream, Provider, ReconfigureRequest,
@@ -275,17 +275,7 @@ impl Provider for Simulator {
         {
             let mut st = self.lock();
             begin(&mut st, "create")?;
-            if spec.name.is_empty() {
-                return Err(
-                    Error::invalid_spec("name: must not be empty").with_provider(PROVIDER_TYPE)
-                );
-            }
-            if spec.cpu == 0 || spec.memory_mib == 0 {
-                return Err(
-                    Error::invalid_spec("cpu and memory must be greater than zero")
-                        .with_provider(PROVIDER_TYPE),
-                );
-            }
+            spec.validate().ctx(PROVIDER_TYPE, "create", &spec.name)?;
             if st.vms.contains_key(&VmId::new(spec.name.as_str())) {
                 return Err(Error::new(
                     ErrorKind::AlreadyExists,
@@ -341,17 +331,7 @@ impl Provider for Simulator {
         change: &ReconfigureRequest,
     ) -> Result<ReconfigureResult> {
         self.with_vm("reconfigure", vm, |v| {
-            for d in &change.disks {
-                let disk = v.disks.iter().find(|x| x.name == d.name).ok_or_else(|| {
-                    Error::invalid_spec(format!("disks.{}: no such disk", d.name))
-                })?;
-                if d.size_gib < disk.size_gib {
-                    return Err(Error::invalid_spec(format!(
-                        "disks.{}.sizeGiB: disks only grow ({} < {})",
-                        d.name, d.size_gib, disk.size_gib
-                    )));
-                }
-            }
+            change.validate_against(&v.disks)?;
             let mut result = ReconfigureResult::default();
             for d in &change.disks {
                 if let Some(disk) = v.disks.iter_mut().find(|x| x.name == d.name) {
@@ -360,9 +340,6 @@ impl Provider for Simulator {
             }
             let cpu = change.cpu.unwrap_or(v.cpu);
             let mem = change.memory_mib.unwrap_or(v.memory_mib);
-            if cpu == 0 || mem == 0 {
-                return Err(Error::invalid_spec("cpu and memory must be greater than zero"));
-            }
             let running = v.power.is_active();
             let live_ok = cpu >= v.cpu && cpu <= v.max_live_vcpus && mem >= v.memory_mib && mem <= v.max_live_memory_mib;
             if !running || live_ok {

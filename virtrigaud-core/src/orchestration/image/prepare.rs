@@ -5,7 +5,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
 use sha2::{Digest, Sha256, Sha512};
 use tokio::time::Instant;
@@ -13,6 +12,7 @@ use tokio::time::Instant;
 use super::sink::{ImageRef, ImageSink, ImageTarget, ImageUpload};
 use super::source::ImageSource;
 use crate::error::{Error, ErrorKind, Result};
+use crate::layers::RetryPolicy;
 use crate::model::{
     Checksum, ChecksumAlgorithm, Condition, ImagePhase, ImagePrepare, OnMissing, VMImage,
     condition_types, set_condition,
@@ -380,11 +380,9 @@ impl ImagePreparer {
             u.replay(&mut |b: &[u8]| h.update(b)).await?;
         }
         let up = upload.insert(u);
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(opts.retry_delay)
+        let mut delays = RetryPolicy::new(opts.retry_delay, opts.retries as usize)
             .with_max_delay(opts.max_retry_delay)
-            .with_max_times(opts.retries as usize)
-            .build();
+            .delays();
         loop {
             run.attempts += 1;
             match self.attempt(source, opts, run, up.as_mut()).await {
