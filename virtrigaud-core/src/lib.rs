@@ -96,6 +96,7 @@ pub mod snapshot;
 pub mod testkit;
 pub mod vm;
 pub mod vmset;
+pub mod wait;
 
 #[cfg(feature = "testkit")]
 pub use testkit::{conformance, testing};

@@ -114,26 +114,23 @@ macro_rules! attempt {
     };
 }
 
-/// Polls the power state until `pred` holds or `limit` passes (test helper; the engine
-/// itself never polls a push-capable provider).
+/// Waits (watch or poll, [`crate::wait::await_power_state`]) until `pred` holds or `limit`
+/// passes.
 pub async fn await_state(
     provider: &Arc<dyn Provider>,
     vm: &VmId,
     limit: Duration,
     pred: impl Fn(&PowerState) -> bool,
 ) -> Result<PowerState> {
-    let give_up = tokio::time::Instant::now() + limit;
-    loop {
-        let state = provider.power_state(vm).await?;
-        if pred(&state) {
-            return Ok(state);
-        }
-        if tokio::time::Instant::now() >= give_up {
-            return Err(crate::Error::timeout(format!(
+    let wait = crate::wait::await_power_state(provider.as_ref(), vm, pred);
+    match tokio::time::timeout(limit, wait).await {
+        Ok(res) => res,
+        Err(_) => {
+            let state = provider.power_state(vm).await?;
+            Err(crate::Error::timeout(format!(
                 "{vm} still {state} after {limit:?}"
-            )));
+            )))
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
