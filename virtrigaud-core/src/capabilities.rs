@@ -6,8 +6,10 @@ use serde::{Deserialize, Serialize};
 
 /// What a provider supports in general.
 ///
+/// `Copy`: a provider computes its capabilities once (at connect) and hands out copies.
 /// Field names serialise as in the seeds' `Provider.status.capabilities`
-/// (`supportsReconfigureOnline`, …). Build one with `Default` and set the fields:
+/// (`supportsReconfigureOnline`, …); the type lists are static and travel in
+/// [`crate::model::DeclaredCapabilities`]. Build one with `Default` and set the fields:
 ///
 /// ```
 /// let mut caps = virtrigaud_core::ProviderCapabilities::default();
@@ -15,7 +17,12 @@ use serde::{Deserialize, Serialize};
 /// caps.power_state_watch = true;
 /// assert!(!caps.snapshots);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// One source of truth: a provider's [`crate::Provider::snapshotter`] is `Some` exactly when
+/// `snapshots` is set, and [`crate::Provider::cloner`] exactly when `linked_clones` or
+/// `full_clones` is; the conformance suite's `capabilities_tell_the_truth` checks every flag
+/// against behaviour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct ProviderCapabilities {
@@ -47,11 +54,11 @@ pub struct ProviderCapabilities {
     #[serde(rename = "supportsImageImport")]
     pub image_import: bool,
     /// Disk types the provider can create.
-    #[serde(default)]
-    pub supported_disk_types: Vec<String>,
+    #[serde(skip)]
+    pub supported_disk_types: &'static [&'static str],
     /// Network adapter types the provider can create.
-    #[serde(default)]
-    pub supported_network_types: Vec<String>,
+    #[serde(skip)]
+    pub supported_network_types: &'static [&'static str],
     /// Shutdown through the ACPI power button.
     #[serde(default)]
     pub acpi_shutdown: bool,
@@ -86,6 +93,16 @@ pub struct ProviderCapabilities {
     /// Supplies a placement inventory.
     #[serde(default)]
     pub inventory: bool,
+    /// Lists VMs, filtered by labels ([`crate::Provider::list_vms`]; VM sets need it).
+    #[serde(default)]
+    pub list_vms: bool,
+}
+
+impl ProviderCapabilities {
+    /// Whether the provider clones at all (linked or full).
+    pub fn clones(&self) -> bool {
+        self.linked_clones || self.full_clones
+    }
 }
 
 /// What one VM supports right now (depends on its configuration and guest).

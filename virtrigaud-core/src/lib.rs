@@ -73,8 +73,9 @@
 //!
 //! With the `testkit` feature, `conformance::run_all` runs the shared checks against any
 //! provider and a `conformance::Fixture`; `testing::backend_env` makes real-server tests skip
-//! loudly, or fail under the project's test command. The simulator's scriptable guests cover what real servers
-//! cannot show.
+//! loudly, or fail under the project's test command. The simulator's scriptable guests cover
+//! what real servers cannot show. [`writing_a_provider`] walks through the contract, the shape
+//! of a provider crate and the suite.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod capabilities;
@@ -97,6 +98,9 @@ pub mod testkit;
 pub mod vm;
 pub mod vmset;
 pub mod wait;
+
+#[doc = include_str!("../docs/writing-a-provider.md")]
+pub mod writing_a_provider {}
 
 #[cfg(feature = "testkit")]
 pub use testkit::{conformance, testing};

@@ -1,6 +1,8 @@
 //! The layers around a provider: context, statistics, metrics, retry and validation, on the
 //! simulator (with injected faults where a failure is needed).
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

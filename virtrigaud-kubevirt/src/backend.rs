@@ -160,8 +160,8 @@ impl Provider for KubeVirtProvider {
         c.reconfigure_online = true;
         c.snapshots = true;
         c.full_clones = true;
-        c.supported_disk_types = vec!["dataVolume".into(), "containerDisk".into()];
-        c.supported_network_types = vec!["virtio".into(), "e1000".into()];
+        c.supported_disk_types = &["dataVolume", "containerDisk"];
+        c.supported_network_types = &["virtio", "e1000"];
         // A KubeVirt stop delivers one shutdown signal; the launcher picks the guest agent or ACPI.
         c.acpi_shutdown = true;
         c.agent_shutdown = false;
@@ -173,6 +173,7 @@ impl Provider for KubeVirtProvider {
         c.create = true;
         c.delete = true;
         c.reconfigure = true;
+        c.list_vms = true;
         c
     }
 
@@ -479,11 +480,13 @@ impl Provider for KubeVirtProvider {
     }
 
     fn snapshotter(&self) -> Option<&dyn Snapshotter> {
-        Some(self)
+        self.capabilities()
+            .snapshots
+            .then_some(self as &dyn Snapshotter)
     }
 
     fn cloner(&self) -> Option<&dyn Cloner> {
-        Some(self)
+        self.capabilities().clones().then_some(self as &dyn Cloner)
     }
 }
 

@@ -940,8 +940,8 @@ impl Provider for LibvirtProvider {
         c.linked_clones = inner.cfg.storage_pool.is_some();
         c.full_clones = inner.cfg.storage_pool.is_some();
         c.image_import = false;
-        c.supported_disk_types = vec!["qcow2".into()];
-        c.supported_network_types = vec!["virtio".into(), "e1000".into(), "rtl8139".into()];
+        c.supported_disk_types = &["qcow2"];
+        c.supported_network_types = &["virtio", "e1000", "rtl8139"];
         c.acpi_shutdown = true;
         c.agent_shutdown = !test;
         // An ACPI press sent before the guest's acpid runs is lost: re-sending is useful.
@@ -954,6 +954,7 @@ impl Provider for LibvirtProvider {
         c.delete = true;
         c.reconfigure = true;
         c.inventory = true;
+        c.list_vms = true;
         c
     }
 
@@ -1181,15 +1182,13 @@ impl Provider for LibvirtProvider {
     }
 
     fn snapshotter(&self) -> Option<&dyn Snapshotter> {
-        Some(self)
+        self.capabilities()
+            .snapshots
+            .then_some(self as &dyn Snapshotter)
     }
 
     fn cloner(&self) -> Option<&dyn Cloner> {
-        if self.shared.cfg.storage_pool.is_some() {
-            Some(self)
-        } else {
-            None
-        }
+        self.capabilities().clones().then_some(self as &dyn Cloner)
     }
 }
 

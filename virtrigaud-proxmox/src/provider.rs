@@ -499,13 +499,8 @@ impl Provider for ProxmoxProvider {
         c.memory_snapshots = true;
         c.linked_clones = true;
         c.full_clones = true;
-        c.supported_disk_types = vec!["raw".into(), "qcow2".into(), "vmdk".into()];
-        c.supported_network_types = vec![
-            "virtio".into(),
-            "e1000".into(),
-            "vmxnet3".into(),
-            "rtl8139".into(),
-        ];
+        c.supported_disk_types = &["raw", "qcow2", "vmdk"];
+        c.supported_network_types = &["virtio", "e1000", "vmxnet3", "rtl8139"];
         c.acpi_shutdown = true;
         c.agent_shutdown = true;
         c.repeatable_shutdown_signal = false;
@@ -517,6 +512,7 @@ impl Provider for ProxmoxProvider {
         c.delete = true;
         c.reconfigure = true;
         c.inventory = true;
+        c.list_vms = true;
         c
     }
 
@@ -1218,11 +1214,13 @@ impl Provider for ProxmoxProvider {
     }
 
     fn snapshotter(&self) -> Option<&dyn Snapshotter> {
-        Some(self)
+        self.capabilities()
+            .snapshots
+            .then_some(self as &dyn Snapshotter)
     }
 
     fn cloner(&self) -> Option<&dyn Cloner> {
-        Some(self)
+        self.capabilities().clones().then_some(self as &dyn Cloner)
     }
 }
 

@@ -302,8 +302,8 @@ impl Provider for VsphereProvider {
         c.linked_clones = true;
         c.full_clones = true;
         c.clone_customization = true;
-        c.supported_disk_types = vec!["thin".into(), "thick".into()];
-        c.supported_network_types = vec!["vmxnet3".into(), "e1000".into()];
+        c.supported_disk_types = &["thin", "thick"];
+        c.supported_network_types = &["vmxnet3", "e1000"];
         // ShutdownGuest goes through VMware Tools; vSphere has no separate ACPI button API.
         c.acpi_shutdown = false;
         c.agent_shutdown = true;
@@ -316,6 +316,7 @@ impl Provider for VsphereProvider {
         c.delete = true;
         c.reconfigure = true;
         c.inventory = true;
+        c.list_vms = true;
         c
     }
 
@@ -770,11 +771,13 @@ impl Provider for VsphereProvider {
     }
 
     fn snapshotter(&self) -> Option<&dyn Snapshotter> {
-        Some(self)
+        self.capabilities()
+            .snapshots
+            .then_some(self as &dyn Snapshotter)
     }
 
     fn cloner(&self) -> Option<&dyn Cloner> {
-        Some(self)
+        self.capabilities().clones().then_some(self as &dyn Cloner)
     }
 }
 

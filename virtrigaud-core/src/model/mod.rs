@@ -95,7 +95,7 @@ pub use placement::{
     AntiAffinity, PlacementConstraints, VMPlacementPolicy, VMPlacementPolicySpec,
     VMPlacementPolicyStatus,
 };
-pub use provider::{ProviderResource, ProviderSpec, ProviderStatus};
+pub use provider::{DeclaredCapabilities, ProviderResource, ProviderSpec, ProviderStatus};
 pub use quantity::{Quantity, QuantityParseError};
 pub use snapshot::{RetentionPolicy, SnapshotPhase, VMSnapshot, VMSnapshotSpec, VMSnapshotStatus};
 pub use validate::{SpecError, SpecErrors, Validate, index as path_index, join as path_join};

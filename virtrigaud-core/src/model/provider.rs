@@ -34,7 +34,7 @@ fn is_default_meta(m: &ObjectMeta) -> bool {
 
 impl ProviderResource {
     /// The declared capabilities, if reported.
-    pub fn capabilities(&self) -> Option<&ProviderCapabilities> {
+    pub fn capabilities(&self) -> Option<&DeclaredCapabilities> {
         self.status.as_ref().and_then(|s| s.capabilities.as_ref())
     }
 }
@@ -98,11 +98,46 @@ impl Validate for ProviderSpec {
 pub struct ProviderStatus {
     /// Declared capabilities (`supportsReconfigureOnline`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub capabilities: Option<ProviderCapabilities>,
+    pub capabilities: Option<DeclaredCapabilities>,
     /// Whether the provider is reachable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy: Option<bool>,
     /// Conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// `status.capabilities` of a `Provider` object: the flags, and the disk and network type
+/// lists as the object carries them. Dereferences to the flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct DeclaredCapabilities {
+    /// The flags (`supportsSnapshots`, …).
+    #[serde(flatten)]
+    pub flags: ProviderCapabilities,
+    /// Disk types the provider can create.
+    #[serde(default)]
+    pub supported_disk_types: Vec<String>,
+    /// Network adapter types the provider can create.
+    #[serde(default)]
+    pub supported_network_types: Vec<String>,
+}
+
+impl std::ops::Deref for DeclaredCapabilities {
+    type Target = ProviderCapabilities;
+    fn deref(&self) -> &ProviderCapabilities {
+        &self.flags
+    }
+}
+
+impl From<ProviderCapabilities> for DeclaredCapabilities {
+    fn from(flags: ProviderCapabilities) -> Self {
+        let owned = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect();
+        DeclaredCapabilities {
+            flags,
+            supported_disk_types: owned(flags.supported_disk_types),
+            supported_network_types: owned(flags.supported_network_types),
+        }
+    }
 }

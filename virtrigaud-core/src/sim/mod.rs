@@ -143,8 +143,8 @@ impl Simulator {
             full_clones: true,
             clone_customization: true,
             image_import: false,
-            supported_disk_types: vec!["thin".into(), "thick".into()],
-            supported_network_types: vec!["virtio".into()],
+            supported_disk_types: &["thin", "thick"],
+            supported_network_types: &["virtio"],
             acpi_shutdown: true,
             agent_shutdown: true,
             repeatable_shutdown_signal: true,
@@ -156,6 +156,7 @@ impl Simulator {
             delete: true,
             reconfigure: true,
             inventory: true,
+            list_vms: true,
         }
     }
 

@@ -52,7 +52,7 @@ impl Provider for Simulator {
     }
 
     fn capabilities(&self) -> ProviderCapabilities {
-        self.inner.caps.clone()
+        self.inner.caps
     }
 
     async fn vm_capabilities(&self, vm: &VmId) -> Result<VmCapabilities> {
@@ -394,11 +394,14 @@ impl Provider for Simulator {
     }
 
     fn snapshotter(&self) -> Option<&dyn Snapshotter> {
-        Some(self)
+        self.inner
+            .caps
+            .snapshots
+            .then_some(self as &dyn Snapshotter)
     }
 
     fn cloner(&self) -> Option<&dyn Cloner> {
-        Some(self)
+        self.inner.caps.clones().then_some(self as &dyn Cloner)
     }
 
     fn placer(&self) -> Option<&dyn Placer> {

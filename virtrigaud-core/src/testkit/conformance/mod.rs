@@ -28,6 +28,10 @@ use crate::sim::{GuestBehavior, Simulator};
 use crate::snapshot::{DeleteSnapshotOptions, RevertOptions, SnapshotOptions};
 use crate::vm::{PowerState, VmId};
 
+mod truth;
+
+pub use truth::capabilities_tell_the_truth;
+
 /// What a backend supplies to the conformance suite.
 #[async_trait]
 pub trait Fixture: Send + Sync {
@@ -88,6 +92,10 @@ pub async fn run_all(provider: Arc<dyn Provider>, fixture: &dyn Fixture) -> Repo
     report.push("watch_reports_off", watch_reports_off(p, fixture).await);
     report.push("snapshot_round_trip", snapshot_round_trip(p, fixture).await);
     report.push("clone_round_trip", clone_round_trip(p, fixture).await);
+    report.push(
+        "capabilities_tell_the_truth",
+        capabilities_tell_the_truth(p, fixture).await,
+    );
     report
 }
 
