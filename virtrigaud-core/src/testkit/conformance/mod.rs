@@ -122,6 +122,17 @@ macro_rules! attempt {
     };
 }
 
+/// Runs `check` on a fresh cooperative VM from the fixture, then cleans the VM up.
+async fn with_vm(
+    fixture: &dyn Fixture,
+    check: impl AsyncFnOnce(&VmId) -> CheckOutcome,
+) -> CheckOutcome {
+    let vm = attempt!(fixture.cooperative_vm().await, "fixture.cooperative_vm");
+    let outcome = check(&vm).await;
+    fixture.cleanup(&vm).await;
+    outcome
+}
+
 /// Waits (watch or poll, [`crate::wait::await_power_state`]) until `pred` holds or `limit`
 /// passes.
 pub async fn await_state(
@@ -173,22 +184,21 @@ pub async fn not_found_is_classified(
 
 /// Hard off, start, hard off; powering off an off VM is `InvalidState`.
 pub async fn power_cycle(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) -> CheckOutcome {
-    let vm = attempt!(fixture.cooperative_vm().await, "fixture.cooperative_vm");
-    let outcome = async {
-        let state = attempt!(provider.power_state(&vm).await, "power_state");
+    with_vm(fixture, async |vm: &VmId| {
+        let state = attempt!(provider.power_state(vm).await, "power_state");
         ensure!(
             state.is_active(),
             "a fresh cooperative VM should be running, it is {state}"
         );
         attempt!(
-            provider.power_off(&vm, &PowerOffOptions::default()).await,
+            provider.power_off(vm, &PowerOffOptions::default()).await,
             "power_off"
         );
         attempt!(
-            await_state(provider, &vm, SETTLE, PowerState::is_off).await,
+            await_state(provider, vm, SETTLE, PowerState::is_off).await,
             "waiting for off"
         );
-        match provider.power_off(&vm, &PowerOffOptions::default()).await {
+        match provider.power_off(vm, &PowerOffOptions::default()).await {
             Err(e) if e.is(ErrorKind::InvalidState) => {}
             other => {
                 return CheckOutcome::Failed(format!(
@@ -196,26 +206,24 @@ pub async fn power_cycle(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) ->
                 ));
             }
         }
-        attempt!(provider.start(&vm, &StartOptions::default()).await, "start");
+        attempt!(provider.start(vm, &StartOptions::default()).await, "start");
         attempt!(
-            await_state(provider, &vm, SETTLE, |s| *s == PowerState::Running).await,
+            await_state(provider, vm, SETTLE, |s| *s == PowerState::Running).await,
             "waiting for running"
         );
-        let d = attempt!(provider.describe(&vm).await, "describe");
-        ensure!(d.id == vm, "describe returned id {} for {vm}", d.id);
+        let d = attempt!(provider.describe(vm).await, "describe");
+        ensure!(d.id == *vm, "describe returned id {} for {vm}", d.id);
         attempt!(
-            provider.power_off(&vm, &PowerOffOptions::default()).await,
+            provider.power_off(vm, &PowerOffOptions::default()).await,
             "power_off"
         );
         attempt!(
-            await_state(provider, &vm, SETTLE, PowerState::is_off).await,
+            await_state(provider, vm, SETTLE, PowerState::is_off).await,
             "waiting for off"
         );
         CheckOutcome::Passed
-    }
-    .await;
-    fixture.cleanup(&vm).await;
-    outcome
+    })
+    .await
 }
 
 /// A cooperative guest stops gracefully; a second shutdown reports `AlreadyOff` without
@@ -224,13 +232,12 @@ pub async fn graceful_shutdown_completes(
     provider: &Arc<dyn Provider>,
     fixture: &dyn Fixture,
 ) -> CheckOutcome {
-    let vm = attempt!(fixture.cooperative_vm().await, "fixture.cooperative_vm");
     let manager = ShutdownManager::new(Arc::clone(provider));
-    let outcome = async {
+    with_vm(fixture, async |vm: &VmId| {
         let grace = fixture.graceful_grace();
         let report = attempt!(
             manager
-                .shutdown(&vm, ShutdownPolicy::with_grace(grace))
+                .shutdown(vm, ShutdownPolicy::with_grace(grace))
                 .await,
             "shutdown"
         );
@@ -245,14 +252,14 @@ pub async fn graceful_shutdown_completes(
             "graceful shutdown took {:?} > grace {grace:?}",
             report.elapsed
         );
-        let state = attempt!(provider.power_state(&vm).await, "power_state");
+        let state = attempt!(provider.power_state(vm).await, "power_state");
         ensure!(
             state.is_off(),
             "reported graceful but the provider says {state}"
         );
         let again = attempt!(
             manager
-                .shutdown(&vm, ShutdownPolicy::with_grace(grace))
+                .shutdown(vm, ShutdownPolicy::with_grace(grace))
                 .await,
             "second shutdown"
         );
@@ -266,10 +273,8 @@ pub async fn graceful_shutdown_completes(
             "an off VM was signalled or powered off"
         );
         CheckOutcome::Passed
-    }
-    .await;
-    fixture.cleanup(&vm).await;
-    outcome
+    })
+    .await
 }
 
 /// Grace 0 powers off at once, without a request to the guest.
@@ -277,11 +282,10 @@ pub async fn grace_zero_forces_at_once(
     provider: &Arc<dyn Provider>,
     fixture: &dyn Fixture,
 ) -> CheckOutcome {
-    let vm = attempt!(fixture.cooperative_vm().await, "fixture.cooperative_vm");
     let manager = ShutdownManager::new(Arc::clone(provider));
-    let outcome = async {
+    with_vm(fixture, async |vm: &VmId| {
         let report = attempt!(
-            manager.shutdown(&vm, ShutdownPolicy::force()).await,
+            manager.shutdown(vm, ShutdownPolicy::force()).await,
             "shutdown"
         );
         ensure!(
@@ -299,13 +303,11 @@ pub async fn grace_zero_forces_at_once(
             "grace 0 sent {} requests",
             report.signals_sent
         );
-        let state = attempt!(provider.power_state(&vm).await, "power_state");
+        let state = attempt!(provider.power_state(vm).await, "power_state");
         ensure!(state.is_off(), "forced off but the provider says {state}");
         CheckOutcome::Passed
-    }
-    .await;
-    fixture.cleanup(&vm).await;
-    outcome
+    })
+    .await
 }
 
 /// A guest that ignores the request is powered off at the deadline, not before.
@@ -443,16 +445,15 @@ pub async fn watch_reports_off(
     if !provider.capabilities().power_state_watch {
         return CheckOutcome::Skipped("the provider does not push power-state changes".into());
     }
-    let vm = attempt!(fixture.cooperative_vm().await, "fixture.cooperative_vm");
-    let outcome = async {
-        let Some(mut stream) = attempt!(provider.watch_power_state(&vm).await, "watch_power_state")
+    with_vm(fixture, async |vm: &VmId| {
+        let Some(mut stream) = attempt!(provider.watch_power_state(vm).await, "watch_power_state")
         else {
             return CheckOutcome::Failed(
                 "declares power_state_watch but returned no stream".into(),
             );
         };
         attempt!(
-            provider.power_off(&vm, &PowerOffOptions::default()).await,
+            provider.power_off(vm, &PowerOffOptions::default()).await,
             "power_off"
         );
         let seen = tokio::time::timeout(SETTLE, async {
@@ -471,10 +472,8 @@ pub async fn watch_reports_off(
             "no off state was pushed after a power-off"
         );
         CheckOutcome::Passed
-    }
-    .await;
-    fixture.cleanup(&vm).await;
-    outcome
+    })
+    .await
 }
 
 /// Create, list, revert and delete a snapshot.
@@ -486,13 +485,12 @@ pub async fn snapshot_round_trip(
     let Some(snapshotter) = provider.snapshotter().filter(|_| caps.snapshots) else {
         return CheckOutcome::Skipped("the provider has no snapshots".into());
     };
-    let vm = attempt!(fixture.cooperative_vm().await, "fixture.cooperative_vm");
-    let outcome = async {
+    with_vm(fixture, async |vm: &VmId| {
         let opts = SnapshotOptions::new("vr-conformance")
             .with_memory(caps.memory_snapshots)
             .with_description("virtrigaud conformance");
         let snap = attempt!(
-            snapshotter.create_snapshot(&vm, &opts).await,
+            snapshotter.create_snapshot(vm, &opts).await,
             "create_snapshot"
         );
         ensure!(
@@ -500,7 +498,7 @@ pub async fn snapshot_round_trip(
             "snapshot named {}",
             snap.name
         );
-        let list = attempt!(snapshotter.list_snapshots(&vm).await, "list_snapshots");
+        let list = attempt!(snapshotter.list_snapshots(vm).await, "list_snapshots");
         ensure!(
             list.iter().any(|s| s.id == snap.id),
             "new snapshot {} not listed",
@@ -508,24 +506,24 @@ pub async fn snapshot_round_trip(
         );
         attempt!(
             snapshotter
-                .revert_snapshot(&vm, &snap.id, &RevertOptions::default())
+                .revert_snapshot(vm, &snap.id, &RevertOptions::default())
                 .await,
             "revert_snapshot"
         );
         attempt!(
             snapshotter
-                .delete_snapshot(&vm, &snap.id, &DeleteSnapshotOptions::default())
+                .delete_snapshot(vm, &snap.id, &DeleteSnapshotOptions::default())
                 .await,
             "delete_snapshot"
         );
-        let list = attempt!(snapshotter.list_snapshots(&vm).await, "list_snapshots");
+        let list = attempt!(snapshotter.list_snapshots(vm).await, "list_snapshots");
         ensure!(
             !list.iter().any(|s| s.id == snap.id),
             "deleted snapshot {} still listed",
             snap.id
         );
         match snapshotter
-            .delete_snapshot(&vm, &snap.id, &DeleteSnapshotOptions::default())
+            .delete_snapshot(vm, &snap.id, &DeleteSnapshotOptions::default())
             .await
         {
             Err(e) if e.is(ErrorKind::NotFound) => {}
@@ -536,10 +534,8 @@ pub async fn snapshot_round_trip(
             }
         }
         CheckOutcome::Passed
-    }
-    .await;
-    fixture.cleanup(&vm).await;
-    outcome
+    })
+    .await
 }
 
 /// Clone a VM, see the clone, delete it.
