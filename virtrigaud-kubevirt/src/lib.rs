@@ -55,31 +55,38 @@
 //! The library never installs a process-wide rustls crypto provider: kube is built with
 //! `aws-lc-rs` only. It does not pick a `k8s-openapi` version feature either; the final binary does.
 
-mod backend;
+mod armed;
+mod client;
 mod clone;
+mod config;
+mod create;
+mod describe;
 mod error;
-mod hotplug;
 mod id;
+mod labels;
 mod lifecycle;
 mod power;
 mod provider;
 mod quantity;
+mod reconfigure;
 mod snapshot;
 pub mod state;
 mod stats;
+mod stop;
 pub mod types;
+mod watch;
 
+pub use config::{
+    ConnectOptions, DEFAULT_GRACE_SECONDS, KubeVirtConfig, PowerApi, RolloutStrategy,
+};
 pub use id::VmRef;
+pub use labels::VM_LABEL;
 pub use lifecycle::{
     LifecycleAction, LifecycleOutcome, LifecycleState, LifecycleStatus, LifecycleVerb,
 };
-pub use power::StopOutcome;
-pub use provider::{
-    ConnectOptions, DEFAULT_GRACE_SECONDS, KubeVirtConfig, KubeVirtProvider, PowerApi,
-    RolloutStrategy,
-};
-pub use snapshot::VM_LABEL;
+pub use provider::KubeVirtProvider;
 pub use stats::ApiStatsSnapshot;
+pub use stop::StopOutcome;
 
 /// The provider type name.
 pub const PROVIDER_TYPE: &str = "kubevirt";
