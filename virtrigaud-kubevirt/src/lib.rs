@@ -53,7 +53,10 @@
 //! ```
 //!
 //! The library never installs a process-wide rustls crypto provider: kube is built with
-//! `aws-lc-rs` only. It does not pick a `k8s-openapi` version feature either; the final binary does.
+//! `aws-lc-rs` only. It builds `k8s-openapi` with its `latest` Kubernetes API version.
+//!
+//! The `testkit` feature (off by default, not a stable API) adds the `testkit` module of test
+//! support: a fake virt-controller for a real kube-apiserver, and fixtures.
 
 mod armed;
 mod client;
@@ -73,6 +76,8 @@ mod snapshot;
 pub mod state;
 mod stats;
 mod stop;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod types;
 mod watch;
 

@@ -23,7 +23,10 @@ use crate::PROVIDER_TYPE;
 use crate::client::{Connection, Sub};
 use crate::config::PowerApi;
 use crate::id::VmRef;
-use crate::state::{RunStrategy, is_stop_request, vmi_is_final, vmi_phase};
+use crate::state::{
+    RunStrategy, is_stop_request, run_strategy_name, run_strategy_of, run_strategy_value,
+    vmi_is_final, vmi_phase,
+};
 use crate::types::{VirtualMachine, VirtualMachineInstance};
 
 impl Connection {
@@ -72,13 +75,12 @@ impl Connection {
         {
             return Err(Error::invalid_state("VM is already running"));
         }
-        let rs = RunStrategy::of(vm);
-        match rs {
-            RunStrategy::Halted => {
+        match run_strategy_of(vm) {
+            Some(RunStrategy::Halted) => {
                 self.patch_run_strategy(r, vm, RunStrategy::Always, op)
                     .await
             }
-            RunStrategy::Manual | RunStrategy::RerunOnFailure => {
+            Some(rs @ (RunStrategy::Manual | RunStrategy::RerunOnFailure)) => {
                 let phase = vmi.map(vmi_phase);
                 if rs == RunStrategy::RerunOnFailure && phase == Some("Failed") {
                     return Err(Error::invalid_state(
@@ -98,7 +100,8 @@ impl Connection {
                 self.add_state_change_requests(r, vm, reqs, false, op).await
             }
             _ => Err(Error::invalid_state(format!(
-                "run strategy {rs} does not support manual start requests"
+                "run strategy {} does not support manual start requests",
+                run_strategy_name(vm)
             ))),
         }
     }
@@ -134,10 +137,13 @@ impl Connection {
         force: bool,
         op: &'static str,
     ) -> Result<()> {
-        let rs = RunStrategy::of(vm);
-        if matches!(rs, RunStrategy::Halted | RunStrategy::Once) {
+        if matches!(
+            run_strategy_of(vm),
+            Some(RunStrategy::Halted | RunStrategy::Once)
+        ) {
             return Err(Error::invalid_state(format!(
-                "run strategy {rs} does not support manual restart requests"
+                "run strategy {} does not support manual restart requests",
+                run_strategy_name(vm)
             )));
         }
         let Some(v) = vmi else {
@@ -170,7 +176,7 @@ impl Connection {
         let ops = match (&vm.spec.run_strategy, vm.spec.running) {
             (Some(cur), _) => json!([
                 {"op": "test", "path": "/spec/runStrategy", "value": cur},
-                {"op": "replace", "path": "/spec/runStrategy", "value": to.as_str()},
+                {"op": "replace", "path": "/spec/runStrategy", "value": run_strategy_value(to)},
             ]),
             (None, Some(running)) => json!([
                 {"op": "test", "path": "/spec/running", "value": running},
@@ -178,7 +184,7 @@ impl Connection {
             ]),
             (None, None) => json!([
                 {"op": "test", "path": "/metadata/resourceVersion", "value": vm.metadata.resource_version},
-                {"op": "add", "path": "/spec/runStrategy", "value": to.as_str()},
+                {"op": "add", "path": "/spec/runStrategy", "value": run_strategy_value(to)},
             ]),
         };
         let api = self.api::<VirtualMachine>(&r.namespace);

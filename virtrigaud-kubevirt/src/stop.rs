@@ -17,7 +17,9 @@ use crate::armed::Armed;
 use crate::client::{Connection, Sub};
 use crate::config::{DEFAULT_GRACE_SECONDS, PowerApi};
 use crate::id::VmRef;
-use crate::state::{RunStrategy, stop_in_flight, vmi_active, vmi_is_final, will_start};
+use crate::state::{
+    RunStrategy, run_strategy_of, stop_in_flight, vmi_active, vmi_is_final, will_start,
+};
 use crate::types::{VirtualMachine, VirtualMachineInstance};
 
 /// What a stop request did.
@@ -94,7 +96,7 @@ impl Connection {
         op: &'static str,
     ) -> Result<(StopOutcome, Armed)> {
         let res = r.to_string();
-        let rs = RunStrategy::of(vm);
+        let rs = run_strategy_of(vm);
         let active = vmi_active(vmi);
         let in_flight = stop_in_flight(vm, vmi);
         // No instance and none coming (virt-controller will not create one): nothing to stop.
@@ -132,11 +134,11 @@ impl Connection {
         if !in_flight {
             // What the stop does to the run state (virt-api does the same for a `stop` PUT).
             match rs {
-                RunStrategy::Manual | RunStrategy::RerunOnFailure => {
+                Some(RunStrategy::Manual | RunStrategy::RerunOnFailure) => {
                     let uid = vmi.and_then(|v| v.metadata.uid.clone());
                     armed.stop_request = Some(json!({"action": "Stop", "uid": uid}));
                 }
-                RunStrategy::Halted => {}
+                Some(RunStrategy::Halted) => {}
                 _ => {
                     armed.run_state = match (&vm.spec.run_strategy, vm.spec.running) {
                         (Some(cur), _) => Some(("/spec/runStrategy", json!(cur))),
@@ -180,12 +182,12 @@ impl Connection {
             return Ok((StopOutcome::GraceShortened, armed));
         }
         match rs {
-            RunStrategy::Manual | RunStrategy::RerunOnFailure => {
+            Some(RunStrategy::Manual | RunStrategy::RerunOnFailure) => {
                 let req = armed.stop_request.clone().unwrap_or(Value::Null);
                 self.add_state_change_requests(r, vm, vec![req], true, op)
                     .await?;
             }
-            RunStrategy::Halted => return Ok((StopOutcome::AlreadyStopping, armed)),
+            Some(RunStrategy::Halted) => return Ok((StopOutcome::AlreadyStopping, armed)),
             _ => {
                 self.patch_run_strategy(r, vm, RunStrategy::Halted, op)
                     .await?
