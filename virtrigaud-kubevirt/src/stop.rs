@@ -87,6 +87,7 @@ impl Connection {
         Ok(outcome)
     }
 
+    /// One attempt of a stop: [`plan_stop`], then the subresource call or the object changes.
     async fn try_stop(
         &self,
         r: &VmRef,
@@ -95,77 +96,42 @@ impl Connection {
         grace: Option<i64>,
         op: &'static str,
     ) -> Result<(StopOutcome, Armed)> {
-        let res = r.to_string();
-        let rs = run_strategy_of(vm);
-        let active = vmi_active(vmi);
-        let in_flight = stop_in_flight(vm, vmi);
-        // No instance and none coming (virt-controller will not create one): nothing to stop.
-        if !active && !will_start(vm, vmi) {
-            return Err(Error::invalid_state("VM is not running"));
-        }
-        let mut armed = Armed {
-            vmi_uid: vmi.filter(|_| active).and_then(|v| v.metadata.uid.clone()),
-            ..Armed::default()
-        };
-        let current = vmi.and_then(|v| v.spec.termination_grace_period_seconds);
-        let effective = current.unwrap_or(DEFAULT_GRACE_SECONDS);
-        if in_flight && grace.is_none_or(|g| g >= effective) {
-            // One grace period per stop: a longer (or no) grace never extends one in flight.
-            return Ok((StopOutcome::AlreadyStopping, armed));
-        }
-        // A VMI grace below the template's was shortened by a stop that may still be racing us
-        // (its run-state change not visible yet): then, too, a grace may only shorten.
-        let template = vm
-            .spec
-            .template
-            .as_ref()
-            .and_then(|t| t.spec.as_ref())
-            .and_then(|s| s.termination_grace_period_seconds)
-            .unwrap_or(DEFAULT_GRACE_SECONDS);
-        let shortened_before = current.is_some_and(|c| c < template);
-        let set_grace = match grace {
-            Some(g) if in_flight || shortened_before => g < effective,
-            Some(g) => current != Some(g),
-            None => false,
-        };
-        if let Some(g) = grace.filter(|_| set_grace && active) {
-            armed.grace = Some((current, g));
-        }
-        if !in_flight {
-            // What the stop does to the run state (virt-api does the same for a `stop` PUT).
-            match rs {
-                Some(RunStrategy::Manual | RunStrategy::RerunOnFailure) => {
-                    let uid = vmi.and_then(|v| v.metadata.uid.clone());
-                    armed.stop_request = Some(json!({"action": "Stop", "uid": uid}));
-                }
-                Some(RunStrategy::Halted) => {}
-                _ => {
-                    armed.run_state = match (&vm.spec.run_strategy, vm.spec.running) {
-                        (Some(cur), _) => Some(("/spec/runStrategy", json!(cur))),
-                        (None, Some(running)) => Some(("/spec/running", json!(running))),
-                        (None, None) => None,
-                    };
-                }
-            }
+        let plan = plan_stop(vm, vmi, grace)?;
+        if plan.already_stopping {
+            return Ok((StopOutcome::AlreadyStopping, plan.armed));
         }
         if self.config.power_api == PowerApi::Subresources {
             let body = match grace {
-                Some(g) if set_grace => json!({"gracePeriod": g}),
+                Some(g) if plan.set_grace => json!({"gracePeriod": g}),
                 _ => json!({}),
             };
             self.subresource(r, Sub::Stop, body, op).await?;
-            let outcome = if in_flight {
+            let outcome = if plan.in_flight {
                 StopOutcome::GraceShortened
             } else {
                 StopOutcome::Requested
             };
-            return Ok((outcome, armed));
+            return Ok((outcome, plan.armed));
         }
-        // Object mode: first the grace on the running VMI, then the run state.
-        if let (Some(v), Some(g)) = (vmi.filter(|_| active), grace)
-            && set_grace
+        let outcome = self.stop_objects(r, vm, vmi, grace, &plan, op).await?;
+        Ok((outcome, plan.armed))
+    }
+
+    /// Object mode: first the grace on the running VMI, then the run state.
+    async fn stop_objects(
+        &self,
+        r: &VmRef,
+        vm: &VirtualMachine,
+        vmi: Option<&VirtualMachineInstance>,
+        grace: Option<i64>,
+        plan: &StopPlan,
+        op: &'static str,
+    ) -> Result<StopOutcome> {
+        let res = r.to_string();
+        if let (Some(v), Some(g)) = (vmi.filter(|_| plan.active), grace)
+            && plan.set_grace
         {
-            let ops = match current {
+            let ops = match plan.current {
                 Some(c) => json!([
                     {"op": "test", "path": "/spec/terminationGracePeriodSeconds", "value": c},
                     {"op": "replace", "path": "/spec/terminationGracePeriodSeconds", "value": g},
@@ -178,22 +144,22 @@ impl Connection {
             let api = self.api::<VirtualMachineInstance>(&r.namespace);
             self.json_patch(&api, &r.name, ops, false, op, &res).await?;
         }
-        if in_flight {
-            return Ok((StopOutcome::GraceShortened, armed));
+        if plan.in_flight {
+            return Ok(StopOutcome::GraceShortened);
         }
-        match rs {
+        match run_strategy_of(vm) {
             Some(RunStrategy::Manual | RunStrategy::RerunOnFailure) => {
-                let req = armed.stop_request.clone().unwrap_or(Value::Null);
+                let req = plan.armed.stop_request.clone().unwrap_or(Value::Null);
                 self.add_state_change_requests(r, vm, vec![req], true, op)
                     .await?;
             }
-            Some(RunStrategy::Halted) => return Ok((StopOutcome::AlreadyStopping, armed)),
+            Some(RunStrategy::Halted) => return Ok(StopOutcome::AlreadyStopping),
             _ => {
                 self.patch_run_strategy(r, vm, RunStrategy::Halted, op)
                     .await?
             }
         }
-        Ok((StopOutcome::Requested, armed))
+        Ok(StopOutcome::Requested)
     }
 
     /// Undoes what our stop request changed ([`Armed`]), so that the VM keeps running:
@@ -235,7 +201,6 @@ impl Connection {
         armed: &Armed,
         op: &'static str,
     ) -> Result<()> {
-        let res = r.to_string();
         let Some(v) = vmi.filter(|v| !vmi_is_final(v)) else {
             return Err(Error::invalid_state(
                 "the VM already stopped: the shutdown cannot be cancelled",
@@ -245,16 +210,32 @@ impl Connection {
             tracing::debug!(vm = %r, "cancel_shutdown: a new instance runs; our stop no longer applies");
             return Ok(());
         }
-        let deletion_begun = || {
-            Error::invalid_state(
-                "virt-controller has already begun deleting the instance: KubeVirt cannot undo \
-                 that, the guest is being shut down and is forced off when its grace expires",
-            )
-        };
         if v.metadata.deletion_timestamp.is_some() {
             return Err(deletion_begun());
         }
         // 1. The run state first: it is what makes virt-controller delete the instance.
+        self.undo_run_state(r, vm, armed, op).await?;
+        // 2. The grace the instance had (a shortened one would cut the next stop's grace).
+        self.undo_grace(r, v, armed, op).await?;
+        // virt-controller may have acted on the stop between our read and our writes.
+        if self.get_vmi(r, op).await?.is_some_and(|now| {
+            now.metadata.uid == v.metadata.uid && now.metadata.deletion_timestamp.is_some()
+        }) {
+            return Err(deletion_begun());
+        }
+        Ok(())
+    }
+
+    /// Puts back the run strategy (or `spec.running`) our stop set to `Halted`, and withdraws
+    /// our `Stop` state-change request.
+    async fn undo_run_state(
+        &self,
+        r: &VmRef,
+        vm: &VirtualMachine,
+        armed: &Armed,
+        op: &'static str,
+    ) -> Result<()> {
+        let res = r.to_string();
         if let Some((path, before)) = &armed.run_state {
             let now_halted = match *path {
                 "/spec/runStrategy" => vm.spec.run_strategy.as_deref() == Some("Halted"),
@@ -289,7 +270,18 @@ impl Connection {
             let api = self.api::<VirtualMachine>(&r.namespace);
             self.json_patch(&api, &r.name, ops, true, op, &res).await?;
         }
-        // 2. The grace the instance had (a shortened one would cut the next stop's grace).
+        Ok(())
+    }
+
+    /// Puts back the instance's grace period our stop changed (if it is still ours).
+    async fn undo_grace(
+        &self,
+        r: &VmRef,
+        v: &VirtualMachineInstance,
+        armed: &Armed,
+        op: &'static str,
+    ) -> Result<()> {
+        let res = r.to_string();
         if let Some((before, set)) = armed.grace
             && v.spec.termination_grace_period_seconds == Some(set)
         {
@@ -306,12 +298,99 @@ impl Connection {
             let api = self.api::<VirtualMachineInstance>(&r.namespace);
             self.json_patch(&api, &r.name, ops, false, op, &res).await?;
         }
-        // virt-controller may have acted on the stop between our read and our writes.
-        if self.get_vmi(r, op).await?.is_some_and(|now| {
-            now.metadata.uid == v.metadata.uid && now.metadata.deletion_timestamp.is_some()
-        }) {
-            return Err(deletion_begun());
-        }
         Ok(())
     }
+}
+
+/// `cancel_shutdown` after virt-controller began deleting the instance.
+fn deletion_begun() -> Error {
+    Error::invalid_state(
+        "virt-controller has already begun deleting the instance: KubeVirt cannot undo \
+         that, the guest is being shut down and is forced off when its grace expires",
+    )
+}
+
+/// What a stop will do, decided from one read of the VM and its instance.
+#[derive(Debug)]
+struct StopPlan {
+    /// A stop is in flight (this one can only shorten its grace).
+    in_flight: bool,
+    /// An instance exists that is not final.
+    active: bool,
+    /// The instance's `terminationGracePeriodSeconds`.
+    current: Option<i64>,
+    /// The requested grace is to be written.
+    set_grace: bool,
+    /// Nothing to send: a stop with an equal or shorter grace is in flight.
+    already_stopping: bool,
+    /// What the stop changes, for `cancel_shutdown`.
+    armed: Armed,
+}
+
+/// Decides a stop (virt-api's rules; see the module docs on grace periods). `InvalidState`
+/// when no instance runs and none is coming.
+fn plan_stop(
+    vm: &VirtualMachine,
+    vmi: Option<&VirtualMachineInstance>,
+    grace: Option<i64>,
+) -> Result<StopPlan> {
+    let active = vmi_active(vmi);
+    let in_flight = stop_in_flight(vm, vmi);
+    // No instance and none coming (virt-controller will not create one): nothing to stop.
+    if !active && !will_start(vm, vmi) {
+        return Err(Error::invalid_state("VM is not running"));
+    }
+    let mut plan = StopPlan {
+        in_flight,
+        active,
+        current: vmi.and_then(|v| v.spec.termination_grace_period_seconds),
+        set_grace: false,
+        already_stopping: false,
+        armed: Armed {
+            vmi_uid: vmi.filter(|_| active).and_then(|v| v.metadata.uid.clone()),
+            ..Armed::default()
+        },
+    };
+    let effective = plan.current.unwrap_or(DEFAULT_GRACE_SECONDS);
+    if in_flight && grace.is_none_or(|g| g >= effective) {
+        // One grace period per stop: a longer (or no) grace never extends one in flight.
+        plan.already_stopping = true;
+        return Ok(plan);
+    }
+    // A VMI grace below the template's was shortened by a stop that may still be racing us
+    // (its run-state change not visible yet): then, too, a grace may only shorten.
+    let template = vm
+        .spec
+        .template
+        .as_ref()
+        .and_then(|t| t.spec.as_ref())
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(DEFAULT_GRACE_SECONDS);
+    let shortened_before = plan.current.is_some_and(|c| c < template);
+    plan.set_grace = match grace {
+        Some(g) if in_flight || shortened_before => g < effective,
+        Some(g) => plan.current != Some(g),
+        None => false,
+    };
+    if let Some(g) = grace.filter(|_| plan.set_grace && active) {
+        plan.armed.grace = Some((plan.current, g));
+    }
+    if !in_flight {
+        // What the stop does to the run state (virt-api does the same for a `stop` PUT).
+        match run_strategy_of(vm) {
+            Some(RunStrategy::Manual | RunStrategy::RerunOnFailure) => {
+                let uid = vmi.and_then(|v| v.metadata.uid.clone());
+                plan.armed.stop_request = Some(json!({"action": "Stop", "uid": uid}));
+            }
+            Some(RunStrategy::Halted) => {}
+            _ => {
+                plan.armed.run_state = match (&vm.spec.run_strategy, vm.spec.running) {
+                    (Some(cur), _) => Some(("/spec/runStrategy", json!(cur))),
+                    (None, Some(running)) => Some(("/spec/running", json!(running))),
+                    (None, None) => None,
+                };
+            }
+        }
+    }
+    Ok(plan)
 }

@@ -13,6 +13,7 @@ use crate::client::Connection;
 use crate::error::to_core_error;
 use crate::id::VmRef;
 use crate::state::power_state_of;
+use crate::stats::ApiStats;
 use crate::types::{VirtualMachine, VirtualMachineInstance};
 
 impl Connection {
@@ -27,15 +28,6 @@ impl Connection {
             Vm(watcher::Event<VirtualMachine>),
             Vmi(watcher::Event<VirtualMachineInstance>),
         }
-        #[derive(Default)]
-        struct St {
-            vm: Option<VirtualMachine>,
-            vmi: Option<VirtualMachineInstance>,
-            vm_buf: Option<VirtualMachine>,
-            vmi_buf: Option<VirtualMachineInstance>,
-            vm_ready: bool,
-            vmi_ready: bool,
-        }
         let wc = watcher::Config::default().fields(&format!("metadata.name={}", r.name));
         let a = watcher(self.api::<VirtualMachine>(&r.namespace), wc.clone())
             .default_backoff()
@@ -46,67 +38,23 @@ impl Connection {
         let stats = self.stats.clone();
         let res = r.to_string();
         stream::select(a, b)
-            .scan(St::default(), move |st, ev| {
-                use watcher::Event as E;
-                let out = match ev {
-                    Err(e) => Some(Err(to_core_error(e, "watch", Some(&res)))),
-                    Ok(side) => {
-                        let changed = match side {
-                            Side::Vm(E::Apply(o)) => {
-                                stats.watch_event();
-                                st.vm = Some(o);
-                                true
-                            }
-                            Side::Vm(E::Delete(_)) => {
-                                stats.watch_event();
-                                st.vm = None;
-                                true
-                            }
-                            Side::Vm(E::Init) => {
-                                st.vm_buf = None;
-                                false
-                            }
-                            Side::Vm(E::InitApply(o)) => {
-                                stats.watch_event();
-                                st.vm_buf = Some(o);
-                                false
-                            }
-                            Side::Vm(E::InitDone) => {
-                                st.vm = st.vm_buf.take();
-                                st.vm_ready = true;
-                                true
-                            }
-                            Side::Vmi(E::Apply(o)) => {
-                                stats.watch_event();
-                                st.vmi = Some(o);
-                                true
-                            }
-                            Side::Vmi(E::Delete(_)) => {
-                                stats.watch_event();
-                                st.vmi = None;
-                                true
-                            }
-                            Side::Vmi(E::Init) => {
-                                st.vmi_buf = None;
-                                false
-                            }
-                            Side::Vmi(E::InitApply(o)) => {
-                                stats.watch_event();
-                                st.vmi_buf = Some(o);
-                                false
-                            }
-                            Side::Vmi(E::InitDone) => {
-                                st.vmi = st.vmi_buf.take();
-                                st.vmi_ready = true;
-                                true
-                            }
-                        };
-                        (changed && st.vm_ready && st.vmi_ready)
-                            .then(|| Ok((st.vm.clone(), st.vmi.clone())))
-                    }
-                };
-                futures::future::ready(Some(out))
-            })
+            .scan(
+                (Mirror::default(), Mirror::default()),
+                move |(vm, vmi), ev| {
+                    let out = match ev {
+                        Err(e) => Some(Err(to_core_error(e, "watch", Some(&res)))),
+                        Ok(side) => {
+                            let changed = match side {
+                                Side::Vm(ev) => vm.apply(ev, &stats),
+                                Side::Vmi(ev) => vmi.apply(ev, &stats),
+                            };
+                            (changed && vm.ready && vmi.ready)
+                                .then(|| Ok((vm.current.clone(), vmi.current.clone())))
+                        }
+                    };
+                    futures::future::ready(Some(out))
+                },
+            )
             .filter_map(futures::future::ready)
             .boxed()
     }
@@ -173,5 +121,59 @@ impl Connection {
             .unwrap_or_else(|_| Err(Error::timeout(format!("not done within {timeout:?}"))))
             .await
             .ctx(PROVIDER_TYPE, op, &res)
+    }
+}
+
+/// One watched object as the watch has delivered it so far.
+#[derive(Debug)]
+struct Mirror<K> {
+    /// The object now (`None`: absent).
+    current: Option<K>,
+    /// The object of an initial listing in progress.
+    buffered: Option<K>,
+    /// The first initial listing is complete.
+    ready: bool,
+}
+
+impl<K> Default for Mirror<K> {
+    fn default() -> Self {
+        Mirror {
+            current: None,
+            buffered: None,
+            ready: false,
+        }
+    }
+}
+
+impl<K> Mirror<K> {
+    /// Applies one watch event; returns whether [`Mirror::current`] may have changed.
+    fn apply(&mut self, ev: watcher::Event<K>, stats: &ApiStats) -> bool {
+        use watcher::Event as E;
+        match ev {
+            E::Apply(o) => {
+                stats.watch_event();
+                self.current = Some(o);
+                true
+            }
+            E::Delete(_) => {
+                stats.watch_event();
+                self.current = None;
+                true
+            }
+            E::Init => {
+                self.buffered = None;
+                false
+            }
+            E::InitApply(o) => {
+                stats.watch_event();
+                self.buffered = Some(o);
+                false
+            }
+            E::InitDone => {
+                self.current = self.buffered.take();
+                self.ready = true;
+                true
+            }
+        }
     }
 }
