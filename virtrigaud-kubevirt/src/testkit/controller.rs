@@ -239,6 +239,8 @@ impl Ctl {
             .await;
     }
 
+    /// virt-controller for one VM: its state-change requests (or else its run strategy), its
+    /// printable status, and template changes (hot-plug under LiveUpdate, or RestartRequired).
     async fn reconcile_vm(&mut self, vm: &VirtualMachine, vmi: Option<&VirtualMachineInstance>) {
         let name = vm.name_any();
         let vms = self.api::<VirtualMachine>();
@@ -249,6 +251,54 @@ impl Ctl {
             .as_ref()
             .and_then(|s| s.state_change_requests.clone())
             .unwrap_or_default();
+        if reqs.is_empty() {
+            self.apply_run_strategy(vm, vmi).await;
+        } else {
+            self.apply_state_change_request(vm, vmi, &reqs).await;
+        }
+        let printable = self.printable_status(vm, vmi, deleting);
+        let mut status = json!({});
+        let cur = vm.status.as_ref();
+        if cur.and_then(|s| s.printable_status.as_deref()) != Some(printable) {
+            status["printableStatus"] = json!(printable);
+            status["ready"] = json!(printable == "Running");
+            status["created"] = json!(vmi.is_some());
+        }
+        // hot-plug (LiveUpdate) or RestartRequired
+        let generation = vm.metadata.generation.unwrap_or(0);
+        if cur.and_then(|s| s.observed_generation).unwrap_or(0) < generation {
+            let restart_required = self.hotplug(vm, vmi, deleting).await;
+            let mut conds: Vec<Value> = cur
+                .map(|s| {
+                    s.conditions
+                        .iter()
+                        .filter(|c| c.type_ != "RestartRequired")
+                        .map(|c| serde_json::to_value(c).unwrap())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if restart_required {
+                conds.push(json!({"type": "RestartRequired", "status": "True", "message": "a non-live-updatable field was changed"}));
+            }
+            status["conditions"] = json!(conds);
+            status["observedGeneration"] = json!(generation);
+        }
+        if status.as_object().is_some_and(|o| !o.is_empty()) {
+            let _ = vms
+                .patch_status(&name, &pp(), &Patch::Merge(json!({"status": status})))
+                .await;
+        }
+    }
+
+    /// Acts on the first state-change request and removes it once done.
+    async fn apply_state_change_request(
+        &mut self,
+        vm: &VirtualMachine,
+        vmi: Option<&VirtualMachineInstance>,
+        reqs: &[Value],
+    ) {
+        let name = vm.name_any();
+        let vms = self.api::<VirtualMachine>();
         if let Some(first) = reqs.first() {
             let action = first.get("action").and_then(|a| a.as_str()).unwrap_or("");
             let done = match action {
@@ -283,24 +333,41 @@ impl Ctl {
                 let p: json_patch::Patch = serde_json::from_value(ops).unwrap();
                 let _ = vms.patch_status(&name, &pp(), &Patch::Json::<()>(p)).await;
             }
-        } else {
-            match run_strategy_of(vm) {
-                Some(RunStrategy::Halted) => {
-                    if let Some(v) = vmi.filter(|v| v.metadata.deletion_timestamp.is_none()) {
-                        self.delete_vmi(&v.name_any()).await;
-                    }
-                }
-                Some(RunStrategy::Always) if vmi.is_none() => self.create_vmi(vm).await,
-                Some(RunStrategy::RerunOnFailure)
-                    if vmi.is_none() && !self.stopped_by_request.contains(&name) =>
-                {
-                    self.create_vmi(vm).await
-                }
-                _ => {}
-            }
         }
-        // printable status
-        let printable = match vmi {
+    }
+
+    /// Without requests: the run strategy decides whether an instance should exist.
+    async fn apply_run_strategy(
+        &mut self,
+        vm: &VirtualMachine,
+        vmi: Option<&VirtualMachineInstance>,
+    ) {
+        let name = vm.name_any();
+        match run_strategy_of(vm) {
+            Some(RunStrategy::Halted) => {
+                if let Some(v) = vmi.filter(|v| v.metadata.deletion_timestamp.is_none()) {
+                    self.delete_vmi(&v.name_any()).await;
+                }
+            }
+            Some(RunStrategy::Always) if vmi.is_none() => self.create_vmi(vm).await,
+            Some(RunStrategy::RerunOnFailure)
+                if vmi.is_none() && !self.stopped_by_request.contains(&name) =>
+            {
+                self.create_vmi(vm).await
+            }
+            _ => {}
+        }
+    }
+
+    /// The VM's `printableStatus` as virt-controller would write it.
+    fn printable_status(
+        &self,
+        vm: &VirtualMachine,
+        vmi: Option<&VirtualMachineInstance>,
+        deleting: bool,
+    ) -> &'static str {
+        let name = vm.name_any();
+        match vmi {
             None if run_strategy_of(vm).is_some_and(RunStrategy::starts_on_create)
                 && !(run_strategy_of(vm) == Some(RunStrategy::RerunOnFailure)
                     && self.stopped_by_request.contains(&name)) =>
@@ -312,66 +379,47 @@ impl Ctl {
             Some(v) if vmi_phase(v) == "Running" => "Running",
             Some(v) if vmi_is_final(v) => "Stopped",
             Some(_) => "Starting",
-        };
-        let mut status = json!({});
-        let cur = vm.status.as_ref();
-        if cur.and_then(|s| s.printable_status.as_deref()) != Some(printable) {
-            status["printableStatus"] = json!(printable);
-            status["ready"] = json!(printable == "Running");
-            status["created"] = json!(vmi.is_some());
         }
-        // hot-plug (LiveUpdate) or RestartRequired
-        let generation = vm.metadata.generation.unwrap_or(0);
-        if cur.and_then(|s| s.observed_generation).unwrap_or(0) < generation {
-            let mut restart_required = false;
-            if let Some(v) = vmi.filter(|v| vmi_phase(v) == "Running" && !deleting) {
-                let want = vm
-                    .spec
-                    .template
-                    .as_ref()
-                    .and_then(|t| t.spec.as_ref())
-                    .and_then(|s| s.domain.clone())
-                    .unwrap_or_default();
-                let have = v.spec.domain.clone().unwrap_or_default();
-                let cpu_w = want.cpu.clone().unwrap_or_default();
-                let cpu_h = have.cpu.clone().unwrap_or_default();
-                let mem_w = want.memory.as_ref().and_then(|m| m.guest.clone());
-                let mem_h = have.memory.as_ref().and_then(|m| m.guest.clone());
-                let changed = cpu_w.sockets != cpu_h.sockets || mem_w != mem_h;
-                if changed {
-                    let within = cpu_w.sockets.unwrap_or(1)
-                        <= cpu_h.max_sockets.unwrap_or(cpu_h.sockets.unwrap_or(1) * 4);
-                    if self.live_update && within {
-                        let patch = json!({"spec": {"domain": {"cpu": {"sockets": cpu_w.sockets}, "memory": {"guest": mem_w}}}});
-                        let _ = self
-                            .api::<VirtualMachineInstance>()
-                            .patch(&v.name_any(), &pp(), &Patch::Merge(patch))
-                            .await;
-                    } else {
-                        restart_required = true;
-                    }
+    }
+
+    /// A template change of a running VM: hot-plugged under LiveUpdate within the maxima,
+    /// else `true` (RestartRequired).
+    async fn hotplug(
+        &self,
+        vm: &VirtualMachine,
+        vmi: Option<&VirtualMachineInstance>,
+        deleting: bool,
+    ) -> bool {
+        let mut restart_required = false;
+        if let Some(v) = vmi.filter(|v| vmi_phase(v) == "Running" && !deleting) {
+            let want = vm
+                .spec
+                .template
+                .as_ref()
+                .and_then(|t| t.spec.as_ref())
+                .and_then(|s| s.domain.clone())
+                .unwrap_or_default();
+            let have = v.spec.domain.clone().unwrap_or_default();
+            let cpu_w = want.cpu.clone().unwrap_or_default();
+            let cpu_h = have.cpu.clone().unwrap_or_default();
+            let mem_w = want.memory.as_ref().and_then(|m| m.guest.clone());
+            let mem_h = have.memory.as_ref().and_then(|m| m.guest.clone());
+            let changed = cpu_w.sockets != cpu_h.sockets || mem_w != mem_h;
+            if changed {
+                let within = cpu_w.sockets.unwrap_or(1)
+                    <= cpu_h.max_sockets.unwrap_or(cpu_h.sockets.unwrap_or(1) * 4);
+                if self.live_update && within {
+                    let patch = json!({"spec": {"domain": {"cpu": {"sockets": cpu_w.sockets}, "memory": {"guest": mem_w}}}});
+                    let _ = self
+                        .api::<VirtualMachineInstance>()
+                        .patch(&v.name_any(), &pp(), &Patch::Merge(patch))
+                        .await;
+                } else {
+                    restart_required = true;
                 }
             }
-            let mut conds: Vec<Value> = cur
-                .map(|s| {
-                    s.conditions
-                        .iter()
-                        .filter(|c| c.type_ != "RestartRequired")
-                        .map(|c| serde_json::to_value(c).unwrap())
-                        .collect()
-                })
-                .unwrap_or_default();
-            if restart_required {
-                conds.push(json!({"type": "RestartRequired", "status": "True", "message": "a non-live-updatable field was changed"}));
-            }
-            status["conditions"] = json!(conds);
-            status["observedGeneration"] = json!(generation);
         }
-        if status.as_object().is_some_and(|o| !o.is_empty()) {
-            let _ = vms
-                .patch_status(&name, &pp(), &Patch::Merge(json!({"status": status})))
-                .await;
-        }
+        restart_required
     }
 
     async fn reconcile_vmi_shutdown(
