@@ -55,7 +55,7 @@ pub struct KubeVirtConfig {
     pub field_manager: String,
     /// The API server URL to identify this provider by in
     /// [`virtrigaud_core::Provider::instance_id`] (`None`: the kube config's `cluster_url`; a
-    /// provider made with [`KubeVirtProvider::with_client`] cannot see it). Credentials, query
+    /// provider made with [`crate::KubeVirtProvider::with_client`] cannot see it). Credentials, query
     /// and fragment are dropped.
     pub endpoint: Option<String>,
 }
@@ -130,7 +130,7 @@ impl KubeVirtConfig {
     }
 }
 
-/// Options for [`KubeVirtProvider::connect`].
+/// Options for [`crate::KubeVirtProvider::connect`].
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct ConnectOptions {

@@ -2,7 +2,7 @@
 //! kube-apiserver serving the KubeVirt CRDs (a client, unique namespaces, VMs) and
 //! [`FakeKubeVirt`], a small fake virt-controller / virt-handler / snapshot controller that
 //! plays KubeVirt's part of the protocol against that apiserver (no virt-api: use
-//! [`PowerApi::RunStrategy`](crate::PowerApi::RunStrategy)).
+//! [`crate::PowerApi::RunStrategy`]).
 //!
 //! Annotations on a VM script its guest: [`GUEST_SHUTDOWN`], [`BOOT`], [`SNAPSHOT_STUCK`].
 //! Helpers panic on failure (they are test code).
