@@ -6,19 +6,19 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde_json::Value;
 use virtrigaud_core::{Error, ErrorKind, PowerState, Result, ResultExt};
 
 use crate::PROVIDER_TYPE;
 use crate::armed::Armed;
-use crate::config::{KubeVirtConfig, endpoint_identity};
+use crate::config::{KubeVirtConfig, RolloutStrategy, endpoint_identity};
 use crate::error::{Call, KubeError, to_core_error};
 use crate::id::VmRef;
 use crate::state::{StateError, power_state_of};
 use crate::stats::ApiStats;
-use crate::types::{VirtualMachine, VirtualMachineInstance};
+use crate::types::{KubeVirt, VirtualMachine, VirtualMachineInstance};
 
 /// A KubeVirt subresource call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +213,35 @@ impl Connection {
             .await
             .map_err(|e| to_core_error(KubeError::Client(e, Call::Subresource), op, Some(&res)))?;
         Ok(())
+    }
+
+    /// Reads the cluster's rollout strategy (configured, else from the KubeVirt CR, else `Stage`).
+    pub(crate) async fn rollout_strategy(&self) -> RolloutStrategy {
+        if let Some(s) = self.config.rollout_strategy {
+            return s;
+        }
+        let api: kube::Api<KubeVirt> = kube::Api::all(self.client.clone());
+        match api.list(&ListParams::default()).await {
+            Ok(list) => {
+                let live = list.items.iter().any(|kv| {
+                    kv.spec
+                        .configuration
+                        .as_ref()
+                        .and_then(|c| c.get("vmRolloutStrategy"))
+                        .and_then(|v| v.as_str())
+                        == Some("LiveUpdate")
+                });
+                if live {
+                    RolloutStrategy::LiveUpdate
+                } else {
+                    RolloutStrategy::Stage
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the KubeVirt CR; assuming the Stage rollout strategy");
+                RolloutStrategy::Stage
+            }
+        }
     }
 
     /// Runs `f` until it does not fail with `Conflict`, at most `conflict_retries` extra times

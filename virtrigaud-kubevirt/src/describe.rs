@@ -14,38 +14,9 @@ use crate::error::to_core_error;
 use crate::id::VmRef;
 use crate::quantity::quantity_to_mib;
 use crate::state::{vmi_active, vmi_phase};
-use crate::types::{CpuSpec, KubeVirt, VirtualMachine, VirtualMachineInstance, condition_true};
+use crate::types::{CpuSpec, VirtualMachine, VirtualMachineInstance, condition_true};
 
 impl Connection {
-    /// Reads the cluster's rollout strategy (configured, else from the KubeVirt CR, else `Stage`).
-    pub(crate) async fn rollout_strategy(&self) -> RolloutStrategy {
-        if let Some(s) = self.config.rollout_strategy {
-            return s;
-        }
-        let api: kube::Api<KubeVirt> = kube::Api::all(self.client.clone());
-        match api.list(&ListParams::default()).await {
-            Ok(list) => {
-                let live = list.items.iter().any(|kv| {
-                    kv.spec
-                        .configuration
-                        .as_ref()
-                        .and_then(|c| c.get("vmRolloutStrategy"))
-                        .and_then(|v| v.as_str())
-                        == Some("LiveUpdate")
-                });
-                if live {
-                    RolloutStrategy::LiveUpdate
-                } else {
-                    RolloutStrategy::Stage
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read the KubeVirt CR; assuming the Stage rollout strategy");
-                RolloutStrategy::Stage
-            }
-        }
-    }
-
     /// The power state now.
     pub(crate) async fn power_state(&self, r: &VmRef) -> Result<PowerState> {
         let (vmo, vmi) = self.read(r, "power_state").await?;

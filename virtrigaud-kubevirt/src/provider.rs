@@ -482,4 +482,18 @@ mod tests {
         assert_eq!(grace_seconds(Duration::from_millis(2000)), 2);
         assert_eq!(grace_seconds(Duration::from_millis(2001)), 3);
     }
+
+    #[tokio::test]
+    async fn api_calls_counts_every_request_sent() {
+        // Nothing listens on port 1: the requests fail, but they were sent (and counted).
+        let p = provider(
+            "http://127.0.0.1:1",
+            KubeVirtConfig::default().with_namespace("default"),
+        );
+        assert_eq!(p.api_calls(), 0);
+        let e = p.power_state(&VmId::new("default/vm1")).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert_eq!(p.api_calls(), 2, "the VM and its VMI");
+        assert_eq!(p.api_stats().requests, p.api_calls());
+    }
 }
