@@ -17,12 +17,7 @@ impl Connection {
     /// Creates the VM of `spec` in the configured namespace.
     pub(crate) async fn create(&self, spec: &VmCreateSpec) -> Result<VmId> {
         let ns = self.namespace.clone();
-        if !is_dns_name(&spec.name) {
-            return Err(Error::invalid_spec(
-                "VM names must be lowercase DNS-1123 names",
-            ))
-            .ctx(PROVIDER_TYPE, "create", &spec.name);
-        }
+        validate_create(spec).ctx(PROVIDER_TYPE, "create", &spec.name)?;
         let r = VmRef {
             namespace: ns.clone(),
             name: spec.name.clone(),
@@ -89,7 +84,26 @@ impl Connection {
     }
 }
 
-/// The VirtualMachine object for a create spec.
+/// What KubeVirt needs of a create spec: the VM and disk names are DNS-1123 names (they
+/// become object names).
+fn validate_create(spec: &VmCreateSpec) -> Result<()> {
+    if !is_dns_name(&spec.name) {
+        return Err(Error::invalid_spec(
+            "VM names must be lowercase DNS-1123 names",
+        ));
+    }
+    for d in &spec.disks {
+        if !is_dns_name(&d.name) {
+            return Err(Error::invalid_spec(format!(
+                "disk name {:?} is not a DNS-1123 name",
+                d.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The VirtualMachine object for a (validated) create spec.
 fn build_vm(spec: &VmCreateSpec, ns: &str) -> Result<VirtualMachine> {
     let mut disks = Vec::new();
     let mut volumes = Vec::new();
@@ -99,12 +113,6 @@ fn build_vm(spec: &VmCreateSpec, ns: &str) -> Result<VirtualMachine> {
         volumes.push(json!({"name": "rootdisk", "containerDisk": {"image": image}}));
     }
     for d in &spec.disks {
-        if !is_dns_name(&d.name) {
-            return Err(Error::invalid_spec(format!(
-                "disk name {:?} is not a DNS-1123 name",
-                d.name
-            )));
-        }
         let dv = format!("{}-{}", spec.name, d.name);
         disks.push(json!({"name": d.name, "disk": {"bus": "virtio"}}));
         volumes.push(json!({"name": d.name, "dataVolume": {"name": dv}}));

@@ -36,6 +36,17 @@
 //!   hot-plug under the `LiveUpdate` rollout strategy (`RestartRequired` → `needs_power_cycle`).
 //! - [`types`] holds the typed subset of the KubeVirt API; unknown fields are preserved, and
 //!   objects are changed with merge / JSON patches (never whole-object PUTs).
+//! - Layout: `provider.rs` (the struct, thin trait impls) → one file per group of operations
+//!   (`power`, `stop`, `lifecycle`, `describe`, `create`, `reconfigure`, `snapshot`, `clone`,
+//!   `watch`) → `client.rs` (the wire: one `Connection`; requests counted once, in the client's
+//!   HTTP stack, see [`KubeVirtProvider::api_calls`]) → leaves (`state`, `types`, `error`, …).
+//!
+//! ## Known gaps
+//! - No linked clones and no guest customization at clone time; snapshots never hold memory.
+//! - `reconfigure` does not grow disks (expand the PVC / DataVolume); CPU / memory go live only
+//!   under the `LiveUpdate` rollout strategy.
+//! - Pause, reset and soft reboot need the subresource API ([`PowerApi::Subresources`]).
+//! - What `request_shutdown` changed (for `cancel_shutdown`) is remembered in this process only.
 //!
 //! ```no_run
 //! # async fn demo() -> virtrigaud_core::Result<()> {
