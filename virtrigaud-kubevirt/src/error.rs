@@ -19,14 +19,54 @@ pub(crate) enum Call {
     Subresource,
 }
 
-/// Maps a kube error for `operation` on `resource`.
-pub(crate) fn map_kube(
-    err: kube::Error,
-    call: Call,
+/// A native failure of the kube client stack, as [`to_core_error`] takes it.
+#[derive(Debug)]
+pub(crate) enum KubeError {
+    /// A kube client error, and how the request was made.
+    Client(kube::Error, Call),
+    /// A watch (used where a watch ends a wait) failed.
+    Watch(kube::runtime::watcher::Error),
+    /// `await_condition` failed (its watch did).
+    Wait(kube::runtime::wait::Error),
+}
+
+impl From<kube::Error> for KubeError {
+    fn from(e: kube::Error) -> Self {
+        KubeError::Client(e, Call::Object)
+    }
+}
+
+impl From<kube::runtime::watcher::Error> for KubeError {
+    fn from(e: kube::runtime::watcher::Error) -> Self {
+        KubeError::Watch(e)
+    }
+}
+
+impl From<kube::runtime::wait::Error> for KubeError {
+    fn from(e: kube::runtime::wait::Error) -> Self {
+        KubeError::Wait(e)
+    }
+}
+
+/// The one place a kube failure becomes a [`virtrigaud_core::Error`]: kind, retry status,
+/// provider, `operation` and `resource`.
+pub(crate) fn to_core_error(
+    native: impl Into<KubeError>,
     operation: &'static str,
-    resource: &str,
+    resource: Option<&str>,
 ) -> Error {
-    let base = match &err {
+    let (base, source): (Error, virtrigaud_core::BoxError) = match native.into() {
+        KubeError::Client(err, call) => (client_error(&err, call), Box::new(err)),
+        KubeError::Watch(err) => (Error::unavailable("watch failed"), Box::new(err)),
+        KubeError::Wait(err) => (Error::unavailable("watch failed"), Box::new(err)),
+    };
+    base.context_for(PROVIDER_TYPE, operation, resource)
+        .with_source(source)
+}
+
+/// The kind and message of a kube client error.
+fn client_error(err: &kube::Error, call: Call) -> Error {
+    match err {
         kube::Error::Api(status) => {
             let msg = if status.message.is_empty() {
                 status.reason.clone()
@@ -76,37 +116,7 @@ pub(crate) fn map_kube(
             Error::invalid_spec("cannot load Kubernetes client configuration")
         }
         _ => Error::internal("Kubernetes client error"),
-    };
-    base.with_provider(PROVIDER_TYPE)
-        .with_operation(operation)
-        .with_resource(resource)
-        .with_source(err)
-}
-
-/// Maps a watcher failure (used where a watch ends a wait).
-pub(crate) fn map_watch(
-    err: kube::runtime::watcher::Error,
-    operation: &'static str,
-    resource: &str,
-) -> Error {
-    Error::unavailable("watch failed")
-        .with_provider(PROVIDER_TYPE)
-        .with_operation(operation)
-        .with_resource(resource)
-        .with_source(err)
-}
-
-/// An error of `kind` with the provider context filled in.
-pub(crate) fn err(
-    kind: ErrorKind,
-    operation: &'static str,
-    resource: &str,
-    msg: impl Into<String>,
-) -> Error {
-    Error::new(kind, msg)
-        .with_provider(PROVIDER_TYPE)
-        .with_operation(operation)
-        .with_resource(resource)
+    }
 }
 
 #[cfg(test)]
@@ -122,7 +132,7 @@ mod tests {
 
     #[test]
     fn status_codes_map_to_kinds() {
-        let k = |e, c| map_kube(e, c, "op", "ns/vm").kind();
+        let k = |e, c| to_core_error(KubeError::Client(e, c), "op", Some("ns/vm")).kind();
         assert_eq!(
             k(api(404, "NotFound", "x"), Call::Object),
             ErrorKind::NotFound
@@ -159,7 +169,7 @@ mod tests {
             k(api(503, "ServiceUnavailable", "x"), Call::Object),
             ErrorKind::Unavailable
         );
-        assert!(map_kube(api(500, "InternalError", "x"), Call::Object, "op", "r").is_retryable());
-        assert!(map_kube(api(409, "Conflict", "x"), Call::Object, "op", "r").is_retryable());
+        assert!(to_core_error(api(500, "InternalError", "x"), "op", Some("r")).is_retryable());
+        assert!(to_core_error(api(409, "Conflict", "x"), "op", Some("r")).is_retryable());
     }
 }

@@ -1,8 +1,8 @@
 //! KubeVirt VM ids: `namespace/name`.
 
-use virtrigaud_core::{ErrorKind, Result, VmId};
+use virtrigaud_core::{Error, Result, ResultExt, VmId};
 
-use crate::error::err;
+use crate::PROVIDER_TYPE;
 
 /// A parsed `namespace/name` VM id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -24,12 +24,10 @@ impl VmRef {
         };
         for part in [ns, name] {
             if !is_dns_name(part) {
-                return Err(err(
-                    ErrorKind::InvalidSpec,
-                    "parse_vm_id",
-                    s,
+                return Err(Error::invalid_spec(
                     "a KubeVirt VM id is `namespace/name` (lowercase DNS-1123 names)",
-                ));
+                ))
+                .ctx(PROVIDER_TYPE, "parse_vm_id", s);
             }
         }
         Ok(VmRef {

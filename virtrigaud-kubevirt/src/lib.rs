@@ -36,6 +36,17 @@
 //!   hot-plug under the `LiveUpdate` rollout strategy (`RestartRequired` → `needs_power_cycle`).
 //! - [`types`] holds the typed subset of the KubeVirt API; unknown fields are preserved, and
 //!   objects are changed with merge / JSON patches (never whole-object PUTs).
+//! - Layout: `provider.rs` (the struct, thin trait impls) → one file per group of operations
+//!   (`power`, `stop`, `lifecycle`, `describe`, `create`, `reconfigure`, `snapshot`, `clone`,
+//!   `watch`) → `client.rs` (the wire: one `Connection`; requests counted once, in the client's
+//!   HTTP stack, see [`KubeVirtProvider::api_calls`]) → leaves (`state`, `types`, `error`, …).
+//!
+//! ## Known gaps
+//! - No linked clones and no guest customization at clone time; snapshots never hold memory.
+//! - `reconfigure` does not grow disks (expand the PVC / DataVolume); CPU / memory go live only
+//!   under the `LiveUpdate` rollout strategy.
+//! - Pause, reset and soft reboot need the subresource API ([`PowerApi::Subresources`]).
+//! - What `request_shutdown` changed (for `cancel_shutdown`) is remembered in this process only.
 //!
 //! ```no_run
 //! # async fn demo() -> virtrigaud_core::Result<()> {
@@ -53,33 +64,45 @@
 //! ```
 //!
 //! The library never installs a process-wide rustls crypto provider: kube is built with
-//! `aws-lc-rs` only. It does not pick a `k8s-openapi` version feature either; the final binary does.
+//! `aws-lc-rs` only. It builds `k8s-openapi` with its `latest` Kubernetes API version.
+//!
+//! The `testkit` feature (off by default, not a stable API) adds the `testkit` module of test
+//! support: a fake virt-controller for a real kube-apiserver, and fixtures.
 
-mod backend;
+mod armed;
+mod client;
 mod clone;
+mod config;
+mod create;
+mod describe;
 mod error;
-mod hotplug;
 mod id;
+mod labels;
 mod lifecycle;
 mod power;
 mod provider;
 mod quantity;
+mod reconfigure;
 mod snapshot;
 pub mod state;
 mod stats;
+mod stop;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod types;
+mod watch;
 
+pub use config::{
+    ConnectOptions, DEFAULT_GRACE_SECONDS, KubeVirtConfig, PowerApi, RolloutStrategy,
+};
 pub use id::VmRef;
+pub use labels::VM_LABEL;
 pub use lifecycle::{
     LifecycleAction, LifecycleOutcome, LifecycleState, LifecycleStatus, LifecycleVerb,
 };
-pub use power::StopOutcome;
-pub use provider::{
-    ConnectOptions, DEFAULT_GRACE_SECONDS, KubeVirtConfig, KubeVirtProvider, PowerApi,
-    RolloutStrategy,
-};
-pub use snapshot::VM_LABEL;
+pub use provider::KubeVirtProvider;
 pub use stats::ApiStatsSnapshot;
+pub use stop::StopOutcome;
 
 /// The provider type name.
 pub const PROVIDER_TYPE: &str = "kubevirt";

@@ -13,23 +13,20 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use virtrigaud_core::{ErrorKind, PowerState, Result, VmId};
+use virtrigaud_core::{Error, ErrorKind, PowerState, Result, ResultExt};
 
-use crate::error::err;
-use crate::provider::{DEFAULT_GRACE_SECONDS, KubeVirtProvider};
+use virtrigaud_core::model::LifecycleActionKind;
+
+use crate::PROVIDER_TYPE;
+use crate::client::{Connection, derive};
+use crate::config::DEFAULT_GRACE_SECONDS;
+use crate::id::VmRef;
 use crate::state::{printable_status, vmi_phase};
-use crate::types::condition_true;
+use crate::stop::StopOutcome;
+use crate::types::{VirtualMachineInstance, condition_true};
 
-/// The action verb.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum LifecycleVerb {
-    /// Start the VM.
-    Start,
-    /// Stop the VM (gracefully unless `force`).
-    Stop,
-}
+/// The action verb: core's [`LifecycleActionKind`] (one type for it in the workspace).
+pub type LifecycleVerb = LifecycleActionKind;
 
 /// A lifecycle action (seed 004 `LifecycleActionSpec`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,7 +98,7 @@ impl From<PowerState> for LifecycleState {
     }
 }
 
-/// What [`KubeVirtProvider::lifecycle_action`] did.
+/// What [`crate::KubeVirtProvider::lifecycle_action`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LifecycleOutcome {
@@ -140,156 +137,131 @@ pub struct LifecycleStatus {
 /// forces at the deadline; this only covers its reaction time).
 const STOP_SLACK: Duration = Duration::from_secs(10);
 
-impl KubeVirtProvider {
-    /// Runs a seed-004 lifecycle action. `start` returns once requested (state `Starting`);
-    /// `stop` waits (watch-based) until the VM is off: a graceful stop gets its grace period
-    /// plus a small slack, after which it is forced.
-    pub async fn lifecycle_action(
+impl Connection {
+    /// Runs a seed-004 lifecycle action (see [`crate::KubeVirtProvider::lifecycle_action`]).
+    pub(crate) async fn lifecycle_action(
         &self,
-        vm: &VmId,
+        r: &VmRef,
         action: &LifecycleAction,
     ) -> Result<LifecycleOutcome> {
         const OP: &str = "lifecycle_action";
-        let r = self.vm_ref(vm)?;
         let t0 = Instant::now();
-        let (vmo, vmi) = self.read(&r, OP).await?;
-        let state = Self::derive(&vmo, vmi.as_ref(), OP, &r)?;
-        let done = |state, already, forced| {
-            Ok(LifecycleOutcome {
-                state,
-                already,
-                forced,
-                elapsed: t0.elapsed(),
-            })
-        };
-        match action.action {
+        let (vmo, vmi) = self.read(r, OP).await?;
+        let state = derive(&vmo, vmi.as_ref(), OP, r)?;
+        let (state, already, forced) = match action.action {
+            LifecycleVerb::Start if !state.is_off() => (state.into(), true, false),
             LifecycleVerb::Start => {
-                if !state.is_off() {
-                    return done(state.into(), true, false);
-                }
-                self.start_vm(&r, false, OP).await?;
-                done(LifecycleState::Starting, false, false)
+                self.start_vm(r, false, OP).await?;
+                (LifecycleState::Starting, false, false)
             }
-            LifecycleVerb::Stop => {
-                if state.is_off() {
-                    return done(LifecycleState::Stopped, true, false);
-                }
-                let grace = if action.force {
-                    0
-                } else {
-                    action
-                        .grace_period_seconds
-                        .or_else(|| {
-                            vmi.as_ref()
-                                .and_then(|v| v.spec.termination_grace_period_seconds)
-                        })
-                        .unwrap_or(DEFAULT_GRACE_SECONDS)
-                };
-                let Ok(grace_u) = u64::try_from(grace) else {
-                    return Err(err(
-                        ErrorKind::InvalidSpec,
-                        OP,
-                        &r.to_string(),
-                        "gracePeriodSeconds must be >= 0",
-                    ));
-                };
-                self.stop_vm(&r, Some(grace), OP).await?;
-                let budget = Duration::from_secs(grace_u) + STOP_SLACK;
-                match self
-                    .wait_power_state(&r, PowerState::is_off, budget, OP)
-                    .await
-                {
-                    Ok(_) => done(LifecycleState::Stopped, false, action.force),
-                    Err(e) if e.kind() == ErrorKind::Timeout => {
-                        tracing::warn!(vm = %r, grace, "graceful stop overran its grace period; forcing");
-                        match self.stop_vm(&r, Some(0), OP).await {
-                            Ok(_) => {}
-                            Err(e) if e.kind() == ErrorKind::InvalidState => {}
-                            Err(e) => return Err(e),
-                        }
-                        self.wait_power_state(
-                            &r,
-                            PowerState::is_off,
-                            self.inner.config.operation_timeout,
-                            OP,
-                        )
-                        .await?;
-                        done(LifecycleState::Stopped, false, true)
-                    }
-                    Err(e) => Err(e),
-                }
+            _ if state.is_off() => (LifecycleState::Stopped, true, false),
+            _ => {
+                let forced = self.stop_and_wait(r, action, vmi.as_ref(), OP).await?;
+                (LifecycleState::Stopped, false, forced)
             }
+        };
+        Ok(LifecycleOutcome {
+            state,
+            already,
+            forced,
+            elapsed: t0.elapsed(),
+        })
+    }
+
+    /// The stop of a lifecycle action: waits (watch-based) until the VM is off; a graceful stop
+    /// gets its grace period plus [`STOP_SLACK`], after which it is forced. Returns whether
+    /// the stop was forced.
+    async fn stop_and_wait(
+        &self,
+        r: &VmRef,
+        action: &LifecycleAction,
+        vmi: Option<&VirtualMachineInstance>,
+        op: &'static str,
+    ) -> Result<bool> {
+        let grace = if action.force {
+            0
+        } else {
+            action
+                .grace_period_seconds
+                .or_else(|| vmi.and_then(|v| v.spec.termination_grace_period_seconds))
+                .unwrap_or(DEFAULT_GRACE_SECONDS)
+        };
+        let grace_u = u64::try_from(grace)
+            .map_err(|_| Error::invalid_spec("gracePeriodSeconds must be >= 0"))
+            .ctx(PROVIDER_TYPE, op, &r.to_string())?;
+        self.stop_vm(r, Some(grace), op).await?;
+        let budget = Duration::from_secs(grace_u) + STOP_SLACK;
+        match self
+            .wait_power_state(r, PowerState::is_off, budget, op)
+            .await
+        {
+            Ok(_) => Ok(action.force),
+            Err(e) if e.kind() == ErrorKind::Timeout => {
+                tracing::warn!(vm = %r, grace, "graceful stop overran its grace period; forcing");
+                match self.stop_vm(r, Some(0), op).await {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::InvalidState => {}
+                    Err(e) => return Err(e),
+                }
+                self.wait_power_state(r, PowerState::is_off, self.config.operation_timeout, op)
+                    .await?;
+                Ok(true)
+            }
+            Err(e) => Err(e),
         }
     }
 
     /// The seed-004 status query.
-    pub async fn status(&self, vm: &VmId) -> Result<LifecycleStatus> {
-        let r = self.vm_ref(vm)?;
-        let (vmo, vmi) = self.read(&r, "status").await?;
-        let power_state = Self::derive(&vmo, vmi.as_ref(), "status", &r)?;
+    pub(crate) async fn status(&self, r: &VmRef) -> Result<LifecycleStatus> {
+        let (vmo, vmi) = self.read(r, "status").await?;
+        let power_state = derive(&vmo, vmi.as_ref(), "status", r)?;
         let state = LifecycleState::from(power_state);
         let printable = printable_status(&vmo).map(str::to_owned);
-        let consistent = match (printable.as_deref(), state) {
-            (Some("Running" | "Migrating"), LifecycleState::Running) => true,
-            (Some("Paused"), LifecycleState::Paused) => true,
-            (Some("Stopping" | "Terminating"), LifecycleState::Stopping) => true,
-            (
-                Some("Starting" | "Provisioning" | "WaitingForVolumeBinding"),
-                LifecycleState::Starting,
-            ) => true,
-            (Some(_), LifecycleState::Stopped) => !matches!(
-                printable.as_deref(),
-                Some("Running" | "Starting" | "Stopping" | "Paused")
-            ),
-            (None, LifecycleState::Stopped) => true,
-            _ => false,
-        };
         let st = vmo.status.as_ref();
         Ok(LifecycleStatus {
             state,
             power_state,
+            consistent: consistent(printable.as_deref(), state),
             printable_status: printable,
             vmi_phase: vmi.as_ref().map(|v| vmi_phase(v).to_owned()),
             ready: st.and_then(|s| s.ready).unwrap_or(false),
             needs_power_cycle: st.is_some_and(|s| condition_true(&s.conditions, "RestartRequired")),
-            consistent,
         })
     }
 
-    /// Restarts the VM (KubeVirt `restart`); `force` uses grace period 0.
-    pub async fn restart(&self, vm: &VmId, force: bool) -> Result<()> {
-        let r = self.vm_ref(vm)?;
-        self.restart_vm(&r, force, "restart").await
-    }
-
-    /// Stops the VM with an explicit grace period (seconds; `None`: the VMI's own). Returns
-    /// whether a stop was requested, an in-flight one shortened, or nothing changed.
-    pub async fn stop_with_grace(
+    /// Stops the VM with an explicit grace period (`None`: the VMI's own; negative: refused).
+    pub(crate) async fn stop_with_grace(
         &self,
-        vm: &VmId,
+        r: &VmRef,
         grace_seconds: Option<i64>,
-    ) -> Result<crate::StopOutcome> {
-        let r = self.vm_ref(vm)?;
+    ) -> Result<StopOutcome> {
         if grace_seconds.is_some_and(|g| g < 0) {
-            return Err(err(
-                ErrorKind::InvalidSpec,
+            return Err(Error::invalid_spec("grace period must be >= 0")).ctx(
+                PROVIDER_TYPE,
                 "stop",
                 &r.to_string(),
-                "grace period must be >= 0",
-            ));
+            );
         }
-        self.stop_vm(&r, grace_seconds, "stop").await
+        self.stop_vm(r, grace_seconds, "stop").await
     }
+}
 
-    /// Waits, watch-based, until the VM's power state satisfies `pred` (bounded by `timeout`).
-    pub async fn wait_for_power_state(
-        &self,
-        vm: &VmId,
-        pred: impl Fn(&PowerState) -> bool + Send,
-        timeout: Duration,
-    ) -> Result<PowerState> {
-        let r = self.vm_ref(vm)?;
-        self.wait_power_state(&r, pred, timeout, "wait").await
+/// Whether the VM's printable status agrees with the combined state.
+fn consistent(printable: Option<&str>, state: LifecycleState) -> bool {
+    match (printable, state) {
+        (Some("Running" | "Migrating"), LifecycleState::Running) => true,
+        (Some("Paused"), LifecycleState::Paused) => true,
+        (Some("Stopping" | "Terminating"), LifecycleState::Stopping) => true,
+        (
+            Some("Starting" | "Provisioning" | "WaitingForVolumeBinding"),
+            LifecycleState::Starting,
+        ) => true,
+        (Some(_), LifecycleState::Stopped) => !matches!(
+            printable,
+            Some("Running" | "Starting" | "Stopping" | "Paused")
+        ),
+        (None, LifecycleState::Stopped) => true,
+        _ => false,
     }
 }
 

@@ -1,228 +1,37 @@
-//! [`KubeVirtProvider`]: configuration, client plumbing, reads and watches.
+//! [`KubeVirtProvider`]: the struct, its constructors and getters, and the trait impls
+//! ([`Provider`], [`Snapshotter`], [`Cloner`]) as thin delegations to the operation modules.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::{self, BoxStream};
-use futures::{Stream, StreamExt, TryFutureExt};
-use kube::api::{Api, Patch, PatchParams};
+use async_trait::async_trait;
+use futures::StreamExt;
+use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource};
-use serde_json::Value;
-use virtrigaud_core::{ErrorKind, PowerState, Result, VmId};
+use serde_json::json;
+use virtrigaud_core::{
+    AgentStatus, CloneOptions, CloneResult, Cloner, DeleteOptions, DeleteSnapshotOptions, Error,
+    ErrorKind, Incarnation, ListOptions, PowerOffOptions, PowerState, PowerStateStream, Provider,
+    ProviderCapabilities, ReconfigureRequest, ReconfigureResult, Result, ResultExt, RevertOptions,
+    ShutdownChannel, ShutdownRequestOptions, SnapshotInfo, SnapshotOptions, Snapshotter,
+    StartOptions, VmCapabilities, VmCreateSpec, VmDescription, VmId,
+};
 
-use crate::error::{Call, err, map_kube};
+use crate::PROVIDER_TYPE;
+use crate::client::{Connection, Sub, derive};
+use crate::config::{ConnectOptions, KubeVirtConfig, PowerApi, RolloutStrategy};
+use crate::error::to_core_error;
 use crate::id::VmRef;
-use crate::power::Armed;
-use crate::state::{StateError, power_state_of};
+use crate::lifecycle::{LifecycleAction, LifecycleOutcome, LifecycleStatus};
 use crate::stats::{ApiStats, ApiStatsSnapshot, CountLayer};
-use crate::types::{VirtualMachine, VirtualMachineInstance};
+use crate::stop::StopOutcome;
 
-/// KubeVirt's default `terminationGracePeriodSeconds` when a VMI does not set one.
-pub const DEFAULT_GRACE_SECONDS: i64 = 30;
-
-/// How power operations reach KubeVirt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum PowerApi {
-    /// KubeVirt's aggregated `subresources.kubevirt.io/v1` API (virt-api): `start`, `stop` (with
-    /// `gracePeriod`), `restart`, `softreboot`, `pause`, `unpause`, `reset`. What `virtctl` uses;
-    /// the default on a real KubeVirt cluster.
-    #[default]
-    Subresources,
-    /// Direct object changes with the same rules virt-api applies: `spec.runStrategy`
-    /// (JSON patch with a `test` op), `status.stateChangeRequests` for `Manual`/`RerunOnFailure`,
-    /// and the VMI's `terminationGracePeriodSeconds` for a stop grace. Works against any
-    /// apiserver serving the KubeVirt CRDs (no virt-api needed), but cannot pause, reset or
-    /// soft-reboot.
-    RunStrategy,
-}
-
-/// KubeVirt's cluster-wide `vmRolloutStrategy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RolloutStrategy {
-    /// Template changes wait for the next restart (`RestartRequired`).
-    Stage,
-    /// CPU sockets / guest memory changes are hot-plugged into the running VMI.
-    LiveUpdate,
-}
-
-/// Provider settings.
-#[derive(Clone)]
-#[non_exhaustive]
-pub struct KubeVirtConfig {
-    /// How power operations are sent.
-    pub power_api: PowerApi,
-    /// Namespace for bare-name VM ids, created VMs and listings (`None`: the client's default
-    /// namespace, i.e. the kubeconfig context's).
-    pub namespace: Option<String>,
-    /// Upper bound for waits (start completion, snapshot readiness beyond its failure deadline,
-    /// restores, clones, hot-plug observation).
-    pub operation_timeout: Duration,
-    /// `spec.failureDeadline` of snapshots this provider takes.
-    pub snapshot_failure_deadline: Duration,
-    /// The cluster's rollout strategy, if known (`None`: read the KubeVirt CR; `Stage` if unreadable).
-    pub rollout_strategy: Option<RolloutStrategy>,
-    /// How often an optimistic-concurrency conflict is answered by re-reading and retrying.
-    pub conflict_retries: u32,
-    /// The field manager name of this provider's writes.
-    pub field_manager: String,
-    /// The API server URL to identify this provider by in
-    /// [`virtrigaud_core::Provider::instance_id`] (`None`: the kube config's `cluster_url`; a
-    /// provider made with [`KubeVirtProvider::with_client`] cannot see it). Credentials, query
-    /// and fragment are dropped.
-    pub endpoint: Option<String>,
-}
-
-impl Default for KubeVirtConfig {
-    fn default() -> Self {
-        KubeVirtConfig {
-            power_api: PowerApi::Subresources,
-            namespace: None,
-            operation_timeout: Duration::from_secs(300),
-            snapshot_failure_deadline: Duration::from_secs(300),
-            rollout_strategy: None,
-            conflict_retries: 5,
-            field_manager: "virtrigaud".to_owned(),
-            endpoint: None,
-        }
-    }
-}
-
-impl fmt::Debug for KubeVirtConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The endpoint only as instance_id shows it: a URL given with credentials never prints them.
-        let endpoint = self.endpoint.as_deref().map(|s| {
-            s.parse::<http::Uri>()
-                .map(|u| endpoint_identity(&u))
-                .unwrap_or_else(|_| "<unparsable>".to_owned())
-        });
-        f.debug_struct("KubeVirtConfig")
-            .field("power_api", &self.power_api)
-            .field("namespace", &self.namespace)
-            .field("operation_timeout", &self.operation_timeout)
-            .field("snapshot_failure_deadline", &self.snapshot_failure_deadline)
-            .field("rollout_strategy", &self.rollout_strategy)
-            .field("conflict_retries", &self.conflict_retries)
-            .field("field_manager", &self.field_manager)
-            .field("endpoint", &endpoint)
-            .finish()
-    }
-}
-
-impl KubeVirtConfig {
-    /// Sets the power API.
-    pub fn with_power_api(mut self, api: PowerApi) -> Self {
-        self.power_api = api;
-        self
-    }
-    /// Sets the namespace.
-    pub fn with_namespace(mut self, ns: impl Into<String>) -> Self {
-        self.namespace = Some(ns.into());
-        self
-    }
-    /// Sets the operation timeout.
-    pub fn with_operation_timeout(mut self, t: Duration) -> Self {
-        self.operation_timeout = t;
-        self
-    }
-    /// Sets the snapshot failure deadline.
-    pub fn with_snapshot_failure_deadline(mut self, t: Duration) -> Self {
-        self.snapshot_failure_deadline = t;
-        self
-    }
-    /// Sets the API server URL [`virtrigaud_core::Provider::instance_id`] names (see
-    /// [`KubeVirtConfig::endpoint`]).
-    pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
-        self.endpoint = Some(url.into());
-        self
-    }
-    /// Declares the cluster's rollout strategy.
-    pub fn with_rollout_strategy(mut self, s: RolloutStrategy) -> Self {
-        self.rollout_strategy = Some(s);
-        self
-    }
-}
-
-/// Options for [`KubeVirtProvider::connect`].
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct ConnectOptions {
-    /// Kubeconfig context (default: the current context).
-    pub context: Option<String>,
-    /// Skip TLS certificate verification. Off by default; an explicit, insecure opt-in.
-    pub insecure_skip_tls_verify: bool,
-}
-
-pub(crate) struct Inner {
-    pub(crate) client: Client,
-    pub(crate) config: KubeVirtConfig,
-    pub(crate) namespace: String,
-    pub(crate) stats: Arc<ApiStats>,
-    /// `scheme://host:port[/path]` of the API server, without credentials (`""`: unknown).
-    pub(crate) endpoint: String,
-    /// What our pending stop requests changed, per `namespace/name` (for `cancel_shutdown`).
-    pub(crate) armed: Mutex<HashMap<String, Armed>>,
-}
-
-impl Inner {
-    fn new(
-        client: Client,
-        config: KubeVirtConfig,
-        stats: Arc<ApiStats>,
-        url: Option<&http::Uri>,
-    ) -> Self {
-        let namespace = config
-            .namespace
-            .clone()
-            .unwrap_or_else(|| client.default_namespace().to_owned());
-        let endpoint = match &config.endpoint {
-            Some(s) => match s.parse::<http::Uri>() {
-                Ok(u) => endpoint_identity(&u),
-                Err(_) => {
-                    tracing::warn!(
-                        "KubeVirtConfig::endpoint is not a URL; instance_id names no endpoint"
-                    );
-                    String::new()
-                }
-            },
-            None => url.map(endpoint_identity).unwrap_or_default(),
-        };
-        Inner {
-            client,
-            config,
-            namespace,
-            stats,
-            endpoint,
-            armed: Mutex::default(),
-        }
-    }
-
-    /// The stop records (a poisoned lock only means a panic elsewhere; the map stays usable).
-    pub(crate) fn armed_lock(&self) -> MutexGuard<'_, HashMap<String, Armed>> {
-        self.armed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// `scheme://host:port[/path]` of an API server URL: never its user-info (credentials), query
-/// or fragment; the port is explicit (443 / 80 by default), a trailing `/` dropped.
-pub(crate) fn endpoint_identity(uri: &http::Uri) -> String {
-    let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
-    let Some(host) = uri.host() else {
-        return String::new();
-    };
-    let port = uri
-        .port_u16()
-        .unwrap_or(if scheme == "http" { 80 } else { 443 });
-    let path = uri.path().trim_end_matches('/');
-    format!("{scheme}://{}:{port}{path}", host.to_ascii_lowercase())
+/// Seconds of grace to pass on for `remaining`: rounded up, so a guest never gets less than the engine allows.
+fn grace_seconds(remaining: Duration) -> i64 {
+    let secs = remaining.as_secs() + u64::from(remaining.subsec_nanos() > 0);
+    i64::try_from(secs).unwrap_or(i64::MAX)
 }
 
 /// The KubeVirt provider. Cheap to clone (shares one client).
@@ -230,38 +39,72 @@ pub(crate) fn endpoint_identity(uri: &http::Uri) -> String {
 /// VM ids are `namespace/name` (a bare `name` uses the configured namespace).
 #[derive(Clone)]
 pub struct KubeVirtProvider {
-    pub(crate) inner: Arc<Inner>,
+    conn: Arc<Connection>,
+    caps: ProviderCapabilities,
 }
 
 impl fmt::Debug for KubeVirtProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KubeVirtProvider")
-            .field("namespace", &self.inner.namespace)
-            .field("power_api", &self.inner.config.power_api)
+            .field("namespace", &self.conn.namespace)
+            .field("power_api", &self.conn.config.power_api)
             .finish_non_exhaustive()
     }
 }
 
 impl KubeVirtProvider {
+    fn over(conn: Connection) -> Self {
+        let caps = Self::declared_capabilities(&conn.config);
+        KubeVirtProvider {
+            conn: Arc::new(conn),
+            caps,
+        }
+    }
+
+    /// What the provider can do, decided once from its configuration.
+    fn declared_capabilities(config: &KubeVirtConfig) -> ProviderCapabilities {
+        let sub = config.power_api == PowerApi::Subresources;
+        let mut c = ProviderCapabilities::default();
+        c.reconfigure_online = true;
+        c.snapshots = true;
+        c.full_clones = true;
+        c.supported_disk_types = &["dataVolume", "containerDisk"];
+        c.supported_network_types = &["virtio", "e1000"];
+        // A KubeVirt stop delivers one shutdown signal; the launcher picks the guest agent or ACPI.
+        c.acpi_shutdown = true;
+        c.agent_shutdown = false;
+        c.repeatable_shutdown_signal = false;
+        c.power_state_watch = true;
+        c.reset = sub;
+        c.reboot = sub;
+        c.pause = sub;
+        c.create = true;
+        c.delete = true;
+        c.reconfigure = true;
+        c.list_vms = true;
+        c
+    }
+
     /// Wraps an existing kube client (request counting is then off).
     pub fn with_client(client: Client, config: KubeVirtConfig) -> Self {
-        KubeVirtProvider {
-            inner: Arc::new(Inner::new(client, config, Arc::default(), None)),
-        }
+        Self::over(Connection::new(client, config, ApiStats::default(), None))
     }
 
     /// Builds a client from a kube [`kube::Config`] (TLS as configured there; the crypto provider
     /// is rustls with aws-lc-rs, never installed process-wide) and counts its requests.
     pub fn from_kube_config(kube_config: kube::Config, config: KubeVirtConfig) -> Result<Self> {
-        let stats = Arc::new(ApiStats::default());
+        let stats = ApiStats::default();
         let url = kube_config.cluster_url.clone();
         let client = kube::client::ClientBuilder::try_from(kube_config)
-            .map_err(|e| map_kube(e, Call::Object, "connect", ""))?
-            .with_layer(&CountLayer(Arc::clone(&stats)))
+            .map_err(|e| to_core_error(e, "connect", None))?
+            .with_layer(&CountLayer(stats.clone()))
             .build();
-        Ok(KubeVirtProvider {
-            inner: Arc::new(Inner::new(client, config, stats, Some(&url))),
-        })
+        Ok(Self::over(Connection::new(
+            client,
+            config,
+            stats,
+            Some(&url),
+        )))
     }
 
     /// Connects with a kubeconfig file.
@@ -271,30 +114,18 @@ impl KubeVirtProvider {
         config: KubeVirtConfig,
     ) -> Result<Self> {
         let path = kubeconfig.as_ref();
-        let kc = Kubeconfig::read_from(path).map_err(|e| {
-            err(
-                ErrorKind::InvalidSpec,
-                "connect",
-                &path.display().to_string(),
-                "cannot read kubeconfig",
-            )
-            .with_source(e)
-        })?;
+        let res = path.display().to_string();
+        let kc = Kubeconfig::read_from(path)
+            .map_err(|e| Error::invalid_spec("cannot read kubeconfig").with_source(e))
+            .ctx(PROVIDER_TYPE, "connect", &res)?;
         let kopts = KubeConfigOptions {
             context: opts.context.clone(),
             ..Default::default()
         };
         let mut kconf = kube::Config::from_custom_kubeconfig(kc, &kopts)
             .await
-            .map_err(|e| {
-                err(
-                    ErrorKind::InvalidSpec,
-                    "connect",
-                    &path.display().to_string(),
-                    "invalid kubeconfig",
-                )
-                .with_source(e)
-            })?;
+            .map_err(|e| Error::invalid_spec("invalid kubeconfig").with_source(e))
+            .ctx(PROVIDER_TYPE, "connect", &res)?;
         if opts.insecure_skip_tls_verify {
             kconf.accept_invalid_certs = true;
         }
@@ -303,326 +134,283 @@ impl KubeVirtProvider {
 
     /// The kube client.
     pub fn client(&self) -> &Client {
-        &self.inner.client
+        &self.conn.client
     }
 
     /// The namespace used for bare names, creation and listing.
     pub fn namespace(&self) -> &str {
-        &self.inner.namespace
+        &self.conn.namespace
     }
 
     /// The identity [`virtrigaud_core::Provider::instance_id`] reports:
     /// `scheme://host:port[/path]/ns/<namespace>` (the API server without credentials, and the
     /// namespace bare VM names resolve in), or `/ns/<namespace>` when the API server is unknown.
     pub fn instance_identity(&self) -> String {
-        format!("{}/ns/{}", self.inner.endpoint, self.inner.namespace)
+        format!("{}/ns/{}", self.conn.endpoint, self.conn.namespace)
     }
 
     /// The configuration.
     pub fn config(&self) -> &KubeVirtConfig {
-        &self.inner.config
+        &self.conn.config
     }
 
-    /// A copy of the request / watch-event counters.
+    /// A copy of the request / watch-event / conflict-retry counters (richer than
+    /// [`Self::api_calls`]).
     pub fn api_stats(&self) -> ApiStatsSnapshot {
-        self.inner.stats.snapshot()
+        self.conn.stats.snapshot()
+    }
+
+    /// HTTP requests sent so far (0 for a provider made with [`Self::with_client`]).
+    pub fn api_calls(&self) -> u64 {
+        self.conn.stats.requests()
     }
 
     /// Parses a VM id.
     pub fn vm_ref(&self, vm: &VmId) -> Result<VmRef> {
-        VmRef::parse(vm, &self.inner.namespace)
+        VmRef::parse(vm, &self.conn.namespace)
     }
 
-    pub(crate) fn api<K>(&self, ns: &str) -> Api<K>
-    where
-        K: Resource<Scope = kube::core::NamespaceResourceScope>,
-        <K as Resource>::DynamicType: Default,
-    {
-        Api::namespaced(self.inner.client.clone(), ns)
+    /// Reads the cluster's rollout strategy (configured, else from the KubeVirt CR, else `Stage`).
+    pub async fn rollout_strategy(&self) -> RolloutStrategy {
+        self.conn.rollout_strategy().await
     }
 
-    pub(crate) fn pp(&self) -> PatchParams {
-        PatchParams {
-            field_manager: Some(self.inner.config.field_manager.clone()),
-            ..Default::default()
-        }
-    }
-
-    /// Reads the VM.
-    pub(crate) async fn get_vm(&self, r: &VmRef, op: &'static str) -> Result<VirtualMachine> {
-        self.api::<VirtualMachine>(&r.namespace)
-            .get(&r.name)
-            .await
-            .map_err(|e| map_kube(e, Call::Object, op, &r.to_string()))
-    }
-
-    /// Reads the VMI (absent: `None`).
-    pub(crate) async fn get_vmi(
+    /// Runs a seed-004 lifecycle action. `start` returns once requested (state `Starting`);
+    /// `stop` waits (watch-based) until the VM is off: a graceful stop gets its grace period
+    /// plus a small slack, after which it is forced.
+    pub async fn lifecycle_action(
         &self,
-        r: &VmRef,
-        op: &'static str,
-    ) -> Result<Option<VirtualMachineInstance>> {
-        self.api::<VirtualMachineInstance>(&r.namespace)
-            .get_opt(&r.name)
-            .await
-            .map_err(|e| map_kube(e, Call::Object, op, &r.to_string()))
+        vm: &VmId,
+        action: &LifecycleAction,
+    ) -> Result<LifecycleOutcome> {
+        let r = self.vm_ref(vm)?;
+        self.conn.lifecycle_action(&r, action).await
     }
 
-    /// Reads the VM and its VMI concurrently.
-    pub(crate) async fn read(
+    /// The seed-004 status query.
+    pub async fn status(&self, vm: &VmId) -> Result<LifecycleStatus> {
+        let r = self.vm_ref(vm)?;
+        self.conn.status(&r).await
+    }
+
+    /// Restarts the VM (KubeVirt `restart`); `force` uses grace period 0.
+    pub async fn restart(&self, vm: &VmId, force: bool) -> Result<()> {
+        let r = self.vm_ref(vm)?;
+        self.conn.restart_vm(&r, force, "restart").await
+    }
+
+    /// Stops the VM with an explicit grace period (seconds; `None`: the VMI's own). Returns
+    /// whether a stop was requested, an in-flight one shortened, or nothing changed.
+    pub async fn stop_with_grace(
         &self,
-        r: &VmRef,
-        op: &'static str,
-    ) -> Result<(VirtualMachine, Option<VirtualMachineInstance>)> {
-        futures::try_join!(self.get_vm(r, op), self.get_vmi(r, op))
+        vm: &VmId,
+        grace_seconds: Option<i64>,
+    ) -> Result<StopOutcome> {
+        let r = self.vm_ref(vm)?;
+        self.conn.stop_with_grace(&r, grace_seconds).await
     }
 
-    /// Applies a JSON patch (with `test` operations) to `name`; a failed test is a `Conflict`.
-    pub(crate) async fn json_patch<K>(
+    /// Waits, watch-based, until the VM's power state satisfies `pred` (bounded by `timeout`).
+    pub async fn wait_for_power_state(
         &self,
-        api: &Api<K>,
-        name: &str,
-        ops: Value,
-        status: bool,
-        op: &'static str,
-        resource: &str,
-    ) -> Result<K>
-    where
-        K: Clone + serde::de::DeserializeOwned + fmt::Debug,
-    {
-        let patch: json_patch::Patch = serde_json::from_value(ops)
-            .map_err(|e| err(ErrorKind::Internal, op, resource, "bad JSON patch").with_source(e))?;
-        let p = Patch::Json::<()>(patch);
-        let res = if status {
-            api.patch_status(name, &self.pp(), &p).await
-        } else {
-            api.patch(name, &self.pp(), &p).await
-        };
-        res.map_err(|e| map_kube(e, Call::GuardedPatch, op, resource))
-    }
-
-    /// Applies a merge patch.
-    pub(crate) async fn merge_patch<K>(
-        &self,
-        api: &Api<K>,
-        name: &str,
-        body: &Value,
-        op: &'static str,
-        resource: &str,
-    ) -> Result<K>
-    where
-        K: Clone + serde::de::DeserializeOwned + fmt::Debug,
-    {
-        api.patch(name, &self.pp(), &Patch::Merge(body))
-            .await
-            .map_err(|e| map_kube(e, Call::Object, op, resource))
-    }
-
-    /// Runs `f` until it does not fail with `Conflict`, at most `conflict_retries` extra times
-    /// (each attempt re-reads what it needs).
-    pub(crate) async fn retry_conflicts<T, F, Fut>(&self, mut f: F) -> Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T>>,
-    {
-        let mut attempt = 0;
-        loop {
-            match f().await {
-                Err(e)
-                    if e.kind() == ErrorKind::Conflict
-                        && attempt < self.inner.config.conflict_retries =>
-                {
-                    attempt += 1;
-                    self.inner.stats.conflict_retry();
-                    tracing::debug!(attempt, error = %e, "conflict: re-reading and retrying");
-                }
-                Err(e) if e.kind() == ErrorKind::Conflict => return Err(e.persistent()),
-                other => return other,
-            }
-        }
-    }
-
-    /// Derives the power state of a VM/VMI pair.
-    pub(crate) fn derive(
-        vm: &VirtualMachine,
-        vmi: Option<&VirtualMachineInstance>,
-        op: &'static str,
-        r: &VmRef,
-    ) -> Result<PowerState> {
-        power_state_of(vm, vmi).map_err(|StateError::UnknownPhase| {
-            err(
-                ErrorKind::Unavailable,
-                op,
-                &r.to_string(),
-                "VMI phase is Unknown (its node is unreachable)",
-            )
-        })
-    }
-
-    /// A stream of (VM, VMI) pairs from two watches (field selector on the name): the first item
-    /// reflects the state when both initial listings completed, then one item per change.
-    pub(crate) fn pair_stream(
-        &self,
-        r: &VmRef,
-    ) -> BoxStream<'static, Result<(Option<VirtualMachine>, Option<VirtualMachineInstance>)>> {
-        #[allow(clippy::large_enum_variant)] // short-lived, one per event
-        enum Side {
-            Vm(watcher::Event<VirtualMachine>),
-            Vmi(watcher::Event<VirtualMachineInstance>),
-        }
-        #[derive(Default)]
-        struct St {
-            vm: Option<VirtualMachine>,
-            vmi: Option<VirtualMachineInstance>,
-            vm_buf: Option<VirtualMachine>,
-            vmi_buf: Option<VirtualMachineInstance>,
-            vm_ready: bool,
-            vmi_ready: bool,
-        }
-        let wc = watcher::Config::default().fields(&format!("metadata.name={}", r.name));
-        let a = watcher(self.api::<VirtualMachine>(&r.namespace), wc.clone())
-            .default_backoff()
-            .map(|e| e.map(Side::Vm));
-        let b = watcher(self.api::<VirtualMachineInstance>(&r.namespace), wc)
-            .default_backoff()
-            .map(|e| e.map(Side::Vmi));
-        let stats = Arc::clone(&self.inner.stats);
-        let res = r.to_string();
-        stream::select(a, b)
-            .scan(St::default(), move |st, ev| {
-                use watcher::Event as E;
-                let out = match ev {
-                    Err(e) => Some(Err(crate::error::map_watch(e, "watch", &res))),
-                    Ok(side) => {
-                        let changed = match side {
-                            Side::Vm(E::Apply(o)) => {
-                                stats.watch_event();
-                                st.vm = Some(o);
-                                true
-                            }
-                            Side::Vm(E::Delete(_)) => {
-                                stats.watch_event();
-                                st.vm = None;
-                                true
-                            }
-                            Side::Vm(E::Init) => {
-                                st.vm_buf = None;
-                                false
-                            }
-                            Side::Vm(E::InitApply(o)) => {
-                                stats.watch_event();
-                                st.vm_buf = Some(o);
-                                false
-                            }
-                            Side::Vm(E::InitDone) => {
-                                st.vm = st.vm_buf.take();
-                                st.vm_ready = true;
-                                true
-                            }
-                            Side::Vmi(E::Apply(o)) => {
-                                stats.watch_event();
-                                st.vmi = Some(o);
-                                true
-                            }
-                            Side::Vmi(E::Delete(_)) => {
-                                stats.watch_event();
-                                st.vmi = None;
-                                true
-                            }
-                            Side::Vmi(E::Init) => {
-                                st.vmi_buf = None;
-                                false
-                            }
-                            Side::Vmi(E::InitApply(o)) => {
-                                stats.watch_event();
-                                st.vmi_buf = Some(o);
-                                false
-                            }
-                            Side::Vmi(E::InitDone) => {
-                                st.vmi = st.vmi_buf.take();
-                                st.vmi_ready = true;
-                                true
-                            }
-                        };
-                        (changed && st.vm_ready && st.vmi_ready)
-                            .then(|| Ok((st.vm.clone(), st.vmi.clone())))
-                    }
-                };
-                futures::future::ready(Some(out))
-            })
-            .filter_map(futures::future::ready)
-            .boxed()
-    }
-
-    /// Power states of `r` from now on (deduplicated). Yields `NotFound` and ends when the VM is deleted.
-    pub(crate) fn power_state_stream(
-        &self,
-        r: &VmRef,
-        last: Option<PowerState>,
-    ) -> impl Stream<Item = Result<PowerState>> + Send + 'static {
-        let pairs = self.pair_stream(r);
-        let r = r.clone();
-        stream::unfold((pairs, last, false), move |(mut pairs, last, done)| {
-            let r = r.clone();
-            async move {
-                if done {
-                    return None;
-                }
-                loop {
-                    match pairs.next().await? {
-                        Err(e) => {
-                            tracing::debug!(error = %e, "power-state watch error (retrying with backoff)")
-                        }
-                        Ok((None, _)) => {
-                            let e = err(
-                                ErrorKind::NotFound,
-                                "watch_power_state",
-                                &r.to_string(),
-                                "VirtualMachine deleted",
-                            );
-                            return Some((Err(e), (pairs, last, true)));
-                        }
-                        Ok((Some(vm), vmi)) => match power_state_of(&vm, vmi.as_ref()) {
-                            Ok(s) if Some(s) != last => {
-                                return Some((Ok(s), (pairs, Some(s), false)));
-                            }
-                            _ => {}
-                        },
-                    }
-                }
-            }
-        })
-    }
-
-    /// Waits (watch-based, no polling) until the power state satisfies `pred`.
-    pub(crate) async fn wait_power_state(
-        &self,
-        r: &VmRef,
-        pred: impl Fn(&PowerState) -> bool,
+        vm: &VmId,
+        pred: impl Fn(&PowerState) -> bool + Send,
         timeout: Duration,
-        op: &'static str,
     ) -> Result<PowerState> {
-        let res = r.to_string();
-        let fut = async {
-            let mut s = self.power_state_stream(r, None).boxed();
-            while let Some(item) = s.next().await {
-                let st = item?;
-                if pred(&st) {
-                    return Ok(st);
-                }
-            }
-            Err(err(ErrorKind::Unavailable, op, &res, "watch ended"))
-        };
-        tokio::time::timeout(timeout, fut)
-            .unwrap_or_else(|_| {
-                Err(err(
-                    ErrorKind::Timeout,
-                    op,
-                    &res,
-                    format!("not done within {timeout:?}"),
-                ))
-            })
+        let r = self.vm_ref(vm)?;
+        self.conn.wait_power_state(&r, pred, timeout, "wait").await
+    }
+
+    /// `reset` / `reboot` / `pause` / `resume`: a subresource call (needs [`PowerApi::Subresources`]).
+    async fn vmi_subresource(&self, vm: &VmId, sub: Sub, op: &'static str) -> Result<()> {
+        let r = self.vm_ref(vm)?;
+        if self.conn.config.power_api != PowerApi::Subresources {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "needs the subresources.kubevirt.io API (PowerApi::Subresources)",
+            ))
+            .ctx(PROVIDER_TYPE, op, &r.to_string());
+        }
+        self.conn.subresource(&r, sub, json!({}), op).await
+    }
+}
+
+#[async_trait]
+impl Provider for KubeVirtProvider {
+    fn provider_type(&self) -> &'static str {
+        PROVIDER_TYPE
+    }
+
+    /// `scheme://host:port[/path]/ns/<namespace>`: the API server (no credentials) and the
+    /// namespace bare VM names resolve in (see [`KubeVirtProvider::instance_identity`]).
+    fn instance_id(&self) -> String {
+        self.instance_identity()
+    }
+
+    fn capabilities(&self) -> ProviderCapabilities {
+        self.caps
+    }
+
+    async fn vm_capabilities(&self, vm: &VmId) -> Result<VmCapabilities> {
+        self.conn.vm_capabilities(&self.vm_ref(vm)?).await
+    }
+
+    async fn power_state(&self, vm: &VmId) -> Result<PowerState> {
+        self.conn.power_state(&self.vm_ref(vm)?).await
+    }
+
+    async fn watch_power_state(&self, vm: &VmId) -> Result<Option<PowerStateStream>> {
+        let r = self.vm_ref(vm)?;
+        let (vmo, vmi) = self.conn.read(&r, "watch_power_state").await?;
+        let baseline = derive(&vmo, vmi.as_ref(), "watch_power_state", &r).ok();
+        Ok(Some(self.conn.power_state_stream(&r, baseline).boxed()))
+    }
+
+    async fn start(&self, vm: &VmId, opts: &StartOptions) -> Result<()> {
+        let r = self.vm_ref(vm)?;
+        self.conn.start_vm(&r, opts.paused, "start").await
+    }
+
+    async fn power_off(&self, vm: &VmId, _opts: &PowerOffOptions) -> Result<()> {
+        let r = self.vm_ref(vm)?;
+        self.conn.stop_vm(&r, Some(0), "power_off").await.map(drop)
+    }
+
+    async fn probe_agent(&self, vm: &VmId) -> Result<AgentStatus> {
+        self.conn.probe_agent(&self.vm_ref(vm)?).await
+    }
+
+    /// A graceful KubeVirt stop. The engine's remaining grace becomes the stop's `gracePeriod`
+    /// (rounded up to whole seconds) — KubeVirt forces the guest off itself when it expires, so
+    /// KubeVirt's deadline and the engine's agree. Without a remaining grace the VMI's own
+    /// `terminationGracePeriodSeconds` applies. Only `ShutdownChannel::Acpi` is accepted: KubeVirt
+    /// delivers the signal itself (through the agent when connected, else ACPI).
+    async fn request_shutdown(
+        &self,
+        vm: &VmId,
+        channel: ShutdownChannel,
+        opts: &ShutdownRequestOptions,
+    ) -> Result<()> {
+        let r = self.vm_ref(vm)?;
+        if channel != ShutdownChannel::Acpi {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "KubeVirt chooses the guest channel itself; request the shutdown with ShutdownChannel::Acpi",
+            ))
+            .ctx(PROVIDER_TYPE, "request_shutdown", &r.to_string());
+        }
+        let grace = opts.remaining_grace.map(grace_seconds);
+        self.conn
+            .stop_vm_armed(&r, grace, "request_shutdown")
             .await
+            .map(drop)
+    }
+
+    /// The UID of the VM's instance (VMI) while one exists that has not reached a final phase:
+    /// virt-controller creates a new VMI, with a new UID, for every run (a restart deletes and
+    /// re-creates it). `Ok(None)` without an instance or when it is `Succeeded`/`Failed`. An
+    /// instance whose VirtualMachine is gone (orphaned) still has its run's identity.
+    async fn incarnation(&self, vm: &VmId) -> Result<Option<Incarnation>> {
+        self.conn.incarnation(&self.vm_ref(vm)?).await
+    }
+
+    /// Undoes the stop [`Provider::request_shutdown`] sent, so the VM keeps running: the run
+    /// strategy it had before (`Halted` → `Always`/`Once`/…, or `spec.running`), our `Stop`
+    /// state-change request withdrawn (`Manual`/`RerunOnFailure`), and the VMI's
+    /// `terminationGracePeriodSeconds` as it was. Possible only until virt-controller acts on
+    /// the stop: once it has begun deleting the instance, KubeVirt cannot take the deletion
+    /// back (the guest gets its shutdown signal and is forced off when the grace expires), and
+    /// this fails with `InvalidState`; it does too when the VM has already stopped. The record
+    /// of what a request changed lives in this provider instance (not across processes); with
+    /// none for this VM there is nothing to undo and this returns `Ok`.
+    async fn cancel_shutdown(&self, vm: &VmId) -> Result<()> {
+        let r = self.vm_ref(vm)?;
+        self.conn.cancel_stop(&r, "cancel_shutdown").await
+    }
+
+    async fn reset(&self, vm: &VmId) -> Result<()> {
+        self.vmi_subresource(vm, Sub::Reset, "reset").await
+    }
+
+    async fn reboot(&self, vm: &VmId, _channel: ShutdownChannel) -> Result<()> {
+        self.vmi_subresource(vm, Sub::SoftReboot, "reboot").await
+    }
+
+    async fn pause(&self, vm: &VmId) -> Result<()> {
+        self.vmi_subresource(vm, Sub::Pause, "pause").await
+    }
+
+    async fn resume(&self, vm: &VmId) -> Result<()> {
+        self.vmi_subresource(vm, Sub::Unpause, "resume").await
+    }
+
+    async fn create(&self, spec: &VmCreateSpec) -> Result<VmId> {
+        self.conn.create(spec).await
+    }
+
+    async fn delete(&self, vm: &VmId, opts: &DeleteOptions) -> Result<()> {
+        self.conn.delete(&self.vm_ref(vm)?, opts).await
+    }
+
+    async fn reconfigure(
+        &self,
+        vm: &VmId,
+        change: &ReconfigureRequest,
+    ) -> Result<ReconfigureResult> {
+        self.conn.reconfigure(&self.vm_ref(vm)?, change).await
+    }
+
+    async fn describe(&self, vm: &VmId) -> Result<VmDescription> {
+        let r = self.vm_ref(vm)?;
+        let (vmo, vmi) = self.conn.read(&r, "describe").await?;
+        self.conn.describe_pair(&r, &vmo, vmi.as_ref())
+    }
+
+    async fn list_vms(&self, opts: &ListOptions) -> Result<Vec<VmDescription>> {
+        self.conn.list_vms(opts).await
+    }
+
+    fn snapshotter(&self) -> Option<&dyn Snapshotter> {
+        self.caps.snapshots.then_some(self as &dyn Snapshotter)
+    }
+
+    fn cloner(&self) -> Option<&dyn Cloner> {
+        self.caps.clones().then_some(self as &dyn Cloner)
+    }
+}
+
+#[async_trait]
+impl Snapshotter for KubeVirtProvider {
+    async fn create_snapshot(&self, vm: &VmId, opts: &SnapshotOptions) -> Result<SnapshotInfo> {
+        self.conn.create_snapshot(&self.vm_ref(vm)?, opts).await
+    }
+
+    async fn list_snapshots(&self, vm: &VmId) -> Result<Vec<SnapshotInfo>> {
+        self.conn.list_snapshots(&self.vm_ref(vm)?).await
+    }
+
+    async fn revert_snapshot(&self, vm: &VmId, snapshot: &str, opts: &RevertOptions) -> Result<()> {
+        self.conn
+            .revert_snapshot(&self.vm_ref(vm)?, snapshot, opts)
+            .await
+    }
+
+    async fn delete_snapshot(
+        &self,
+        vm: &VmId,
+        snapshot: &str,
+        opts: &DeleteSnapshotOptions,
+    ) -> Result<()> {
+        self.conn
+            .delete_snapshot(&self.vm_ref(vm)?, snapshot, opts)
+            .await
+    }
+}
+
+#[async_trait]
+impl Cloner for KubeVirtProvider {
+    async fn clone_vm(&self, source: &VmId, opts: &CloneOptions) -> Result<CloneResult> {
+        self.conn.clone_vm(&self.vm_ref(source)?, opts).await
     }
 }
 
@@ -701,5 +489,27 @@ mod tests {
             KubeVirtConfig::default().with_namespace("default"),
         );
         assert_eq!(p.instance_id(), "/ns/default", "no endpoint known");
+    }
+
+    #[test]
+    fn grace_rounds_up() {
+        assert_eq!(grace_seconds(Duration::from_millis(0)), 0);
+        assert_eq!(grace_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(grace_seconds(Duration::from_millis(2000)), 2);
+        assert_eq!(grace_seconds(Duration::from_millis(2001)), 3);
+    }
+
+    #[tokio::test]
+    async fn api_calls_counts_every_request_sent() {
+        // Nothing listens on port 1: the requests fail, but they were sent (and counted).
+        let p = provider(
+            "http://127.0.0.1:1",
+            KubeVirtConfig::default().with_namespace("default"),
+        );
+        assert_eq!(p.api_calls(), 0);
+        let e = p.power_state(&VmId::new("default/vm1")).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert_eq!(p.api_calls(), 2, "the VM and its VMI");
+        assert_eq!(p.api_stats().requests, p.api_calls());
     }
 }

@@ -12,28 +12,25 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::wait::await_condition;
 use serde_json::json;
 use virtrigaud_core::{
-    DeleteSnapshotOptions, ErrorKind, Result, RevertOptions, SnapshotInfo, SnapshotOptions,
-    Snapshotter, VmId,
+    DeleteSnapshotOptions, Error, ErrorKind, Result, ResultExt, RevertOptions, SnapshotInfo,
+    SnapshotOptions,
 };
 
-use crate::error::{Call, err, map_kube};
-use crate::id::sanitize_name;
-use crate::provider::KubeVirtProvider;
+use crate::PROVIDER_TYPE;
+use crate::client::Connection;
+use crate::error::to_core_error;
+use crate::id::{VmRef, sanitize_name};
+use crate::labels::{DESCRIPTION_ANNOTATION, VM_LABEL};
 use crate::state::vmi_active;
 use crate::types::{
     TypedRef, VirtualMachineRestore, VirtualMachineRestoreSpec, VirtualMachineSnapshot,
     VirtualMachineSnapshotSpec, condition_true, find_condition, meta,
 };
-
-/// Label put on snapshots this provider takes (value: the VM name).
-pub const VM_LABEL: &str = "virtrigaud.io/vm";
-const DESCRIPTION_ANNOTATION: &str = "virtrigaud.io/description";
 
 fn info_of(s: &VirtualMachineSnapshot) -> SnapshotInfo {
     let name = s.metadata.name.clone().unwrap_or_default();
@@ -67,57 +64,118 @@ fn deadline_string(d: Duration) -> String {
     format!("{}s", d.as_secs().max(1))
 }
 
-impl KubeVirtProvider {
+/// The `VirtualMachineSnapshot` object `opts` asks for.
+fn snapshot_object(
+    r: &VmRef,
+    name: &str,
+    deadline: Duration,
+    opts: &SnapshotOptions,
+) -> VirtualMachineSnapshot {
+    let mut snap = VirtualMachineSnapshot::new(
+        name,
+        VirtualMachineSnapshotSpec {
+            source: TypedRef::vm(&r.name),
+            failure_deadline: Some(deadline_string(deadline)),
+            extra: Default::default(),
+        },
+    );
+    snap.metadata = meta(
+        name,
+        &r.namespace,
+        BTreeMap::from([(VM_LABEL.to_owned(), r.name.clone())]),
+    );
+    if let Some(d) = &opts.description {
+        snap.metadata.annotations = Some(BTreeMap::from([(
+            DESCRIPTION_ANNOTATION.to_owned(),
+            d.clone(),
+        )]));
+    }
+    snap
+}
+
+/// Why KubeVirt failed a snapshot (its error, else its `Failure` condition).
+fn snapshot_failure(s: &VirtualMachineSnapshot) -> String {
+    s.status
+        .as_ref()
+        .and_then(|st| {
+            st.error
+                .as_ref()
+                .and_then(|e| e.get("message"))
+                .and_then(|m| m.as_str())
+                .map(str::to_owned)
+                .or_else(|| {
+                    find_condition(&st.conditions, "Failure").and_then(|c| c.message.clone())
+                })
+        })
+        .unwrap_or_else(|| "snapshot failed".into())
+}
+
+/// The `VirtualMachineRestore` of `snapshot` into `r` (asking KubeVirt to stop a running VM).
+fn restore_object(r: &VmRef, snapshot: &str, running: bool) -> VirtualMachineRestore {
+    let millis = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let name = sanitize_name(&format!(
+        "{}-restore-{millis}",
+        &snapshot[..snapshot.len().min(40)]
+    ));
+    let mut restore = VirtualMachineRestore::new(
+        &name,
+        VirtualMachineRestoreSpec {
+            target: TypedRef::vm(&r.name),
+            virtual_machine_snapshot_name: snapshot.to_owned(),
+            extra: Default::default(),
+        },
+    );
+    restore.metadata = meta(
+        &name,
+        &r.namespace,
+        BTreeMap::from([(VM_LABEL.to_owned(), r.name.clone())]),
+    );
+    if running {
+        restore
+            .spec
+            .extra
+            .insert("targetReadinessPolicy".into(), json!("StopTarget"));
+    }
+    restore
+}
+
+impl Connection {
     async fn delete_snapshot_object(&self, ns: &str, name: &str) {
         let api = self.api::<VirtualMachineSnapshot>(ns);
         if let Err(e) = api.delete(name, &DeleteParams::default()).await {
             tracing::debug!(snapshot = name, error = %e, "could not delete snapshot");
         }
     }
-}
 
-#[async_trait]
-impl Snapshotter for KubeVirtProvider {
-    async fn create_snapshot(&self, vm: &VmId, opts: &SnapshotOptions) -> Result<SnapshotInfo> {
+    /// Takes a snapshot and waits until it is ready (or failed, or past its deadline).
+    pub(crate) async fn create_snapshot(
+        &self,
+        r: &VmRef,
+        opts: &SnapshotOptions,
+    ) -> Result<SnapshotInfo> {
         const OP: &str = "snapshot_create";
-        let r = self.vm_ref(vm)?;
         let res = r.to_string();
         if opts.memory {
-            return Err(err(
+            return Err(Error::new(
                 ErrorKind::Unsupported,
-                OP,
-                &res,
                 "KubeVirt snapshots do not include memory state",
-            ));
+            ))
+            .ctx(PROVIDER_TYPE, OP, &res);
         }
         let name = sanitize_name(&opts.name);
-        let deadline = self.inner.config.snapshot_failure_deadline;
-        let mut snap = VirtualMachineSnapshot::new(
-            &name,
-            VirtualMachineSnapshotSpec {
-                source: TypedRef::vm(&r.name),
-                failure_deadline: Some(deadline_string(deadline)),
-                extra: Default::default(),
-            },
-        );
-        snap.metadata = meta(
-            &name,
-            &r.namespace,
-            BTreeMap::from([(VM_LABEL.to_owned(), r.name.clone())]),
-        );
-        if let Some(d) = &opts.description {
-            snap.metadata.annotations = Some(BTreeMap::from([(
-                DESCRIPTION_ANNOTATION.to_owned(),
-                d.clone(),
-            )]));
-        }
+        let deadline = self.config.snapshot_failure_deadline;
+        let snap = snapshot_object(r, &name, deadline, opts);
         // The VM must exist (KubeVirt would wait for it until the failure deadline).
-        self.get_vm(&r, OP).await?;
+        self.get_vm(r, OP).await?;
         let api = self.api::<VirtualMachineSnapshot>(&r.namespace);
         let started = Instant::now();
+        let at = format!("{res}@{name}");
         api.create(&PostParams::default(), &snap)
             .await
-            .map_err(|e| map_kube(e, Call::Object, OP, &format!("{res}@{name}")))?;
+            .map_err(|e| to_core_error(e, OP, Some(&at)))?;
         let done = tokio::time::timeout(
             deadline + Duration::from_secs(30),
             await_condition(api.clone(), &name, |o: Option<&VirtualMachineSnapshot>| {
@@ -136,60 +194,39 @@ impl Snapshotter for KubeVirtProvider {
                 Ok(info)
             }
             Ok(Ok(Some(s))) => {
-                let msg = s
-                    .status
-                    .as_ref()
-                    .and_then(|st| {
-                        st.error
-                            .as_ref()
-                            .and_then(|e| e.get("message"))
-                            .and_then(|m| m.as_str())
-                            .map(str::to_owned)
-                            .or_else(|| {
-                                find_condition(&st.conditions, "Failure")
-                                    .and_then(|c| c.message.clone())
-                            })
-                    })
-                    .unwrap_or_else(|| "snapshot failed".into());
+                let msg = snapshot_failure(&s);
                 self.delete_snapshot_object(&r.namespace, &name).await;
                 let kind = if started.elapsed() >= deadline {
                     ErrorKind::Timeout
                 } else {
                     ErrorKind::Internal
                 };
-                Err(err(
-                    kind,
-                    OP,
-                    &format!("{res}@{name}"),
-                    format!("snapshot failed: {msg}"),
-                ))
+                Err(Error::new(kind, format!("snapshot failed: {msg}"))).ctx(PROVIDER_TYPE, OP, &at)
             }
-            Ok(Ok(None)) => Err(err(
-                ErrorKind::NotFound,
+            Ok(Ok(None)) => Err(Error::not_found("snapshot was deleted while in progress")).ctx(
+                PROVIDER_TYPE,
                 OP,
-                &format!("{res}@{name}"),
-                "snapshot was deleted while in progress",
-            )),
-            Ok(Err(e)) => Err(err(ErrorKind::Unavailable, OP, &res, "watch failed").with_source(e)),
+                &at,
+            ),
+            Ok(Err(e)) => Err(to_core_error(e, OP, Some(&res))),
             Err(_) => {
                 self.delete_snapshot_object(&r.namespace, &name).await;
-                Err(err(
-                    ErrorKind::Timeout,
+                Err(Error::timeout("snapshot not ready by its failure deadline")).ctx(
+                    PROVIDER_TYPE,
                     OP,
-                    &format!("{res}@{name}"),
-                    "snapshot not ready by its failure deadline",
-                ))
+                    &at,
+                )
             }
         }
     }
 
-    async fn list_snapshots(&self, vm: &VmId) -> Result<Vec<SnapshotInfo>> {
-        let r = self.vm_ref(vm)?;
+    /// The snapshots of `r`.
+    pub(crate) async fn list_snapshots(&self, r: &VmRef) -> Result<Vec<SnapshotInfo>> {
         let api = self.api::<VirtualMachineSnapshot>(&r.namespace);
         let list = api
             .list(&ListParams::default())
             .await
-            .map_err(|e| map_kube(e, Call::Object, "snapshot_list", &r.to_string()))?;
+            .map_err(|e| to_core_error(e, "snapshot_list", Some(&r.to_string())))?;
         Ok(list
             .items
             .iter()
@@ -198,66 +235,71 @@ impl Snapshotter for KubeVirtProvider {
             .collect())
     }
 
-    async fn revert_snapshot(&self, vm: &VmId, snapshot: &str, opts: &RevertOptions) -> Result<()> {
+    /// Restores `snapshot` into `r`, then starts it if asked.
+    pub(crate) async fn revert_snapshot(
+        &self,
+        r: &VmRef,
+        snapshot: &str,
+        opts: &RevertOptions,
+    ) -> Result<()> {
         const OP: &str = "snapshot_revert";
-        let r = self.vm_ref(vm)?;
         let res = format!("{r}@{snapshot}");
-        let snaps = self.api::<VirtualMachineSnapshot>(&r.namespace);
-        let snap = snaps
+        self.check_restorable(r, snapshot, OP, &res).await?;
+        // A running VM is stopped by KubeVirt itself first (targetReadinessPolicy StopTarget).
+        let running = vmi_active(self.get_vmi(r, OP).await?.as_ref());
+        let restore = restore_object(r, snapshot, running);
+        self.run_restore(r, &restore, OP, &res).await?;
+        if opts.start {
+            self.start_vm(r, false, OP).await?;
+        }
+        Ok(())
+    }
+
+    /// The snapshot exists, belongs to `r` and is ready to use.
+    async fn check_restorable(
+        &self,
+        r: &VmRef,
+        snapshot: &str,
+        op: &'static str,
+        res: &str,
+    ) -> Result<()> {
+        let snap = self
+            .api::<VirtualMachineSnapshot>(&r.namespace)
             .get(snapshot)
             .await
-            .map_err(|e| map_kube(e, Call::Object, OP, &res))?;
+            .map_err(|e| to_core_error(e, op, Some(res)))?;
         if snap.spec.source.name != r.name {
-            return Err(err(
-                ErrorKind::InvalidSpec,
-                OP,
-                &res,
-                "the snapshot belongs to another VM",
-            ));
+            return Err(Error::invalid_spec("the snapshot belongs to another VM")).ctx(
+                PROVIDER_TYPE,
+                op,
+                res,
+            );
         }
         if snap.status.as_ref().and_then(|s| s.ready_to_use) != Some(true) {
-            return Err(err(
-                ErrorKind::InvalidState,
-                OP,
-                &res,
-                "the snapshot is not ready to use",
-            ));
+            return Err(Error::invalid_state("the snapshot is not ready to use")).ctx(
+                PROVIDER_TYPE,
+                op,
+                res,
+            );
         }
-        // A running VM is stopped by KubeVirt itself first (targetReadinessPolicy StopTarget).
-        let running = vmi_active(self.get_vmi(&r, OP).await?.as_ref());
-        let millis = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        let name = sanitize_name(&format!(
-            "{}-restore-{millis}",
-            &snapshot[..snapshot.len().min(40)]
-        ));
-        let mut restore = VirtualMachineRestore::new(
-            &name,
-            VirtualMachineRestoreSpec {
-                target: TypedRef::vm(&r.name),
-                virtual_machine_snapshot_name: snapshot.to_owned(),
-                extra: Default::default(),
-            },
-        );
-        restore.metadata = meta(
-            &name,
-            &r.namespace,
-            BTreeMap::from([(VM_LABEL.to_owned(), r.name.clone())]),
-        );
-        if running {
-            restore
-                .spec
-                .extra
-                .insert("targetReadinessPolicy".into(), json!("StopTarget"));
-        }
+        Ok(())
+    }
+
+    /// Creates the restore, waits until it completes (or fails), and deletes a completed one.
+    async fn run_restore(
+        &self,
+        r: &VmRef,
+        restore: &VirtualMachineRestore,
+        op: &'static str,
+        res: &str,
+    ) -> Result<()> {
+        let name = restore.metadata.name.clone().unwrap_or_default();
         let api = self.api::<VirtualMachineRestore>(&r.namespace);
-        api.create(&PostParams::default(), &restore)
+        api.create(&PostParams::default(), restore)
             .await
-            .map_err(|e| map_kube(e, Call::Object, OP, &res))?;
+            .map_err(|e| to_core_error(e, op, Some(res)))?;
         let done = tokio::time::timeout(
-            self.inner.config.operation_timeout,
+            self.config.operation_timeout,
             await_condition(api.clone(), &name, |o: Option<&VirtualMachineRestore>| {
                 o.is_none_or(|x| {
                     let st = x.status.as_ref();
@@ -275,61 +317,46 @@ impl Snapshotter for KubeVirtProvider {
                     .as_ref()
                     .and_then(|s| find_condition(&s.conditions, "Failure"))
                     .and_then(|c| c.message.clone());
-                Err(err(
-                    ErrorKind::Internal,
-                    OP,
-                    &res,
-                    format!("restore failed: {}", msg.unwrap_or_default()),
-                ))
+                Err(Error::internal(format!(
+                    "restore failed: {}",
+                    msg.unwrap_or_default()
+                )))
             }
-            Ok(Ok(None)) => Err(err(
-                ErrorKind::NotFound,
-                OP,
-                &res,
-                "restore object deleted while in progress",
-            )),
-            Ok(Err(e)) => Err(err(ErrorKind::Unavailable, OP, &res, "watch failed").with_source(e)),
-            Err(_) => Err(err(
-                ErrorKind::Timeout,
-                OP,
-                &res,
-                "restore did not complete in time",
-            )),
+            Ok(Ok(None)) => Err(Error::not_found("restore object deleted while in progress")),
+            Ok(Err(e)) => Err(to_core_error(e, op, Some(res))),
+            Err(_) => Err(Error::timeout("restore did not complete in time")),
         };
         if outcome.is_ok() {
             // Completed restores are history only.
             let _ = api.delete(&name, &DeleteParams::default()).await;
-            if opts.start {
-                self.start_vm(&r, false, OP).await?;
-            }
         }
-        outcome
+        outcome.ctx(PROVIDER_TYPE, op, res)
     }
 
-    async fn delete_snapshot(
+    /// Deletes `snapshot` of `r` (`NotFound` for another VM's snapshot).
+    pub(crate) async fn delete_snapshot(
         &self,
-        vm: &VmId,
+        r: &VmRef,
         snapshot: &str,
         _opts: &DeleteSnapshotOptions,
     ) -> Result<()> {
-        let r = self.vm_ref(vm)?;
+        const OP: &str = "snapshot_delete";
         let res = format!("{r}@{snapshot}");
         let api = self.api::<VirtualMachineSnapshot>(&r.namespace);
         let snap = api
             .get(snapshot)
             .await
-            .map_err(|e| map_kube(e, Call::Object, "snapshot_delete", &res))?;
+            .map_err(|e| to_core_error(e, OP, Some(&res)))?;
         if snap.spec.source.name != r.name {
-            return Err(err(
-                ErrorKind::NotFound,
-                "snapshot_delete",
+            return Err(Error::not_found("no such snapshot of this VM")).ctx(
+                PROVIDER_TYPE,
+                OP,
                 &res,
-                "no such snapshot of this VM",
-            ));
+            );
         }
         api.delete(snapshot, &DeleteParams::default())
             .await
-            .map_err(|e| map_kube(e, Call::Object, "snapshot_delete", &res))?;
+            .map_err(|e| to_core_error(e, OP, Some(&res)))?;
         Ok(())
     }
 }

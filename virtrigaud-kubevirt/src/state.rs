@@ -37,73 +37,39 @@
 //! its finalizer; a watch sees it); afterwards the VM reads `Off(Unknown)`. A guest that shut
 //! down by itself never reads `Off(Destroyed)`.
 
-use std::fmt;
-
 use virtrigaud_core::{OffReason, PauseReason, PowerState};
 
 use crate::types::{VirtualMachine, VirtualMachineInstance, condition_true, find_condition};
 
-/// A KubeVirt run strategy.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum RunStrategy {
-    /// Keep a VMI running; restart it whatever happens.
-    Always,
-    /// Restart the VMI only when it fails.
-    RerunOnFailure,
-    /// Start and stop only on request (`status.stateChangeRequests`).
-    Manual,
-    /// No VMI.
-    Halted,
-    /// Run the VMI once.
-    Once,
-    /// Any other value (kept verbatim).
-    Other(String),
-}
+/// A KubeVirt run strategy: core's [`RunStrategy`] (one type for it in the workspace).
+pub use virtrigaud_core::model::RunStrategy;
 
-impl RunStrategy {
-    /// Parses a `spec.runStrategy` value.
-    pub fn parse(s: &str) -> Self {
-        match s {
-            "Always" => RunStrategy::Always,
-            "RerunOnFailure" => RunStrategy::RerunOnFailure,
-            "Manual" => RunStrategy::Manual,
-            "Halted" => RunStrategy::Halted,
-            "Once" => RunStrategy::Once,
-            other => RunStrategy::Other(other.to_owned()),
-        }
-    }
-    /// The API value.
-    pub fn as_str(&self) -> &str {
-        match self {
-            RunStrategy::Always => "Always",
-            RunStrategy::RerunOnFailure => "RerunOnFailure",
-            RunStrategy::Manual => "Manual",
-            RunStrategy::Halted => "Halted",
-            RunStrategy::Once => "Once",
-            RunStrategy::Other(s) => s,
-        }
-    }
-    /// The strategy of `vm`: `spec.runStrategy`, else the deprecated `spec.running`
-    /// (`true` = Always, `false`/unset = Halted), as KubeVirt reads it.
-    pub fn of(vm: &VirtualMachine) -> Self {
-        match (&vm.spec.run_strategy, vm.spec.running) {
-            (Some(s), _) => RunStrategy::parse(s),
-            (None, Some(true)) => RunStrategy::Always,
-            _ => RunStrategy::Halted,
-        }
-    }
-    /// Whether virt-controller creates a VMI for this strategy without a start request.
-    pub fn runs_by_itself(&self) -> bool {
-        matches!(
-            self,
-            RunStrategy::Always | RunStrategy::RerunOnFailure | RunStrategy::Once
-        )
+/// The run strategy of `vm`: `spec.runStrategy`, else the deprecated `spec.running`
+/// (`true` = Always, `false`/unset = Halted), as KubeVirt reads it. `None`: a value this crate
+/// does not know (`WaitAsReceiver`, say; [`run_strategy_name`] shows it verbatim).
+pub fn run_strategy_of(vm: &VirtualMachine) -> Option<RunStrategy> {
+    match (&vm.spec.run_strategy, vm.spec.running) {
+        (Some(s), _) => serde_json::from_value(serde_json::Value::String(s.clone())).ok(),
+        (None, Some(true)) => Some(RunStrategy::Always),
+        _ => Some(RunStrategy::Halted),
     }
 }
 
-impl fmt::Display for RunStrategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// The API value of a run strategy (`"Always"`, `"Halted"`, …).
+pub fn run_strategy_value(rs: RunStrategy) -> String {
+    match serde_json::to_value(rs) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => format!("{rs:?}"),
+    }
+}
+
+/// The run strategy of `vm` as the server has it (an unknown value verbatim), for messages.
+pub fn run_strategy_name(vm: &VirtualMachine) -> String {
+    match &vm.spec.run_strategy {
+        Some(s) => s.clone(),
+        None => run_strategy_of(vm)
+            .map(run_strategy_value)
+            .unwrap_or_default(),
     }
 }
 
@@ -141,7 +107,7 @@ pub fn stop_in_flight(vm: &VirtualMachine, vmi: Option<&VirtualMachineInstance>)
     };
     vmi.metadata.deletion_timestamp.is_some()
         || matches!(printable_status(vm), Some("Stopping" | "Terminating"))
-        || RunStrategy::of(vm) == RunStrategy::Halted
+        || run_strategy_of(vm) == Some(RunStrategy::Halted)
         || pending_stop_request(vm)
 }
 
@@ -192,11 +158,10 @@ pub fn will_start(vm: &VirtualMachine, vmi: Option<&VirtualMachineInstance>) -> 
     if vm.metadata.deletion_timestamp.is_some() {
         return false;
     }
-    let rs = RunStrategy::of(vm);
-    match rs {
-        RunStrategy::Always => true,
-        RunStrategy::Manual | RunStrategy::Halted => pending_start_request(vm),
-        RunStrategy::RerunOnFailure => {
+    match run_strategy_of(vm) {
+        Some(RunStrategy::Always) => true,
+        Some(RunStrategy::Manual | RunStrategy::Halted) => pending_start_request(vm),
+        Some(RunStrategy::RerunOnFailure) => {
             if pending_start_request(vm) {
                 return true;
             }
@@ -211,13 +176,14 @@ pub fn will_start(vm: &VirtualMachine, vmi: Option<&VirtualMachineInstance>) -> 
                         .as_ref()
                         .and_then(|s| s.extra.get("runStrategy"))
                         .and_then(serde_json::Value::as_str);
-                    let switched = observed.is_some_and(|o| o != rs.as_str());
+                    let switched = observed.is_some_and(|o| o != "RerunOnFailure");
                     switched || printable_status(vm) != Some("Stopped")
                 }
             }
         }
-        RunStrategy::Once => vmi.is_none() && !vm_run_completed(vm),
-        RunStrategy::Other(_) => false,
+        Some(RunStrategy::Once) => vmi.is_none() && !vm_run_completed(vm),
+        // An unknown strategy (or one core adds later) is not started by this reading.
+        _ => false,
     }
 }
 
@@ -285,7 +251,7 @@ pub fn power_state_of(
 
 /// `Once` VMs that already ran to completion do not start again.
 fn vm_run_completed(vm: &VirtualMachine) -> bool {
-    RunStrategy::of(vm) == RunStrategy::Once
+    run_strategy_of(vm) == Some(RunStrategy::Once)
         && printable_status(vm) == Some("Stopped")
         && vm.status.as_ref().and_then(|s| s.created) == Some(false)
         && vm.status.as_ref().is_some_and(|s| !s.conditions.is_empty())
@@ -554,13 +520,17 @@ mod tests {
     #[test]
     fn run_strategy_falls_back_to_running_field() {
         let mut v = VirtualMachine::new("v", Default::default());
-        assert_eq!(RunStrategy::of(&v), RunStrategy::Halted);
+        assert_eq!(run_strategy_of(&v), Some(RunStrategy::Halted));
         v.spec.running = Some(true);
-        assert_eq!(RunStrategy::of(&v), RunStrategy::Always);
-        v.spec.run_strategy = Some("WaitAsReceiver".into());
+        assert_eq!(run_strategy_of(&v), Some(RunStrategy::Always));
+        v.spec.run_strategy = Some("RerunOnFailure".into());
+        assert_eq!(run_strategy_of(&v), Some(RunStrategy::RerunOnFailure));
         assert_eq!(
-            RunStrategy::of(&v),
-            RunStrategy::Other("WaitAsReceiver".into())
+            run_strategy_value(RunStrategy::RerunOnFailure),
+            "RerunOnFailure"
         );
+        v.spec.run_strategy = Some("WaitAsReceiver".into());
+        assert_eq!(run_strategy_of(&v), None);
+        assert_eq!(run_strategy_name(&v), "WaitAsReceiver");
     }
 }

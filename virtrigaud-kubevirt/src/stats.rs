@@ -4,10 +4,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-/// Counters shared by a provider and the HTTP layer of its client.
-#[derive(Debug, Default)]
+use virtrigaud_core::layers::ApiCalls;
+
+/// Counters shared by a provider and the HTTP layer of its client (clones share them).
+#[derive(Debug, Clone, Default)]
 pub(crate) struct ApiStats {
-    requests: AtomicU64,
+    /// Every HTTP request: the total [`crate::KubeVirtProvider::api_calls`] reports.
+    requests: ApiCalls,
+    detail: Arc<Detail>,
+}
+
+/// The counters beyond the total.
+#[derive(Debug, Default)]
+struct Detail {
     watch_requests: AtomicU64,
     watch_events: AtomicU64,
     conflict_retries: AtomicU64,
@@ -15,17 +24,28 @@ pub(crate) struct ApiStats {
 
 impl ApiStats {
     pub(crate) fn watch_event(&self) {
-        self.watch_events.fetch_add(1, Ordering::Relaxed);
+        self.detail.watch_events.fetch_add(1, Ordering::Relaxed);
     }
     pub(crate) fn conflict_retry(&self) {
-        self.conflict_retries.fetch_add(1, Ordering::Relaxed);
+        self.detail.conflict_retries.fetch_add(1, Ordering::Relaxed);
+    }
+    /// HTTP requests sent so far.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.get()
     }
     pub(crate) fn snapshot(&self) -> ApiStatsSnapshot {
         ApiStatsSnapshot {
-            requests: self.requests.load(Ordering::Relaxed),
-            watch_requests: self.watch_requests.load(Ordering::Relaxed),
-            watch_events: self.watch_events.load(Ordering::Relaxed),
-            conflict_retries: self.conflict_retries.load(Ordering::Relaxed),
+            requests: self.requests.get(),
+            watch_requests: self.detail.watch_requests.load(Ordering::Relaxed),
+            watch_events: self.detail.watch_events.load(Ordering::Relaxed),
+            conflict_retries: self.detail.conflict_retries.load(Ordering::Relaxed),
+        }
+    }
+    /// Counts one HTTP request (the one place requests are counted).
+    fn request(&self, watch: bool) {
+        self.requests.record();
+        if watch {
+            self.detail.watch_requests.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -60,14 +80,14 @@ impl std::ops::Sub for ApiStatsSnapshot {
 
 /// A tower layer counting the requests of a kube client.
 #[derive(Debug, Clone)]
-pub(crate) struct CountLayer(pub(crate) Arc<ApiStats>);
+pub(crate) struct CountLayer(pub(crate) ApiStats);
 
 impl<S> tower::Layer<S> for CountLayer {
     type Service = CountService<S>;
     fn layer(&self, inner: S) -> Self::Service {
         CountService {
             inner,
-            stats: Arc::clone(&self.0),
+            stats: self.0.clone(),
         }
     }
 }
@@ -76,7 +96,7 @@ impl<S> tower::Layer<S> for CountLayer {
 #[derive(Debug, Clone)]
 pub(crate) struct CountService<S> {
     inner: S,
-    stats: Arc<ApiStats>,
+    stats: ApiStats,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for CountService<S>
@@ -92,14 +112,11 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        if req
+        let watch = req
             .uri()
             .query()
-            .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"))
-        {
-            self.stats.watch_requests.fetch_add(1, Ordering::Relaxed);
-        }
+            .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+        self.stats.request(watch);
         self.inner.call(req)
     }
 }

@@ -28,9 +28,8 @@ use virtrigaud_core::shutdown::{ShutdownManager, ShutdownOutcome, ShutdownPolicy
 use virtrigaud_core::testing::backends_required;
 use virtrigaud_core::{PowerState, Provider, ShutdownChannel, StartOptions, VmId};
 
-/// The KubeVirt tests' fake virt-controller / virt-handler, compiled into this binary as is.
-#[path = "../../../../virtrigaud-kubevirt/tests/common/mod.rs"]
-mod kubevirt_ctl;
+/// The fake virt-controller / virt-handler from the KubeVirt crate's `testkit` feature.
+use virtrigaud_kubevirt::testkit as kubevirt_ctl;
 
 /// The polling baseline's interval (virtrigaud's Go providers, seed 004's `waitForVMStopped`).
 const POLL: Duration = Duration::from_secs(2);
