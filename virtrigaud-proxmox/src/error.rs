@@ -74,8 +74,7 @@ pub(crate) fn to_core_error(
     operation: &'static str,
     resource: Option<&str>,
 ) -> Error {
-    let err = native;
-    let (kind, message) = match &err {
+    let (kind, message) = match &native {
         ApiError::Http {
             status, message, ..
         } => {
@@ -103,19 +102,21 @@ pub(crate) fn to_core_error(
             } else {
                 hint
             };
-            (kind, format!("{err}{hint}"))
+            (kind, format!("{native}{hint}"))
         }
-        ApiError::Transport(_) => (ErrorKind::Unavailable, err.to_string()),
-        ApiError::Decode(_) => (ErrorKind::Internal, err.to_string()),
-        ApiError::Login(_) => (ErrorKind::Unauthenticated, err.to_string()),
-        ApiError::Config(_) => (ErrorKind::InvalidSpec, err.to_string()),
-        ApiError::TaskFailed { exitstatus, .. } => (classify_message(exitstatus), err.to_string()),
-        ApiError::TaskTimeout { .. } => (ErrorKind::Timeout, err.to_string()),
-        ApiError::Cancelled { .. } => (ErrorKind::Cancelled, err.to_string()),
+        ApiError::Transport(_) => (ErrorKind::Unavailable, native.to_string()),
+        ApiError::Decode(_) => (ErrorKind::Internal, native.to_string()),
+        ApiError::Login(_) => (ErrorKind::Unauthenticated, native.to_string()),
+        ApiError::Config(_) => (ErrorKind::InvalidSpec, native.to_string()),
+        ApiError::TaskFailed { exitstatus, .. } => {
+            (classify_message(exitstatus), native.to_string())
+        }
+        ApiError::TaskTimeout { .. } => (ErrorKind::Timeout, native.to_string()),
+        ApiError::Cancelled { .. } => (ErrorKind::Cancelled, native.to_string()),
     };
     Error::new(kind, message)
         .context_for(PROVIDER_TYPE, operation, resource)
-        .with_source(err)
+        .with_source(native)
 }
 
 /// An [`ApiError`] as a core error without an operation (for callers of [`crate::PveClient`]

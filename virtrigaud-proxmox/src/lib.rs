@@ -38,6 +38,15 @@
 //! (`power`, `shutdown`, `create`, `reconfigure`, `inventory`, `snapshot`, `clone`), which
 //! works on the [`PveClient`] through a few shared VM reads and task calls.
 //!
+//! Known gaps (each answers `Unsupported` or is documented on [`ProxmoxProvider`]):
+//!
+//! * no power-state watch (`power_state_watch` is false: the engine polls);
+//! * no re-signalling of a running shutdown (`repeatable_shutdown_signal` is false);
+//! * starting paused, deleting a snapshot with its children, and clone customization are
+//!   `Unsupported`;
+//! * an ACPI request on a VM with the agent enabled presses the button through the monitor,
+//!   which has no server-side deadline.
+//!
 //! ```no_run
 //! # async fn demo() -> virtrigaud_core::Result<()> {
 //! use std::sync::Arc;

@@ -4,7 +4,7 @@
 use virtrigaud_core::{Error, ReconfigureRequest, ReconfigureResult, Result};
 
 use crate::PROVIDER_TYPE;
-use crate::client::PveClient;
+use crate::client::{ApiError, PveClient};
 use crate::error::to_core_error;
 use crate::id::VmRef;
 use crate::request::api;
@@ -45,7 +45,8 @@ pub(crate) async fn reconfigure(
     Ok(result)
 }
 
-fn wire(e: crate::client::ApiError, r: &VmRef) -> Error {
+/// A wire failure of this operation on `r`.
+fn wire(e: ApiError, r: &VmRef) -> Error {
     to_core_error(e, OP, Some(&r.to_string()))
 }
 
