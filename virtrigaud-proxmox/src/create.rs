@@ -118,3 +118,35 @@ pub(crate) async fn delete(client: &PveClient, last: &LastActions, r: &VmRef) ->
     last.remember(r, None);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use virtrigaud_core::{DiskCreateSpec, NetworkCreateSpec};
+
+    use super::*;
+
+    #[test]
+    fn the_config_holds_size_disks_networks_and_tags() {
+        let mut spec = VmCreateSpec::new("web-1", 0, 8);
+        spec.disks = vec![
+            DiskCreateSpec::new("root", 0),
+            DiskCreateSpec::new("data", 20),
+        ];
+        spec.networks = vec![NetworkCreateSpec::new("vmbr0")];
+        spec.labels.insert("app".into(), "web".into());
+        let cfg = vm_config(&spec, "local-lvm");
+        let get = |k: &str| {
+            cfg.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("name"), Some("web-1"));
+        // At least one core and 16 MiB; at least 1 GiB per disk.
+        assert_eq!(get("cores"), Some("1"));
+        assert_eq!(get("memory"), Some("16"));
+        assert_eq!(get("scsi0"), Some("local-lvm:1"));
+        assert_eq!(get("scsi1"), Some("local-lvm:20"));
+        assert_eq!(get("net0"), Some("virtio,bridge=vmbr0"));
+        assert_eq!(get("tags"), Some("app-web"));
+    }
+}

@@ -51,3 +51,21 @@ impl fmt::Display for VmRef {
         write!(f, "{}/{}", self.node, self.vmid)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_node_slash_vmid_and_refuses_the_rest() {
+        let r = VmRef::parse(&VmId::new("pve1/101")).unwrap();
+        assert_eq!((r.node.as_str(), r.vmid), ("pve1", 101));
+        assert_eq!(r.to_vm_id(), VmId::new("pve1/101"));
+        assert_eq!(r.to_string(), "pve1/101");
+        for bad in ["101", "pve1/abc", "pve1/99", "/101", "a/b/101"] {
+            let e = VmRef::parse(&VmId::new(bad)).unwrap_err();
+            assert_eq!(e.kind(), virtrigaud_core::ErrorKind::InvalidSpec, "{bad}");
+            assert_eq!(e.provider(), PROVIDER_TYPE, "{bad}");
+        }
+    }
+}

@@ -4,7 +4,7 @@
 use virtrigaud_core::{Error, ReconfigureRequest, ReconfigureResult, Result};
 
 use crate::PROVIDER_TYPE;
-use crate::client::{ApiError, PveClient};
+use crate::client::PveClient;
 use crate::error::to_core_error;
 use crate::id::VmRef;
 use crate::request::api;
@@ -30,7 +30,10 @@ pub(crate) async fn reconfigure(
         // The digest makes PVE refuse the change if someone else changed the config since
         // we read it ("checksum mismatch" → Conflict).
         let req = api::update_config(&r.node, r.vmid, digest.as_deref(), &changes);
-        client.send(&req).await.map_err(|e| wire(e, r))?;
+        client
+            .send(&req)
+            .await
+            .map_err(|e| to_core_error(e, OP, Some(&r.to_string())))?;
         digest = None;
         notes.extend(changes.iter().map(|(k, v)| format!("{k}={v}")));
     }
@@ -43,11 +46,6 @@ pub(crate) async fn reconfigure(
     let mut result = result_from_pending(client, r, &touched, !resizes.is_empty()).await?;
     result.notes.splice(0..0, notes);
     Ok(result)
-}
-
-/// A wire failure of this operation on `r`.
-fn wire(e: ApiError, r: &VmRef) -> Error {
-    to_core_error(e, OP, Some(&r.to_string()))
 }
 
 /// The checks before anything changes: every disk named exists and only grows. Returns the
@@ -109,12 +107,15 @@ async fn grow_disk(
     digest: Option<&str>,
 ) -> Result<()> {
     let req = api::resize(&r.node, r.vmid, key, &format!("{gib}G"), digest);
-    let data = client.send(&req).await.map_err(|e| wire(e, r))?;
+    let data = client
+        .send(&req)
+        .await
+        .map_err(|e| to_core_error(e, OP, Some(&r.to_string())))?;
     if let Some(upid) = data.as_str().and_then(Upid::parse) {
         TaskWaiter::new(client)
             .wait(&upid)
             .await
-            .map_err(|e| wire(e, r))?;
+            .map_err(|e| to_core_error(e, OP, Some(&r.to_string())))?;
     }
     Ok(())
 }
@@ -152,4 +153,75 @@ async fn result_from_pending(
         ));
     }
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use virtrigaud_core::{DiskResize, ErrorKind};
+
+    use super::*;
+
+    fn cfg() -> VmConfig {
+        serde_json::from_value(serde_json::json!({
+            "cores": 2,
+            "memory": "2048",
+            "scsi0": "local-lvm:vm-101-disk-0,size=8G",
+            "ide2": "local:iso/x.iso,media=cdrom",
+            "digest": "abc",
+        }))
+        .unwrap()
+    }
+
+    fn change(
+        cpu: Option<u32>,
+        memory_mib: Option<u64>,
+        disks: Vec<DiskResize>,
+    ) -> ReconfigureRequest {
+        let mut r = ReconfigureRequest::default();
+        r.cpu = cpu;
+        r.memory_mib = memory_mib;
+        r.disks = disks;
+        r
+    }
+
+    #[test]
+    fn disks_only_grow_and_must_exist() {
+        let r = VmRef {
+            node: "pve1".into(),
+            vmid: 101,
+        };
+        let grow = change(None, None, vec![DiskResize::new("scsi0", 16)]);
+        assert_eq!(
+            validate_reconfigure(&r, &cfg(), &grow).unwrap(),
+            vec![("scsi0".to_owned(), 16)]
+        );
+        // By volume name too; the same size is no change.
+        let same = change(
+            None,
+            None,
+            vec![DiskResize::new("local-lvm:vm-101-disk-0", 8)],
+        );
+        assert!(validate_reconfigure(&r, &cfg(), &same).unwrap().is_empty());
+        let shrink = change(None, None, vec![DiskResize::new("scsi0", 4)]);
+        let e = validate_reconfigure(&r, &cfg(), &shrink).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidSpec, "{e}");
+        assert_eq!(e.operation(), "reconfigure");
+        let missing = change(None, None, vec![DiskResize::new("ide2", 4)]);
+        let e = validate_reconfigure(&r, &cfg(), &missing).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+        assert_eq!(e.resource(), Some("pve1/101"));
+    }
+
+    #[test]
+    fn only_differing_cpu_and_memory_are_changed() {
+        assert!(config_changes(&cfg(), &change(Some(2), Some(2048), vec![])).is_empty());
+        assert_eq!(
+            config_changes(&cfg(), &change(Some(4), Some(2048), vec![])),
+            vec![("cores", "4".to_owned())]
+        );
+        assert_eq!(
+            config_changes(&cfg(), &change(None, Some(4096), vec![])),
+            vec![("memory", "4096".to_owned())]
+        );
+    }
 }
