@@ -6,12 +6,13 @@
 //! * Secrets never appear in logs or `Debug` output.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::time::Instant;
 
+use reqwest::header::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
+use virtrigaud_core::layers::ApiCalls;
 
 use crate::config::{Auth, ProxmoxConfig, Tls, redact_url};
 use crate::request::{ApiRequest, Method, api};
@@ -109,19 +110,21 @@ struct Ticket {
     obtained: Instant,
 }
 
-struct Inner {
+/// What the clones of one [`PveClient`] share: the connection pool, the settings, the
+/// login ticket, the request counter and the request record.
+struct Session {
     http: reqwest::Client,
     base: String,
     config: ProxmoxConfig,
     ticket: Mutex<Option<Arc<Ticket>>>,
-    requests: AtomicU64,
+    calls: ApiCalls,
     recorder: std::sync::Mutex<Option<Vec<ApiRequest>>>,
 }
 
 /// The PVE API client. Cheap to clone (shared connection pool and session).
 #[derive(Clone)]
 pub struct PveClient {
-    inner: Arc<Inner>,
+    inner: Arc<Session>,
 }
 
 impl std::fmt::Debug for PveClient {
@@ -166,12 +169,12 @@ impl PveClient {
         url::Url::parse(&base)
             .map_err(|e| ApiError::Config(format!("URL {:?}: {e}", redact_url(&base))))?;
         Ok(PveClient {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Session {
                 http,
                 base,
                 config,
                 ticket: Mutex::new(None),
-                requests: AtomicU64::new(0),
+                calls: ApiCalls::new(),
                 recorder: std::sync::Mutex::new(None),
             }),
         })
@@ -183,8 +186,8 @@ impl PveClient {
     }
 
     /// How many HTTP requests this client (and its clones) sent so far, logins included.
-    pub fn requests_sent(&self) -> u64 {
-        self.inner.requests.load(Ordering::Relaxed)
+    pub fn api_calls(&self) -> u64 {
+        self.inner.calls.get()
     }
 
     /// Starts keeping a copy of every request sent from now on (for audits and tests; the
@@ -294,11 +297,27 @@ impl PveClient {
         Ok(t)
     }
 
+    /// Sends one HTTP request (no ticket renewal): the one place requests are counted and
+    /// recorded.
     async fn send_once(
         &self,
         req: &ApiRequest,
         ticket: Option<&Ticket>,
     ) -> Result<serde_json::Value, ApiError> {
+        let rb = self.authorize(self.build(req), req, ticket)?;
+        self.inner.calls.record();
+        self.record(req);
+        tracing::trace!(request = ?req, "PVE request");
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| ApiError::Transport(transport_message(&e)))?;
+        read_answer(resp, req).await
+    }
+
+    /// The HTTP request for `req`: query parameters for reads and deletes, a form body
+    /// otherwise.
+    fn build(&self, req: &ApiRequest) -> reqwest::RequestBuilder {
         let url = format!("{}{}", self.inner.base, req.path());
         let method = match req.method {
             Method::Get => reqwest::Method::GET,
@@ -306,44 +325,50 @@ impl PveClient {
             Method::Put => reqwest::Method::PUT,
             Method::Delete => reqwest::Method::DELETE,
         };
-        let mut rb = self.inner.http.request(method, &url);
-        rb = match req.method {
+        let rb = self.inner.http.request(method, &url);
+        match req.method {
             Method::Get | Method::Delete => rb.query(&req.params),
             // Always a form body, even when empty: PVE parses forms, not JSON booleans.
             Method::Post | Method::Put => rb.form(&req.params),
-        };
+        }
+    }
+
+    /// Adds the credentials: the API token header, or the ticket cookie (and the CSRF token
+    /// for writes). Every header value is marked sensitive.
+    fn authorize(
+        &self,
+        mut rb: reqwest::RequestBuilder,
+        req: &ApiRequest,
+        ticket: Option<&Ticket>,
+    ) -> Result<reqwest::RequestBuilder, ApiError> {
         match (&self.inner.config.auth, ticket) {
             (Auth::ApiToken { token_id, secret }, _) => {
-                let mut value = reqwest::header::HeaderValue::from_str(&format!(
-                    "PVEAPIToken={token_id}={}",
-                    secret.expose_secret()
-                ))
-                .map_err(|_| {
-                    ApiError::Config("API token contains invalid header characters".into())
-                })?;
-                value.set_sensitive(true);
+                let value = sensitive(
+                    &format!("PVEAPIToken={token_id}={}", secret.expose_secret()),
+                    || ApiError::Config("API token contains invalid header characters".into()),
+                )?;
                 rb = rb.header(reqwest::header::AUTHORIZATION, value);
             }
             (Auth::Password { .. }, Some(t)) => {
-                let mut cookie = reqwest::header::HeaderValue::from_str(&format!(
-                    "PVEAuthCookie={}",
-                    t.ticket.expose_secret()
-                ))
-                .map_err(|_| ApiError::Login("ticket contains invalid header characters".into()))?;
-                cookie.set_sensitive(true);
+                let cookie = sensitive(
+                    &format!("PVEAuthCookie={}", t.ticket.expose_secret()),
+                    || ApiError::Login("ticket contains invalid header characters".into()),
+                )?;
                 rb = rb.header(reqwest::header::COOKIE, cookie);
                 if req.method.needs_csrf() {
-                    let mut csrf = reqwest::header::HeaderValue::from_str(t.csrf.expose_secret())
-                        .map_err(|_| {
+                    let csrf = sensitive(t.csrf.expose_secret(), || {
                         ApiError::Login("CSRF token contains invalid header characters".into())
                     })?;
-                    csrf.set_sensitive(true);
                     rb = rb.header("CSRFPreventionToken", csrf);
                 }
             }
             (Auth::Password { .. }, None) => {}
         }
-        self.inner.requests.fetch_add(1, Ordering::Relaxed);
+        Ok(rb)
+    }
+
+    /// Keeps a copy of `req` when recording (sensitive values replaced by `***`).
+    fn record(&self, req: &ApiRequest) {
         if let Some(rec) = self
             .inner
             .recorder
@@ -359,67 +384,86 @@ impl PveClient {
             }
             rec.push(copy);
         }
-        tracing::trace!(request = ?req, "PVE request");
-        let resp = rb
-            .send()
-            .await
-            .map_err(|e| ApiError::Transport(transport_message(&e)))?;
-        let status = resp.status();
-        let reason = status.canonical_reason().map(str::to_owned);
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ApiError::Transport(transport_message(&e)))?;
-        let body: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
-        if !status.is_success() {
-            let mut message = body
-                .as_ref()
-                .and_then(|b| b.get("message"))
-                .and_then(|m| m.as_str())
-                .map(|m| m.trim().to_owned())
-                .unwrap_or_default();
-            if message.is_empty() {
-                let text = String::from_utf8_lossy(&bytes);
-                let text = text.trim();
-                message = if text.is_empty() || text.starts_with('<') {
-                    reason.unwrap_or_else(|| "error".into())
-                } else {
-                    text.chars().take(300).collect()
-                };
-            }
-            let errors = body
-                .as_ref()
-                .and_then(|b| b.get("errors"))
-                .and_then(|e| e.as_object())
-                .map(|o| {
-                    o.iter()
-                        .map(|(k, v)| {
-                            (
-                                k.clone(),
-                                v.as_str()
-                                    .map(|s| s.trim().to_owned())
-                                    .unwrap_or_else(|| v.to_string()),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            return Err(ApiError::Http {
-                status: status.as_u16(),
-                message,
-                errors,
-            });
-        }
-        let Some(mut body) = body else {
-            return Err(ApiError::Decode(format!(
-                "{} {}: answer is not JSON",
-                req.method, req.template
-            )));
+    }
+}
+
+/// A header value marked sensitive (never logged), or `invalid` when it cannot be one.
+fn sensitive(value: &str, invalid: impl FnOnce() -> ApiError) -> Result<HeaderValue, ApiError> {
+    let mut v = HeaderValue::from_str(value).map_err(|_| invalid())?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// The `data` of a successful answer (`null` when it has none), or the error PVE answered.
+async fn read_answer(
+    resp: reqwest::Response,
+    req: &ApiRequest,
+) -> Result<serde_json::Value, ApiError> {
+    let status = resp.status();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| ApiError::Transport(transport_message(&e)))?;
+    let body: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+    if !status.is_success() {
+        return Err(http_error(status, &bytes, body.as_ref()));
+    }
+    let Some(mut body) = body else {
+        return Err(ApiError::Decode(format!(
+            "{} {}: answer is not JSON",
+            req.method, req.template
+        )));
+    };
+    Ok(body
+        .get_mut("data")
+        .map(serde_json::Value::take)
+        .unwrap_or(serde_json::Value::Null))
+}
+
+/// An error answer: PVE's `message` (else the body text, else the HTTP reason) and the
+/// per-parameter `errors` of a 400.
+fn http_error(
+    status: reqwest::StatusCode,
+    bytes: &[u8],
+    body: Option<&serde_json::Value>,
+) -> ApiError {
+    let mut message = body
+        .and_then(|b| b.get("message"))
+        .and_then(|m| m.as_str())
+        .map(|m| m.trim().to_owned())
+        .unwrap_or_default();
+    if message.is_empty() {
+        let text = String::from_utf8_lossy(bytes);
+        let text = text.trim();
+        message = if text.is_empty() || text.starts_with('<') {
+            status
+                .canonical_reason()
+                .map(str::to_owned)
+                .unwrap_or_else(|| "error".into())
+        } else {
+            text.chars().take(300).collect()
         };
-        Ok(body
-            .get_mut("data")
-            .map(serde_json::Value::take)
-            .unwrap_or(serde_json::Value::Null))
+    }
+    let errors = body
+        .and_then(|b| b.get("errors"))
+        .and_then(|e| e.as_object())
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(|s| s.trim().to_owned())
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ApiError::Http {
+        status: status.as_u16(),
+        message,
+        errors,
     }
 }
 

@@ -19,13 +19,11 @@
 
 use virtrigaud_core::{Error, ErrorKind};
 
+use crate::PROVIDER_TYPE;
 use crate::client::ApiError;
 
-/// Provider type name used in errors and metrics.
-pub const PROVIDER: &str = "proxmox";
-
 /// Classifies PVE's error text (HTTP 500 messages and task exit statuses).
-pub fn classify_message(msg: &str) -> ErrorKind {
+fn classify_message(msg: &str) -> ErrorKind {
     let m = msg.to_ascii_lowercase();
     if m.contains("vm is locked")
         || m.contains("can't lock file")
@@ -68,9 +66,15 @@ pub fn classify_message(msg: &str) -> ErrorKind {
     }
 }
 
-/// Maps an [`ApiError`] to a core error for `operation` on `resource`.
-pub fn to_core(err: ApiError, operation: &'static str, resource: &str) -> Error {
-    let (kind, message) = match &err {
+/// Maps an [`ApiError`] to a core error for `operation` on `resource`: the one place a PVE
+/// failure becomes a [`virtrigaud_core::Error`] (kind, retry status, provider, operation,
+/// resource, and the [`ApiError`] as its source).
+pub(crate) fn to_core_error(
+    native: ApiError,
+    operation: &'static str,
+    resource: Option<&str>,
+) -> Error {
+    let (kind, message) = match &native {
         ApiError::Http {
             status, message, ..
         } => {
@@ -98,21 +102,29 @@ pub fn to_core(err: ApiError, operation: &'static str, resource: &str) -> Error 
             } else {
                 hint
             };
-            (kind, format!("{err}{hint}"))
+            (kind, format!("{native}{hint}"))
         }
-        ApiError::Transport(_) => (ErrorKind::Unavailable, err.to_string()),
-        ApiError::Decode(_) => (ErrorKind::Internal, err.to_string()),
-        ApiError::Login(_) => (ErrorKind::Unauthenticated, err.to_string()),
-        ApiError::Config(_) => (ErrorKind::InvalidSpec, err.to_string()),
-        ApiError::TaskFailed { exitstatus, .. } => (classify_message(exitstatus), err.to_string()),
-        ApiError::TaskTimeout { .. } => (ErrorKind::Timeout, err.to_string()),
-        ApiError::Cancelled { .. } => (ErrorKind::Cancelled, err.to_string()),
+        ApiError::Transport(_) => (ErrorKind::Unavailable, native.to_string()),
+        ApiError::Decode(_) => (ErrorKind::Internal, native.to_string()),
+        ApiError::Login(_) => (ErrorKind::Unauthenticated, native.to_string()),
+        ApiError::Config(_) => (ErrorKind::InvalidSpec, native.to_string()),
+        ApiError::TaskFailed { exitstatus, .. } => {
+            (classify_message(exitstatus), native.to_string())
+        }
+        ApiError::TaskTimeout { .. } => (ErrorKind::Timeout, native.to_string()),
+        ApiError::Cancelled { .. } => (ErrorKind::Cancelled, native.to_string()),
     };
     Error::new(kind, message)
-        .with_provider(PROVIDER)
-        .with_operation(operation)
-        .with_resource(resource.to_owned())
-        .with_source(err)
+        .context_for(PROVIDER_TYPE, operation, resource)
+        .with_source(native)
+}
+
+/// An [`ApiError`] as a core error without an operation (for callers of [`crate::PveClient`]
+/// who want the crate's classification: kind, retry status, message).
+impl From<ApiError> for Error {
+    fn from(native: ApiError) -> Self {
+        to_core_error(native, "", None)
+    }
 }
 
 #[cfg(test)]
@@ -129,51 +141,55 @@ mod tests {
 
     #[test]
     fn maps_pve_errors() {
-        let e = to_core(http(500, "VM is locked (backup)"), "start", "pve1/100");
+        let e = to_core_error(
+            http(500, "VM is locked (backup)"),
+            "start",
+            Some("pve1/100"),
+        );
         assert_eq!(e.kind(), ErrorKind::Conflict);
         assert!(e.is_retryable());
         assert_eq!(
-            to_core(
+            to_core_error(
                 http(
                     500,
                     "can't lock file '/var/lock/qemu-server/lock-100.conf' - got timeout"
                 ),
                 "x",
-                "r"
+                Some("r")
             )
             .kind(),
             ErrorKind::Conflict
         );
         assert_eq!(
-            to_core(http(595, "No route to host"), "x", "r").kind(),
+            to_core_error(http(595, "No route to host"), "x", Some("r")).kind(),
             ErrorKind::Unavailable
         );
         assert_eq!(
-            to_core(http(401, "authentication failure"), "x", "r").kind(),
+            to_core_error(http(401, "authentication failure"), "x", Some("r")).kind(),
             ErrorKind::Unauthenticated
         );
         assert_eq!(
-            to_core(http(403, "Permission check failed"), "x", "r").kind(),
+            to_core_error(http(403, "Permission check failed"), "x", Some("r")).kind(),
             ErrorKind::PermissionDenied
         );
         assert_eq!(
-            to_core(
+            to_core_error(
                 http(
                     500,
                     "Configuration file 'nodes/pve1/qemu-server/9.conf' does not exist"
                 ),
                 "x",
-                "r"
+                Some("r")
             )
             .kind(),
             ErrorKind::NotFound
         );
         assert_eq!(
-            to_core(http(500, "VM 100 not running"), "x", "r").kind(),
+            to_core_error(http(500, "VM 100 not running"), "x", Some("r")).kind(),
             ErrorKind::InvalidState
         );
         assert_eq!(
-            to_core(http(500, "VM is paused - cannot shutdown"), "x", "r").kind(),
+            to_core_error(http(500, "VM is paused - cannot shutdown"), "x", Some("r")).kind(),
             ErrorKind::InvalidState
         );
         let task = ApiError::TaskFailed {
@@ -182,7 +198,7 @@ mod tests {
             exitstatus: "start failed: disk missing".into(),
             log: vec!["starting".into()],
         };
-        let e = to_core(task, "start", "pve1/100");
+        let e = to_core_error(task, "start", Some("pve1/100"));
         assert!(e.message().contains("start failed: disk missing"), "{e}");
         assert!(e.message().contains("task log: starting"), "{e}");
     }
@@ -202,24 +218,30 @@ mod tests {
             "cfs-lock 'file-replication_cfg' error: got lock request timeout",
             "cluster not ready - no quorum?",
         ] {
-            let e = to_core(http(500, msg), "request_shutdown", "pve1/100");
+            let e = to_core_error(http(500, msg), "request_shutdown", Some("pve1/100"));
             assert!(e.is_retryable(), "{msg}: {:?} {e}", e.kind());
         }
         for status in [408, 429, 502, 503, 504, 595, 596] {
-            let e = to_core(http(status, "whatever"), "request_shutdown", "pve1/100");
+            let e = to_core_error(
+                http(status, "whatever"),
+                "request_shutdown",
+                Some("pve1/100"),
+            );
             assert!(e.is_retryable(), "{status}: {:?}", e.kind());
         }
-        let e = to_core(
+        let e = to_core_error(
             ApiError::Transport("operation timed out".into()),
             "request_shutdown",
-            "pve1/100",
+            Some("pve1/100"),
         );
         assert!(e.is_retryable(), "{e}");
         // Permanent answers stay permanent.
         for msg in ["VM 100 not running", "VM is paused - cannot shutdown"] {
-            let e = to_core(http(500, msg), "request_shutdown", "pve1/100");
+            let e = to_core_error(http(500, msg), "request_shutdown", Some("pve1/100"));
             assert!(!e.is_retryable(), "{msg}");
         }
-        assert!(!to_core(http(403, "Permission check failed"), "x", "r").is_retryable());
+        assert!(
+            !to_core_error(http(403, "Permission check failed"), "x", Some("r")).is_retryable()
+        );
     }
 }

@@ -12,11 +12,12 @@
 //!   Secrets never appear in logs or `Debug` output.
 //! * [`PveClient`]: a thin typed client. It sends **form-encoded** bodies (as PVE's own
 //!   clients do), unwraps `{"data": …}`, parses numbers leniently and counts its requests
-//!   ([`PveClient::requests_sent`]).
-//! * [`request`]: every call is first built as an [`ApiRequest`] value (method, schema path
+//!   ([`PveClient::api_calls`], [`ProxmoxProvider::api_calls`]). Its answers decode into
+//!   the types [`VmStatus`], [`VmConfig`], [`TaskStatus`] and the like.
+//! * [`api`]: every call is first built as an [`ApiRequest`] value (method, schema path
 //!   template, parameters) that can be inspected without sending it; the test suite validates
-//!   all of them against the PVE API schema.
-//! * [`task`]: UPIDs and the [`TaskWaiter`] (bounded by a deadline, cancellable with a
+//!   all of them ([`catalogue`]) against the PVE API schema.
+//! * [`Upid`] and the [`TaskWaiter`] (bounded by a deadline, cancellable with a
 //!   `CancellationToken`, the task log in the error when a task fails).
 //! * [`ProxmoxProvider`]: the [`virtrigaud_core::Provider`] with snapshots
 //!   ([`virtrigaud_core::Snapshotter`]) and clones ([`virtrigaud_core::Cloner`]). VM ids are
@@ -30,7 +31,21 @@
 //! * Identities for the shutdown journal: `instance_id` is the API endpoint
 //!   (`https://pve1.example:8006`, no credentials, path or query); `incarnation` is the pid
 //!   of the VM's QEMU process (new with every start), `None` while it is stopped.
-//! * [`error`]: the single mapping from PVE answers to [`virtrigaud_core::ErrorKind`]s.
+//! * One mapping from PVE answers ([`ApiError`]) to [`virtrigaud_core::ErrorKind`]s, also
+//!   available as `From<ApiError> for virtrigaud_core::Error`.
+//!
+//! Inside, [`ProxmoxProvider`]'s trait impls are thin: each method calls one operation file
+//! (`power`, `shutdown`, `create`, `reconfigure`, `inventory`, `snapshot`, `clone`), which
+//! works on the [`PveClient`] through a few shared VM reads and task calls.
+//!
+//! Known gaps (each answers `Unsupported` or is documented on [`ProxmoxProvider`]):
+//!
+//! * no power-state watch (`power_state_watch` is false: the engine polls);
+//! * no re-signalling of a running shutdown (`repeatable_shutdown_signal` is false);
+//! * starting paused, deleting a snapshot with its children, and clone customization are
+//!   `Unsupported`;
+//! * an ACPI request on a VM with the agent enabled presses the button through the monitor,
+//!   which has no server-side deadline.
 //!
 //! ```no_run
 //! # async fn demo() -> virtrigaud_core::Result<()> {
@@ -46,16 +61,36 @@
 //! # Ok(()) }
 //! ```
 
-pub mod client;
-pub mod config;
-pub mod error;
-pub mod provider;
-pub mod request;
-pub mod task;
-pub mod types;
+/// Provider type name used in errors and metrics.
+pub const PROVIDER_TYPE: &str = "proxmox";
+
+mod client;
+mod clone;
+mod config;
+mod create;
+mod error;
+mod id;
+mod inventory;
+mod labels;
+mod node;
+mod power;
+mod provider;
+mod reconfigure;
+mod request;
+mod shutdown;
+mod snapshot;
+mod task;
+mod types;
+mod vm_api;
 
 pub use client::{ApiError, PveClient};
 pub use config::{Auth, ProxmoxConfig, Tls};
-pub use provider::{NodeCapabilities, ProviderOptions, ProxmoxProvider, VmRef};
-pub use request::{ApiRequest, Method};
+pub use id::VmRef;
+pub use node::NodeCapabilities;
+pub use provider::{ProviderOptions, ProxmoxProvider};
+pub use request::{ApiRequest, Method, api, catalogue};
 pub use task::{TaskOutcome, TaskWaiter, Upid};
+pub use types::{
+    ClusterVm, NodeEntry, PendingEntry, SnapshotEntry, TaskListEntry, TaskLogLine, TaskStatus,
+    VmConfig, VmStatus,
+};

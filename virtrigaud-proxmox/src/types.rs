@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer};
 
 /// Lenient deserializers for PVE's loosely typed JSON.
-pub mod lenient {
+pub(crate) mod lenient {
     use super::*;
 
     fn to_u64(v: &serde_json::Value) -> Option<u64> {
@@ -41,24 +41,24 @@ pub mod lenient {
     }
 
     /// An optional unsigned number given as a number or a string.
-    pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    pub(crate) fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         let v = Option::<serde_json::Value>::deserialize(d)?;
         Ok(v.as_ref().and_then(to_u64))
     }
 
     /// A boolean given as `true`, `1`, `"1"`, `"true"`; missing or null is false.
-    pub fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    pub(crate) fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
         let v = Option::<serde_json::Value>::deserialize(d)?;
         Ok(v.as_ref().and_then(to_bool).unwrap_or(false))
     }
 
     /// Any scalar as a string (numbers are printed); missing or null is `""`.
-    pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    pub(crate) fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         Ok(opt_string(d)?.unwrap_or_default())
     }
 
     /// Any scalar as a string (numbers are printed).
-    pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    pub(crate) fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
         let v = Option::<serde_json::Value>::deserialize(d)?;
         Ok(match v {
             None | Some(serde_json::Value::Null) => None,
@@ -334,7 +334,7 @@ impl VmConfig {
 }
 
 /// A VM id from a JSON number or string (`/cluster/nextid` answers a string).
-pub fn lenient_u32(v: &serde_json::Value) -> Option<u32> {
+pub(crate) fn lenient_u32(v: &serde_json::Value) -> Option<u32> {
     match v {
         serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
         serde_json::Value::String(s) => s.trim().parse().ok(),
@@ -343,7 +343,7 @@ pub fn lenient_u32(v: &serde_json::Value) -> Option<u32> {
 }
 
 /// Whether `key` names a disk slot (`scsi0`, `virtio3`, `sata1`, `ide0`, `efidisk0`, …).
-pub fn is_disk_key(key: &str) -> bool {
+pub(crate) fn is_disk_key(key: &str) -> bool {
     ["scsi", "virtio", "sata", "ide", "efidisk", "tpmstate"]
         .iter()
         .any(|p| {
@@ -353,7 +353,7 @@ pub fn is_disk_key(key: &str) -> bool {
 }
 
 /// Parses a PVE size (`32G`, `512M`, `1T`, `1024K`, bytes without a unit) into GiB, rounded up.
-pub fn parse_size_gib(s: &str) -> Option<u64> {
+pub(crate) fn parse_size_gib(s: &str) -> Option<u64> {
     let s = s.trim();
     let (num, unit) = match s.char_indices().last()? {
         (i, c) if c.is_ascii_alphabetic() => (&s[..i], c.to_ascii_uppercase()),

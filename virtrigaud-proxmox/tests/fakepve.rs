@@ -16,7 +16,7 @@ use virtrigaud_core::{
     PauseReason, PowerOffOptions, PowerState, Provider, ReconfigureRequest, RevertOptions,
     ShutdownChannel, ShutdownRequestOptions, SnapshotOptions, StartOptions, VmId,
 };
-use virtrigaud_proxmox::request::api;
+use virtrigaud_proxmox::api;
 use virtrigaud_proxmox::{
     ApiError, Auth, ProxmoxConfig, ProxmoxProvider, PveClient, TaskWaiter, Upid,
 };
@@ -82,19 +82,19 @@ async fn token_and_ticket_auth_with_renewal() {
     let p = ProxmoxProvider::new(bad.clone());
     let e = p.power_state(&VmId::new("pve1/100")).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
-    assert_eq!(bad.requests_sent(), 1);
+    assert_eq!(bad.api_calls(), 1);
     // Ticket + CSRF: a write works, and a revoked ticket is renewed once on the 401.
     let client = PveClient::new(env.password_config()).unwrap();
     let pp = ProxmoxProvider::new(client.clone());
     let vm = env.control.vm("auth-ticket", json!({})).await;
     assert_eq!(pp.power_state(&vm).await.unwrap(), PowerState::Running);
     env.control.post("/revoke-tickets", json!({})).await;
-    let before = client.requests_sent();
+    let before = client.api_calls();
     pp.power_off(&vm, &PowerOffOptions::default())
         .await
         .unwrap();
     assert!(
-        client.requests_sent() > before + 2,
+        client.api_calls() > before + 2,
         "expected a re-login after the revoked ticket"
     );
     assert!(pp.power_state(&vm).await.unwrap().is_off());
@@ -602,8 +602,7 @@ async fn pending_config_changes_and_digest_conflicts() {
     // A stale digest is a Conflict.
     let client = env.client();
     let (node, vmid) = split(&vm);
-    let cfg: virtrigaud_proxmox::types::VmConfig =
-        client.call(&api::config(&node, vmid)).await.unwrap();
+    let cfg: virtrigaud_proxmox::VmConfig = client.call(&api::config(&node, vmid)).await.unwrap();
     client
         .send(&api::update_config(
             &node,
@@ -622,7 +621,7 @@ async fn pending_config_changes_and_digest_conflicts() {
         ))
         .await
         .unwrap_err();
-    let e = virtrigaud_proxmox::error::to_core(e, "reconfigure", vm.as_str());
+    let e = virtrigaud_core::Error::from(e);
     assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
     assert!(e.is_retryable());
 }
@@ -731,14 +730,14 @@ async fn measure_calls_and_latency_per_graceful_shutdown() {
             let provider = env.provider();
             let vm = env.control.vm(&format!("measure-{i}"), spec.clone()).await;
             let mgr = ShutdownManager::new(Arc::clone(&provider) as Arc<dyn Provider>);
-            let before = provider.client().requests_sent();
+            let before = provider.api_calls();
             let t0 = Instant::now();
             let report = mgr
                 .shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(30)))
                 .await
                 .unwrap();
             times.push(t0.elapsed());
-            calls.push(provider.client().requests_sent() - before);
+            calls.push(provider.api_calls() - before);
             assert!(
                 matches!(report.outcome, ShutdownOutcome::Graceful { .. }),
                 "{:?}",
@@ -757,13 +756,13 @@ async fn measure_calls_and_latency_per_graceful_shutdown() {
         .vm("measure-forced", json!({"acpi": false}))
         .await;
     let mgr = ShutdownManager::new(Arc::clone(&provider) as Arc<dyn Provider>);
-    let before = provider.client().requests_sent();
+    let before = provider.api_calls();
     let t0 = Instant::now();
     let report = mgr
         .shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(2)))
         .await
         .unwrap();
-    let (elapsed, calls) = (t0.elapsed(), provider.client().requests_sent() - before);
+    let (elapsed, calls) = (t0.elapsed(), provider.api_calls() - before);
     assert!(
         matches!(report.outcome, ShutdownOutcome::Forced { .. }),
         "{:?}",
@@ -997,9 +996,9 @@ async fn off_after_a_request_says_whether_the_platform_killed_it() {
         let s = wait_for(&*provider, v, Duration::from_secs(10), PowerState::is_off).await;
         assert_eq!(s, PowerState::Off(want), "{v}");
         // Found out once; later reads say the same with one call each.
-        let before = provider.client().requests_sent();
+        let before = provider.api_calls();
         assert_eq!(provider.power_state(v).await.unwrap(), s, "{v}");
-        assert_eq!(provider.client().requests_sent(), before + 1);
+        assert_eq!(provider.api_calls(), before + 1);
     }
     // Started again by someone else: the old reason does not stick to the new run.
     someone

@@ -24,7 +24,7 @@ use virtrigaud_core::{
     RevertOptions, ShutdownChannel, ShutdownRequestOptions, SnapshotOptions, StartOptions,
     VmCreateSpec, VmId,
 };
-use virtrigaud_proxmox::request::{ApiRequest, catalogue};
+use virtrigaud_proxmox::{ApiRequest, catalogue};
 use virtrigaud_proxmox::{ProxmoxProvider, PveClient};
 
 fn load_schema() -> Option<Value> {

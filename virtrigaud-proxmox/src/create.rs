@@ -1,0 +1,152 @@
+//! Create and delete VMs.
+
+use virtrigaud_core::{Error, ErrorKind, Result, VmCreateSpec, VmId};
+
+use crate::PROVIDER_TYPE;
+use crate::client::PveClient;
+use crate::error::to_core_error;
+use crate::id::VmRef;
+use crate::labels::labels_to_tags;
+use crate::power::LastActions;
+use crate::request::api;
+use crate::types::{NodeEntry, lenient_u32};
+use crate::vm_api::run_task;
+
+const OP: &str = "create";
+
+/// Where and on what [`create`] puts a VM whose spec does not say.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CreateDefaults<'a> {
+    /// Node when the spec has no placement (else the first online node).
+    pub(crate) node: Option<&'a str>,
+    /// Storage for the disks.
+    pub(crate) storage: &'a str,
+}
+
+/// Creates the VM on a free VM id (retried when another client took the id first).
+pub(crate) async fn create(
+    client: &PveClient,
+    spec: &VmCreateSpec,
+    defaults: CreateDefaults<'_>,
+) -> Result<VmId> {
+    let node = pick_node(client, spec, defaults.node).await?;
+    let config = vm_config(spec, defaults.storage);
+    for attempt in 0..3 {
+        let r = VmRef {
+            node: node.clone(),
+            vmid: next_id(client, OP, &spec.name).await?,
+        };
+        let req = api::create(&node, r.vmid, &config, spec.power_on);
+        match run_task(client, &req, OP, &r).await {
+            Ok(_) => return Ok(r.to_vm_id()),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists && attempt < 2 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::new(ErrorKind::Conflict, "could not get a free VM id").with_provider(PROVIDER_TYPE))
+}
+
+/// The spec's placement, else the default node, else the first online node.
+async fn pick_node(
+    client: &PveClient,
+    spec: &VmCreateSpec,
+    default_node: Option<&str>,
+) -> Result<String> {
+    if let Some(n) = spec
+        .placement
+        .clone()
+        .or_else(|| default_node.map(str::to_owned))
+    {
+        return Ok(n);
+    }
+    let nodes: Vec<NodeEntry> = client
+        .call(&api::nodes())
+        .await
+        .map_err(|e| to_core_error(e, OP, Some(&spec.name)))?;
+    nodes
+        .into_iter()
+        .find(|n| n.status == "online")
+        .map(|n| n.node)
+        .ok_or_else(|| {
+            Error::unavailable("no online PVE node").context_for(PROVIDER_TYPE, OP, None)
+        })
+}
+
+/// The VM's config: name, cores, memory, one `scsiN` per disk, one `netN` per network, tags.
+fn vm_config(spec: &VmCreateSpec, storage: &str) -> Vec<(String, String)> {
+    let mut config: Vec<(String, String)> = vec![
+        ("name".into(), spec.name.clone()),
+        ("cores".into(), spec.cpu.max(1).to_string()),
+        ("memory".into(), spec.memory_mib.max(16).to_string()),
+    ];
+    for (i, d) in spec.disks.iter().enumerate() {
+        config.push((
+            format!("scsi{i}"),
+            format!("{storage}:{}", d.size_gib.max(1)),
+        ));
+    }
+    for (i, n) in spec.networks.iter().enumerate() {
+        config.push((
+            format!("net{i}"),
+            format!(
+                "{},bridge={}",
+                n.model.as_deref().unwrap_or("virtio"),
+                n.network
+            ),
+        ));
+    }
+    if !spec.labels.is_empty() {
+        config.push(("tags".into(), labels_to_tags(&spec.labels)));
+    }
+    config
+}
+
+/// A free VM id (`cluster/nextid`); errors name `op` and `resource`.
+pub(crate) async fn next_id(client: &PveClient, op: &'static str, resource: &str) -> Result<u32> {
+    let id: serde_json::Value = client
+        .send(&api::next_id())
+        .await
+        .map_err(|e| to_core_error(e, op, Some(resource)))?;
+    lenient_u32(&id).ok_or_else(|| {
+        Error::internal(format!("cluster/nextid answered {id}")).with_provider(PROVIDER_TYPE)
+    })
+}
+
+/// Destroys the VM (with `purge`) and forgets what was done to it.
+pub(crate) async fn delete(client: &PveClient, last: &LastActions, r: &VmRef) -> Result<()> {
+    run_task(client, &api::destroy(&r.node, r.vmid, true), "delete", r).await?;
+    last.remember(r, None);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use virtrigaud_core::{DiskCreateSpec, NetworkCreateSpec};
+
+    use super::*;
+
+    #[test]
+    fn the_config_holds_size_disks_networks_and_tags() {
+        let mut spec = VmCreateSpec::new("web-1", 0, 8);
+        spec.disks = vec![
+            DiskCreateSpec::new("root", 0),
+            DiskCreateSpec::new("data", 20),
+        ];
+        spec.networks = vec![NetworkCreateSpec::new("vmbr0")];
+        spec.labels.insert("app".into(), "web".into());
+        let cfg = vm_config(&spec, "local-lvm");
+        let get = |k: &str| {
+            cfg.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("name"), Some("web-1"));
+        // At least one core and 16 MiB; at least 1 GiB per disk.
+        assert_eq!(get("cores"), Some("1"));
+        assert_eq!(get("memory"), Some("16"));
+        assert_eq!(get("scsi0"), Some("local-lvm:1"));
+        assert_eq!(get("scsi1"), Some("local-lvm:20"));
+        assert_eq!(get("net0"), Some("virtio,bridge=vmbr0"));
+        assert_eq!(get("tags"), Some("app-web"));
+    }
+}

@@ -1,0 +1,176 @@
+//! Reads: describe one VM, its capabilities, list VMs by label, the cluster inventory.
+
+use std::collections::BTreeMap;
+
+use virtrigaud_core::placement::{DatastoreInfo, HostInfo, Resources};
+use virtrigaud_core::{
+    DiskInfo, Inventory, ListOptions, OffReason, PowerState, Result, VmCapabilities, VmDescription,
+    VmId,
+};
+
+use crate::client::PveClient;
+use crate::error::to_core_error;
+use crate::id::VmRef;
+use crate::labels::tags_to_labels;
+use crate::power::{LastActions, power_state};
+use crate::request::api;
+use crate::types::{ClusterVm, NodeEntry, PendingEntry};
+use crate::vm_api::{config, pending, status};
+
+/// The VM's state, name, size, disks, labels, node and whether changes wait for a power
+/// cycle.
+pub(crate) async fn describe(
+    client: &PveClient,
+    last: &LastActions,
+    r: &VmRef,
+) -> Result<VmDescription> {
+    let state = power_state(client, last, r).await?;
+    let cfg = config(client, r, "describe").await?;
+    let pending = pending(client, r, "describe").await?;
+    let name = cfg
+        .get("name")
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("VM {}", r.vmid));
+    let mut d = VmDescription::new(r.to_vm_id(), name, state);
+    d.cpu = (cfg.get_u64("cores").unwrap_or(1) * cfg.get_u64("sockets").unwrap_or(1)) as u32;
+    d.memory_mib = cfg.get_u64("memory").unwrap_or(512);
+    d.disks = cfg
+        .disks()
+        .into_iter()
+        .map(|(k, _, s)| DiskInfo::new(k, s))
+        .collect();
+    d.labels = tags_to_labels(cfg.get("tags"));
+    d.host = Some(r.node.clone());
+    d.pending_power_cycle = pending.iter().any(PendingEntry::is_pending);
+    Ok(d)
+}
+
+/// What this VM allows: hotplug from its `hotplug` option, the agent, memory snapshots while
+/// it runs, linked clones from templates.
+pub(crate) async fn vm_capabilities(client: &PveClient, r: &VmRef) -> Result<VmCapabilities> {
+    let status = status(client, r, "vm_capabilities").await?;
+    let cfg = config(client, r, "vm_capabilities").await?;
+    let hotplug = cfg
+        .get("hotplug")
+        .unwrap_or("network,disk,usb")
+        .to_ascii_lowercase();
+    let hot = |what: &str| hotplug == "1" || hotplug.split(',').any(|h| h.trim() == what);
+    let numa = cfg.get_u64("numa").unwrap_or(0) == 1;
+    let sockets = cfg.get_u64("sockets").unwrap_or(1);
+    let cores = cfg.get_u64("cores").unwrap_or(1);
+    let mut c = VmCapabilities::default();
+    c.agent_configured = cfg.agent_enabled();
+    c.agent_connected = None;
+    c.cpu_hot_add = hot("cpu");
+    c.max_live_vcpus = if hot("cpu") {
+        (sockets * cores) as u32
+    } else {
+        0
+    };
+    c.memory_hot_add = hot("memory") && numa;
+    c.disk_grow_online = true;
+    c.snapshot_memory = status.status == "running";
+    c.snapshot_quiesce = c.agent_configured;
+    c.linked_clone_source = status.template || cfg.get_u64("template") == Some(1);
+    Ok(c)
+}
+
+/// The cluster's QEMU VMs whose labels match (VMs on offline nodes are left out: their
+/// state is unknown).
+pub(crate) async fn list_vms(client: &PveClient, opts: &ListOptions) -> Result<Vec<VmDescription>> {
+    let vms: Vec<ClusterVm> = client
+        .call(&api::cluster_vms())
+        .await
+        .map_err(|e| to_core_error(e, "list_vms", None))?;
+    let mut out = Vec::new();
+    for v in vms {
+        let Some(vmid) = v.vmid else { continue };
+        if v.kind != "qemu" {
+            continue;
+        }
+        let labels = tags_to_labels(v.tags.as_deref());
+        if !opts
+            .labels
+            .iter()
+            .all(|(k, val)| labels.get(k) == Some(val))
+        {
+            continue;
+        }
+        let state = match v.status.as_str() {
+            "running" => PowerState::Running,
+            "stopped" => PowerState::Off(OffReason::Unknown),
+            _ => continue, // node offline: state unknown
+        };
+        let id = VmId::new(format!("{}/{vmid}", v.node));
+        let mut d = VmDescription::new(id, v.name.unwrap_or_default(), state);
+        d.cpu = v.maxcpu.unwrap_or(0) as u32;
+        d.memory_mib = v.maxmem.unwrap_or(0) / (1024 * 1024);
+        d.labels = labels;
+        d.host = Some(v.node);
+        out.push(d);
+    }
+    Ok(out)
+}
+
+/// One storage of one node, as `cluster/resources?type=storage` lists it.
+#[derive(serde::Deserialize)]
+struct Store {
+    #[serde(default)]
+    storage: String,
+    #[serde(default)]
+    node: String,
+    #[serde(default, deserialize_with = "crate::types::lenient::opt_u64")]
+    maxdisk: Option<u64>,
+    #[serde(default, deserialize_with = "crate::types::lenient::opt_u64")]
+    disk: Option<u64>,
+}
+
+/// Online nodes (capacity, what their running VMs take, their VMs and storages) and the
+/// free space of every storage.
+pub(crate) async fn inventory(client: &PveClient) -> Result<Inventory> {
+    let wire = |e| to_core_error(e, "inventory", None);
+    let nodes: Vec<NodeEntry> = client.call(&api::nodes()).await.map_err(wire)?;
+    let vms: Vec<ClusterVm> = client.call(&api::cluster_vms()).await.map_err(wire)?;
+    let stores: Vec<Store> = client.call(&api::cluster_storage()).await.map_err(wire)?;
+    let mut inv = Inventory::default();
+    for n in nodes.into_iter().filter(|n| n.status == "online") {
+        inv.hosts.push(host(n, &vms, &stores));
+    }
+    let mut seen = BTreeMap::new();
+    for s in stores {
+        let free =
+            s.maxdisk.unwrap_or(0).saturating_sub(s.disk.unwrap_or(0)) / (1024 * 1024 * 1024);
+        seen.entry(s.storage).or_insert(free);
+    }
+    inv.datastores = seen
+        .into_iter()
+        .map(|(n, f)| DatastoreInfo::new(n, f))
+        .collect();
+    Ok(inv)
+}
+
+fn host(n: NodeEntry, vms: &[ClusterVm], stores: &[Store]) -> HostInfo {
+    let mut h = HostInfo::new(
+        n.node.clone(),
+        Resources::new(n.maxcpu.unwrap_or(0), n.maxmem.unwrap_or(0) / (1024 * 1024)),
+    );
+    let mine: Vec<&ClusterVm> = vms
+        .iter()
+        .filter(|v| v.node == n.node && v.status == "running")
+        .collect();
+    h.allocated = Resources::new(
+        mine.iter().map(|v| v.maxcpu.unwrap_or(0)).sum(),
+        mine.iter().map(|v| v.maxmem.unwrap_or(0)).sum::<u64>() / (1024 * 1024),
+    );
+    h.vms = vms
+        .iter()
+        .filter(|v| v.node == n.node)
+        .filter_map(|v| v.name.clone())
+        .collect();
+    h.datastores = stores
+        .iter()
+        .filter(|s| s.node == n.node)
+        .map(|s| s.storage.clone())
+        .collect();
+    h
+}
