@@ -291,7 +291,7 @@ impl Backend for Pve {
             Ok(Instance {
                 provider: p,
                 count: Box::new(move || Count {
-                    requests: c.client().requests_sent(),
+                    requests: c.api_calls(),
                     ..Count::default()
                 }),
             })
