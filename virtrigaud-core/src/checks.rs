@@ -12,15 +12,9 @@ use crate::error::{Error, Result};
 use crate::provider::{ReconfigureRequest, VmCreateSpec};
 use crate::vm::DiskInfo;
 
-fn invalid(field: impl std::fmt::Display, rule: impl std::fmt::Display) -> Error {
-    Error::invalid_spec(format!("{field}: {rule}"))
-}
-
-fn at_least_one(field: &str, value: u64) -> Result<()> {
-    if value == 0 {
-        return Err(invalid(field, "must be at least 1"));
-    }
-    Ok(())
+/// One broken rule, as `field: rule`.
+fn invalid(field: impl std::fmt::Display, rule: impl std::fmt::Display) -> String {
+    format!("{field}: {rule}")
 }
 
 impl VmCreateSpec {
@@ -34,28 +28,41 @@ impl VmCreateSpec {
     /// assert!(err.to_string().contains("cpu: must be at least 1"));
     /// ```
     pub fn validate(&self) -> Result<()> {
+        first_problem(self.problems())
+    }
+
+    /// Every rule the spec breaks, each as `field: rule`, in field order
+    /// ([`VmCreateSpec::validate`] fails on the first).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
         if self.name.trim().is_empty() {
-            return Err(invalid("name", "must not be empty"));
+            problems.push(invalid("name", "must not be empty"));
         }
-        at_least_one("cpu", u64::from(self.cpu))?;
-        at_least_one("memoryMiB", self.memory_mib)?;
+        if self.cpu == 0 {
+            problems.push(invalid("cpu", "must be at least 1"));
+        }
+        if self.memory_mib == 0 {
+            problems.push(invalid("memoryMiB", "must be at least 1"));
+        }
         let mut seen = BTreeSet::new();
         for disk in &self.disks {
-            if disk.name.trim().is_empty() {
-                return Err(invalid("disks[].name", "must not be empty"));
+            let name = &disk.name;
+            if name.trim().is_empty() {
+                problems.push(invalid("disks[].name", "must not be empty"));
+            } else if !seen.insert(name.as_str()) {
+                problems.push(invalid(format_args!("disks.{name}"), "appears twice"));
             }
-            if !seen.insert(disk.name.as_str()) {
-                return Err(invalid(
-                    format_args!("disks.{}", disk.name),
-                    "appears twice",
+            if disk.size_gib == 0 {
+                problems.push(invalid(
+                    format_args!("disks.{name}.sizeGiB"),
+                    "must be at least 1",
                 ));
             }
-            at_least_one(&format!("disks.{}.sizeGiB", disk.name), disk.size_gib)?;
         }
         if self.networks.iter().any(|n| n.network.trim().is_empty()) {
-            return Err(invalid("networks[].network", "must not be empty"));
+            problems.push(invalid("networks[].network", "must not be empty"));
         }
-        Ok(())
+        problems
     }
 }
 
@@ -70,23 +77,7 @@ impl ReconfigureRequest {
     /// assert!(change.validate().unwrap_err().to_string().contains("memoryMiB"));
     /// ```
     pub fn validate(&self) -> Result<()> {
-        if let Some(cpu) = self.cpu {
-            at_least_one("cpu", u64::from(cpu))?;
-        }
-        if let Some(mem) = self.memory_mib {
-            at_least_one("memoryMiB", mem)?;
-        }
-        let mut seen = BTreeSet::new();
-        for disk in &self.disks {
-            if !seen.insert(disk.name.as_str()) {
-                return Err(invalid(
-                    format_args!("disks.{}", disk.name),
-                    "appears twice",
-                ));
-            }
-            at_least_one(&format!("disks.{}.sizeGiB", disk.name), disk.size_gib)?;
-        }
-        Ok(())
+        first_problem(self.problems(None))
     }
 
     /// [`ReconfigureRequest::validate`], then checks each disk against the VM's current
@@ -100,27 +91,68 @@ impl ReconfigureRequest {
     /// assert!(err.to_string().contains("disks only grow"));
     /// ```
     pub fn validate_against(&self, current: &[DiskInfo]) -> Result<()> {
-        self.validate()?;
+        first_problem(self.problems(Some(current)))
+    }
+
+    /// Every rule the request breaks, each as `field: rule`, in field order; with `current`
+    /// (the VM's disks) also a disk the VM lacks and a disk that would shrink. Planners that
+    /// report all problems at once use this; [`ReconfigureRequest::validate`] and
+    /// [`ReconfigureRequest::validate_against`] fail on the first.
+    ///
+    /// ```
+    /// use virtrigaud_core::{DiskInfo, DiskResize, ReconfigureRequest};
+    /// let mut change = ReconfigureRequest::default();
+    /// change.cpu = Some(0);
+    /// change.disks.push(DiskResize::new("data", 5));
+    /// let problems = change.problems(Some(&[DiskInfo::new("root", 20)]));
+    /// assert_eq!(problems, ["cpu: must be at least 1", "disks.data: the VM has no such disk"]);
+    /// ```
+    pub fn problems(&self, current: Option<&[DiskInfo]>) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.cpu == Some(0) {
+            problems.push(invalid("cpu", "must be at least 1"));
+        }
+        if self.memory_mib == Some(0) {
+            problems.push(invalid("memoryMiB", "must be at least 1"));
+        }
+        let mut seen = BTreeSet::new();
         for disk in &self.disks {
-            let cur = current
-                .iter()
-                .find(|c| c.name == disk.name)
-                .ok_or_else(|| {
-                    invalid(
-                        format_args!("disks.{}", disk.name),
-                        "the VM has no such disk",
-                    )
-                })?;
-            if disk.size_gib < cur.size_gib {
-                return Err(invalid(
-                    format_args!("disks.{}.sizeGiB", disk.name),
-                    format_args!(
-                        "disks only grow ({} GiB < current {} GiB)",
-                        disk.size_gib, cur.size_gib
-                    ),
+            let name = &disk.name;
+            if !seen.insert(name.as_str()) {
+                problems.push(invalid(format_args!("disks.{name}"), "appears twice"));
+            }
+            if disk.size_gib == 0 {
+                problems.push(invalid(
+                    format_args!("disks.{name}.sizeGiB"),
+                    "must be at least 1",
                 ));
             }
+            let Some(current) = current else { continue };
+            match current.iter().find(|c| c.name == *name) {
+                None => problems.push(invalid(
+                    format_args!("disks.{name}"),
+                    "the VM has no such disk",
+                )),
+                Some(cur) if disk.size_gib != 0 && disk.size_gib < cur.size_gib => {
+                    problems.push(invalid(
+                        format_args!("disks.{name}.sizeGiB"),
+                        format_args!(
+                            "disks only grow ({} GiB < current {} GiB)",
+                            disk.size_gib, cur.size_gib
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
         }
-        Ok(())
+        problems
+    }
+}
+
+/// `Ok` when there is no problem, else the first as an `InvalidSpec` error.
+fn first_problem(problems: Vec<String>) -> Result<()> {
+    match problems.into_iter().next() {
+        None => Ok(()),
+        Some(problem) => Err(Error::invalid_spec(problem)),
     }
 }

@@ -84,18 +84,19 @@ impl Connection {
     }
 }
 
-/// What KubeVirt needs of a create spec: the VM and disk names are DNS-1123 names (they
-/// become object names).
+/// Core's shared rules ([`VmCreateSpec::validate`]), then what KubeVirt adds: the VM and disk
+/// names are DNS-1123 names (they become object names).
 fn validate_create(spec: &VmCreateSpec) -> Result<()> {
+    spec.validate()?;
     if !is_dns_name(&spec.name) {
         return Err(Error::invalid_spec(
-            "VM names must be lowercase DNS-1123 names",
+            "name: VM names must be lowercase DNS-1123 names",
         ));
     }
     for d in &spec.disks {
         if !is_dns_name(&d.name) {
             return Err(Error::invalid_spec(format!(
-                "disk name {:?} is not a DNS-1123 name",
+                "disks.{}: the disk name is not a DNS-1123 name",
                 d.name
             )));
         }

@@ -121,19 +121,17 @@ impl Connection {
     }
 }
 
-/// The validation rules of a CPU / memory change: vCPUs a positive multiple of cores × threads
-/// (CPU hot-plug adds sockets), memory positive.
+/// Core's shared rules ([`ReconfigureRequest::validate`]: vCPUs and memory at least 1), then
+/// KubeVirt's: vCPUs a multiple of cores × threads (CPU hot-plug adds sockets).
 fn validate_reconfigure(change: &ReconfigureRequest, cpu: &CpuSpec) -> Result<()> {
+    change.validate()?;
     if let Some(n) = change.cpu {
         let per = cpu.per_socket();
-        if n == 0 || n % per != 0 {
+        if n % per != 0 {
             return Err(Error::invalid_spec(format!(
-                "{n} vCPUs is not a multiple of cores × threads ({per}); CPU hot-plug adds sockets"
+                "cpu: {n} vCPUs is not a multiple of cores × threads ({per}); CPU hot-plug adds sockets"
             )));
         }
-    }
-    if change.memory_mib == Some(0) {
-        return Err(Error::invalid_spec("memory must be positive"));
     }
     Ok(())
 }

@@ -4,11 +4,10 @@ use virtrigaud_core::{CloneOptions, CloneResult, Error, ErrorKind, Result, Start
 
 use crate::PROVIDER_TYPE;
 use crate::client::PveClient;
-use crate::create::next_id;
 use crate::id::VmRef;
 use crate::power::{LastActions, start};
 use crate::request::api;
-use crate::vm_api::{run_task, status};
+use crate::vm_api::{run_task, status, with_free_vmid};
 
 const OP: &str = "clone";
 
@@ -27,13 +26,12 @@ pub(crate) async fn clone_vm(
             Some(&src.to_string()),
         ));
     }
-    for attempt in 0..3 {
-        let newid = next_id(client, OP, &src.to_string()).await?;
-        let target = opts.placement.as_deref().filter(|p| *p != src.node);
+    let target = opts.placement.as_deref().filter(|p| *p != src.node);
+    let new = with_free_vmid(client, OP, &src.to_string(), move |vmid| async move {
         let req = api::clone(
             &src.node,
             src.vmid,
-            newid,
+            vmid,
             &opts.target_name,
             !opts.linked,
             opts.snapshot.as_deref(),
@@ -41,22 +39,21 @@ pub(crate) async fn clone_vm(
         );
         let new = VmRef {
             node: target.unwrap_or(&src.node).to_owned(),
-            vmid: newid,
+            vmid,
         };
         match run_task(client, &req, OP, src).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists && attempt < 2 => continue,
+            Ok(_) => Ok(new),
             Err(e) => {
                 remove_half_made(client, &new, &e).await;
-                return Err(e);
+                Err(e)
             }
         }
-        if opts.power_on {
-            start(client, last, &new, &StartOptions::default()).await?;
-        }
-        return Ok(CloneResult::new(new.to_vm_id(), opts.linked, false));
+    })
+    .await?;
+    if opts.power_on {
+        start(client, last, &new, &StartOptions::default()).await?;
     }
-    Err(Error::new(ErrorKind::Conflict, "could not get a free VM id").with_provider(PROVIDER_TYPE))
+    Ok(CloneResult::new(new.to_vm_id(), opts.linked, false))
 }
 
 /// PVE removes a half-made clone itself; make sure nothing is left.

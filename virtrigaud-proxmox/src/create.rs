@@ -1,6 +1,6 @@
 //! Create and delete VMs.
 
-use virtrigaud_core::{Error, ErrorKind, Result, VmCreateSpec, VmId};
+use virtrigaud_core::{Error, Result, VmCreateSpec, VmId};
 
 use crate::PROVIDER_TYPE;
 use crate::client::PveClient;
@@ -9,8 +9,8 @@ use crate::id::VmRef;
 use crate::labels::labels_to_tags;
 use crate::power::LastActions;
 use crate::request::api;
-use crate::types::{NodeEntry, lenient_u32};
-use crate::vm_api::run_task;
+use crate::types::NodeEntry;
+use crate::vm_api::{run_task, with_free_vmid};
 
 const OP: &str = "create";
 
@@ -31,19 +31,16 @@ pub(crate) async fn create(
 ) -> Result<VmId> {
     let node = pick_node(client, spec, defaults.node).await?;
     let config = vm_config(spec, defaults.storage);
-    for attempt in 0..3 {
+    let (node, config) = (&node, &config);
+    with_free_vmid(client, OP, &spec.name, move |vmid| async move {
         let r = VmRef {
             node: node.clone(),
-            vmid: next_id(client, OP, &spec.name).await?,
+            vmid,
         };
-        let req = api::create(&node, r.vmid, &config, spec.power_on);
-        match run_task(client, &req, OP, &r).await {
-            Ok(_) => return Ok(r.to_vm_id()),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists && attempt < 2 => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(Error::new(ErrorKind::Conflict, "could not get a free VM id").with_provider(PROVIDER_TYPE))
+        let req = api::create(node, vmid, config, spec.power_on);
+        run_task(client, &req, OP, &r).await.map(|_| r.to_vm_id())
+    })
+    .await
 }
 
 /// The spec's placement, else the default node, else the first online node.
@@ -99,17 +96,6 @@ fn vm_config(spec: &VmCreateSpec, storage: &str) -> Vec<(String, String)> {
         config.push(("tags".into(), labels_to_tags(&spec.labels)));
     }
     config
-}
-
-/// A free VM id (`cluster/nextid`); errors name `op` and `resource`.
-pub(crate) async fn next_id(client: &PveClient, op: &'static str, resource: &str) -> Result<u32> {
-    let id: serde_json::Value = client
-        .send(&api::next_id())
-        .await
-        .map_err(|e| to_core_error(e, op, Some(resource)))?;
-    lenient_u32(&id).ok_or_else(|| {
-        Error::internal(format!("cluster/nextid answered {id}")).with_provider(PROVIDER_TYPE)
-    })
 }
 
 /// Destroys the VM (with `purge`) and forgets what was done to it.

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use virtrigaud_core::{Error, Result, VmId};
+use virtrigaud_core::{Error, Result, ResultExt, VmId};
 
 use crate::PROVIDER_TYPE;
 
@@ -19,24 +19,28 @@ impl VmRef {
     /// Parses `node/vmid`.
     pub fn parse(id: &VmId) -> Result<VmRef> {
         let s = id.as_str();
-        let (node, vmid) = s.split_once('/').ok_or_else(|| {
-            Error::invalid_spec(format!("Proxmox VM ids look like `node/vmid`, got {s:?}"))
-                .with_provider(PROVIDER_TYPE)
-        })?;
-        let vmid: u32 = vmid.parse().map_err(|_| {
-            Error::invalid_spec(format!("Proxmox VM id {s:?}: {vmid:?} is not a number"))
-                .with_provider(PROVIDER_TYPE)
-        })?;
+        let invalid = |why: String| Error::invalid_spec(why).with_provider(PROVIDER_TYPE);
+        let (node, vmid) = s
+            .split_once('/')
+            .ok_or_else(|| invalid(format!("Proxmox VM ids look like `node/vmid`, got {s:?}")))?;
+        let vmid: u32 = vmid
+            .parse()
+            .map_err(|_| invalid(format!("Proxmox VM id {s:?}: {vmid:?} is not a number")))?;
         if node.is_empty() || node.contains('/') || vmid < 100 {
-            return Err(Error::invalid_spec(format!(
+            return Err(invalid(format!(
                 "Proxmox VM id {s:?} is not `node/vmid` with vmid >= 100"
-            ))
-            .with_provider(PROVIDER_TYPE));
+            )));
         }
         Ok(VmRef {
             node: node.to_owned(),
             vmid,
         })
+    }
+
+    /// [`VmRef::parse`] for the operation `op`: a bad id is an error naming the operation
+    /// and the id.
+    pub(crate) fn parse_for(id: &VmId, op: &'static str) -> Result<VmRef> {
+        VmRef::parse(id).ctx(PROVIDER_TYPE, op, id.as_str())
     }
 
     /// The [`VmId`] `node/vmid`.

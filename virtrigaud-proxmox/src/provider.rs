@@ -186,11 +186,16 @@ impl Provider for ProxmoxProvider {
     }
 
     async fn vm_capabilities(&self, vm: &VmId) -> Result<VmCapabilities> {
-        inventory::vm_capabilities(&self.client, &VmRef::parse(vm)?).await
+        inventory::vm_capabilities(&self.client, &VmRef::parse_for(vm, "vm_capabilities")?).await
     }
 
     async fn power_state(&self, vm: &VmId) -> Result<PowerState> {
-        power::power_state(&self.client, &self.last, &VmRef::parse(vm)?).await
+        power::power_state(
+            &self.client,
+            &self.last,
+            &VmRef::parse_for(vm, "power_state")?,
+        )
+        .await
     }
 
     /// `node/vmid` plus the pid of the VM's QEMU process (`pve1/101:qemu-pid:48213`).
@@ -204,7 +209,7 @@ impl Provider for ProxmoxProvider {
     /// pid is reused only after the node's pid counter wraps (4 194 304 on PVE), far beyond
     /// a lease's lifetime. `Ok(None)` when the VM is stopped or PVE reports no pid.
     async fn incarnation(&self, vm: &VmId) -> Result<Option<Incarnation>> {
-        power::incarnation(&self.client, &VmRef::parse(vm)?).await
+        power::incarnation(&self.client, &VmRef::parse_for(vm, "incarnation")?).await
     }
 
     /// Stops the running `qmshutdown` task our [`Provider::request_shutdown`] started (or
@@ -222,20 +227,31 @@ impl Provider for ProxmoxProvider {
     /// * What was already sent to the guest (the ACPI press, the agent's `guest-shutdown`)
     ///   cannot be taken back: a guest that is shutting down goes on.
     async fn cancel_shutdown(&self, vm: &VmId) -> Result<()> {
-        shutdown::cancel_shutdown(&self.client, &self.last, &VmRef::parse(vm)?).await
+        shutdown::cancel_shutdown(
+            &self.client,
+            &self.last,
+            &VmRef::parse_for(vm, "cancel_shutdown")?,
+        )
+        .await
     }
 
     async fn start(&self, vm: &VmId, opts: &StartOptions) -> Result<()> {
-        power::start(&self.client, &self.last, &VmRef::parse(vm)?, opts).await
+        power::start(
+            &self.client,
+            &self.last,
+            &VmRef::parse_for(vm, "start")?,
+            opts,
+        )
+        .await
     }
 
     async fn power_off(&self, vm: &VmId, _opts: &PowerOffOptions) -> Result<()> {
-        let r = VmRef::parse(vm)?;
+        let r = VmRef::parse_for(vm, "power_off")?;
         power::power_off(&self.client, &self.last, &r, self.options.overrule_shutdown).await
     }
 
     async fn probe_agent(&self, vm: &VmId) -> Result<AgentStatus> {
-        power::probe_agent(&self.client, &VmRef::parse(vm)?).await
+        power::probe_agent(&self.client, &VmRef::parse_for(vm, "probe_agent")?).await
     }
 
     async fn request_shutdown(
@@ -244,25 +260,25 @@ impl Provider for ProxmoxProvider {
         channel: ShutdownChannel,
         opts: &ShutdownRequestOptions,
     ) -> Result<()> {
-        let r = VmRef::parse(vm)?;
+        let r = VmRef::parse_for(vm, "request_shutdown")?;
         let force = self.options.server_force_stop;
         shutdown::request_shutdown(&self.client, &self.last, &r, channel, opts, force).await
     }
 
     async fn reset(&self, vm: &VmId) -> Result<()> {
-        power::reset(&self.client, &VmRef::parse(vm)?).await
+        power::reset(&self.client, &VmRef::parse_for(vm, "reset")?).await
     }
 
     async fn reboot(&self, vm: &VmId, _channel: ShutdownChannel) -> Result<()> {
-        power::reboot(&self.client, &VmRef::parse(vm)?).await
+        power::reboot(&self.client, &VmRef::parse_for(vm, "reboot")?).await
     }
 
     async fn pause(&self, vm: &VmId) -> Result<()> {
-        power::pause(&self.client, &VmRef::parse(vm)?).await
+        power::pause(&self.client, &VmRef::parse_for(vm, "pause")?).await
     }
 
     async fn resume(&self, vm: &VmId) -> Result<()> {
-        power::resume(&self.client, &VmRef::parse(vm)?).await
+        power::resume(&self.client, &VmRef::parse_for(vm, "resume")?).await
     }
 
     async fn create(&self, spec: &VmCreateSpec) -> Result<VmId> {
@@ -274,7 +290,7 @@ impl Provider for ProxmoxProvider {
     }
 
     async fn delete(&self, vm: &VmId, _opts: &DeleteOptions) -> Result<()> {
-        create::delete(&self.client, &self.last, &VmRef::parse(vm)?).await
+        create::delete(&self.client, &self.last, &VmRef::parse_for(vm, "delete")?).await
     }
 
     async fn reconfigure(
@@ -282,11 +298,11 @@ impl Provider for ProxmoxProvider {
         vm: &VmId,
         change: &ReconfigureRequest,
     ) -> Result<ReconfigureResult> {
-        reconfigure::reconfigure(&self.client, &VmRef::parse(vm)?, change).await
+        reconfigure::reconfigure(&self.client, &VmRef::parse_for(vm, "reconfigure")?, change).await
     }
 
     async fn describe(&self, vm: &VmId) -> Result<VmDescription> {
-        inventory::describe(&self.client, &self.last, &VmRef::parse(vm)?).await
+        inventory::describe(&self.client, &self.last, &VmRef::parse_for(vm, "describe")?).await
     }
 
     async fn list_vms(&self, opts: &ListOptions) -> Result<Vec<VmDescription>> {
@@ -311,15 +327,20 @@ impl Provider for ProxmoxProvider {
 #[async_trait]
 impl Snapshotter for ProxmoxProvider {
     async fn create_snapshot(&self, vm: &VmId, opts: &SnapshotOptions) -> Result<SnapshotInfo> {
-        snapshot::create_snapshot(&self.client, &VmRef::parse(vm)?, opts).await
+        snapshot::create_snapshot(
+            &self.client,
+            &VmRef::parse_for(vm, "snapshot_create")?,
+            opts,
+        )
+        .await
     }
 
     async fn list_snapshots(&self, vm: &VmId) -> Result<Vec<SnapshotInfo>> {
-        snapshot::list_snapshots(&self.client, &VmRef::parse(vm)?).await
+        snapshot::list_snapshots(&self.client, &VmRef::parse_for(vm, "snapshot_list")?).await
     }
 
     async fn revert_snapshot(&self, vm: &VmId, snapshot: &str, opts: &RevertOptions) -> Result<()> {
-        let r = VmRef::parse(vm)?;
+        let r = VmRef::parse_for(vm, "snapshot_revert")?;
         snapshot::revert_snapshot(&self.client, &self.last, &r, snapshot, opts).await
     }
 
@@ -329,13 +350,25 @@ impl Snapshotter for ProxmoxProvider {
         snapshot: &str,
         opts: &DeleteSnapshotOptions,
     ) -> Result<()> {
-        snapshot::delete_snapshot(&self.client, &VmRef::parse(vm)?, snapshot, opts).await
+        snapshot::delete_snapshot(
+            &self.client,
+            &VmRef::parse_for(vm, "snapshot_delete")?,
+            snapshot,
+            opts,
+        )
+        .await
     }
 }
 
 #[async_trait]
 impl Cloner for ProxmoxProvider {
     async fn clone_vm(&self, source: &VmId, opts: &CloneOptions) -> Result<CloneResult> {
-        clone::clone_vm(&self.client, &self.last, &VmRef::parse(source)?, opts).await
+        clone::clone_vm(
+            &self.client,
+            &self.last,
+            &VmRef::parse_for(source, "clone")?,
+            opts,
+        )
+        .await
     }
 }

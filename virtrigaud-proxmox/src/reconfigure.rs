@@ -1,7 +1,7 @@
 //! Reconfigure: CPU and memory through the config (with its digest), disks grown with
 //! `resize`; what PVE keeps pending until the next power cycle is reported as such.
 
-use virtrigaud_core::{Error, ReconfigureRequest, ReconfigureResult, Result};
+use virtrigaud_core::{DiskInfo, Error, ReconfigureRequest, ReconfigureResult, Result, ResultExt};
 
 use crate::PROVIDER_TYPE;
 use crate::client::PveClient;
@@ -48,14 +48,17 @@ pub(crate) async fn reconfigure(
     Ok(result)
 }
 
-/// The checks before anything changes: every disk named exists and only grows. Returns the
-/// disks to grow (config key, new size in GiB).
+/// The checks before anything changes: core's shared rules (vCPUs and memory at least 1, disks
+/// named once and only grown), after resolving each named disk (by config key or volume) to the
+/// VM's disk, which must exist. Returns the disks to grow (config key, new size in GiB).
 fn validate_reconfigure(
     r: &VmRef,
     cfg: &VmConfig,
     change: &ReconfigureRequest,
 ) -> Result<Vec<(String, u64)>> {
+    let resource = r.to_string();
     let disks = cfg.disks();
+    let mut current = Vec::with_capacity(change.disks.len());
     let mut resizes = Vec::new();
     for d in &change.disks {
         let Some((key, _, size)) = disks.iter().find(|(k, v, _)| *k == d.name || *v == d.name)
@@ -64,21 +67,19 @@ fn validate_reconfigure(
                 Error::not_found(format!("VM {} has no disk {:?}", r.vmid, d.name)).context_for(
                     PROVIDER_TYPE,
                     OP,
-                    Some(&r.to_string()),
+                    Some(&resource),
                 ),
             );
         };
-        if d.size_gib < *size {
-            return Err(Error::invalid_spec(format!(
-                "disk {key} is {size} GiB; shrinking to {} GiB is not supported (grow only)",
-                d.size_gib
-            ))
-            .context_for(PROVIDER_TYPE, OP, Some(&r.to_string())));
-        }
+        // Named as the caller named it, so core's grow-only rule compares the right pair.
+        current.push(DiskInfo::new(d.name.clone(), *size));
         if d.size_gib > *size {
             resizes.push((key.clone(), d.size_gib));
         }
     }
+    change
+        .validate_against(&current)
+        .ctx(PROVIDER_TYPE, OP, &resource)?;
     Ok(resizes)
 }
 

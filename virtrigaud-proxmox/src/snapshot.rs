@@ -109,7 +109,11 @@ pub(crate) async fn delete_snapshot(
 ) -> Result<()> {
     if opts.children {
         return Err(
-            Error::unsupported("delete snapshot with children").with_provider(PROVIDER_TYPE)
+            Error::unsupported("delete snapshot with children").context_for(
+                PROVIDER_TYPE,
+                "snapshot_delete",
+                Some(&r.to_string()),
+            ),
         );
     }
     let req = api::delete_snapshot(&r.node, r.vmid, snapshot);

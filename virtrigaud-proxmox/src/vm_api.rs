@@ -4,7 +4,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use virtrigaud_core::{Error, Result};
+use virtrigaud_core::{Error, ErrorKind, Result};
 
 use crate::PROVIDER_TYPE;
 use crate::client::PveClient;
@@ -12,7 +12,7 @@ use crate::error::to_core_error;
 use crate::id::VmRef;
 use crate::request::{ApiRequest, api};
 use crate::task::{TaskOutcome, TaskWaiter, Upid};
-use crate::types::{PendingEntry, VmConfig, VmStatus};
+use crate::types::{PendingEntry, VmConfig, VmStatus, lenient_u32};
 
 /// `status/current`, checked: its `status` is `running` or `stopped`. Anything else (an
 /// empty answer, `{}`, an unknown value) is a retryable `Unavailable`, never "off".
@@ -99,6 +99,49 @@ pub(crate) async fn start_task(
         ))
         .context_for(PROVIDER_TYPE, op, Some(&vm.to_string()))
     })
+}
+
+/// How many VM ids [`with_free_vmid`] tries before giving up with `Conflict`.
+const FREE_ID_ATTEMPTS: usize = 3;
+
+/// A free VM id (`cluster/nextid`); errors name `op` and `resource`.
+pub(crate) async fn next_id(client: &PveClient, op: &'static str, resource: &str) -> Result<u32> {
+    let id: serde_json::Value = client
+        .send(&api::next_id())
+        .await
+        .map_err(|e| to_core_error(e, op, Some(resource)))?;
+    lenient_u32(&id).ok_or_else(|| {
+        Error::internal(format!("cluster/nextid answered {id}")).context_for(
+            PROVIDER_TYPE,
+            op,
+            Some(resource),
+        )
+    })
+}
+
+/// Runs `attempt` on a free VM id, and again on a new one when another client took the id
+/// first (`AlreadyExists`), up to [`FREE_ID_ATTEMPTS`] times; then `Conflict`.
+pub(crate) async fn with_free_vmid<T, F>(
+    client: &PveClient,
+    op: &'static str,
+    resource: &str,
+    mut attempt: impl FnMut(u32) -> F,
+) -> Result<T>
+where
+    F: Future<Output = Result<T>>,
+{
+    for _ in 0..FREE_ID_ATTEMPTS {
+        let vmid = next_id(client, op, resource).await?;
+        match attempt(vmid).await {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            done => return done,
+        }
+    }
+    Err(Error::new(
+        ErrorKind::Conflict,
+        format!("no free VM id after {FREE_ID_ATTEMPTS} attempts (others took each one first)"),
+    )
+    .context_for(PROVIDER_TYPE, op, Some(resource)))
 }
 
 /// Seconds since the Unix epoch on this machine's clock.

@@ -216,25 +216,26 @@ impl Orchestrator {
                 self.ptype()
             ));
         }
-        if change.cpu == Some(0) {
-            impossible.push("cpu: must be at least 1".into());
-        }
-        if change.memory_mib == Some(0) {
-            impossible.push("memoryMiB: must be at least 1".into());
-        }
-        for d in &change.disks {
-            match desc.disks.iter().find(|x| x.name == d.name) {
-                None => impossible.push(format!("disks.{}: the VM has no such disk", d.name)),
-                Some(cur) if d.size_gib < cur.size_gib => impossible.push(format!(
-                    "disks.{}.sizeGiB: disks only grow ({} GiB < current {} GiB)",
-                    d.name, d.size_gib, cur.size_gib
-                )),
-                Some(cur) if d.size_gib == cur.size_gib => {}
-                Some(_) => request
-                    .disks
-                    .push(DiskResize::new(d.name.clone(), d.size_gib)),
-            }
-        }
+        // Core's shared rules, against the VM's disks as described.
+        let asked = ReconfigureRequest {
+            cpu: change.cpu,
+            memory_mib: change.memory_mib,
+            disks: change
+                .disks
+                .iter()
+                .map(|d| DiskResize::new(d.name.clone(), d.size_gib))
+                .collect(),
+        };
+        impossible.extend(asked.problems(Some(&desc.disks)));
+        request.disks = asked
+            .disks
+            .into_iter()
+            .filter(|d| {
+                desc.disks
+                    .iter()
+                    .any(|cur| cur.name == d.name && d.size_gib > cur.size_gib)
+            })
+            .collect();
         request.cpu = change.cpu.filter(|c| *c != desc.cpu);
         request.memory_mib = change.memory_mib.filter(|m| *m != desc.memory_mib);
         if impossible.is_empty() && request == ReconfigureRequest::default() {
