@@ -100,15 +100,32 @@
 //! # Ok(()) }
 //! ```
 
+/// Provider type name used in errors and metrics.
+pub const PROVIDER_TYPE: &str = "vsphere";
+
 mod client;
+mod clone;
+mod collector;
 mod config;
 mod create;
-mod fault;
+mod describe;
+mod error;
+mod inventory;
+mod labels;
+mod placement;
+mod power;
 mod provider;
+mod reconfigure;
+mod session;
+mod snapshot;
 mod spec;
+mod task;
+mod types;
+mod vm_api;
+mod watch;
 mod xml;
 
 pub use config::{TlsVerification, VsphereConfig};
-pub use fault::SoapFault;
-pub(crate) use provider::PROVIDER_TYPE;
-pub use provider::{VCPU_PER_CORE, VsphereProvider};
+pub use error::SoapFault;
+pub use inventory::VCPU_PER_CORE;
+pub use provider::VsphereProvider;
