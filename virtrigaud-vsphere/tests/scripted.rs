@@ -7,6 +7,8 @@
 //! Real time with short budgets (wiremock answers on loopback); no timing assertions beyond
 //! "not before the deadline".
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +22,8 @@ use virtrigaud_core::{
 use virtrigaud_vsphere::{SoapFault, VsphereConfig, VsphereProvider};
 use wiremock::matchers::{body_string_contains, method};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use common::scripted_config;
 
 const VM: &str = "vm-87";
 
@@ -315,10 +319,7 @@ async fn scripted(guest: Guest) -> (MockServer, FakeVc, VsphereProvider) {
         .respond_with(vc.clone())
         .mount(&server)
         .await;
-    let cfg = VsphereConfig::new(format!("{}/sdk", server.uri()), "virtrigaud", "pw")
-        .with_wait_poll(Duration::from_secs(1))
-        .with_keepalive(None);
-    let p = VsphereProvider::connect(cfg)
+    let p = VsphereProvider::connect(scripted_config(&server.uri()))
         .await
         .expect("connect to the scripted vCenter");
     (server, vc, p)
@@ -336,7 +337,7 @@ async fn slow_guest_shutdown_is_graceful_and_reports_shutting_down() {
     })
     .await;
     let vm = VmId::new(VM);
-    let before = p.soap_calls();
+    let before = p.api_calls();
     let mgr = manager(&p);
     let handle = mgr
         .start(&vm, ShutdownPolicy::with_grace(Duration::from_secs(10)))
@@ -370,7 +371,7 @@ async fn slow_guest_shutdown_is_graceful_and_reports_shutting_down() {
     assert!(waits <= 6, "{waits} WaitForUpdatesEx calls: {calls:?}");
     eprintln!(
         "slow graceful shutdown: {} SOAP calls ({:?})",
-        p.soap_calls() - before - 1, // minus the power_state read of this test
+        p.api_calls() - before - 1, // minus the power_state read of this test
         calls.iter().skip(2).collect::<Vec<_>>()
     );
 }
@@ -491,9 +492,7 @@ async fn base_server() -> MockServer {
 }
 
 fn cfg(server: &MockServer) -> VsphereConfig {
-    VsphereConfig::new(format!("{}/sdk", server.uri()), "virtrigaud", "pw")
-        .with_wait_poll(Duration::from_secs(1))
-        .with_keepalive(None)
+    scripted_config(&server.uri())
 }
 
 #[tokio::test]

@@ -14,14 +14,14 @@ use futures::StreamExt;
 use virtrigaud_core::conformance::{self, Fixture};
 use virtrigaud_core::shutdown::{ForcedReason, ShutdownManager, ShutdownOutcome, ShutdownPolicy};
 use virtrigaud_core::{
-    AgentStatus, CloneOptions, Customization, DeleteOptions, DeleteSnapshotOptions, DiskResize,
-    ErrorKind, ListOptions, NetworkCustomization, OffReason, PowerOffOptions, PowerState, Provider,
+    AgentStatus, CloneOptions, Customization, DeleteSnapshotOptions, DiskResize, ErrorKind,
+    ListOptions, NetworkCustomization, OffReason, PowerOffOptions, PowerState, Provider,
     ReconfigureRequest, RevertOptions, ShutdownChannel, ShutdownRequestOptions, SnapshotOptions,
     StartOptions, VmId,
 };
 use virtrigaud_vsphere::{SoapFault, TlsVerification, VsphereConfig, VsphereProvider};
 
-use common::{RawSession, config, provider, running_vm};
+use common::{RawSession, config, provider, remove, remove_named, running_vm};
 
 struct VcsimFixture {
     provider: VsphereProvider,
@@ -338,18 +338,7 @@ async fn clone_full_linked_and_customized() {
     );
     assert_eq!(report.signals_sent, 0);
     for vm in [full.vm, linked.vm] {
-        if p.power_state(&vm).await.expect("state").is_active() {
-            p.power_off(&vm, &PowerOffOptions::default())
-                .await
-                .expect("off");
-        }
-        p.delete(&vm, &{
-            let mut o = DeleteOptions::default();
-            o.delete_disks = true;
-            o
-        })
-        .await
-        .expect("destroy");
+        remove(&p, &vm).await;
         assert_eq!(
             p.power_state(&vm).await.expect_err("deleted").kind(),
             ErrorKind::NotFound
@@ -466,7 +455,7 @@ async fn watch_is_pushed_by_wait_for_updates() {
         .await
         .expect("watch")
         .expect("stream");
-    let calls_before = p.soap_calls();
+    let calls_before = p.api_calls();
     let waiting = tokio::spawn(async move {
         let first = stream.next().await;
         let second = stream.next().await;
@@ -485,7 +474,7 @@ async fn watch_is_pushed_by_wait_for_updates() {
     assert_eq!(second.expect("item").expect("ok"), PowerState::Running);
     // power_off + start are 2 calls each (task + one read); the watch added a few long polls,
     // not a polling loop.
-    let used = p.soap_calls() - calls_before;
+    let used = p.api_calls() - calls_before;
     assert!(used <= 10, "{used} SOAP calls for two pushed transitions");
 }
 
@@ -547,12 +536,12 @@ async fn graceful_shutdown_through_the_engine_counts_soap_calls() {
     let vm = running_vm(&p, "DC0_H0_VM6").await;
     let provider: Arc<dyn Provider> = Arc::new(p.clone());
     let mgr = ShutdownManager::new(provider);
-    let before = p.soap_calls();
+    let before = p.api_calls();
     let report = mgr
         .shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(20)))
         .await
         .expect("shutdown");
-    let calls = p.soap_calls() - before;
+    let calls = p.api_calls() - before;
     assert!(
         matches!(
             report.outcome,
@@ -647,14 +636,7 @@ async fn instance_id_is_the_endpoint_without_credentials() {
 async fn incarnation_is_stable_while_on_and_changes_with_every_power_on() {
     let Some(p) = provider().await else { return };
     let name = "vsi-incarnation";
-    for v in p.list_vms(&ListOptions::default()).await.expect("list") {
-        if v.name == name {
-            let _ = p.power_off(&v.id, &PowerOffOptions::default()).await;
-            let mut o = DeleteOptions::default();
-            o.delete_disks = true;
-            p.delete(&v.id, &o).await.expect("remove a leftover");
-        }
-    }
+    remove_named(&p, name).await;
     let mut spec = virtrigaud_core::VmCreateSpec::new(name, 1, 128);
     spec.power_on = true;
     let vm = p.create(&spec).await.expect("create");
@@ -696,7 +678,5 @@ async fn incarnation_is_stable_while_on_and_changes_with_every_power_on() {
     assert!(st.is_off(), "{st}");
     assert_ne!(st, PowerState::Off(OffReason::Destroyed));
     assert_eq!(p.incarnation(&vm).await.expect("off"), None);
-    let mut o = DeleteOptions::default();
-    o.delete_disks = true;
-    p.delete(&vm, &o).await.expect("delete");
+    remove(&p, &vm).await;
 }
