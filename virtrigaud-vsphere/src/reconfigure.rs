@@ -129,3 +129,100 @@ fn disk_edits(
     }
     Ok(edits)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xml::Element;
+    use virtrigaud_core::{DiskResize, ErrorKind};
+
+    fn el(name: &str, text: &str, children: Vec<Element>) -> Element {
+        Element {
+            name: name.into(),
+            text: text.into(),
+            children,
+            ..Element::default()
+        }
+    }
+
+    /// A VM with 2 vCPUs, 1024 MiB, hot-add as given and one 10 GiB disk `root`.
+    fn vm_props(hot_add: bool) -> Props {
+        let mut disk = el(
+            "VirtualDevice",
+            "",
+            vec![
+                el("deviceInfo", "", vec![el("label", "root", vec![])]),
+                el("capacityInKB", &(10 * GIB_KIB).to_string(), vec![]),
+            ],
+        );
+        disk.xsi_type = Some("VirtualDisk".into());
+        let flag = if hot_add { "true" } else { "false" };
+        Props(vec![
+            ("config.hardware.numCPU".into(), el("val", "2", vec![])),
+            ("config.hardware.memoryMB".into(), el("val", "1024", vec![])),
+            ("config.cpuHotAddEnabled".into(), el("val", flag, vec![])),
+            ("config.memoryHotAddEnabled".into(), el("val", flag, vec![])),
+            ("config.hardware.device".into(), el("val", "", vec![disk])),
+        ])
+    }
+
+    fn resize(name: &str, gib: u64) -> ReconfigureRequest {
+        let mut r = ReconfigureRequest::default();
+        r.disks.push(DiskResize::new(name, gib));
+        r
+    }
+
+    #[test]
+    fn disks_grow_only_and_must_exist() {
+        let vm = VmId::new("vm-1");
+        let p = vm_props(false);
+        let mut notes = Vec::new();
+        let missing = disk_edits(&vm, &p, &resize("data", 20), &mut notes).unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
+        assert_eq!(
+            (missing.operation(), missing.resource()),
+            (OP, Some("vm-1"))
+        );
+        let shrink = disk_edits(&vm, &p, &resize("root", 5), &mut notes).unwrap_err();
+        assert_eq!(shrink.kind(), ErrorKind::InvalidSpec, "{shrink}");
+        assert!(shrink.message().contains("disks only grow"), "{shrink}");
+        assert_eq!(shrink.provider(), PROVIDER_TYPE);
+        assert!(
+            disk_edits(&vm, &p, &resize("root", 10), &mut notes)
+                .expect("same size")
+                .is_empty()
+        );
+        assert!(notes.is_empty());
+        let grow = disk_edits(&vm, &p, &resize("root", 12), &mut notes).expect("grow");
+        assert_eq!(grow.len(), 1);
+        let kib = (12 * GIB_KIB).to_string();
+        assert!(
+            grow[0].contains(&format!("<capacityInKB>{kib}</capacityInKB>")),
+            "{grow:?}"
+        );
+        assert!(grow[0].contains("<operation>edit</operation>"), "{grow:?}");
+        assert_eq!(notes, ["root grown to 12 GiB"]);
+    }
+
+    #[test]
+    fn running_vms_change_cpu_and_memory_only_by_hot_add_and_only_up() {
+        let without = vm_props(false);
+        for (cpu, mem) in [(Some(4), None), (None, Some(2048))] {
+            let err = hot_add(&without, cpu, mem).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidState, "{err}");
+        }
+        let with = vm_props(true);
+        assert_eq!(
+            hot_add(&with, Some(4), Some(2048)).expect("hot-add"),
+            [
+                "vCPUs 2 -> 4 hot-added",
+                "memory 1024 -> 2048 MiB hot-added"
+            ]
+        );
+        for (cpu, mem) in [(Some(1), None), (None, Some(512))] {
+            let err = hot_add(&with, cpu, mem).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidState, "no hot-remove: {err}");
+        }
+        assert!(hot_add(&with, None, None).expect("nothing").is_empty());
+    }
+}
