@@ -1,7 +1,7 @@
 //! The vim25 SOAP client: one logged-in session and the one place requests are sent
 //! ([`Client::call`]), which is also where they are counted ([`ApiCalls`]).
 //!
-//! Crate-private: the public API is [`crate::VsphereProvider`]; no vSphere types leak out.
+//! Crate-private: the public API is `VsphereProvider`; no vSphere types leak out.
 //! The property collector and the task waits build on this in `collector.rs` and `task.rs`.
 
 use std::sync::{Arc, Weak};

@@ -1,4 +1,4 @@
-//! Connection settings for [`crate::VsphereProvider`].
+//! Connection settings for `VsphereProvider`.
 
 use std::fmt;
 use std::time::Duration;

@@ -214,8 +214,8 @@ impl Provider for VsphereProvider {
 
     /// Hosts (with their cluster, vCPU capacity, memory and reachable datastores), the vCPUs
     /// and memory of their powered-on VMs as allocation, and datastores with their free space.
-    /// vCPU capacity is physical cores × [`crate::VCPU_PER_CORE`] (vSphere overcommits CPU,
-    /// not memory).
+    /// vCPU capacity is physical cores × [`VCPU_PER_CORE`](crate::VCPU_PER_CORE) (vSphere
+    /// overcommits CPU, not memory).
     async fn inventory(&self) -> Result<Inventory> {
         inventory::inventory(&self.client).await
     }

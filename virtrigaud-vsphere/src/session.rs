@@ -1,7 +1,7 @@
 //! The connection settings turned into what the SOAP client needs: the `/sdk` URL, the HTTP
 //! client with its TLS trust, and the session (credentials, cookie, login generation).
 //!
-//! Nothing here sends a request: [`crate::client::Client`] does, and logs in with
+//! Nothing here sends a request: the SOAP client (`client.rs`) does, and logs in with
 //! [`Session::login_body`].
 
 use std::sync::RwLock;
