@@ -3,6 +3,8 @@
 //! second session to act behind the provider's back.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod fake_vc;
+
 use std::time::Duration;
 
 use virtrigaud_core::testing::backend_env;
