@@ -1,4 +1,4 @@
-//! Connection settings for [`crate::VsphereProvider`].
+//! Connection settings for `VsphereProvider`.
 
 use std::fmt;
 use std::time::Duration;
@@ -175,5 +175,26 @@ impl VsphereConfig {
     pub fn with_default_resource_pool(mut self, path: impl Into<String>) -> Self {
         self.default_resource_pool = Some(path.into());
         self
+    }
+}
+
+/// Where new VMs go when the spec does not say (the `default_*` settings of
+/// [`VsphereConfig`]).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct CreateDefaults {
+    pub(crate) datacenter: Option<String>,
+    pub(crate) datastore: Option<String>,
+    pub(crate) folder: Option<String>,
+    pub(crate) resource_pool: Option<String>,
+}
+
+impl CreateDefaults {
+    pub(crate) fn from_config(c: &VsphereConfig) -> Self {
+        CreateDefaults {
+            datacenter: c.default_datacenter.clone(),
+            datastore: c.default_datastore.clone(),
+            folder: c.default_folder.clone(),
+            resource_pool: c.default_resource_pool.clone(),
+        }
     }
 }

@@ -68,6 +68,31 @@
 //!   `InvalidState`, `InvalidLogin` is `Unauthenticated`, `TaskInProgress` is `Conflict`,
 //!   `ManagedObjectNotFound` is `NotFound`.
 //!
+//! ## Inside
+//!
+//! Top to bottom, each file using only the ones below it:
+//!
+//! * `provider.rs`: [`VsphereProvider`] and its trait impls, each a delegation to one
+//!   operation file;
+//! * the operations: `power.rs` (state, incarnation, power-on/off, suspend, reset, the Tools
+//!   channel), `watch.rs` (the pushed power-state stream), `describe.rs` (`describe`,
+//!   `list_vms`, `vm_capabilities`), `inventory.rs` (placement inventory, finding VMs),
+//!   `reconfigure.rs`, `snapshot.rs`, `clone.rs`, `create.rs` (validation, create with its
+//!   rollback, delete) with `placement.rs` (datacenter, compute, datastore and NIC steps);
+//! * shared by them: `vm_api.rs` (VM reads, calls and tasks with the error context),
+//!   `spec.rs` (request bodies in XSD order), `labels.rs` (labels and user data in
+//!   `extraConfig`);
+//! * the SOAP plumbing: `task.rs` (run and await tasks), `collector.rs` (property reads,
+//!   container views, the `WaitForUpdatesEx` waiter), `client.rs` (the one send point, where
+//!   requests are counted: [`VsphereProvider::api_calls`]), `session.rs` (URL, TLS, cookie,
+//!   login state);
+//! * at the bottom: `types.rs` (`MoRef`, `Props`), `error.rs` ([`SoapFault`] and
+//!   `to_core_error`, the one mapping to core errors), `xml.rs`, `config.rs`.
+//!
+//! Core's checks run first: [`virtrigaud_core::VmCreateSpec::validate`] before a create,
+//! [`virtrigaud_core::ReconfigureRequest::validate`] / `validate_against` before a
+//! reconfigure; only vSphere's own rules are checked here.
+//!
 //! ## Known gaps
 //!
 //! * `create` builds empty VMs; `VmCreateSpec::image` is `Unsupported` (clone a template
@@ -100,15 +125,32 @@
 //! # Ok(()) }
 //! ```
 
+/// Provider type name used in errors and metrics.
+pub const PROVIDER_TYPE: &str = "vsphere";
+
 mod client;
+mod clone;
+mod collector;
 mod config;
 mod create;
-mod fault;
+mod describe;
+mod error;
+mod inventory;
+mod labels;
+mod placement;
+mod power;
 mod provider;
+mod reconfigure;
+mod session;
+mod snapshot;
 mod spec;
+mod task;
+mod types;
+mod vm_api;
+mod watch;
 mod xml;
 
 pub use config::{TlsVerification, VsphereConfig};
-pub use fault::SoapFault;
-pub(crate) use provider::PROVIDER_TYPE;
-pub use provider::{VCPU_PER_CORE, VsphereProvider};
+pub use error::SoapFault;
+pub use inventory::VCPU_PER_CORE;
+pub use provider::VsphereProvider;

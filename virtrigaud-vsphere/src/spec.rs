@@ -1,13 +1,25 @@
-//! Request bodies for ReconfigVM_Task and CloneVM_Task (elements in XSD order: vCenter's
-//! deserializer is order-sensitive).
+//! Request bodies for CreateVM_Task, ReconfigVM_Task and CloneVM_Task (elements in XSD
+//! order: vCenter's deserializer is order-sensitive), and [`Target`], where a new VM goes.
 
 use std::net::Ipv4Addr;
 
 use virtrigaud_core::{Customization, Error, VmCreateSpec};
 
-use crate::client::MoRef;
-use crate::create::{GUEST_ID, Target};
+use crate::types::MoRef;
 use crate::xml::{Element, Xml, esc};
+
+/// The guest OS identifier of created VMs.
+pub(crate) const GUEST_ID: &str = "otherLinux64Guest";
+
+/// Where a new VM goes (found by `placement.rs`).
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub(crate) folder: MoRef,
+    pub(crate) pool: MoRef,
+    pub(crate) host: Option<MoRef>,
+    pub(crate) datastore: String,
+    pub(crate) nics: Vec<NicBacking>,
+}
 
 /// Serialises a parsed element back to XML (keeps `xsi:type` and plain attributes).
 pub(crate) fn write_element(out: &mut String, el: &Element, name: &str) {
@@ -376,7 +388,6 @@ mod tests {
 
     #[test]
     fn create_vm_body_order_and_escaping() {
-        use crate::create::Target;
         use virtrigaud_core::{DiskCreateSpec, NetworkCreateSpec};
         let mut spec = VmCreateSpec::new("web-1", 2, 512);
         spec.disks.push(DiskCreateSpec::new("root", 1));

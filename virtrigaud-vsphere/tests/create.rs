@@ -14,31 +14,12 @@ use virtrigaud_core::model::{ObjectRef, VMSet, VMSetSpec, VmDisk, VmNetwork, VmR
 use virtrigaud_core::shutdown::{ShutdownManager, ShutdownPolicy};
 use virtrigaud_core::vmset::{SET_LABEL, TEMPLATE_HASH_LABEL, VmSetReconciler, template_hash};
 use virtrigaud_core::{
-    DeleteOptions, DiskCreateSpec, ErrorKind, ListOptions, NetworkCreateSpec, PowerOffOptions,
-    PowerState, Provider, VmCreateSpec, VmDescription, VmId,
+    DeleteOptions, DiskCreateSpec, ErrorKind, ListOptions, NetworkCreateSpec, PowerState, Provider,
+    VmCreateSpec, VmDescription, VmId,
 };
 use virtrigaud_vsphere::VsphereProvider;
 
-use common::{RawSession, config, provider};
-
-/// Powers off and destroys every VM whose name is `name` (leftovers of an earlier run).
-async fn remove_named(p: &VsphereProvider, name: &str) {
-    let all = p.list_vms(&ListOptions::default()).await.expect("list");
-    for v in all.into_iter().filter(|v| v.name == name) {
-        remove(p, &v.id).await;
-    }
-}
-
-async fn remove(p: &VsphereProvider, vm: &VmId) {
-    if !p.power_state(vm).await.expect("power_state").is_off() {
-        p.power_off(vm, &PowerOffOptions::default())
-            .await
-            .expect("power_off");
-    }
-    let mut opts = DeleteOptions::default();
-    opts.delete_disks = true;
-    p.delete(vm, &opts).await.expect("delete");
-}
+use common::{RawSession, config, provider, remove, remove_named};
 
 fn by_labels(pairs: &[(&str, &str)]) -> ListOptions {
     let mut o = ListOptions::default();
@@ -276,12 +257,13 @@ async fn invalid_specs_are_rejected_before_any_soap_call() {
     n.model = Some("rtl8139".into());
     s.networks.push(n);
     specs.push(s);
-    let before = p.soap_calls();
+    let before = p.api_calls();
     for s in &specs {
         let err = p.create(s).await.expect_err("invalid");
         assert_eq!(err.kind(), ErrorKind::InvalidSpec, "{s:?}: {err}");
     }
-    assert_eq!(p.soap_calls(), before, "no SOAP call for invalid specs");
+    assert_eq!(p.api_calls(), before, "no SOAP call for invalid specs");
+    assert_eq!(p.soap_calls(), p.api_calls(), "soap_calls is api_calls");
 }
 
 async fn members(p: &VsphereProvider, set: &str) -> Vec<VmDescription> {

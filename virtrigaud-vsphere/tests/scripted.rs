@@ -4,330 +4,27 @@
 //! the deadline (and the `InvalidPowerState` race there), failed and asynchronous tasks,
 //! `NotAuthenticated` → one re-login, transport failures, the linked-clone request shape.
 //!
-//! Real time with short budgets (wiremock answers on loopback); no timing assertions beyond
-//! "not before the deadline".
+//! The scripted vCenter itself is `tests/common/fake_vc.rs`. Real time with short budgets
+//! (wiremock answers on loopback); no timing assertions beyond "not before the deadline".
 
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
-use tokio::time::Instant;
-
-use virtrigaud_core::shutdown::{ForcedReason, ShutdownManager, ShutdownOutcome, ShutdownPolicy};
+use virtrigaud_core::shutdown::{ForcedReason, ShutdownOutcome, ShutdownPolicy};
 use virtrigaud_core::{
     AgentStatus, CloneOptions, Customization, ErrorKind, NetworkCustomization, PowerOffOptions,
     PowerState, Provider, ReconfigureRequest, ShutdownChannel, ShutdownRequestOptions, VmId,
 };
 use virtrigaud_vsphere::{SoapFault, VsphereConfig, VsphereProvider};
 use wiremock::matchers::{body_string_contains, method};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const VM: &str = "vm-87";
-
-fn fx(name: &str) -> String {
-    let path = format!("{}/tests/fixtures/{name}.xml", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn ok(body: String) -> ResponseTemplate {
-    ResponseTemplate::new(200)
-        .insert_header("Content-Type", "text/xml; charset=utf-8")
-        .set_body_string(body)
-}
-
-fn fault(body: String) -> ResponseTemplate {
-    ResponseTemplate::new(500)
-        .insert_header("Content-Type", "text/xml; charset=utf-8")
-        .set_body_string(body)
-}
-
-/// A typed property value as vcsim writes it (locally declared `XMLSchema-instance` prefix).
-fn prop(name: &str, ty: &str, val: &str) -> String {
-    format!(
-        r#"<propSet><name>{name}</name><val xmlns:XMLSchema-instance="http://www.w3.org/2001/XMLSchema-instance" XMLSchema-instance:type="{ty}">{val}</val></propSet>"#
-    )
-}
-
-/// vcsim's RetrievePropertiesEx reply with other property sets.
-fn props_reply(obj_ty: &str, obj: &str, props: &str) -> String {
-    let base = fx("vcsim-power-on");
-    let start = base.find("<objects>").expect("objects");
-    let end = base.find("</objects>").expect("/objects");
-    format!(
-        "{}<objects><obj type=\"{obj_ty}\">{obj}</obj>{props}{}",
-        &base[..start],
-        &base[end..]
-    )
-}
-
-/// vcsim's WaitForUpdatesEx reply carrying one modification of `changes`.
-fn wait_reply(version: usize, obj_ty: &str, obj: &str, kind: &str, changes: &str) -> String {
-    let base = fx("vcsim-wait-off");
-    let start = base.find("<version>").expect("version");
-    let os_start = base.find("<objectSet>").expect("objectSet");
-    let os_end = base.find("</objectSet>").expect("/objectSet");
-    format!(
-        "{}<version>{version}</version>{}<objectSet><kind>{kind}</kind><obj type=\"{obj_ty}\">{obj}</obj>{changes}{}",
-        &base[..start],
-        &base[base.find("</version>").expect("/version") + "</version>".len()..os_start],
-        &base[os_end..]
-    )
-}
-
-fn change(name: &str, ty: &str, val: &str) -> String {
-    format!(
-        r#"<changeSet><name>{name}</name><op>assign</op><val xmlns:XMLSchema-instance="http://www.w3.org/2001/XMLSchema-instance" XMLSchema-instance:type="{ty}">{val}</val></changeSet>"#
-    )
-}
-
-/// vcsim's InvalidPowerState fault turned into the ToolsUnavailable fault vCenter sends.
-fn tools_unavailable_fault() -> String {
-    fx("vcsim-shutdown-guest-off")
-        .replace("InvalidPowerStateFault", "ToolsUnavailableFault")
-        .replace(r#"xsi:type="InvalidPowerState""#, r#"xsi:type="ToolsUnavailable""#)
-        .replace("<requestedState>poweredOn</requestedState><existingState>poweredOff</existingState>", "")
-        .replace(
-            "<faultstring></faultstring>",
-            "<faultstring>Cannot complete operation because VMware Tools is not running in this virtual machine.</faultstring>",
-        )
-}
-
-fn task_ref(method: &str, task: &str) -> String {
-    fx("vcsim-power-off-task")
-        .replace("PowerOffVM_TaskResponse", &format!("{method}Response"))
-        .replace("task-129", task)
-}
-
-fn soap_method(body: &str) -> String {
-    let after = body
-        .split_once("<soapenv:Body><")
-        .map(|(_, r)| r)
-        .unwrap_or("");
-    after.split([' ', '>']).next().unwrap_or("").to_owned()
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Guest {
-    /// Tools running; the guest shuts down `after` the request (shuttingDown in between).
-    Honours { after: Duration },
-    /// Tools running; the guest ignores the request.
-    Ignores,
-    /// Tools not running: ShutdownGuest fails with ToolsUnavailable.
-    NoTools,
-    /// Tools running; the guest powers off on its own exactly when a hard power-off arrives
-    /// (PowerOffVM_Task then fails with InvalidPowerState).
-    RacesPowerOff,
-}
-
-/// One scheduled change of the VM.
-#[derive(Debug, Clone)]
-struct Event {
-    at: Instant,
-    power: Option<&'static str>,
-    guest_state: Option<&'static str>,
-}
-
-#[derive(Debug)]
-struct VcState {
-    guest: Guest,
-    events: Vec<Event>,
-    calls: Vec<String>,
-}
-
-impl VcState {
-    fn current(&self, now: Instant) -> (&'static str, &'static str) {
-        let mut power = "poweredOn";
-        let mut gs = "running";
-        for e in self.events.iter().filter(|e| e.at <= now) {
-            power = e.power.unwrap_or(power);
-            gs = e.guest_state.unwrap_or(gs);
-        }
-        (power, gs)
-    }
-}
-
-/// A scripted vCenter for one VM: replies are the captured vcsim ones, the VM's behaviour is
-/// the guest's script.
-#[derive(Clone)]
-struct FakeVc(Arc<Mutex<VcState>>);
-
-impl FakeVc {
-    fn new(guest: Guest) -> Self {
-        FakeVc(Arc::new(Mutex::new(VcState {
-            guest,
-            events: Vec::new(),
-            calls: Vec::new(),
-        })))
-    }
-    fn calls(&self) -> Vec<String> {
-        self.0.lock().expect("state").calls.clone()
-    }
-}
-
-fn tag<'a>(body: &'a str, t: &str) -> Option<&'a str> {
-    let open = format!("<{t}>");
-    let close = format!("</{t}>");
-    body.split_once(&open)
-        .and_then(|(_, r)| r.split_once(&close))
-        .map(|(v, _)| v)
-}
-
-impl Respond for FakeVc {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        let body = String::from_utf8_lossy(&req.body).into_owned();
-        let m = soap_method(&body);
-        let now = Instant::now();
-        let mut st = self.0.lock().expect("state");
-        st.calls.push(m.clone());
-        let (power, gs) = st.current(now);
-        match m.as_str() {
-            "RetrieveServiceContent" => ok(fx("vcsim-service-content")),
-            "Login" => ok(fx("vcsim-login")).insert_header(
-                "Set-Cookie",
-                "vmware_soap_session=\"scripted\"; Path=/; HttpOnly",
-            ),
-            "CreatePropertyCollector" => ok(fx("vcsim-create-collector")),
-            "CreateFilter" => ok(fx("vcsim-create-filter")),
-            "DestroyPropertyCollector" => ok(fx("vcsim-destroy-collector")),
-            "CurrentTime" => ok(fx("vcsim-current-time")),
-            "RebootGuest" => match st.guest {
-                Guest::NoTools => fault(tools_unavailable_fault()),
-                _ => ok(fx("vcsim-shutdown-guest")
-                    .replace("ShutdownGuestResponse", "RebootGuestResponse")),
-            },
-            "RetrievePropertiesEx" if body.contains("<type>Task</type>") => {
-                if body.contains("task-race") {
-                    let mut r = fx("vcsim-task-error");
-                    r = r.replace("task-129", "task-race");
-                    ok(r)
-                } else {
-                    ok(fx("vcsim-task-success"))
-                }
-            }
-            "RetrievePropertiesEx" => {
-                let mut props = String::new();
-                if body.contains("<pathSet>runtime.powerState</pathSet>") {
-                    props.push_str(&prop(
-                        "runtime.powerState",
-                        "VirtualMachinePowerState",
-                        power,
-                    ));
-                }
-                if body.contains("<pathSet>guest.guestState</pathSet>") {
-                    props.push_str(&prop("guest.guestState", "xsd:string", gs));
-                }
-                if body.contains("<pathSet>guest.toolsRunningStatus</pathSet>") {
-                    let t = if st.guest == Guest::NoTools {
-                        "guestToolsNotRunning"
-                    } else {
-                        "guestToolsRunning"
-                    };
-                    props.push_str(&prop("guest.toolsRunningStatus", "xsd:string", t));
-                }
-                ok(props_reply("VirtualMachine", VM, &props))
-            }
-            "ShutdownGuest" => {
-                if power != "poweredOn" {
-                    return fault(fx("vcsim-shutdown-guest-off"));
-                }
-                match st.guest {
-                    Guest::NoTools => fault(tools_unavailable_fault()),
-                    Guest::Honours { after } => {
-                        st.events.push(Event {
-                            at: now + Duration::from_millis(100),
-                            power: None,
-                            guest_state: Some("shuttingDown"),
-                        });
-                        st.events.push(Event {
-                            at: now + after,
-                            power: Some("poweredOff"),
-                            guest_state: Some("notRunning"),
-                        });
-                        ok(fx("vcsim-shutdown-guest"))
-                    }
-                    Guest::Ignores | Guest::RacesPowerOff => ok(fx("vcsim-shutdown-guest")),
-                }
-            }
-            "PowerOffVM_Task" => {
-                st.events.push(Event {
-                    at: now,
-                    power: Some("poweredOff"),
-                    guest_state: Some("notRunning"),
-                });
-                if st.guest == Guest::RacesPowerOff {
-                    // The guest got there first: the hard power-off fails.
-                    ok(task_ref("PowerOffVM_Task", "task-race"))
-                } else if power == "poweredOff" {
-                    ok(task_ref("PowerOffVM_Task", "task-race"))
-                } else {
-                    ok(task_ref("PowerOffVM_Task", "task-130"))
-                }
-            }
-            "WaitForUpdatesEx" => {
-                let version = tag(&body, "version").unwrap_or("");
-                let max_wait = tag(&body, "maxWaitSeconds")
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(1u64);
-                if version.is_empty() {
-                    let seen = st.events.iter().filter(|e| e.at <= now).count();
-                    let changes = change("runtime.powerState", "VirtualMachinePowerState", power)
-                        + &change("guest.guestState", "xsd:string", gs);
-                    return ok(wait_reply(seen, "VirtualMachine", VM, "enter", &changes));
-                }
-                let from: usize = version.parse().unwrap_or(0);
-                let horizon = now + Duration::from_secs(max_wait);
-                match st.events.get(from).cloned() {
-                    Some(e) if e.at <= horizon => {
-                        let mut changes = String::new();
-                        if let Some(p) = e.power {
-                            changes.push_str(&change(
-                                "runtime.powerState",
-                                "VirtualMachinePowerState",
-                                p,
-                            ));
-                        }
-                        if let Some(g) = e.guest_state {
-                            changes.push_str(&change("guest.guestState", "xsd:string", g));
-                        }
-                        ok(wait_reply(
-                            from + 1,
-                            "VirtualMachine",
-                            VM,
-                            "modify",
-                            &changes,
-                        ))
-                        .set_delay(e.at.saturating_duration_since(now))
-                    }
-                    _ => ok(fx("vcsim-wait-empty")).set_delay(Duration::from_secs(max_wait)),
-                }
-            }
-            other => fault(
-                fx("vcsim-missing-vm")
-                    .replace("ManagedObjectNotFound", &format!("NotImplemented-{other}")),
-            ),
-        }
-    }
-}
-
-async fn scripted(guest: Guest) -> (MockServer, FakeVc, VsphereProvider) {
-    let server = MockServer::start().await;
-    let vc = FakeVc::new(guest);
-    Mock::given(method("POST"))
-        .respond_with(vc.clone())
-        .mount(&server)
-        .await;
-    let cfg = VsphereConfig::new(format!("{}/sdk", server.uri()), "virtrigaud", "pw")
-        .with_wait_poll(Duration::from_secs(1))
-        .with_keepalive(None);
-    let p = VsphereProvider::connect(cfg)
-        .await
-        .expect("connect to the scripted vCenter");
-    (server, vc, p)
-}
-
-fn manager(p: &VsphereProvider) -> ShutdownManager {
-    let provider: Arc<dyn Provider> = Arc::new(p.clone());
-    ShutdownManager::new(provider)
-}
+use common::fake_vc::{
+    FakeVc, Guest, VM, change, fault, fx, manager, ok, prop, props_reply, scripted, soap_method,
+    task_ref, wait_reply,
+};
+use common::scripted_config;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_guest_shutdown_is_graceful_and_reports_shutting_down() {
@@ -336,7 +33,7 @@ async fn slow_guest_shutdown_is_graceful_and_reports_shutting_down() {
     })
     .await;
     let vm = VmId::new(VM);
-    let before = p.soap_calls();
+    let before = p.api_calls();
     let mgr = manager(&p);
     let handle = mgr
         .start(&vm, ShutdownPolicy::with_grace(Duration::from_secs(10)))
@@ -370,7 +67,7 @@ async fn slow_guest_shutdown_is_graceful_and_reports_shutting_down() {
     assert!(waits <= 6, "{waits} WaitForUpdatesEx calls: {calls:?}");
     eprintln!(
         "slow graceful shutdown: {} SOAP calls ({:?})",
-        p.soap_calls() - before - 1, // minus the power_state read of this test
+        p.api_calls() - before - 1, // minus the power_state read of this test
         calls.iter().skip(2).collect::<Vec<_>>()
     );
 }
@@ -491,9 +188,7 @@ async fn base_server() -> MockServer {
 }
 
 fn cfg(server: &MockServer) -> VsphereConfig {
-    VsphereConfig::new(format!("{}/sdk", server.uri()), "virtrigaud", "pw")
-        .with_wait_poll(Duration::from_secs(1))
-        .with_keepalive(None)
+    scripted_config(&server.uri())
 }
 
 #[tokio::test]

@@ -12,16 +12,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use virtrigaud_core::conformance::{self, Fixture};
-use virtrigaud_core::shutdown::{ForcedReason, ShutdownManager, ShutdownOutcome, ShutdownPolicy};
+use virtrigaud_core::shutdown::{ShutdownManager, ShutdownOutcome, ShutdownPolicy};
 use virtrigaud_core::{
-    AgentStatus, CloneOptions, Customization, DeleteOptions, DeleteSnapshotOptions, DiskResize,
-    ErrorKind, ListOptions, NetworkCustomization, OffReason, PowerOffOptions, PowerState, Provider,
-    ReconfigureRequest, RevertOptions, ShutdownChannel, ShutdownRequestOptions, SnapshotOptions,
-    StartOptions, VmId,
+    AgentStatus, ErrorKind, ListOptions, OffReason, PowerOffOptions, PowerState, Provider,
+    ShutdownChannel, ShutdownRequestOptions, StartOptions, VmId,
 };
 use virtrigaud_vsphere::{SoapFault, TlsVerification, VsphereConfig, VsphereProvider};
 
-use common::{RawSession, config, provider, running_vm};
+use common::{RawSession, config, provider, remove, remove_named, running_vm};
 
 struct VcsimFixture {
     provider: VsphereProvider,
@@ -204,260 +202,6 @@ async fn power_cycle_suspend_reset_and_invalid_states() {
 }
 
 #[tokio::test]
-async fn snapshot_create_revert_remove() {
-    let Some(p) = provider().await else { return };
-    let vm = running_vm(&p, "DC0_H0_VM1").await;
-    let snaps = p.snapshotter().expect("snapshotter");
-    for s in snaps.list_snapshots(&vm).await.expect("list") {
-        let _ = snaps
-            .delete_snapshot(&vm, &s.id, &DeleteSnapshotOptions::default())
-            .await;
-    }
-    let a = snaps
-        .create_snapshot(
-            &vm,
-            &SnapshotOptions::new("vr-a")
-                .with_memory(true)
-                .with_description("first"),
-        )
-        .await
-        .expect("snapshot a");
-    assert_eq!(a.name, "vr-a");
-    assert_eq!(a.description.as_deref(), Some("first"));
-    let b = snaps
-        .create_snapshot(&vm, &SnapshotOptions::new("vr-b").with_quiesce(true))
-        .await
-        .expect("snapshot b");
-    assert_eq!(
-        b.parent.as_deref(),
-        Some(a.id.as_str()),
-        "b is a child of a"
-    );
-    let list = snaps.list_snapshots(&vm).await.expect("list");
-    assert_eq!(
-        list.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
-        ["vr-a", "vr-b"]
-    );
-    // Revert by name and by id.
-    snaps
-        .revert_snapshot(&vm, "vr-a", &RevertOptions::default())
-        .await
-        .expect("revert by name");
-    snaps
-        .revert_snapshot(&vm, &b.id, &RevertOptions::default())
-        .await
-        .expect("revert by id");
-    let err = snaps
-        .revert_snapshot(&vm, "no-such", &RevertOptions::default())
-        .await
-        .expect_err("missing");
-    assert_eq!(err.kind(), ErrorKind::NotFound);
-    snaps
-        .delete_snapshot(&vm, &a.id, &{
-            let mut o = DeleteSnapshotOptions::default();
-            o.children = true;
-            o
-        })
-        .await
-        .expect("remove tree");
-    assert!(snaps.list_snapshots(&vm).await.expect("list").is_empty());
-    let err = snaps
-        .delete_snapshot(&vm, &a.id, &DeleteSnapshotOptions::default())
-        .await
-        .expect_err("gone");
-    assert_eq!(err.kind(), ErrorKind::NotFound);
-}
-
-#[tokio::test]
-async fn clone_full_linked_and_customized() {
-    let Some(p) = provider().await else { return };
-    let src = running_vm(&p, "DC0_H0_VM2").await;
-    let cloner = p.cloner().expect("cloner");
-    let tag = std::process::id();
-    // Full clone, powered on.
-    let full = cloner
-        .clone_vm(
-            &src,
-            &CloneOptions::new(format!("vr-full-{tag}")).power_on(true),
-        )
-        .await
-        .expect("full clone");
-    assert!(!full.linked);
-    assert_eq!(
-        p.vm_name(&full.vm).await.expect("name"),
-        format!("vr-full-{tag}")
-    );
-    // Linked clone with customization (vcsim accepts the spec; it ignores diskMoveType).
-    let mut c = Customization::default();
-    c.hostname = Some("web-1.example.com".into());
-    let mut n = NetworkCustomization::default();
-    n.name = "VM Network".into();
-    n.ip_address = Some("10.0.0.5/24".into());
-    n.gateway = Some("10.0.0.1".into());
-    n.dns = vec!["10.0.0.2".into()];
-    c.networks.push(n);
-    let linked = cloner
-        .clone_vm(
-            &src,
-            &CloneOptions::new(format!("vr-linked-{tag}"))
-                .linked(true)
-                .with_customization(c),
-        )
-        .await
-        .expect("linked clone");
-    assert!(linked.linked && linked.customized);
-    // Clones report Tools not running (vcsim creates them that way): an engine shutdown must
-    // force at once with NoGuestTools instead of sending ShutdownGuest.
-    let clone_vm = linked.vm.clone();
-    if p.power_state(&clone_vm).await.expect("state").is_off() {
-        p.start(&clone_vm, &StartOptions::default())
-            .await
-            .expect("start clone");
-    }
-    assert_eq!(
-        p.probe_agent(&clone_vm).await.expect("probe"),
-        AgentStatus::NotConnected
-    );
-    let provider: Arc<dyn Provider> = Arc::new(p.clone());
-    let report = ShutdownManager::new(provider)
-        .shutdown(
-            &clone_vm,
-            ShutdownPolicy::with_grace(Duration::from_secs(10)),
-        )
-        .await
-        .expect("shutdown");
-    assert!(
-        matches!(
-            report.outcome,
-            ShutdownOutcome::Forced {
-                reason: ForcedReason::NoGuestTools
-            }
-        ),
-        "{}",
-        report.outcome
-    );
-    assert_eq!(report.signals_sent, 0);
-    for vm in [full.vm, linked.vm] {
-        if p.power_state(&vm).await.expect("state").is_active() {
-            p.power_off(&vm, &PowerOffOptions::default())
-                .await
-                .expect("off");
-        }
-        p.delete(&vm, &{
-            let mut o = DeleteOptions::default();
-            o.delete_disks = true;
-            o
-        })
-        .await
-        .expect("destroy");
-        assert_eq!(
-            p.power_state(&vm).await.expect_err("deleted").kind(),
-            ErrorKind::NotFound
-        );
-    }
-    // The base snapshot the linked clone needed stays on the source; remove it.
-    let snaps = p.snapshotter().expect("snapshotter");
-    for s in snaps.list_snapshots(&src).await.expect("list") {
-        snaps
-            .delete_snapshot(&src, &s.id, &DeleteSnapshotOptions::default())
-            .await
-            .expect("cleanup");
-    }
-}
-
-#[tokio::test]
-async fn reconfigure_cpu_memory_disk() {
-    let Some(p) = provider().await else { return };
-    let vm = running_vm(&p, "DC0_H0_VM3").await;
-    let caps = p.vm_capabilities(&vm).await.expect("caps");
-    assert!(
-        !caps.cpu_hot_add && !caps.memory_hot_add,
-        "model VMs have hot-add disabled"
-    );
-    let before = p.describe(&vm).await.expect("describe");
-    // Running without hot-add: refused, nothing changed.
-    let mut up = ReconfigureRequest::default();
-    up.cpu = Some(before.cpu + 1);
-    let err = p
-        .reconfigure(&vm, &up)
-        .await
-        .expect_err("cpu change while running");
-    assert_eq!(err.kind(), ErrorKind::InvalidState, "{err}");
-    // Disks grow online.
-    let disk = before.disks[0].clone();
-    let mut grow = ReconfigureRequest::default();
-    grow.disks
-        .push(DiskResize::new(disk.name.clone(), disk.size_gib + 1));
-    let r = p.reconfigure(&vm, &grow).await.expect("grow disk");
-    assert!(r.applied_live);
-    let after = p.describe(&vm).await.expect("describe");
-    assert_eq!(after.disks[0].size_gib, disk.size_gib + 1, "{after:?}");
-    let mut shrink = ReconfigureRequest::default();
-    shrink.disks.push(DiskResize::new(disk.name.clone(), 0));
-    assert_eq!(
-        p.reconfigure(&vm, &shrink)
-            .await
-            .expect_err("shrink")
-            .kind(),
-        ErrorKind::InvalidSpec
-    );
-    // Powered off: CPU and memory change.
-    p.power_off(&vm, &PowerOffOptions::default())
-        .await
-        .expect("off");
-    let mut change = ReconfigureRequest::default();
-    change.cpu = Some(if before.cpu == 2 { 4 } else { 2 });
-    change.memory_mib = Some(if before.memory_mib == 2048 {
-        1024
-    } else {
-        2048
-    });
-    let r = p.reconfigure(&vm, &change).await.expect("reconfigure off");
-    assert!(!r.applied_live && !r.needs_power_cycle);
-    let d = p.describe(&vm).await.expect("describe");
-    assert_eq!(
-        (Some(d.cpu), Some(d.memory_mib)),
-        (change.cpu, change.memory_mib)
-    );
-
-    // Enable CPU/memory hot-add behind the provider's back (raw ReconfigVM_Task), then grow live.
-    let mut raw = RawSession::login().await;
-    let r = raw
-        .call(&format!(
-            r#"<ReconfigVM_Task xmlns="urn:vim25"><_this type="VirtualMachine">{vm}</_this><spec><memoryHotAddEnabled>true</memoryHotAddEnabled><cpuHotAddEnabled>true</cpuHotAddEnabled></spec></ReconfigVM_Task>"#
-        ))
-        .await;
-    assert!(r.contains("<returnval type=\"Task\">"), "{r}");
-    p.start(&vm, &StartOptions::default()).await.expect("on");
-    let caps = p.vm_capabilities(&vm).await.expect("caps");
-    assert!(caps.cpu_hot_add && caps.memory_hot_add, "{caps:?}");
-    let mut live = ReconfigureRequest::default();
-    live.cpu = Some(d.cpu + 2);
-    live.memory_mib = Some(d.memory_mib + 1024);
-    let r = p.reconfigure(&vm, &live).await.expect("hot-add");
-    assert!(r.applied_live && !r.needs_power_cycle, "{r:?}");
-    let d2 = p.describe(&vm).await.expect("describe");
-    assert_eq!((d2.cpu, d2.memory_mib), (d.cpu + 2, d.memory_mib + 1024));
-    let mut shrink = ReconfigureRequest::default();
-    shrink.cpu = Some(1);
-    assert_eq!(
-        p.reconfigure(&vm, &shrink)
-            .await
-            .expect_err("no hot-remove")
-            .kind(),
-        ErrorKind::InvalidState
-    );
-    // Leave the model VM as other runs expect it: off, hot-add disabled.
-    p.power_off(&vm, &PowerOffOptions::default())
-        .await
-        .expect("off");
-    raw.call(&format!(
-        r#"<ReconfigVM_Task xmlns="urn:vim25"><_this type="VirtualMachine">{vm}</_this><spec><memoryHotAddEnabled>false</memoryHotAddEnabled><cpuHotAddEnabled>false</cpuHotAddEnabled></spec></ReconfigVM_Task>"#
-    ))
-    .await;
-}
-
-#[tokio::test]
 async fn watch_is_pushed_by_wait_for_updates() {
     let Some(p) = provider().await else { return };
     let vm = running_vm(&p, "DC0_H0_VM4").await;
@@ -466,7 +210,7 @@ async fn watch_is_pushed_by_wait_for_updates() {
         .await
         .expect("watch")
         .expect("stream");
-    let calls_before = p.soap_calls();
+    let calls_before = p.api_calls();
     let waiting = tokio::spawn(async move {
         let first = stream.next().await;
         let second = stream.next().await;
@@ -485,7 +229,7 @@ async fn watch_is_pushed_by_wait_for_updates() {
     assert_eq!(second.expect("item").expect("ok"), PowerState::Running);
     // power_off + start are 2 calls each (task + one read); the watch added a few long polls,
     // not a polling loop.
-    let used = p.soap_calls() - calls_before;
+    let used = p.api_calls() - calls_before;
     assert!(used <= 10, "{used} SOAP calls for two pushed transitions");
 }
 
@@ -547,12 +291,12 @@ async fn graceful_shutdown_through_the_engine_counts_soap_calls() {
     let vm = running_vm(&p, "DC0_H0_VM6").await;
     let provider: Arc<dyn Provider> = Arc::new(p.clone());
     let mgr = ShutdownManager::new(provider);
-    let before = p.soap_calls();
+    let before = p.api_calls();
     let report = mgr
         .shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(20)))
         .await
         .expect("shutdown");
-    let calls = p.soap_calls() - before;
+    let calls = p.api_calls() - before;
     assert!(
         matches!(
             report.outcome,
@@ -647,14 +391,7 @@ async fn instance_id_is_the_endpoint_without_credentials() {
 async fn incarnation_is_stable_while_on_and_changes_with_every_power_on() {
     let Some(p) = provider().await else { return };
     let name = "vsi-incarnation";
-    for v in p.list_vms(&ListOptions::default()).await.expect("list") {
-        if v.name == name {
-            let _ = p.power_off(&v.id, &PowerOffOptions::default()).await;
-            let mut o = DeleteOptions::default();
-            o.delete_disks = true;
-            p.delete(&v.id, &o).await.expect("remove a leftover");
-        }
-    }
+    remove_named(&p, name).await;
     let mut spec = virtrigaud_core::VmCreateSpec::new(name, 1, 128);
     spec.power_on = true;
     let vm = p.create(&spec).await.expect("create");
@@ -696,7 +433,5 @@ async fn incarnation_is_stable_while_on_and_changes_with_every_power_on() {
     assert!(st.is_off(), "{st}");
     assert_ne!(st, PowerState::Off(OffReason::Destroyed));
     assert_eq!(p.incarnation(&vm).await.expect("off"), None);
-    let mut o = DeleteOptions::default();
-    o.delete_disks = true;
-    p.delete(&vm, &o).await.expect("delete");
+    remove(&p, &vm).await;
 }

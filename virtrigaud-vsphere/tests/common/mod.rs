@@ -1,10 +1,16 @@
-//! Shared helpers of the vcsim tests.
+//! The fixture of the vSphere tests: connection settings for vcsim (from the environment
+//! scripts/vsphere/setup.sh writes) or for a scripted server, model VMs, cleanup, and a raw
+//! second session to act behind the provider's back.
 #![allow(dead_code, unreachable_pub, missing_docs)]
+
+pub mod fake_vc;
 
 use std::time::Duration;
 
 use virtrigaud_core::testing::backend_env;
-use virtrigaud_core::{PowerState, Provider, StartOptions, VmId};
+use virtrigaud_core::{
+    DeleteOptions, ListOptions, PowerOffOptions, PowerState, Provider, StartOptions, VmId,
+};
 use virtrigaud_vsphere::{TlsVerification, VsphereConfig, VsphereProvider};
 
 /// Connection settings from the environment written by scripts/vsphere/setup.sh.
@@ -36,6 +42,33 @@ pub async fn provider() -> Option<VsphereProvider> {
             .await
             .expect("connect to vcsim"),
     )
+}
+
+/// Settings for a scripted (wiremock) vCenter at `uri`: 1 s long polls, no keep-alive.
+pub fn scripted_config(uri: &str) -> VsphereConfig {
+    VsphereConfig::new(format!("{uri}/sdk"), "virtrigaud", "pw")
+        .with_wait_poll(Duration::from_secs(1))
+        .with_keepalive(None)
+}
+
+/// Powers `vm` off if needed and destroys it with its disks.
+pub async fn remove(p: &VsphereProvider, vm: &VmId) {
+    if !p.power_state(vm).await.expect("power_state").is_off() {
+        p.power_off(vm, &PowerOffOptions::default())
+            .await
+            .expect("power_off");
+    }
+    let mut opts = DeleteOptions::default();
+    opts.delete_disks = true;
+    p.delete(vm, &opts).await.expect("delete");
+}
+
+/// Removes every VM named `name` (leftovers of an earlier run).
+pub async fn remove_named(p: &VsphereProvider, name: &str) {
+    let all = p.list_vms(&ListOptions::default()).await.expect("list");
+    for v in all.into_iter().filter(|v| v.name == name) {
+        remove(p, &v.id).await;
+    }
 }
 
 /// The model VM `name` (DC0_H0_VMn on the standalone host, DC0_C0_RP0_VMn in the cluster),

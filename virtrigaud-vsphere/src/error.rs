@@ -1,9 +1,25 @@
-//! SOAP faults and the one place where vim25 failures become [`virtrigaud_core::Error`]s.
+//! SOAP faults, the client's failures ([`VimError`]) and the one place where they become
+//! [`virtrigaud_core::Error`]s ([`to_core_error`]).
+//!
+//! | vim25 answer | kind |
+//! | --- | --- |
+//! | `InvalidLogin`, `NotAuthenticated` (after one re-login), HTTP 401 | `Unauthenticated` |
+//! | `NoPermission`, HTTP 403 | `PermissionDenied` |
+//! | `ManagedObjectNotFound`, `FileNotFound`, HTTP 404 | `NotFound` |
+//! | `InvalidPowerState`, `ToolsUnavailable`, `InvalidHostState` | `InvalidState` |
+//! | `TaskInProgress`, `ConcurrentAccess`, `FileLocked`, HTTP 409 | `Conflict` (retryable) |
+//! | `DuplicateName`, `AlreadyExists` | `AlreadyExists` |
+//! | `InvalidArgument`, `InvalidVmConfig`, `InvalidDeviceSpec` | `InvalidSpec` |
+//! | `NotSupported`, `CpuHotPlugNotSupported` | `Unsupported` |
+//! | `HostNotConnected`, `HostCommunication`, HTTP 5xx, transport errors | `Unavailable` (retryable) |
+//! | a request timeout | `Timeout` (retryable) |
+//! | unreadable or unexpected replies, unknown faults | `Internal` |
 
 use std::fmt;
 
 use virtrigaud_core::{Error, ErrorKind};
 
+use crate::PROVIDER_TYPE;
 use crate::xml::{Element, XmlError};
 
 /// A vim25 fault, from a SOAP `Fault` or a failed task's `info.error`.
@@ -166,53 +182,51 @@ impl VimError {
     pub(crate) fn is_fault(&self, ty: &str) -> bool {
         self.fault().is_some_and(|f| f.fault_type == ty)
     }
+}
 
-    /// The single mapping of client failures to core errors.
-    pub(crate) fn into_error(self, operation: &'static str, resource: Option<&str>) -> Error {
-        let err = match self {
-            VimError::Fault(f) => {
-                let kind = f.kind();
-                Error::new(kind, f.to_string()).with_source(f)
-            }
-            VimError::Http(status, body) => {
-                let kind = match status {
-                    401 => ErrorKind::Unauthenticated,
-                    403 => ErrorKind::PermissionDenied,
-                    404 => ErrorKind::NotFound,
-                    409 => ErrorKind::Conflict,
-                    429 => ErrorKind::RateLimited,
-                    500..=599 => ErrorKind::Unavailable,
-                    _ => ErrorKind::Internal,
-                };
-                let snippet: String = body.chars().take(200).collect();
-                Error::new(
-                    kind,
-                    format!("HTTP {status} from the SOAP endpoint: {snippet}"),
-                )
-            }
-            VimError::Transport(e) => {
-                let kind = if e.is_timeout() {
-                    ErrorKind::Timeout
-                } else {
-                    ErrorKind::Unavailable
-                };
-                Error::new(kind, format!("cannot reach the SOAP endpoint: {e}"))
-                    .with_source(e)
-                    .temporary()
-            }
-            VimError::Xml(e) => {
-                Error::internal(format!("unreadable SOAP reply: {e}")).with_source(e)
-            }
-            VimError::Protocol(msg) => Error::internal(format!("unexpected SOAP reply: {msg}")),
-        };
-        let err = err
-            .with_provider(crate::PROVIDER_TYPE)
-            .with_operation(operation);
-        match resource {
-            Some(r) => err.with_resource(r),
-            None => err,
+/// Maps a client failure to a core error for `operation` on `resource`: the one place a
+/// vim25 failure becomes a [`virtrigaud_core::Error`] (kind, retry status, provider,
+/// operation, resource, and the [`SoapFault`] or transport error as its source).
+pub(crate) fn to_core_error(
+    native: VimError,
+    operation: &'static str,
+    resource: Option<&str>,
+) -> Error {
+    let err = match native {
+        VimError::Fault(f) => {
+            let kind = f.kind();
+            Error::new(kind, f.to_string()).with_source(f)
         }
-    }
+        VimError::Http(status, body) => {
+            let kind = match status {
+                401 => ErrorKind::Unauthenticated,
+                403 => ErrorKind::PermissionDenied,
+                404 => ErrorKind::NotFound,
+                409 => ErrorKind::Conflict,
+                429 => ErrorKind::RateLimited,
+                500..=599 => ErrorKind::Unavailable,
+                _ => ErrorKind::Internal,
+            };
+            let snippet: String = body.chars().take(200).collect();
+            Error::new(
+                kind,
+                format!("HTTP {status} from the SOAP endpoint: {snippet}"),
+            )
+        }
+        VimError::Transport(e) => {
+            let kind = if e.is_timeout() {
+                ErrorKind::Timeout
+            } else {
+                ErrorKind::Unavailable
+            };
+            Error::new(kind, format!("cannot reach the SOAP endpoint: {e}"))
+                .with_source(e)
+                .temporary()
+        }
+        VimError::Xml(e) => Error::internal(format!("unreadable SOAP reply: {e}")).with_source(e),
+        VimError::Protocol(msg) => Error::internal(format!("unexpected SOAP reply: {msg}")),
+    };
+    err.context_for(PROVIDER_TYPE, operation, resource)
 }
 
 impl fmt::Display for VimError {
@@ -249,7 +263,7 @@ mod tests {
             ("HostCommunication", ErrorKind::Unavailable),
             ("SomethingNew", ErrorKind::Internal),
         ] {
-            let err = VimError::Fault(SoapFault::new(ty, "m")).into_error("op", Some("vm-1"));
+            let err = to_core_error(VimError::Fault(SoapFault::new(ty, "m")), "op", Some("vm-1"));
             assert_eq!(err.kind(), kind, "{ty}");
             assert_eq!(
                 (err.provider(), err.operation(), err.resource()),
@@ -257,20 +271,19 @@ mod tests {
             );
         }
         assert!(
-            VimError::Fault(SoapFault::new("TaskInProgress", ""))
-                .into_error("op", None)
-                .is_retryable()
+            to_core_error(
+                VimError::Fault(SoapFault::new("TaskInProgress", "")),
+                "op",
+                None
+            )
+            .is_retryable()
         );
         assert_eq!(
-            VimError::Http(503, String::new())
-                .into_error("op", None)
-                .kind(),
+            to_core_error(VimError::Http(503, String::new()), "op", None).kind(),
             ErrorKind::Unavailable
         );
         assert_eq!(
-            VimError::Http(403, String::new())
-                .into_error("op", None)
-                .kind(),
+            to_core_error(VimError::Http(403, String::new()), "op", None).kind(),
             ErrorKind::PermissionDenied
         );
     }
