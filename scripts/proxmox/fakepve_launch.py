@@ -29,6 +29,10 @@ from fakepve import FakePve, PveError, TaskError
 from fakepve.certs import make_cert
 from fakepve.server import GENERIC, USER, params
 
+# qemu-server's task log line when a shutdown's forceStop kills the VM at the timeout.
+FORCED_STOP_LOG = 'VM still running - terminating now with SIGTERM'
+
+
 class Pve(FakePve):
     """fakepve plus what PVE does and fakepve 0.5.0 lacks.
 
@@ -41,6 +45,8 @@ class Pve(FakePve):
       task with `forceStop` never gets to stop the VM). fakepve answers the call from the
       schema and lets the task run on. As on PVE, the task's owner may stop it; anyone else
       needs Sys.Modify on the node; stopping a task that has ended does nothing.
+    * qemu-server's order on a shutdown's `forceStop`: the task log names the kill before the
+      VM is off (fakepve logs it only when the task ends).
     * A new QEMU `pid` in status/current for every run of a VM, as PVE reports the pid of the
       VM's QEMU process. fakepve reports 1000 + vmid for every run.
     """
@@ -106,22 +112,48 @@ class Pve(FakePve):
         return data
 
     async def _powerdown(self, vm, p):
+        """fakepve's powerdown in qemu-server's order: with forceStop, the task log says
+        FORCED_STOP_LOG *before* the VM stops (fakepve stops it first and logs when the task
+        ends, so a status poll in between sees a stop with no force in the log). Ends with
+        'interrupted by signal' when overruled (see _do_stop)."""
         ev = asyncio.Event()
         self._overrule[vm.vmid] = ev
-        work = asyncio.ensure_future(super()._powerdown(vm, p))
-        waiter = asyncio.ensure_future(ev.wait())
         try:
-            done, _ = await asyncio.wait({work, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            if work in done:
-                return work.result()
-            raise TaskError('interrupted by signal')
+            timeout = int(p.get('timeout') or self.shutdown_default_timeout)
+            graceful = vm.acpi and vm.shutdown_secs <= timeout
+            await self._pause_unless(ev, vm.shutdown_secs if graceful else timeout)
+            if graceful:
+                vm.status = vm.qmpstatus = 'stopped'
+                return None
+            if str(p.get('forceStop', '0')) in ('1', 'true'):
+                self._log_running_task(vm, FORCED_STOP_LOG)
+                vm.status = vm.qmpstatus = 'stopped'
+                return None
+            raise TaskError('VM quit/powerdown failed - got timeout')
         finally:
-            # Also when this coroutine itself is cancelled (a stopped task): the powerdown
-            # must not run on and stop the VM later.
-            work.cancel()
-            waiter.cancel()
+            # Also when this coroutine is cancelled (a stopped task): the powerdown must not
+            # run on and stop the VM later.
             if self._overrule.get(vm.vmid) is ev:
                 del self._overrule[vm.vmid]
+
+    async def _pause_unless(self, ev, secs):
+        """pause(secs) PVE seconds; TaskError('interrupted by signal') if ev is set first."""
+        if ev.is_set():
+            raise TaskError('interrupted by signal')
+        if not secs or not self.time_scale:
+            return
+        try:
+            await asyncio.wait_for(ev.wait(), secs * self.time_scale)
+        except asyncio.TimeoutError:
+            return
+        raise TaskError('interrupted by signal')
+
+    def _log_running_task(self, vm, line):
+        """Appends line to the log of the VM's running shutdown or reboot task."""
+        for rec in reversed(self.tasklog):
+            if rec['status'] == 'running' and rec['id'] == str(vm.vmid) and rec['type'] in ('qmshutdown', 'qmreboot'):
+                rec['log'].append(line)
+                return
 
     async def _do_stop(self, vm, user, p):
         if str(p.get('overrule-shutdown', '0')) in ('1', 'true'):
