@@ -2,16 +2,17 @@
 //! storage-volume copy). The clone gets a new name, a new UUID and new MAC addresses (libvirt
 //! generates them when the XML has none). A failed clone leaves nothing behind.
 
-use async_trait::async_trait;
 use virt::storage_vol::StorageVol;
 use virt::sys;
 use virtrigaud_core::clone::{CloneOptions, CloneResult};
-use virtrigaud_core::{Cloner, Error, ErrorKind, Result, VmId};
+use virtrigaud_core::{Error, ErrorKind, Result, VmId};
 
-use crate::provider::{Ctx, Inner, LibvirtProvider, create_qcow2, lookup, state_of, xml_of};
-use crate::xml::Element;
+use crate::connection::Session;
+use crate::domain::{lookup, state_of, xml_of};
+use crate::volume::{create_qcow2, volume_xml};
 
-fn clone_blocking(inner: &Inner, source: &str, opts: &CloneOptions) -> Result<CloneResult> {
+/// Clones `source` as `opts.target_name` (linked or full).
+pub(crate) fn clone(s: &Session, source: &str, opts: &CloneOptions) -> Result<CloneResult> {
     let target = opts.target_name.as_str();
     if target.is_empty() || target.contains('/') {
         return Err(Error::invalid_spec(format!(
@@ -30,32 +31,29 @@ fn clone_blocking(inner: &Inner, source: &str, opts: &CloneOptions) -> Result<Cl
             "cloning from a snapshot is not implemented for libvirt",
         ));
     }
-    let src = lookup(inner, source)?;
-    inner.count();
-    if inner.conn().lookup_domain_by_name(target).is_ok() {
+    let src = lookup(s, source)?;
+    if s.api_raw(|c| c.lookup_domain_by_name(target)).is_ok() {
         return Err(
             Error::new(ErrorKind::AlreadyExists, format!("domain {target} exists"))
                 .with_resource(target.to_owned()),
         );
     }
-    let running = state_of(inner, &src, source)?.is_active();
+    let running = state_of(s, &src, source)?.is_active();
     if opts.linked && running {
         return Err(Error::invalid_state(
             "a linked clone needs the source off (its disk becomes a read-only backing file)",
         )
         .with_resource(source.to_owned()));
     }
-    let pool_name = inner
-        .cfg
+    let pool_name = s
+        .cfg()
         .storage_pool
         .clone()
         .ok_or_else(|| Error::invalid_spec("clones need a storage pool"))?;
-    inner.count();
-    let pool = inner
-        .conn()
-        .lookup_storage_pool_by_name(&pool_name)
-        .ctx("clone", &pool_name)?;
-    let mut dom = xml_of(inner, &src, source, sys::VIR_DOMAIN_XML_INACTIVE)?;
+    let pool = s.api("clone", &pool_name, |c| {
+        c.lookup_storage_pool_by_name(&pool_name)
+    })?;
+    let mut dom = xml_of(s, &src, source, sys::VIR_DOMAIN_XML_INACTIVE)?;
 
     let mut created: Vec<StorageVol> = Vec::new();
     let result = (|| {
@@ -78,33 +76,17 @@ fn clone_blocking(inner: &Inner, source: &str, opts: &CloneOptions) -> Result<Cl
                     .unwrap_or("disk")
                     .to_owned();
                 let vol_name = format!("{target}-{dev}.qcow2");
-                inner.count();
-                let src_vol = inner
-                    .conn()
-                    .lookup_storage_vol_by_path(&path)
-                    .ctx("clone", &path)?;
-                inner.count();
-                let cap = src_vol.info().ctx("clone", &path)?.capacity;
+                let src_vol = s.api("clone", &path, |c| c.lookup_storage_vol_by_path(&path))?;
+                let cap = s.api("clone", &path, |_| src_vol.info())?.capacity;
                 let new = if opts.linked {
-                    create_qcow2(inner, &pool, &vol_name, cap, Some(&path))?
+                    create_qcow2(s, &pool, &vol_name, cap, Some(&path))?
                 } else {
-                    let xml = Element::new("volume")
-                        .child(Element::new("name").text(vol_name.as_str()))
-                        .child(
-                            Element::new("capacity")
-                                .attr("unit", "bytes")
-                                .text(cap.to_string()),
-                        )
-                        .child(
-                            Element::new("target")
-                                .child(Element::new("format").attr("type", "qcow2")),
-                        )
-                        .to_xml();
-                    inner.count();
-                    StorageVol::create_xml_from(&pool, &xml, &src_vol, 0).ctx("clone", &vol_name)?
+                    let xml = volume_xml(&vol_name, cap, "qcow2").to_xml();
+                    s.api("clone", &vol_name, |_| {
+                        StorageVol::create_xml_from(&pool, &xml, &src_vol, 0)
+                    })?
                 };
-                inner.count();
-                let new_path = new.path().ctx("clone", &vol_name)?;
+                let new_path = s.api("clone", &vol_name, |_| new.path())?;
                 created.push(new);
                 if let Some(s) = disk.find_mut("source") {
                     s.set_attr("file", new_path);
@@ -136,18 +118,13 @@ fn clone_blocking(inner: &Inner, source: &str, opts: &CloneOptions) -> Result<Cl
             n.text = target.to_owned();
         }
         dom.remove_all("uuid");
-        inner.count();
-        let new_dom = inner
-            .conn()
-            .define_domain_xml(&dom.to_xml())
-            .ctx("clone", target)?;
-        if opts.power_on {
-            inner.count();
-            if let Err(e) = new_dom.create().ctx("clone", target) {
-                inner.count();
-                let _ = new_dom.undefine_flags(sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA);
-                return Err(e);
-            }
+        let new_dom = s.api("clone", target, |c| c.define_domain_xml(&dom.to_xml()))?;
+        if opts.power_on
+            && let Err(e) = s.api("clone", target, |_| new_dom.create())
+        {
+            let _ =
+                s.api_raw(|_| new_dom.undefine_flags(sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA));
+            return Err(e);
         }
         Ok(CloneResult::new(
             VmId::new(target.to_owned()),
@@ -157,17 +134,8 @@ fn clone_blocking(inner: &Inner, source: &str, opts: &CloneOptions) -> Result<Cl
     })();
     if result.is_err() {
         for v in created {
-            inner.count();
-            let _ = v.delete(0);
+            let _ = s.api_raw(|_| v.delete(0));
         }
     }
     result
-}
-
-#[async_trait]
-impl Cloner for LibvirtProvider {
-    async fn clone_vm(&self, source: &VmId, opts: &CloneOptions) -> Result<CloneResult> {
-        let (n, o) = (source.to_string(), opts.clone());
-        self.call("clone", move |i| clone_blocking(i, &n, &o)).await
-    }
 }

@@ -90,8 +90,13 @@
 //! driver has no daemon and never reconnects.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod capabilities;
 mod clone;
 mod config;
+mod connection;
+mod create;
+mod describe;
+mod domain;
 mod domxml;
 mod error;
 mod events;
@@ -99,8 +104,11 @@ mod ffi;
 mod identity;
 mod image;
 mod iso;
+mod power;
 mod provider;
+mod reconfigure;
 mod snapshot;
+mod volume;
 mod xml;
 
 pub use config::{DomainTemplate, KernelBoot, LibvirtConfig};
@@ -108,5 +116,8 @@ pub use domxml::{AGENT_PORT, METADATA_NS};
 pub use image::VolumeImageSink;
 pub use provider::LibvirtProvider;
 
-/// The provider type name.
-pub const PROVIDER: &str = "libvirt";
+/// The provider type name, used in errors and metrics.
+pub const PROVIDER_TYPE: &str = "libvirt";
+
+/// The provider type name under its earlier name (kept for existing users).
+pub const PROVIDER: &str = PROVIDER_TYPE;
