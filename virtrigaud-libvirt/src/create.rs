@@ -5,8 +5,9 @@ use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::sys;
 use virtrigaud_core::provider::{DeleteOptions, VmCreateSpec};
-use virtrigaud_core::{Error, ErrorKind, Result, VmId};
+use virtrigaud_core::{Error, ErrorKind, Result, ResultExt, VmId};
 
+use crate::PROVIDER_TYPE;
 use crate::config::DomainTemplate;
 use crate::connection::Session;
 use crate::domain::{lookup, state_of, xml_of};
@@ -15,6 +16,7 @@ use crate::volume::{GIB, create_qcow2, fill, pool_required, volume_xml};
 
 /// Defines (and starts, when asked) the domain of `spec` laid out by `tpl`.
 pub(crate) fn create(s: &Session, spec: &VmCreateSpec, tpl: &DomainTemplate) -> Result<VmId> {
+    domxml::validate(spec).ctx(PROVIDER_TYPE, "create", &spec.name)?;
     if s.api_raw(|c| c.lookup_domain_by_name(&spec.name)).is_ok() {
         return Err(Error::new(
             ErrorKind::AlreadyExists,

@@ -7,6 +7,7 @@ use virt::storage_vol::StorageVol;
 use virt::stream::Stream;
 use virtrigaud_core::{Error, Result};
 
+use crate::PROVIDER_TYPE;
 use crate::connection::Session;
 use crate::xml::Element;
 
@@ -31,7 +32,7 @@ pub(crate) fn pool_required(s: &Session, op: &'static str) -> Result<StoragePool
         Error::invalid_spec(
             "this operation needs a storage pool (LibvirtConfig::with_storage_pool)",
         )
-        .with_operation(op)
+        .context_for(PROVIDER_TYPE, op, None)
     })
 }
 
@@ -88,18 +89,40 @@ const CHUNK: usize = 1 << 20;
 
 /// Uploads `size` bytes read from `data` into the new volume `vol` through a libvirt stream
 /// (which works over remote URIs too). On failure the stream is aborted and `vol` deleted.
-/// `what` names the data in errors (`seed`, `image`).
+/// `what` names the data in errors (`seed`, `staged image`).
 pub(crate) fn fill(
     s: &Session,
     op: &'static str,
     name: &str,
     vol: &StorageVol,
     size: u64,
-    data: impl Read,
+    mut data: impl Read,
     what: &str,
 ) -> Result<()> {
     let sent = s.api(op, name, |c| Stream::new(c, 0)).and_then(|stream| {
-        match send(s, op, name, vol, size, data, what, &stream) {
+        let pushed = (|| {
+            s.api(op, name, |_| vol.upload(&stream, 0, size, 0))?;
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = match data.read(&mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    Err(e) => return Err(Error::internal(format!("reading the {what}: {e}"))),
+                };
+                let mut off = 0;
+                while off < n {
+                    match s.api(op, name, |_| stream.send(&buf[off..n]))? {
+                        k if k > 0 => off += k.unsigned_abs(),
+                        _ => {
+                            return Err(Error::unavailable(format!(
+                                "{what} upload stream stalled"
+                            )));
+                        }
+                    }
+                }
+            }
+        })();
+        match pushed {
             Ok(()) => s.api(op, name, |_| stream.finish()),
             Err(e) => {
                 let _ = s.api_raw(|_| stream.abort());
@@ -111,33 +134,4 @@ pub(crate) fn fill(
         let _ = s.api_raw(|_| vol.delete(0));
     }
     sent
-}
-
-#[allow(clippy::too_many_arguments)]
-fn send(
-    s: &Session,
-    op: &'static str,
-    name: &str,
-    vol: &StorageVol,
-    size: u64,
-    mut data: impl Read,
-    what: &str,
-    stream: &Stream,
-) -> Result<()> {
-    s.api(op, name, |_| vol.upload(stream, 0, size, 0))?;
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = match data.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) => return Err(Error::internal(format!("reading the {what}: {e}"))),
-        };
-        let mut off = 0;
-        while off < n {
-            match s.api(op, name, |_| stream.send(&buf[off..n]))? {
-                k if k > 0 => off += k.unsigned_abs(),
-                _ => return Err(Error::unavailable(format!("{what} upload stream stalled"))),
-            }
-        }
-    }
 }
