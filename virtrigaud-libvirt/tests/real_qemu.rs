@@ -11,13 +11,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use virtrigaud_core::conformance::{self, Fixture};
+use virtrigaud_core::conformance;
 use virtrigaud_core::provider::{
-    DeleteOptions, DiskCreateSpec, PowerOffOptions, ReconfigureRequest, VmCreateSpec,
+    DiskCreateSpec, PowerOffOptions, ReconfigureRequest, VmCreateSpec,
 };
 use virtrigaud_core::shutdown::{ForcedReason, ShutdownManager, ShutdownOutcome, ShutdownPolicy};
 use virtrigaud_core::snapshot::{DeleteSnapshotOptions, RevertOptions, SnapshotOptions};
@@ -26,6 +25,9 @@ use virtrigaud_core::{
     AgentStatus, CloneOptions, OffReason, PowerState, Provider, ShutdownChannel, VmId,
 };
 use virtrigaud_libvirt::{DomainTemplate, KernelBoot, LibvirtConfig, LibvirtProvider};
+
+mod common;
+use common::{Guests, LibvirtFixture};
 
 const BACKEND: &str = "libvirt";
 
@@ -156,10 +158,7 @@ impl Real {
     }
 
     async fn remove(&self, vm: &VmId) {
-        let _ = self.p.power_off(vm, &PowerOffOptions::default()).await;
-        let mut o = DeleteOptions::default();
-        o.delete_disks = true;
-        let _ = self.p.delete(vm, &o).await;
+        common::remove(&self.p, vm).await;
     }
 
     fn dyn_provider(&self) -> Arc<dyn Provider> {
@@ -511,36 +510,19 @@ async fn cloud_init_nocloud_seed_reaches_the_guest() {
     );
 }
 
-struct RealFixture {
-    r: Real,
-    n: AtomicU32,
-}
-
 #[async_trait]
-impl Fixture for RealFixture {
-    async fn cooperative_vm(&self) -> virtrigaud_core::Result<VmId> {
-        let n = self.n.fetch_add(1, Ordering::SeqCst);
-        Ok(self.r.guest(&format!("c{n}"), "acpi", false, true).await)
+impl Guests for Real {
+    fn provider(&self) -> &LibvirtProvider {
+        &self.p
     }
-    async fn ignoring_vm(&self) -> virtrigaud_core::Result<Option<VmId>> {
-        let n = self.n.fetch_add(1, Ordering::SeqCst);
-        Ok(Some(
-            self.r
-                .guest_unready(&format!("i{n}"), "ignore", false, true)
-                .await,
-        ))
+    async fn cooperative(&self, name: &str) -> VmId {
+        self.guest(name, "acpi", false, true).await
     }
-    fn missing_vm(&self) -> VmId {
-        VmId::new(self.r.name("missing"))
+    async fn ignoring(&self, name: &str) -> Option<VmId> {
+        Some(self.guest_unready(name, "ignore", false, true).await)
     }
-    fn graceful_grace(&self) -> Duration {
-        Duration::from_secs(30)
-    }
-    fn short_grace(&self) -> Duration {
-        Duration::from_secs(3)
-    }
-    async fn cleanup(&self, vm: &VmId) {
-        self.r.remove(vm).await;
+    fn missing(&self) -> VmId {
+        VmId::new(self.name("missing"))
     }
 }
 
@@ -548,10 +530,8 @@ impl Fixture for RealFixture {
 async fn conformance_suite_on_real_qemu() {
     let Some(r) = real("conf").await else { return };
     let provider = r.dyn_provider();
-    let fx = RealFixture {
-        r,
-        n: AtomicU32::new(0),
-    };
+    let fx =
+        LibvirtFixture::new(r, Duration::from_secs(30)).with_short_grace(Duration::from_secs(3));
     let t0 = Instant::now();
     conformance::run_all(provider, &fx).await.assert_passed();
     metric("real_conformance_wall_s", t0.elapsed().as_secs_f64());

@@ -5,13 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use virtrigaud_core::clone::CloneOptions;
-use virtrigaud_core::conformance::{self, Fixture};
+use virtrigaud_core::conformance;
 use virtrigaud_core::provider::{
     DeleteOptions, DiskCreateSpec, ListOptions, PowerOffOptions, ReconfigureRequest,
     ShutdownRequestOptions, StartOptions, VmCreateSpec,
@@ -24,13 +23,7 @@ use virtrigaud_core::{
 use virtrigaud_libvirt::{LibvirtConfig, LibvirtProvider};
 
 mod common;
-use common::{private, running_vm};
-
-fn del_disks() -> DeleteOptions {
-    let mut o = DeleteOptions::default();
-    o.delete_disks = true;
-    o
-}
+use common::{Guests, LibvirtFixture, private, running_vm, with_disks};
 
 fn rq(cpu: Option<u32>, memory_mib: Option<u64>) -> ReconfigureRequest {
     let mut r = ReconfigureRequest::default();
@@ -44,32 +37,21 @@ fn rq(cpu: Option<u32>, memory_mib: Option<u64>) -> ReconfigureRequest {
 // before the second is even made (it then sees AlreadyOff). Here the second request joins.
 #[tokio::test]
 async fn conformance_suite_passes_on_the_test_driver() {
-    struct Fx {
-        p: LibvirtProvider,
-        n: AtomicU32,
-    }
+    struct TestDriver(LibvirtProvider);
     #[async_trait]
-    impl Fixture for Fx {
-        async fn cooperative_vm(&self) -> virtrigaud_core::Result<VmId> {
-            let name = format!("conf-{}", self.n.fetch_add(1, Ordering::SeqCst));
-            Ok(running_vm(&self.p, &name).await)
+    impl Guests for TestDriver {
+        fn provider(&self) -> &LibvirtProvider {
+            &self.0
         }
-        fn missing_vm(&self) -> VmId {
+        async fn cooperative(&self, name: &str) -> VmId {
+            running_vm(&self.0, &format!("conf-{name}")).await
+        }
+        fn missing(&self) -> VmId {
             VmId::new("no-such-domain")
-        }
-        fn graceful_grace(&self) -> Duration {
-            Duration::from_secs(10)
-        }
-        async fn cleanup(&self, vm: &VmId) {
-            let _ = self.p.power_off(vm, &PowerOffOptions::default()).await;
-            let _ = self.p.delete(vm, &del_disks()).await;
         }
     }
     let (p, _dir) = private().await;
-    let fx = Fx {
-        p: p.clone(),
-        n: AtomicU32::new(0),
-    };
+    let fx = LibvirtFixture::new(TestDriver(p.clone()), Duration::from_secs(10));
     conformance::run_all(Arc::new(p), &fx).await.assert_passed();
 }
 
@@ -229,7 +211,7 @@ async fn create_describe_list_by_labels_and_delete() {
         listed.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
         vec!["lab-1"]
     );
-    p.delete(&VmId::new("lab-1"), &del_disks())
+    p.delete(&VmId::new("lab-1"), &with_disks())
         .await
         .expect("delete");
     assert_eq!(
