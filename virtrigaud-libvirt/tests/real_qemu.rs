@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use virtrigaud_core::conformance;
 use virtrigaud_core::provider::{
-    DiskCreateSpec, PowerOffOptions, ReconfigureRequest, VmCreateSpec,
+    DiskCreateSpec, DiskResize, PowerOffOptions, ReconfigureRequest, VmCreateSpec,
 };
 use virtrigaud_core::shutdown::{ForcedReason, ShutdownManager, ShutdownOutcome, ShutdownPolicy};
 use virtrigaud_core::snapshot::{DeleteSnapshotOptions, RevertOptions, SnapshotOptions};
 use virtrigaud_core::testing::{backend_env, missing_prerequisite};
 use virtrigaud_core::{
-    AgentStatus, CloneOptions, OffReason, PowerState, Provider, ShutdownChannel, VmId,
+    AgentStatus, CloneOptions, ErrorKind, OffReason, PowerState, Provider, ShutdownChannel, VmId,
 };
 use virtrigaud_libvirt::{DomainTemplate, KernelBoot, LibvirtConfig, LibvirtProvider};
 
@@ -422,6 +422,19 @@ async fn live_vcpu_and_memory_change() {
             .expect("describe")
             .pending_power_cycle
     );
+    // Disks grow live (blockresize); core's check refuses a shrink before libvirt sees it.
+    let mut rq = ReconfigureRequest::default();
+    rq.disks.push(DiskResize::new("vda", 2));
+    r.p.reconfigure(&vm, &rq).await.expect("grow vda live");
+    assert_eq!(
+        r.p.describe(&vm).await.expect("describe").disks[0].size_gib,
+        2
+    );
+    let mut rq = ReconfigureRequest::default();
+    rq.disks.push(DiskResize::new("vda", 1));
+    let e = r.p.reconfigure(&vm, &rq).await.expect_err("shrink");
+    assert_eq!(e.kind(), ErrorKind::InvalidSpec, "{e}");
+    assert!(e.message().contains("disks only grow"), "{e}");
     r.remove(&vm).await;
 }
 

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use virtrigaud_core::clone::CloneOptions;
 use virtrigaud_core::conformance;
 use virtrigaud_core::provider::{
-    DeleteOptions, DiskCreateSpec, ListOptions, PowerOffOptions, ReconfigureRequest,
+    DeleteOptions, DiskCreateSpec, DiskResize, ListOptions, PowerOffOptions, ReconfigureRequest,
     ShutdownRequestOptions, StartOptions, VmCreateSpec,
 };
 use virtrigaud_core::shutdown::{ShutdownManager, ShutdownOutcome, ShutdownPolicy};
@@ -359,6 +359,20 @@ async fn reconfigure_live_within_maximum_else_power_cycle() {
         .await
         .expect("offline");
     assert!(!r.needs_power_cycle);
+    // Core's checks run before anything changes: sizes are positive, disks only grow.
+    let zero = p
+        .reconfigure(&vm, &rq(Some(0), None))
+        .await
+        .expect_err("0 vCPUs");
+    assert_eq!(zero.kind(), ErrorKind::InvalidSpec, "{zero}");
+    // The test driver cannot resize volumes: a grow is refused cleanly, by the driver.
+    let mut grow = rq(None, None);
+    grow.disks.push(DiskResize::new("vda", 2));
+    let e = p
+        .reconfigure(&vm, &grow)
+        .await
+        .expect_err("no volume resize");
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     p.start(&vm, &StartOptions::default()).await.expect("start");
     let d = p.describe(&vm).await.expect("describe");
     assert_eq!((d.cpu, d.memory_mib), (8, 1024));
@@ -376,6 +390,12 @@ async fn without_events_the_engine_polls() {
     .expect("connect");
     assert!(!p.events_registered());
     assert!(!p.capabilities().power_state_watch);
+    // Computed once at connect; a refresh reads the driver again and finds the same.
+    let calls = p.api_calls();
+    let refreshed = p.refresh_capabilities().await.expect("refresh");
+    assert_eq!(refreshed, p.capabilities());
+    assert!(!refreshed.agent_shutdown, "the test driver has no agent");
+    assert_eq!(p.api_calls(), calls + 1, "one driver read");
     let mut spec = VmCreateSpec::new("poll", 1, 64);
     spec.power_on = true;
     let vm = p.create(&spec).await.expect("create");
