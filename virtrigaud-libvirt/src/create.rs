@@ -12,7 +12,7 @@ use crate::config::DomainTemplate;
 use crate::connection::Session;
 use crate::domain::{lookup, state_of, xml_of};
 use crate::domxml::{self, DiskAttach};
-use crate::volume::{GIB, create_qcow2, fill, pool_required, volume_xml};
+use crate::volume::{GIB, create_qcow2, fill, pool_required, scaled, volume_xml};
 
 /// Defines (and starts, when asked) the domain of `spec` laid out by `tpl`.
 pub(crate) fn create(s: &Session, spec: &VmCreateSpec, tpl: &DomainTemplate) -> Result<VmId> {
@@ -58,7 +58,8 @@ fn define(
         let n = spec.disks.len().max(usize::from(base.is_some()));
         for i in 0..n {
             let target = domxml::disk_target(i);
-            let size = spec.disks.get(i).map(|d| d.size_gib).unwrap_or(1).max(1) * GIB;
+            let gib = spec.disks.get(i).map(|d| d.size_gib).unwrap_or(1).max(1);
+            let size = scaled(gib, GIB, "disks[].sizeGiB")?;
             let name = format!("{}-{target}.qcow2", spec.name);
             let backing = if i == 0 { base.as_deref() } else { None };
             let vol = create_qcow2(s, &pool, &name, size, backing)?;

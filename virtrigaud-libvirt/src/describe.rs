@@ -15,7 +15,7 @@ use crate::xml::Element;
 
 /// The capacity of each disk of `x` in GiB (rounded up), from the block device when the
 /// domain runs, else from the volume.
-pub(crate) fn disk_sizes(s: &Session, dom: &Domain, x: &Element) -> Vec<DiskInfo> {
+fn disk_sizes(s: &Session, dom: &Domain, x: &Element) -> Vec<DiskInfo> {
     domxml::disks(x)
         .into_iter()
         .map(|(target, src, _fmt)| {

@@ -16,7 +16,7 @@ use crate::PROVIDER_TYPE;
 use crate::connection::Session;
 use crate::domain::{lookup, state_of, xml_of};
 use crate::domxml;
-use crate::volume::GIB;
+use crate::volume::{GIB, scaled};
 use crate::xml::Element;
 
 const OP: &str = "reconfigure";
@@ -41,6 +41,8 @@ struct TargetDisk {
     capacity: Option<u64>,
     /// The new size, GiB.
     size_gib: u64,
+    /// The new size, bytes.
+    bytes: u64,
 }
 
 /// Applies `ch` to the domain `name`.
@@ -64,12 +66,18 @@ pub(crate) fn reconfigure(
         .map(|d| DiskInfo::new(d.name.clone(), d.capacity.unwrap_or(0).div_ceil(GIB)))
         .collect();
     ch.validate_against(&current).ctx(PROVIDER_TYPE, OP, name)?;
+    // Checked before anything changes, like the rest of the request.
+    let memory = ch
+        .memory_mib
+        .map(|mib| scaled(mib, 1024, "memoryMiB").map(|kib| (mib, kib)))
+        .transpose()
+        .ctx(PROVIDER_TYPE, OP, name)?;
     let mut p = Progress::default();
     if let Some(cpu) = ch.cpu {
         set_vcpus(s, &dom, &x, name, running, cpu, &mut p)?;
     }
-    if let Some(mib) = ch.memory_mib {
-        set_memory(s, &dom, &x, name, running, mib, &mut p)?;
+    if let Some(memory) = memory {
+        set_memory(s, &dom, &x, name, running, memory, &mut p)?;
     }
     for d in disks {
         grow_disk(s, &dom, name, running, d, &mut p)?;
@@ -119,6 +127,7 @@ fn find_disks(
                 vol,
                 capacity,
                 size_gib: d.size_gib,
+                bytes: scaled(d.size_gib, GIB, "disks[].sizeGiB")?,
             })
         })
         .collect()
@@ -168,10 +177,9 @@ fn set_memory(
     x: &Element,
     name: &str,
     running: bool,
-    mib: u64,
+    (mib, kib): (u64, u64),
     p: &mut Progress,
 ) -> Result<()> {
-    let kib = mib * 1024;
     let max_kib = x.find("memory").map(domxml::size_kib).unwrap_or(0);
     let config = sys::VIR_DOMAIN_AFFECT_CONFIG;
     if running && kib <= max_kib {
@@ -214,7 +222,7 @@ fn grow_disk(
     d: TargetDisk,
     p: &mut Progress,
 ) -> Result<()> {
-    let bytes = d.size_gib * GIB;
+    let bytes = d.bytes;
     if running {
         s.api(OP, name, |_| {
             dom.block_resize(&d.target, bytes, sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES)

@@ -14,6 +14,14 @@ use crate::xml::Element;
 /// Bytes in a GiB.
 pub(crate) const GIB: u64 = 1024 * 1024 * 1024;
 
+/// `value` × `unit`, or an [`InvalidSpec`](virtrigaud_core::ErrorKind::InvalidSpec) error
+/// naming `field` when it does not fit in 64 bits (a size in a user's spec).
+pub(crate) fn scaled(value: u64, unit: u64, field: &str) -> Result<u64> {
+    value
+        .checked_mul(unit)
+        .ok_or_else(|| Error::invalid_spec(format!("{field}: {value} is too large")))
+}
+
 /// The configured storage pool, if any.
 pub(crate) fn pool(s: &Session) -> Result<Option<StoragePool>> {
     match &s.cfg().storage_pool {
