@@ -1,6 +1,9 @@
-//! Helpers shared by the test files: private test-driver instances, VM cleanup, and the one
-//! conformance fixture ([`LibvirtFixture`]) the test-driver and real-QEMU suites both run.
+//! Helpers shared by the test files: private test-driver instances, VM cleanup, the one
+//! conformance fixture ([`LibvirtFixture`]) the test-driver and real-QEMU suites both run, and
+//! the real-QEMU backend ([`real`]).
 #![allow(dead_code, unreachable_pub, clippy::expect_used)]
+
+pub mod real;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
