@@ -104,6 +104,9 @@ impl Session {
 
     /// One libvirt API call `f` (on the connection, or on a domain, volume or stream handle
     /// taken from it), made by `operation` on `resource`: counted, and its error mapped.
+    ///
+    /// Reads a domain handle answers by itself (its name, its id) are not calls and are
+    /// made directly.
     pub(crate) fn api<T>(
         &self,
         operation: &'static str,

@@ -25,11 +25,8 @@ fn disk_sizes(s: &Session, dom: &Domain, x: &Element) -> Vec<DiskInfo> {
                 .ok()
                 .or_else(|| {
                     let p = src.as_deref()?;
-                    s.api_raw(|c| c.lookup_storage_vol_by_path(p))
-                        .ok()?
-                        .info()
-                        .ok()
-                        .map(|i| i.capacity)
+                    let vol = s.api_raw(|c| c.lookup_storage_vol_by_path(p)).ok()?;
+                    s.api_raw(|_| vol.info()).ok().map(|i| i.capacity)
                 });
             DiskInfo::new(target, cap.unwrap_or(0).div_ceil(GIB))
         })
@@ -67,7 +64,7 @@ pub(crate) fn list(s: &Session, want: &BTreeMap<String, String>) -> Result<Vec<V
     let doms = s.api("list_vms", "", |c| c.list_all_domains(0))?;
     let mut out = Vec::new();
     for d in doms {
-        let Ok(name) = s.api_raw(|_| d.name()) else {
+        let Ok(name) = d.name() else {
             continue;
         };
         match describe(s, &d, &name) {
@@ -136,7 +133,7 @@ pub(crate) fn inventory(s: &Session) -> Result<Inventory> {
     })?;
     let mut alloc = Resources::default();
     for d in doms {
-        if let (Ok(name), Ok(info)) = s.api_raw(|_| (d.name(), d.info())) {
+        if let (Ok(name), Ok(info)) = (d.name(), s.api_raw(|_| d.info())) {
             alloc.cpu += u64::from(info.nr_virt_cpu);
             alloc.memory_mib += info.memory / 1024;
             host.vms.push(name);

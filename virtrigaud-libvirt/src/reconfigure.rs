@@ -119,8 +119,10 @@ fn find_disks(
             let vol = src
                 .as_deref()
                 .and_then(|p| s.api_raw(|c| c.lookup_storage_vol_by_path(p)).ok());
-            let capacity =
-                live.or_else(|| vol.as_ref().and_then(|v| v.info().ok()).map(|i| i.capacity));
+            let capacity = live.or_else(|| {
+                let vol = vol.as_ref()?;
+                s.api_raw(|_| vol.info()).ok().map(|i| i.capacity)
+            });
             Ok(TargetDisk {
                 name: d.name.clone(),
                 target: target.clone(),

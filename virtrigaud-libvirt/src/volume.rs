@@ -82,7 +82,7 @@ pub(crate) fn create_qcow2(
 fn backing_format(s: &Session, path: &str) -> String {
     s.api_raw(|c| c.lookup_storage_vol_by_path(path))
         .ok()
-        .and_then(|v| v.xml_desc(0).ok())
+        .and_then(|v| s.api_raw(|_| v.xml_desc(0)).ok())
         .and_then(|x| Element::parse(&x).ok())
         .and_then(|e| {
             e.path("target/format")
