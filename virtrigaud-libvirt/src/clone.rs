@@ -2,16 +2,21 @@
 //! storage-volume copy). The clone gets a new name, a new UUID and new MAC addresses (libvirt
 //! generates them when the XML has none). A failed clone leaves nothing behind.
 
-use async_trait::async_trait;
+use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::sys;
 use virtrigaud_core::clone::{CloneOptions, CloneResult};
-use virtrigaud_core::{Cloner, Error, ErrorKind, Result, VmId};
+use virtrigaud_core::{Error, ErrorKind, Result, VmId};
 
-use crate::provider::{Ctx, Inner, LibvirtProvider, create_qcow2, lookup, state_of, xml_of};
+use crate::connection::Session;
+use crate::domain::{lookup, state_of, xml_of};
+use crate::volume::{create_qcow2, volume_xml};
 use crate::xml::Element;
 
-fn clone_blocking(inner: &Inner, source: &str, opts: &CloneOptions) -> Result<CloneResult> {
+const OP: &str = "clone";
+
+/// Clones `source` as `opts.target_name` (linked or full).
+pub(crate) fn clone(s: &Session, source: &str, opts: &CloneOptions) -> Result<CloneResult> {
     let target = opts.target_name.as_str();
     if target.is_empty() || target.contains('/') {
         return Err(Error::invalid_spec(format!(
@@ -30,144 +35,133 @@ fn clone_blocking(inner: &Inner, source: &str, opts: &CloneOptions) -> Result<Cl
             "cloning from a snapshot is not implemented for libvirt",
         ));
     }
-    let src = lookup(inner, source)?;
-    inner.count();
-    if inner.conn().lookup_domain_by_name(target).is_ok() {
+    let src = lookup(s, source)?;
+    if s.api_raw(|c| c.lookup_domain_by_name(target)).is_ok() {
         return Err(
             Error::new(ErrorKind::AlreadyExists, format!("domain {target} exists"))
                 .with_resource(target.to_owned()),
         );
     }
-    let running = state_of(inner, &src, source)?.is_active();
+    let running = state_of(s, &src, source)?.is_active();
     if opts.linked && running {
         return Err(Error::invalid_state(
             "a linked clone needs the source off (its disk becomes a read-only backing file)",
         )
         .with_resource(source.to_owned()));
     }
-    let pool_name = inner
-        .cfg
+    let pool_name = s
+        .cfg()
         .storage_pool
         .clone()
         .ok_or_else(|| Error::invalid_spec("clones need a storage pool"))?;
-    inner.count();
-    let pool = inner
-        .conn()
-        .lookup_storage_pool_by_name(&pool_name)
-        .ctx("clone", &pool_name)?;
-    let mut dom = xml_of(inner, &src, source, sys::VIR_DOMAIN_XML_INACTIVE)?;
-
+    let pool = s.api(OP, &pool_name, |c| {
+        c.lookup_storage_pool_by_name(&pool_name)
+    })?;
+    let mut dom = xml_of(s, &src, source, sys::VIR_DOMAIN_XML_INACTIVE)?;
     let mut created: Vec<StorageVol> = Vec::new();
-    let result = (|| {
-        // Disks.
-        if let Some(devs) = dom.find_mut("devices") {
-            for disk in devs.children.iter_mut().filter(|c| c.name == "disk") {
-                if disk.get_attr("device").unwrap_or("disk") != "disk" {
-                    continue;
-                }
-                let Some(path) = disk
-                    .find("source")
-                    .and_then(|s| s.get_attr("file"))
-                    .map(str::to_owned)
-                else {
-                    continue;
-                };
-                let dev = disk
-                    .find("target")
-                    .and_then(|t| t.get_attr("dev"))
-                    .unwrap_or("disk")
-                    .to_owned();
-                let vol_name = format!("{target}-{dev}.qcow2");
-                inner.count();
-                let src_vol = inner
-                    .conn()
-                    .lookup_storage_vol_by_path(&path)
-                    .ctx("clone", &path)?;
-                inner.count();
-                let cap = src_vol.info().ctx("clone", &path)?.capacity;
-                let new = if opts.linked {
-                    create_qcow2(inner, &pool, &vol_name, cap, Some(&path))?
-                } else {
-                    let xml = Element::new("volume")
-                        .child(Element::new("name").text(vol_name.as_str()))
-                        .child(
-                            Element::new("capacity")
-                                .attr("unit", "bytes")
-                                .text(cap.to_string()),
-                        )
-                        .child(
-                            Element::new("target")
-                                .child(Element::new("format").attr("type", "qcow2")),
-                        )
-                        .to_xml();
-                    inner.count();
-                    StorageVol::create_xml_from(&pool, &xml, &src_vol, 0).ctx("clone", &vol_name)?
-                };
-                inner.count();
-                let new_path = new.path().ctx("clone", &vol_name)?;
-                created.push(new);
-                if let Some(s) = disk.find_mut("source") {
-                    s.set_attr("file", new_path);
-                }
-                if let Some(d) = disk.find_mut("driver") {
-                    d.set_attr("type", "qcow2");
-                }
-                disk.remove_all("backingStore");
-            }
-            // New MACs: drop them, libvirt generates fresh ones.
-            for nic in devs.children.iter_mut().filter(|c| c.name == "interface") {
-                nic.remove_all("mac");
-                nic.remove_all("target");
-            }
-            // Per-VM serial log files.
-            for ser in devs
-                .children
-                .iter_mut()
-                .filter(|c| c.name == "serial" || c.name == "console")
-            {
-                if let Some(s) = ser.find_mut("source")
-                    && let Some(p) = s.get_attr("path").map(str::to_owned)
-                {
-                    s.set_attr("path", p.replace(source, target));
-                }
-            }
-        }
-        if let Some(n) = dom.find_mut("name") {
-            n.text = target.to_owned();
-        }
-        dom.remove_all("uuid");
-        inner.count();
-        let new_dom = inner
-            .conn()
-            .define_domain_xml(&dom.to_xml())
-            .ctx("clone", target)?;
-        if opts.power_on {
-            inner.count();
-            if let Err(e) = new_dom.create().ctx("clone", target) {
-                inner.count();
-                let _ = new_dom.undefine_flags(sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA);
-                return Err(e);
-            }
-        }
-        Ok(CloneResult::new(
-            VmId::new(target.to_owned()),
-            opts.linked,
-            false,
-        ))
-    })();
+    let result = copy_disks(s, &pool, &mut dom, target, opts.linked, &mut created).and_then(|()| {
+        renew_identity(&mut dom, source, target);
+        define(s, &dom, target, opts.power_on)
+    });
     if result.is_err() {
         for v in created {
-            inner.count();
-            let _ = v.delete(0);
+            let _ = s.api_raw(|_| v.delete(0));
         }
     }
-    result
+    result?;
+    Ok(CloneResult::new(
+        VmId::new(target.to_owned()),
+        opts.linked,
+        false,
+    ))
 }
 
-#[async_trait]
-impl Cloner for LibvirtProvider {
-    async fn clone_vm(&self, source: &VmId, opts: &CloneOptions) -> Result<CloneResult> {
-        let (n, o) = (source.to_string(), opts.clone());
-        self.call("clone", move |i| clone_blocking(i, &n, &o)).await
+/// Gives every file-backed disk of `dom` a new qcow2 volume in `pool` named after `target`:
+/// an overlay on the source disk when `linked`, else a copy. Each volume made is pushed to
+/// `created`.
+fn copy_disks(
+    s: &Session,
+    pool: &StoragePool,
+    dom: &mut Element,
+    target: &str,
+    linked: bool,
+    created: &mut Vec<StorageVol>,
+) -> Result<()> {
+    let Some(devs) = dom.find_mut("devices") else {
+        return Ok(());
+    };
+    for disk in devs.children.iter_mut().filter(|c| c.name == "disk") {
+        if disk.get_attr("device").unwrap_or("disk") != "disk" {
+            continue;
+        }
+        let Some(path) = disk
+            .find("source")
+            .and_then(|src| src.get_attr("file"))
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        let dev = disk
+            .find("target")
+            .and_then(|t| t.get_attr("dev"))
+            .unwrap_or("disk")
+            .to_owned();
+        let vol_name = format!("{target}-{dev}.qcow2");
+        let src_vol = s.api(OP, &path, |c| c.lookup_storage_vol_by_path(&path))?;
+        let cap = s.api(OP, &path, |_| src_vol.info())?.capacity;
+        let new = if linked {
+            create_qcow2(s, pool, &vol_name, cap, Some(&path))?
+        } else {
+            let xml = volume_xml(&vol_name, cap, "qcow2").to_xml();
+            s.api(OP, &vol_name, |_| {
+                StorageVol::create_xml_from(pool, &xml, &src_vol, 0)
+            })?
+        };
+        let new_path = s.api(OP, &vol_name, |_| new.path())?;
+        created.push(new);
+        if let Some(src) = disk.find_mut("source") {
+            src.set_attr("file", new_path);
+        }
+        if let Some(d) = disk.find_mut("driver") {
+            d.set_attr("type", "qcow2");
+        }
+        disk.remove_all("backingStore");
     }
+    Ok(())
+}
+
+/// Renames `dom` from `source` to `target` with a new identity: no UUID and no MAC addresses
+/// (libvirt generates fresh ones), and per-VM serial log files.
+fn renew_identity(dom: &mut Element, source: &str, target: &str) {
+    if let Some(devs) = dom.find_mut("devices") {
+        for nic in devs.children.iter_mut().filter(|c| c.name == "interface") {
+            nic.remove_all("mac");
+            nic.remove_all("target");
+        }
+        for ser in devs
+            .children
+            .iter_mut()
+            .filter(|c| c.name == "serial" || c.name == "console")
+        {
+            if let Some(src) = ser.find_mut("source")
+                && let Some(p) = src.get_attr("path").map(str::to_owned)
+            {
+                src.set_attr("path", p.replace(source, target));
+            }
+        }
+    }
+    if let Some(n) = dom.find_mut("name") {
+        n.text = target.to_owned();
+    }
+    dom.remove_all("uuid");
+}
+
+/// Defines the clone and, when `power_on`, starts it (undefining it again if that fails).
+fn define(s: &Session, dom: &Element, target: &str, power_on: bool) -> Result<()> {
+    let new_dom = s.api(OP, target, |c| c.define_domain_xml(&dom.to_xml()))?;
+    if power_on && let Err(e) = s.api(OP, target, |_| new_dom.create()) {
+        let _ = s.api_raw(|_| new_dom.undefine_flags(sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA));
+        return Err(e);
+    }
+    Ok(())
 }

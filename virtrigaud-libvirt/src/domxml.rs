@@ -46,22 +46,27 @@ fn labels_element(labels: &BTreeMap<String, String>) -> Element {
     l
 }
 
-/// Generates the domain XML for `spec`.
+/// Checks `spec` before anything is made: core's [`VmCreateSpec::validate`], then libvirt's
+/// own rule (a domain name names volume files, so no `/`).
+pub(crate) fn validate(spec: &VmCreateSpec) -> Result<()> {
+    spec.validate()?;
+    if spec.name.contains('/') {
+        return Err(Error::invalid_spec(format!(
+            "invalid VM name {:?}",
+            spec.name
+        )));
+    }
+    Ok(())
+}
+
+/// Generates the domain XML for `spec` (checked with [`validate`]).
 pub(crate) fn domain_xml(
     spec: &VmCreateSpec,
     tpl: &DomainTemplate,
     disks: &[DiskAttach],
     seed: Option<&str>,
 ) -> Result<String> {
-    if spec.name.is_empty() || spec.name.contains('/') {
-        return Err(Error::invalid_spec(format!(
-            "invalid VM name {:?}",
-            spec.name
-        )));
-    }
-    if spec.cpu == 0 || spec.memory_mib == 0 {
-        return Err(Error::invalid_spec("cpu and memory_mib must be positive"));
-    }
+    validate(spec)?;
     let max_vcpus = spec.cpu.saturating_mul(tpl.vcpu_headroom.max(1));
     let max_mem = spec
         .memory_mib

@@ -3,7 +3,7 @@
 use virt::error::{Error as VirtError, ErrorNumber};
 use virtrigaud_core::{Error, ErrorKind};
 
-use crate::PROVIDER;
+use crate::PROVIDER_TYPE;
 
 /// Maps a libvirt error number to a core [`ErrorKind`] and whether a retry may help.
 pub(crate) fn classify(code: ErrorNumber, message: &str) -> (ErrorKind, bool) {
@@ -53,21 +53,21 @@ pub(crate) fn classify(code: ErrorNumber, message: &str) -> (ErrorKind, bool) {
     }
 }
 
-/// Converts a libvirt error raised by `operation` on `resource`.
-pub(crate) fn map_err(err: VirtError, operation: &'static str, resource: Option<&str>) -> Error {
-    let (kind, retry) = match err.code() {
-        virt::enumutil::Enum::Known(code) => classify(code, err.message()),
+/// Converts a libvirt error raised by `operation` on `resource`: the one mapping from
+/// `virt::error::Error` to the core [`Error`] (kind from [`classify`], retry status, context).
+pub(crate) fn to_core_error(
+    native: VirtError,
+    operation: &'static str,
+    resource: Option<&str>,
+) -> Error {
+    let (kind, retry) = match native.code() {
+        virt::enumutil::Enum::Known(code) => classify(code, native.message()),
         virt::enumutil::Enum::Unknown(_) => (ErrorKind::Internal, false),
     };
-    let mut e = Error::new(kind, err.message().to_owned())
-        .with_provider(PROVIDER)
-        .with_operation(operation)
-        .with_source(err);
-    e = if retry { e.temporary() } else { e.permanent() };
-    if let Some(r) = resource {
-        e = e.with_resource(r.to_owned());
-    }
-    e
+    let e = Error::new(kind, native.message().to_owned());
+    let e = if retry { e.temporary() } else { e.permanent() };
+    e.context_for(PROVIDER_TYPE, operation, resource)
+        .with_source(native)
 }
 
 /// Whether a libvirt error says the driver refuses the flags we passed (test driver:

@@ -17,7 +17,7 @@ use virt::sys;
 use virtrigaud_core::provider::PowerStateStream;
 use virtrigaud_core::{Error, OffReason, PauseReason, PowerState};
 
-use crate::PROVIDER;
+use crate::PROVIDER_TYPE;
 use crate::ffi::{self, EventId, RawEvent, RawEventKind};
 
 /// Registers libvirt's default event loop implementation (once per process) and starts the
@@ -88,7 +88,7 @@ pub(crate) fn lifecycle_meaning(event: i32, detail: i32) -> Option<EventMeaning>
 /// Maps `virDomainGetState` (as decoded by `virt`) to a power state. `None` means a state
 /// value this crate does not know: `virt` returns one (`4294967295`) instead of an error when
 /// the call fails (the domain vanished, libvirtd is unreachable), and a newer libvirt may add
-/// states. [`crate::provider::state_of`] tells these apart.
+/// states. [`crate::domain::state_of`] tells these apart.
 pub(crate) fn state_to_power(
     state: Enum<DomainState, sys::virDomainState>,
     reason: DomainStateReasonEnum,
@@ -127,9 +127,10 @@ pub(crate) fn state_to_power(
     })
 }
 
-/// Shared between the libvirt callback thread and the provider.
+/// Relays events from libvirt's callback thread to the watchers, and remembers each domain's
+/// last agent state and stop time.
 #[derive(Debug)]
-pub(crate) struct HubShared {
+pub(crate) struct EventRelay {
     /// `None` once the connection is gone: every watcher's stream has ended.
     tx: Mutex<Option<broadcast::Sender<RawEvent>>>,
     /// Last agent-lifecycle state per domain (true: connected).
@@ -138,7 +139,7 @@ pub(crate) struct HubShared {
     stops: Mutex<HashMap<String, Instant>>,
 }
 
-impl HubShared {
+impl EventRelay {
     fn on_event(&self, ev: RawEvent) {
         match ev.kind {
             RawEventKind::Agent { state, .. } => {
@@ -183,7 +184,7 @@ impl HubShared {
 /// The event registrations of one connection.
 #[derive(Debug)]
 pub(crate) struct EventHub {
-    pub(crate) shared: Arc<HubShared>,
+    pub(crate) relay: Arc<EventRelay>,
     ids: Vec<c_int>,
 }
 
@@ -191,12 +192,12 @@ impl EventHub {
     /// Registers lifecycle (required) and agent-lifecycle (best effort) events on `conn`.
     pub(crate) fn register(conn: &Connect) -> Result<EventHub, virt::error::Error> {
         let (tx, _) = broadcast::channel(1024);
-        let shared = Arc::new(HubShared {
+        let relay = Arc::new(EventRelay {
             tx: Mutex::new(Some(tx)),
             agents: Mutex::new(HashMap::new()),
             stops: Mutex::new(HashMap::new()),
         });
-        let s = Arc::clone(&shared);
+        let s = Arc::clone(&relay);
         let sink: ffi::Sink = Arc::new(move |ev| s.on_event(ev));
         let lc = ffi::register(conn, EventId::Lifecycle, Arc::clone(&sink))?;
         let mut ids = vec![lc];
@@ -204,7 +205,7 @@ impl EventHub {
             Ok(id) => ids.push(id),
             Err(e) => tracing::debug!(error = %e, "agent lifecycle events unavailable"),
         }
-        Ok(EventHub { shared, ids })
+        Ok(EventHub { relay, ids })
     }
 
     /// Removes the registrations.
@@ -216,7 +217,7 @@ impl EventHub {
 
     /// The agent state the events reported for `domain`, if any.
     pub(crate) fn agent_state(&self, domain: &str) -> Option<bool> {
-        self.shared
+        self.relay
             .agents
             .lock()
             .ok()
@@ -225,7 +226,7 @@ impl EventHub {
 
     /// When the last `Stopped` event for `domain` arrived.
     pub(crate) fn last_stop(&self, domain: &str) -> Option<Instant> {
-        self.shared
+        self.relay
             .stops
             .lock()
             .ok()
@@ -235,7 +236,7 @@ impl EventHub {
     /// A stream of power states of `domain`, from events after this call. It ends when the
     /// connection is lost (at once if it already is).
     pub(crate) fn watch(&self, domain: String) -> PowerStateStream {
-        let rx = match self.shared.tx.lock() {
+        let rx = match self.relay.tx.lock() {
             Ok(tx) => tx.as_ref().map(broadcast::Sender::subscribe),
             Err(_) => None,
         };
@@ -257,9 +258,11 @@ impl EventHub {
                                 Some(EventMeaning::Gone) => {
                                     let e =
                                         Error::not_found(format!("domain {domain} was undefined"))
-                                            .with_provider(PROVIDER)
-                                            .with_operation("watch_power_state")
-                                            .with_resource(domain.clone());
+                                            .context_for(
+                                                PROVIDER_TYPE,
+                                                "watch_power_state",
+                                                Some(&domain),
+                                            );
                                     return Some((Err(e), (rx, domain, true)));
                                 }
                                 None => {}

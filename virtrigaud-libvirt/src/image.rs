@@ -7,8 +7,8 @@
 //! uploaded through a libvirt stream (which works over remote URIs too) and the staged copy
 //! is removed. A failed upload deletes the half-made volume.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,14 +16,16 @@ use virt::storage_vol::StorageVol;
 use virtrigaud_core::orchestration::image::{
     FileSink, ImageRef, ImageSink, ImageTarget, ImageUpload,
 };
-use virtrigaud_core::{Error, Result};
+use virtrigaud_core::{Error, ErrorKind, Result};
 
-use crate::PROVIDER;
-use crate::provider::{Ctx, Inner, LibvirtProvider, pool_required};
-use crate::xml::Element;
+use crate::PROVIDER_TYPE;
+use crate::connection::{Connection, Session};
+use crate::provider::LibvirtProvider;
+use crate::volume::{fill, pool_required, volume_xml};
 
-/// Chunk size of the volume upload stream.
-const CHUNK: usize = 1 << 20;
+const OP_REMOVE: &str = "image_remove";
+const OP_LOOKUP: &str = "image_lookup";
+const OP_UPLOAD: &str = "image_upload";
 
 /// Uploads prepared images into the provider's storage pool.
 ///
@@ -35,7 +37,7 @@ const CHUNK: usize = 1 << 20;
 /// ```
 #[derive(Debug, Clone)]
 pub struct VolumeImageSink {
-    provider: LibvirtProvider,
+    connection: Arc<Connection>,
     staging: FileSink,
 }
 
@@ -46,7 +48,7 @@ impl VolumeImageSink {
         let dir = staging_dir.into();
         let _ = std::fs::create_dir_all(&dir);
         VolumeImageSink {
-            provider,
+            connection: provider.connection(),
             staging: FileSink::new(dir),
         }
     }
@@ -54,19 +56,13 @@ impl VolumeImageSink {
     /// Deletes the volume of `target` (a missing volume is not an error).
     pub async fn remove(&self, target: &ImageTarget) -> Result<()> {
         let name = target.name.clone();
-        self.provider
-            .call("image_remove", move |inner| {
-                let pool = pool_required(inner, "image_remove")?;
-                inner.count();
-                match pool.lookup_storage_vol_by_name(&name) {
-                    Ok(vol) => {
-                        inner.count();
-                        vol.delete(0).ctx("image_remove", &name)
-                    }
-                    Err(e) => match Err::<(), _>(e).ctx("image_remove", &name) {
-                        Err(err) if err.is(virtrigaud_core::ErrorKind::NotFound) => Ok(()),
-                        other => other,
-                    },
+        self.connection
+            .call(OP_REMOVE, move |s| {
+                let pool = pool_required(s, OP_REMOVE)?;
+                match s.api(OP_REMOVE, &name, |_| pool.lookup_storage_vol_by_name(&name)) {
+                    Ok(vol) => s.api(OP_REMOVE, &name, |_| vol.delete(0)),
+                    Err(err) if err.is(ErrorKind::NotFound) => Ok(()),
+                    Err(err) => Err(err),
                 }
             })
             .await
@@ -76,27 +72,22 @@ impl VolumeImageSink {
 #[async_trait]
 impl ImageSink for VolumeImageSink {
     fn provider_type(&self) -> &'static str {
-        PROVIDER
+        PROVIDER_TYPE
     }
 
     async fn lookup(&self, target: &ImageTarget) -> Result<Option<ImageRef>> {
         let name = target.name.clone();
-        self.provider
-            .call("image_lookup", move |inner| {
-                let pool = pool_required(inner, "image_lookup")?;
-                inner.count();
-                match pool.lookup_storage_vol_by_name(&name) {
+        self.connection
+            .call(OP_LOOKUP, move |s| {
+                let pool = pool_required(s, OP_LOOKUP)?;
+                match s.api(OP_LOOKUP, &name, |_| pool.lookup_storage_vol_by_name(&name)) {
                     Ok(vol) => {
-                        inner.count();
-                        let info = vol.info().ctx("image_lookup", &name)?;
-                        let path = vol.path().ctx("image_lookup", &name)?;
+                        let info = s.api(OP_LOOKUP, &name, |_| vol.info())?;
+                        let path = s.api(OP_LOOKUP, &name, |_| vol.path())?;
                         Ok(Some(ImageRef::new(path, info.capacity)))
                     }
-                    Err(e) => match Err::<(), _>(e).ctx("image_lookup", &name) {
-                        Err(err) if err.is(virtrigaud_core::ErrorKind::NotFound) => Ok(None),
-                        Err(err) => Err(err),
-                        Ok(()) => Ok(None),
-                    },
+                    Err(err) if err.is(ErrorKind::NotFound) => Ok(None),
+                    Err(err) => Err(err),
                 }
             })
             .await
@@ -110,7 +101,7 @@ impl ImageSink for VolumeImageSink {
         let staged = self.staging.begin(target, size_hint).await?;
         Ok(Box::new(VolumeUpload {
             staged,
-            provider: self.provider.clone(),
+            connection: Arc::clone(&self.connection),
             target: target.clone(),
         }))
     }
@@ -119,7 +110,7 @@ impl ImageSink for VolumeImageSink {
 /// An upload staged in a local file, turned into a volume on commit.
 struct VolumeUpload {
     staged: Box<dyn ImageUpload>,
-    provider: LibvirtProvider,
+    connection: Arc<Connection>,
     target: ImageTarget,
 }
 
@@ -143,9 +134,9 @@ impl ImageUpload for VolumeUpload {
         let name = self.target.name.clone();
         let format = self.target.format.clone().unwrap_or_else(|| "raw".into());
         let uploaded = self
-            .provider
-            .call("image_upload", move |inner| {
-                upload_file(inner, &name, &format, &path, file.size_bytes)
+            .connection
+            .call(OP_UPLOAD, move |s| {
+                upload_file(s, &name, &format, &path, file.size_bytes)
             })
             .await;
         let staged_file = file.reference.clone();
@@ -157,69 +148,14 @@ impl ImageUpload for VolumeUpload {
     }
 }
 
-fn upload_file(
-    inner: &Inner,
-    name: &str,
-    format: &str,
-    path: &Path,
-    size: u64,
-) -> Result<ImageRef> {
-    let pool = pool_required(inner, "image_upload")?;
-    let xml = Element::new("volume")
-        .child(Element::new("name").text(name))
-        .child(
-            Element::new("capacity")
-                .attr("unit", "bytes")
-                .text(size.to_string()),
-        )
-        .child(Element::new("target").child(Element::new("format").attr("type", format)))
-        .to_xml();
-    inner.count();
-    let vol = StorageVol::create_xml(&pool, &xml, 0).ctx("image_upload", name)?;
-    let sent = (|| -> Result<()> {
-        let mut file = std::fs::File::open(path).map_err(|e| {
-            Error::internal(format!("cannot read staged image {}: {e}", path.display()))
-        })?;
-        inner.count();
-        let stream = virt::stream::Stream::new(inner.conn(), 0).ctx("image_upload", name)?;
-        inner.count();
-        if let Err(e) = vol.upload(&stream, 0, size, 0).ctx("image_upload", name) {
-            let _ = stream.abort();
-            return Err(e);
-        }
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = stream.abort();
-                    return Err(Error::internal(format!("reading staged image: {e}")));
-                }
-            };
-            let mut off = 0;
-            while off < n {
-                match stream.send(&buf[off..n]).ctx("image_upload", name) {
-                    Ok(k) if k > 0 => off += k.unsigned_abs(),
-                    Ok(_) => {
-                        let _ = stream.abort();
-                        return Err(Error::unavailable("image upload stream stalled"));
-                    }
-                    Err(e) => {
-                        let _ = stream.abort();
-                        return Err(e);
-                    }
-                }
-            }
-        }
-        stream.finish().ctx("image_upload", name)
-    })();
-    if let Err(e) = sent {
-        inner.count();
-        let _ = vol.delete(0);
-        return Err(e);
-    }
-    inner.count();
-    let vol_path = vol.path().ctx("image_upload", name)?;
+fn upload_file(s: &Session, name: &str, format: &str, path: &Path, size: u64) -> Result<ImageRef> {
+    let pool = pool_required(s, OP_UPLOAD)?;
+    let file = std::fs::File::open(path).map_err(|e| {
+        Error::internal(format!("cannot read staged image {}: {e}", path.display()))
+    })?;
+    let xml = volume_xml(name, size, format).to_xml();
+    let vol = s.api(OP_UPLOAD, name, |_| StorageVol::create_xml(&pool, &xml, 0))?;
+    fill(s, OP_UPLOAD, name, &vol, size, file, "staged image")?;
+    let vol_path = s.api(OP_UPLOAD, name, |_| vol.path())?;
     Ok(ImageRef::new(vol_path, size))
 }

@@ -33,6 +33,16 @@
 //!   to the core [`ErrorKind`](virtrigaud_core::ErrorKind)s (no domain → `NotFound`, operation
 //!   invalid → `InvalidState`, RPC/system/no connection → retryable `Unavailable`, auth →
 //!   `Unauthenticated`, no support → `Unsupported`, agent unresponsive / timeout → `Timeout`).
+//!   Every libvirt API call the operations make is counted there too
+//!   ([`LibvirtProvider::api_calls`]).
+//! * **Capabilities** are computed when the connection opens (and reopens) from the driver, the
+//!   event registration and the storage pool, and re-read with
+//!   [`LibvirtProvider::refresh_capabilities`]; `snapshotter()` / `cloner()` follow the flags.
+//! * **Validation** is core's: [`VmCreateSpec::validate`](virtrigaud_core::VmCreateSpec::validate)
+//!   before create makes anything (plus libvirt's own rule: no `/` in a domain name), and
+//!   [`ReconfigureRequest::validate_against`](virtrigaud_core::ReconfigureRequest::validate_against)
+//!   before reconfigure changes anything (a disk is named by its target, `vda`, or its volume's
+//!   file name).
 //! * **Event-driven power state.** The provider registers for domain lifecycle and
 //!   agent-lifecycle events (libvirt's default event loop runs on a dedicated thread) and
 //!   exposes them through [`Provider::watch_power_state`](virtrigaud_core::Provider::watch_power_state);
@@ -70,6 +80,25 @@
 //!   **Reconfigure** changes vCPUs/memory live within the maximum, otherwise in the
 //!   configuration with `needs_power_cycle`, and grows disks (`blockresize`).
 //!
+//! ## Layout
+//!
+//! Top to bottom, with no import loop:
+//! - `provider.rs`: [`LibvirtProvider`], its getters, and the `Provider` / `Snapshotter` /
+//!   `Cloner` impls as thin delegations;
+//! - one file per group of operations: `power.rs` (start, stop, pause, the shutdown and reboot
+//!   signals, the agent probe, the incarnation), `create.rs` (create and delete),
+//!   `reconfigure.rs`, `describe.rs` (describe, list, per-VM capabilities, inventory),
+//!   `snapshot.rs`, `clone.rs`, and `image.rs` ([`VolumeImageSink`]);
+//! - `domain.rs` (lookup, state, XML of one domain) and `volume.rs` (the pool, qcow2 volumes,
+//!   stream uploads);
+//! - `connection.rs`: one libvirt connection (`Session`, whose `api` helper counts each call
+//!   with core's [`ApiCalls`](virtrigaud_core::layers::ApiCalls) and maps its error) and the
+//!   reconnecting handle the clones share (`Connection`: the blocking-pool permits, the
+//!   capabilities);
+//! - leaves: `error.rs` (`to_core_error`, the one mapping from `virt` errors), `capabilities.rs`,
+//!   `events.rs` / `ffi.rs` (domain events and the close callback), `domxml.rs` / `xml.rs`,
+//!   `identity.rs`, `iso.rs`, `config.rs`.
+//!
 //! ## Licensing
 //!
 //! This crate is MIT OR Apache-2.0. It depends on the [`virt`](https://crates.io/crates/virt)
@@ -90,8 +119,13 @@
 //! driver has no daemon and never reconnects.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod capabilities;
 mod clone;
 mod config;
+mod connection;
+mod create;
+mod describe;
+mod domain;
 mod domxml;
 mod error;
 mod events;
@@ -99,8 +133,11 @@ mod ffi;
 mod identity;
 mod image;
 mod iso;
+mod power;
 mod provider;
+mod reconfigure;
 mod snapshot;
+mod volume;
 mod xml;
 
 pub use config::{DomainTemplate, KernelBoot, LibvirtConfig};
@@ -108,5 +145,8 @@ pub use domxml::{AGENT_PORT, METADATA_NS};
 pub use image::VolumeImageSink;
 pub use provider::LibvirtProvider;
 
-/// The provider type name.
-pub const PROVIDER: &str = "libvirt";
+/// The provider type name, used in errors and metrics.
+pub const PROVIDER_TYPE: &str = "libvirt";
+
+/// The provider type name under its earlier name (kept for existing users).
+pub const PROVIDER: &str = PROVIDER_TYPE;

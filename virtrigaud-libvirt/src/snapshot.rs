@@ -7,14 +7,16 @@
 
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
+use virt::domain::Domain;
+use virt::domain_snapshot::DomainSnapshot;
 use virt::sys;
 use virtrigaud_core::snapshot::{
     DeleteSnapshotOptions, RevertOptions, SnapshotInfo, SnapshotOptions,
 };
-use virtrigaud_core::{Error, ErrorKind, Result, Snapshotter, VmId};
+use virtrigaud_core::{Error, ErrorKind, Result};
 
-use crate::provider::{Ctx, Inner, LibvirtProvider, lookup, state_of};
+use crate::connection::Session;
+use crate::domain::{lookup, state_of};
 use crate::xml::{Element, escape};
 
 fn info_from_xml(x: &Element) -> SnapshotInfo {
@@ -39,115 +41,92 @@ fn info_from_xml(x: &Element) -> SnapshotInfo {
     i
 }
 
-fn create_blocking(inner: &Inner, name: &str, opts: &SnapshotOptions) -> Result<SnapshotInfo> {
+/// The snapshot `snap` of `dom`.
+fn find(
+    s: &Session,
+    op: &'static str,
+    dom: &Domain,
+    name: &str,
+    snap: &str,
+) -> Result<DomainSnapshot> {
+    s.api(op, name, |_| Domain::lookup_snapshot_by_name(dom, snap, 0))
+}
+
+/// Takes an internal snapshot (with memory when the VM runs).
+pub(crate) fn create(s: &Session, name: &str, opts: &SnapshotOptions) -> Result<SnapshotInfo> {
     if opts.name.is_empty() {
         return Err(Error::invalid_spec("snapshot name must not be empty"));
     }
-    let dom = lookup(inner, name)?;
-    inner.count();
-    if virt::domain::Domain::lookup_snapshot_by_name(&dom, &opts.name, 0).is_ok() {
+    let dom = lookup(s, name)?;
+    if s.api_raw(|_| Domain::lookup_snapshot_by_name(&dom, &opts.name, 0))
+        .is_ok()
+    {
         return Err(Error::new(
             ErrorKind::AlreadyExists,
             format!("snapshot {} exists", opts.name),
         )
         .with_resource(name.to_owned()));
     }
-    let running = state_of(inner, &dom, name)?.is_active();
+    let running = state_of(s, &dom, name)?.is_active();
     let mut xml = format!("<domainsnapshot><name>{}</name>", escape(&opts.name));
     if let Some(d) = &opts.description {
         xml.push_str(&format!("<description>{}</description>", escape(d)));
     }
     xml.push_str("</domainsnapshot>");
-    inner.count();
-    let snap = dom
-        .create_snapshot_xml(&xml, 0)
-        .ctx("snapshot_create", name)?;
-    inner.count();
-    let x = Element::parse(&snap.xml_desc(0).ctx("snapshot_create", name)?)?;
+    let snap = s.api("snapshot_create", name, |_| {
+        dom.create_snapshot_xml(&xml, 0)
+    })?;
+    let x = Element::parse(&s.api("snapshot_create", name, |_| snap.xml_desc(0))?)?;
     let mut info = info_from_xml(&x);
     info.has_memory = info.has_memory || running;
     Ok(info)
 }
 
-fn list_blocking(inner: &Inner, name: &str) -> Result<Vec<SnapshotInfo>> {
-    let dom = lookup(inner, name)?;
-    inner.count();
-    let snaps = dom.list_all_snapshots(0).ctx("snapshot_list", name)?;
+/// The domain's snapshots, oldest first.
+pub(crate) fn list(s: &Session, name: &str) -> Result<Vec<SnapshotInfo>> {
+    let dom = lookup(s, name)?;
+    let snaps = s.api("snapshot_list", name, |_| dom.list_all_snapshots(0))?;
     let mut out = Vec::new();
-    for s in snaps {
-        inner.count();
-        let x = Element::parse(&s.xml_desc(0).ctx("snapshot_list", name)?)?;
+    for snap in snaps {
+        let x = Element::parse(&s.api("snapshot_list", name, |_| snap.xml_desc(0))?)?;
         out.push(info_from_xml(&x));
     }
     out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));
     Ok(out)
 }
 
-fn revert_blocking(inner: &Inner, name: &str, snap: &str, opts: &RevertOptions) -> Result<()> {
-    let dom = lookup(inner, name)?;
-    inner.count();
-    let s = virt::domain::Domain::lookup_snapshot_by_name(&dom, snap, 0)
-        .ctx("snapshot_revert", name)?;
+/// Reverts to `snap` (forcing when libvirt asks for it), running afterwards when asked.
+pub(crate) fn revert(s: &Session, name: &str, snap: &str, opts: &RevertOptions) -> Result<()> {
+    const OP: &str = "snapshot_revert";
+    let dom = lookup(s, name)?;
+    let snapshot = find(s, OP, &dom, name, snap)?;
     let flags = if opts.start {
         sys::VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING
     } else {
         0
     };
-    inner.count();
-    match s.revert(flags).ctx("snapshot_revert", name) {
-        Err(e) if e.message().contains("force") => {
-            inner.count();
-            s.revert(flags | sys::VIR_DOMAIN_SNAPSHOT_REVERT_FORCE)
-                .ctx("snapshot_revert", name)
-        }
+    match s.api(OP, name, |_| snapshot.revert(flags)) {
+        Err(e) if e.message().contains("force") => s.api(OP, name, |_| {
+            snapshot.revert(flags | sys::VIR_DOMAIN_SNAPSHOT_REVERT_FORCE)
+        }),
         other => other,
     }
 }
 
-fn delete_blocking(
-    inner: &Inner,
+/// Deletes `snap` (and its children when asked).
+pub(crate) fn delete(
+    s: &Session,
     name: &str,
     snap: &str,
     opts: &DeleteSnapshotOptions,
 ) -> Result<()> {
-    let dom = lookup(inner, name)?;
-    inner.count();
-    let s = virt::domain::Domain::lookup_snapshot_by_name(&dom, snap, 0)
-        .ctx("snapshot_delete", name)?;
+    const OP: &str = "snapshot_delete";
+    let dom = lookup(s, name)?;
+    let snapshot = find(s, OP, &dom, name, snap)?;
     let flags = if opts.children {
         sys::VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN
     } else {
         0
     };
-    inner.count();
-    s.delete(flags).ctx("snapshot_delete", name)
-}
-
-#[async_trait]
-impl Snapshotter for LibvirtProvider {
-    async fn create_snapshot(&self, vm: &VmId, opts: &SnapshotOptions) -> Result<SnapshotInfo> {
-        let (n, o) = (vm.to_string(), opts.clone());
-        self.call("snapshot_create", move |i| create_blocking(i, &n, &o))
-            .await
-    }
-    async fn list_snapshots(&self, vm: &VmId) -> Result<Vec<SnapshotInfo>> {
-        let n = vm.to_string();
-        self.call("snapshot_list", move |i| list_blocking(i, &n))
-            .await
-    }
-    async fn revert_snapshot(&self, vm: &VmId, snapshot: &str, opts: &RevertOptions) -> Result<()> {
-        let (n, s, o) = (vm.to_string(), snapshot.to_owned(), opts.clone());
-        self.call("snapshot_revert", move |i| revert_blocking(i, &n, &s, &o))
-            .await
-    }
-    async fn delete_snapshot(
-        &self,
-        vm: &VmId,
-        snapshot: &str,
-        opts: &DeleteSnapshotOptions,
-    ) -> Result<()> {
-        let (n, s, o) = (vm.to_string(), snapshot.to_owned(), opts.clone());
-        self.call("snapshot_delete", move |i| delete_blocking(i, &n, &s, &o))
-            .await
-    }
+    s.api(OP, name, |_| snapshot.delete(flags))
 }

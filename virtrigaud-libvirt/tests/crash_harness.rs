@@ -18,13 +18,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use virtrigaud_core::provider::{DeleteOptions, DiskCreateSpec, PowerOffOptions, VmCreateSpec};
+use virtrigaud_core::provider::{DiskCreateSpec, PowerOffOptions, VmCreateSpec};
 use virtrigaud_core::shutdown::{
     FileJournal, PreStopExecutor, PreStopHook, ShutdownEventKind, ShutdownManager, ShutdownPolicy,
 };
 use virtrigaud_core::testing::{backend_env, missing_prerequisite};
 use virtrigaud_core::{PowerState, Provider, StartOptions, VmId};
 use virtrigaud_libvirt::{DomainTemplate, KernelBoot, LibvirtConfig, LibvirtProvider};
+
+mod common;
+use common::remove;
 
 const BACKEND: &str = "libvirt";
 /// The grace of every shutdown here.
@@ -243,13 +246,6 @@ async fn ignoring_guest(p: &LibvirtProvider, name: &str) -> Option<VmId> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Some(vm)
-}
-
-async fn remove(p: &LibvirtProvider, vm: &VmId) {
-    let _ = p.power_off(vm, &PowerOffOptions::default()).await;
-    let mut o = DeleteOptions::default();
-    o.delete_disks = true;
-    let _ = p.delete(vm, &o).await;
 }
 
 fn assert_near(label: &str, actual: i64, expected: i64) {

@@ -4,168 +4,25 @@
 //! The guest is a Debian cloud kernel with a busybox initramfs; its kernel command line picks a
 //! personality: `vr.mode=acpi` honours the ACPI power button, `vr.mode=ignore` ignores it,
 //! `vr.agent=1` runs qemu-ga. Outside `VIRTRIGAUD_REQUIRE_BACKENDS=1` a missing setup skips
-//! these tests loudly; under it, it fails them.
+//! these tests loudly; under it, it fails them. The backend and its guests are
+//! `tests/common/real.rs`; the conformance fixture is `tests/common/mod.rs`.
 // Real servers run on real time: wall-clock instants measure latencies against the event
 // timestamps the provider records (std Instants taken on libvirt's event thread).
 #![allow(clippy::disallowed_methods)]
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use virtrigaud_core::conformance::{self, Fixture};
-use virtrigaud_core::provider::{
-    DeleteOptions, DiskCreateSpec, PowerOffOptions, ReconfigureRequest, VmCreateSpec,
-};
+use virtrigaud_core::conformance;
+use virtrigaud_core::provider::{DiskResize, PowerOffOptions, ReconfigureRequest, VmCreateSpec};
 use virtrigaud_core::shutdown::{ForcedReason, ShutdownManager, ShutdownOutcome, ShutdownPolicy};
 use virtrigaud_core::snapshot::{DeleteSnapshotOptions, RevertOptions, SnapshotOptions};
-use virtrigaud_core::testing::{backend_env, missing_prerequisite};
 use virtrigaud_core::{
-    AgentStatus, CloneOptions, OffReason, PowerState, Provider, ShutdownChannel, VmId,
+    AgentStatus, CloneOptions, ErrorKind, OffReason, PowerState, Provider, ShutdownChannel, VmId,
 };
-use virtrigaud_libvirt::{DomainTemplate, KernelBoot, LibvirtConfig, LibvirtProvider};
 
-const BACKEND: &str = "libvirt";
-
-/// The real backend: a provider plus the guest's kernel/initrd and console directory.
-struct Real {
-    p: LibvirtProvider,
-    kernel: PathBuf,
-    initrd: PathBuf,
-    console: PathBuf,
-    domain_type: String,
-    prefix: String,
-}
-
-fn env(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            missing_prerequisite(
-                BACKEND,
-                &format!(
-                    "environment variable {var} is not set (run scripts/libvirt/setup.sh and source its .env)"
-                ),
-            );
-            None
-        }
-    }
-}
-
-async fn real(test: &str) -> Option<Real> {
-    let uri = backend_env(BACKEND, "VIRTRIGAUD_LIBVIRT_URI")?;
-    let kernel = PathBuf::from(env("VIRTRIGAUD_LIBVIRT_KERNEL")?);
-    let initrd = PathBuf::from(env("VIRTRIGAUD_LIBVIRT_INITRD")?);
-    let console = PathBuf::from(env("VIRTRIGAUD_LIBVIRT_CONSOLE_DIR")?);
-    let pool = env("VIRTRIGAUD_LIBVIRT_POOL")?;
-    let domain_type =
-        std::env::var("VIRTRIGAUD_LIBVIRT_DOMAIN_TYPE").unwrap_or_else(|_| "qemu".into());
-    for f in [&kernel, &initrd] {
-        if !f.exists() {
-            missing_prerequisite(BACKEND, &format!("guest file {} is missing", f.display()));
-            return None;
-        }
-    }
-    let p = match LibvirtProvider::connect(LibvirtConfig::new(uri.clone()).with_storage_pool(pool))
-        .await
-    {
-        Ok(p) => p,
-        Err(e) => {
-            missing_prerequisite(BACKEND, &format!("cannot connect to {uri}: {e}"));
-            return None;
-        }
-    };
-    assert!(
-        p.events_registered(),
-        "domain events must register on {uri}"
-    );
-    Some(Real {
-        p,
-        kernel,
-        initrd,
-        console,
-        domain_type,
-        prefix: format!("vrt-{}-{test}", std::process::id()),
-    })
-}
-
-impl Real {
-    fn name(&self, n: &str) -> String {
-        format!("{}-{n}", self.prefix)
-    }
-
-    fn template(&self, mode: &str, agent: bool) -> DomainTemplate {
-        let mut t = DomainTemplate::default();
-        t.domain_type = self.domain_type.clone();
-        t.kernel_boot = Some(KernelBoot::new(
-            &self.kernel,
-            Some(self.initrd.clone()),
-            format!(
-                "console=ttyS0 panic=-1 loglevel=4 vr.mode={mode} vr.agent={}",
-                u8::from(agent)
-            ),
-        ));
-        t.serial_log = Some(self.console.clone());
-        t
-    }
-
-    fn console_of(&self, name: &str) -> PathBuf {
-        self.console.join(format!("{name}.console.log"))
-    }
-
-    /// Creates a 1-vCPU (max 2), 128 MiB (max 256) guest with a 1 GiB qcow2 disk.
-    async fn guest(&self, n: &str, mode: &str, agent: bool, power_on: bool) -> VmId {
-        let vm = self.guest_unready(n, mode, agent, power_on).await;
-        if power_on {
-            self.wait_console(vm.as_str(), "READY", Duration::from_secs(60))
-                .await;
-        }
-        vm
-    }
-
-    /// Like [`Real::guest`] without waiting for the guest's READY line.
-    async fn guest_unready(&self, n: &str, mode: &str, agent: bool, power_on: bool) -> VmId {
-        let name = self.name(n);
-        self.remove(&VmId::new(name.clone())).await;
-        let _ = std::fs::remove_file(self.console_of(&name));
-        let mut spec = VmCreateSpec::new(name, 1, 128);
-        spec.disks.push(DiskCreateSpec::new("root", 1));
-        spec.power_on = power_on;
-        self.p
-            .create_with(&spec, &self.template(mode, agent))
-            .await
-            .expect("create guest")
-    }
-
-    async fn wait_console(&self, name: &str, marker: &str, limit: Duration) {
-        let path = self.console_of(name);
-        let t0 = Instant::now();
-        loop {
-            if std::fs::read_to_string(&path).is_ok_and(|s| s.contains(marker)) {
-                return;
-            }
-            assert!(
-                t0.elapsed() < limit,
-                "{name}: no {marker:?} on the console ({}) after {limit:?}",
-                path.display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn remove(&self, vm: &VmId) {
-        let _ = self.p.power_off(vm, &PowerOffOptions::default()).await;
-        let mut o = DeleteOptions::default();
-        o.delete_disks = true;
-        let _ = self.p.delete(vm, &o).await;
-    }
-
-    fn dyn_provider(&self) -> Arc<dyn Provider> {
-        Arc::new(self.p.clone())
-    }
-}
+mod common;
+use common::LibvirtFixture;
+use common::real::real;
 
 fn metric(name: &str, value: impl std::fmt::Display) {
     eprintln!("METRIC libvirt {name} = {value}");
@@ -423,6 +280,19 @@ async fn live_vcpu_and_memory_change() {
             .expect("describe")
             .pending_power_cycle
     );
+    // Disks grow live (blockresize); core's check refuses a shrink before libvirt sees it.
+    let mut rq = ReconfigureRequest::default();
+    rq.disks.push(DiskResize::new("vda", 2));
+    r.p.reconfigure(&vm, &rq).await.expect("grow vda live");
+    assert_eq!(
+        r.p.describe(&vm).await.expect("describe").disks[0].size_gib,
+        2
+    );
+    let mut rq = ReconfigureRequest::default();
+    rq.disks.push(DiskResize::new("vda", 1));
+    let e = r.p.reconfigure(&vm, &rq).await.expect_err("shrink");
+    assert_eq!(e.kind(), ErrorKind::InvalidSpec, "{e}");
+    assert!(e.message().contains("disks only grow"), "{e}");
     r.remove(&vm).await;
 }
 
@@ -511,47 +381,12 @@ async fn cloud_init_nocloud_seed_reaches_the_guest() {
     );
 }
 
-struct RealFixture {
-    r: Real,
-    n: AtomicU32,
-}
-
-#[async_trait]
-impl Fixture for RealFixture {
-    async fn cooperative_vm(&self) -> virtrigaud_core::Result<VmId> {
-        let n = self.n.fetch_add(1, Ordering::SeqCst);
-        Ok(self.r.guest(&format!("c{n}"), "acpi", false, true).await)
-    }
-    async fn ignoring_vm(&self) -> virtrigaud_core::Result<Option<VmId>> {
-        let n = self.n.fetch_add(1, Ordering::SeqCst);
-        Ok(Some(
-            self.r
-                .guest_unready(&format!("i{n}"), "ignore", false, true)
-                .await,
-        ))
-    }
-    fn missing_vm(&self) -> VmId {
-        VmId::new(self.r.name("missing"))
-    }
-    fn graceful_grace(&self) -> Duration {
-        Duration::from_secs(30)
-    }
-    fn short_grace(&self) -> Duration {
-        Duration::from_secs(3)
-    }
-    async fn cleanup(&self, vm: &VmId) {
-        self.r.remove(vm).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite_on_real_qemu() {
     let Some(r) = real("conf").await else { return };
     let provider = r.dyn_provider();
-    let fx = RealFixture {
-        r,
-        n: AtomicU32::new(0),
-    };
+    let fx =
+        LibvirtFixture::new(r, Duration::from_secs(30)).with_short_grace(Duration::from_secs(3));
     let t0 = Instant::now();
     conformance::run_all(provider, &fx).await.assert_passed();
     metric("real_conformance_wall_s", t0.elapsed().as_secs_f64());

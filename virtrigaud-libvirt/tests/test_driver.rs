@@ -5,15 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use virtrigaud_core::clone::CloneOptions;
-use virtrigaud_core::conformance::{self, Fixture};
+use virtrigaud_core::conformance;
 use virtrigaud_core::provider::{
-    DeleteOptions, DiskCreateSpec, ListOptions, PowerOffOptions, ReconfigureRequest,
+    DeleteOptions, DiskCreateSpec, DiskResize, ListOptions, PowerOffOptions, ReconfigureRequest,
     ShutdownRequestOptions, StartOptions, VmCreateSpec,
 };
 use virtrigaud_core::shutdown::{ShutdownManager, ShutdownOutcome, ShutdownPolicy};
@@ -24,13 +23,7 @@ use virtrigaud_core::{
 use virtrigaud_libvirt::{LibvirtConfig, LibvirtProvider};
 
 mod common;
-use common::{private, running_vm};
-
-fn del_disks() -> DeleteOptions {
-    let mut o = DeleteOptions::default();
-    o.delete_disks = true;
-    o
-}
+use common::{Guests, LibvirtFixture, private, running_vm, with_disks};
 
 fn rq(cpu: Option<u32>, memory_mib: Option<u64>) -> ReconfigureRequest {
     let mut r = ReconfigureRequest::default();
@@ -44,32 +37,21 @@ fn rq(cpu: Option<u32>, memory_mib: Option<u64>) -> ReconfigureRequest {
 // before the second is even made (it then sees AlreadyOff). Here the second request joins.
 #[tokio::test]
 async fn conformance_suite_passes_on_the_test_driver() {
-    struct Fx {
-        p: LibvirtProvider,
-        n: AtomicU32,
-    }
+    struct TestDriver(LibvirtProvider);
     #[async_trait]
-    impl Fixture for Fx {
-        async fn cooperative_vm(&self) -> virtrigaud_core::Result<VmId> {
-            let name = format!("conf-{}", self.n.fetch_add(1, Ordering::SeqCst));
-            Ok(running_vm(&self.p, &name).await)
+    impl Guests for TestDriver {
+        fn provider(&self) -> &LibvirtProvider {
+            &self.0
         }
-        fn missing_vm(&self) -> VmId {
+        async fn cooperative(&self, name: &str) -> VmId {
+            running_vm(&self.0, &format!("conf-{name}")).await
+        }
+        fn missing(&self) -> VmId {
             VmId::new("no-such-domain")
-        }
-        fn graceful_grace(&self) -> Duration {
-            Duration::from_secs(10)
-        }
-        async fn cleanup(&self, vm: &VmId) {
-            let _ = self.p.power_off(vm, &PowerOffOptions::default()).await;
-            let _ = self.p.delete(vm, &del_disks()).await;
         }
     }
     let (p, _dir) = private().await;
-    let fx = Fx {
-        p: p.clone(),
-        n: AtomicU32::new(0),
-    };
+    let fx = LibvirtFixture::new(TestDriver(p.clone()), Duration::from_secs(10));
     conformance::run_all(Arc::new(p), &fx).await.assert_passed();
 }
 
@@ -229,7 +211,7 @@ async fn create_describe_list_by_labels_and_delete() {
         listed.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
         vec!["lab-1"]
     );
-    p.delete(&VmId::new("lab-1"), &del_disks())
+    p.delete(&VmId::new("lab-1"), &with_disks())
         .await
         .expect("delete");
     assert_eq!(
@@ -377,6 +359,20 @@ async fn reconfigure_live_within_maximum_else_power_cycle() {
         .await
         .expect("offline");
     assert!(!r.needs_power_cycle);
+    // Core's checks run before anything changes: sizes are positive, disks only grow.
+    let zero = p
+        .reconfigure(&vm, &rq(Some(0), None))
+        .await
+        .expect_err("0 vCPUs");
+    assert_eq!(zero.kind(), ErrorKind::InvalidSpec, "{zero}");
+    // The test driver cannot resize volumes: a grow is refused cleanly, by the driver.
+    let mut grow = rq(None, None);
+    grow.disks.push(DiskResize::new("vda", 2));
+    let e = p
+        .reconfigure(&vm, &grow)
+        .await
+        .expect_err("no volume resize");
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     p.start(&vm, &StartOptions::default()).await.expect("start");
     let d = p.describe(&vm).await.expect("describe");
     assert_eq!((d.cpu, d.memory_mib), (8, 1024));
@@ -394,6 +390,12 @@ async fn without_events_the_engine_polls() {
     .expect("connect");
     assert!(!p.events_registered());
     assert!(!p.capabilities().power_state_watch);
+    // Computed once at connect; a refresh reads the driver again and finds the same.
+    let calls = p.api_calls();
+    let refreshed = p.refresh_capabilities().await.expect("refresh");
+    assert_eq!(refreshed, p.capabilities());
+    assert!(!refreshed.agent_shutdown, "the test driver has no agent");
+    assert_eq!(p.api_calls(), calls + 1, "one driver read");
     let mut spec = VmCreateSpec::new("poll", 1, 64);
     spec.power_on = true;
     let vm = p.create(&spec).await.expect("create");
@@ -450,109 +452,4 @@ async fn cloud_init_seed_is_created_or_cleanly_refused() {
             );
         }
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn instance_id_is_the_uri_with_the_host_name_of_a_local_daemon() {
-    let (p, dir) = private().await;
-    let uri = format!("test://{}", dir.path().join("node.xml").display());
-    let inv = p.inventory().await.expect("inventory");
-    let host = &inv.hosts.first().expect("one host").name;
-    assert!(!host.is_empty());
-    // test:///path names no host: the connection's host name tells two machines apart.
-    assert_eq!(p.instance_id(), format!("{uri}@{host}"));
-    let (other, _other_dir) = private().await;
-    assert_ne!(
-        p.instance_id(),
-        other.instance_id(),
-        "two instances, two identities"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn incarnation_is_stable_during_a_run_and_changes_with_every_start() {
-    let (p, _dir) = private().await;
-    let vm = running_vm(&p, "inc").await;
-    let first = p
-        .incarnation(&vm)
-        .await
-        .expect("incarnation")
-        .expect("a running domain has one");
-    let (uuid, id) = first.as_str().split_once('#').expect("<uuid>#<id>");
-    let uuid = uuid.to_owned();
-    assert!(id.parse::<u32>().is_ok(), "domain id: {first}");
-    assert_eq!(uuid.len(), 36, "<uuid>#<id>: {first}");
-    // Stable while it runs, paused or not.
-    assert_eq!(
-        p.incarnation(&vm).await.expect("again"),
-        Some(first.clone())
-    );
-    p.pause(&vm).await.expect("pause");
-    assert_eq!(
-        p.incarnation(&vm).await.expect("paused"),
-        Some(first.clone())
-    );
-    p.resume(&vm).await.expect("resume");
-    // None while off, new after destroy + start.
-    p.power_off(&vm, &PowerOffOptions::default())
-        .await
-        .expect("destroy");
-    assert_eq!(p.incarnation(&vm).await.expect("off"), None);
-    p.start(&vm, &StartOptions::default()).await.expect("start");
-    let second = p
-        .incarnation(&vm)
-        .await
-        .expect("incarnation")
-        .expect("running again");
-    assert_ne!(second, first, "a new run is a new incarnation");
-    assert!(second.as_str().starts_with(&format!("{uuid}#")), "{second}");
-    // A guest shutdown ends the run as well.
-    p.request_shutdown(
-        &vm,
-        ShutdownChannel::Acpi,
-        &ShutdownRequestOptions::new(1, Duration::from_secs(5)),
-    )
-    .await
-    .expect("shutdown");
-    assert_eq!(
-        p.power_state(&vm).await.expect("state"),
-        PowerState::Off(OffReason::GuestShutdown),
-        "the test driver reports a shutdown as a guest shutdown, not a destroy"
-    );
-    assert_eq!(p.incarnation(&vm).await.expect("off"), None);
-    // A domain never started has none; a missing one is NotFound.
-    p.create(&VmCreateSpec::new("inc-off", 1, 64))
-        .await
-        .expect("define");
-    assert_eq!(
-        p.incarnation(&VmId::new("inc-off")).await.expect("defined"),
-        None
-    );
-    assert_eq!(
-        p.incarnation(&VmId::new("missing"))
-            .await
-            .expect_err("missing")
-            .kind(),
-        ErrorKind::NotFound
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn credentials_in_the_uri_stay_out_of_errors_and_debug_output() {
-    let uri = "qemu+tcp://alice:hunter2@127.0.0.1:9/system?keyfile=/secret/id_rsa";
-    let cfg = LibvirtConfig::new(uri);
-    let err = LibvirtProvider::connect(cfg.clone())
-        .await
-        .expect_err("nothing listens on port 9");
-    for shown in [
-        format!("{cfg:?}"),
-        format!("{err}"),
-        format!("{err:?}"),
-        virtrigaud_core::error::error_chain(&err),
-    ] {
-        for secret in ["alice", "hunter2", "id_rsa", "/secret"] {
-            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
-        }
-    }
-    assert_eq!(err.resource(), Some("qemu+tcp://127.0.0.1:9/system"));
 }

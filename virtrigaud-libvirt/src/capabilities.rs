@@ -1,0 +1,36 @@
+//! What the provider declares it can do, from what the connection found (a leaf module).
+
+use virtrigaud_core::ProviderCapabilities;
+
+/// The capabilities of a provider on libvirt driver `driver` (`QEMU`, `TEST`, …), with or
+/// without registered domain events and a configured storage pool.
+///
+/// Snapshots and clones are declared here only: `snapshotter()` / `cloner()` follow these flags.
+pub(crate) fn declared(driver: &str, events: bool, storage_pool: bool) -> ProviderCapabilities {
+    let test = driver == "TEST";
+    let mut c = ProviderCapabilities::default();
+    c.reconfigure_online = true;
+    c.disk_expansion_online = !test;
+    c.snapshots = true;
+    c.memory_snapshots = true;
+    c.quiesced_snapshots = false;
+    c.linked_clones = storage_pool;
+    c.full_clones = storage_pool;
+    c.image_import = false;
+    c.supported_disk_types = &["qcow2"];
+    c.supported_network_types = &["virtio", "e1000", "rtl8139"];
+    c.acpi_shutdown = true;
+    c.agent_shutdown = !test;
+    // An ACPI press sent before the guest's acpid runs is lost: re-sending is useful.
+    c.repeatable_shutdown_signal = true;
+    c.power_state_watch = events;
+    c.reset = true;
+    c.reboot = true;
+    c.pause = true;
+    c.create = true;
+    c.delete = true;
+    c.reconfigure = true;
+    c.inventory = true;
+    c.list_vms = true;
+    c
+}

@@ -1,0 +1,153 @@
+//! Reading VMs and the host: describe, per-VM capabilities, list by labels, the inventory.
+
+use std::collections::BTreeMap;
+
+use virt::domain::Domain;
+use virt::sys;
+use virtrigaud_core::placement::{DatastoreInfo, HostInfo, Inventory, Resources};
+use virtrigaud_core::{DiskInfo, ErrorKind, Result, VmCapabilities, VmDescription, VmId};
+
+use crate::connection::Session;
+use crate::domain::{state_of, xml_of};
+use crate::domxml;
+use crate::volume::{GIB, pool};
+use crate::xml::Element;
+
+/// The capacity of each disk of `x` in GiB (rounded up), from the block device when the
+/// domain runs, else from the volume.
+fn disk_sizes(s: &Session, dom: &Domain, x: &Element) -> Vec<DiskInfo> {
+    domxml::disks(x)
+        .into_iter()
+        .map(|(target, src, _fmt)| {
+            let cap = s
+                .api_raw(|_| dom.block_info(&target, 0))
+                .map(|b| b.capacity)
+                .ok()
+                .or_else(|| {
+                    let p = src.as_deref()?;
+                    let vol = s.api_raw(|c| c.lookup_storage_vol_by_path(p)).ok()?;
+                    s.api_raw(|_| vol.info()).ok().map(|i| i.capacity)
+                });
+            DiskInfo::new(target, cap.unwrap_or(0).div_ceil(GIB))
+        })
+        .collect()
+}
+
+/// Describes `dom` (named `name`).
+pub(crate) fn describe(s: &Session, dom: &Domain, name: &str) -> Result<VmDescription> {
+    let state = state_of(s, dom, name)?;
+    let x = xml_of(s, dom, name, 0)?;
+    let mut d = VmDescription::new(VmId::new(name.to_owned()), name.to_owned(), state);
+    d.cpu = domxml::vcpus(&x).0;
+    d.memory_mib = x
+        .find("currentMemory")
+        .or_else(|| x.find("memory"))
+        .map(domxml::size_kib)
+        .unwrap_or(0)
+        / 1024;
+    d.labels = domxml::labels(&x);
+    d.host = s.api_raw(|c| c.hostname()).ok();
+    d.disks = disk_sizes(s, dom, &x);
+    if state.is_active() {
+        let cfg = xml_of(s, dom, name, sys::VIR_DOMAIN_XML_INACTIVE)?;
+        let mem_cfg = cfg.find("currentMemory").map(domxml::size_kib);
+        let mem_live = x.find("currentMemory").map(domxml::size_kib);
+        d.pending_power_cycle = domxml::vcpus(&cfg) != domxml::vcpus(&x)
+            || cfg.find("memory").map(domxml::size_kib) != x.find("memory").map(domxml::size_kib)
+            || (mem_cfg != mem_live && mem_cfg > x.find("memory").map(domxml::size_kib));
+    }
+    Ok(d)
+}
+
+/// Every domain whose labels include `want`, sorted by name.
+pub(crate) fn list(s: &Session, want: &BTreeMap<String, String>) -> Result<Vec<VmDescription>> {
+    let doms = s.api("list_vms", "", |c| c.list_all_domains(0))?;
+    let mut out = Vec::new();
+    for d in doms {
+        let Ok(name) = d.name() else {
+            continue;
+        };
+        match describe(s, &d, &name) {
+            Ok(desc) => {
+                if want.iter().all(|(k, v)| desc.labels.get(k) == Some(v)) {
+                    out.push(desc);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// What the domain can do now: agent, hot-plug headroom, disk growth, snapshot memory,
+/// whether it can be the source of a linked clone.
+pub(crate) fn vm_capabilities(s: &Session, name: &str) -> Result<VmCapabilities> {
+    let dom = crate::domain::lookup(s, name)?;
+    let st = state_of(s, &dom, name)?;
+    let x = xml_of(s, &dom, name, 0)?;
+    let mut c = VmCapabilities::default();
+    let (configured, live) = domxml::agent_channel(&x);
+    c.agent_configured = configured;
+    c.agent_connected = if st.is_off() || !configured {
+        Some(false)
+    } else {
+        s.hub().and_then(|h| h.agent_state(name)).or(live)
+    };
+    let (cur, max) = domxml::vcpus(&x);
+    c.cpu_hot_add = max > cur;
+    c.max_live_vcpus = max;
+    let max_kib = x.find("memory").map(domxml::size_kib).unwrap_or(0);
+    let cur_kib = x
+        .find("currentMemory")
+        .map(domxml::size_kib)
+        .unwrap_or(max_kib);
+    c.memory_hot_add = max_kib > cur_kib
+        && x.path("devices/memballoon")
+            .is_some_and(|b| b.get_attr("model") != Some("none"));
+    c.max_live_memory_mib = max_kib / 1024;
+    let disks = domxml::disks(&x);
+    c.disk_grow_online = !disks.is_empty();
+    let all_qcow2 = !disks.is_empty() && disks.iter().all(|d| d.2 == "qcow2");
+    c.snapshot_memory = all_qcow2 || s.driver() == "TEST";
+    c.snapshot_quiesce = false;
+    c.linked_clone_source = disks.iter().all(|d| d.1.is_some()) && !disks.is_empty();
+    Ok(c)
+}
+
+/// One host (this connection's node): its CPUs and memory, the vCPUs and memory of its
+/// running domains as the allocation, and the configured storage pool as its datastore.
+pub(crate) fn inventory(s: &Session) -> Result<Inventory> {
+    const OP: &str = "inventory";
+    let node = s.api(OP, "node", |c| c.node_info())?;
+    let hostname = s
+        .api_raw(|c| c.hostname())
+        .unwrap_or_else(|_| "localhost".into());
+    let mut host = HostInfo::new(
+        hostname,
+        Resources::new(u64::from(node.cpus), node.memory / 1024),
+    );
+    let doms = s.api(OP, "domains", |c| {
+        c.list_all_domains(sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+    })?;
+    let mut alloc = Resources::default();
+    for d in doms {
+        if let (Ok(name), Ok(info)) = (d.name(), s.api_raw(|_| d.info())) {
+            alloc.cpu += u64::from(info.nr_virt_cpu);
+            alloc.memory_mib += info.memory / 1024;
+            host.vms.push(name);
+        }
+    }
+    host.allocated = alloc;
+    let mut inv = Inventory::default();
+    if let Some(pool) = pool(s)? {
+        let info = s.api(OP, "storage_pool", |_| pool.info())?;
+        let name = s.cfg().storage_pool.clone().unwrap_or_default();
+        host.datastores.push(name.clone());
+        inv.datastores
+            .push(DatastoreInfo::new(name, info.available / GIB));
+    }
+    inv.hosts.push(host);
+    Ok(inv)
+}
