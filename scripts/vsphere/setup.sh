@@ -76,9 +76,11 @@ healthy() {
 }
 
 # 3. Start vcsim (or reuse a healthy one we started).
-# A running vcsim built from an older main.go is restarted (it would lack newer knobs).
+# A running vcsim built from an older main.go, or with another VM count, is restarted.
+VMS=20
+RUN_SUM="$SRC_SUM-vms$VMS"
 if [ -f "$RUN/vcsim.pid" ] && kill -0 "$(cat "$RUN/vcsim.pid")" 2>/dev/null && healthy \
-   && [ "$(cat "$RUN/vcsim.src" 2>/dev/null)" = "$SRC_SUM" ]; then
+   && [ "$(cat "$RUN/vcsim.src" 2>/dev/null)" = "$RUN_SUM" ]; then
   log "vcsim already running (pid $(cat "$RUN/vcsim.pid")) at $URL"
 else
   if [ -f "$RUN/vcsim.pid" ] && kill -0 "$(cat "$RUN/vcsim.pid")" 2>/dev/null; then
@@ -86,12 +88,12 @@ else
     kill "$(cat "$RUN/vcsim.pid")" || true; sleep 1
   fi
   log "starting vcsim on 127.0.0.1:$PORT"
-  # 12 VMs per host/resource pool (24 in all) so every test and conformance check gets its own VM.
-  nohup "$BIN" -l "127.0.0.1:$PORT" -username "$USER_NAME" -password "$PASSWORD" -vm 12 -tools-running \
+  # $VMS VMs per host/resource pool so every test and conformance check gets its own VM.
+  nohup "$BIN" -l "127.0.0.1:$PORT" -username "$USER_NAME" -password "$PASSWORD" -vm "$VMS" -tools-running \
     -tls-cert "$PKI/server.pem" -tls-key "$PKI/server.key" \
     >"$RUN/vcsim.out" 2>"$RUN/vcsim.log" </dev/null &
   echo $! > "$RUN/vcsim.pid"
-  echo "$SRC_SUM" > "$RUN/vcsim.src"
+  echo "$RUN_SUM" > "$RUN/vcsim.src"
   for i in $(seq 1 100); do
     healthy && break
     kill -0 "$(cat "$RUN/vcsim.pid")" 2>/dev/null || die "vcsim exited; see $RUN/vcsim.log"

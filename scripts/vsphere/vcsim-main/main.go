@@ -140,13 +140,28 @@ func main() {
 // powered-on VM with a delay is answered at once (the request is delivered, as on real vSphere),
 // and the original SOAP request is replayed to the simulator after the delay, which then powers
 // the VM off (property-collector updates and events as usual). A ShutdownGuest while one is
-// pending is answered without scheduling another. VMs without a delay behave as before.
-var guestShutdownDelays = &delays{ms: map[string]int{}, pending: map[string]bool{}}
+// pending is answered without scheduling another. A pending shutdown belongs to the guest's
+// run and personality: PowerOffVM_Task, ResetVM_Task or RebootGuest in between drop it, and so
+// does setting the knob again (ms=3600000 models a guest that ignores
+// ShutdownGuest). VMs without a delay behave as before.
+var guestShutdownDelays = &delays{ms: map[string]int{}, pending: map[string]bool{}, gen: map[string]int{}}
 
 type delays struct {
 	mu      sync.Mutex
 	ms      map[string]int
 	pending map[string]bool
+	gen     map[string]int
+}
+
+// endsRunRe matches the calls that end the guest's run (or its pending shutdown with it).
+var endsRunRe = regexp.MustCompile(`<(?:[A-Za-z0-9_]+:)?(?:PowerOffVM_Task|ResetVM_Task|RebootGuest)[\s>][\s\S]*?<(?:[A-Za-z0-9_]+:)?_this[^>]*>\s*([^<\s]+)\s*<`)
+
+// forget drops the VM's pending delayed shutdown.
+func (d *delays) forget(ref string) {
+	d.mu.Lock()
+	d.gen[ref]++
+	delete(d.pending, ref)
+	d.mu.Unlock()
 }
 
 const delayPath = "/virtrigaud/guest-shutdown-delay"
@@ -155,6 +170,27 @@ var shutdownGuestRe = regexp.MustCompile(`<(?:[A-Za-z0-9_]+:)?ShutdownGuest[\s>]
 
 const shutdownGuestResponse = `<?xml version="1.0" encoding="UTF-8"?>
 <soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><ShutdownGuestResponse xmlns="urn:vim25"></ShutdownGuestResponse></soapenv:Body></soapenv:Envelope>`
+
+var rebootGuestRe = regexp.MustCompile(`<(?:[A-Za-z0-9_]+:)?RebootGuest[\s>][\s\S]*?<(?:[A-Za-z0-9_]+:)?_this[^>]*>\s*([^<\s]+)\s*<`)
+
+const rebootGuestResponse = `<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><RebootGuestResponse xmlns="urn:vim25"></RebootGuestResponse></soapenv:Body></soapenv:Envelope>`
+
+const invalidPowerStateFault = `<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>The attempted operation cannot be performed in the current state (Powered off).</faultstring><detail><InvalidPowerStateFault xmlns="urn:vim25" xsi:type="InvalidPowerState"><requestedState>poweredOn</requestedState><existingState>poweredOff</existingState></InvalidPowerStateFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>`
+
+// rebootGuest answers RebootGuest, which vcsim 0.24 lacks (MethodNotFound), as vCenter does
+// for a guest with VMware Tools: the guest restarts inside its run, so the VM stays
+// poweredOn; a VM that is not powered on gets InvalidPowerState.
+func rebootGuest(w http.ResponseWriter, ref string) {
+	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+	if !poweredOn(ref) {
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = io.WriteString(w, invalidPowerStateFault)
+		return
+	}
+	_, _ = io.WriteString(w, rebootGuestResponse)
+}
 
 func poweredOn(ref string) bool {
 	obj := simulator.Map.Get(types.ManagedObjectReference{Type: "VirtualMachine", Value: ref})
@@ -185,6 +221,13 @@ func (d *delays) wrap(inner http.Handler, sdkPath string) http.Handler {
 			return
 		}
 		r.Body = ioutil.NopCloser(bytes.NewReader(body))
+		if m := endsRunRe.FindSubmatch(body); m != nil {
+			d.forget(string(m[1]))
+		}
+		if m := rebootGuestRe.FindSubmatch(body); m != nil {
+			rebootGuest(w, string(m[1]))
+			return
+		}
 		m := shutdownGuestRe.FindSubmatch(body)
 		if m == nil {
 			inner.ServeHTTP(w, r)
@@ -201,20 +244,27 @@ func (d *delays) wrap(inner http.Handler, sdkPath string) http.Handler {
 		d.mu.Lock()
 		schedule := !d.pending[ref]
 		d.pending[ref] = true
+		gen := d.gen[ref]
 		d.mu.Unlock()
 		if schedule {
 			replay := r.Clone(context.Background())
 			go func() {
 				time.Sleep(time.Duration(ms) * time.Millisecond)
+				d.mu.Lock()
+				current := d.gen[ref] == gen
+				if current {
+					delete(d.pending, ref)
+				}
+				d.mu.Unlock()
+				if !current || !poweredOn(ref) {
+					return
+				}
 				replay.Body = ioutil.NopCloser(bytes.NewReader(body))
 				rec := httptest.NewRecorder()
 				inner.ServeHTTP(rec, replay)
 				if rec.Code != http.StatusOK {
 					log.Printf("delayed ShutdownGuest of %s: HTTP %d: %s", ref, rec.Code, rec.Body.String())
 				}
-				d.mu.Lock()
-				delete(d.pending, ref)
-				d.mu.Unlock()
 			}()
 		}
 		w.Header().Set("Content-Type", "text/xml; charset=utf-8")
@@ -244,5 +294,6 @@ func (d *delays) set(w http.ResponseWriter, r *http.Request) {
 		d.ms[ref] = ms
 	}
 	d.mu.Unlock()
+	d.forget(ref)
 	fmt.Fprintf(w, "{\"vm\":%q,\"ms\":%d}\n", ref, ms)
 }

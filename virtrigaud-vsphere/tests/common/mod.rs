@@ -101,18 +101,44 @@ fn soap_env(body: &str) -> String {
     )
 }
 
+/// An HTTP client that trusts vcsim's CA (from the environment).
+fn vcsim_http() -> reqwest::Client {
+    let mut b = reqwest::Client::builder();
+    if let Ok(f) = std::env::var("VIRTRIGAUD_VSPHERE_CA_FILE")
+        && !f.is_empty()
+    {
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&std::fs::read(f).expect("ca")).expect("pem");
+        b = b.tls_certs_only(certs);
+    }
+    b.build().expect("client")
+}
+
+/// Sets the guest's shutdown delay with the project vcsim's knob
+/// (scripts/vsphere/vcsim-main/main.go): `ShutdownGuest` is delivered, and the guest powers
+/// off `ms` later; 0 removes the delay. An hour models a guest that ignores the request.
+pub async fn set_guest_shutdown_delay(vm: &VmId, ms: u64) {
+    let url = std::env::var("VIRTRIGAUD_VSPHERE_URL").expect("url");
+    let base = url.trim_end_matches('/').trim_end_matches("/sdk");
+    let resp = vcsim_http()
+        .post(format!(
+            "{base}/virtrigaud/guest-shutdown-delay?vm={}&ms={ms}",
+            vm.as_str()
+        ))
+        .send()
+        .await
+        .expect("vcsim delay knob");
+    assert!(
+        resp.status().is_success(),
+        "vcsim delay knob: HTTP {} (a vcsim without the knob?)",
+        resp.status()
+    );
+}
+
 impl RawSession {
     pub async fn login() -> RawSession {
         let url = std::env::var("VIRTRIGAUD_VSPHERE_URL").expect("url");
-        let mut b = reqwest::Client::builder();
-        if let Ok(f) = std::env::var("VIRTRIGAUD_VSPHERE_CA_FILE")
-            && !f.is_empty()
-        {
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&std::fs::read(f).expect("ca")).expect("pem");
-            b = b.tls_certs_only(certs);
-        }
-        let http = b.build().expect("client");
+        let http = vcsim_http();
         let mut s = RawSession {
             http,
             url,

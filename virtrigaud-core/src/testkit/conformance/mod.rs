@@ -96,6 +96,23 @@ pub async fn run_all(provider: Arc<dyn Provider>, fixture: &dyn Fixture) -> Repo
         "capabilities_tell_the_truth",
         capabilities_tell_the_truth(p, fixture).await,
     );
+    report.push(
+        "reboot_comes_back_running",
+        reboot_comes_back_running(p, fixture).await,
+    );
+    report.push("reset_keeps_running", reset_keeps_running(p, fixture).await);
+    report.push(
+        "pause_resume_round_trip",
+        pause_resume_round_trip(p, fixture).await,
+    );
+    report.push(
+        "escalation_shortens_or_forces",
+        escalation_shortens_or_forces(p, fixture).await,
+    );
+    report.push(
+        "cancelled_shutdown_is_honest",
+        cancelled_shutdown_is_honest(p, fixture).await,
+    );
     report
 }
 
@@ -121,6 +138,13 @@ macro_rules! attempt {
         }
     };
 }
+
+mod lifecycle;
+
+pub use lifecycle::{
+    cancelled_shutdown_is_honest, escalation_shortens_or_forces, pause_resume_round_trip,
+    reboot_comes_back_running, reset_keeps_running,
+};
 
 /// Runs `check` on a fresh cooperative VM from the fixture, then cleans the VM up.
 async fn with_vm(
