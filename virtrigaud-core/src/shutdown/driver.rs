@@ -8,10 +8,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::time::{Instant, sleep_until, timeout};
 
+use super::context::ShutdownContext;
 use super::events::{ShutdownEvent, ShutdownEventKind};
 use super::lease::{Lease, to_ms, wall_add};
 use super::machine::{Command, Input, Machine, MachineCaps, later};
-use super::manager::Shared;
 use super::metrics;
 use super::outcome::{ShutdownOutcome, ShutdownReport};
 use super::policy::ShutdownPolicy;
@@ -26,11 +26,10 @@ use crate::vm::{ShutdownChannel, VmId};
 /// the largest set of locals alive across one await (the wait: a sleep, a wake-up and the
 /// next pushed state). Provider calls are boxed for the same reason.
 pub(crate) struct ShutdownTask {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) slot: Arc<Slot>,
-    pub(crate) id: u64,
-    pub(crate) vm: VmId,
-    pub(crate) machine: Machine,
+    ctx: Arc<ShutdownContext>,
+    slot: Arc<Slot>,
+    vm: VmId,
+    machine: Machine,
     stream: Option<PowerStateStream>,
     /// The lease as journalled (only with a durable journal).
     lease: Option<Box<Lease>>,
@@ -43,29 +42,19 @@ pub(crate) struct ShutdownTask {
     off_observed: Option<Instant>,
 }
 
-impl Drop for ShutdownTask {
-    fn drop(&mut self) {
-        // Dropped before its report (the manager was dropped, the runtime shut down): tell
-        // every waiter instead of leaving them hanging.
-        self.slot.abandon();
-    }
-}
-
 impl ShutdownTask {
     /// A task for `vm` under `policy`, whose grace ends at `deadline`.
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        ctx: Arc<ShutdownContext>,
         slot: Arc<Slot>,
-        id: u64,
         vm: VmId,
         policy: ShutdownPolicy,
         deadline: Instant,
     ) -> Self {
-        let caps = MachineCaps::from_provider(&shared.provider.capabilities(), false);
+        let caps = MachineCaps::from_provider(&ctx.provider.capabilities(), false);
         ShutdownTask {
-            shared,
+            ctx,
             slot,
-            id,
             vm,
             machine: Machine::new(policy, caps, deadline),
             stream: None,
@@ -81,10 +70,10 @@ impl ShutdownTask {
 
     /// Sends a progress event, building it only when someone listens.
     fn emit(&self, kind: impl FnOnce() -> ShutdownEventKind) {
-        if self.shared.events.receiver_count() == 0 {
+        if self.ctx.events.receiver_count() == 0 {
             return;
         }
-        let _ = self.shared.events.send(ShutdownEvent {
+        let _ = self.ctx.events.send(ShutdownEvent {
             vm: self.vm.clone(),
             elapsed: Instant::now().saturating_duration_since(self.started),
             kind: kind(),
@@ -100,7 +89,7 @@ impl ShutdownTask {
     ) -> Pin<Box<dyn Future<Output = Option<Result<T>>> + Send + 'a>> {
         call(
             &self.slot,
-            self.shared.provider.provider_type(),
+            self.ctx.provider.provider_type(),
             &self.vm,
             op,
             limit,
@@ -108,7 +97,7 @@ impl ShutdownTask {
         )
     }
 
-    /// Runs the shutdown to its end and publishes the report.
+    /// Runs the shutdown to its end and returns its report (the manager publishes it).
     ///
     /// Not an `async fn`: that would keep a second copy of `self` in the future (the
     /// argument and its rebinding); the `async move` block mutates its capture in place.
@@ -116,9 +105,9 @@ impl ShutdownTask {
         clippy::manual_async_fn,
         reason = "an async fn would hold `self` twice in every waiting shutdown"
     )]
-    pub(crate) fn run(mut self) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn run(mut self) -> impl Future<Output = ShutdownReport> + Send + 'static {
         async move {
-            let report = match Box::pin(self.open_lease()).await {
+            match Box::pin(self.open_lease()).await {
                 Ok(()) => {
                     let report = self.drive().await;
                     Box::pin(self.close_lease()).await;
@@ -126,13 +115,7 @@ impl ShutdownTask {
                 }
                 // Another process drives this VM: leave it (and its lease) alone.
                 Err(error) => self.refused(error),
-            };
-            if let Ok(mut map) = self.shared.in_flight.lock()
-                && map.get(&self.vm).is_some_and(|f| f.id == self.id)
-            {
-                map.remove(&self.vm);
             }
-            self.slot.finish(report);
         }
     }
 
@@ -141,14 +124,14 @@ impl ShutdownTask {
     /// original grace, or less if this request asks for less; a stale one is discarded.
     /// `Err` only when another process holds the lease.
     async fn open_lease(&mut self) -> Result<()> {
-        let shared = Arc::clone(&self.shared);
-        if !shared.journal.is_durable() {
+        let ctx = Arc::clone(&self.ctx);
+        if !ctx.journal.is_durable() {
             return Ok(());
         }
         let requested_at = Instant::now();
         let requested = self.slot.deadline().saturating_duration_since(requested_at);
-        let mut existing = match shared
-            .journal_call("read", shared.journal.get(&shared.scope, &self.vm))
+        let mut existing = match ctx
+            .journal_call("read", ctx.journal.get(&ctx.scope, &self.vm))
             .await
         {
             Ok(l) => l,
@@ -159,8 +142,8 @@ impl ShutdownTask {
         };
         self.calls += 1;
         let read_budget = self.machine.policy().read_budget;
-        let incarnation = shared.incarnation(&self.vm, read_budget).await;
-        let wall_now = shared.clock.now();
+        let incarnation = ctx.incarnation(&self.vm, read_budget).await;
+        let wall_now = ctx.clock.now();
         if let Some(lease) = &existing
             && let Some(reason) = lease.staleness(
                 wall_now,
@@ -168,7 +151,7 @@ impl ShutdownTask {
                 self.machine.policy().force_budget,
             )
         {
-            shared.discard_stale(lease, reason).await;
+            ctx.discard_stale(lease, reason).await;
             existing = None;
         }
         let lease = match existing {
@@ -189,7 +172,7 @@ impl ShutdownTask {
                 lease
             }
             None => Lease::new(
-                &shared.scope,
+                &ctx.scope,
                 self.vm.clone(),
                 wall_now,
                 wall_add(wall_now, requested),
@@ -197,23 +180,15 @@ impl ShutdownTask {
             .with_incarnation(incarnation),
         };
         self.machine.reset_deadline(self.slot.deadline());
-        match shared
-            .journal_call("record", shared.journal.record(&lease))
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if e.is(crate::ErrorKind::Conflict) => return Err(e),
-            Err(e) => {
-                tracing::warn!(vm = %self.vm, error = %e, "could not journal the shutdown; it is not restart-safe");
-            }
-        }
+        ctx.record(&lease, "the shutdown; it is not restart-safe")
+            .await?;
         self.lease = Some(Box::new(lease));
         Ok(())
     }
 
     /// Records the first delivered request in the lease, so a restart does not send it again.
     async fn journal_signal(&mut self, channel: ShutdownChannel) {
-        let shared = Arc::clone(&self.shared);
+        let ctx = Arc::clone(&self.ctx);
         let Some(lease) = self.lease.as_mut() else {
             return;
         };
@@ -221,22 +196,19 @@ impl ShutdownTask {
             return;
         }
         lease.signalled = Some(channel);
-        if let Err(e) = shared
-            .journal_call("record", shared.journal.record(lease))
-            .await
-        {
+        if let Err(e) = ctx.journal_call("record", ctx.journal.record(lease)).await {
             tracing::warn!(vm = %self.vm, error = %e, "could not journal the delivered request");
         }
     }
 
     /// Removes the lease at the end.
     async fn close_lease(&mut self) {
-        let shared = &self.shared;
+        let ctx = &self.ctx;
         if self.lease.take().is_none() {
             return;
         }
-        if let Err(e) = shared
-            .journal_call("remove", shared.journal.remove(&shared.scope, &self.vm))
+        if let Err(e) = ctx
+            .journal_call("remove", ctx.journal.remove(&ctx.scope, &self.vm))
             .await
         {
             tracing::warn!(vm = %self.vm, error = %e, "could not remove the shutdown lease");
@@ -258,14 +230,14 @@ impl ShutdownTask {
             resumed: false,
             off_observed: None,
         };
-        metrics::finished(self.shared.provider.provider_type(), &report);
+        metrics::finished(self.ctx.provider.provider_type(), &report);
         self.emit(|| ShutdownEventKind::Finished(report.outcome.clone()));
         report
     }
 
     /// Drives the machine to its end.
     async fn drive(&mut self) -> ShutdownReport {
-        let provider = Arc::clone(&self.shared.provider);
+        let provider = Arc::clone(&self.ctx.provider);
         let read_budget = self.machine.policy().read_budget;
 
         // Subscribe before the first read so no change is missed.
@@ -379,7 +351,7 @@ impl ShutdownTask {
 
     /// Executes one command other than waiting and finishing.
     async fn execute(&mut self, cmd: Command) -> Input {
-        let provider = Arc::clone(&self.shared.provider);
+        let provider = Arc::clone(&self.ctx.provider);
         match cmd {
             Command::ReadPowerState { timeout: t } => {
                 self.calls += 1;
@@ -404,7 +376,7 @@ impl ShutdownTask {
                     .as_ref()
                     .map(|h| h.command.clone())
                     .unwrap_or_default();
-                let result = match &self.shared.pre_stop {
+                let result = match &self.ctx.pre_stop {
                     Some(exec) => self.call("pre_stop", t, exec.exec(&self.vm, &argv)).await,
                     None => Some(Err(
                         Error::unsupported("pre_stop").with_resource(self.vm.to_string())
@@ -526,15 +498,12 @@ impl ShutdownTask {
         }
         let left = self.machine.deadline().saturating_duration_since(now);
         self.emit(|| ShutdownEventKind::Shortened { remaining: left });
-        let shared = Arc::clone(&self.shared);
+        let ctx = Arc::clone(&self.ctx);
         let Some(lease) = self.lease.as_mut() else {
             return;
         };
-        lease.deadline_ms = to_ms(wall_add(shared.clock.now(), left));
-        if let Err(e) = shared
-            .journal_call("record", shared.journal.record(lease))
-            .await
-        {
+        lease.deadline_ms = to_ms(wall_add(ctx.clock.now(), left));
+        if let Err(e) = ctx.journal_call("record", ctx.journal.record(lease)).await {
             tracing::warn!(vm = %self.vm, error = %e, "could not journal the shortened deadline");
         }
     }

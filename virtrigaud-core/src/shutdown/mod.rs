@@ -19,6 +19,7 @@
 //! down in ordered groups under a concurrency cap and one overall deadline.
 
 mod clock;
+mod context;
 mod driver;
 mod events;
 mod file_journal;
