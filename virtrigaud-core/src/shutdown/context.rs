@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 
 use super::clock::WallClock;
 use super::events::{ShutdownEvent, ShutdownEventKind};
@@ -33,6 +34,24 @@ pub(crate) struct ShutdownContext {
 }
 
 impl ShutdownContext {
+    /// Sends a progress event of `vm`'s shutdown whose grace started at `started`, building it
+    /// only when someone listens.
+    pub(crate) fn emit(
+        &self,
+        vm: &VmId,
+        started: Instant,
+        kind: impl FnOnce() -> ShutdownEventKind,
+    ) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        let _ = self.events.send(ShutdownEvent {
+            vm: vm.clone(),
+            elapsed: Instant::now().saturating_duration_since(started),
+            kind: kind(),
+        });
+    }
+
     /// Runs one journal call within the journal budget.
     pub(crate) async fn journal_call<T>(
         &self,

@@ -13,7 +13,10 @@
 //! - "already off" from the hard power-off is success (the guest won the race);
 //! - a NotFound mid-shutdown is confirmed by fresh reads before the VM counts as vanished;
 //! - a retryable failure to deliver the request is retried with backoff inside the grace;
-//! - a cancelled shutdown disarms the provider's server-side deadline before it ends.
+//! - a cancelled shutdown disarms the provider's server-side deadline before it ends;
+//! - the machine owns the deadline: it is built with the final one (after any journalled
+//!   lease), and a join or a force moves it only earlier, as an input
+//!   ([`Input::Shortened`], [`Input::Forced`]), answered by [`Command::Persist`].
 
 use std::time::Duration;
 
@@ -45,8 +48,10 @@ pub enum Command {
         /// Time box.
         timeout: Duration,
     },
-    /// Run the pre-stop hook, within `timeout`.
+    /// Run the pre-stop hook's `argv`, within `timeout`.
     RunPreStop {
+        /// The hook's command (program first).
+        argv: Vec<String>,
         /// Time box.
         timeout: Duration,
     },
@@ -89,6 +94,14 @@ pub enum Command {
         /// Time box.
         timeout: Duration,
     },
+    /// The deadline moved earlier (after [`Input::Shortened`] or [`Input::Forced`]): record
+    /// it where a restart will find it, then answer [`Input::Persisted`].
+    Persist {
+        /// The new deadline.
+        deadline: Instant,
+        /// Time left until it.
+        remaining: Duration,
+    },
     /// Done.
     Finish(ShutdownOutcome),
 }
@@ -118,6 +131,16 @@ pub enum Input {
     Disarmed(Result<(), Error>),
     /// The caller cancelled.
     Cancel,
+    /// A joined request or a caller moved the deadline to `at` (a later one changes
+    /// nothing). May arrive at any time, also while a command is pending: the machine answers
+    /// [`Command::Persist`] if its deadline moved, and after [`Input::Persisted`] repeats the
+    /// pending command (a wait outside the hard power-off is planned anew against the new
+    /// deadline).
+    Shortened(Instant),
+    /// Power off now: the deadline moves to the current time ([`Input::Shortened`] to now).
+    Forced,
+    /// [`Command::Persist`] is done.
+    Persisted,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +216,8 @@ pub struct Machine {
     pre_stop_done: bool,
     shortened_to_zero: bool,
     outcome: Option<ShutdownOutcome>,
+    /// The last command other than [`Command::Persist`], repeated after a deadline change.
+    pending: Option<Command>,
 }
 
 impl Machine {
@@ -224,7 +249,18 @@ impl Machine {
             pre_stop_done: false,
             shortened_to_zero: false,
             outcome: None,
+            pending: None,
         }
+    }
+
+    /// The same machine continuing a shutdown whose request on `channel` was already
+    /// delivered (by a process that crashed since): no pre-stop hook and no first request
+    /// again.
+    pub fn resumed(mut self, channel: ShutdownChannel) -> Self {
+        self.channel = Some(channel);
+        self.signals_sent = 1;
+        self.pre_stop_done = true;
+        self
     }
 
     /// The current grace deadline.
@@ -255,59 +291,37 @@ impl Machine {
     pub fn is_forcing(&self) -> bool {
         matches!(self.phase, Phase::Forcing | Phase::ConfirmingOff)
     }
-    /// Switches to polling (the push stream is gone).
-    pub fn disable_push(&mut self) {
-        self.caps.push = false;
-    }
-    /// Switches to pushed power states (a stream was obtained). Only before [`Machine::start`].
-    pub fn enable_push(&mut self) {
-        if self.phase == Phase::Init {
-            self.caps.push = true;
-        }
-    }
-    /// Sets the deadline before [`Machine::start`] (for example to a journalled one, which
-    /// may already have passed); afterwards, use [`Machine::shorten`].
-    pub fn reset_deadline(&mut self, deadline: Instant) {
-        if self.phase == Phase::Init {
-            self.deadline = deadline;
-        }
-    }
-    /// Continues a shutdown whose request on `channel` was already delivered (by a process
-    /// that crashed since): no pre-stop hook and no first request again. Only before
-    /// [`Machine::start`].
-    pub fn resume_signalled(&mut self, channel: ShutdownChannel) {
-        if self.phase == Phase::Init {
-            self.channel = Some(channel);
-            self.signals_sent = 1;
-            self.pre_stop_done = true;
-        }
-    }
-    /// The policy this machine runs.
-    pub fn policy(&self) -> &ShutdownPolicy {
-        &self.policy
-    }
-
-    /// Moves the deadline earlier; a later deadline is ignored (nothing lengthens a grace
-    /// period). A deadline at or before `now` forces at the next step.
-    pub fn shorten(&mut self, deadline: Instant, now: Instant) {
-        if deadline < self.deadline {
-            self.deadline = deadline;
-            if deadline <= now {
-                self.shortened_to_zero = true;
-            }
-        }
-    }
 
     /// Starts the machine.
-    pub fn start(&mut self, _now: Instant) -> Command {
+    pub fn start(&mut self) -> Command {
         self.phase = Phase::Inspecting;
-        Command::ReadPowerState {
+        self.issue(Command::ReadPowerState {
             timeout: self.policy.read_budget,
-        }
+        })
     }
 
     /// Feeds one input and returns the next command.
     pub fn on(&mut self, input: Input, now: Instant) -> Command {
+        let cmd = self.step(input, now);
+        self.issue(cmd)
+    }
+
+    /// Remembers `cmd` as pending (a [`Command::Persist`] comes in between) and returns it.
+    fn issue(&mut self, cmd: Command) -> Command {
+        if !matches!(cmd, Command::Persist { .. }) {
+            self.pending = Some(cmd.clone());
+        }
+        cmd
+    }
+
+    fn step(&mut self, input: Input, now: Instant) -> Command {
+        // A deadline change is recorded in every phase (a report's grace says what applied).
+        match input {
+            Input::Shortened(at) => return self.shorten(at, now),
+            Input::Forced => return self.shorten(now, now),
+            Input::Persisted => return self.repeat_pending(now),
+            _ => {}
+        }
         if self.phase == Phase::Done {
             return self.finished();
         }
@@ -326,28 +340,28 @@ impl Machine {
             other => other,
         };
         match self.phase {
-            Phase::Init => self.start(now),
+            Phase::Init => self.start(),
             Phase::Inspecting => self.on_inspecting(input, now),
             Phase::PreStop => match input {
                 Input::PreStopDone(_) => {
                     self.pre_stop_done = true;
                     self.choose_channel(now)
                 }
-                _ => self.unexpected(now),
+                _ => self.unexpected(),
             },
             Phase::Resuming => match input {
                 Input::Resumed(Ok(())) => self.after_running(now),
                 Input::Resumed(Err(e)) if e.is(ErrorKind::NotFound) => self.not_found(now),
                 Input::Resumed(Err(_)) => self.force(ForcedReason::GuestPaused, now),
-                _ => self.unexpected(now),
+                _ => self.unexpected(),
             },
             Phase::Probing => match input {
                 Input::AgentProbed(result) => self.on_probed(result, now),
-                _ => self.unexpected(now),
+                _ => self.unexpected(),
             },
             Phase::Signalling => match input {
                 Input::Signalled(result) => self.on_signalled(result, now),
-                _ => self.unexpected(now),
+                _ => self.unexpected(),
             },
             Phase::Waiting => self.on_waiting(input, now),
             Phase::Forcing => self.on_forcing(input, now),
@@ -370,6 +384,32 @@ impl Machine {
                 },
             },
             Phase::Done => self.finished(),
+        }
+    }
+
+    /// Moves the deadline to `at` if that is earlier (nothing lengthens a grace period); at
+    /// or before `now`, that is a force. Asks for the move to be persisted.
+    fn shorten(&mut self, at: Instant, now: Instant) -> Command {
+        if at >= self.deadline {
+            return self.repeat_pending(now);
+        }
+        self.deadline = at;
+        if at <= now {
+            self.shortened_to_zero = true;
+        }
+        Command::Persist {
+            deadline: at,
+            remaining: self.remaining(now),
+        }
+    }
+
+    /// The pending command again, after a deadline change: a call decided before it is made
+    /// as decided; a wait (but the hard power-off's pauses) is planned anew.
+    fn repeat_pending(&mut self, now: Instant) -> Command {
+        match &self.pending {
+            Some(Command::Wait { .. }) if !self.is_forcing() => self.step(Input::Wake, now),
+            Some(cmd) => cmd.clone(),
+            None => self.step(Input::Wake, now),
         }
     }
 
@@ -417,7 +457,7 @@ impl Machine {
     }
 
     /// An input that does not belong to the phase (a driver bug): re-inspect the VM.
-    fn unexpected(&mut self, _now: Instant) -> Command {
+    fn unexpected(&mut self) -> Command {
         if self.is_forcing() {
             self.phase = Phase::ConfirmingOff;
         } else {
@@ -456,7 +496,7 @@ impl Machine {
                         .max(MIN_BOX),
                 };
             }
-            _ => return self.unexpected(now),
+            _ => return self.unexpected(),
         };
         match result {
             Ok(state) => {
@@ -520,9 +560,10 @@ impl Machine {
         if !self.pre_stop_done
             && let Some(hook) = &self.policy.pre_stop
         {
-            let budget = hook.budget;
+            let (argv, budget) = (hook.command.clone(), hook.budget);
             self.phase = Phase::PreStop;
             return Command::RunPreStop {
+                argv,
                 timeout: self.stage(budget, now),
             };
         }
@@ -559,14 +600,7 @@ impl Machine {
     }
 
     fn no_agent(&mut self, now: Instant) -> Command {
-        let acpi_allowed = match self.policy.channel {
-            ChannelPreference::Auto => true,
-            ChannelPreference::AgentOnly => {
-                self.policy.on_missing_agent == MissingAgent::FallBackToAcpi
-            }
-            ChannelPreference::AcpiOnly => true,
-        };
-        if acpi_allowed && self.caps.acpi {
+        if self.acpi_allowed() && self.caps.acpi {
             return self.signal(ShutdownChannel::Acpi, now);
         }
         if self.policy.channel == ChannelPreference::AgentOnly
@@ -657,6 +691,8 @@ impl Machine {
         }
     }
 
+    /// Whether the policy lets a request go out on ACPI (always, but agent-only without the
+    /// fall-back).
     fn acpi_allowed(&self) -> bool {
         match self.policy.channel {
             ChannelPreference::Auto | ChannelPreference::AcpiOnly => true,
@@ -746,7 +782,7 @@ impl Machine {
                 Err(e) if e.is(ErrorKind::NotFound) => self.not_found(now),
                 Err(_) => self.wake(now),
             },
-            _ => self.unexpected(now),
+            _ => self.unexpected(),
         }
     }
 
@@ -865,7 +901,7 @@ impl Machine {
                 let reason = self.forced.unwrap_or(ForcedReason::Timeout);
                 self.force(reason, now)
             }
-            _ => self.unexpected(now),
+            _ => self.unexpected(),
         }
     }
 
@@ -914,7 +950,7 @@ impl Machine {
                     until: later(now, RETRY_PAUSE.min(left)),
                 }
             }
-            _ => self.unexpected(now),
+            _ => self.unexpected(),
         }
     }
 }
@@ -950,7 +986,7 @@ mod tests {
         let policy = ShutdownPolicy::with_grace(secs(30));
         let mut m = Machine::new(policy, caps(true), t0 + secs(30));
         let mut now = t0;
-        let mut cmd = m.start(now);
+        let mut cmd = m.start();
         let mut hard_offs = Vec::new();
         for _ in 0..100 {
             let input = match cmd {
@@ -995,7 +1031,7 @@ mod tests {
             caps(true),
             t0 + secs(30),
         );
-        let _ = m.start(t0);
+        let _ = m.start();
         let _ = m.on(Input::PowerState(Ok(PowerState::Running)), t0);
         let _ = m.on(Input::AgentProbed(Ok(AgentStatus::NotConnected)), t0);
         let cmd = m.on(Input::Signalled(Ok(())), t0);
@@ -1025,9 +1061,10 @@ mod tests {
             caps(true),
             t0 + secs(30),
         );
-        m.shorten(t0 + secs(60), t0);
+        let _ = m.start();
+        let _ = m.on(Input::Shortened(t0 + secs(60)), t0);
         assert_eq!(m.deadline(), t0 + secs(30));
-        m.shorten(t0 + secs(10), t0);
+        let _ = m.on(Input::Shortened(t0 + secs(10)), t0);
         assert_eq!(m.deadline(), t0 + secs(10));
     }
 
@@ -1039,7 +1076,7 @@ mod tests {
             caps(false),
             t0 + secs(5),
         );
-        let _ = m.start(t0);
+        let _ = m.start();
         let _ = m.on(Input::PowerState(Ok(PowerState::Running)), t0);
         let _ = m.on(Input::AgentProbed(Ok(AgentStatus::NotConnected)), t0);
         let _ = m.on(Input::Signalled(Ok(())), t0);

@@ -397,7 +397,7 @@ impl ShutdownHandle {
     pub fn wait(self) -> impl Future<Output = ShutdownReport> + Send + 'static {
         async move {
             if self.cancelled.load(Ordering::Acquire) && !self.slot.is_cancelled() {
-                return super::slot::detached_report();
+                return ShutdownReport::detached();
             }
             self.slot.report().await
         }
