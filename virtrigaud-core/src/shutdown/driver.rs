@@ -72,46 +72,57 @@ impl ShutdownTask {
         }
     }
 
-    /// Runs the shutdown to its end and returns its report (the manager publishes it).
+    /// Runs the shutdown to its end and returns its VM and report (the manager deregisters
+    /// the VM and publishes the report).
     ///
-    /// Not an `async fn`: that would keep a second copy of `self` in the future (the
-    /// argument and its rebinding); the `async move` block mutates its capture in place.
-    #[allow(
-        clippy::manual_async_fn,
-        reason = "an async fn would hold `self` twice in every waiting shutdown"
-    )]
-    pub(crate) fn run(mut self) -> impl Future<Output = ShutdownReport> + Send + 'static {
+    /// Not an `async fn`: that would keep the whole task in the future for its lifetime. The
+    /// task is boxed until the driver is built, so a waiting shutdown holds a pointer to
+    /// nothing instead of a second copy of the policy.
+    pub(crate) fn run(self) -> impl Future<Output = (VmId, ShutdownReport)> + Send + 'static {
+        let task = Box::new(self);
         async move {
-            let start = match Box::pin(self.resolve()).await {
-                Ok(start) => start,
-                // Another process drives this VM: leave it (and its lease) alone.
-                Err(error) => return self.refused(error),
-            };
-            let stream = Box::pin(self.subscribe()).await;
-            let caps =
-                MachineCaps::from_provider(&self.ctx.provider.capabilities(), stream.is_some());
-            let mut machine = Machine::new(self.policy, caps, start.deadline);
-            if let Some(channel) = start.delivered {
-                machine = machine.resumed(channel);
-            }
-            let mut driver = Driver {
-                ctx: self.ctx,
-                slot: self.slot,
-                vm: self.vm,
-                machine,
-                stream,
-                lease: start.lease,
-                started: self.started,
-                resumed: start.resumed,
-                calls: self.calls,
-                power_offs: 0,
-                pre_stop_ok: None,
-                off_observed: None,
+            let mut driver = match Box::pin(task.prepare()).await {
+                Ok(driver) => driver,
+                Err(refused) => return refused,
             };
             let report = driver.drive().await;
             Box::pin(driver.close_lease()).await;
-            report
+            (driver.vm, report)
         }
+    }
+
+    /// Resolves the lease and the watch, then builds the machine with its final deadline and
+    /// push capability. `Err`: the report of a shutdown another process drives (this one
+    /// leaves the VM and its lease alone).
+    async fn prepare(mut self: Box<Self>) -> std::result::Result<Driver, (VmId, ShutdownReport)> {
+        let start = match self.resolve().await {
+            Ok(start) => start,
+            Err(error) => {
+                let report = self.refused(error);
+                return Err((self.vm, report));
+            }
+        };
+        let stream = self.subscribe().await;
+        let caps = MachineCaps::from_provider(&self.ctx.provider.capabilities(), stream.is_some());
+        let task = *self;
+        let mut machine = Machine::new(task.policy, caps, start.deadline);
+        if let Some(channel) = start.delivered {
+            machine = machine.resumed(channel);
+        }
+        Ok(Driver {
+            ctx: task.ctx,
+            slot: task.slot,
+            vm: task.vm,
+            machine,
+            stream,
+            lease: start.lease,
+            started: task.started,
+            resumed: start.resumed,
+            calls: task.calls,
+            power_offs: 0,
+            pre_stop_ok: None,
+            off_observed: None,
+        })
     }
 
     /// Records the lease before anything is sent and returns the deadline. A journalled
@@ -373,9 +384,11 @@ impl Driver {
     /// Executes one command other than waiting, persisting and finishing.
     async fn execute(&mut self, cmd: Command) -> Input {
         let provider = Arc::clone(&self.ctx.provider);
+        if calls_provider(&cmd) {
+            self.calls += 1;
+        }
         match cmd {
             Command::ReadPowerState { timeout: t } => {
-                self.calls += 1;
                 let Some(r) = self
                     .call("power_state", t, provider.power_state(&self.vm))
                     .await
@@ -405,7 +418,6 @@ impl Driver {
                 Input::PreStopDone(r)
             }
             Command::ProbeAgent { timeout: t } => {
-                self.calls += 1;
                 let Some(r) = self
                     .call("probe_agent", t, provider.probe_agent(&self.vm))
                     .await
@@ -416,7 +428,6 @@ impl Driver {
                 Input::AgentProbed(r)
             }
             Command::Resume { timeout: t } => {
-                self.calls += 1;
                 match self.call("resume", t, provider.resume(&self.vm)).await {
                     None => Input::Cancel,
                     Some(r) => Input::Resumed(r),
@@ -428,7 +439,6 @@ impl Driver {
                 attempt,
                 remaining,
             } => {
-                self.calls += 1;
                 let opts = ShutdownRequestOptions::new(attempt, remaining);
                 let Some(r) = self
                     .call(
@@ -454,7 +464,6 @@ impl Driver {
                 Input::Signalled(r)
             }
             Command::HardOff { timeout: t, reason } => {
-                self.calls += 1;
                 self.power_offs += 1;
                 self.emit(|| ShutdownEventKind::Forcing(reason));
                 // The hard power-off is never abandoned half-way: no cancellation here.
@@ -468,7 +477,6 @@ impl Driver {
                 Input::HardOffDone(r)
             }
             Command::Disarm { timeout: t } => {
-                self.calls += 1;
                 // The shutdown is cancelled: this call is the one thing still sent, so it
                 // is not abandoned on cancellation.
                 let r = time_boxed(
@@ -531,6 +539,17 @@ impl Driver {
             tracing::warn!(vm = %self.vm, error = %e, "could not remove the shutdown lease");
         }
     }
+}
+
+/// Whether executing `cmd` makes a provider call (counted in the report).
+fn calls_provider(cmd: &Command) -> bool {
+    !matches!(
+        cmd,
+        Command::RunPreStop { .. }
+            | Command::Wait { .. }
+            | Command::Persist { .. }
+            | Command::Finish(_)
+    )
 }
 
 /// What `input` says about the VM being off, if anything.

@@ -218,11 +218,8 @@ impl ShutdownManager {
             && !f.slot.is_finished()
         {
             f.slot.shorten(requested);
-            let _ = self.context.events.send(ShutdownEvent {
-                vm: vm.clone(),
-                elapsed: now.saturating_duration_since(f.started),
-                kind: ShutdownEventKind::Joined,
-            });
+            self.context
+                .emit(vm, f.started, || ShutdownEventKind::Joined);
             return Ok(ShutdownHandle::attach(vm.clone(), Arc::clone(&f.slot)));
         }
         let id = self.registry.next_id.fetch_add(1, Ordering::Relaxed);
@@ -242,11 +239,10 @@ impl ShutdownManager {
         );
         let registry = Arc::clone(&self.registry);
         let guard = AbandonOnDrop(Arc::clone(&slot));
-        let key = vm.clone();
         let join = tokio::spawn(
             async move {
-                let report = task.run().await;
-                registry.deregister(&key, id);
+                let (vm, report) = task.run().await;
+                registry.deregister(&vm, id);
                 guard.0.finish(report);
             }
             .instrument(span),
