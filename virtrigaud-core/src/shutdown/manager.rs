@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -230,21 +231,23 @@ impl ShutdownManager {
             vm = %vm,
             grace = ?policy.grace
         );
-        let task = ShutdownTask::new(
+        let run = ShutdownTask::new(
             Arc::clone(&self.context),
             Arc::clone(&slot),
             vm.clone(),
             policy,
             requested,
-        );
+        )
+        .run();
         let registry = Arc::clone(&self.registry);
         let guard = AbandonOnDrop(Arc::clone(&slot));
+        // `map`, not an `async` block around `run.await`: that would hold the task's future
+        // twice in every shutdown in flight.
         let join = tokio::spawn(
-            async move {
-                let (vm, report) = task.run().await;
+            run.map(move |(vm, report)| {
                 registry.deregister(&vm, id);
                 guard.0.finish(report);
-            }
+            })
             .instrument(span),
         );
         map.insert(
