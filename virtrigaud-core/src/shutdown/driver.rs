@@ -75,9 +75,9 @@ impl ShutdownTask {
     /// Runs the shutdown to its end and returns its VM and report (the manager deregisters
     /// the VM and publishes the report).
     ///
-    /// Not an `async fn`: that would keep the whole task in the future for its lifetime. The
-    /// task is boxed until the driver is built, so a waiting shutdown holds a pointer to
-    /// nothing instead of a second copy of the policy.
+    /// Not an `async fn`: that would keep the whole task in the future for its lifetime,
+    /// beside the driver built from it. The task is boxed until then, so a waiting shutdown
+    /// holds one pointer, not a second copy of the task and its policy.
     pub(crate) fn run(self) -> impl Future<Output = (VmId, ShutdownReport)> + Send + 'static {
         let task = Box::new(self);
         async move {
