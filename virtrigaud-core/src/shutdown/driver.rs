@@ -1,4 +1,11 @@
 //! The thin async loop that executes the [`Machine`]'s commands against a provider.
+//!
+//! Before the machine is built, the task resolves where the shutdown starts: the lease (a
+//! journalled deadline of this run of the VM shortens the grace) and the watch subscription
+//! (pushed states, or polling). The machine is then built with its final deadline and owns
+//! it: a join or a force moves the slot's deadline, and the loop hands that move to the
+//! machine as [`Input::Shortened`] — in the wait, or before the next command when it came
+//! while a call ran. The machine answers [`Command::Persist`] when its deadline moved.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,10 +15,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::events::{ShutdownEvent, ShutdownEventKind};
-use super::lease::{Lease, to_ms, wall_add};
+use super::context::ShutdownContext;
+use super::events::ShutdownEventKind;
+use super::lease::{Lease, wall_add};
 use super::machine::{Command, Input, Machine, MachineCaps, later};
-use super::manager::Shared;
 use super::metrics;
 use super::outcome::{ShutdownOutcome, ShutdownReport};
 use super::policy::ShutdownPolicy;
@@ -20,17 +27,219 @@ use crate::error::{Error, Result};
 use crate::provider::{PowerOffOptions, PowerStateStream, ShutdownRequestOptions};
 use crate::vm::{ShutdownChannel, VmId};
 
-/// One shutdown in flight: everything its task needs, in one place.
-///
-/// The task's future is [`ShutdownTask::run`] on this value, so its size is this struct plus
-/// the largest set of locals alive across one await (the wait: a sleep, a wake-up and the
-/// next pushed state). Provider calls are boxed for the same reason.
+/// One shutdown before it is driven: resolves its lease and its watch, then builds the
+/// [`Machine`] and hands over to the loop ([`Driver`]).
 pub(crate) struct ShutdownTask {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) slot: Arc<Slot>,
-    pub(crate) id: u64,
-    pub(crate) vm: VmId,
-    pub(crate) machine: Machine,
+    ctx: Arc<ShutdownContext>,
+    slot: Arc<Slot>,
+    vm: VmId,
+    policy: ShutdownPolicy,
+    /// The deadline this request asked for (the slot's when the shutdown was started).
+    requested: Instant,
+    /// The start of the grace period (earlier for a resumed lease).
+    started: Instant,
+    /// Provider calls made while resolving.
+    calls: u32,
+}
+
+/// Where a shutdown starts, as resolved from the journal.
+struct Start {
+    deadline: Instant,
+    /// The lease as journalled (only with a durable journal).
+    lease: Option<Box<Lease>>,
+    /// The channel of a request an earlier process already delivered.
+    delivered: Option<ShutdownChannel>,
+    resumed: bool,
+}
+
+impl ShutdownTask {
+    /// A task for `vm` under `policy`, whose grace ends at `requested`.
+    pub(crate) fn new(
+        ctx: Arc<ShutdownContext>,
+        slot: Arc<Slot>,
+        vm: VmId,
+        policy: ShutdownPolicy,
+        requested: Instant,
+    ) -> Self {
+        ShutdownTask {
+            ctx,
+            slot,
+            vm,
+            policy,
+            requested,
+            started: Instant::now(),
+            calls: 0,
+        }
+    }
+
+    /// Runs the shutdown to its end and returns its VM and report (the manager deregisters
+    /// the VM and publishes the report).
+    ///
+    /// Not an `async fn`: that would keep the whole task in the future for its lifetime,
+    /// beside the driver built from it. The task is boxed until then, so a waiting shutdown
+    /// holds one pointer, not a second copy of the task and its policy.
+    pub(crate) fn run(self) -> impl Future<Output = (VmId, ShutdownReport)> + Send + 'static {
+        let task = Box::new(self);
+        async move {
+            let mut driver = match Box::pin(task.prepare()).await {
+                Ok(driver) => driver,
+                Err(refused) => return refused,
+            };
+            let report = driver.drive().await;
+            Box::pin(driver.close_lease()).await;
+            (driver.vm, report)
+        }
+    }
+
+    /// Resolves the lease and the watch, then builds the machine with its final deadline and
+    /// push capability. `Err`: the report of a shutdown another process drives (this one
+    /// leaves the VM and its lease alone).
+    async fn prepare(mut self: Box<Self>) -> std::result::Result<Driver, (VmId, ShutdownReport)> {
+        let start = match self.resolve().await {
+            Ok(start) => start,
+            Err(error) => {
+                let report = self.refused(error);
+                return Err((self.vm, report));
+            }
+        };
+        let stream = self.subscribe().await;
+        let caps = MachineCaps::from_provider(&self.ctx.provider.capabilities(), stream.is_some());
+        let task = *self;
+        let mut machine = Machine::new(task.policy, caps, start.deadline);
+        if let Some(channel) = start.delivered {
+            machine = machine.resumed(channel);
+        }
+        Ok(Driver {
+            ctx: task.ctx,
+            slot: task.slot,
+            vm: task.vm,
+            machine,
+            stream,
+            lease: start.lease,
+            started: task.started,
+            resumed: start.resumed,
+            calls: task.calls,
+            power_offs: 0,
+            pre_stop_ok: None,
+            off_observed: None,
+        })
+    }
+
+    /// Records the lease before anything is sent and returns the deadline. A journalled
+    /// lease of this run of the VM (after a restart) is continued with the time it has left,
+    /// never more than its original grace, or less if this request asks for less; a stale
+    /// one is discarded. `Err` only when another process holds the lease.
+    async fn resolve(&mut self) -> Result<Start> {
+        let ctx = Arc::clone(&self.ctx);
+        if !ctx.journal.is_durable() {
+            return Ok(Start {
+                deadline: self.requested,
+                lease: None,
+                delivered: None,
+                resumed: false,
+            });
+        }
+        let requested_at = Instant::now();
+        let requested = self.slot.deadline().saturating_duration_since(requested_at);
+        let mut existing = match ctx
+            .journal_call("read", ctx.journal.get(&ctx.scope, &self.vm))
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(vm = %self.vm, error = %e, "could not read the shutdown journal");
+                None
+            }
+        };
+        self.calls += 1;
+        let incarnation = ctx.incarnation(&self.vm, self.policy.read_budget).await;
+        let wall_now = ctx.clock.now();
+        if let Some(lease) = &existing
+            && let Some(reason) =
+                lease.staleness(wall_now, incarnation.as_ref(), self.policy.force_budget)
+        {
+            ctx.discard_stale(lease, reason).await;
+            existing = None;
+        }
+        let resumed = existing.is_some();
+        let lease = match existing {
+            Some(mut lease) => {
+                let left = lease.time_left(wall_now).min(requested);
+                lease.end_in(wall_now, left);
+                if lease.incarnation.is_none() {
+                    lease.incarnation = incarnation;
+                }
+                self.started = requested_at
+                    .checked_sub(lease.elapsed(wall_now))
+                    .unwrap_or(requested_at);
+                self.slot.shorten(later(requested_at, left));
+                lease
+            }
+            None => Lease::new(
+                &ctx.scope,
+                self.vm.clone(),
+                wall_now,
+                wall_add(wall_now, requested),
+            )
+            .with_incarnation(incarnation),
+        };
+        let deadline = self.slot.take_deadline();
+        ctx.record(&lease, "the shutdown; it is not restart-safe")
+            .await?;
+        Ok(Start {
+            deadline,
+            delivered: lease.signalled,
+            lease: Some(Box::new(lease)),
+            resumed,
+        })
+    }
+
+    /// Subscribes to pushed power states where the provider can, before the first read so
+    /// no change is missed; `None`: the machine polls.
+    async fn subscribe(&mut self) -> Option<PowerStateStream> {
+        let provider = Arc::clone(&self.ctx.provider);
+        if !provider.capabilities().power_state_watch {
+            return None;
+        }
+        self.calls += 1;
+        let subscribed = call(
+            &self.slot,
+            provider.provider_type(),
+            &self.vm,
+            "watch_power_state",
+            self.policy.read_budget,
+            provider.watch_power_state(&self.vm),
+        )
+        .await;
+        match subscribed {
+            Some(Ok(stream)) => stream,
+            _ => None,
+        }
+    }
+
+    /// The report of a shutdown this process may not drive.
+    fn refused(&self, error: Error) -> ShutdownReport {
+        tracing::warn!(vm = %self.vm, error = %error, "shutdown refused");
+        let mut report = ShutdownReport::empty(ShutdownOutcome::Failed { error });
+        report.provider_calls = self.calls;
+        metrics::finished(self.ctx.provider.provider_type(), &report);
+        self.ctx.emit(&self.vm, self.started, || {
+            ShutdownEventKind::Finished(report.outcome.clone())
+        });
+        report
+    }
+}
+
+/// One shutdown being driven: its machine, and what the loop counts for the report.
+///
+/// The task's future holds this value, so its size is this struct plus the largest set of
+/// locals alive across one await (the wait: a sleep, a wake-up and the next pushed state).
+/// Provider calls are boxed for the same reason.
+struct Driver {
+    ctx: Arc<ShutdownContext>,
+    slot: Arc<Slot>,
+    vm: VmId,
+    machine: Machine,
     stream: Option<PowerStateStream>,
     /// The lease as journalled (only with a durable journal).
     lease: Option<Box<Lease>>,
@@ -43,52 +252,10 @@ pub(crate) struct ShutdownTask {
     off_observed: Option<Instant>,
 }
 
-impl Drop for ShutdownTask {
-    fn drop(&mut self) {
-        // Dropped before its report (the manager was dropped, the runtime shut down): tell
-        // every waiter instead of leaving them hanging.
-        self.slot.abandon();
-    }
-}
-
-impl ShutdownTask {
-    /// A task for `vm` under `policy`, whose grace ends at `deadline`.
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        slot: Arc<Slot>,
-        id: u64,
-        vm: VmId,
-        policy: ShutdownPolicy,
-        deadline: Instant,
-    ) -> Self {
-        let caps = MachineCaps::from_provider(&shared.provider.capabilities(), false);
-        ShutdownTask {
-            shared,
-            slot,
-            id,
-            vm,
-            machine: Machine::new(policy, caps, deadline),
-            stream: None,
-            lease: None,
-            started: Instant::now(),
-            resumed: false,
-            calls: 0,
-            power_offs: 0,
-            pre_stop_ok: None,
-            off_observed: None,
-        }
-    }
-
+impl Driver {
     /// Sends a progress event, building it only when someone listens.
     fn emit(&self, kind: impl FnOnce() -> ShutdownEventKind) {
-        if self.shared.events.receiver_count() == 0 {
-            return;
-        }
-        let _ = self.shared.events.send(ShutdownEvent {
-            vm: self.vm.clone(),
-            elapsed: Instant::now().saturating_duration_since(self.started),
-            kind: kind(),
-        });
+        self.ctx.emit(&self.vm, self.started, kind);
     }
 
     /// Runs `fut` time-boxed by `limit` and abandoned on cancellation (see [`call`]).
@@ -100,7 +267,7 @@ impl ShutdownTask {
     ) -> Pin<Box<dyn Future<Output = Option<Result<T>>> + Send + 'a>> {
         call(
             &self.slot,
-            self.shared.provider.provider_type(),
+            self.ctx.provider.provider_type(),
             &self.vm,
             op,
             limit,
@@ -108,198 +275,32 @@ impl ShutdownTask {
         )
     }
 
-    /// Runs the shutdown to its end and publishes the report.
-    ///
-    /// Not an `async fn`: that would keep a second copy of `self` in the future (the
-    /// argument and its rebinding); the `async move` block mutates its capture in place.
-    #[allow(
-        clippy::manual_async_fn,
-        reason = "an async fn would hold `self` twice in every waiting shutdown"
-    )]
-    pub(crate) fn run(mut self) -> impl Future<Output = ()> + Send + 'static {
-        async move {
-            let report = match Box::pin(self.open_lease()).await {
-                Ok(()) => {
-                    let report = self.drive().await;
-                    Box::pin(self.close_lease()).await;
-                    report
-                }
-                // Another process drives this VM: leave it (and its lease) alone.
-                Err(error) => self.refused(error),
-            };
-            if let Ok(mut map) = self.shared.in_flight.lock()
-                && map.get(&self.vm).is_some_and(|f| f.id == self.id)
-            {
-                map.remove(&self.vm);
-            }
-            self.slot.finish(report);
-        }
-    }
-
-    /// Records the lease before anything is sent. A journalled lease of this run of the VM
-    /// (after a restart) is continued with the time it has left, never more than its
-    /// original grace, or less if this request asks for less; a stale one is discarded.
-    /// `Err` only when another process holds the lease.
-    async fn open_lease(&mut self) -> Result<()> {
-        let shared = Arc::clone(&self.shared);
-        if !shared.journal.is_durable() {
-            return Ok(());
-        }
-        let requested_at = Instant::now();
-        let requested = self.slot.deadline().saturating_duration_since(requested_at);
-        let mut existing = match shared
-            .journal_call("read", shared.journal.get(&shared.scope, &self.vm))
-            .await
-        {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(vm = %self.vm, error = %e, "could not read the shutdown journal");
-                None
-            }
-        };
-        self.calls += 1;
-        let read_budget = self.machine.policy().read_budget;
-        let incarnation = shared.incarnation(&self.vm, read_budget).await;
-        let wall_now = shared.clock.now();
-        if let Some(lease) = &existing
-            && let Some(reason) = lease.staleness(
-                wall_now,
-                incarnation.as_ref(),
-                self.machine.policy().force_budget,
-            )
-        {
-            shared.discard_stale(lease, reason).await;
-            existing = None;
-        }
-        let lease = match existing {
-            Some(mut lease) => {
-                if let Some(channel) = lease.signalled {
-                    self.machine.resume_signalled(channel);
-                }
-                let left = lease.time_left(wall_now).min(requested);
-                lease.deadline_ms = to_ms(wall_add(wall_now, left));
-                if lease.incarnation.is_none() {
-                    lease.incarnation = incarnation;
-                }
-                self.resumed = true;
-                self.started = requested_at
-                    .checked_sub(lease.elapsed(wall_now))
-                    .unwrap_or(requested_at);
-                self.slot.shorten(later(requested_at, left));
-                lease
-            }
-            None => Lease::new(
-                &shared.scope,
-                self.vm.clone(),
-                wall_now,
-                wall_add(wall_now, requested),
-            )
-            .with_incarnation(incarnation),
-        };
-        self.machine.reset_deadline(self.slot.deadline());
-        match shared
-            .journal_call("record", shared.journal.record(&lease))
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if e.is(crate::ErrorKind::Conflict) => return Err(e),
-            Err(e) => {
-                tracing::warn!(vm = %self.vm, error = %e, "could not journal the shutdown; it is not restart-safe");
-            }
-        }
-        self.lease = Some(Box::new(lease));
-        Ok(())
-    }
-
-    /// Records the first delivered request in the lease, so a restart does not send it again.
-    async fn journal_signal(&mut self, channel: ShutdownChannel) {
-        let shared = Arc::clone(&self.shared);
-        let Some(lease) = self.lease.as_mut() else {
-            return;
-        };
-        if lease.signalled.is_some() {
-            return;
-        }
-        lease.signalled = Some(channel);
-        if let Err(e) = shared
-            .journal_call("record", shared.journal.record(lease))
-            .await
-        {
-            tracing::warn!(vm = %self.vm, error = %e, "could not journal the delivered request");
-        }
-    }
-
-    /// Removes the lease at the end.
-    async fn close_lease(&mut self) {
-        let shared = &self.shared;
-        if self.lease.take().is_none() {
-            return;
-        }
-        if let Err(e) = shared
-            .journal_call("remove", shared.journal.remove(&shared.scope, &self.vm))
-            .await
-        {
-            tracing::warn!(vm = %self.vm, error = %e, "could not remove the shutdown lease");
-        }
-    }
-
-    /// The report of a shutdown this process may not drive.
-    fn refused(&self, error: Error) -> ShutdownReport {
-        tracing::warn!(vm = %self.vm, error = %error, "shutdown refused");
-        let report = ShutdownReport {
-            outcome: ShutdownOutcome::Failed { error },
-            elapsed: Duration::ZERO,
-            grace: Duration::ZERO,
-            signals_sent: 0,
-            power_off_calls: 0,
-            provider_calls: self.calls,
-            channel: None,
-            pre_stop_ok: None,
-            resumed: false,
-            off_observed: None,
-        };
-        metrics::finished(self.shared.provider.provider_type(), &report);
-        self.emit(|| ShutdownEventKind::Finished(report.outcome.clone()));
-        report
-    }
-
     /// Drives the machine to its end.
     async fn drive(&mut self) -> ShutdownReport {
-        let provider = Arc::clone(&self.shared.provider);
-        let read_budget = self.machine.policy().read_budget;
-
-        // Subscribe before the first read so no change is missed.
-        if provider.capabilities().power_state_watch {
-            self.calls += 1;
-            if let Some(Ok(s)) = self
-                .call(
-                    "watch_power_state",
-                    read_budget,
-                    provider.watch_power_state(&self.vm),
-                )
-                .await
-            {
-                self.stream = s;
-            }
-        }
-        if self.stream.is_some() {
-            self.machine.enable_push();
-        }
+        let provider = Arc::clone(&self.ctx.provider);
         let deadline = self.machine.deadline();
         self.emit(|| ShutdownEventKind::Started {
             remaining: deadline.saturating_duration_since(Instant::now()),
             resumed: self.resumed,
         });
-        let mut cmd = self.machine.start(Instant::now());
+        let mut cmd = self.machine.start();
 
         let outcome = loop {
-            if self.slot.deadline() < self.machine.deadline() {
-                Box::pin(self.shorten()).await;
-            }
             let input = match cmd {
-                Command::Finish(outcome) => break outcome,
                 Command::Wait { until } => self.wait(until).await,
-                other => Box::pin(self.execute(other)).await,
+                Command::Persist { remaining, .. } => {
+                    Box::pin(self.persist(remaining)).await;
+                    Input::Persisted
+                }
+                // A deadline moved while the last call ran: the machine hears of it before
+                // anything more is sent (it then repeats this command).
+                cmd => match self.slot.take_shortened() {
+                    Some(at) => Input::Shortened(at),
+                    None => match cmd {
+                        Command::Finish(outcome) => break outcome,
+                        cmd => Box::pin(self.execute(cmd)).await,
+                    },
+                },
             };
             match shows_off(&input) {
                 Some(true) if self.off_observed.is_none() => {
@@ -344,10 +345,14 @@ impl ShutdownTask {
         report
     }
 
-    /// Waits until `until`, a pushed state, a shorter deadline or cancellation.
+    /// Waits until `until`, a pushed state, a shorter deadline or cancellation. The hard
+    /// power-off's pauses are not cut short: a shorter deadline is only handed over then.
     async fn wait(&mut self, until: Instant) -> Input {
-        let listen = self.stream.is_some() && self.machine.is_waiting();
         let forcing = self.machine.is_forcing();
+        if forcing && let Some(at) = self.slot.take_shortened() {
+            return Input::Shortened(at);
+        }
+        let listen = self.stream.is_some() && self.machine.is_waiting();
         let woken = tokio::select! {
             biased;
             _ = self.slot.woken(), if !forcing => true,
@@ -359,7 +364,6 @@ impl ShutdownTask {
                     }
                     _ => {
                         self.stream = None;
-                        self.machine.disable_push();
                         Input::PushClosed
                     }
                 };
@@ -370,73 +374,60 @@ impl ShutdownTask {
             if self.slot.is_cancelled() {
                 return Input::Cancel;
             }
-            if self.slot.deadline() < self.machine.deadline() {
-                Box::pin(self.shorten()).await;
+            if let Some(at) = self.slot.take_shortened() {
+                return Input::Shortened(at);
             }
         }
         Input::Wake
     }
 
-    /// Executes one command other than waiting and finishing.
+    /// Executes one command other than waiting, persisting and finishing.
     async fn execute(&mut self, cmd: Command) -> Input {
-        let provider = Arc::clone(&self.shared.provider);
+        let provider = Arc::clone(&self.ctx.provider);
+        if calls_provider(&cmd) {
+            self.calls += 1;
+        }
         match cmd {
             Command::ReadPowerState { timeout: t } => {
-                self.calls += 1;
-                match self
+                let Some(r) = self
                     .call("power_state", t, provider.power_state(&self.vm))
                     .await
-                {
-                    None => Input::Cancel,
-                    Some(r) => {
-                        if let Ok(state) = &r {
-                            self.emit(|| ShutdownEventKind::State(*state));
-                        }
-                        Input::PowerState(r)
-                    }
+                else {
+                    return Input::Cancel;
+                };
+                if let Ok(state) = &r {
+                    self.emit(|| ShutdownEventKind::State(*state));
                 }
+                Input::PowerState(r)
             }
-            Command::RunPreStop { timeout: t } => {
-                let argv = self
-                    .machine
-                    .policy()
-                    .pre_stop
-                    .as_ref()
-                    .map(|h| h.command.clone())
-                    .unwrap_or_default();
-                let result = match &self.shared.pre_stop {
+            Command::RunPreStop { argv, timeout: t } => {
+                let result = match &self.ctx.pre_stop {
                     Some(exec) => self.call("pre_stop", t, exec.exec(&self.vm, &argv)).await,
                     None => Some(Err(
                         Error::unsupported("pre_stop").with_resource(self.vm.to_string())
                     )),
                 };
-                match result {
-                    None => Input::Cancel,
-                    Some(r) => {
-                        if let Err(e) = &r {
-                            tracing::warn!(vm = %self.vm, error = %e, "pre-stop hook failed; continuing");
-                        }
-                        self.pre_stop_ok = Some(r.is_ok());
-                        self.emit(|| ShutdownEventKind::PreStop { ok: r.is_ok() });
-                        Input::PreStopDone(r)
-                    }
+                let Some(r) = result else {
+                    return Input::Cancel;
+                };
+                if let Err(e) = &r {
+                    tracing::warn!(vm = %self.vm, error = %e, "pre-stop hook failed; continuing");
                 }
+                self.pre_stop_ok = Some(r.is_ok());
+                self.emit(|| ShutdownEventKind::PreStop { ok: r.is_ok() });
+                Input::PreStopDone(r)
             }
             Command::ProbeAgent { timeout: t } => {
-                self.calls += 1;
-                match self
+                let Some(r) = self
                     .call("probe_agent", t, provider.probe_agent(&self.vm))
                     .await
-                {
-                    None => Input::Cancel,
-                    Some(r) => {
-                        self.emit(|| ShutdownEventKind::AgentProbed(r.as_ref().ok().copied()));
-                        Input::AgentProbed(r)
-                    }
-                }
+                else {
+                    return Input::Cancel;
+                };
+                self.emit(|| ShutdownEventKind::AgentProbed(r.as_ref().ok().copied()));
+                Input::AgentProbed(r)
             }
             Command::Resume { timeout: t } => {
-                self.calls += 1;
                 match self.call("resume", t, provider.resume(&self.vm)).await {
                     None => Input::Cancel,
                     Some(r) => Input::Resumed(r),
@@ -448,62 +439,53 @@ impl ShutdownTask {
                 attempt,
                 remaining,
             } => {
-                self.calls += 1;
                 let opts = ShutdownRequestOptions::new(attempt, remaining);
-                match self
+                let Some(r) = self
                     .call(
                         "request_shutdown",
                         t,
                         provider.request_shutdown(&self.vm, channel, &opts),
                     )
                     .await
-                {
-                    None => Input::Cancel,
-                    Some(r) => {
-                        match &r {
-                            Ok(()) => {
-                                metrics::signal_sent(provider.provider_type(), channel);
-                                self.emit(|| ShutdownEventKind::Signalled { channel, attempt });
-                                Box::pin(self.journal_signal(channel)).await;
-                            }
-                            Err(e) => self.emit(|| ShutdownEventKind::SignalFailed {
-                                channel,
-                                error: e.to_string(),
-                            }),
-                        }
-                        Input::Signalled(r)
+                else {
+                    return Input::Cancel;
+                };
+                match &r {
+                    Ok(()) => {
+                        metrics::signal_sent(provider.provider_type(), channel);
+                        self.emit(|| ShutdownEventKind::Signalled { channel, attempt });
+                        Box::pin(self.journal_signal(channel)).await;
                     }
+                    Err(e) => self.emit(|| ShutdownEventKind::SignalFailed {
+                        channel,
+                        error: e.to_string(),
+                    }),
                 }
+                Input::Signalled(r)
             }
             Command::HardOff { timeout: t, reason } => {
-                self.calls += 1;
                 self.power_offs += 1;
                 self.emit(|| ShutdownEventKind::Forcing(reason));
                 // The hard power-off is never abandoned half-way: no cancellation here.
-                let r = match timeout(t, provider.power_off(&self.vm, &PowerOffOptions::default()))
-                    .await
-                {
-                    Ok(r) => r.map_err(|e| e.context(provider.provider_type(), "power_off")),
-                    Err(_) => Err(
-                        Error::timeout(format!("power_off did not answer within {t:?}"))
-                            .with_provider(provider.provider_type())
-                            .with_operation("power_off"),
-                    ),
-                };
+                let r = time_boxed(
+                    provider.provider_type(),
+                    "power_off",
+                    t,
+                    provider.power_off(&self.vm, &PowerOffOptions::default()),
+                )
+                .await;
                 Input::HardOffDone(r)
             }
             Command::Disarm { timeout: t } => {
-                self.calls += 1;
                 // The shutdown is cancelled: this call is the one thing still sent, so it
                 // is not abandoned on cancellation.
-                let r = match timeout(t, provider.cancel_shutdown(&self.vm)).await {
-                    Ok(r) => r.map_err(|e| e.context(provider.provider_type(), "cancel_shutdown")),
-                    Err(_) => Err(Error::timeout(format!(
-                        "cancel_shutdown did not answer within {t:?}"
-                    ))
-                    .with_provider(provider.provider_type())
-                    .with_operation("cancel_shutdown")),
-                };
+                let r = time_boxed(
+                    provider.provider_type(),
+                    "cancel_shutdown",
+                    t,
+                    provider.cancel_shutdown(&self.vm),
+                )
+                .await;
                 if let Err(e) = &r {
                     tracing::warn!(vm = %self.vm, error = %e, "could not disarm the provider's shutdown deadline");
                 }
@@ -511,33 +493,63 @@ impl ShutdownTask {
                 self.emit(|| ShutdownEventKind::Disarmed { ok });
                 Input::Disarmed(r)
             }
-            Command::Wait { .. } | Command::Finish(_) => Input::Wake,
+            Command::Wait { .. } | Command::Persist { .. } | Command::Finish(_) => Input::Wake,
         }
     }
 
-    /// Applies the slot's (earlier) deadline to the machine and persists it, so a restart
-    /// never lengthens it.
-    async fn shorten(&mut self) {
-        let before = self.machine.deadline();
-        let now = Instant::now();
-        self.machine.shorten(self.slot.deadline(), now);
-        if self.machine.deadline() >= before {
-            return;
-        }
-        let left = self.machine.deadline().saturating_duration_since(now);
-        self.emit(|| ShutdownEventKind::Shortened { remaining: left });
-        let shared = Arc::clone(&self.shared);
+    /// Records the first delivered request in the lease, so a restart does not send it again.
+    async fn journal_signal(&mut self, channel: ShutdownChannel) {
+        let ctx = Arc::clone(&self.ctx);
         let Some(lease) = self.lease.as_mut() else {
             return;
         };
-        lease.deadline_ms = to_ms(wall_add(shared.clock.now(), left));
-        if let Err(e) = shared
-            .journal_call("record", shared.journal.record(lease))
-            .await
-        {
+        if lease.signalled.is_some() {
+            return;
+        }
+        lease.signalled = Some(channel);
+        if let Err(e) = ctx.journal_call("record", ctx.journal.record(lease)).await {
+            tracing::warn!(vm = %self.vm, error = %e, "could not journal the delivered request");
+        }
+    }
+
+    /// The machine's deadline moved earlier, to `remaining` from now: tell listeners and
+    /// persist it, so a restart never lengthens it.
+    async fn persist(&mut self, remaining: Duration) {
+        self.emit(|| ShutdownEventKind::Shortened { remaining });
+        let ctx = Arc::clone(&self.ctx);
+        let Some(lease) = self.lease.as_mut() else {
+            return;
+        };
+        lease.end_in(ctx.clock.now(), remaining);
+        if let Err(e) = ctx.journal_call("record", ctx.journal.record(lease)).await {
             tracing::warn!(vm = %self.vm, error = %e, "could not journal the shortened deadline");
         }
     }
+
+    /// Removes the lease at the end.
+    async fn close_lease(&mut self) {
+        let ctx = &self.ctx;
+        if self.lease.take().is_none() {
+            return;
+        }
+        if let Err(e) = ctx
+            .journal_call("remove", ctx.journal.remove(&ctx.scope, &self.vm))
+            .await
+        {
+            tracing::warn!(vm = %self.vm, error = %e, "could not remove the shutdown lease");
+        }
+    }
+}
+
+/// Whether executing `cmd` makes a provider call (counted in the report).
+fn calls_provider(cmd: &Command) -> bool {
+    !matches!(
+        cmd,
+        Command::RunPreStop { .. }
+            | Command::Wait { .. }
+            | Command::Persist { .. }
+            | Command::Finish(_)
+    )
 }
 
 /// What `input` says about the VM being off, if anything.
@@ -572,6 +584,24 @@ fn call<'a, T: Send + 'a>(
             }),
         }
     })
+}
+
+/// Runs `fut` time-boxed by `limit`, not abandoned on cancellation (the hard power-off, the
+/// disarm of a cancelled shutdown).
+async fn time_boxed<T>(
+    provider_type: &'static str,
+    op: &'static str,
+    limit: Duration,
+    fut: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match timeout(limit, fut).await {
+        Ok(r) => r.map_err(|e| e.context(provider_type, op)),
+        Err(_) => Err(
+            Error::timeout(format!("{op} did not answer within {limit:?}"))
+                .with_provider(provider_type)
+                .with_operation(op),
+        ),
+    }
 }
 
 async fn next_event(

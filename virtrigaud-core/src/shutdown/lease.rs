@@ -101,6 +101,11 @@ impl Lease {
     pub fn deadline(&self) -> SystemTime {
         from_ms(self.deadline_ms)
     }
+    /// Moves the deadline to `left` after wall time `now`: the one place where the engine's
+    /// time left (tokio's clock) becomes a wall-clock deadline.
+    pub(crate) fn end_in(&mut self, now: SystemTime, left: Duration) {
+        self.deadline_ms = to_ms(wall_add(now, left));
+    }
     /// The original grace length, when recorded.
     pub fn grace(&self) -> Option<Duration> {
         self.grace_ms.map(Duration::from_millis)

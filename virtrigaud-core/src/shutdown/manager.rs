@@ -7,94 +7,61 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::clock::{SystemClock, WallClock};
+use super::context::ShutdownContext;
 use super::driver::ShutdownTask;
 use super::events::{ShutdownEvent, ShutdownEventKind};
 use super::hooks::PreStopExecutor;
 use super::journal::{NoJournal, ShutdownJournal};
-use super::lease::{Lease, LeaseScope, StaleLease};
+use super::lease::LeaseScope;
 use super::machine::later;
 use super::outcome::ShutdownReport;
 use super::policy::ShutdownPolicy;
 use super::slot::Slot;
 use crate::error::{Error, Result};
 use crate::provider::Provider;
-use crate::vm::{Incarnation, VmId};
+use crate::vm::VmId;
 
-pub(crate) struct InFlight {
-    pub(crate) id: u64,
+/// One shutdown in flight, as the manager tracks it.
+struct InFlight {
+    /// Which task of this VM it is (a VM's next shutdown gets a new one).
+    id: u64,
     slot: Arc<Slot>,
     abort: AbortHandle,
     started: Instant,
 }
 
-/// What every shutdown task of one manager shares.
-pub(crate) struct Shared {
-    pub(crate) provider: Arc<dyn Provider>,
-    pub(crate) journal: Arc<dyn ShutdownJournal>,
-    pub(crate) clock: Arc<dyn WallClock>,
-    pub(crate) pre_stop: Option<Arc<dyn PreStopExecutor>>,
-    pub(crate) events: broadcast::Sender<ShutdownEvent>,
-    pub(crate) in_flight: Mutex<HashMap<VmId, InFlight>>,
-    /// Which endpoint the leases of this manager belong to.
-    pub(crate) scope: LeaseScope,
-    /// Time budget of one journal call.
-    pub(crate) journal_budget: Duration,
+/// The manager's bookkeeping: which VM has a shutdown in flight. Only the manager (and the
+/// wrapper it spawns around each task) touches it.
+struct Registry {
+    in_flight: Mutex<HashMap<VmId, InFlight>>,
     next_id: AtomicU64,
 }
 
-impl Shared {
-    /// Runs one journal call within the journal budget.
-    pub(crate) async fn journal_call<T>(
-        &self,
-        op: &'static str,
-        fut: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        match tokio::time::timeout(self.journal_budget, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::timeout(format!(
-                "journal {op} did not answer within {:?}",
-                self.journal_budget
-            ))
-            .with_operation("journal")),
-        }
-    }
-
-    /// Reads the current run of `vm`, within `budget`; `None` if the provider cannot tell.
-    pub(crate) async fn incarnation(&self, vm: &VmId, budget: Duration) -> Option<Incarnation> {
-        match tokio::time::timeout(budget, self.provider.incarnation(vm)).await {
-            Ok(Ok(i)) => i,
-            Ok(Err(e)) => {
-                tracing::debug!(vm = %vm, error = %e, "could not read the VM's incarnation");
-                None
-            }
-            Err(_) => None,
-        }
-    }
-
-    /// Drops a stale lease with a warning and an event.
-    pub(crate) async fn discard_stale(&self, lease: &Lease, reason: StaleLease) {
-        tracing::warn!(
-            vm = %lease.vm,
-            reason = %reason,
-            "a journalled shutdown lease is stale ({reason}); it is discarded, not applied"
-        );
-        let _ = self.events.send(ShutdownEvent {
-            vm: lease.vm.clone(),
-            elapsed: Duration::ZERO,
-            kind: ShutdownEventKind::StaleLeaseDiscarded { reason },
-        });
-        if let Err(e) = self
-            .journal_call("remove", self.journal.remove(&self.scope, &lease.vm))
-            .await
+impl Registry {
+    /// Forgets task `id` of `vm` (not a later task of the same VM).
+    fn deregister(&self, vm: &VmId, id: u64) {
+        if let Ok(mut map) = self.in_flight.lock()
+            && map.get(vm).is_some_and(|f| f.id == id)
         {
-            tracing::warn!(vm = %lease.vm, error = %e, "could not remove a stale shutdown lease");
+            map.remove(vm);
         }
+    }
+}
+
+/// Abandons the slot when dropped before its report is in (the manager was dropped, the
+/// runtime shut down, the task panicked), so no waiter is left hanging.
+struct AbandonOnDrop(Arc<Slot>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.abandon();
     }
 }
 
@@ -123,14 +90,15 @@ impl Shared {
 /// # Ok::<(), virtrigaud_core::Error>(()) }).unwrap();
 /// ```
 pub struct ShutdownManager {
-    shared: Arc<Shared>,
+    context: Arc<ShutdownContext>,
+    registry: Arc<Registry>,
 }
 
 impl fmt::Debug for ShutdownManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShutdownManager")
-            .field("provider", &self.shared.provider.provider_type())
-            .field("journal", &self.shared.journal)
+            .field("provider", &self.context.provider.provider_type())
+            .field("journal", &self.context.journal)
             .finish_non_exhaustive()
     }
 }
@@ -177,15 +145,17 @@ impl ShutdownManagerBuilder {
     pub fn build(self) -> ShutdownManager {
         let (events, _) = broadcast::channel(self.event_capacity);
         ShutdownManager {
-            shared: Arc::new(Shared {
+            context: Arc::new(ShutdownContext {
                 journal: self.journal,
                 clock: self.clock,
                 pre_stop: self.pre_stop,
                 events,
-                in_flight: Mutex::new(HashMap::new()),
                 scope: LeaseScope::of(&*self.provider),
                 provider: self.provider,
                 journal_budget: self.journal_budget,
+            }),
+            registry: Arc::new(Registry {
+                in_flight: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
             }),
         }
@@ -212,12 +182,12 @@ impl ShutdownManager {
 
     /// The provider.
     pub fn provider(&self) -> &Arc<dyn Provider> {
-        &self.shared.provider
+        &self.context.provider
     }
 
     /// Subscribes to progress events of every shutdown of this manager.
     pub fn subscribe(&self) -> broadcast::Receiver<ShutdownEvent> {
-        self.shared.events.subscribe()
+        self.context.events.subscribe()
     }
 
     /// Shuts `vm` down and waits for the end (joining a shutdown already in flight).
@@ -241,7 +211,7 @@ impl ShutdownManager {
         let now = Instant::now();
         let requested = later(now, policy.grace);
         let mut map = self
-            .shared
+            .registry
             .in_flight
             .lock()
             .map_err(|_| Error::internal("lock poisoned"))?;
@@ -249,30 +219,37 @@ impl ShutdownManager {
             && !f.slot.is_finished()
         {
             f.slot.shorten(requested);
-            let _ = self.shared.events.send(ShutdownEvent {
-                vm: vm.clone(),
-                elapsed: now.saturating_duration_since(f.started),
-                kind: ShutdownEventKind::Joined,
-            });
+            self.context
+                .emit(vm, f.started, || ShutdownEventKind::Joined);
             return Ok(ShutdownHandle::attach(vm.clone(), Arc::clone(&f.slot)));
         }
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.registry.next_id.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::new(Slot::new(requested));
         let span = tracing::info_span!(
             "virtrigaud.shutdown",
-            provider = self.shared.provider.provider_type(),
+            provider = self.context.provider.provider_type(),
             vm = %vm,
             grace = ?policy.grace
         );
-        let task = ShutdownTask::new(
-            Arc::clone(&self.shared),
+        let run = ShutdownTask::new(
+            Arc::clone(&self.context),
             Arc::clone(&slot),
-            id,
             vm.clone(),
             policy,
             requested,
+        )
+        .run();
+        let registry = Arc::clone(&self.registry);
+        let guard = AbandonOnDrop(Arc::clone(&slot));
+        // `map`, not an `async` block around `run.await`: that would hold the task's future
+        // twice in every shutdown in flight.
+        let join = tokio::spawn(
+            run.map(move |(vm, report)| {
+                registry.deregister(&vm, id);
+                guard.0.finish(report);
+            })
+            .instrument(span),
         );
-        let join = tokio::spawn(task.run().instrument(span));
         map.insert(
             vm.clone(),
             InFlight {
@@ -296,19 +273,19 @@ impl ShutdownManager {
     /// passed.
     pub async fn resume_pending(&self, policy: ShutdownPolicy) -> Result<Vec<ShutdownHandle>> {
         policy.validate()?;
-        let shared = &self.shared;
-        let leases = shared
-            .journal_call("list", shared.journal.list(&shared.scope))
+        let ctx = &self.context;
+        let leases = ctx
+            .journal_call("list", ctx.journal.list(&ctx.scope))
             .await?;
         let mut handles = Vec::with_capacity(leases.len());
         for lease in leases {
             if self.in_flight().contains(&lease.vm) {
                 continue;
             }
-            let current = shared.incarnation(&lease.vm, policy.read_budget).await;
-            let now = shared.clock.now();
+            let current = ctx.incarnation(&lease.vm, policy.read_budget).await;
+            let now = ctx.clock.now();
             if let Some(reason) = lease.staleness(now, current.as_ref(), policy.force_budget) {
-                shared.discard_stale(&lease, reason).await;
+                ctx.discard_stale(&lease, reason).await;
                 continue;
             }
             let left = lease.time_left(now).max(Duration::from_millis(1));
@@ -319,7 +296,7 @@ impl ShutdownManager {
 
     /// VMs whose shutdown is in flight.
     pub fn in_flight(&self) -> Vec<VmId> {
-        self.shared
+        self.registry
             .in_flight
             .lock()
             .map(|m| {
@@ -334,7 +311,7 @@ impl ShutdownManager {
 
 impl Drop for ShutdownManager {
     fn drop(&mut self) {
-        if let Ok(map) = self.shared.in_flight.lock() {
+        if let Ok(map) = self.registry.in_flight.lock() {
             for f in map.values() {
                 f.abort.abort();
             }
@@ -419,7 +396,7 @@ impl ShutdownHandle {
     pub fn wait(self) -> impl Future<Output = ShutdownReport> + Send + 'static {
         async move {
             if self.cancelled.load(Ordering::Acquire) && !self.slot.is_cancelled() {
-                return super::slot::detached_report();
+                return ShutdownReport::detached();
             }
             self.slot.report().await
         }

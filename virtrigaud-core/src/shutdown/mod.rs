@@ -17,8 +17,21 @@
 //! the VM it was written for ([`crate::Incarnation`]) and expires: a VM restarted in between
 //! gets a full, fresh grace. [`fleet::FleetShutdown`] shuts many VMs
 //! down in ordered groups under a concurrency cap and one overall deadline.
+//!
+//! The layout, top to bottom (no module uses one above it):
+//!
+//! - `manager.rs`: [`ShutdownManager`], its in-flight registry (one task per VM; joins) and
+//!   the spawn wrapper that deregisters a finished task and publishes its report;
+//! - `driver.rs`: one task — resolves the lease and the watch, builds the machine with its
+//!   final deadline, then executes its commands; `context.rs`: what every task needs
+//!   (provider, journal, clock, pre-stop executor, events);
+//! - `machine/`: the pure machine (`mod.rs`: inputs, commands, the deadline; `phases.rs`:
+//!   the transitions of each phase);
+//! - `slot.rs` (what a task shares with its handles), `lease.rs`, `journal.rs`,
+//!   `file_journal.rs`, `policy.rs`, `outcome.rs`, `events.rs`, `clock.rs` at the bottom.
 
 mod clock;
+mod context;
 mod driver;
 mod events;
 mod file_journal;

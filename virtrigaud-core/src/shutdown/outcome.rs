@@ -143,3 +143,36 @@ pub struct ShutdownReport {
     /// not seen off (cancelled, failed, vanished).
     pub off_observed: Option<Duration>,
 }
+
+impl ShutdownReport {
+    /// A report of nothing done, ending with `outcome`.
+    pub(crate) fn empty(outcome: ShutdownOutcome) -> Self {
+        ShutdownReport {
+            outcome,
+            elapsed: Duration::ZERO,
+            grace: Duration::ZERO,
+            signals_sent: 0,
+            power_off_calls: 0,
+            provider_calls: 0,
+            channel: None,
+            pre_stop_ok: None,
+            resumed: false,
+            off_observed: None,
+        }
+    }
+
+    /// The report of a shutdown whose task was dropped before it reported (its manager was
+    /// dropped, the runtime shut down).
+    pub(crate) fn abandoned() -> Self {
+        Self::empty(ShutdownOutcome::Failed {
+            error: Error::cancelled(
+                "the shutdown manager was dropped; the lease stays in its journal",
+            ),
+        })
+    }
+
+    /// The report of a caller that cancelled while others still wait for the shutdown.
+    pub(crate) fn detached() -> Self {
+        Self::empty(ShutdownOutcome::Cancelled)
+    }
+}

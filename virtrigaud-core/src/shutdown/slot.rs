@@ -12,12 +12,13 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::outcome::{ShutdownOutcome, ShutdownReport};
-use crate::error::Error;
+use super::outcome::ShutdownReport;
 
 #[derive(Debug)]
 struct State {
     deadline: Instant,
+    /// The deadline moved since the task last took it.
+    shortened: bool,
     /// Handles attached and not cancelled.
     attached: usize,
     /// Some handle asked to cancel.
@@ -40,6 +41,7 @@ impl Slot {
         Slot {
             state: Mutex::new(State {
                 deadline,
+                shortened: false,
                 attached: 0,
                 cancel_requested: false,
                 cancelled: false,
@@ -64,12 +66,27 @@ impl Slot {
         self.lock().deadline
     }
 
+    /// The current deadline, taken by the task: a later move is reported by
+    /// [`Slot::take_shortened`].
+    pub(crate) fn take_deadline(&self) -> Instant {
+        let mut s = self.lock();
+        s.shortened = false;
+        s.deadline
+    }
+
+    /// The new deadline, if it moved since the task last took it (then taken).
+    pub(crate) fn take_shortened(&self) -> Option<Instant> {
+        let mut s = self.lock();
+        std::mem::take(&mut s.shortened).then_some(s.deadline)
+    }
+
     /// Moves the deadline to `requested` if that is earlier; wakes the task if it moved.
     pub(crate) fn shorten(&self, requested: Instant) -> bool {
         let moved = {
             let mut s = self.lock();
             if requested < s.deadline && s.report.is_none() {
                 s.deadline = requested;
+                s.shortened = true;
                 true
             } else {
                 false
@@ -160,36 +177,10 @@ impl Slot {
                     return report.clone();
                 }
                 if s.abandoned {
-                    return abandoned_report();
+                    return ShutdownReport::abandoned();
                 }
             }
             notified.await;
         }
-    }
-}
-
-fn abandoned_report() -> ShutdownReport {
-    empty_report(ShutdownOutcome::Failed {
-        error: Error::cancelled("the shutdown manager was dropped; the lease stays in its journal"),
-    })
-}
-
-/// The report of a caller that cancelled while others still wait for the shutdown.
-pub(crate) fn detached_report() -> ShutdownReport {
-    empty_report(ShutdownOutcome::Cancelled)
-}
-
-fn empty_report(outcome: ShutdownOutcome) -> ShutdownReport {
-    ShutdownReport {
-        outcome,
-        elapsed: std::time::Duration::ZERO,
-        grace: std::time::Duration::ZERO,
-        signals_sent: 0,
-        power_off_calls: 0,
-        provider_calls: 0,
-        channel: None,
-        pre_stop_ok: None,
-        resumed: false,
-        off_observed: None,
     }
 }

@@ -96,10 +96,33 @@ proptest! {
             let mut saw_crash = false;
             let mut saw_pause = false;
             let mut permanent_signal_failure = false;
-            let mut cmd = m.start(now);
+            let mut cmd = m.start();
             let mut outcome = None;
             for _ in 0..5_000 {
+                // A join or a force while a call is pending: the machine persists the move
+                // and then repeats the pending call as it was.
+                let calling = !matches!(
+                    cmd,
+                    Command::Finish(_) | Command::Wait { .. } | Command::Persist { .. }
+                );
+                if calling && world.pick().is_some_and(|b| b % 16 == 15) {
+                    let by = Duration::from_secs(u64::from(world.pick().unwrap_or(0) % 90));
+                    let to = now + by;
+                    if to <= now && to < m.deadline() {
+                        shortened_to_now = true;
+                    }
+                    let pending = format!("{cmd:?}");
+                    let mut next = m.on(Input::Shortened(to), now);
+                    if let Command::Persist { deadline, .. } = next {
+                        prop_assert_eq!(deadline, to);
+                        next = m.on(Input::Persisted, now);
+                    }
+                    prop_assert_eq!(format!("{next:?}"), pending, "the pending call changed");
+                    prop_assert!(m.deadline() <= deadline);
+                    deadline = m.deadline();
+                }
                 let input = match &cmd {
+                    Command::Persist { .. } => Input::Persisted,
                     Command::Finish(o) => {
                         outcome = Some(o.clone());
                         break;
@@ -154,8 +177,7 @@ proptest! {
                                 if to <= now && to < m.deadline() {
                                     shortened_to_now = true;
                                 }
-                                m.shorten(to, now);
-                                Input::Wake
+                                Input::Shortened(to)
                             }
                             Some(4) if !m.is_forcing() => {
                                 cancelled = true;
