@@ -19,8 +19,8 @@ use virtrigaud_core::{
     VmCapabilities, VmDescription, VmId,
 };
 
+use crate::fmt::{ms, opt_secs as secs, p50_max};
 use crate::real::Lab;
-use crate::report::pct;
 
 /// How a guest reacts to the ACPI power button (`scripts/libvirt/build-guest.sh`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -546,22 +546,6 @@ async fn run_libvirt_guests(
         exit: Some(code),
         solo_destroys: Vec::new(),
     })
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1e3)
-}
-
-fn secs(d: Option<Duration>) -> String {
-    d.map(|d| format!("{:.2}", d.as_secs_f64()))
-        .unwrap_or_else(|| "—".into())
-}
-
-fn p50_max(v: &[Duration]) -> String {
-    match (pct(v, 50.0), v.iter().max()) {
-        (Some(a), Some(b)) => format!("{} / {}", ms(a), ms(*b)),
-        _ => "—".into(),
-    }
 }
 
 /// The personalities present, in a stable order.

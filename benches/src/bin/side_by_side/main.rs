@@ -15,6 +15,7 @@
 #![allow(missing_docs, unreachable_pub)]
 
 mod fleet;
+mod fmt;
 mod plots;
 #[cfg(feature = "providers")]
 mod providers;

@@ -5,6 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::Results;
+use crate::fmt::{self, opt_ms, ratio};
 use crate::real::Sample;
 
 /// Placements per second per scenario, from criterion's `placement_5000_hosts` results.
@@ -117,50 +118,11 @@ fn machine() -> Vec<(String, String)> {
     ]
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1e3)
-}
-
-/// Nearest-rank percentile.
-pub(crate) fn pct(v: &[Duration], p: f64) -> Option<Duration> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut v = v.to_vec();
-    v.sort();
-    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-    Some(v[rank.clamp(1, v.len()) - 1])
-}
-
-fn opt_ms(d: Option<Duration>) -> String {
-    d.map(ms).unwrap_or_else(|| "n/a".into())
-}
-
-fn stats(
-    s: &[Sample],
-) -> (
-    Option<Duration>,
-    Option<Duration>,
-    Option<Duration>,
-    Option<Duration>,
-    usize,
-) {
+/// The latency percentiles of one method's samples.
+fn stats(s: &[Sample]) -> fmt::Stats {
     let total: Vec<_> = s.iter().map(|x| x.total).collect();
     let det: Vec<_> = s.iter().filter_map(|x| x.detect).collect();
-    (
-        pct(&total, 50.0),
-        pct(&total, 99.0),
-        pct(&det, 50.0),
-        pct(&det, 99.0),
-        det.len(),
-    )
-}
-
-fn ratio(a: Option<Duration>, b: Option<Duration>) -> String {
-    match (a, b) {
-        (Some(a), Some(b)) if !a.is_zero() => format!("{:.0}×", b.as_secs_f64() / a.as_secs_f64()),
-        _ => "n/a".into(),
-    }
+    fmt::stats(&total, &det)
 }
 
 /// Renders the whole report.
@@ -362,7 +324,14 @@ pub(crate) fn render(r: &Results, smoke: bool) -> String {
                 ("2 s polling", &l.poll),
                 ("libvirt-guests", &l.guests),
             ] {
-                let (t50, t99, d50, d99, n) = stats(s);
+                let st = stats(s);
+                let (t50, t99, d50, d99, n) = (
+                    st.total_p50,
+                    st.total_p99,
+                    st.detect_p50,
+                    st.detect_p99,
+                    st.detected,
+                );
                 let calls: Vec<u64> = s.iter().filter_map(|x| x.calls).collect();
                 let calls = if calls.is_empty() {
                     "n/a (virsh processes)".to_string()
@@ -388,20 +357,20 @@ pub(crate) fn render(r: &Results, smoke: bool) -> String {
                 "\nRatios (detection beyond the stop event, p99): 2 s polling / virtrigaud = **{}**, \
                  libvirt-guests / virtrigaud = **{}**; p50: {} and {}. Total time p50: polling / \
                  virtrigaud = {}, libvirt-guests / virtrigaud = {}.",
-                ratio(ev.3, p.3),
-                ratio(ev.3, g.3),
-                ratio(ev.2, p.2),
-                ratio(ev.2, g.2),
-                ratio(ev.0, p.0),
-                ratio(ev.0, g.0)
+                ratio(ev.detect_p99, p.detect_p99),
+                ratio(ev.detect_p99, g.detect_p99),
+                ratio(ev.detect_p50, p.detect_p50),
+                ratio(ev.detect_p50, g.detect_p50),
+                ratio(ev.total_p50, p.total_p50),
+                ratio(ev.total_p50, g.total_p50)
             );
-            let ok = ev.3.is_some_and(|d| d < Duration::from_millis(50));
+            let ok = ev.detect_p99.is_some_and(|d| d < Duration::from_millis(50));
             let _ = writeln!(
                 w,
                 "\n**Target** (p99 under 50 ms beyond the stop event, ≥ 20× better than 2 s polling): \
                  virtrigaud p99 = {} ms → **{}**.",
-                opt_ms(ev.3),
-                if ok { "met" } else { "NOT met" }
+                opt_ms(ev.detect_p99),
+                fmt::met(ok)
             );
             plot(
                 w,
@@ -582,7 +551,7 @@ pub(crate) fn render(r: &Results, smoke: bool) -> String {
             med(&l.poll)
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "n/a".into()),
-            opt_ms(stats(&l.event).0)
+            opt_ms(stats(&l.event).total_p50)
         );
     }
     if let Some(md) = &r.providers {
