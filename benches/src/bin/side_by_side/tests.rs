@@ -270,7 +270,7 @@ fn report_fleet_only_matches_golden() {
 }
 
 #[test]
-fn checks_pass_on_good_numbers_and_name_each_failure() {
+fn report_checks_name_each_failure() {
     let r = full();
     let f = crate::comparisons::check(&r);
     // The fixture has one failed provider stop, one deadline run that left a guest on and a
