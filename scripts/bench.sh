@@ -6,8 +6,10 @@
 #
 # Steps: 1. scripts/libvirt/setup.sh (libvirtd + QEMU + the tiny guest; cached, seconds when warm) and its .env;
 #        2. the criterion placement benchmark at 5,000 hosts (benches/benches/placement.rs);
-#        3. the comparison binary (benches/src/bin/side_by_side), which runs comparisons 1-4 and writes the
-#           report with the machine and versions, reading placement results from criterion's output.
+#        3. the comparison binary (benches/src/bin/side_by_side: one module per comparison under comparisons/,
+#           each measure -> check -> render), which runs comparisons 1-4, reads comparison 5 (placement) from
+#           criterion's output and writes the report with the machine and versions; the report's prose is in
+#           benches/templates/*.md (the golden files in benches/golden/ pin the rendering).
 # Environment: CARGO_TARGET_DIR (default: <repo>/target), VIRTRIGAUD_STATE_DIR, BENCH_RUNS (latency rounds,
 # default 10), BENCH_FLEET (fleet size, default 6), BENCH_FLEET_ROUNDS (virtrigaud fleet rounds, default 3),
 # BENCH_OUT (default docs/BENCHMARKS.md), BENCH_SKIP_LIBVIRT=1 (simulator and placement only),

@@ -37,7 +37,7 @@ pub fn live_bytes() -> isize {
 }
 
 /// A current-thread runtime on tokio's paused clock (simulated time).
-fn paused_runtime() -> tokio::runtime::Runtime {
+pub fn paused_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)

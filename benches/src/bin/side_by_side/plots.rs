@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 /// One named series of (x, y) points.
@@ -196,6 +197,29 @@ pub(crate) fn timeline(
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(err)?;
+    draw_bars(&mut chart, bars, rows, marker, colors)?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// A chart on linear f64 axes.
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The timeline's bars, its `marker` line and the legend entries of `colors`.
+fn draw_bars(
+    chart: &mut Chart<'_, '_>,
+    bars: &[Bar],
+    rows: usize,
+    marker: Option<(f64, &str)>,
+    colors: &[&str],
+) -> Result<(), String> {
     for (i, b) in bars.iter().enumerate() {
         let top = (rows - i) as f64 - 0.15;
         let bottom = (rows - 1 - i) as f64 + 0.15;
@@ -232,15 +256,7 @@ pub(crate) fn timeline(
             .label(*name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK.mix(0.3))
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)
+    Ok(())
 }
 
 fn max_of(values: impl Iterator<Item = f64>) -> f64 {

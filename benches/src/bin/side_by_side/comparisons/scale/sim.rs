@@ -1,11 +1,11 @@
-//! Comparisons on the in-process simulator (paused tokio clock): scale, memory, the
-//! concurrency cap, the overall deadline, and API calls per graceful stop.
+//! The simulator measurements of comparison 3 (paused tokio clock): CPU per VM at scale, heap
+//! bytes per in-flight shutdown, the concurrency cap and the overall deadline.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use virtrigaud_benches::{fleet, live_bytes};
+use virtrigaud_benches::{fleet, live_bytes, paused_runtime};
 use virtrigaud_core::provider::ShutdownRequestOptions;
 use virtrigaud_core::shutdown::{FleetShutdown, ShutdownManager, ShutdownPolicy};
 use virtrigaud_core::sim::{GuestBehavior, Simulator};
@@ -14,7 +14,7 @@ use virtrigaud_core::{PowerState, Provider, ShutdownChannel, VmId};
 /// CPU time consumed so far by the calling thread (ns), `CLOCK_THREAD_CPUTIME_ID`. The
 /// simulator runs on a current-thread runtime, so this is all the work measured.
 #[allow(unsafe_code)]
-pub(crate) fn thread_cpu_ns() -> u64 {
+fn thread_cpu_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -25,14 +25,6 @@ pub(crate) fn thread_cpu_ns() -> u64 {
         return 0;
     }
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-fn paused_rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("runtime")
 }
 
 /// One scale measurement.
@@ -63,7 +55,7 @@ impl ScaleRow {
 /// same with a bare driver, on a fresh fleet each.
 pub(crate) fn scale(n: usize) -> ScaleRow {
     let guest = Duration::from_secs(5);
-    let rt = paused_rt();
+    let rt = paused_runtime();
     rt.block_on(async move {
         let c0 = thread_cpu_ns();
         let (sim, vms) = fleet(n, GuestBehavior::cooperative().acpi_after(guest), true);
@@ -142,12 +134,26 @@ async fn bare_one(sim: &Simulator, vm: &VmId) -> bool {
     false
 }
 
-/// Heap bytes per in-flight shutdown: the engine (via the shared helper) and a bare driver
-/// (one watch + one request per VM, the simulator's share).
-pub(crate) fn memory(n: usize) -> (f64, f64, f64) {
+/// Heap bytes per in-flight shutdown at one fleet size.
+#[derive(Debug, Clone)]
+pub(crate) struct MemoryRow {
+    pub n: usize,
+    /// `ShutdownManager::start` per VM, push-capable simulator.
+    pub engine_push: f64,
+    /// The same, polling-only simulator.
+    pub engine_poll: f64,
+    /// Through one `FleetShutdown` (cap = fleet size), when measured.
+    pub fleet: Option<f64>,
+    /// A bare driver (one watch + one request per VM): the simulator's share.
+    pub bare: f64,
+}
+
+/// Heap bytes per in-flight shutdown: the engine (via the shared helpers, alone and through
+/// `FleetShutdown`) and a bare driver (one watch + one request per VM, the simulator's share).
+pub(crate) fn memory(n: usize) -> MemoryRow {
     let engine_push = virtrigaud_benches::bytes_per_in_flight_shutdown_with(n, true);
     let engine_poll = virtrigaud_benches::bytes_per_in_flight_shutdown_with(n, false);
-    let rt = paused_rt();
+    let rt = paused_runtime();
     let bare = rt.block_on(async move {
         let (sim, vms) = fleet(n, GuestBehavior::ignores_acpi().hide_shutting_down(), true);
         let before = live_bytes();
@@ -166,7 +172,14 @@ pub(crate) fn memory(n: usize) -> (f64, f64, f64) {
         }
         (after - before) as f64 / n as f64
     });
-    (engine_push, engine_poll, bare)
+    let fleet = virtrigaud_benches::bytes_per_in_flight_fleet_shutdown(n);
+    MemoryRow {
+        n,
+        engine_push,
+        engine_poll,
+        fleet: Some(fleet),
+        bare,
+    }
 }
 
 /// The concurrency cap: `n` guests of 5 s with at most `cap` in flight.
@@ -181,9 +194,10 @@ pub(crate) struct CapRow {
     pub max_in_flight: usize,
 }
 
+/// Runs `n` guests of 5 s through `FleetShutdown` with concurrency `cap`.
 pub(crate) fn concurrency_cap(n: usize, cap: usize) -> CapRow {
     let guest = Duration::from_secs(5);
-    let rt = paused_rt();
+    let rt = paused_runtime();
     rt.block_on(async move {
         let (sim, vms) = fleet(n, GuestBehavior::cooperative().acpi_after(guest), true);
         let manager = ShutdownManager::new(Arc::new(sim.clone()));
@@ -244,9 +258,10 @@ pub(crate) struct DeadlineRow {
     pub latest_forced: Duration,
 }
 
+/// Runs `n` ignoring guests through `FleetShutdown` with concurrency `cap` and a 30 s deadline.
 pub(crate) fn overall_deadline(n: usize, cap: usize) -> DeadlineRow {
     let deadline = Duration::from_secs(30);
-    let rt = paused_rt();
+    let rt = paused_runtime();
     rt.block_on(async move {
         let (sim, vms) = fleet(n, GuestBehavior::ignores_acpi(), true);
         let manager = ShutdownManager::new(Arc::new(sim));
@@ -274,60 +289,4 @@ pub(crate) fn overall_deadline(n: usize, cap: usize) -> DeadlineRow {
             latest_forced,
         }
     })
-}
-
-/// API calls for one graceful stop of a guest that needs `guest` to stop.
-#[derive(Debug, Clone)]
-pub(crate) struct CallsRow {
-    pub guest: Duration,
-    /// Engine, push-capable simulator.
-    pub push: u64,
-    /// Engine, polling-only simulator, default backoff (250 ms doubling to 2 s).
-    pub engine_poll: u64,
-    /// Engine, polling-only simulator, fixed 2 s polling.
-    pub engine_poll_2s: u64,
-    /// Hand-written Go-style loop: one request, then a state read every 2 s until off.
-    pub go_loop: u64,
-}
-
-pub(crate) fn api_calls(guest: Duration) -> CallsRow {
-    let grace = guest + Duration::from_secs(60);
-    let engine = |push: bool, policy: ShutdownPolicy| {
-        paused_rt().block_on(async move {
-            let (sim, vms) = fleet(1, GuestBehavior::cooperative().acpi_after(guest), push);
-            let manager = ShutdownManager::new(Arc::new(sim.clone()));
-            let r = manager.shutdown(&vms[0], policy).await.expect("shutdown");
-            assert!(r.outcome.is_off(), "{}", r.outcome);
-            sim.total_calls()
-        })
-    };
-    let push = engine(true, ShutdownPolicy::with_grace(grace));
-    let engine_poll = engine(false, ShutdownPolicy::with_grace(grace));
-    let two = Duration::from_secs(2);
-    let engine_poll_2s = engine(false, ShutdownPolicy::with_grace(grace).polling(two, two));
-    let go_loop = paused_rt().block_on(async move {
-        let (sim, vms) = fleet(1, GuestBehavior::cooperative().acpi_after(guest), false);
-        let vm = &vms[0];
-        sim.request_shutdown(
-            vm,
-            ShutdownChannel::Acpi,
-            &ShutdownRequestOptions::new(1, grace),
-        )
-        .await
-        .expect("request");
-        loop {
-            tokio::time::sleep(two).await;
-            if matches!(sim.power_state(vm).await, Ok(PowerState::Off(_))) {
-                break;
-            }
-        }
-        sim.total_calls()
-    });
-    CallsRow {
-        guest,
-        push,
-        engine_poll,
-        engine_poll_2s,
-        go_loop,
-    }
 }

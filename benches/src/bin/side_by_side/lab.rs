@@ -1,15 +1,13 @@
-//! Comparisons on real QEMU guests under libvirtd (set up by `scripts/libvirt/setup.sh`):
-//! off-detection latency, virtrigaud vs 2 s polling vs `libvirt-guests` (the fleet comparison is
-//! in `fleet.rs`, on the same [`Lab`]).
+//! The real backend of comparisons 1 and 2: QEMU guests under libvirtd (set up by
+//! `scripts/libvirt/setup.sh`), an event-driven and a polling-only libvirt provider on them, and
+//! Debian's `libvirt-guests.sh` run against them.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use virtrigaud_core::provider::{DeleteOptions, DiskCreateSpec, PowerOffOptions, VmCreateSpec};
-use virtrigaud_core::shutdown::{ShutdownManager, ShutdownPolicy};
 use virtrigaud_core::{PowerState, Provider, StartOptions, VmId};
 use virtrigaud_libvirt::{DomainTemplate, KernelBoot, LibvirtConfig, LibvirtProvider};
 
@@ -81,8 +79,13 @@ impl Lab {
         &self.ev
     }
 
+    /// The libvirt provider with domain events off (state reads only).
+    pub(crate) fn polling_provider(&self) -> &LibvirtProvider {
+        &self.poll
+    }
+
     /// Creates a 1-vCPU, 128 MiB guest of personality `mode` (not started).
-    async fn create(&self, n: &str, mode: &str) -> Result<VmId, String> {
+    pub(crate) async fn create(&self, n: &str, mode: &str) -> Result<VmId, String> {
         self.create_cmdline(n, &format!("vr.mode={mode}")).await
     }
 
@@ -193,106 +196,4 @@ impl Lab {
         ))?;
         Ok((first, end, text, code))
     }
-}
-
-/// One shutdown measured: total (request → reported off), detection (stop event → reported
-/// off), libvirt API calls.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Sample {
-    pub total: Duration,
-    pub detect: Option<Duration>,
-    pub calls: Option<u64>,
-}
-
-/// Samples of the three methods.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Latency {
-    pub event: Vec<Sample>,
-    pub poll: Vec<Sample>,
-    pub guests: Vec<Sample>,
-    pub errors: Vec<String>,
-}
-
-/// Off-detection latency: `runs` rounds, each stopping three ACPI guests one after the other.
-pub(crate) async fn latency(lab: &Lab, runs: usize) -> Result<Latency, String> {
-    let names = ["lat-ev", "lat-poll", "lat-lg"];
-    let mut vms = Vec::new();
-    for n in names {
-        vms.push(lab.create(n, "acpi").await?);
-    }
-    let mut out = Latency::default();
-    let res = async {
-        for round in 0..runs {
-            lab.boot(&vms).await?;
-            // Rotate the order so no method always runs first.
-            for k in 0..3 {
-                let m = (k + round) % 3;
-                let vm = &vms[m];
-                let t0 = Instant::now();
-                match m {
-                    0 | 1 => {
-                        let (p, policy) = if m == 0 {
-                            (&lab.ev, ShutdownPolicy::with_grace(Duration::from_secs(60)))
-                        } else {
-                            let two = Duration::from_secs(2);
-                            (
-                                &lab.poll,
-                                ShutdownPolicy::with_grace(Duration::from_secs(60))
-                                    .polling(two, two),
-                            )
-                        };
-                        let c0 = p.api_calls();
-                        let r = ShutdownManager::new(Arc::new(p.clone()) as Arc<dyn Provider>)
-                            .shutdown(vm, policy)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        let done = Instant::now();
-                        let calls = p.api_calls() - c0;
-                        if !matches!(
-                            r.outcome,
-                            virtrigaud_core::shutdown::ShutdownOutcome::Graceful { .. }
-                        ) {
-                            out.errors.push(format!("{vm}: {}", r.outcome));
-                        }
-                        // The event callback may land a moment after the poll saw Off.
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        let s = Sample {
-                            total: done - t0,
-                            detect: lab
-                                .stop_event_after(vm, t0)
-                                .map(|s| done.saturating_duration_since(s)),
-                            calls: Some(calls),
-                        };
-                        if m == 0 {
-                            out.event.push(s);
-                        } else {
-                            out.poll.push(s);
-                        }
-                    }
-                    _ => {
-                        let vm2 = vm.clone();
-                        let lab_ref = lab;
-                        let (start, end, text, _code) =
-                            tokio::task::block_in_place(|| lab_ref.libvirt_guests(&[vm2], 0, 60))?;
-                        if !matches!(lab.ev.power_state(vm).await, Ok(PowerState::Off(_))) {
-                            out.errors
-                                .push(format!("libvirt-guests left {vm} on:\n{text}"));
-                        }
-                        out.guests.push(Sample {
-                            total: end - start,
-                            detect: lab
-                                .stop_event_after(vm, t0)
-                                .map(|s| end.saturating_duration_since(s)),
-                            calls: None,
-                        });
-                    }
-                }
-            }
-            eprintln!("  latency round {}/{runs} done", round + 1);
-        }
-        Ok::<(), String>(())
-    }
-    .await;
-    lab.remove(&vms).await;
-    res.map(|()| out)
 }
