@@ -88,11 +88,6 @@ impl VsphereProvider {
     pub fn api_calls(&self) -> u64 {
         self.client.api_calls()
     }
-
-    /// Same as [`VsphereProvider::api_calls`] (the name the benches use).
-    pub fn soap_calls(&self) -> u64 {
-        self.api_calls()
-    }
 }
 
 #[async_trait]

@@ -123,7 +123,7 @@ impl Backend for Vcsim {
             Ok(Instance {
                 provider: Arc::new(p),
                 count: Box::new(move || Count {
-                    requests: c.soap_calls(),
+                    requests: c.api_calls(),
                     ..Count::default()
                 }),
             })
