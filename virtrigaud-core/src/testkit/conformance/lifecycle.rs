@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{CheckOutcome, Fixture, SETTLE, await_state, with_vm};
+use super::{CheckOutcome, Fixture, SETTLE, await_state, with_ignoring_vm, with_vm};
 use crate::error::ErrorKind;
 use crate::provider::Provider;
 use crate::shutdown::{ForcedReason, ShutdownManager, ShutdownOutcome, ShutdownPolicy};
@@ -80,17 +80,6 @@ pub async fn pause_resume_round_trip(
     .await
 }
 
-/// The VM whose guest ignores shutdown, or the reason the escalation checks are skipped.
-async fn ignoring_vm(fixture: &dyn Fixture) -> Result<VmId, CheckOutcome> {
-    match fixture.ignoring_vm().await {
-        Ok(Some(vm)) => Ok(vm),
-        Ok(None) => Err(CheckOutcome::Skipped(
-            "the backend cannot model a guest that ignores shutdown".into(),
-        )),
-        Err(e) => Err(CheckOutcome::Failed(format!("fixture.ignoring_vm: {e}"))),
-    }
-}
-
 /// A grace long enough that a check ending well before it proves the escalation worked.
 fn long_grace(fixture: &dyn Fixture) -> Duration {
     fixture.graceful_grace().max(fixture.short_grace() * 10)
@@ -103,19 +92,12 @@ pub async fn escalation_shortens_or_forces(
     provider: &Arc<dyn Provider>,
     fixture: &dyn Fixture,
 ) -> CheckOutcome {
-    let vm = match ignoring_vm(fixture).await {
-        Ok(vm) => vm,
-        Err(skipped) => return skipped,
-    };
     let manager = ShutdownManager::new(Arc::clone(provider));
     let long = long_grace(fixture);
     let short = fixture.short_grace();
-    let outcome = async {
+    let shortened = with_ignoring_vm(fixture, async |vm: &VmId| {
         let t0 = tokio::time::Instant::now();
-        let handle = attempt!(
-            manager.start(&vm, ShutdownPolicy::with_grace(long)),
-            "start"
-        );
+        let handle = attempt!(manager.start(vm, ShutdownPolicy::with_grace(long)), "start");
         let head_start = short / 2;
         tokio::time::sleep(head_start).await;
         handle.shorten(short);
@@ -140,24 +122,14 @@ pub async fn escalation_shortens_or_forces(
             "the original grace won: {:?}",
             report.elapsed
         );
-        let state = attempt!(provider.power_state(&vm).await, "power_state");
-        ensure!(state.is_off(), "forced off but the provider says {state}");
-        CheckOutcome::Passed
-    }
+        off_after_force(provider, vm).await
+    })
     .await;
-    fixture.cleanup(&vm).await;
-    if outcome != CheckOutcome::Passed {
-        return outcome;
+    if shortened != CheckOutcome::Passed {
+        return shortened;
     }
-    let vm = match ignoring_vm(fixture).await {
-        Ok(vm) => vm,
-        Err(skipped) => return skipped,
-    };
-    let outcome = async {
-        let handle = attempt!(
-            manager.start(&vm, ShutdownPolicy::with_grace(long)),
-            "start"
-        );
+    with_ignoring_vm(fixture, async |vm: &VmId| {
+        let handle = attempt!(manager.start(vm, ShutdownPolicy::with_grace(long)), "start");
         tokio::time::sleep(short / 2).await;
         handle.force();
         let report = handle.wait().await;
@@ -171,13 +143,16 @@ pub async fn escalation_shortens_or_forces(
             "force waited for the grace: {:?}",
             report.elapsed
         );
-        let state = attempt!(provider.power_state(&vm).await, "power_state");
-        ensure!(state.is_off(), "forced off but the provider says {state}");
-        CheckOutcome::Passed
-    }
-    .await;
-    fixture.cleanup(&vm).await;
-    outcome
+        off_after_force(provider, vm).await
+    })
+    .await
+}
+
+/// The provider reads the VM off after the engine forced it.
+async fn off_after_force(provider: &Arc<dyn Provider>, vm: &VmId) -> CheckOutcome {
+    let state = attempt!(provider.power_state(vm).await, "power_state");
+    ensure!(state.is_off(), "forced off but the provider says {state}");
+    CheckOutcome::Passed
 }
 
 /// A shutdown cancelled during its grace is honest about it: either it reads `Cancelled`,
@@ -189,15 +164,11 @@ pub async fn cancelled_shutdown_is_honest(
     provider: &Arc<dyn Provider>,
     fixture: &dyn Fixture,
 ) -> CheckOutcome {
-    let vm = match ignoring_vm(fixture).await {
-        Ok(vm) => vm,
-        Err(skipped) => return skipped,
-    };
     let manager = ShutdownManager::new(Arc::clone(provider));
     let short = fixture.short_grace();
-    let outcome = async {
+    with_ignoring_vm(fixture, async |vm: &VmId| {
         let handle = attempt!(
-            manager.start(&vm, ShutdownPolicy::with_grace(short * 2)),
+            manager.start(vm, ShutdownPolicy::with_grace(short * 2)),
             "start"
         );
         tokio::time::sleep(short / 2).await;
@@ -217,14 +188,12 @@ pub async fn cancelled_shutdown_is_honest(
         );
         // Past the original deadline: a deadline armed on the server must have been disarmed.
         tokio::time::sleep(short * 3).await;
-        let state = attempt!(provider.power_state(&vm).await, "power_state");
+        let state = attempt!(provider.power_state(vm).await, "power_state");
         ensure!(
             state.is_active(),
             "the shutdown read Cancelled but the VM went down: {state}"
         );
         CheckOutcome::Passed
-    }
-    .await;
-    fixture.cleanup(&vm).await;
-    outcome
+    })
+    .await
 }

@@ -157,6 +157,26 @@ async fn with_vm(
     outcome
 }
 
+/// Runs `check` on a fresh VM whose guest ignores shutdown, then cleans the VM up; skipped
+/// when the fixture cannot model such a guest.
+async fn with_ignoring_vm(
+    fixture: &dyn Fixture,
+    check: impl AsyncFnOnce(&VmId) -> CheckOutcome,
+) -> CheckOutcome {
+    let vm = match fixture.ignoring_vm().await {
+        Ok(Some(vm)) => vm,
+        Ok(None) => {
+            return CheckOutcome::Skipped(
+                "the backend cannot model a guest that ignores shutdown".into(),
+            );
+        }
+        Err(e) => return CheckOutcome::Failed(format!("fixture.ignoring_vm: {e}")),
+    };
+    let outcome = check(&vm).await;
+    fixture.cleanup(&vm).await;
+    outcome
+}
+
 /// Waits (watch or poll, [`crate::wait::await_power_state`]) until `pred` holds or `limit`
 /// passes.
 pub async fn await_state(
@@ -339,21 +359,12 @@ pub async fn ignored_shutdown_forced_at_deadline(
     provider: &Arc<dyn Provider>,
     fixture: &dyn Fixture,
 ) -> CheckOutcome {
-    let vm = match fixture.ignoring_vm().await {
-        Ok(Some(vm)) => vm,
-        Ok(None) => {
-            return CheckOutcome::Skipped(
-                "the backend cannot model a guest that ignores shutdown".into(),
-            );
-        }
-        Err(e) => return CheckOutcome::Failed(format!("fixture.ignoring_vm: {e}")),
-    };
     let manager = ShutdownManager::new(Arc::clone(provider));
-    let outcome = async {
+    with_ignoring_vm(fixture, async |vm: &VmId| {
         let grace = fixture.short_grace();
         let report = attempt!(
             manager
-                .shutdown(&vm, ShutdownPolicy::with_grace(grace))
+                .shutdown(vm, ShutdownPolicy::with_grace(grace))
                 .await,
             "shutdown"
         );
@@ -376,13 +387,11 @@ pub async fn ignored_shutdown_forced_at_deadline(
             report.signals_sent >= 1,
             "no request was sent before forcing"
         );
-        let state = attempt!(provider.power_state(&vm).await, "power_state");
+        let state = attempt!(provider.power_state(vm).await, "power_state");
         ensure!(state.is_off(), "forced off but the provider says {state}");
         CheckOutcome::Passed
-    }
-    .await;
-    fixture.cleanup(&vm).await;
-    outcome
+    })
+    .await
 }
 
 /// Two concurrent requests with different graces share one shutdown; the shorter grace wins.
