@@ -5,10 +5,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde_json::Value;
+use virtrigaud_core::layers::RetryPolicy;
 use virtrigaud_core::{Error, ErrorKind, PowerState, Result, ResultExt};
 
 use crate::PROVIDER_TYPE;
@@ -245,27 +247,22 @@ impl Connection {
     }
 
     /// Runs `f` until it does not fail with `Conflict`, at most `conflict_retries` extra times
-    /// (each attempt re-reads what it needs).
-    pub(crate) async fn retry_conflicts<T, F, Fut>(&self, mut f: F) -> Result<T>
+    /// and at once (each attempt re-reads what it needs): core's [`RetryPolicy`] with no pause.
+    pub(crate) async fn retry_conflicts<T, F, Fut>(&self, f: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let mut attempt = 0;
-        loop {
-            match f().await {
-                Err(e)
-                    if e.kind() == ErrorKind::Conflict
-                        && attempt < self.config.conflict_retries =>
-                {
-                    attempt += 1;
+        RetryPolicy::new(Duration::ZERO, self.config.conflict_retries as usize)
+            .retry_if(
+                |e| e.kind() == ErrorKind::Conflict,
+                f,
+                |e, _| {
                     self.stats.conflict_retry();
-                    tracing::debug!(attempt, error = %e, "conflict: re-reading and retrying");
-                }
-                Err(e) if e.kind() == ErrorKind::Conflict => return Err(e.persistent()),
-                other => return other,
-            }
-        }
+                    tracing::debug!(error = %e, "conflict: re-reading and retrying");
+                },
+            )
+            .await
     }
 }
 

@@ -52,7 +52,7 @@ pub(crate) fn validate(spec: &VmCreateSpec) -> Result<()> {
     spec.validate()?;
     if spec.name.contains('/') {
         return Err(Error::invalid_spec(format!(
-            "invalid VM name {:?}",
+            "name: {:?} must not contain '/' (the name names the volume files)",
             spec.name
         )));
     }

@@ -37,16 +37,14 @@ pub(crate) fn validate(spec: &VmCreateSpec) -> Result<()> {
         .map_err(|e| e.context_for(PROVIDER_TYPE, OP, None))?;
     let name = spec.name.as_str();
     if name.chars().count() > MAX_NAME {
-        return Err(invalid(format!(
-            "VM name is longer than {MAX_NAME} characters"
-        )));
+        return Err(invalid(format!("name: longer than {MAX_NAME} characters")));
     }
     if name
         .chars()
         .any(|c| c.is_control() || matches!(c, '/' | '\\' | '%'))
     {
         return Err(invalid(format!(
-            "VM name {name:?} contains '/', '\\\\', '%' or a control character"
+            "name: {name:?} contains '/', '\\\\', '%' or a control character"
         )));
     }
     if !spec.memory_mib.is_multiple_of(4) {
@@ -78,7 +76,7 @@ pub(crate) fn validate(spec: &VmCreateSpec) -> Result<()> {
         }
         if !label_value_ok(v) {
             return Err(invalid(format!(
-                "label {k:?}: value is longer than {MAX_LABEL_VALUE} bytes or has control characters"
+                "labels.{k}: the value is longer than {MAX_LABEL_VALUE} bytes or has control characters"
             )));
         }
     }

@@ -79,6 +79,22 @@ impl RetryPolicy {
     /// [`RetryPolicy::retry`], calling `notify(error, pause)` before each pause.
     pub async fn retry_notify<T, Fut>(
         &self,
+        op: impl FnMut() -> Fut,
+        notify: impl FnMut(&Error, Duration),
+    ) -> Result<T>
+    where
+        Fut: Future<Output = Result<T>>,
+    {
+        self.retry_if(Error::is_retryable, op, notify).await
+    }
+
+    /// Runs `op`, again after each pause while it fails with an error `when` accepts (a
+    /// narrower rule than "retryable", such as "an optimistic-concurrency conflict: re-read
+    /// and try again"), calling `notify(error, pause)` before each pause. The last such error
+    /// is returned as [`Error::persistent`].
+    pub async fn retry_if<T, Fut>(
+        &self,
+        mut when: impl FnMut(&Error) -> bool,
         mut op: impl FnMut() -> Fut,
         mut notify: impl FnMut(&Error, Duration),
     ) -> Result<T>
@@ -88,7 +104,7 @@ impl RetryPolicy {
         let mut delays = self.delays();
         loop {
             match op().await {
-                Err(e) if e.is_retryable() => match delays.next() {
+                Err(e) if when(&e) => match delays.next() {
                     Some(pause) => {
                         notify(&e, pause);
                         tokio::time::sleep(pause).await;
