@@ -95,7 +95,8 @@ impl ReconfigureRequest {
     }
 
     /// Every rule the request breaks, each as `field: rule`, in field order; with `current`
-    /// (the VM's disks) also a disk the VM lacks and a disk that would shrink. Planners that
+    /// (the VM's disks) also a disk the VM lacks, a disk that would shrink, and a growth of a
+    /// disk that cannot grow ([`DiskInfo::cannot_grow`]). Planners that
     /// report all problems at once use this; [`ReconfigureRequest::validate`] and
     /// [`ReconfigureRequest::validate_against`] fail on the first.
     ///
@@ -106,6 +107,14 @@ impl ReconfigureRequest {
     /// change.disks.push(DiskResize::new("data", 5));
     /// let problems = change.problems(Some(&[DiskInfo::new("root", 20)]));
     /// assert_eq!(problems, ["cpu: must be at least 1", "disks.data: the VM has no such disk"]);
+    ///
+    /// let fixed = [DiskInfo::new("root", 1).cannot_grow("a container disk is sized by its image")];
+    /// let mut grow = ReconfigureRequest::default();
+    /// grow.disks.push(DiskResize::new("root", 2));
+    /// assert_eq!(
+    ///     grow.problems(Some(&fixed)),
+    ///     ["disks.root: cannot grow: a container disk is sized by its image"]
+    /// );
     /// ```
     pub fn problems(&self, current: Option<&[DiskInfo]>) -> Vec<String> {
         let mut problems = Vec::new();
@@ -141,6 +150,14 @@ impl ReconfigureRequest {
                             disk.size_gib, cur.size_gib
                         ),
                     ))
+                }
+                Some(cur) if disk.size_gib > cur.size_gib => {
+                    if let Some(why) = &cur.cannot_grow {
+                        problems.push(invalid(
+                            format_args!("disks.{name}"),
+                            format_args!("cannot grow: {why}"),
+                        ))
+                    }
                 }
                 Some(_) => {}
             }

@@ -197,6 +197,11 @@ pub struct DiskInfo {
     pub name: String,
     /// Its size in GiB (rounded up).
     pub size_gib: u64,
+    /// Why this disk cannot grow at all, online or offline (`None`: it can). The
+    /// reconfigure planner turns a growth of such a disk into an `Impossible` plan with this
+    /// reason instead of a power cycle that would not help.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cannot_grow: Option<String>,
 }
 
 impl DiskInfo {
@@ -205,7 +210,15 @@ impl DiskInfo {
         DiskInfo {
             name: name.into(),
             size_gib,
+            cannot_grow: None,
         }
+    }
+
+    /// Marks the disk as one that cannot grow, with the reason (for example "a container
+    /// disk is read-only and sized by its image").
+    pub fn cannot_grow(mut self, reason: impl Into<String>) -> Self {
+        self.cannot_grow = Some(reason.into());
+        self
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::clone::CloneOptions;
+use crate::clone::{CloneOptions, Customization};
 use crate::error::{ErrorKind, Result};
 use crate::provider::{DeleteOptions, PowerOffOptions, Provider, StartOptions};
 use crate::shutdown::{ForcedReason, ShutdownManager, ShutdownOutcome, ShutdownPolicy};
@@ -61,6 +61,30 @@ pub trait Fixture: Send + Sync {
     /// Removes a VM the fixture made (best effort; called at the end of each check).
     async fn cleanup(&self, vm: &VmId) {
         let _ = vm;
+    }
+
+    /// The customization a clone carries, read back from the platform's own record of it
+    /// (the VM's config, its cloud-init seed, its guestinfo), or `None` when the fixture
+    /// cannot read it back. A provider that declares `clone_customization` needs this: the
+    /// customization check fails when what was applied cannot be seen.
+    async fn applied_customization(&self, vm: &VmId) -> Result<Option<Customization>> {
+        let _ = vm;
+        Ok(None)
+    }
+
+    /// A fresh VM to clone from (`linked`: for a linked clone, which some platforms take
+    /// only from a template). The default is a fresh [`Fixture::cooperative_vm`].
+    async fn clone_source(&self, linked: bool) -> Result<VmId> {
+        let _ = linked;
+        self.cooperative_vm().await
+    }
+
+    /// Arranges for the next clone of `source` to fail after the copy has begun (a fault the
+    /// backend can be told to inject) and returns the options that clone with; `None` when
+    /// the backend cannot be made to fail half-way (the check is then skipped, saying so).
+    async fn arrange_clone_failure(&self, source: &VmId) -> Result<Option<CloneOptions>> {
+        let _ = source;
+        Ok(None)
     }
 }
 
