@@ -47,9 +47,14 @@ pub struct ProviderCapabilities {
     /// Full clones.
     #[serde(rename = "supportsFullClones", default)]
     pub full_clones: bool,
-    /// Guest customization at clone time (hostname, network, cloud-init).
+    /// Guest customization at clone time: hostname and static networks.
     #[serde(rename = "supportsCloneCustomization", default)]
     pub clone_customization: bool,
+    /// cloud-init user data delivered to a clone (a platform may set a hostname and
+    /// addresses but have no way to hand a clone arbitrary user data, as Proxmox's API has
+    /// none to upload a snippet).
+    #[serde(rename = "supportsCloneUserData", default)]
+    pub clone_user_data: bool,
     /// Image import.
     #[serde(rename = "supportsImageImport")]
     pub image_import: bool,

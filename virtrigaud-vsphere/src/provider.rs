@@ -106,6 +106,7 @@ impl Provider for VsphereProvider {
         c.linked_clones = true;
         c.full_clones = true;
         c.clone_customization = true;
+        c.clone_user_data = true;
         c.supported_disk_types = &["thin", "thick"];
         c.supported_network_types = &["vmxnet3", "e1000"];
         // ShutdownGuest goes through VMware Tools; vSphere has no separate ACPI button API.

@@ -227,6 +227,19 @@ impl Orchestrator {
                 ),
             ));
         }
+        if customization
+            .as_ref()
+            .is_some_and(|c| c.cloud_init_user_data.is_some())
+            && !caps.clone_user_data
+        {
+            return Err(err(
+                ErrorKind::Unsupported,
+                format!(
+                    "customization.userData.cloudInit: provider {} cannot hand a clone cloud-init user data",
+                    self.ptype()
+                ),
+            ));
+        }
         let power_on = clone.spec.power_on.unwrap_or(false);
         let mut opts = CloneOptions::new(target.clone())
             .linked(linked)

@@ -142,6 +142,7 @@ impl Simulator {
             linked_clones: true,
             full_clones: true,
             clone_customization: true,
+            clone_user_data: true,
             image_import: false,
             supported_disk_types: &["thin", "thick"],
             supported_network_types: &["virtio"],
