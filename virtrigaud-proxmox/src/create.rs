@@ -1,5 +1,7 @@
 //! Create and delete VMs.
 
+use std::collections::BTreeSet;
+
 use virtrigaud_core::{Error, Result, VmCreateSpec, VmId};
 
 use crate::PROVIDER_TYPE;
@@ -7,6 +9,7 @@ use crate::client::PveClient;
 use crate::error::to_core_error;
 use crate::id::VmRef;
 use crate::labels::labels_to_tags;
+use crate::meta::{Meta, valid_disk_name};
 use crate::power::LastActions;
 use crate::request::api;
 use crate::types::NodeEntry;
@@ -29,6 +32,7 @@ pub(crate) async fn create(
     spec: &VmCreateSpec,
     defaults: CreateDefaults<'_>,
 ) -> Result<VmId> {
+    check_disk_names(spec)?;
     let node = pick_node(client, spec, defaults.node).await?;
     let config = vm_config(spec, defaults.storage);
     let (node, config) = (&node, &config);
@@ -41,6 +45,26 @@ pub(crate) async fn create(
         run_task(client, &req, OP, &r).await.map(|_| r.to_vm_id())
     })
     .await
+}
+
+/// The disk names are kept in the VM's virtrigaud block: unique, 1-63 characters
+/// `[A-Za-z0-9_.-]` each (`InvalidSpec` naming the disk otherwise).
+fn check_disk_names(spec: &VmCreateSpec) -> Result<()> {
+    let mut seen = BTreeSet::new();
+    for (i, d) in spec.disks.iter().enumerate() {
+        let problem = if !valid_disk_name(&d.name) {
+            "must be 1-63 characters [A-Za-z0-9_.-]"
+        } else if !seen.insert(d.name.as_str()) {
+            "appears twice"
+        } else {
+            continue;
+        };
+        return Err(
+            Error::invalid_spec(format!("disks[{i}].name: {problem} (got {:?})", d.name))
+                .context_for(PROVIDER_TYPE, OP, Some(&spec.name)),
+        );
+    }
+    Ok(())
 }
 
 /// The spec's placement, else the default node, else the first online node.
@@ -69,7 +93,8 @@ async fn pick_node(
         })
 }
 
-/// The VM's config: name, cores, memory, one `scsiN` per disk, one `netN` per network, tags.
+/// The VM's config: name, cores, memory, one `scsiN` per disk, one `netN` per network, tags,
+/// and the virtrigaud block in `description` naming each `scsiN` by its spec disk name.
 fn vm_config(spec: &VmCreateSpec, storage: &str) -> Vec<(String, String)> {
     let mut config: Vec<(String, String)> = vec![
         ("name".into(), spec.name.clone()),
@@ -94,6 +119,17 @@ fn vm_config(spec: &VmCreateSpec, storage: &str) -> Vec<(String, String)> {
     }
     if !spec.labels.is_empty() {
         config.push(("tags".into(), labels_to_tags(&spec.labels)));
+    }
+    let meta = Meta {
+        disks: spec
+            .disks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (format!("scsi{i}"), d.name.clone()))
+            .collect(),
+    };
+    if !meta.is_empty() {
+        config.push(("description".into(), meta.into_description(None)));
     }
     config
 }
@@ -134,5 +170,23 @@ mod tests {
         assert_eq!(get("scsi1"), Some("local-lvm:20"));
         assert_eq!(get("net0"), Some("virtio,bridge=vmbr0"));
         assert_eq!(get("tags"), Some("app-web"));
+        let names = Meta::parse(get("description"));
+        assert_eq!(names.disk_name("scsi0"), "root");
+        assert_eq!(names.disk_name("scsi1"), "data");
+    }
+
+    #[test]
+    fn disk_names_must_fit_the_block() {
+        let mut spec = VmCreateSpec::new("web-1", 1, 512);
+        spec.disks = vec![
+            DiskCreateSpec::new("root", 8),
+            DiskCreateSpec::new("root", 8),
+        ];
+        let e = check_disk_names(&spec).unwrap_err();
+        assert!(e.message().contains("disks[1].name: appears twice"), "{e}");
+        spec.disks[1].name = "my data".into();
+        let e = check_disk_names(&spec).unwrap_err();
+        assert_eq!(e.kind(), virtrigaud_core::ErrorKind::InvalidSpec);
+        assert!(e.message().contains("disks[1].name"), "{e}");
     }
 }

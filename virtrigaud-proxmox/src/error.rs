@@ -7,7 +7,7 @@
 //! | 400 parameter verification | `InvalidSpec` (field errors in the message) |
 //! | 500 `Configuration file … does not exist`, `snapshot … does not exist` | `NotFound` |
 //! | 500 `VM is locked (…)`, `can't lock file … got timeout` | `Conflict` (retryable) |
-//! | 500 `checksum mismatch` (digest) | `Conflict` (retryable after re-reading) |
+//! | 500 `checksum mismatch`, `detected modified configuration` (digest) | `Conflict` (retryable after re-reading) |
 //! | 500 `not running`, `already running`, `VM is paused - cannot shutdown` | `InvalidState` |
 //! | 500 `already exists`, `already used` | `AlreadyExists` |
 //! | 500 `Linked clone feature is not supported` | `InvalidSpec` (the source is not a template) |
@@ -28,6 +28,7 @@ fn classify_message(msg: &str) -> ErrorKind {
     if m.contains("vm is locked")
         || m.contains("can't lock file")
         || m.contains("checksum mismatch")
+        || m.contains("detected modified configuration")
     {
         ErrorKind::Conflict
     } else if m.contains("linked clone feature is not supported") {

@@ -4,12 +4,13 @@ use std::collections::BTreeMap;
 
 use virtrigaud_core::placement::{DatastoreInfo, HostInfo, Resources};
 use virtrigaud_core::{
-    DiskInfo, Inventory, ListOptions, OffReason, PowerState, Result, VmCapabilities, VmDescription,
-    VmId,
+    Inventory, ListOptions, OffReason, PowerState, Result, VmCapabilities, VmDescription, VmId,
 };
 
 use crate::client::PveClient;
+use crate::disks::vm_disks;
 use crate::error::to_core_error;
+use crate::hotplug::{Hotplug, Topology};
 use crate::id::VmRef;
 use crate::labels::tags_to_labels;
 use crate::power::{LastActions, power_state};
@@ -18,7 +19,8 @@ use crate::types::{ClusterVm, NodeEntry, PendingEntry};
 use crate::vm_api::{config, pending, status};
 
 /// The VM's state, name, size, disks, labels, node and whether changes wait for a power
-/// cycle.
+/// cycle. `cpu` is the vCPUs it runs with (`vcpus`, else sockets × cores); disks are named
+/// by the create spec's disk names where the VM records them.
 pub(crate) async fn describe(
     client: &PveClient,
     last: &LastActions,
@@ -32,45 +34,46 @@ pub(crate) async fn describe(
         .map(str::to_owned)
         .unwrap_or_else(|| format!("VM {}", r.vmid));
     let mut d = VmDescription::new(r.to_vm_id(), name, state);
-    d.cpu = (cfg.get_u64("cores").unwrap_or(1) * cfg.get_u64("sockets").unwrap_or(1)) as u32;
+    d.cpu = u32::try_from(Topology::of(&cfg).count()).unwrap_or(u32::MAX);
     d.memory_mib = cfg.get_u64("memory").unwrap_or(512);
-    d.disks = cfg
-        .disks()
-        .into_iter()
-        .map(|(k, _, s)| DiskInfo::new(k, s))
-        .collect();
+    d.disks = vm_disks(&cfg).iter().map(|disk| disk.info()).collect();
     d.labels = tags_to_labels(cfg.get("tags"));
     d.host = Some(r.node.clone());
     d.pending_power_cycle = pending.iter().any(PendingEntry::is_pending);
     Ok(d)
 }
 
-/// What this VM allows: hotplug from its `hotplug` option, the agent, memory snapshots while
-/// it runs, linked clones from templates.
+/// What this VM allows, from its config:
+///
+/// * CPU hot-add when `hotplug` has `cpu` (PVE hot-plugs `vcpus`), up to sockets × cores;
+///   without it the VM stays at the vCPUs it has.
+/// * Memory hot-add when `hotplug` has `memory` and `numa` is on. Its live maximum is not in
+///   the config (PVE caps it by the host's physical address bits, at most 4 TiB): 0,
+///   unknown. Without hot-add it is the memory the VM has.
+/// * Snapshots with memory while it runs; quiesced when the agent is enabled and its
+///   `freeze-fs` is not off (PVE freezes the guest's filesystems through the agent for a
+///   snapshot without RAM).
+/// * Linked clones from templates.
 pub(crate) async fn vm_capabilities(client: &PveClient, r: &VmRef) -> Result<VmCapabilities> {
     let status = status(client, r, "vm_capabilities").await?;
     let cfg = config(client, r, "vm_capabilities").await?;
-    let hotplug = cfg
-        .get("hotplug")
-        .unwrap_or("network,disk,usb")
-        .to_ascii_lowercase();
-    let hot = |what: &str| hotplug == "1" || hotplug.split(',').any(|h| h.trim() == what);
-    let numa = cfg.get_u64("numa").unwrap_or(0) == 1;
-    let sockets = cfg.get_u64("sockets").unwrap_or(1);
-    let cores = cfg.get_u64("cores").unwrap_or(1);
+    let hot = Hotplug::of(&cfg);
+    let cpus = Topology::of(&cfg);
     let mut c = VmCapabilities::default();
     c.agent_configured = cfg.agent_enabled();
     c.agent_connected = None;
-    c.cpu_hot_add = hot("cpu");
-    c.max_live_vcpus = if hot("cpu") {
-        (sockets * cores) as u32
-    } else {
+    c.cpu_hot_add = hot.cpu();
+    let live_cpus = if hot.cpu() { cpus.max() } else { cpus.count() };
+    c.max_live_vcpus = u32::try_from(live_cpus).unwrap_or(u32::MAX);
+    c.memory_hot_add = hot.memory();
+    c.max_live_memory_mib = if hot.memory() {
         0
+    } else {
+        cfg.get_u64("memory").unwrap_or(512)
     };
-    c.memory_hot_add = hot("memory") && numa;
     c.disk_grow_online = true;
     c.snapshot_memory = status.status == "running";
-    c.snapshot_quiesce = c.agent_configured;
+    c.snapshot_quiesce = c.agent_configured && cfg.agent_freeze_fs();
     c.linked_clone_source = status.template || cfg.get_u64("template") == Some(1);
     Ok(c)
 }

@@ -1,5 +1,5 @@
-//! Power: reading the state (and why a VM is off), start, hard stop, reset, reboot, pause,
-//! resume, the agent probe, and what this process last did to each VM.
+//! Power: reading the state (and why a VM is off), start, hard stop, reset, pause, resume,
+//! the agent probe, and what this process last did to each VM (reboot: `reboot.rs`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,7 +17,7 @@ use crate::id::VmRef;
 use crate::request::api;
 use crate::task::Upid;
 use crate::types::{TaskListEntry, TaskLogLine, TaskStatus, VmStatus};
-use crate::vm_api::{run_task, start_task, status, unknown_status};
+use crate::vm_api::{run_task, status, unknown_status};
 
 /// How often a running shutdown task is re-checked by [`power_state`]. Every read fetches
 /// the VM's status (which says off as soon as it is); the task is read only to notice that it
@@ -318,14 +318,6 @@ pub(crate) async fn probe_agent(client: &PveClient, r: &VmRef) -> Result<AgentSt
 /// Hard reset.
 pub(crate) async fn reset(client: &PveClient, r: &VmRef) -> Result<()> {
     run_task(client, &api::reset(&r.node, r.vmid), "reset", r)
-        .await
-        .map(|_| ())
-}
-
-/// Reboot; PVE picks agent or ACPI from the VM's `agent` option, as for shutdown. Returns
-/// once the task has started.
-pub(crate) async fn reboot(client: &PveClient, r: &VmRef) -> Result<()> {
-    start_task(client, &api::reboot(&r.node, r.vmid, None), "reboot", r)
         .await
         .map(|_| ())
 }

@@ -18,7 +18,7 @@ use crate::error::to_core_error;
 use crate::id::VmRef;
 use crate::node::NodeCapabilities;
 use crate::power::LastActions;
-use crate::{clone, create, inventory, node, power, reconfigure, shutdown, snapshot};
+use crate::{clone, create, inventory, node, power, reboot, reconfigure, shutdown, snapshot};
 
 /// Tunables of the provider (beyond the connection settings).
 #[derive(Debug, Clone)]
@@ -166,8 +166,11 @@ impl Provider for ProxmoxProvider {
         c.disk_expansion_online = true;
         c.snapshots = true;
         c.memory_snapshots = true;
+        c.quiesced_snapshots = true;
         c.linked_clones = true;
         c.full_clones = true;
+        c.clone_customization = true;
+        c.clone_user_data = false;
         c.supported_disk_types = &["raw", "qcow2", "vmdk"];
         c.supported_network_types = &["virtio", "e1000", "vmxnet3", "rtl8139"];
         c.acpi_shutdown = true;
@@ -269,8 +272,12 @@ impl Provider for ProxmoxProvider {
         power::reset(&self.client, &VmRef::parse_for(vm, "reset")?).await
     }
 
-    async fn reboot(&self, vm: &VmId, _channel: ShutdownChannel) -> Result<()> {
-        power::reboot(&self.client, &VmRef::parse_for(vm, "reboot")?).await
+    /// `status/reboot` through `channel`, returning when PVE's reboot task has ended (see
+    /// [`ProxmoxProvider`]'s docs: Agent needs the agent enabled and answering, Acpi needs it
+    /// disabled).
+    async fn reboot(&self, vm: &VmId, channel: ShutdownChannel) -> Result<()> {
+        let r = VmRef::parse_for(vm, "reboot")?;
+        reboot::reboot(&self.client, &self.last, &r, channel).await
     }
 
     async fn pause(&self, vm: &VmId) -> Result<()> {
@@ -368,6 +375,7 @@ impl Cloner for ProxmoxProvider {
             &self.last,
             &VmRef::parse_for(source, "clone")?,
             opts,
+            &self.options.default_storage,
         )
         .await
     }

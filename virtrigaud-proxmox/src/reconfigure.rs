@@ -1,11 +1,18 @@
 //! Reconfigure: CPU and memory through the config (with its digest), disks grown with
 //! `resize`; what PVE keeps pending until the next power cycle is reported as such.
+//!
+//! CPUs are written as PVE hot-plugs them: `vcpus` when the VM's `hotplug` has `cpu` and the
+//! count stays within sockets × cores, else a consistent sockets/cores pair
+//! ([`crate::hotplug::cpu_changes`]). Disks are found by the create spec's name (the VM's
+//! virtrigaud block), their slot or their volume.
 
-use virtrigaud_core::{DiskInfo, Error, ReconfigureRequest, ReconfigureResult, Result, ResultExt};
+use virtrigaud_core::{Error, ReconfigureRequest, ReconfigureResult, Result, ResultExt};
 
 use crate::PROVIDER_TYPE;
 use crate::client::PveClient;
+use crate::disks::{VmDisk, vm_disks};
 use crate::error::to_core_error;
+use crate::hotplug::{Hotplug, cpu_changes};
 use crate::id::VmRef;
 use crate::request::api;
 use crate::task::{TaskWaiter, Upid};
@@ -22,7 +29,7 @@ pub(crate) async fn reconfigure(
 ) -> Result<ReconfigureResult> {
     let cfg = config(client, r, OP).await?;
     // Disks first (grow only), checked before anything changes.
-    let resizes = validate_reconfigure(r, &cfg, change)?;
+    let resizes = validate_reconfigure(r, &vm_disks(&cfg), change)?;
     let changes = config_changes(&cfg, change);
     let mut notes = Vec::new();
     let mut digest = cfg.digest.clone();
@@ -42,27 +49,32 @@ pub(crate) async fn reconfigure(
         digest = None;
         notes.push(format!("{key} grown to {gib}G"));
     }
-    let touched: Vec<&str> = changes.iter().map(|(k, _)| *k).collect();
+    let touched: Vec<&str> = changes
+        .iter()
+        .flat_map(|(k, v)| match *k {
+            "delete" => v.split(',').collect::<Vec<_>>(),
+            key => vec![key],
+        })
+        .collect();
     let mut result = result_from_pending(client, r, &touched, !resizes.is_empty()).await?;
     result.notes.splice(0..0, notes);
     Ok(result)
 }
 
 /// The checks before anything changes: core's shared rules (vCPUs and memory at least 1, disks
-/// named once and only grown), after resolving each named disk (by config key or volume) to the
-/// VM's disk, which must exist. Returns the disks to grow (config key, new size in GiB).
+/// named once, only grown, and not grown when PVE cannot), after resolving each named disk
+/// (by spec name, slot or volume) to the VM's disk, which must exist. Returns the disks to
+/// grow (slot, new size in GiB).
 fn validate_reconfigure(
     r: &VmRef,
-    cfg: &VmConfig,
+    disks: &[VmDisk],
     change: &ReconfigureRequest,
 ) -> Result<Vec<(String, u64)>> {
     let resource = r.to_string();
-    let disks = cfg.disks();
     let mut current = Vec::with_capacity(change.disks.len());
     let mut resizes = Vec::new();
     for d in &change.disks {
-        let Some((key, _, size)) = disks.iter().find(|(k, v, _)| *k == d.name || *v == d.name)
-        else {
+        let Some(disk) = disks.iter().find(|disk| disk.is_named(&d.name)) else {
             return Err(
                 Error::not_found(format!("VM {} has no disk {:?}", r.vmid, d.name)).context_for(
                     PROVIDER_TYPE,
@@ -72,9 +84,11 @@ fn validate_reconfigure(
             );
         };
         // Named as the caller named it, so core's grow-only rule compares the right pair.
-        current.push(DiskInfo::new(d.name.clone(), *size));
-        if d.size_gib > *size {
-            resizes.push((key.clone(), d.size_gib));
+        let mut info = disk.info();
+        info.name = d.name.clone();
+        current.push(info);
+        if d.size_gib > disk.size_gib {
+            resizes.push((disk.key.clone(), d.size_gib));
         }
     }
     change
@@ -83,13 +97,12 @@ fn validate_reconfigure(
     Ok(resizes)
 }
 
-/// The config keys to change: `cores` and `memory` where they differ from the config.
+/// The config writes: the CPU count as PVE takes it ([`cpu_changes`]) and `memory`, where
+/// they differ from the config.
 fn config_changes(cfg: &VmConfig, change: &ReconfigureRequest) -> Vec<(&'static str, String)> {
     let mut changes = Vec::new();
-    if let Some(cpu) = change.cpu
-        && cfg.get_u64("cores") != Some(u64::from(cpu))
-    {
-        changes.push(("cores", cpu.to_string()));
+    if let Some(cpu) = change.cpu {
+        changes.extend(cpu_changes(cfg, &Hotplug::of(cfg), u64::from(cpu)));
     }
     if let Some(mem) = change.memory_mib
         && cfg.get_u64("memory") != Some(mem)
@@ -167,7 +180,9 @@ mod tests {
             "cores": 2,
             "memory": "2048",
             "scsi0": "local-lvm:vm-101-disk-0,size=8G",
+            "scsi1": "local-lvm:vm-101-disk-1,size=20G",
             "ide2": "local:iso/x.iso,media=cdrom",
+            "description": "<!-- virtrigaud\ndisk.scsi1: data\n-->",
             "digest": "abc",
         }))
         .unwrap()
@@ -193,7 +208,7 @@ mod tests {
         };
         let grow = change(None, None, vec![DiskResize::new("scsi0", 16)]);
         assert_eq!(
-            validate_reconfigure(&r, &cfg(), &grow).unwrap(),
+            validate_reconfigure(&r, &vm_disks(&cfg()), &grow).unwrap(),
             vec![("scsi0".to_owned(), 16)]
         );
         // By volume name too; the same size is no change.
@@ -202,13 +217,23 @@ mod tests {
             None,
             vec![DiskResize::new("local-lvm:vm-101-disk-0", 8)],
         );
-        assert!(validate_reconfigure(&r, &cfg(), &same).unwrap().is_empty());
+        assert!(
+            validate_reconfigure(&r, &vm_disks(&cfg()), &same)
+                .unwrap()
+                .is_empty()
+        );
         let shrink = change(None, None, vec![DiskResize::new("scsi0", 4)]);
-        let e = validate_reconfigure(&r, &cfg(), &shrink).unwrap_err();
+        let e = validate_reconfigure(&r, &vm_disks(&cfg()), &shrink).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidSpec, "{e}");
         assert_eq!(e.operation(), "reconfigure");
+        // By the create spec's name.
+        let data = change(None, None, vec![DiskResize::new("data", 32)]);
+        assert_eq!(
+            validate_reconfigure(&r, &vm_disks(&cfg()), &data).unwrap(),
+            vec![("scsi1".to_owned(), 32)]
+        );
         let missing = change(None, None, vec![DiskResize::new("ide2", 4)]);
-        let e = validate_reconfigure(&r, &cfg(), &missing).unwrap_err();
+        let e = validate_reconfigure(&r, &vm_disks(&cfg()), &missing).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
         assert_eq!(e.resource(), Some("pve1/101"));
     }

@@ -171,6 +171,10 @@ pub fn catalogue() -> Vec<ApiRequest> {
         ("scsi0".to_owned(), "local-lvm:8".to_owned()),
         ("net0".to_owned(), "virtio,bridge=vmbr0".to_owned()),
         ("tags".to_owned(), "app-web;tier-1".to_owned()),
+        (
+            "description".to_owned(),
+            "<!-- virtrigaud\ndisk.scsi0: root\n-->".to_owned(),
+        ),
     ];
     vec![
         api::ticket("root@pam", "***"),
@@ -206,6 +210,32 @@ pub fn catalogue() -> Vec<ApiRequest> {
             &[("cores", "4".into()), ("memory", "4096".into())],
         ),
         api::update_config(n, v, None, &[("description", "x".into())]),
+        // CPUs as PVE hot-plugs them, or a consistent topology.
+        api::update_config(n, v, None, &[("vcpus", "4".into())]),
+        api::update_config(
+            n,
+            v,
+            Some("0123456789abcdef0123456789abcdef01234567"),
+            &[
+                ("sockets", "1".into()),
+                ("cores", "3".into()),
+                ("delete", "vcpus".into()),
+            ],
+        ),
+        // Clone customization through cloud-init.
+        api::update_config(
+            n,
+            v,
+            None,
+            &[
+                ("name", "web-1.example.com".into()),
+                ("ipconfig0", "ip=192.0.2.10/24,gw=192.0.2.1".into()),
+                ("ipconfig1", "ip6=2001:db8::10/64,gw6=2001:db8::1".into()),
+                ("ipconfig2", "ip=dhcp".into()),
+                ("nameserver", "192.0.2.53 2001:db8::53".into()),
+                ("ide2", "local-lvm:cloudinit".into()),
+            ],
+        ),
         api::resize(
             n,
             v,

@@ -314,6 +314,25 @@ impl VmConfig {
         false
     }
 
+    /// Whether the agent's `freeze-fs` (alias `freeze-fs-on-backup`, `guest-fsfreeze`) is on,
+    /// PVE's default: PVE then freezes the guest's filesystems for snapshots and backups.
+    pub fn agent_freeze_fs(&self) -> bool {
+        let Some(v) = self.get("agent") else {
+            return true;
+        };
+        for part in v.split(',') {
+            if let Some((k, val)) = part.split_once('=')
+                && matches!(
+                    k.trim(),
+                    "freeze-fs" | "freeze-fs-on-backup" | "guest-fsfreeze"
+                )
+            {
+                return matches!(val.trim(), "1" | "true" | "yes" | "on");
+            }
+        }
+        true
+    }
+
     /// Disks: (key, volume, size in GiB rounded up).
     pub fn disks(&self) -> Vec<(String, String, u64)> {
         let mut out = Vec::new();
@@ -393,6 +412,11 @@ mod tests {
         assert_eq!(c.get_u64("cores"), Some(2));
         assert_eq!(c.digest.as_deref(), Some("abc"));
         assert!(c.agent_enabled());
+        assert!(c.agent_freeze_fs());
+        let off: VmConfig =
+            serde_json::from_value(serde_json::json!({"agent": "1,freeze-fs-on-backup=0"}))
+                .unwrap_or_default();
+        assert!(off.agent_enabled() && !off.agent_freeze_fs());
         assert_eq!(
             c.disks(),
             vec![("scsi0".into(), "local-lvm:vm-1-disk-0".into(), 32)]

@@ -20,9 +20,9 @@ use serde_json::{Value, json};
 use virtrigaud_core::shutdown::{ShutdownManager, ShutdownPolicy};
 use virtrigaud_core::testing::backend_env;
 use virtrigaud_core::{
-    CloneOptions, DeleteSnapshotOptions, DiskResize, PowerOffOptions, Provider, ReconfigureRequest,
-    RevertOptions, ShutdownChannel, ShutdownRequestOptions, SnapshotOptions, StartOptions,
-    VmCreateSpec, VmId,
+    CloneOptions, Customization, DeleteSnapshotOptions, DiskResize, NetworkCustomization,
+    PowerOffOptions, Provider, ReconfigureRequest, RevertOptions, ShutdownChannel,
+    ShutdownRequestOptions, SnapshotOptions, StartOptions, VmCreateSpec, VmId,
 };
 use virtrigaud_proxmox::{ApiRequest, catalogue};
 use virtrigaud_proxmox::{ProxmoxProvider, PveClient};
@@ -88,6 +88,19 @@ fn format_ok(format: &str, value: &str) -> Result<(), String> {
         "pve-storage-id" => re(r"^(?i)[a-z][a-z0-9\-_.]*[a-z0-9]$"),
         "pve-bridge-id" => re(r"^[-_.\w\d]+$"),
         "pve-vmid" => value.parse::<u64>().is_ok_and(|n| n >= 100),
+        "pve-qm-ipconfig" => return ipconfig_ok(value),
+        // PVE's address-list; we only ever send IP addresses.
+        "address-list" => value
+            .split([' ', ',', ';'])
+            .filter(|a| !a.is_empty())
+            .all(|a| a.parse::<std::net::IpAddr>().is_ok()),
+        "pve-hotplug-features" => {
+            value == "0"
+                || value == "1"
+                || value
+                    .split(',')
+                    .all(|f| ["network", "disk", "cpu", "memory", "usb", "cloudinit"].contains(&f))
+        }
         _ => true,
     };
     if ok {
@@ -95,6 +108,47 @@ fn format_ok(format: &str, value: &str) -> Result<(), String> {
     } else {
         Err(format!("value {value:?} is not a valid {format}"))
     }
+}
+
+/// PVE's `pve-qm-ipconfig` (qemu-server's `$ipconfig_fmt`, named in the schema only):
+/// `ip=<CIDRv4|dhcp|manual>`, `gw=<IPv4>` (needs `ip`), `ip6=<CIDRv6|auto|dhcp|manual>`,
+/// `gw6=<IPv6>` (needs `ip6`); CIDR prefixes 8 to 32 / 128.
+fn ipconfig_ok(value: &str) -> Result<(), String> {
+    let cidr = |v: &str, v4: bool| -> bool {
+        let Some((ip, bits)) = v.split_once('/') else {
+            return false;
+        };
+        let max = if v4 { 32 } else { 128 };
+        let bits_ok = bits.parse::<u8>().is_ok_and(|b| (8..=max).contains(&b));
+        let ip_ok = if v4 {
+            ip.parse::<std::net::Ipv4Addr>().is_ok()
+        } else {
+            ip.parse::<std::net::Ipv6Addr>().is_ok()
+        };
+        bits_ok && ip_ok
+    };
+    let mut keys = BTreeSet::new();
+    for part in value.split(',') {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("ipconfig part {part:?} is not key=value"))?;
+        let ok = match k {
+            "ip" => ["dhcp", "manual"].contains(&v) || cidr(v, true),
+            "ip6" => ["auto", "dhcp", "manual"].contains(&v) || cidr(v, false),
+            "gw" => v.parse::<std::net::Ipv4Addr>().is_ok(),
+            "gw6" => v.parse::<std::net::Ipv6Addr>().is_ok(),
+            other => return Err(format!("ipconfig key {other:?} is not declared")),
+        };
+        if !ok || !keys.insert(k) {
+            return Err(format!("ipconfig {k}={v:?} is not valid (or given twice)"));
+        }
+    }
+    for (gw, ip) in [("gw", "ip"), ("gw6", "ip6")] {
+        if keys.contains(gw) && !keys.contains(ip) {
+            return Err(format!("ipconfig {gw} requires {ip}"));
+        }
+    }
+    Ok(())
 }
 
 fn check_value(schema: &Value, value: &str) -> Result<(), String> {
@@ -284,6 +338,48 @@ fn every_built_request_matches_the_pve_schema() {
     );
 }
 
+/// Why `clone_user_data` is false: PVE takes cloud-init user data only as a `cicustom`
+/// snippet (a volume on a storage with the `snippets` content type), and no API call can put
+/// a file there: `upload` and `download-url` take other content types only.
+#[test]
+fn the_api_cannot_upload_cloud_init_snippets() {
+    let Some(paths) = load_schema() else { return };
+    let cfg = &paths["/nodes/{node}/qemu/{vmid}/config"]["POST"]["parameters"]["properties"];
+    assert_eq!(
+        cfg["cicustom"]["format"], "pve-qm-cicustom",
+        "{}",
+        cfg["cicustom"]
+    );
+    let mut uploads = 0;
+    for (path, methods) in paths.as_object().unwrap() {
+        for (method, entry) in methods.as_object().unwrap() {
+            let Some(content) = entry["parameters"]["properties"].get("content") else {
+                continue;
+            };
+            if method != "POST" || !(path.ends_with("/upload") || path.ends_with("/download-url")) {
+                continue;
+            }
+            uploads += 1;
+            let allowed: Vec<&str> = content["enum"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            assert!(
+                !allowed.contains(&"snippets"),
+                "{method} {path} takes snippets: {allowed:?}"
+            );
+        }
+    }
+    assert!(uploads >= 2, "no upload endpoints found");
+    // And the validator knows PVE's ipconfig.
+    assert!(ipconfig_ok("ip=192.0.2.10/24,gw=192.0.2.1").is_ok());
+    assert!(ipconfig_ok("ip=192.0.2.10").is_err());
+    assert!(ipconfig_ok("gw=192.0.2.1").is_err());
+    assert!(ipconfig_ok("ip6=2001:db8::1/64,gw6=2001:db8::ff").is_ok());
+}
+
 /// Records every request the provider sends during a whole lifecycle against fakepve and
 /// validates each of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,7 +390,7 @@ async fn every_request_sent_in_a_lifecycle_matches_the_pve_schema() {
     client.record_requests();
     let provider = Arc::new(ProxmoxProvider::new(client.clone()));
     let p: &dyn Provider = &*provider;
-    let vm = env.control.vm("schema-lifecycle", json!({"agent": {}, "config": {"agent": "1", "cores": 1, "memory": 512, "scsi0": "local-lvm:vm-9-disk-0,size=8G"}})).await;
+    let vm = env.control.vm("schema-lifecycle", json!({"agent": {}, "config": {"agent": "1", "cores": 1, "memory": 512, "scsi0": "local-lvm:vm-9-disk-0,size=8G", "net0": "virtio,bridge=vmbr0"}})).await;
     p.vm_capabilities(&vm).await.unwrap();
     p.describe(&vm).await.unwrap();
     p.probe_agent(&vm).await.unwrap();
@@ -317,6 +413,7 @@ async fn every_request_sent_in_a_lifecycle_matches_the_pve_schema() {
     p.pause(&vm).await.unwrap();
     p.resume(&vm).await.unwrap();
     p.reset(&vm).await.unwrap();
+    p.reboot(&vm, ShutdownChannel::Agent).await.unwrap();
     let _ = p
         .request_shutdown(
             &vm,
@@ -343,12 +440,26 @@ async fn every_request_sent_in_a_lifecycle_matches_the_pve_schema() {
     mgr.shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(10)))
         .await
         .unwrap();
+    let mut net = NetworkCustomization::default();
+    net.name = "net0".into();
+    net.ip_address = Some("192.0.2.10/24".into());
+    net.gateway = Some("192.0.2.1".into());
+    net.dns = vec!["192.0.2.53".into()];
+    let mut custom = Customization::default();
+    custom.hostname = Some("schema-clone".into());
+    custom.networks = vec![net];
     let clone = p
         .cloner()
         .unwrap()
-        .clone_vm(&vm, &CloneOptions::new("schema-clone").power_on(true))
+        .clone_vm(
+            &vm,
+            &CloneOptions::new("schema-clone")
+                .power_on(true)
+                .with_customization(custom),
+        )
         .await
         .unwrap();
+    assert!(clone.customized);
     p.power_off(&clone.vm, &PowerOffOptions::default())
         .await
         .unwrap();
