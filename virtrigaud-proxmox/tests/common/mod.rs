@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use virtrigaud_core::conformance::Fixture;
 use virtrigaud_core::testing::{backend_env, missing_prerequisite};
-use virtrigaud_core::{Error, Result, VmId};
+use virtrigaud_core::{CloneOptions, Customization, Error, NetworkCustomization, Result, VmId};
 use virtrigaud_proxmox::{Auth, ProxmoxConfig, ProxmoxProvider, PveClient};
 
 /// Connection info from the environment written by setup.sh.
@@ -126,7 +126,8 @@ impl Control {
     pub async fn vm(&self, name: &str, spec: Value) -> VmId {
         let mut body = json!({
             "name": name, "status": "running", "shutdown_secs": 1,
-            "config": {"cores": 1, "memory": 512, "scsi0": "local-lvm:vm-1-disk-0,size=8G"},
+            "config": {"cores": 1, "memory": 512, "scsi0": "local-lvm:vm-1-disk-0,size=8G",
+                       "net0": "virtio,bridge=vmbr0"},
         });
         if let (Some(b), Some(s)) = (body.as_object_mut(), spec.as_object()) {
             for (k, v) in s {
@@ -161,9 +162,74 @@ impl Control {
         self.get(&format!("/vm/{vmid}")).await
     }
 
+    /// A stopped template (its disk a base volume), the source PVE takes linked clones from.
+    pub async fn template(&self, name: &str) -> VmId {
+        self.vm(
+            name,
+            json!({"status": "stopped", "template": true,
+                   "config": {"cores": 1, "memory": 512, "template": 1,
+                              "scsi0": "local-lvm:base-1-disk-0,size=8G",
+                              "net0": "virtio,bridge=vmbr0"}}),
+        )
+        .await
+    }
+
+    /// Makes the next clone of `vm` fail after the target exists (the launcher's knob).
+    pub async fn fail_next_clone(&self, vm: &VmId) {
+        let (_, vmid) = split(vm);
+        self.post("/clone-fault", json!({"vmid": vmid})).await;
+    }
+
     pub async fn requests_total(&self) -> u64 {
         self.get("/requests").await["total"].as_u64().unwrap_or(0)
     }
+}
+
+/// The customization a VM's config carries, as fakepve holds it (read independently of the
+/// provider): `name` as the hostname, `ipconfigN` as networks `netN`, `nameserver` on the
+/// first one; `None` without a cloud-init drive (the guest would see nothing).
+pub fn customization_in(config: &Value) -> Option<Customization> {
+    let cfg = config.as_object()?;
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let drive = cfg.iter().any(|(k, v)| {
+        ["ide", "sata", "scsi", "virtio"]
+            .iter()
+            .any(|p| k.starts_with(p))
+            && text(v).contains("cloudinit")
+    });
+    if !drive {
+        return None;
+    }
+    let mut c = Customization::default();
+    c.hostname = cfg.get("name").map(text);
+    for slot in 0..32 {
+        let Some(v) = cfg.get(&format!("ipconfig{slot}")).map(text) else {
+            continue;
+        };
+        let mut n = NetworkCustomization::default();
+        n.name = format!("net{slot}");
+        for part in v.split(',') {
+            match part.split_once('=') {
+                Some(("ip" | "ip6", a)) if !["dhcp", "auto", "manual"].contains(&a) => {
+                    n.ip_address = Some(a.to_owned());
+                }
+                Some(("gw" | "gw6", g)) => n.gateway = Some(g.to_owned()),
+                _ => {}
+            }
+        }
+        c.networks.push(n);
+    }
+    if let (Some(ns), Some(first)) = (cfg.get("nameserver").map(text), c.networks.first_mut()) {
+        first.dns = ns
+            .split([' ', ',', ';'])
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
+    Some(c)
 }
 
 /// Splits `node/vmid`.
@@ -207,6 +273,27 @@ impl Fixture for PveFixture {
 
     fn short_grace(&self) -> Duration {
         Duration::from_secs(2)
+    }
+
+    async fn applied_customization(&self, vm: &VmId) -> Result<Option<Customization>> {
+        let fake = self.env.control.fake_vm(vm).await;
+        Ok(customization_in(&fake["config"]))
+    }
+
+    async fn clone_source(&self, linked: bool) -> Result<VmId> {
+        if linked {
+            Ok(self.env.control.template("conf-template").await)
+        } else {
+            self.cooperative_vm().await
+        }
+    }
+
+    async fn arrange_clone_failure(&self, source: &VmId) -> Result<Option<CloneOptions>> {
+        self.env.control.fail_next_clone(source).await;
+        Ok(Some(CloneOptions::new(format!(
+            "vrconf-halfmade-{}",
+            std::process::id()
+        ))))
     }
 
     async fn cleanup(&self, vm: &VmId) {
