@@ -38,14 +38,40 @@
 //! (`power`, `shutdown`, `create`, `reconfigure`, `inventory`, `snapshot`, `clone`), which
 //! works on the [`PveClient`] through a few shared VM reads and task calls.
 //!
-//! Known gaps (each answers `Unsupported` or is documented on [`ProxmoxProvider`]):
+//! ## Capabilities
 //!
-//! * no power-state watch (`power_state_watch` is false: the engine polls);
-//! * no re-signalling of a running shutdown (`repeatable_shutdown_signal` is false);
-//! * starting paused, deleting a snapshot with its children, and clone customization are
-//!   `Unsupported`;
-//! * an ACPI request on a VM with the agent enabled presses the button through the monitor,
-//!   which has no server-side deadline.
+//! Declared **true**, each exercised against fakepve by the conformance suite and the crate's
+//! tests: create, delete, list, inventory, reconfigure (online where PVE hot-plugs: `vcpus`
+//! with `cpu` in `hotplug`, memory growth with `memory` and `numa: 1`; otherwise the change
+//! waits for a power cycle and says so), online disk growth (PVE's `resize` task; disks named
+//! by the create spec's names, kept in a virtrigaud block in the VM's `description`),
+//! snapshots with memory, quiesced snapshots (PVE freezes the guest through the agent for a
+//! snapshot without RAM; the report says whether it did), full and linked clones (linked from
+//! templates), clone customization (hostname as the VM name, `ipconfigN`, `nameserver`, a
+//! cloud-init drive), ACPI and agent shutdown, reboot (PVE's `status/reboot` task, through
+//! the channel asked for), reset, pause.
+//!
+//! Per VM ([`virtrigaud_core::Provider::vm_capabilities`]), from its config: CPU hot-add and
+//! its maximum (sockets × cores), memory hot-add (its maximum is not in the config: 0),
+//! quiesce (agent enabled and `freeze-fs` not off), linked-clone source (a template).
+//!
+//! Declared **false**, and why:
+//!
+//! * `clone_user_data`: PVE takes cloud-init user data only as a `cicustom` snippet file on a
+//!   storage with the `snippets` content type, and its API has no way to put a file there
+//!   (`upload` and `download-url` take `iso`, `vztmpl` and `import`; the schema test checks
+//!   this). A clone with user data is refused with `Unsupported` before anything is made.
+//! * `power_state_watch`: PVE has no push of power-state changes over its API; the engine
+//!   polls `status/current`.
+//! * `repeatable_shutdown_signal`: a running `qmshutdown` task holds the VM's config lock, so
+//!   a second request would only queue behind it; a request while one runs adopts it.
+//! * `image_import`: not implemented by this provider.
+//!
+//! Also `Unsupported` (no capability flag): starting paused, deleting a snapshot with its
+//! children, a reboot through ACPI of a VM whose config enables the guest agent (PVE then
+//! reboots through the agent and has no ACPI reboot for it), a reboot through the agent of
+//! a VM without it. An ACPI shutdown request on a VM with the agent enabled presses the
+//! button through the monitor, which has no server-side deadline.
 //!
 //! ```no_run
 //! # async fn demo() -> virtrigaud_core::Result<()> {

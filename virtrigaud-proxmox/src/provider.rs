@@ -90,6 +90,41 @@ impl Default for ProviderOptions {
 ///   by itself; `Off(Unknown)` when PVE could not be asked. After our own hard stop,
 ///   `Off(Destroyed)`. Found out once per run (two reads), then remembered.
 ///
+/// # Reboot
+///
+/// [`Provider::reboot`] runs PVE's `status/reboot` task (the guest goes down, PVE starts a
+/// new QEMU process) and returns when the task has ended. PVE picks the channel from the
+/// VM's `agent` option, so **Agent** needs the agent enabled and answering `agent/ping`
+/// (`Unsupported` / retryable `Unavailable` otherwise, nothing sent) and **Acpi** needs it
+/// disabled (`Unsupported`: PVE has no ACPI reboot of a VM with the agent on). PVE's own
+/// `timeout` for the guest is three quarters of the client's task timeout, so a guest that
+/// does not go down ends the task with PVE's "got timeout" (`Timeout`) before the wait
+/// gives up. Off or paused VMs: `InvalidState`.
+///
+/// # Reconfigure
+///
+/// * **CPUs** are described as `vcpus` when set, else sockets × cores. A change goes
+///   through `vcpus` when `hotplug` has `cpu` and it stays within sockets × cores (PVE
+///   hot-plugs only `vcpus`); otherwise a consistent pair is written (sockets kept and
+///   cores = cpu / sockets when that divides, else one socket with cpu cores, and `vcpus`
+///   removed), pending until the next power cycle on a running VM.
+/// * **Memory** grows live with `memory` in `hotplug` and `numa: 1`; otherwise pending.
+/// * **Disks** are found by the create spec's name (recorded as `disk.scsiN: NAME` in a
+///   virtrigaud block, an HTML comment in the VM's `description`, which PVE keeps through
+///   clones and rollbacks), by slot or by volume, and grow through PVE's `resize` task,
+///   online. A qcow2 volume of a VM with snapshots cannot grow (PVE refuses), and is
+///   described so ([`virtrigaud_core::DiskInfo::cannot_grow`]).
+///
+/// # Clone customization
+///
+/// Through PVE's cloud-init options, checked before anything is made: the hostname becomes
+/// the clone's `name` (PVE's cloud-init takes the VM name as hostname), each network an
+/// `ipconfigN` for `netN` (a network named `netN`, else by position; a static address with
+/// its prefix length, none for DHCP), all DNS servers the VM's `nameserver`, and a
+/// cloud-init drive is added unless the source has one. User data is `Unsupported` (see the
+/// crate's Capabilities). A clone whose task or customization fails is destroyed (when it
+/// still carries the clone's name); what cannot be removed is named in the error.
+///
 /// # Reads that cannot tell
 ///
 /// `status/current` has only `running` and `stopped` in PVE's schema. Only `stopped` reads as
