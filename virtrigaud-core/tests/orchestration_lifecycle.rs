@@ -389,3 +389,31 @@ async fn pushed_state_changes_are_acted_on_without_waiting_for_the_poll() {
     assert_eq!(sup.status().restarts, 1);
     sup.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn simulated_reboot_honours_the_channel_and_the_guest() {
+    let sim = Simulator::new();
+    let acpi = sim.add_vm("acpi", GuestBehavior::cooperative());
+    let deaf = sim.add_vm("deaf", GuestBehavior::ignores_acpi());
+    let agent = sim.add_vm("agent", GuestBehavior::with_agent(Duration::from_secs(1)));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let before = sim.incarnation(&acpi).await.unwrap();
+    sim.reboot(&acpi, ShutdownChannel::Acpi).await.unwrap();
+    assert_eq!(sim.reboots(&acpi), 1);
+    assert_eq!(
+        sim.incarnation(&acpi).await.unwrap(),
+        before,
+        "a guest reboot stays in the same run"
+    );
+    sim.reboot(&deaf, ShutdownChannel::Acpi).await.unwrap();
+    assert_eq!(
+        sim.reboots(&deaf),
+        0,
+        "a guest that ignores ACPI does not reboot"
+    );
+    let e = sim.reboot(&acpi, ShutdownChannel::Agent).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "no agent: {e}");
+    sim.reboot(&agent, ShutdownChannel::Agent).await.unwrap();
+    assert_eq!(sim.reboots(&agent), 1);
+    assert_eq!(sim.power_state(&agent).await.unwrap(), PowerState::Running);
+}

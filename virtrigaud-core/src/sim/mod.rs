@@ -83,6 +83,8 @@ struct SimVm {
     generation: u64,
     /// Boots so far: the VM's incarnation is its name with this count.
     boots: u32,
+    /// Guest reboots honoured so far (within the same run).
+    reboots: u32,
 }
 
 #[derive(Debug, Default)]
@@ -236,6 +238,7 @@ impl Simulator {
             host: None,
             snapshots: Vec::new(),
             customization: None,
+            reboots: 0,
             watch: tokio::sync::watch::Sender::new(power),
             generation: 0,
             boots: 1,
@@ -286,6 +289,11 @@ impl Simulator {
             .vms
             .get(vm)
             .and_then(|v| v.customization.clone())
+    }
+
+    /// Guest reboots `vm` has honoured (0 for no such VM).
+    pub fn reboots(&self, vm: &VmId) -> u32 {
+        self.lock().vms.get(vm).map_or(0, |v| v.reboots)
     }
 
     /// API calls made so far to `operation`.
