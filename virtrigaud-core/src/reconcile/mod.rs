@@ -32,9 +32,11 @@
 //! ```
 
 mod action;
+mod lifecycle;
 mod vm;
 mod vm_plan;
 
 pub use action::Action;
+pub use lifecycle::LifecycleReconciler;
 pub use vm::VmReconciler;
 pub use vm_plan::{VmPlan, VmStep, plan_vm, pre_stop_budget};
