@@ -417,3 +417,51 @@ async fn simulated_reboot_honours_the_channel_and_the_guest() {
     assert_eq!(sim.reboots(&agent), 1);
     assert_eq!(sim.power_state(&agent).await.unwrap(), PowerState::Running);
 }
+
+#[tokio::test(start_paused = true)]
+async fn once_and_a_user_stop_survive_a_restart_of_the_supervisor() {
+    use virtrigaud_core::model::RunStrategyState;
+    // Once: started by the first process; after the VM stopped and the process restarted
+    // with the published memory, it is not started again.
+    let sim = Simulator::new();
+    let vm = sim.add_stopped_vm("once", GuestBehavior::cooperative());
+    let orch = Orchestrator::new(Arc::new(sim.clone()));
+    let sup = Supervisor::spawn(orch.clone(), vm.clone(), RunStrategy::Once, config());
+    settle(10).await;
+    assert!(sim.true_state(&vm).unwrap().is_active());
+    let memory = sup.status().memory;
+    assert!(memory.once_done, "{memory:?}");
+    sup.shutdown().await;
+    sim.power_off(&vm, &PowerOffOptions::default())
+        .await
+        .unwrap();
+    let starts = sim.calls("start");
+    let again = Supervisor::spawn_resuming(
+        orch.clone(),
+        vm.clone(),
+        RunStrategy::Once,
+        config(),
+        memory,
+    );
+    settle(600).await;
+    assert_eq!(sim.calls("start"), starts, "Once ran a second time");
+    again.shutdown().await;
+
+    // Always: a user's stop still holds after a restart.
+    let vm = sim.add_vm("always", GuestBehavior::cooperative());
+    let sup = Supervisor::spawn(orch.clone(), vm.clone(), RunStrategy::Always, config());
+    settle(10).await;
+    sup.action(LifecycleAction::force_stop()).await.unwrap();
+    let memory = sup.status().memory;
+    assert!(memory.stopped_by_user, "{memory:?}");
+    sup.shutdown().await;
+    let back: RunStrategyState =
+        serde_json::from_str(&serde_json::to_string(&memory).unwrap()).unwrap();
+    let again = Supervisor::spawn_resuming(orch, vm.clone(), RunStrategy::Always, config(), back);
+    settle(600).await;
+    assert!(
+        sim.true_state(&vm).unwrap().is_off(),
+        "the user's stop was undone"
+    );
+    again.shutdown().await;
+}

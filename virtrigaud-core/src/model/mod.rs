@@ -85,7 +85,7 @@ pub use image::{
 pub use intorpercent::{INT_OR_PERCENT_RULE, IntOrPercent, IntOrPercentParseError};
 pub use lifecycle::{
     DEFAULT_STOP_GRACE_PERIOD, LifecycleAction, LifecycleActionKind, LifecyclePhase,
-    LifecycleState, RunStrategy,
+    LifecycleState, RunStrategy, RunStrategyState,
 };
 pub use meta::{API_VERSION, LabelSelector, Object, ObjectMeta, ObjectRef, Resource, SpecPatch};
 pub use parse::{
