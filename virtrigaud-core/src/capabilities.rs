@@ -41,6 +41,10 @@ pub struct ProviderCapabilities {
     /// Quiesced (filesystem-frozen) snapshots.
     #[serde(rename = "supportsQuiescedSnapshots", default)]
     pub quiesced_snapshots: bool,
+    /// A VM's snapshots outlive the VM (KubeVirt keeps `VirtualMachineSnapshot` objects and
+    /// their contents after the VM is deleted; hypervisors drop snapshots with the VM).
+    #[serde(rename = "snapshotsOutliveVM", default)]
+    pub snapshots_outlive_vm: bool,
     /// Linked clones.
     #[serde(rename = "supportsLinkedClones")]
     pub linked_clones: bool,

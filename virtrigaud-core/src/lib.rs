@@ -89,6 +89,7 @@ pub mod model;
 pub mod orchestration;
 pub mod placement;
 pub mod provider;
+pub mod reconcile;
 pub mod shutdown;
 pub mod sim;
 pub mod snapshot;

@@ -39,3 +39,30 @@ fn snapshot_accessor_follows_the_flag() {
     // The simulator derives snapshotter() from the flag, so turning it off stays truthful.
     assert_eq!(check_with(|c| c.snapshots = false), CheckOutcome::Passed);
 }
+
+#[test]
+fn a_memory_snapshot_made_while_declared_false_fails() {
+    let CheckOutcome::Failed(why) = check_with(|c| c.memory_snapshots = false) else {
+        panic!("a memory snapshot made while memory_snapshots is false must fail the check");
+    };
+    assert!(why.contains("memory_snapshots is declared false"), "{why}");
+}
+
+#[test]
+fn a_customized_clone_made_while_declared_false_fails() {
+    let CheckOutcome::Failed(why) = check_with(|c| c.clone_customization = false) else {
+        panic!("customizing a clone while clone_customization is false must fail the check");
+    };
+    assert!(
+        why.contains("clone_customization is declared false"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_linked_clone_made_while_declared_false_fails() {
+    let CheckOutcome::Failed(why) = check_with(|c| c.linked_clones = false) else {
+        panic!("a linked clone made while linked_clones is false must fail the check");
+    };
+    assert!(why.contains("linked_clones is declared false"), "{why}");
+}

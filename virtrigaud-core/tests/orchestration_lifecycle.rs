@@ -389,3 +389,79 @@ async fn pushed_state_changes_are_acted_on_without_waiting_for_the_poll() {
     assert_eq!(sup.status().restarts, 1);
     sup.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn simulated_reboot_honours_the_channel_and_the_guest() {
+    let sim = Simulator::new();
+    let acpi = sim.add_vm("acpi", GuestBehavior::cooperative());
+    let deaf = sim.add_vm("deaf", GuestBehavior::ignores_acpi());
+    let agent = sim.add_vm("agent", GuestBehavior::with_agent(Duration::from_secs(1)));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let before = sim.incarnation(&acpi).await.unwrap();
+    sim.reboot(&acpi, ShutdownChannel::Acpi).await.unwrap();
+    assert_eq!(sim.reboots(&acpi), 1);
+    assert_eq!(
+        sim.incarnation(&acpi).await.unwrap(),
+        before,
+        "a guest reboot stays in the same run"
+    );
+    sim.reboot(&deaf, ShutdownChannel::Acpi).await.unwrap();
+    assert_eq!(
+        sim.reboots(&deaf),
+        0,
+        "a guest that ignores ACPI does not reboot"
+    );
+    let e = sim.reboot(&acpi, ShutdownChannel::Agent).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "no agent: {e}");
+    sim.reboot(&agent, ShutdownChannel::Agent).await.unwrap();
+    assert_eq!(sim.reboots(&agent), 1);
+    assert_eq!(sim.power_state(&agent).await.unwrap(), PowerState::Running);
+}
+
+#[tokio::test(start_paused = true)]
+async fn once_and_a_user_stop_survive_a_restart_of_the_supervisor() {
+    use virtrigaud_core::model::RunStrategyState;
+    // Once: started by the first process; after the VM stopped and the process restarted
+    // with the published memory, it is not started again.
+    let sim = Simulator::new();
+    let vm = sim.add_stopped_vm("once", GuestBehavior::cooperative());
+    let orch = Orchestrator::new(Arc::new(sim.clone()));
+    let sup = Supervisor::spawn(orch.clone(), vm.clone(), RunStrategy::Once, config());
+    settle(10).await;
+    assert!(sim.true_state(&vm).unwrap().is_active());
+    let memory = sup.status().memory;
+    assert!(memory.once_done, "{memory:?}");
+    sup.shutdown().await;
+    sim.power_off(&vm, &PowerOffOptions::default())
+        .await
+        .unwrap();
+    let starts = sim.calls("start");
+    let again = Supervisor::spawn_resuming(
+        orch.clone(),
+        vm.clone(),
+        RunStrategy::Once,
+        config(),
+        memory,
+    );
+    settle(600).await;
+    assert_eq!(sim.calls("start"), starts, "Once ran a second time");
+    again.shutdown().await;
+
+    // Always: a user's stop still holds after a restart.
+    let vm = sim.add_vm("always", GuestBehavior::cooperative());
+    let sup = Supervisor::spawn(orch.clone(), vm.clone(), RunStrategy::Always, config());
+    settle(10).await;
+    sup.action(LifecycleAction::force_stop()).await.unwrap();
+    let memory = sup.status().memory;
+    assert!(memory.stopped_by_user, "{memory:?}");
+    sup.shutdown().await;
+    let back: RunStrategyState =
+        serde_json::from_str(&serde_json::to_string(&memory).unwrap()).unwrap();
+    let again = Supervisor::spawn_resuming(orch, vm.clone(), RunStrategy::Always, config(), back);
+    settle(600).await;
+    assert!(
+        sim.true_state(&vm).unwrap().is_off(),
+        "the user's stop was undone"
+    );
+    again.shutdown().await;
+}

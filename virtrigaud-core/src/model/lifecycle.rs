@@ -179,6 +179,30 @@ impl RunStrategy {
     }
 }
 
+/// What a run-strategy supervisor must remember across restarts of the process that runs
+/// it (`status.runStrategyState`): without it, `Once` would run again and a user's `stop`
+/// would be undone by `Always` after a restart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct RunStrategyState {
+    /// `Once` has started the VM; it is not started again.
+    #[serde(default)]
+    pub once_done: bool,
+    /// A user `stop` suspended restarts until the next `start`.
+    #[serde(default)]
+    pub stopped_by_user: bool,
+    /// The supervisor gave up restarting a VM that cannot stay up.
+    #[serde(default)]
+    pub gave_up: bool,
+    /// Consecutive failed boots.
+    #[serde(default)]
+    pub failed_boots: u32,
+    /// Restarts made so far.
+    #[serde(default)]
+    pub restarts: u32,
+}
+
 /// Lifecycle state reported in status (`status.lifecycleState` in seed 004).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]

@@ -10,8 +10,10 @@
 //!   [`IntOrPercent`] (`1` or `"25%"`, resolved against a replica count), [`Checksum`]
 //!   (`sha256:<64 hex>`), [`Quantity`] (`4Gi`), [`Condition`] with [`set_condition`] and
 //!   [`find_condition`].
-//! - **Lifecycle**: [`VirtualMachineSpec::graceful_shutdown_timeout`] (60 s by default) and
-//!   [`VirtualMachineSpec::pre_stop_command`] feed the shutdown engine; [`LifecycleAction`]
+//! - **Lifecycle**: `powerState`, [`VirtualMachineSpec::graceful_shutdown_timeout`] (60 s by
+//!   default) and [`VirtualMachineSpec::pre_stop_command`] reach the shutdown engine through
+//!   [`crate::reconcile::VmReconciler`] (the preStop gets half the grace, run by the shutdown
+//!   manager's `PreStopExecutor`); [`LifecycleAction`]
 //!   (`start`/`stop`, `force`, `gracePeriodSeconds`) and [`RunStrategy`] model seed 004.
 //! - **Duration bounds**: a grace period or timeout (`gracefulShutdownTimeout`,
 //!   `gracePeriodSeconds`, `prepare.timeout`) is at most [`MAX_DURATION`] (365 days) and a
@@ -83,7 +85,7 @@ pub use image::{
 pub use intorpercent::{INT_OR_PERCENT_RULE, IntOrPercent, IntOrPercentParseError};
 pub use lifecycle::{
     DEFAULT_STOP_GRACE_PERIOD, LifecycleAction, LifecycleActionKind, LifecyclePhase,
-    LifecycleState, RunStrategy,
+    LifecycleState, RunStrategy, RunStrategyState,
 };
 pub use meta::{API_VERSION, LabelSelector, Object, ObjectMeta, ObjectRef, Resource, SpecPatch};
 pub use parse::{

@@ -402,4 +402,8 @@ pub struct VirtualMachineStatus {
     /// Conditions (`Ready`, `Provisioning`, `Reconfiguring`, `ReconfigurePendingPowerCycle`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// What the run-strategy supervisor remembers across restarts (write
+    /// `SupervisorStatus::memory` here; hand it back to `Supervisor::spawn_resuming`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_strategy_state: Option<super::lifecycle::RunStrategyState>,
 }

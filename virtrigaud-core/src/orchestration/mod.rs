@@ -71,6 +71,7 @@ mod supervisor;
 pub use clone::{CloneReport, customization_from_model};
 pub use events::{EventBus, EventReason, EventType, ObjectKind, OrchestrationEvent};
 pub use lifecycle::{VmStatusReport, lifecycle_phase, observed_power_state};
+pub(crate) use orchestrator::now_rfc3339;
 pub use orchestrator::{Orchestrator, OrchestratorConfig, SnapshotGuard};
 pub use reconfigure::{
     DiskChange, PlanMode, ReconfigureOptions, ReconfigureOutcome, ReconfigurePlan,

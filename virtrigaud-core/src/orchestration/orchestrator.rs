@@ -11,7 +11,7 @@ use super::events::{EventBus, EventReason, ObjectKind};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layers::RetryPolicy;
 use crate::provider::{PowerOffOptions, Provider, StartOptions};
-use crate::shutdown::{ShutdownManager, ShutdownPolicy, ShutdownReport};
+use crate::shutdown::{ShutdownManager, ShutdownPolicy, ShutdownReport, SystemClock, WallClock};
 use crate::vm::{PowerState, VmId};
 
 /// Settings shared by the flows.
@@ -69,6 +69,7 @@ pub struct Orchestrator {
     pub(crate) events: EventBus,
     pub(crate) config: OrchestratorConfig,
     pub(crate) in_use: Arc<Mutex<HashSet<(VmId, String)>>>,
+    pub(crate) clock: Arc<dyn WallClock>,
 }
 
 impl fmt::Debug for Orchestrator {
@@ -99,7 +100,16 @@ impl Orchestrator {
             events: EventBus::default(),
             config: OrchestratorConfig::default(),
             in_use: Arc::new(Mutex::new(HashSet::new())),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Reads wall-clock time (snapshot ages for retention) from `clock` instead of the
+    /// system clock: the simulator's [`crate::sim::Simulator::wall_clock`] under tokio's
+    /// paused clock in tests.
+    pub fn with_clock(mut self, clock: Arc<dyn WallClock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Replaces the settings.

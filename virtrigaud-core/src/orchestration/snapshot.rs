@@ -3,6 +3,7 @@
 //! `spec.snapshot.revertToRef`.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -15,7 +16,7 @@ use crate::layers::RetryPolicy;
 use crate::model::{
     Condition, SnapshotPhase, VMSnapshot, VirtualMachine, condition_types, set_condition,
 };
-use crate::provider::DeleteOptions;
+use crate::provider::{DeleteOptions, Provider};
 use crate::snapshot::{
     DeleteSnapshotOptions, RevertOptions, SnapshotInfo, SnapshotOptions, Snapshotter,
 };
@@ -208,7 +209,9 @@ impl Orchestrator {
             Ok(r) => {
                 let st = snap.status.get_or_insert_with(Default::default);
                 st.snapshot_id = Some(r.info.id.clone());
-                st.creation_time = Some(rfc3339(r.info.created_at.unwrap_or_else(SystemTime::now)));
+                st.creation_time = Some(rfc3339(
+                    r.info.created_at.unwrap_or_else(|| self.clock.now()),
+                ));
                 let msg = if r.notes.is_empty() {
                     None
                 } else {
@@ -283,12 +286,31 @@ impl Orchestrator {
             .with_memory(want_memory && can_memory)
             .with_quiesce(want_quiesce && can_quiesce);
         so.description = snap.spec.description.clone();
-        let attempt = || async { s.create_snapshot(vm, &so).await };
-        let created = tokio::time::timeout(
-            bounded(opts.failure_deadline),
-            RetryPolicy::new(Duration::from_secs(1), 5).retry(attempt),
-        )
-        .await;
+        // The creation runs as its own task, so that one still under way at the deadline is
+        // not lost: whatever it makes is deleted when it ends (a dropped future would leave
+        // a snapshot that appears after the cleanup below has looked).
+        let mut create = tokio::spawn(create_with_retry(
+            Arc::clone(&self.provider),
+            vm.clone(),
+            so.clone(),
+        ));
+        let created = tokio::time::timeout(bounded(opts.failure_deadline), &mut create).await;
+        let created = match created {
+            Ok(joined) => Ok(joined.unwrap_or_else(|e| {
+                Err(Error::new(
+                    ErrorKind::Internal,
+                    format!("the snapshot task ended abnormally: {e}"),
+                ))
+            })),
+            Err(elapsed) => {
+                tokio::spawn(delete_when_made(
+                    Arc::clone(&self.provider),
+                    vm.clone(),
+                    create,
+                ));
+                Err(elapsed)
+            }
+        };
         let info = match created {
             Ok(Ok(info)) => info,
             Ok(Err(e)) => {
@@ -360,7 +382,7 @@ impl Orchestrator {
             }
         }
         let mut deleted = Vec::new();
-        for doomed in plan_retention(&list, rules, SystemTime::now(), &protected) {
+        for doomed in plan_retention(&list, rules, self.clock.now(), &protected) {
             // Re-check right before deleting: a revert may have started meanwhile.
             if self.is_snapshot_in_use(vm, &doomed.id) || self.is_snapshot_in_use(vm, &doomed.name)
             {
@@ -402,7 +424,7 @@ impl Orchestrator {
         vm: &VmId,
         snapshots: &mut [VMSnapshot],
     ) -> Result<Vec<String>> {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let ready: Vec<usize> = (0..snapshots.len())
             .filter(|i| {
                 snapshots[*i].status.as_ref().is_some_and(|s| {
@@ -553,9 +575,10 @@ impl Orchestrator {
     }
 
     /// Deletes `vm` (after a graceful stop) honouring `deleteOnVMDelete`: snapshots whose
-    /// policy says so are deleted first and their names returned for removal; the others
-    /// stay as objects, marked `Failed` ("the VM was deleted") since the provider drops a
-    /// VM's snapshots with it.
+    /// policy says so are deleted first and their names returned for removal. The others
+    /// stay as objects: still `Ready` (with a message) where the provider declares
+    /// `snapshots_outlive_vm`, else marked `Failed` ("the VM was deleted"), since the
+    /// provider drops a VM's snapshots with it.
     pub async fn delete_vm(&self, vm: &VmId, snapshots: &mut [VMSnapshot]) -> Result<Vec<String>> {
         if self.provider.power_state(vm).await?.is_active() {
             self.graceful_stop(vm, self.config.stop_policy.clone())
@@ -577,8 +600,17 @@ impl Orchestrator {
         self.provider
             .delete(vm, &DeleteOptions { delete_disks: true })
             .await?;
+        let outlive = self.provider.capabilities().snapshots_outlive_vm;
         for snap in snapshots.iter_mut() {
-            if !removed.contains(&snap.metadata.name) {
+            if removed.contains(&snap.metadata.name) {
+                continue;
+            }
+            if outlive {
+                let st = snap.status.get_or_insert_with(Default::default);
+                st.message = Some(format!(
+                    "the VM {vm} was deleted; this snapshot remains (deleteOnVMDelete is false)"
+                ));
+            } else {
                 set_phase(
                     snap,
                     SnapshotPhase::Failed,
@@ -736,5 +768,43 @@ impl Orchestrator {
             })?;
         }
         Ok(info)
+    }
+}
+
+/// Creates the snapshot `so` of `vm`, retrying retryable failures.
+async fn create_with_retry(
+    provider: Arc<dyn Provider>,
+    vm: VmId,
+    so: SnapshotOptions,
+) -> Result<SnapshotInfo> {
+    let s = provider
+        .snapshotter()
+        .ok_or_else(|| Error::unsupported("snapshots"))?;
+    RetryPolicy::new(Duration::from_secs(1), 5)
+        .retry(|| async { s.create_snapshot(&vm, &so).await })
+        .await
+}
+
+/// Waits for a creation that outlived its deadline and deletes the snapshot it made.
+async fn delete_when_made(
+    provider: Arc<dyn Provider>,
+    vm: VmId,
+    create: tokio::task::JoinHandle<Result<SnapshotInfo>>,
+) {
+    let Ok(Ok(info)) = create.await else { return };
+    let Some(s) = provider.snapshotter() else {
+        return;
+    };
+    match s
+        .delete_snapshot(&vm, &info.id, &DeleteSnapshotOptions::default())
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(vm = %vm, snapshot = %info.id, "deleted a snapshot that was made after its failure deadline")
+        }
+        Err(e) if e.is(ErrorKind::NotFound) => {}
+        Err(e) => {
+            tracing::warn!(vm = %vm, snapshot = %info.id, error = %e, "could not delete a snapshot made after its failure deadline")
+        }
     }
 }

@@ -26,7 +26,9 @@ use super::events::EventReason;
 use super::metrics;
 use super::orchestrator::{Orchestrator, deadline_after};
 use crate::error::{Error, Result};
-use crate::model::{LifecycleAction, LifecycleActionKind, LifecycleState, RunStrategy};
+use crate::model::{
+    LifecycleAction, LifecycleActionKind, LifecycleState, RunStrategy, RunStrategyState,
+};
 use crate::vm::{OffReason, PowerState, VmId};
 
 /// Settings of a [`Supervisor`].
@@ -95,6 +97,9 @@ pub struct SupervisorStatus {
     pub power_state: Option<PowerState>,
     /// The last error (a failed read, start or stop).
     pub last_error: Option<String>,
+    /// What must survive a restart of this process: store it (in
+    /// `status.runStrategyState`) and hand it to [`Supervisor::spawn_resuming`].
+    pub memory: RunStrategyState,
 }
 
 enum Command {
@@ -107,20 +112,35 @@ enum Command {
 pub struct Supervisor;
 
 impl Supervisor {
-    /// Supervises `vm` with `strategy` in a task of the current tokio runtime.
+    /// Supervises `vm` with `strategy` in a task of the current tokio runtime, from a
+    /// clean slate.
     pub fn spawn(
         orch: Orchestrator,
         vm: VmId,
         strategy: RunStrategy,
         config: SupervisorConfig,
     ) -> SupervisorHandle {
+        Self::spawn_resuming(orch, vm, strategy, config, RunStrategyState::default())
+    }
+
+    /// Supervises `vm` again after a restart of the process, from the `memory` an earlier
+    /// supervisor published ([`SupervisorStatus::memory`]): `Once` does not start the VM a
+    /// second time, a user's `stop` still holds, a give-up stays given up.
+    pub fn spawn_resuming(
+        orch: Orchestrator,
+        vm: VmId,
+        strategy: RunStrategy,
+        config: SupervisorConfig,
+        memory: RunStrategyState,
+    ) -> SupervisorHandle {
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let status = SupervisorStatus {
             strategy,
             phase: SupervisorPhase::Watching,
-            restarts: 0,
+            restarts: memory.restarts,
             power_state: None,
             last_error: None,
+            memory,
         };
         let (status_tx, status_rx) = watch::channel(status);
         let cancel = CancellationToken::new();
@@ -130,10 +150,10 @@ impl Supervisor {
             config,
             strategy,
             status: status_tx,
-            once_done: false,
-            stopped_by_user: false,
-            gave_up: false,
-            failed_boots: 0,
+            once_done: memory.once_done,
+            stopped_by_user: memory.stopped_by_user,
+            gave_up: memory.gave_up,
+            failed_boots: memory.failed_boots,
             last_start: None,
             next_restart: None,
         };
@@ -243,6 +263,7 @@ impl Task {
         ) {
             self.ensure_started_initially().await;
         }
+        self.sync_phase();
         // React to pushed power-state changes at once where the provider can push them;
         // polling stays as the safety net.
         let mut pushed = if self.orch.provider.capabilities().power_state_watch {
@@ -305,13 +326,33 @@ impl Task {
     fn sync_phase(&self) {
         let phase = self.phase();
         let strategy = self.strategy;
+        let (once_done, stopped_by_user, gave_up, failed_boots) = (
+            self.once_done,
+            self.stopped_by_user,
+            self.gave_up,
+            self.failed_boots,
+        );
         self.publish(|s| {
             s.phase = phase;
             s.strategy = strategy;
+            s.memory = RunStrategyState {
+                once_done,
+                stopped_by_user,
+                gave_up,
+                failed_boots,
+                restarts: s.restarts,
+            };
         });
     }
 
     async fn ensure_started_initially(&mut self) {
+        if self.stopped_by_user
+            || self.gave_up
+            || self.strategy == RunStrategy::Once && self.once_done
+        {
+            // Remembered from before a restart: leave the VM as it is.
+            return;
+        }
         match self.orch.provider.power_state(&self.vm).await {
             Ok(p) if p.is_off() => {
                 if self.strategy == RunStrategy::Once {
@@ -468,6 +509,7 @@ impl Task {
             RunStrategy::Once if !self.once_done && p.is_off() => {
                 self.once_done = true;
                 self.start("runStrategy Once").await;
+                self.sync_phase();
             }
             _ => {}
         }

@@ -29,14 +29,17 @@ mod storage;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use tokio::time::Instant;
 
 pub use behavior::{AcpiResponse, AgentResponse, GuestBehavior};
 
 use crate::capabilities::ProviderCapabilities;
+use crate::clone::Customization;
 use crate::error::{Error, ErrorKind, Result};
 use crate::placement::{HostInfo, Inventory, Resources};
+use crate::shutdown::{TokioClock, WallClock};
 use crate::snapshot::SnapshotInfo;
 use crate::vm::{DiskInfo, OffReason, PowerState, VmId};
 
@@ -73,11 +76,15 @@ struct SimVm {
     labels: BTreeMap<String, String>,
     host: Option<String>,
     snapshots: Vec<SimSnapshot>,
+    /// The customization a clone was made with (the simulator's stand-in for a seed).
+    customization: Option<Customization>,
     /// Pushes power-state changes to watchers; dropped when the VM disappears.
     watch: tokio::sync::watch::Sender<PowerState>,
     generation: u64,
     /// Boots so far: the VM's incarnation is its name with this count.
     boots: u32,
+    /// Guest reboots honoured so far (within the same run).
+    reboots: u32,
 }
 
 #[derive(Debug, Default)]
@@ -94,6 +101,7 @@ struct State {
 struct Inner {
     state: Mutex<State>,
     caps: ProviderCapabilities,
+    clock: TokioClock,
 }
 
 /// The in-memory hypervisor. Cheap to clone (shared state).
@@ -127,6 +135,7 @@ impl Simulator {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
                 caps,
+                clock: TokioClock::new(SystemTime::now()),
             }),
         }
     }
@@ -143,6 +152,7 @@ impl Simulator {
             full_clones: true,
             clone_customization: true,
             clone_user_data: true,
+            snapshots_outlive_vm: false,
             image_import: false,
             supported_disk_types: &["thin", "thick"],
             supported_network_types: &["virtio"],
@@ -159,6 +169,14 @@ impl Simulator {
             inventory: true,
             list_vms: true,
         }
+    }
+
+    /// The simulator's wall clock: it follows tokio's clock (paused in tests) from the
+    /// moment the simulator was made; snapshot creation times are read from it. Give it to
+    /// [`crate::orchestration::Orchestrator::with_clock`] so that retention by age sees the
+    /// same time.
+    pub fn wall_clock(&self) -> Arc<dyn WallClock> {
+        Arc::new(self.inner.clock)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -219,6 +237,8 @@ impl Simulator {
             labels,
             host: None,
             snapshots: Vec::new(),
+            customization: None,
+            reboots: 0,
             watch: tokio::sync::watch::Sender::new(power),
             generation: 0,
             boots: 1,
@@ -260,6 +280,20 @@ impl Simulator {
     /// Makes the next call of `operation` fail with `kind` (queued; one failure per call).
     pub fn inject_fault(&self, operation: &'static str, kind: ErrorKind) {
         self.lock().faults.entry(operation).or_default().push(kind);
+    }
+
+    /// The customization `vm` was cloned with, as the simulator recorded it (`None` for a
+    /// VM that was not customized, or no such VM).
+    pub fn customization_of(&self, vm: &VmId) -> Option<Customization> {
+        self.lock()
+            .vms
+            .get(vm)
+            .and_then(|v| v.customization.clone())
+    }
+
+    /// Guest reboots `vm` has honoured (0 for no such VM).
+    pub fn reboots(&self, vm: &VmId) -> u32 {
+        self.lock().vms.get(vm).map_or(0, |v| v.reboots)
     }
 
     /// API calls made so far to `operation`.
@@ -333,6 +367,11 @@ impl Simulator {
 /// Counts a call and applies an injected fault, if any.
 fn begin(st: &mut State, op: &'static str) -> Result<()> {
     *st.calls.entry(op).or_insert(0) += 1;
+    injected(st, op)
+}
+
+/// The next fault injected into `op`, if any (a fault point that is not an API call).
+fn injected(st: &mut State, op: &'static str) -> Result<()> {
     if let Some(queue) = st.faults.get_mut(op)
         && !queue.is_empty()
     {

@@ -241,12 +241,32 @@ impl Provider for Simulator {
         })
     }
 
-    async fn reboot(&self, vm: &VmId, _channel: ShutdownChannel) -> Result<()> {
+    async fn reboot(&self, vm: &VmId, channel: ShutdownChannel) -> Result<()> {
         self.with_vm("reboot", vm, |v| {
             if v.power != PowerState::Running {
                 return Err(Error::invalid_state(format!("VM is {}", v.power)));
             }
-            v.booted_at = Instant::now();
+            let honoured = match channel {
+                ShutdownChannel::Agent => match v.behavior.agent {
+                    AgentResponse::Present(_) => true,
+                    _ => {
+                        return Err(
+                            Error::unavailable("the guest agent is not connected").permanent()
+                        );
+                    }
+                },
+                // A guest that ignores the power button ignores a reboot through it too, and
+                // so does one whose acpid is not listening yet.
+                _ => {
+                    matches!(v.behavior.acpi, AcpiResponse::Honours(_))
+                        && v.booted_at.elapsed() >= v.behavior.acpi_listen_after
+                }
+            };
+            if honoured {
+                // A guest reboot stays in the same run of the VM (same incarnation).
+                v.booted_at = Instant::now();
+                v.reboots += 1;
+            }
             Ok(())
         })
     }

@@ -1,13 +1,14 @@
 //! The simulator's snapshots and clones.
 
-use std::time::SystemTime;
-
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{PROVIDER_TYPE, SimSnapshot, Simulator, begin, not_found, set_power, settle_vm};
+use super::{
+    PROVIDER_TYPE, SimSnapshot, Simulator, begin, injected, not_found, set_power, settle_vm,
+};
 use crate::clone::{CloneOptions, CloneResult, Cloner};
 use crate::error::{Error, ErrorKind, Result};
+use crate::shutdown::WallClock;
 use crate::snapshot::{
     DeleteSnapshotOptions, RevertOptions, SnapshotInfo, SnapshotOptions, Snapshotter,
 };
@@ -37,7 +38,7 @@ impl Snapshotter for Simulator {
         let running = v.power.is_active();
         let mut info = SnapshotInfo::new(format!("snap-{n}"), opts.name.clone());
         info.description = opts.description.clone();
-        info.created_at = Some(SystemTime::now());
+        info.created_at = Some(self.inner.clock.now());
         info.has_memory = opts.memory && running;
         info.quiesced =
             opts.quiesce && running && matches!(v.behavior.agent, super::AgentResponse::Present(_));
@@ -147,8 +148,16 @@ impl Cloner for Simulator {
             PowerState::Off(OffReason::Unknown)
         };
         let id = self.insert_vm(&opts.target_name, behavior, power, cpu, mem, labels);
-        if let Some(v) = self.lock().vms.get_mut(&id) {
+        let mut st = self.lock();
+        if let Some(v) = st.vms.get_mut(&id) {
             v.disks = disks;
+            v.customization = opts.customization.clone().filter(|c| !c.is_empty());
+        }
+        // A fault injected into `clone_copy` fails the clone after the copy exists; like a
+        // real provider, the simulator removes the half-made clone before answering.
+        if let Err(e) = injected(&mut st, "clone_copy") {
+            st.vms.remove(&id);
+            return Err(e);
         }
         Ok(CloneResult::new(id, opts.linked, customized))
     }

@@ -22,8 +22,11 @@ use async_trait::async_trait;
 
 use crate::clone::{CloneOptions, Customization};
 use crate::error::{ErrorKind, Result};
-use crate::provider::{DeleteOptions, PowerOffOptions, Provider, StartOptions};
-use crate::shutdown::{ForcedReason, ShutdownManager, ShutdownOutcome, ShutdownPolicy};
+use crate::orchestration::{Orchestrator, OrchestratorConfig};
+use crate::provider::{PowerOffOptions, Provider, StartOptions};
+use crate::shutdown::{
+    ForcedReason, ShutdownManager, ShutdownOutcome, ShutdownPolicy, SystemClock, WallClock,
+};
 use crate::sim::{GuestBehavior, Simulator};
 use crate::snapshot::{DeleteSnapshotOptions, RevertOptions, SnapshotOptions};
 use crate::vm::{PowerState, VmId};
@@ -86,6 +89,13 @@ pub trait Fixture: Send + Sync {
         let _ = source;
         Ok(None)
     }
+
+    /// The wall clock the backend stamps snapshots with (the retention check ages
+    /// snapshots by it). The default is the system clock; the simulator's follows tokio's
+    /// paused clock.
+    fn wall_clock(&self) -> Arc<dyn WallClock> {
+        Arc::new(SystemClock)
+    }
 }
 
 /// Runs every check the provider's capabilities allow, in order.
@@ -115,7 +125,6 @@ pub async fn run_all(provider: Arc<dyn Provider>, fixture: &dyn Fixture) -> Repo
     );
     report.push("watch_reports_off", watch_reports_off(p, fixture).await);
     report.push("snapshot_round_trip", snapshot_round_trip(p, fixture).await);
-    report.push("clone_round_trip", clone_round_trip(p, fixture).await);
     report.push(
         "capabilities_tell_the_truth",
         capabilities_tell_the_truth(p, fixture).await,
@@ -136,6 +145,50 @@ pub async fn run_all(provider: Arc<dyn Provider>, fixture: &dyn Fixture) -> Repo
     report.push(
         "cancelled_shutdown_is_honest",
         cancelled_shutdown_is_honest(p, fixture).await,
+    );
+    report.push(
+        "reconfigure_online_when_declared",
+        reconfigure_online_when_declared(p, fixture).await,
+    );
+    report.push(
+        "reconfigure_power_cycles_gracefully",
+        reconfigure_power_cycles_gracefully(p, fixture).await,
+    );
+    report.push(
+        "disk_grows_by_its_spec_name",
+        disk_grows_by_its_spec_name(p, fixture).await,
+    );
+    report.push(
+        "snapshot_reports_memory_and_quiesce",
+        snapshot_reports_memory_and_quiesce(p, fixture).await,
+    );
+    report.push(
+        "revert_to_ref_restores_power_state",
+        revert_to_ref_restores_power_state(p, fixture).await,
+    );
+    report.push(
+        "retention_prunes_by_count_and_age",
+        retention_prunes_by_count_and_age(p, fixture).await,
+    );
+    report.push(
+        "delete_on_vm_delete_is_honoured",
+        delete_on_vm_delete_is_honoured(p, fixture).await,
+    );
+    report.push(
+        "snapshot_failure_deadline_leaves_nothing",
+        snapshot_failure_deadline_leaves_nothing(p, fixture).await,
+    );
+    report.push(
+        "full_and_linked_clones",
+        full_and_linked_clones(p, fixture).await,
+    );
+    report.push(
+        "clone_customization_is_applied",
+        clone_customization_is_applied(p, fixture).await,
+    );
+    report.push(
+        "failed_clone_leaves_nothing",
+        failed_clone_leaves_nothing(p, fixture).await,
     );
     report
 }
@@ -163,12 +216,38 @@ macro_rules! attempt {
     };
 }
 
+mod clones;
 mod lifecycle;
+mod reconfigure;
+mod snapshots;
 
+pub use clones::{
+    clone_customization_is_applied, failed_clone_leaves_nothing, full_and_linked_clones,
+};
 pub use lifecycle::{
     cancelled_shutdown_is_honest, escalation_shortens_or_forces, pause_resume_round_trip,
     reboot_comes_back_running, reset_keeps_running,
 };
+pub use reconfigure::{
+    disk_grows_by_its_spec_name, reconfigure_online_when_declared,
+    reconfigure_power_cycles_gracefully,
+};
+pub use snapshots::{
+    delete_on_vm_delete_is_honoured, retention_prunes_by_count_and_age,
+    revert_to_ref_restores_power_state, snapshot_failure_deadline_leaves_nothing,
+    snapshot_reports_memory_and_quiesce,
+};
+
+/// An orchestrator over `provider` whose graceful stops wait the fixture's graceful grace.
+fn orchestrator(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) -> Orchestrator {
+    let config = OrchestratorConfig {
+        stop_policy: ShutdownPolicy::with_grace(fixture.graceful_grace()),
+        ..Default::default()
+    };
+    Orchestrator::new(Arc::clone(provider))
+        .with_config(config)
+        .with_clock(fixture.wall_clock())
+}
 
 /// Runs `check` on a fresh cooperative VM from the fixture, then cleans the VM up.
 async fn with_vm(
@@ -595,66 +674,6 @@ pub async fn snapshot_round_trip(
     .await
 }
 
-/// Clone a VM, see the clone, delete it.
-pub async fn clone_round_trip(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) -> CheckOutcome {
-    let caps = provider.capabilities();
-    let Some(cloner) = provider
-        .cloner()
-        .filter(|_| caps.full_clones || caps.linked_clones)
-    else {
-        return CheckOutcome::Skipped("the provider has no clones".into());
-    };
-    let source = attempt!(fixture.cooperative_vm().await, "fixture.cooperative_vm");
-    let outcome = async {
-        // Clone from a stopped source: every backend supports that.
-        if attempt!(provider.power_state(&source).await, "power_state").is_active() {
-            attempt!(
-                provider
-                    .power_off(&source, &PowerOffOptions::default())
-                    .await,
-                "power_off"
-            );
-            attempt!(
-                await_state(provider, &source, SETTLE, PowerState::is_off).await,
-                "waiting for off"
-            );
-        }
-        let name = format!("vrconf-clone-{}", std::process::id());
-        let opts = CloneOptions::new(name).linked(!caps.full_clones);
-        let result = attempt!(cloner.clone_vm(&source, &opts).await, "clone_vm");
-        let d = attempt!(provider.describe(&result.vm).await, "describe clone");
-        ensure!(d.id == result.vm, "clone describes as {}", d.id);
-        if d.power_state.is_active() {
-            attempt!(
-                provider
-                    .power_off(&result.vm, &PowerOffOptions::default())
-                    .await,
-                "power_off clone"
-            );
-            attempt!(
-                await_state(provider, &result.vm, SETTLE, PowerState::is_off).await,
-                "waiting for clone off"
-            );
-        }
-        attempt!(
-            provider
-                .delete(&result.vm, &DeleteOptions { delete_disks: true })
-                .await,
-            "delete clone"
-        );
-        match provider.power_state(&result.vm).await {
-            Err(e) if e.is(ErrorKind::NotFound) => {}
-            other => {
-                return CheckOutcome::Failed(format!("deleted clone still answers: {other:?}"));
-            }
-        }
-        CheckOutcome::Passed
-    }
-    .await;
-    fixture.cleanup(&source).await;
-    outcome
-}
-
 /// The result of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckOutcome {
@@ -765,5 +784,15 @@ impl Fixture for SimFixture {
     }
     fn short_grace(&self) -> Duration {
         Duration::from_secs(10)
+    }
+    fn wall_clock(&self) -> Arc<dyn WallClock> {
+        self.sim.wall_clock()
+    }
+    async fn applied_customization(&self, vm: &VmId) -> Result<Option<Customization>> {
+        Ok(self.sim.customization_of(vm))
+    }
+    async fn arrange_clone_failure(&self, _source: &VmId) -> Result<Option<CloneOptions>> {
+        self.sim.inject_fault("clone_copy", ErrorKind::Internal);
+        Ok(Some(CloneOptions::new(self.name("half-made"))))
     }
 }

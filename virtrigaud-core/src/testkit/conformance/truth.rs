@@ -3,8 +3,10 @@
 use std::sync::Arc;
 
 use super::{CheckOutcome, Fixture};
+use crate::clone::{CloneOptions, Customization};
 use crate::error::{ErrorKind, Result};
 use crate::provider::{DeleteOptions, Provider, ReconfigureRequest, VmCreateSpec};
+use crate::snapshot::{DeleteSnapshotOptions, SnapshotOptions};
 use crate::vm::{ShutdownChannel, VmId};
 
 /// Whether `res` agrees with a declared flag: a `true` flag must not answer `Unsupported`,
@@ -114,6 +116,110 @@ async fn on_a_vm(provider: &Arc<dyn Provider>, vm: &VmId) -> Vec<String> {
     if !caps.reboot {
         let res = provider.reboot(vm, ShutdownChannel::Acpi).await;
         wrong.extend(agrees("reboot", false, &res).err());
+    }
+    wrong.extend(snapshot_refusals(provider, vm).await);
+    wrong.extend(clone_refusals(provider, vm).await);
+    wrong
+}
+
+/// A memory or quiesced snapshot that is not declared is refused (`Unsupported`) or, for
+/// quiescing, made and honestly reported unquiesced; anything made is deleted again.
+async fn snapshot_refusals(provider: &Arc<dyn Provider>, vm: &VmId) -> Vec<String> {
+    let caps = provider.capabilities();
+    let Some(s) = provider.snapshotter() else {
+        return vec![];
+    };
+    let mut wrong = Vec::new();
+    let asks = [
+        (
+            "memory_snapshots",
+            caps.memory_snapshots,
+            SnapshotOptions::new("vrconf-truth-memory").with_memory(true),
+        ),
+        (
+            "quiesced_snapshots",
+            caps.quiesced_snapshots,
+            SnapshotOptions::new("vrconf-truth-quiesce").with_quiesce(true),
+        ),
+    ];
+    for (flag, declared, opts) in asks {
+        if declared {
+            continue;
+        }
+        match s.create_snapshot(vm, &opts).await {
+            Err(e) if e.is(ErrorKind::Unsupported) => {}
+            Err(e) => wrong.push(format!(
+                "{flag} is declared false; the snapshot failed with {e}"
+            )),
+            Ok(info) => {
+                let _ = s
+                    .delete_snapshot(vm, &info.id, &DeleteSnapshotOptions::default())
+                    .await;
+                if opts.memory || info.quiesced {
+                    wrong.push(format!(
+                        "{flag} is declared false but the snapshot was made (memory {}, quiesced {})",
+                        info.has_memory, info.quiesced
+                    ));
+                }
+            }
+        }
+    }
+    wrong
+}
+
+/// Clones of an undeclared kind, or with undeclared customization, are refused with
+/// `Unsupported` by the provider itself; anything made is deleted again.
+async fn clone_refusals(provider: &Arc<dyn Provider>, vm: &VmId) -> Vec<String> {
+    let caps = provider.capabilities();
+    let Some(c) = provider.cloner() else {
+        return vec![];
+    };
+    let named = |linked: bool, custom: Option<Customization>| {
+        let mut o = CloneOptions::new("vrconf-truth-clone").linked(linked);
+        o.customization = custom;
+        o
+    };
+    let hostname = Customization {
+        hostname: Some("vrconf-truth".into()),
+        ..Default::default()
+    };
+    let user_data = Customization {
+        cloud_init_user_data: Some("#cloud-config\n".into()),
+        ..Default::default()
+    };
+    let plain_linked = !caps.full_clones;
+    let asks = [
+        ("linked_clones", caps.linked_clones, named(true, None)),
+        ("full_clones", caps.full_clones, named(false, None)),
+        (
+            "clone_customization",
+            caps.clone_customization,
+            named(plain_linked, Some(hostname)),
+        ),
+        (
+            "clone_user_data",
+            caps.clone_user_data || !caps.clone_customization,
+            named(plain_linked, Some(user_data)),
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (flag, declared, opts) in asks {
+        if declared {
+            continue;
+        }
+        match c.clone_vm(vm, &opts).await {
+            Err(e) if e.is(ErrorKind::Unsupported) => {}
+            Err(e) => wrong.push(format!(
+                "{flag} is declared false; the clone failed with {e}"
+            )),
+            Ok(made) => {
+                let _ = provider.power_off(&made.vm, &Default::default()).await;
+                let _ = provider
+                    .delete(&made.vm, &DeleteOptions { delete_disks: true })
+                    .await;
+                wrong.push(format!("{flag} is declared false but the clone was made"));
+            }
+        }
     }
     wrong
 }
