@@ -61,7 +61,10 @@ func main() {
 	flag.BoolVar(&simulator.Trace, "trace", false, "trace SOAP to stderr")
 	toolsRunning := flag.Bool("tools-running", false,
 		"report VMware Tools as running in the model VMs (VMs created later, e.g. clones, report tools not running)")
+	hostCores := flag.Int("host-cores", 16, "physical CPU cores of every host (vcsim's own model has 2)")
+	hostMemMiB := flag.Int64("host-memory-mib", 65536, "memory of every host in MiB (vcsim's own model has 4 GiB)")
 	flag.Parse()
+	sizeHosts(int16(*hostCores), *hostMemMiB)
 
 	if *methodDelay != "" {
 		m := map[string]int{}
@@ -129,6 +132,21 @@ func main() {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
 	model.Remove()
+}
+
+// sizeHosts gives every host of the model `cores` cores (twice as many threads) and `memMiB` of
+// memory. vcsim's hosts have 2 cores and 4 GiB, while -vm 20 powers on 20 one-vCPU model VMs in
+// each resource pool: 20 on the standalone host and 6 to 8 on each cluster host. At the
+// provider's 4 vCPUs per core (VCPU_PER_CORE) a 2-core host holds 8, so the standalone host and
+// one cluster host were full, placement with host anti-affinity found only two hosts with room,
+// and a three-member VM set never converged. 16 cores and 64 GiB is a small real ESXi host.
+func sizeHosts(cores int16, memMiB int64) {
+	hw := esx.HostSystem.Summary.Hardware
+	hw.NumCpuCores, hw.NumCpuThreads = cores, 2*cores
+	hw.MemorySize = memMiB << 20
+	esx.HostHardwareInfo.CpuInfo.NumCpuCores = cores
+	esx.HostHardwareInfo.CpuInfo.NumCpuThreads = 2 * cores
+	esx.HostHardwareInfo.MemorySize = memMiB << 20
 }
 
 // Guest shutdown delays (for benchmarks): vcsim 0.24's ShutdownGuest powers the VM off at once.
