@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use virtrigaud_core::shutdown::{ForcedReason, ShutdownManager, ShutdownOutcome, ShutdownPolicy};
 use virtrigaud_core::{
@@ -25,6 +25,8 @@ async fn snapshot_create_revert_remove() {
             .delete_snapshot(&vm, &s.id, &DeleteSnapshotOptions::default())
             .await;
     }
+    // vcsim runs on this machine: its createTime is this clock's (a second of slack).
+    let before = SystemTime::now() - Duration::from_secs(1);
     let a = snaps
         .create_snapshot(
             &vm,
@@ -36,10 +38,12 @@ async fn snapshot_create_revert_remove() {
         .expect("snapshot a");
     assert_eq!(a.name, "vr-a");
     assert_eq!(a.description.as_deref(), Some("first"));
+    tokio::time::sleep(Duration::from_millis(20)).await;
     let b = snaps
         .create_snapshot(&vm, &SnapshotOptions::new("vr-b").with_quiesce(true))
         .await
         .expect("snapshot b");
+    let after = SystemTime::now() + Duration::from_secs(1);
     assert_eq!(
         b.parent.as_deref(),
         Some(a.id.as_str()),
@@ -49,6 +53,17 @@ async fn snapshot_create_revert_remove() {
     assert_eq!(
         list.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
         ["vr-a", "vr-b"]
+    );
+    // createTime from the tree: what retention by maxAge / maxCount orders by.
+    let (ta, tb) = (
+        a.created_at.expect("a has a creation time"),
+        b.created_at.expect("b has a creation time"),
+    );
+    assert!(before <= ta && ta < tb && tb <= after, "{a:?} {b:?}");
+    assert_eq!(
+        list.iter().map(|s| s.created_at).collect::<Vec<_>>(),
+        [Some(ta), Some(tb)],
+        "the listed times are the created ones"
     );
     // Revert by name and by id.
     snaps
