@@ -95,6 +95,69 @@ async fn snapshot_create_revert_remove() {
     assert_eq!(err.kind(), ErrorKind::NotFound);
 }
 
+/// `has_memory` and `quiesced` as the server recorded them in the snapshot tree (`state`,
+/// `quiesced`), not as asked: the project's vcsim records them as vCenter does (a snapshot
+/// without memory is poweredOff; quiesce needs a running VM with VMware Tools running, else
+/// it is ignored). The model VMs run Tools.
+#[tokio::test]
+async fn snapshot_memory_and_quiesce_are_read_from_the_tree() {
+    let Some(p) = provider().await else { return };
+    let vm = running_vm(&p, "DC0_H0_VM12").await;
+    let snaps = p.snapshotter().expect("snapshotter");
+    for s in snaps.list_snapshots(&vm).await.expect("list") {
+        let _ = snaps
+            .delete_snapshot(&vm, &s.id, &DeleteSnapshotOptions::default())
+            .await;
+    }
+    let asked = [
+        ("vr-mem", true, false),
+        ("vr-quiesce", false, true),
+        ("vr-both", true, true),
+        ("vr-disk", false, false),
+    ];
+    for (name, memory, quiesce) in asked {
+        let opts = SnapshotOptions::new(name)
+            .with_memory(memory)
+            .with_quiesce(quiesce);
+        let s = snaps.create_snapshot(&vm, &opts).await.expect(name);
+        assert_eq!((s.has_memory, s.quiesced), (memory, quiesce), "{s:?}");
+    }
+    let listed: Vec<_> = snaps
+        .list_snapshots(&vm)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| (s.name, s.has_memory, s.quiesced))
+        .collect();
+    let want: Vec<_> = asked
+        .iter()
+        .map(|(n, m, q)| ((*n).to_owned(), *m, *q))
+        .collect();
+    assert_eq!(listed, want);
+    // Powered off, neither memory nor quiescing happens, whatever was asked.
+    p.power_off(&vm, &PowerOffOptions::default())
+        .await
+        .expect("off");
+    let off = snaps
+        .create_snapshot(
+            &vm,
+            &SnapshotOptions::new("vr-off")
+                .with_memory(true)
+                .with_quiesce(true),
+        )
+        .await
+        .expect("snapshot of an off VM");
+    assert!(!off.has_memory && !off.quiesced, "{off:?}");
+    let root = snaps.list_snapshots(&vm).await.expect("list")[0].id.clone();
+    let mut all = DeleteSnapshotOptions::default();
+    all.children = true;
+    snaps
+        .delete_snapshot(&vm, &root, &all)
+        .await
+        .expect("remove tree");
+    p.start(&vm, &StartOptions::default()).await.expect("start");
+}
+
 #[tokio::test]
 async fn clone_full_linked_and_customized() {
     let Some(p) = provider().await else { return };
