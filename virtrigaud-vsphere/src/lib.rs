@@ -87,7 +87,8 @@
 //!   requests are counted: [`VsphereProvider::api_calls`]), `session.rs` (URL, TLS, cookie,
 //!   login state);
 //! * at the bottom: `types.rs` (`MoRef`, `Props`), `error.rs` ([`SoapFault`] and
-//!   `to_core_error`, the one mapping to core errors), `xml.rs`, `config.rs`.
+//!   `to_core_error`, the one mapping to core errors), `xml.rs`, `datetime.rs`
+//!   (`xsd:dateTime` values), `config.rs`.
 //!
 //! Core's checks run first: [`virtrigaud_core::VmCreateSpec::validate`] before a create,
 //! [`virtrigaud_core::ReconfigureRequest::validate`] / `validate_against` before a
@@ -133,6 +134,7 @@ mod clone;
 mod collector;
 mod config;
 mod create;
+mod datetime;
 mod describe;
 mod error;
 mod inventory;

@@ -10,10 +10,10 @@ use virtrigaud_core::{
 
 use crate::PROVIDER_TYPE;
 use crate::client::Client;
-use crate::power;
 use crate::types::MoRef;
 use crate::vm_api::{self, on_vm};
 use crate::xml::{Element, Xml};
+use crate::{datetime, power};
 
 fn flag(b: bool) -> &'static str {
     if b { "true" } else { "false" }
@@ -70,6 +70,7 @@ fn walk_snapshots(tree: &Element, parent: Option<&str>, out: &mut Vec<SnapshotIn
         .text_at("description")
         .filter(|d| !d.is_empty())
         .map(str::to_owned);
+    info.created_at = tree.text_at("createTime").and_then(datetime::parse);
     info.has_memory = tree.text_at("state") == Some("poweredOn");
     info.quiesced = tree.text_at("quiesced") == Some("true");
     info.parent = parent.map(str::to_owned);

@@ -431,8 +431,28 @@ async fn vm_set_members_spread_over_hosts_by_the_solver_placer() {
         remove(&p, &v.id).await;
     }
     let dynp: Arc<dyn Provider> = Arc::new(p.clone());
-    let hosts = dynp.inventory().await.expect("inventory").hosts.len();
-    assert!(hosts >= 3, "vcsim has {hosts} hosts");
+    let inv = dynp.inventory().await.expect("inventory");
+    assert!(inv.hosts.len() >= 3, "vcsim has {} hosts", inv.hosts.len());
+    // Three members on three hosts need three hosts with room for one (1 vCPU, 128 MiB). The
+    // model VMs of `-vm 20` fill vcsim's own 2-core hosts (8 vCPUs each at VCPU_PER_CORE);
+    // the project's launcher gives them 16 cores (`-host-cores`).
+    let roomy: Vec<&str> = inv
+        .hosts
+        .iter()
+        .filter(|h| {
+            h.allocated.cpu < h.capacity.cpu
+                && h.allocated.memory_mib + 128 <= h.capacity.memory_mib
+        })
+        .map(|h| h.name.as_str())
+        .collect();
+    assert!(
+        roomy.len() >= 3,
+        "only {roomy:?} have room for a member (a vcsim without -host-cores?): {:?}",
+        inv.hosts
+            .iter()
+            .map(|h| (&h.name, h.capacity, h.allocated))
+            .collect::<Vec<_>>()
+    );
     let mut aa = AntiAffinity::default();
     aa.host_anti_affinity = true;
     let mut policy = VMPlacementPolicySpec::default();

@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use virtrigaud_core::shutdown::{ForcedReason, ShutdownManager, ShutdownOutcome, ShutdownPolicy};
 use virtrigaud_core::{
@@ -25,6 +25,8 @@ async fn snapshot_create_revert_remove() {
             .delete_snapshot(&vm, &s.id, &DeleteSnapshotOptions::default())
             .await;
     }
+    // vcsim runs on this machine: its createTime is this clock's (a second of slack).
+    let before = SystemTime::now() - Duration::from_secs(1);
     let a = snaps
         .create_snapshot(
             &vm,
@@ -36,10 +38,12 @@ async fn snapshot_create_revert_remove() {
         .expect("snapshot a");
     assert_eq!(a.name, "vr-a");
     assert_eq!(a.description.as_deref(), Some("first"));
+    tokio::time::sleep(Duration::from_millis(20)).await;
     let b = snaps
         .create_snapshot(&vm, &SnapshotOptions::new("vr-b").with_quiesce(true))
         .await
         .expect("snapshot b");
+    let after = SystemTime::now() + Duration::from_secs(1);
     assert_eq!(
         b.parent.as_deref(),
         Some(a.id.as_str()),
@@ -49,6 +53,17 @@ async fn snapshot_create_revert_remove() {
     assert_eq!(
         list.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
         ["vr-a", "vr-b"]
+    );
+    // createTime from the tree: what retention by maxAge / maxCount orders by.
+    let (ta, tb) = (
+        a.created_at.expect("a has a creation time"),
+        b.created_at.expect("b has a creation time"),
+    );
+    assert!(before <= ta && ta < tb && tb <= after, "{a:?} {b:?}");
+    assert_eq!(
+        list.iter().map(|s| s.created_at).collect::<Vec<_>>(),
+        [Some(ta), Some(tb)],
+        "the listed times are the created ones"
     );
     // Revert by name and by id.
     snaps
@@ -78,6 +93,69 @@ async fn snapshot_create_revert_remove() {
         .await
         .expect_err("gone");
     assert_eq!(err.kind(), ErrorKind::NotFound);
+}
+
+/// `has_memory` and `quiesced` as the server recorded them in the snapshot tree (`state`,
+/// `quiesced`), not as asked: the project's vcsim records them as vCenter does (a snapshot
+/// without memory is poweredOff; quiesce needs a running VM with VMware Tools running, else
+/// it is ignored). The model VMs run Tools.
+#[tokio::test]
+async fn snapshot_memory_and_quiesce_are_read_from_the_tree() {
+    let Some(p) = provider().await else { return };
+    let vm = running_vm(&p, "DC0_H0_VM12").await;
+    let snaps = p.snapshotter().expect("snapshotter");
+    for s in snaps.list_snapshots(&vm).await.expect("list") {
+        let _ = snaps
+            .delete_snapshot(&vm, &s.id, &DeleteSnapshotOptions::default())
+            .await;
+    }
+    let asked = [
+        ("vr-mem", true, false),
+        ("vr-quiesce", false, true),
+        ("vr-both", true, true),
+        ("vr-disk", false, false),
+    ];
+    for (name, memory, quiesce) in asked {
+        let opts = SnapshotOptions::new(name)
+            .with_memory(memory)
+            .with_quiesce(quiesce);
+        let s = snaps.create_snapshot(&vm, &opts).await.expect(name);
+        assert_eq!((s.has_memory, s.quiesced), (memory, quiesce), "{s:?}");
+    }
+    let listed: Vec<_> = snaps
+        .list_snapshots(&vm)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| (s.name, s.has_memory, s.quiesced))
+        .collect();
+    let want: Vec<_> = asked
+        .iter()
+        .map(|(n, m, q)| ((*n).to_owned(), *m, *q))
+        .collect();
+    assert_eq!(listed, want);
+    // Powered off, neither memory nor quiescing happens, whatever was asked.
+    p.power_off(&vm, &PowerOffOptions::default())
+        .await
+        .expect("off");
+    let off = snaps
+        .create_snapshot(
+            &vm,
+            &SnapshotOptions::new("vr-off")
+                .with_memory(true)
+                .with_quiesce(true),
+        )
+        .await
+        .expect("snapshot of an off VM");
+    assert!(!off.has_memory && !off.quiesced, "{off:?}");
+    let root = snaps.list_snapshots(&vm).await.expect("list")[0].id.clone();
+    let mut all = DeleteSnapshotOptions::default();
+    all.children = true;
+    snaps
+        .delete_snapshot(&vm, &root, &all)
+        .await
+        .expect("remove tree");
+    p.start(&vm, &StartOptions::default()).await.expect("start");
 }
 
 #[tokio::test]

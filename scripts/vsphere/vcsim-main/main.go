@@ -61,7 +61,10 @@ func main() {
 	flag.BoolVar(&simulator.Trace, "trace", false, "trace SOAP to stderr")
 	toolsRunning := flag.Bool("tools-running", false,
 		"report VMware Tools as running in the model VMs (VMs created later, e.g. clones, report tools not running)")
+	hostCores := flag.Int("host-cores", 16, "physical CPU cores of every host (vcsim's own model has 2)")
+	hostMemMiB := flag.Int64("host-memory-mib", 65536, "memory of every host in MiB (vcsim's own model has 4 GiB)")
 	flag.Parse()
+	sizeHosts(int16(*hostCores), *hostMemMiB)
 
 	if *methodDelay != "" {
 		m := map[string]int{}
@@ -124,11 +127,27 @@ func main() {
 	s := model.Service.NewServer()
 	// Set before any client can know the server is up (setup.sh polls for readiness afterwards).
 	s.Config.Handler = guestShutdownDelays.wrap(s.Config.Handler, simulator.Map.Path)
+	s.Config.Handler = taskFidelity.wrap(s.Config.Handler, simulator.Map.Path)
 	fmt.Printf("export GOVC_URL=%s GOVC_SIM_PID=%d\n", s.URL, os.Getpid())
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
 	model.Remove()
+}
+
+// sizeHosts gives every host of the model `cores` cores (twice as many threads) and `memMiB` of
+// memory. vcsim's hosts have 2 cores and 4 GiB, while -vm 20 powers on 20 one-vCPU model VMs in
+// each resource pool: 20 on the standalone host and 6 to 8 on each cluster host. At the
+// provider's 4 vCPUs per core (VCPU_PER_CORE) a 2-core host holds 8, so the standalone host and
+// one cluster host were full, placement with host anti-affinity found only two hosts with room,
+// and a three-member VM set never converged. 16 cores and 64 GiB is a small real ESXi host.
+func sizeHosts(cores int16, memMiB int64) {
+	hw := esx.HostSystem.Summary.Hardware
+	hw.NumCpuCores, hw.NumCpuThreads = cores, 2*cores
+	hw.MemorySize = memMiB << 20
+	esx.HostHardwareInfo.CpuInfo.NumCpuCores = cores
+	esx.HostHardwareInfo.CpuInfo.NumCpuThreads = 2 * cores
+	esx.HostHardwareInfo.MemorySize = memMiB << 20
 }
 
 // Guest shutdown delays (for benchmarks): vcsim 0.24's ShutdownGuest powers the VM off at once.
@@ -296,4 +315,200 @@ func (d *delays) set(w http.ResponseWriter, r *http.Request) {
 	d.mu.Unlock()
 	d.forget(ref)
 	fmt.Fprintf(w, "{\"vm\":%q,\"ms\":%d}\n", ref, ms)
+}
+
+// Task fidelity: what vcsim 0.24 gets wrong about two tasks, corrected after the simulator ran
+// them (the reply is held until then), plus a fault to inject into clones.
+//
+//   - CreateSnapshot_Task: vcsim records the VM's power state as the snapshot's state whatever
+//     `memory` said, and `quiesced` as asked. vCenter records poweredOff for a snapshot without
+//     memory (reverting to it leaves the VM off; upstream vcsim fixed this in govmomi PR 3853),
+//     and ignores `quiesce` when the VM is not powered on or VMware Tools are not running (the
+//     API reference of CreateSnapshot_Task), so the tree says quiesced=false then.
+//
+//   - CloneVM_Task, when armed for the source with
+//
+//     POST /virtrigaud/fail-next-clone?vm=<source VM moref>[&armed=0]
+//
+//     (one clone, then disarmed; armed=0 disarms): the simulator makes the clone, which is
+//     registered in the inventory, then the task fails with NoDiskSpace, as a clone whose disk
+//     copy ran out of room half-way does; the registered VM is left behind for the client to
+//     clean up.
+var taskFidelity = &fidelity{failClone: map[string]bool{}}
+
+type fidelity struct {
+	mu        sync.Mutex
+	failClone map[string]bool
+}
+
+const failClonePath = "/virtrigaud/fail-next-clone"
+
+var taskReturnRe = regexp.MustCompile(`<returnval type="Task">\s*([^<\s]+)\s*</returnval>`)
+
+func (f *fidelity) wrap(inner http.Handler, sdkPath string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == failClonePath {
+			f.arm(w, r)
+			return
+		}
+		if r.Method != http.MethodPost || r.URL.Path != sdkPath {
+			inner.ServeHTTP(w, r)
+			return
+		}
+		body, err := ioutil.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.Body = ioutil.NopCloser(bytes.NewReader(body))
+		var after func(*simulator.Task)
+		switch {
+		case bytes.Contains(body, []byte("CreateSnapshot_Task")):
+			after = snapshotFixer(body)
+		case bytes.Contains(body, []byte("CloneVM_Task")):
+			after = f.cloneFailer(body)
+		}
+		if after == nil {
+			inner.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		inner.ServeHTTP(rec, r)
+		if m := taskReturnRe.FindSubmatch(rec.Body.Bytes()); m != nil {
+			ref := types.ManagedObjectReference{Type: "Task", Value: string(m[1])}
+			if t, ok := simulator.Map.Get(ref).(*simulator.Task); ok {
+				after(t)
+			}
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(rec.Body.Bytes())
+	})
+}
+
+// decode reads a SOAP request body as its vim25 method.
+func decode(body []byte) interface{} {
+	m, err := simulator.UnmarshalBody(types.TypeFunc(), body)
+	if err != nil {
+		return nil
+	}
+	return m.Body
+}
+
+// snapshotFixer returns what corrects the new snapshot's state and quiesced flag, from the
+// VM as it is before the snapshot is taken.
+func snapshotFixer(body []byte) func(*simulator.Task) {
+	req, ok := decode(body).(*types.CreateSnapshot_Task)
+	if !ok {
+		return nil
+	}
+	vm, ok := simulator.Map.Get(req.This).(*simulator.VirtualMachine)
+	if !ok {
+		return nil
+	}
+	var power types.VirtualMachinePowerState
+	tools := false
+	simulator.Map.WithLock(vm, func() {
+		power = vm.Runtime.PowerState
+		tools = vm.Guest != nil &&
+			vm.Guest.ToolsRunningStatus == string(types.VirtualMachineToolsRunningStatusGuestToolsRunning)
+	})
+	state := types.VirtualMachinePowerStatePoweredOff
+	if req.Memory {
+		state = power
+	}
+	quiesced := req.Quiesce && tools && power == types.VirtualMachinePowerStatePoweredOn
+	return func(t *simulator.Task) {
+		snap, ok := t.Info.Result.(types.ManagedObjectReference)
+		if t.Info.State != types.TaskInfoStateSuccess || !ok {
+			return
+		}
+		simulator.Map.WithLock(vm, func() {
+			if vm.Snapshot == nil {
+				return
+			}
+			node := findSnapshot(vm.Snapshot.RootSnapshotList, snap)
+			if node == nil {
+				return
+			}
+			node.State, node.Quiesced = state, quiesced
+			simulator.Map.Update(vm, []types.PropertyChange{
+				{Name: "snapshot.rootSnapshotList", Val: vm.Snapshot.RootSnapshotList},
+			})
+		})
+	}
+}
+
+func findSnapshot(tree []types.VirtualMachineSnapshotTree, ref types.ManagedObjectReference) *types.VirtualMachineSnapshotTree {
+	for i := range tree {
+		if tree[i].Snapshot == ref {
+			return &tree[i]
+		}
+		if hit := findSnapshot(tree[i].ChildSnapshotList, ref); hit != nil {
+			return hit
+		}
+	}
+	return nil
+}
+
+// cloneFailer returns what fails an armed clone after the simulator registered the new VM
+// (nil when the source is not armed; arming is used up here).
+func (f *fidelity) cloneFailer(body []byte) func(*simulator.Task) {
+	req, ok := decode(body).(*types.CloneVM_Task)
+	if !ok {
+		return nil
+	}
+	f.mu.Lock()
+	armed := f.failClone[req.This.Value]
+	delete(f.failClone, req.This.Value)
+	f.mu.Unlock()
+	if !armed {
+		return nil
+	}
+	return func(t *simulator.Task) {
+		if t.Info.State != types.TaskInfoStateSuccess {
+			return
+		}
+		clone, _ := t.Info.Result.(types.ManagedObjectReference)
+		log.Printf("fail-next-clone: %s cloned to %s (%s, left registered); failing the task", req.This.Value, clone.Value, req.Name)
+		fault := &types.NoDiskSpace{
+			FileFault: types.FileFault{File: "[LocalDS_0] " + req.Name + "/" + req.Name + ".vmdk"},
+			Datastore: "LocalDS_0",
+		}
+		simulator.Map.Update(t, []types.PropertyChange{
+			{Name: "info.state", Val: types.TaskInfoStateError},
+			{Name: "info.result", Val: nil},
+			{Name: "info.error", Val: types.LocalizedMethodFault{
+				Fault:            fault,
+				LocalizedMessage: "There is not enough space on the file system for the selected operation (injected by fail-next-clone).",
+			}},
+		})
+	}
+}
+
+func (f *fidelity) arm(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		http.Error(w, "POST only", http.StatusMethodNotAllowed)
+		return
+	}
+	ref := r.URL.Query().Get("vm")
+	armed := r.URL.Query().Get("armed") != "0"
+	if ref == "" {
+		http.Error(w, "want ?vm=<moref>[&armed=0]", http.StatusBadRequest)
+		return
+	}
+	if _, ok := simulator.Map.Get(types.ManagedObjectReference{Type: "VirtualMachine", Value: ref}).(*simulator.VirtualMachine); !ok {
+		http.Error(w, "no such VirtualMachine "+ref, http.StatusNotFound)
+		return
+	}
+	f.mu.Lock()
+	if armed {
+		f.failClone[ref] = true
+	} else {
+		delete(f.failClone, ref)
+	}
+	f.mu.Unlock()
+	fmt.Fprintf(w, "{\"vm\":%q,\"armed\":%t}\n", ref, armed)
 }
