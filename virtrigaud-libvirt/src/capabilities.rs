@@ -2,6 +2,14 @@
 
 use virtrigaud_core::ProviderCapabilities;
 
+/// Why no disk of a domain on libvirt driver `driver` can grow, online or offline (`None`:
+/// disks can grow).
+pub(crate) fn disk_growth_blocker(driver: &str) -> Option<&'static str> {
+    (driver == "TEST").then_some(
+        "the libvirt test driver implements neither virDomainBlockResize nor virStorageVolResize",
+    )
+}
+
 /// The capabilities of a provider on libvirt driver `driver` (`QEMU`, `TEST`, …), with or
 /// without registered domain events and a configured storage pool.
 ///
@@ -10,7 +18,7 @@ pub(crate) fn declared(driver: &str, events: bool, storage_pool: bool) -> Provid
     let test = driver == "TEST";
     let mut c = ProviderCapabilities::default();
     c.reconfigure_online = true;
-    c.disk_expansion_online = !test;
+    c.disk_expansion_online = disk_growth_blocker(driver).is_none();
     c.snapshots = true;
     c.memory_snapshots = true;
     c.quiesced_snapshots = false;

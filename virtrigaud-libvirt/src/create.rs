@@ -69,6 +69,7 @@ fn define(
                 target,
                 path,
                 format: "qcow2".into(),
+                name: spec.disks.get(i).map(|d| d.name.clone()),
             });
         }
     }
@@ -131,7 +132,7 @@ pub(crate) fn delete(s: &Session, name: &str, opts: &DeleteOptions) -> Result<()
         let seed = domxml::seed_of(&x, name);
         for p in domxml::disks(&x)
             .into_iter()
-            .filter_map(|d| d.1)
+            .filter_map(|d| d.source)
             .chain(seed)
         {
             if let Ok(v) = s.api_raw(|c| c.lookup_storage_vol_by_path(&p))

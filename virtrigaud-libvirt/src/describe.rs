@@ -7,28 +7,32 @@ use virt::sys;
 use virtrigaud_core::placement::{DatastoreInfo, HostInfo, Inventory, Resources};
 use virtrigaud_core::{DiskInfo, ErrorKind, Result, VmCapabilities, VmDescription, VmId};
 
+use crate::capabilities;
 use crate::connection::Session;
-use crate::domain::{state_of, xml_of};
+use crate::domain::{disk_capacity, state_of, xml_of};
 use crate::domxml;
+use crate::metadata;
 use crate::volume::{GIB, pool};
 use crate::xml::Element;
 
-/// The capacity of each disk of `x` in GiB (rounded up), from the block device when the
-/// domain runs, else from the volume.
-fn disk_sizes(s: &Session, dom: &Domain, x: &Element) -> Vec<DiskInfo> {
+/// Each disk of `x` under its spec name (or target), with its capacity in GiB (rounded
+/// up, see [`disk_capacity`]); on a driver that cannot resize anything, marked as a disk
+/// that cannot grow.
+fn disk_sizes(s: &Session, dom: &Domain, x: &Element, running: bool) -> Vec<DiskInfo> {
+    let blocker = capabilities::disk_growth_blocker(s.driver());
     domxml::disks(x)
         .into_iter()
-        .map(|(target, src, _fmt)| {
-            let cap = s
-                .api_raw(|_| dom.block_info(&target, 0))
-                .map(|b| b.capacity)
-                .ok()
-                .or_else(|| {
-                    let p = src.as_deref()?;
-                    let vol = s.api_raw(|c| c.lookup_storage_vol_by_path(p)).ok()?;
-                    s.api_raw(|_| vol.info()).ok().map(|i| i.capacity)
-                });
-            DiskInfo::new(target, cap.unwrap_or(0).div_ceil(GIB))
+        .map(|d| {
+            let vol = d
+                .source
+                .as_deref()
+                .and_then(|p| s.api_raw(|c| c.lookup_storage_vol_by_path(p)).ok());
+            let cap = disk_capacity(s, dom, &d.target, vol.as_ref(), running);
+            let info = DiskInfo::new(d.name, cap.unwrap_or(0).div_ceil(GIB));
+            match blocker {
+                Some(why) => info.cannot_grow(why),
+                None => info,
+            }
         })
         .collect()
 }
@@ -45,9 +49,9 @@ pub(crate) fn describe(s: &Session, dom: &Domain, name: &str) -> Result<VmDescri
         .map(domxml::size_kib)
         .unwrap_or(0)
         / 1024;
-    d.labels = domxml::labels(&x);
+    d.labels = metadata::labels(&x);
     d.host = s.api_raw(|c| c.hostname()).ok();
-    d.disks = disk_sizes(s, dom, &x);
+    d.disks = disk_sizes(s, dom, &x, state.is_active());
     if state.is_active() {
         let cfg = xml_of(s, dom, name, sys::VIR_DOMAIN_XML_INACTIVE)?;
         let mem_cfg = cfg.find("currentMemory").map(domxml::size_kib);
@@ -108,11 +112,12 @@ pub(crate) fn vm_capabilities(s: &Session, name: &str) -> Result<VmCapabilities>
             .is_some_and(|b| b.get_attr("model") != Some("none"));
     c.max_live_memory_mib = max_kib / 1024;
     let disks = domxml::disks(&x);
-    c.disk_grow_online = !disks.is_empty();
-    let all_qcow2 = !disks.is_empty() && disks.iter().all(|d| d.2 == "qcow2");
+    c.disk_grow_online =
+        !disks.is_empty() && capabilities::disk_growth_blocker(s.driver()).is_none();
+    let all_qcow2 = !disks.is_empty() && disks.iter().all(|d| d.format == "qcow2");
     c.snapshot_memory = all_qcow2 || s.driver() == "TEST";
     c.snapshot_quiesce = false;
-    c.linked_clone_source = disks.iter().all(|d| d.1.is_some()) && !disks.is_empty();
+    c.linked_clone_source = disks.iter().all(|d| d.source.is_some()) && !disks.is_empty();
     Ok(c)
 }
 

@@ -1,6 +1,7 @@
 //! Reading one domain: look it up by name, read its power state and its XML.
 
 use virt::domain::Domain;
+use virt::storage_vol::StorageVol;
 use virtrigaud_core::{Error, ErrorKind, PowerState, Result};
 
 use crate::connection::Session;
@@ -60,6 +61,32 @@ pub(crate) fn unreadable_state(name: &str, raw: u32, still_defined: Result<()>) 
 /// The domain's XML (`flags`: `VIR_DOMAIN_XML_INACTIVE` for the stored configuration).
 pub(crate) fn xml_of(s: &Session, dom: &Domain, name: &str, flags: u32) -> Result<Element> {
     Element::parse(&s.api("xml_desc", name, |_| dom.xml_desc(flags))?)
+}
+
+/// The capacity in bytes of the disk `target` of `dom` whose volume is `vol`, if any: QEMU's
+/// view of the block device while the domain runs, else the volume's, else the block
+/// device's. The test driver answers block-info calls with a constant (1 TiB), so there only
+/// the volume counts.
+pub(crate) fn disk_capacity(
+    s: &Session,
+    dom: &Domain,
+    target: &str,
+    vol: Option<&StorageVol>,
+    running: bool,
+) -> Option<u64> {
+    let real_block_info = s.driver() != "TEST";
+    let block = || {
+        real_block_info
+            .then(|| s.api_raw(|_| dom.block_info(target, 0)).ok())
+            .flatten()
+            .map(|b| b.capacity)
+    };
+    let volume = || vol.and_then(|v| s.api_raw(|_| v.info()).ok().map(|i| i.capacity));
+    if running {
+        block().or_else(volume)
+    } else {
+        volume().or_else(block)
+    }
 }
 
 #[cfg(test)]

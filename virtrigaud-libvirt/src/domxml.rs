@@ -5,19 +5,45 @@ use std::collections::BTreeMap;
 use virtrigaud_core::{Error, Result, VmCreateSpec};
 
 use crate::config::DomainTemplate;
+use crate::metadata;
 use crate::xml::Element;
 
-/// Namespace of the `<metadata>` element that stores labels.
-pub const METADATA_NS: &str = "https://virtrigaud.io/xmlns/libvirt/labels/1";
 /// Name of the guest-agent virtio-serial port.
 pub const AGENT_PORT: &str = "org.qemu.guest_agent.0";
 
-/// A disk to attach: target device and host path.
+/// A disk to attach: target device, host path, format and the create spec's name for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DiskAttach {
     pub(crate) target: String,
     pub(crate) path: String,
     pub(crate) format: String,
+    /// The name the create spec gave the disk (`data`), kept in the domain's metadata.
+    pub(crate) name: Option<String>,
+}
+
+/// A disk device (`device='disk'`) of a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DomDisk {
+    /// The target device (`vdb`).
+    pub(crate) target: String,
+    /// The source file, when it is one.
+    pub(crate) source: Option<String>,
+    /// The driver format (`qcow2`, `raw`).
+    pub(crate) format: String,
+    /// The name the create spec gave it (from the metadata), else the target.
+    pub(crate) name: String,
+}
+
+impl DomDisk {
+    /// Whether `wanted` names this disk: its spec name, its target, or its volume's file name.
+    pub(crate) fn is_named(&self, wanted: &str) -> bool {
+        self.name == wanted
+            || self.target == wanted
+            || self
+                .source
+                .as_deref()
+                .is_some_and(|s| s.rsplit('/').next() == Some(wanted))
+    }
 }
 
 /// `vda`, `vdb`, … for index 0, 1, …
@@ -32,18 +58,6 @@ pub(crate) fn disk_target(i: usize) -> String {
         n = n / 26 - 1;
     }
     format!("vd{s}")
-}
-
-fn labels_element(labels: &BTreeMap<String, String>) -> Element {
-    let mut l = Element::new("vr:labels").attr("xmlns:vr", METADATA_NS);
-    for (k, v) in labels {
-        l = l.child(
-            Element::new("vr:label")
-                .attr("key", k.as_str())
-                .attr("value", v.as_str()),
-        );
-    }
-    l
 }
 
 /// Checks `spec` before anything is made: core's [`VmCreateSpec::validate`], then libvirt's
@@ -163,10 +177,14 @@ pub(crate) fn domain_xml(
         );
     }
     devices = devices.child(Element::new("memballoon").attr("model", "virtio"));
+    let names: BTreeMap<String, String> = disks
+        .iter()
+        .filter_map(|d| Some((d.target.clone(), d.name.clone()?)))
+        .collect();
     let dom = Element::new("domain")
         .attr("type", tpl.domain_type.as_str())
         .child(Element::new("name").text(spec.name.as_str()))
-        .child(Element::new("metadata").child(labels_element(&spec.labels)))
+        .child(metadata::element(&spec.labels, &names))
         .child(
             Element::new("memory")
                 .attr("unit", "MiB")
@@ -197,26 +215,6 @@ pub(crate) fn domain_xml(
     Ok(dom.to_xml())
 }
 
-/// Labels stored in the domain's `<metadata>`.
-pub(crate) fn labels(dom: &Element) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let Some(md) = dom.find("metadata") else {
-        return out;
-    };
-    for l in md
-        .children
-        .iter()
-        .filter(|c| c.name.ends_with(":labels") && c.attrs.iter().any(|(_, v)| v == METADATA_NS))
-    {
-        for e in &l.children {
-            if let (Some(k), Some(v)) = (e.get_attr("key"), e.get_attr("value")) {
-                out.insert(k.to_owned(), v.to_owned());
-            }
-        }
-    }
-    out
-}
-
 /// Converts a size element (`<memory unit='KiB'>`) to KiB.
 pub(crate) fn size_kib(e: &Element) -> u64 {
     let v: u64 = e.text.trim().parse().unwrap_or(0);
@@ -233,25 +231,35 @@ pub(crate) fn size_kib(e: &Element) -> u64 {
     v * mul
 }
 
-/// Disk devices (`device='disk'`) with their target and source file, if any.
-pub(crate) fn disks(dom: &Element) -> Vec<(String, Option<String>, String)> {
+/// The disk devices (`device='disk'`) of `dom`, named by the metadata where it names them.
+pub(crate) fn disks(dom: &Element) -> Vec<DomDisk> {
     let Some(devs) = dom.find("devices") else {
         return Vec::new();
     };
+    let names = metadata::disk_names(dom);
     devs.all("disk")
         .filter(|d| d.get_attr("device").unwrap_or("disk") == "disk")
         .filter_map(|d| {
             let target = d.find("target")?.get_attr("dev")?.to_owned();
-            let src = d
+            let source = d
                 .find("source")
                 .and_then(|s| s.get_attr("file"))
                 .map(str::to_owned);
-            let fmt = d
+            let format = d
                 .find("driver")
                 .and_then(|x| x.get_attr("type"))
                 .unwrap_or("raw")
                 .to_owned();
-            Some((target, src, fmt))
+            let name = names
+                .get(&target)
+                .cloned()
+                .unwrap_or_else(|| target.clone());
+            Some(DomDisk {
+                target,
+                source,
+                format,
+                name,
+            })
         })
         .collect()
 }
@@ -311,18 +319,35 @@ mod tests {
             Some(PathBuf::from("/i")),
             "console=ttyS0",
         ));
-        let disks = [DiskAttach {
-            target: disk_target(0),
-            path: "/p/web-1-vda.qcow2".into(),
-            format: "qcow2".into(),
-        }];
+        let disks = [
+            DiskAttach {
+                target: disk_target(0),
+                path: "/p/web-1-vda.qcow2".into(),
+                format: "qcow2".into(),
+                name: Some("root".into()),
+            },
+            DiskAttach {
+                target: disk_target(1),
+                path: "/p/web-1-vdb.qcow2".into(),
+                format: "qcow2".into(),
+                name: None,
+            },
+        ];
         let xml = domain_xml(&spec, &tpl, &disks, None).expect("xml");
         let dom = Element::parse(&xml).expect("parse");
         assert_eq!(vcpus(&dom), (2, 4));
         assert_eq!(dom.find("memory").map(size_kib), Some(1024 * 1024));
         assert_eq!(dom.find("currentMemory").map(size_kib), Some(512 * 1024));
-        assert_eq!(labels(&dom).get("set").map(String::as_str), Some("a&b"));
-        assert_eq!(disks_of(&dom), vec!["vda".to_string()]);
+        assert_eq!(
+            metadata::labels(&dom).get("set").map(String::as_str),
+            Some("a&b")
+        );
+        // The spec's disk name where it gave one, else the target.
+        assert_eq!(disks_of(&dom), vec!["root".to_string(), "vdb".to_string()]);
+        let root = &super::disks(&dom)[0];
+        assert_eq!(root.target, "vda");
+        assert!(root.is_named("root") && root.is_named("vda") && root.is_named("web-1-vda.qcow2"));
+        assert!(!root.is_named("vdb"));
         assert_eq!(agent_channel(&dom), (true, None));
         assert_eq!(
             dom.path("os/cmdline").map(|c| c.text.as_str()),
@@ -331,7 +356,7 @@ mod tests {
     }
 
     fn disks_of(dom: &Element) -> Vec<String> {
-        disks(dom).into_iter().map(|d| d.0).collect()
+        disks(dom).into_iter().map(|d| d.name).collect()
     }
 
     #[test]

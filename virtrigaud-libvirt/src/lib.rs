@@ -133,6 +133,7 @@ mod ffi;
 mod identity;
 mod image;
 mod iso;
+mod metadata;
 mod power;
 mod provider;
 mod reconfigure;
@@ -141,8 +142,9 @@ mod volume;
 mod xml;
 
 pub use config::{DomainTemplate, KernelBoot, LibvirtConfig};
-pub use domxml::{AGENT_PORT, METADATA_NS};
+pub use domxml::AGENT_PORT;
 pub use image::VolumeImageSink;
+pub use metadata::{DISK_NAMES_NS, METADATA_NS};
 pub use provider::LibvirtProvider;
 
 /// The provider type name, used in errors and metrics.

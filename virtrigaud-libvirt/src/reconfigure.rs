@@ -3,8 +3,11 @@
 //! resize (off).
 //!
 //! The request is checked by core ([`ReconfigureRequest::validate_against`]: positive sizes,
-//! disks grow only) before anything changes. What stays here is libvirt's own rule: a disk is
-//! named by its target (`vda`) or its volume's file name.
+//! disks grow only) before anything changes. What stays here is libvirt's own naming: a disk
+//! is named by the name the create spec gave it (kept in the domain's metadata, what
+//! `describe` reports), and, for domains without that metadata, by its target (`vda`) or its
+//! volume's file name. A growth the driver cannot make at all (the test driver) is refused
+//! as `Unsupported` before anything changes.
 
 use virt::domain::Domain;
 use virt::storage_vol::StorageVol;
@@ -13,8 +16,9 @@ use virtrigaud_core::provider::{ReconfigureRequest, ReconfigureResult};
 use virtrigaud_core::{DiskInfo, Error, ErrorKind, Result, ResultExt};
 
 use crate::PROVIDER_TYPE;
+use crate::capabilities;
 use crate::connection::Session;
-use crate::domain::{lookup, state_of, xml_of};
+use crate::domain::{disk_capacity, lookup, state_of, xml_of};
 use crate::domxml;
 use crate::volume::{GIB, scaled};
 use crate::xml::Element;
@@ -45,6 +49,14 @@ struct TargetDisk {
     bytes: u64,
 }
 
+impl TargetDisk {
+    /// Whether the new size differs from the current one (an unreadable size counts as a
+    /// change, so libvirt decides).
+    fn grows(&self) -> bool {
+        self.capacity != Some(self.bytes)
+    }
+}
+
 /// Applies `ch` to the domain `name`.
 pub(crate) fn reconfigure(
     s: &Session,
@@ -66,6 +78,7 @@ pub(crate) fn reconfigure(
         .map(|d| DiskInfo::new(d.name.clone(), d.capacity.unwrap_or(0).div_ceil(GIB)))
         .collect();
     ch.validate_against(&current).ctx(PROVIDER_TYPE, OP, name)?;
+    check_growth_possible(s, name, &disks).ctx(PROVIDER_TYPE, OP, name)?;
     // Checked before anything changes, like the rest of the request.
     let memory = ch
         .memory_mib
@@ -79,7 +92,7 @@ pub(crate) fn reconfigure(
     if let Some(memory) = memory {
         set_memory(s, &dom, &x, name, running, memory, &mut p)?;
     }
-    for d in disks {
+    for d in disks.into_iter().filter(TargetDisk::grows) {
         grow_disk(s, &dom, name, running, d, &mut p)?;
     }
     let mut res = p.result;
@@ -88,7 +101,8 @@ pub(crate) fn reconfigure(
     Ok(res)
 }
 
-/// Finds each disk of `ch` among the domain's disks (by target or by file name).
+/// Finds each disk of `ch` among the domain's disks: by the name the create spec gave it
+/// (what `describe` reports), else by its target (`vda`) or its volume's file name.
 fn find_disks(
     s: &Session,
     dom: &Domain,
@@ -101,31 +115,31 @@ fn find_disks(
     ch.disks
         .iter()
         .map(|d| {
-            let Some((target, src, _)) = disks.iter().find(|(t, s, _)| {
-                *t == d.name
-                    || s.as_deref()
-                        .is_some_and(|s| s.ends_with(&format!("/{}", d.name)))
-            }) else {
-                return Err(Error::not_found(format!("disk {} not found", d.name))
-                    .with_resource(name.to_owned()));
+            let found = disks
+                .iter()
+                .find(|c| c.name == d.name)
+                .or_else(|| disks.iter().find(|c| c.is_named(&d.name)));
+            let Some(disk) = found else {
+                let have: Vec<&str> = disks.iter().map(|c| c.name.as_str()).collect();
+                return Err(Error::invalid_spec(format!(
+                    "disks.{}: the VM has no such disk (it has: {})",
+                    d.name,
+                    if have.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        have.join(", ")
+                    }
+                ))
+                .with_resource(name.to_owned()));
             };
-            let live = if running {
-                s.api_raw(|_| dom.block_info(target, 0))
-                    .map(|b| b.capacity)
-                    .ok()
-            } else {
-                None
-            };
-            let vol = src
+            let vol = disk
+                .source
                 .as_deref()
                 .and_then(|p| s.api_raw(|c| c.lookup_storage_vol_by_path(p)).ok());
-            let capacity = live.or_else(|| {
-                let vol = vol.as_ref()?;
-                s.api_raw(|_| vol.info()).ok().map(|i| i.capacity)
-            });
+            let capacity = disk_capacity(s, dom, &disk.target, vol.as_ref(), running);
             Ok(TargetDisk {
                 name: d.name.clone(),
-                target: target.clone(),
+                target: disk.target.clone(),
                 vol,
                 capacity,
                 size_gib: d.size_gib,
@@ -133,6 +147,21 @@ fn find_disks(
             })
         })
         .collect()
+}
+
+/// Refuses, before anything changes, a growth the driver cannot make at all.
+fn check_growth_possible(s: &Session, name: &str, disks: &[TargetDisk]) -> Result<()> {
+    let Some(why) = capabilities::disk_growth_blocker(s.driver()) else {
+        return Ok(());
+    };
+    match disks.iter().find(|d| d.grows()) {
+        Some(d) => Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("disks.{}: cannot grow: {why}", d.name),
+        )
+        .with_resource(name.to_owned())),
+        None => Ok(()),
+    }
 }
 
 fn set_vcpus(
@@ -239,8 +268,12 @@ fn grow_disk(
         })?;
         s.api(OP, name, |_| vol.resize(bytes, 0))?;
     }
-    p.result
-        .notes
-        .push(format!("disk {} -> {} GiB", d.target, d.size_gib));
+    p.result.notes.push(format!(
+        "disk {} ({}) -> {} GiB{}",
+        d.name,
+        d.target,
+        d.size_gib,
+        if running { " live" } else { " (VM off)" }
+    ));
     Ok(())
 }

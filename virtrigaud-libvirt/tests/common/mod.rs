@@ -10,22 +10,28 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use virtrigaud_core::conformance::Fixture;
-use virtrigaud_core::provider::{DeleteOptions, DiskCreateSpec, PowerOffOptions, VmCreateSpec};
+use virtrigaud_core::provider::{
+    DeleteOptions, DiskCreateSpec, NetworkCreateSpec, PowerOffOptions, VmCreateSpec,
+};
 use virtrigaud_core::{Provider, VmId};
 use virtrigaud_libvirt::{LibvirtConfig, LibvirtProvider};
 
 /// The directory pool every private instance has.
 pub const POOL: &str = "vr-pool";
+/// The virtual network every private instance has.
+pub const NETWORK: &str = "default";
 
-/// A private test-driver instance (`test:///<tmp>/node.xml`) with one directory pool, so tests
-/// run in parallel without sharing state.
+/// A private test-driver instance (`test:///<tmp>/node.xml`) with one directory pool and one
+/// network, so tests run in parallel without sharing state.
 pub async fn private() -> (LibvirtProvider, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = dir.path().join("node.xml");
     std::fs::write(
         &node,
         format!(
-            "<node><pool type='dir'><name>{POOL}</name><target><path>/vr-pool</path></target></pool></node>"
+            "<node><pool type='dir'><name>{POOL}</name><target><path>/vr-pool</path></target></pool>\
+             <network><name>{NETWORK}</name><bridge name='virbr0'/><forward/>\
+             <ip address='192.168.122.1' netmask='255.255.255.0'/></network></node>"
         ),
     )
     .expect("write node xml");
@@ -42,6 +48,17 @@ pub async fn running_vm(p: &LibvirtProvider, name: &str) -> VmId {
     spec.disks.push(DiskCreateSpec::new("root", 1));
     spec.power_on = true;
     p.create(&spec).await.expect("create")
+}
+
+/// The spec of a fixture VM: 1 vCPU, 128 MiB, disks `root` and `data` (1 GiB each), and one
+/// NIC on `network` when given.
+pub fn two_disk_spec(name: &str, network: Option<&str>, power_on: bool) -> VmCreateSpec {
+    let mut spec = VmCreateSpec::new(name, 1, 128);
+    spec.disks.push(DiskCreateSpec::new("root", 1));
+    spec.disks.push(DiskCreateSpec::new("data", 1));
+    spec.networks.extend(network.map(NetworkCreateSpec::new));
+    spec.power_on = power_on;
+    spec
 }
 
 /// Delete options that remove the VM's disks too.

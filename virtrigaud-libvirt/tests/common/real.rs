@@ -20,6 +20,7 @@ const BACKEND: &str = "libvirt";
 /// The real backend: a provider plus the guest's kernel/initrd and console directory.
 pub struct Real {
     pub p: LibvirtProvider,
+    pub uri: String,
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub console: PathBuf,
@@ -71,6 +72,7 @@ pub async fn real(test: &str) -> Option<Real> {
     );
     Some(Real {
         p,
+        uri,
         kernel,
         initrd,
         console,
@@ -116,15 +118,40 @@ impl Real {
     /// Like [`Real::guest`] without waiting for the guest's READY line.
     pub async fn guest_unready(&self, n: &str, mode: &str, agent: bool, power_on: bool) -> VmId {
         let name = self.name(n);
-        self.remove(&VmId::new(name.clone())).await;
-        let _ = std::fs::remove_file(self.console_of(&name));
         let mut spec = VmCreateSpec::new(name, 1, 128);
         spec.disks.push(DiskCreateSpec::new("root", 1));
         spec.power_on = power_on;
-        self.p
-            .create_with(&spec, &self.template(mode, agent))
+        self.create_fresh(&spec, &self.template(mode, agent)).await
+    }
+
+    /// Creates `spec` laid out by `tpl` after removing an earlier VM of its name and its
+    /// console log.
+    pub async fn create_fresh(&self, spec: &VmCreateSpec, tpl: &DomainTemplate) -> VmId {
+        self.remove(&VmId::new(spec.name.clone())).await;
+        let _ = std::fs::remove_file(self.console_of(&spec.name));
+        self.p.create_with(spec, tpl).await.expect("create guest")
+    }
+
+    /// A guest with disks `root` and `data` and one user-mode NIC (the daemon's networks
+    /// are shared and stay untouched), booted with `cmdline_extra` on its kernel command line
+    /// and running (READY) unless `off`.
+    pub async fn two_disk_guest(&self, n: &str, cmdline_extra: &str, off: bool) -> VmId {
+        let mut tpl = self.template("acpi", false);
+        if let Some(kb) = tpl.kernel_boot.as_mut() {
+            kb.cmdline.push_str(cmdline_extra);
+        }
+        let spec = super::two_disk_spec(&self.name(n), None, false);
+        let vm = self.create_fresh(&spec, &tpl).await;
+        let (uri, name) = (self.uri.clone(), vm.to_string());
+        tokio::task::spawn_blocking(move || add_user_nic(&uri, &name))
             .await
-            .expect("create guest")
+            .expect("join");
+        if !off {
+            self.p.start(&vm, &Default::default()).await.expect("start");
+            self.wait_console(vm.as_str(), "READY", Duration::from_secs(60))
+                .await;
+        }
+        vm
     }
 
     pub async fn wait_console(&self, name: &str, marker: &str, limit: Duration) {
@@ -150,6 +177,22 @@ impl Real {
     pub fn dyn_provider(&self) -> Arc<dyn Provider> {
         Arc::new(self.p.clone())
     }
+}
+
+/// Redefines domain `name` on `uri` with one more NIC, a user-mode (SLIRP) one.
+pub fn add_user_nic(uri: &str, name: &str) {
+    virt::error::clear_error_callback();
+    let conn = virt::connect::Connect::open(Some(uri)).expect("connect");
+    let dom = conn.lookup_domain_by_name(name).expect("domain");
+    let xml = dom
+        .xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE)
+        .expect("xml");
+    let xml = xml.replacen(
+        "</devices>",
+        "<interface type='user'><model type='virtio'/></interface></devices>",
+        1,
+    );
+    conn.define_domain_xml(&xml).expect("redefine with a NIC");
 }
 
 #[async_trait]
