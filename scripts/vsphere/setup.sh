@@ -77,7 +77,7 @@ healthy() {
 
 # 3. Start vcsim (or reuse a healthy one we started).
 # A running vcsim built from an older main.go, or with another VM count, is restarted.
-VMS=20
+VMS=40
 RUN_SUM="$SRC_SUM-vms$VMS"
 if [ -f "$RUN/vcsim.pid" ] && kill -0 "$(cat "$RUN/vcsim.pid")" 2>/dev/null && healthy \
    && [ "$(cat "$RUN/vcsim.src" 2>/dev/null)" = "$RUN_SUM" ]; then

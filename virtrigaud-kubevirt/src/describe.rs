@@ -87,7 +87,11 @@ impl Connection {
                     .and_then(|v| v.pointer("/dataVolume/name"))
                     .and_then(|n| n.as_str());
                 let size = dv.and_then(|dv| sizes.get(dv)).copied().unwrap_or(0);
-                d.disks.push(DiskInfo::new(name, size));
+                // Growing a disk means expanding its PVC / DataVolume, which this crate does
+                // not do yet; the plan says so instead of failing half-way.
+                d.disks.push(DiskInfo::new(name, size).cannot_grow(
+                    "growing a KubeVirt disk means expanding its PVC or DataVolume, which this provider does not do",
+                ));
             }
         }
         d.labels = vm.metadata.labels.clone().unwrap_or_default();

@@ -43,8 +43,15 @@
 //!
 //! ## Known gaps
 //! - No linked clones and no guest customization at clone time; snapshots never hold memory.
-//! - `reconfigure` does not grow disks (expand the PVC / DataVolume); CPU / memory go live only
-//!   under the `LiveUpdate` rollout strategy.
+//! - `reconfigure` does not grow disks (that means expanding the PVC / DataVolume): `describe`
+//!   marks every disk `cannot_grow`, so a growth is planned `Impossible` with that reason before
+//!   anything changes, and `disk_expansion_online` is false. CPU / memory go live only under
+//!   the `LiveUpdate` rollout strategy (`reconfigure_online` is false for a provider configured
+//!   with `Stage`).
+//! - Snapshots are declared quiesced: KubeVirt freezes the guest's file systems through its
+//!   agent when one is connected (`vm_capabilities().snapshot_quiesce` says whether it is).
+//! - The conformance suite cannot yet fail a clone half-way here (the fake virt-controller has
+//!   no such fault), so `failed_clone_leaves_nothing` is skipped on the test apiserver.
 //! - Pause, reset and soft reboot need the subresource API ([`PowerApi::Subresources`]).
 //! - What `request_shutdown` changed (for `cancel_shutdown`) is remembered in this process only.
 //!

@@ -65,8 +65,13 @@ impl KubeVirtProvider {
     fn declared_capabilities(config: &KubeVirtConfig) -> ProviderCapabilities {
         let sub = config.power_api == PowerApi::Subresources;
         let mut c = ProviderCapabilities::default();
-        c.reconfigure_online = true;
+        // CPU and memory hot-plug need the LiveUpdate rollout strategy; a provider configured
+        // for Stage cannot honour it (unset: read from the KubeVirt CR per VM).
+        c.reconfigure_online = config.rollout_strategy != Some(RolloutStrategy::Stage);
         c.snapshots = true;
+        // A VirtualMachineSnapshot freezes the guest's file systems through the guest agent
+        // when one is connected (the snapshot's status says whether it did).
+        c.quiesced_snapshots = true;
         c.full_clones = true;
         c.supported_disk_types = &["dataVolume", "containerDisk"];
         c.supported_network_types = &["virtio", "e1000"];

@@ -120,9 +120,18 @@ impl Fixture for KvFixture {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite() {
-    let Some(env) = env("conf", false).await else {
+    // The cluster under test runs the LiveUpdate rollout strategy (the fake controller applies
+    // CPU and memory hot-plug), so reconfigure_online is exercised, not skipped.
+    let Some(mut env) = env("conf", true).await else {
         return;
     };
+    let cfg = KubeVirtConfig::default()
+        .with_power_api(PowerApi::RunStrategy)
+        .with_namespace(&env.ns)
+        .with_operation_timeout(Duration::from_secs(60))
+        .with_snapshot_failure_deadline(Duration::from_secs(2))
+        .with_rollout_strategy(RolloutStrategy::LiveUpdate);
+    env.provider = KubeVirtProvider::from_kube_config(kube_config(&env.path).await, cfg).unwrap();
     let provider: Arc<dyn Provider> = Arc::new(env.provider.clone());
     let fixture = KvFixture {
         env,
@@ -148,6 +157,12 @@ async fn conformance_suite() {
             ("reboot_comes_back_running", "reboot is declared false"),
             ("reset_keeps_running", "reset is declared false"),
             ("pause_resume_round_trip", "pause is declared false"),
+            // Not yet: the fake virt-controller has no knob to fail a VirtualMachineClone
+            // half-way, so the fixture cannot arrange the failure (an open item of issue 15).
+            (
+                "failed_clone_leaves_nothing",
+                "the backend cannot be made to fail a clone half-way"
+            ),
         ]
     );
 }

@@ -1,6 +1,7 @@
 //! Clones: `CloneVM_Task` into the source's folder and pool, full or linked (a linked clone
 //! needs a snapshot to share disks with: the named one, the current one, or a new
-//! `<target>-base`), with a Linux customization when asked.
+//! `<target>-base`), with a Linux customization and cloud-init user data when asked; a clone
+//! that fails after it was registered is deleted again.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use crate::PROVIDER_TYPE;
 use crate::client::Client;
 use crate::snapshot::{create_snapshot, resolve_snapshot};
 use crate::types::MoRef;
-use crate::{spec, vm_api};
+use crate::{create, inventory, spec, vm_api};
 
 const OP: &str = "clone";
 
@@ -61,7 +62,19 @@ pub(crate) async fn clone_vm(
         opts.power_on,
     )
     .ctx(PROVIDER_TYPE, OP, source.as_str())?;
-    let result = vm_api::task(c, source, "CloneVM_Task", &body, OP).await?;
+    // A clone whose task fails after vCenter registered it (a disk copy running out of room)
+    // is removed again, unless a VM of that name was there before.
+    let existed = inventory::find_vm_by_name(c, &opts.target_name)
+        .await
+        .is_ok();
+    let result = match vm_api::task(c, source, "CloneVM_Task", &body, OP).await {
+        Ok(r) => r,
+        Err(e) if existed => return Err(e),
+        Err(e) => match inventory::find_vm_by_name(c, &opts.target_name).await {
+            Ok(half_made) => return Err(create::roll_back(c, &half_made, e).await),
+            Err(_) => return Err(e),
+        },
+    };
     let vm = result
         .as_ref()
         .and_then(MoRef::from_result)

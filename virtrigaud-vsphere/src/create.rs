@@ -181,9 +181,9 @@ async fn create_checked(
     }
 }
 
-/// Deletes a VM whose creation failed after `CreateVM_Task` (powering it off first: a VM
-/// must be off before `Destroy_Task`); the error says whether that worked.
-async fn roll_back(c: &Arc<Client>, vm: &VmId, e: Error) -> Error {
+/// Deletes a VM whose creation (or clone) failed after vCenter registered it (powering it off
+/// first: a VM must be off before `Destroy_Task`); the error says whether that worked.
+pub(crate) async fn roll_back(c: &Arc<Client>, vm: &VmId, e: Error) -> Error {
     let moref = MoRef::vm(vm.as_str());
     if power::power_state(c, vm).await.is_ok_and(|s| !s.is_off()) {
         let _ = c.run_task("PowerOffVM_Task", &moref, "").await;

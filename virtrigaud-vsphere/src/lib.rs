@@ -59,7 +59,10 @@
 //! * Labels live in `config.extraConfig` as `virtrigaud.label.<key>` = value (keys: 1-253
 //!   characters of `[A-Za-z0-9._/-]`, alphanumeric at both ends); cloud-init user data as
 //!   `guestinfo.userdata` (base64) + `guestinfo.userdata.encoding` = `base64`, which the
-//!   cloud-init VMware datasource reads. `describe` and `list_vms` return the labels, and
+//!   cloud-init VMware datasource reads; a clone's user data goes to the same keys (the
+//!   clone spec's `config`), its hostname and static networks into a Linux
+//!   `CustomizationSpec`. A clone whose task fails after vCenter registered the VM is
+//!   deleted again. `describe` and `list_vms` return the labels, and
 //!   `list_vms` filters by them (read in the same `RetrievePropertiesEx`; the filter runs
 //!   client-side). So the core's VM-set reconciler ([`virtrigaud_core::vmset`]) runs on
 //!   vSphere.

@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 
 use virtrigaud_core::{Customization, Error, VmCreateSpec};
 
+use crate::labels::{USERDATA_ENCODING_KEY, USERDATA_KEY, base64};
 use crate::types::MoRef;
 use crate::xml::{Element, Xml, esc};
 
@@ -183,7 +184,24 @@ pub(crate) fn clone_spec(
         b.moref("pool", &p.ty, &p.value);
     }
     b.close("location").el("template", "false");
-    if let Some(c) = customization {
+    // Cloud-init user data goes where the create path puts it, the clone's guestinfo.
+    if let Some(ud) = customization.and_then(|c| c.cloud_init_user_data.as_deref()) {
+        b.open("config");
+        for (k, v) in [
+            (USERDATA_KEY, base64(ud.as_bytes())),
+            (USERDATA_ENCODING_KEY, "base64".to_owned()),
+        ] {
+            b.open_typed("extraConfig", "OptionValue")
+                .el("key", k)
+                .raw(&format!(
+                    "<value xsi:type=\"xsd:string\">{}</value>",
+                    esc(&v)
+                ))
+                .close("extraConfig");
+        }
+        b.close("config");
+    }
+    if let Some(c) = customization.filter(|c| c.hostname.is_some() || !c.networks.is_empty()) {
         b.raw(&customization_spec(c)?);
     }
     b.el("powerOn", if power_on { "true" } else { "false" });

@@ -14,13 +14,15 @@ use futures::StreamExt;
 use virtrigaud_core::conformance::{self, Fixture};
 use virtrigaud_core::shutdown::{ShutdownManager, ShutdownOutcome, ShutdownPolicy};
 use virtrigaud_core::{
-    AgentStatus, ErrorKind, ListOptions, OffReason, PowerOffOptions, PowerState, Provider,
-    ShutdownChannel, ShutdownRequestOptions, StartOptions, VmId,
+    AgentStatus, CloneOptions, Customization, ErrorKind, ListOptions, NetworkCustomization,
+    OffReason, PowerOffOptions, PowerState, Provider, ShutdownChannel, ShutdownRequestOptions,
+    SnapshotOptions, StartOptions, VmId,
 };
 use virtrigaud_vsphere::{SoapFault, TlsVerification, VsphereConfig, VsphereProvider};
 
 use common::{
     RawSession, config, provider, remove, remove_named, running_vm, set_guest_shutdown_delay,
+    vcsim_knob,
 };
 
 struct VcsimFixture {
@@ -30,6 +32,8 @@ struct VcsimFixture {
 
 #[async_trait]
 impl Fixture for VcsimFixture {
+    /// A model VM, running, with CPU and memory hot-add enabled while it was off (so
+    /// reconfigure_online has headroom).
     async fn cooperative_vm(&self) -> virtrigaud_core::Result<VmId> {
         let name = self
             .pool
@@ -37,7 +41,76 @@ impl Fixture for VcsimFixture {
             .expect("pool")
             .pop()
             .expect("the fixture ran out of model VMs");
+        let vm = self.provider.find_vm_by_name(name).await?;
+        if self.provider.power_state(&vm).await?.is_active() {
+            self.provider
+                .power_off(&vm, &PowerOffOptions::default())
+                .await?;
+        }
+        let r = RawSession::login()
+            .await
+            .call(&format!(
+                r#"<ReconfigVM_Task xmlns="urn:vim25"><_this type="VirtualMachine">{vm}</_this><spec><memoryHotAddEnabled>true</memoryHotAddEnabled><cpuHotAddEnabled>true</cpuHotAddEnabled></spec></ReconfigVM_Task>"#
+            ))
+            .await;
+        assert!(r.contains("<returnval type=\"Task\">"), "{r}");
         Ok(running_vm(&self.provider, name).await)
+    }
+    /// A linked clone shares a snapshot's disks: the source gets one before the check looks.
+    async fn clone_source(&self, linked: bool) -> virtrigaud_core::Result<VmId> {
+        let vm = self.cooperative_vm().await?;
+        if linked && let Some(s) = self.provider.snapshotter() {
+            let mut opts = SnapshotOptions::default();
+            opts.name = "vrconf-clone-base".into();
+            s.create_snapshot(&vm, &opts).await?;
+        }
+        Ok(vm)
+    }
+    /// The launcher's fail-next-clone knob: the clone is registered, then its task fails.
+    async fn arrange_clone_failure(
+        &self,
+        source: &VmId,
+    ) -> virtrigaud_core::Result<Option<CloneOptions>> {
+        let (status, body) =
+            vcsim_knob(true, &format!("/virtrigaud/fail-next-clone?vm={source}")).await;
+        assert_eq!(status, 200, "fail-next-clone: {body}");
+        Ok(Some(CloneOptions::new(format!(
+            "vrconf-halfmade-{}",
+            std::process::id()
+        ))))
+    }
+    /// What the clone was customized with, as vcsim holds it (the pending CustomizationSpec
+    /// and the clone's guestinfo.userdata).
+    async fn applied_customization(
+        &self,
+        vm: &VmId,
+    ) -> virtrigaud_core::Result<Option<Customization>> {
+        let (status, body) = vcsim_knob(false, &format!("/virtrigaud/customization?vm={vm}")).await;
+        if status == 404 {
+            return Ok(None);
+        }
+        assert_eq!(status, 200, "customization knob: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("customization JSON");
+        let text = |v: &serde_json::Value| v.as_str().filter(|s| !s.is_empty()).map(String::from);
+        let mut c = Customization::default();
+        c.hostname = text(&v["hostname"]);
+        for n in v["networks"].as_array().into_iter().flatten() {
+            let mut net = NetworkCustomization::default();
+            net.ip_address = text(&n["ip"]);
+            net.gateway = n["gateway"]
+                .as_array()
+                .and_then(|g| g.first())
+                .and_then(text);
+            net.dns = n["dns"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(text)
+                .collect();
+            c.networks.push(net);
+        }
+        c.cloud_init_user_data = text(&v["user_data"]);
+        Ok(Some(c))
     }
     /// A model VM whose guest takes an hour to honour ShutdownGuest (the vcsim knob).
     async fn ignoring_vm(&self) -> virtrigaud_core::Result<Option<VmId>> {
@@ -63,9 +136,9 @@ impl Fixture for VcsimFixture {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite() {
     let Some(p) = provider().await else { return };
-    // DC0_C0_RP0_VM9..11 belong to the benches; 12..19 to the checks added since.
+    // DC0_C0_RP0_VM9..11 belong to the benches; 12..39 to the checks added since.
     let pool = (0..9)
-        .chain(12..20)
+        .chain(12..40)
         .map(|i| &*Box::leak(format!("DC0_C0_RP0_VM{i}").into_boxed_str()))
         .collect();
     let fixture = VcsimFixture {

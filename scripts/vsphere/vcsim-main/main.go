@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -334,14 +336,38 @@ func (d *delays) set(w http.ResponseWriter, r *http.Request) {
 //     registered in the inventory, then the task fails with NoDiskSpace, as a clone whose disk
 //     copy ran out of room half-way does; the registered VM is left behind for the client to
 //     clean up.
-var taskFidelity = &fidelity{failClone: map[string]bool{}}
+//
+//   - The customization a clone was made with, which vCenter keeps pending until the clone's
+//     first power-on (vcsim applies only the hostname and addresses then, and keeps no
+//     gateway), is answered as JSON by
+//
+//     GET /virtrigaud/customization?vm=<clone VM moref>
+//
+//     ({"hostname": ..., "networks": [{"ip": ..., "gateway": ..., "dns": [...]}], "user_data":
+//     the clone's guestinfo.userdata as it is now in its extraConfig, decoded}; 404 when the
+//     VM was not cloned with one).
+var taskFidelity = &fidelity{failClone: map[string]bool{}, customized: map[string]cloneCustomization{}}
 
 type fidelity struct {
-	mu        sync.Mutex
-	failClone map[string]bool
+	mu         sync.Mutex
+	failClone  map[string]bool
+	customized map[string]cloneCustomization
+}
+
+type cloneNetwork struct {
+	IP      string   `json:"ip"`
+	Gateway []string `json:"gateway"`
+	DNS     []string `json:"dns"`
+}
+
+type cloneCustomization struct {
+	Hostname string         `json:"hostname"`
+	Networks []cloneNetwork `json:"networks"`
+	UserData string         `json:"user_data,omitempty"`
 }
 
 const failClonePath = "/virtrigaud/fail-next-clone"
+const customizationPath = "/virtrigaud/customization"
 
 var taskReturnRe = regexp.MustCompile(`<returnval type="Task">\s*([^<\s]+)\s*</returnval>`)
 
@@ -349,6 +375,10 @@ func (f *fidelity) wrap(inner http.Handler, sdkPath string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == failClonePath {
 			f.arm(w, r)
+			return
+		}
+		if r.URL.Path == customizationPath {
+			f.answerCustomization(w, r)
 			return
 		}
 		if r.Method != http.MethodPost || r.URL.Path != sdkPath {
@@ -453,8 +483,8 @@ func findSnapshot(tree []types.VirtualMachineSnapshotTree, ref types.ManagedObje
 	return nil
 }
 
-// cloneFailer returns what fails an armed clone after the simulator registered the new VM
-// (nil when the source is not armed; arming is used up here).
+// cloneFailer returns what records a successful clone's customization and fails an armed
+// clone after the simulator registered the new VM (arming is used up here).
 func (f *fidelity) cloneFailer(body []byte) func(*simulator.Task) {
 	req, ok := decode(body).(*types.CloneVM_Task)
 	if !ok {
@@ -464,14 +494,20 @@ func (f *fidelity) cloneFailer(body []byte) func(*simulator.Task) {
 	armed := f.failClone[req.This.Value]
 	delete(f.failClone, req.This.Value)
 	f.mu.Unlock()
-	if !armed {
-		return nil
-	}
+	record := customizationOf(req.Spec.Customization)
 	return func(t *simulator.Task) {
 		if t.Info.State != types.TaskInfoStateSuccess {
 			return
 		}
 		clone, _ := t.Info.Result.(types.ManagedObjectReference)
+		if record != nil {
+			f.mu.Lock()
+			f.customized[clone.Value] = *record
+			f.mu.Unlock()
+		}
+		if !armed {
+			return
+		}
 		log.Printf("fail-next-clone: %s cloned to %s (%s, left registered); failing the task", req.This.Value, clone.Value, req.Name)
 		fault := &types.NoDiskSpace{
 			FileFault: types.FileFault{File: "[LocalDS_0] " + req.Name + "/" + req.Name + ".vmdk"},
@@ -511,4 +547,50 @@ func (f *fidelity) arm(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Unlock()
 	fmt.Fprintf(w, "{\"vm\":%q,\"armed\":%t}\n", ref, armed)
+}
+
+// customizationOf is what a clone's CustomizationSpec asks for (nil without one).
+func customizationOf(spec *types.CustomizationSpec) *cloneCustomization {
+	if spec == nil {
+		return nil
+	}
+	c := cloneCustomization{}
+	if prep, ok := spec.Identity.(*types.CustomizationLinuxPrep); ok {
+		if fixed, ok := prep.HostName.(*types.CustomizationFixedName); ok {
+			c.Hostname = fixed.Name
+		}
+	}
+	for _, m := range spec.NicSettingMap {
+		n := cloneNetwork{Gateway: m.Adapter.Gateway, DNS: m.Adapter.DnsServerList}
+		if fixed, ok := m.Adapter.Ip.(*types.CustomizationFixedIp); ok {
+			n.IP = fixed.IpAddress
+		}
+		c.Networks = append(c.Networks, n)
+	}
+	return &c
+}
+
+func (f *fidelity) answerCustomization(w http.ResponseWriter, r *http.Request) {
+	ref := r.URL.Query().Get("vm")
+	f.mu.Lock()
+	c, ok := f.customized[ref]
+	f.mu.Unlock()
+	if !ok {
+		http.Error(w, "no customization recorded for "+ref, http.StatusNotFound)
+		return
+	}
+	if vm, ok := simulator.Map.Get(types.ManagedObjectReference{Type: "VirtualMachine", Value: ref}).(*simulator.VirtualMachine); ok {
+		simulator.Map.WithLock(vm, func() {
+			for _, o := range vm.Config.ExtraConfig {
+				opt := o.GetOptionValue()
+				if v, ok := opt.Value.(string); ok && opt.Key == "guestinfo.userdata" {
+					if raw, err := base64.StdEncoding.DecodeString(v); err == nil {
+						c.UserData = string(raw)
+					}
+				}
+			}
+		})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(c)
 }

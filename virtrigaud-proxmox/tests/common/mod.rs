@@ -250,7 +250,13 @@ impl Fixture for PveFixture {
         Ok(self
             .env
             .control
-            .vm("conf-coop", json!({"shutdown_secs": 1}))
+            // CPU hot-plug on, with a second core to add live (reconfigure_online's headroom).
+            .vm(
+                "conf-coop",
+                json!({"shutdown_secs": 1, "config": {
+                    "cores": 2, "vcpus": 1, "memory": 512, "hotplug": "network,disk,usb,cpu",
+                    "scsi0": "local-lvm:vm-1-disk-0,size=8G", "net0": "virtio,bridge=vmbr0"}}),
+            )
             .await)
     }
 

@@ -114,6 +114,23 @@ fn vcsim_http() -> reqwest::Client {
     b.build().expect("client")
 }
 
+/// Calls one of the project vcsim's knobs (`path?query`, scripts/vsphere/vcsim-main/main.go):
+/// its status and body.
+pub async fn vcsim_knob(post: bool, path_and_query: &str) -> (u16, String) {
+    let url = std::env::var("VIRTRIGAUD_VSPHERE_URL").expect("url");
+    let base = url.trim_end_matches('/').trim_end_matches("/sdk");
+    let http = vcsim_http();
+    let target = format!("{base}{path_and_query}");
+    let req = if post {
+        http.post(target)
+    } else {
+        http.get(target)
+    };
+    let resp = req.send().await.expect("vcsim knob");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
 /// Sets the guest's shutdown delay with the project vcsim's knob
 /// (scripts/vsphere/vcsim-main/main.go): `ShutdownGuest` is delivered, and the guest powers
 /// off `ms` later; 0 removes the delay. An hour models a guest that ignores the request.

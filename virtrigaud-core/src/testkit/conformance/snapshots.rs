@@ -13,7 +13,7 @@ use crate::model::{
     VirtualMachineSpec, VmSnapshotOperation,
 };
 use crate::orchestration::{RetentionRules, SnapshotCreateOptions};
-use crate::provider::{DeleteOptions, PowerOffOptions, Provider, VmCreateSpec};
+use crate::provider::{DeleteOptions, DiskCreateSpec, PowerOffOptions, Provider, VmCreateSpec};
 use crate::snapshot::{DeleteSnapshotOptions, SnapshotInfo};
 use crate::vm::{PowerState, VmId};
 
@@ -285,7 +285,9 @@ pub async fn delete_on_vm_delete_is_honoured(
     if !caps.snapshots || !caps.create || !caps.delete {
         return CheckOutcome::Skipped("needs snapshots, create and delete".into());
     }
-    let spec = VmCreateSpec::new(format!("vrconf-snapdel-{}", std::process::id()), 1, 256);
+    // A disk to snapshot: a hypervisor may refuse a snapshot of a VM with nothing to capture.
+    let mut spec = VmCreateSpec::new(format!("vrconf-snapdel-{}", std::process::id()), 1, 256);
+    spec.disks.push(DiskCreateSpec::new("root", 1));
     let vm = attempt!(provider.create(&spec).await, "create");
     let orch = orchestrator(provider, fixture);
     let mut objects = [object("vrconf-goes", &vm), object("vrconf-stays", &vm)];
