@@ -106,7 +106,10 @@ async fn adopt_running_shutdown(client: &PveClient, last: &LastActions, r: &VmRe
     Ok(true)
 }
 
-/// `status/shutdown` with `timeout = ⌈remaining grace⌉` (and `forceStop`), or neither
+/// Seconds PVE's server-side `forceStop` waits beyond the remaining grace.
+const FORCE_STOP_MARGIN_SECS: u64 = 1;
+
+/// `status/shutdown` with `timeout = ⌈remaining grace⌉ + 1 s` (and `forceStop`), or neither
 /// without a remaining grace.
 async fn send_shutdown(
     client: &PveClient,
@@ -118,7 +121,10 @@ async fn send_shutdown(
 ) -> Result<()> {
     let (timeout, force) = match opts.remaining_grace {
         Some(g) => {
-            let secs = g.as_secs() + u64::from(g.subsec_nanos() > 0);
+            // One second past the engine's own deadline: PVE's forceStop is the backstop for
+            // a client that went away, and must not win a tie with the engine's hard
+            // power-off (a kill in that race could be read as the guest's own stop).
+            let secs = g.as_secs() + u64::from(g.subsec_nanos() > 0) + FORCE_STOP_MARGIN_SECS;
             (Some(secs.max(1)), server_force_stop)
         }
         None => (None, false),

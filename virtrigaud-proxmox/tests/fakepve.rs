@@ -186,7 +186,7 @@ async fn graceful_shutdown_acpi_sends_timeout_and_force_stop() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((15..=20).contains(&timeout), "timeout={timeout}");
+    assert!((15..=21).contains(&timeout), "timeout={timeout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
