@@ -81,6 +81,7 @@
 pub mod capabilities;
 pub mod checks;
 pub mod clone;
+pub mod cloudinit;
 pub mod error;
 pub mod layers;
 #[cfg(any(test, feature = "mock"))]
