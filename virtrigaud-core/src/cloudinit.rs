@@ -124,7 +124,7 @@ impl NoCloudSeed {
             c.cloud_init_user_data = Some(self.user_data.clone());
         }
         if let Some(n) = &self.network_config {
-            c.networks = parse_network_config(n)?;
+            c.networks = read_network_config(n)?;
         }
         Ok(c)
     }
@@ -232,8 +232,9 @@ fn network_config(networks: &[NetworkCustomization], macs: &[String]) -> Result<
     to_json(&json!({ "version": 2, "ethernets": ethernets })).map(Some)
 }
 
-/// The networks a version-2 `network-config` of ours configures.
-fn parse_network_config(doc: &str) -> Result<Vec<NetworkCustomization>> {
+/// The networks a version-2 `network-config` written by [`NoCloudSeed::for_customization`]
+/// configures (for platforms that keep the hostname elsewhere, like KubeVirt's VM spec).
+pub fn read_network_config(doc: &str) -> Result<Vec<NetworkCustomization>> {
     let bad = |e: String| Error::invalid_spec(format!("network-config is not a seed of ours: {e}"));
     let v: Value = serde_json::from_str(doc).map_err(|e| bad(e.to_string()))?;
     let eths = v
