@@ -3,7 +3,9 @@
 #   bash scripts/test.sh
 # 1. sets up every real backend idempotently (scripts/<backend>/setup.sh: Debian packages, a
 #    Python venv, test servers built once and cached under ~/.cache/virtrigaud);
-# 2. builds the workspace (target dir cached under ~/.cache/virtrigaud/target);
+# 2. builds the workspace (target dir cached under ~/.cache/virtrigaud/targets/<checkout>, one per
+#    checkout path: tests read files through the CARGO_MANIFEST_DIR baked in at build time, and
+#    cargo does not rebuild a moved checkout, so two checkouts sharing one dir read each other's);
 # 3. runs fmt, clippy -D warnings, every test (nextest) and every doctest with
 #    VIRTRIGAUD_REQUIRE_BACKENDS=1, so a missing backend is a failure, never a skip;
 # 4. stops the servers it started.
@@ -16,7 +18,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export VIRTRIGAUD_CACHE="${VIRTRIGAUD_CACHE:-$HOME/.cache/virtrigaud}"
 export VIRTRIGAUD_STATE_DIR="${VIRTRIGAUD_STATE_DIR:-/tmp/virtrigaud-state}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$VIRTRIGAUD_CACHE/target}"
+CHECKOUT_KEY="$(basename "$ROOT")-$(printf %s "$ROOT" | sha256sum | cut -c1-12)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$VIRTRIGAUD_CACHE/targets/$CHECKOUT_KEY}"
 export VIRTRIGAUD_REQUIRE_BACKENDS="${VIRTRIGAUD_REQUIRE_BACKENDS:-1}"
 export CARGO_TERM_COLOR=never
 BACKENDS="${VIRTRIGAUD_BACKENDS:-libvirt proxmox vsphere kubevirt}"

@@ -1,19 +1,32 @@
-//! Clones: `CloneVM_Task` into the source's folder and pool, full or linked (a linked clone
-//! needs a snapshot to share disks with: the named one, the current one, or a new
-//! `<target>-base`), with a Linux customization and cloud-init user data when asked; a clone
-//! that fails after it was registered is deleted again.
+//! Clones: `CloneVM_Task` into the source's folder and pool, full or linked, with a Linux
+//! customization and cloud-init user data when asked; a clone that fails after it was
+//! registered is deleted again.
+//!
+//! A linked clone shares a snapshot's disks: the named one, else the source's current one,
+//! else [`LINKED_CLONE_BASE`]. That snapshot is made by the first linked clone of a source
+//! without snapshots and, being current from then on, is reused by every later one, so linked clones do not pile snapshots up
+//! on their source. It stays while linked clones may depend on it (vSphere cannot remove a
+//! snapshot whose disks a clone still reads); a clone that fails removes it again when that
+//! clone made it.
 
 use std::sync::Arc;
 
-use virtrigaud_core::{CloneOptions, CloneResult, Error, Result, ResultExt, SnapshotOptions, VmId};
+use virtrigaud_core::{
+    CloneOptions, CloneResult, DeleteSnapshotOptions, Error, Result, ResultExt, SnapshotOptions,
+    VmId,
+};
 
 use crate::PROVIDER_TYPE;
 use crate::client::Client;
-use crate::snapshot::{create_snapshot, resolve_snapshot};
+use crate::snapshot::{create_snapshot, delete_snapshot, resolve_snapshot};
 use crate::types::MoRef;
 use crate::{create, inventory, spec, vm_api};
 
 const OP: &str = "clone";
+
+/// The name of the snapshot a linked clone of a source without snapshots shares disks with
+/// (one per source, reused by later linked clones).
+pub const LINKED_CLONE_BASE: &str = "virtrigaud-linked-clone-base";
 
 /// Clones `source` as `opts.target_name`.
 pub(crate) async fn clone_vm(
@@ -36,28 +49,59 @@ pub(crate) async fn clone_vm(
         )
     })?;
     let pool = p.get("resourcePool").and_then(MoRef::from_el);
-    let snapshot = if let Some(s) = &opts.snapshot {
-        Some(resolve_snapshot(c, source, s).await?)
+    let current = p.get("snapshot.currentSnapshot").and_then(MoRef::from_el);
+    let (snapshot, made_base) = if let Some(s) = &opts.snapshot {
+        (Some(resolve_snapshot(c, source, s).await?), false)
     } else if opts.linked {
-        match p.get("snapshot.currentSnapshot").and_then(MoRef::from_el) {
-            Some(s) => Some(s),
-            None => {
-                // A linked clone needs a snapshot to share disks with: take one.
-                let base = SnapshotOptions::new(format!("{}-base", opts.target_name));
-                let info = create_snapshot(c, source, &base).await?;
-                Some(MoRef::new("VirtualMachineSnapshot", &info.id))
-            }
-        }
+        let (base, made) = linked_base(c, source, current).await?;
+        (Some(base), made)
     } else {
-        None
+        (None, false)
     };
+    let result = run_clone(c, source, opts, &folder, pool.as_ref(), snapshot.as_ref()).await;
+    if result.is_err()
+        && made_base
+        && let Some(base) = &snapshot
+    {
+        // Best effort: the clone's error is what the caller needs to see.
+        let _ = delete_snapshot(c, source, &base.value, &DeleteSnapshotOptions::default()).await;
+    }
+    result
+}
+
+/// The snapshot a linked clone of `source` shares disks with when none is named: the current
+/// one, else a new [`LINKED_CLONE_BASE`] (`true`: made by this call), which is current from
+/// then on, so later linked clones share it.
+async fn linked_base(
+    c: &Arc<Client>,
+    source: &VmId,
+    current: Option<MoRef>,
+) -> Result<(MoRef, bool)> {
+    if let Some(s) = current {
+        return Ok((s, false));
+    }
+    let base = SnapshotOptions::new(LINKED_CLONE_BASE)
+        .with_description("shared by virtrigaud's linked clones of this VM");
+    let info = create_snapshot(c, source, &base).await?;
+    Ok((MoRef::new("VirtualMachineSnapshot", &info.id), true))
+}
+
+/// Runs `CloneVM_Task`; a clone that vCenter registered before its task failed is deleted.
+async fn run_clone(
+    c: &Arc<Client>,
+    source: &VmId,
+    opts: &CloneOptions,
+    folder: &MoRef,
+    pool: Option<&MoRef>,
+    snapshot: Option<&MoRef>,
+) -> Result<CloneResult> {
     let customization = opts.customization.as_ref().filter(|c| !c.is_empty());
     let body = spec::clone_spec(
-        &folder,
+        folder,
         &opts.target_name,
-        pool.as_ref(),
+        pool,
         opts.linked,
-        snapshot.as_ref(),
+        snapshot,
         customization,
         opts.power_on,
     )

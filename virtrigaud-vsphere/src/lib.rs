@@ -62,7 +62,10 @@
 //!   cloud-init VMware datasource reads; a clone's user data goes to the same keys (the
 //!   clone spec's `config`), its hostname and static networks into a Linux
 //!   `CustomizationSpec`. A clone whose task fails after vCenter registered the VM is
-//!   deleted again. `describe` and `list_vms` return the labels, and
+//!   deleted again. A linked clone shares the named snapshot's disks, else the source's
+//!   current snapshot's, else those of one [`LINKED_CLONE_BASE`] snapshot made by the first
+//!   such clone and reused by the rest (it stays on the source while clones may depend on it;
+//!   a failed clone removes it when it made it). `describe` and `list_vms` return the labels, and
 //!   `list_vms` filters by them (read in the same `RetrievePropertiesEx`; the filter runs
 //!   client-side). So the core's VM-set reconciler ([`virtrigaud_core::vmset`]) runs on
 //!   vSphere.
@@ -155,6 +158,7 @@ mod vm_api;
 mod watch;
 mod xml;
 
+pub use clone::LINKED_CLONE_BASE;
 pub use config::{TlsVerification, VsphereConfig};
 pub use error::SoapFault;
 pub use inventory::VCPU_PER_CORE;

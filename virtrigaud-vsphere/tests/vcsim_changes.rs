@@ -335,3 +335,62 @@ async fn reconfigure_cpu_memory_disk() {
     ))
     .await;
 }
+
+#[tokio::test]
+async fn linked_clones_share_one_base_snapshot_and_a_failed_clone_removes_it() {
+    let Some(p) = provider().await else { return };
+    let src = running_vm(&p, "DC0_H0_VM13").await;
+    let snaps = p.snapshotter().expect("snapshotter");
+    let cloner = p.cloner().expect("cloner");
+    let names = |p: &virtrigaud_vsphere::VsphereProvider, vm: virtrigaud_core::VmId| {
+        let p = p.clone();
+        async move {
+            let s = p.snapshotter().expect("snapshotter");
+            let list = s.list_snapshots(&vm).await.expect("list snapshots");
+            list.into_iter().map(|s| s.name).collect::<Vec<_>>()
+        }
+    };
+    for s in snaps.list_snapshots(&src).await.expect("list") {
+        let _ = snaps
+            .delete_snapshot(&src, &s.id, &DeleteSnapshotOptions::default())
+            .await;
+    }
+    let tag = std::process::id();
+    // A linked clone that fails after registration takes its base snapshot with it.
+    let (status, body) =
+        common::vcsim_knob(true, &format!("/virtrigaud/fail-next-clone?vm={src}")).await;
+    assert_eq!(status, 200, "fail-next-clone: {body}");
+    let failed = format!("vr-lbase-fail-{tag}");
+    cloner
+        .clone_vm(&src, &CloneOptions::new(failed.clone()).linked(true))
+        .await
+        .expect_err("the arranged failure fails the clone");
+    assert_eq!(names(&p, src.clone()).await, Vec::<String>::new());
+    // Two linked clones share one base snapshot, named for what it is.
+    let mut clones = Vec::new();
+    for i in 0..2 {
+        let r = cloner
+            .clone_vm(
+                &src,
+                &CloneOptions::new(format!("vr-lbase-{i}-{tag}")).linked(true),
+            )
+            .await
+            .expect("linked clone");
+        assert!(r.linked);
+        clones.push(r.vm);
+        assert_eq!(
+            names(&p, src.clone()).await,
+            vec![virtrigaud_vsphere::LINKED_CLONE_BASE.to_owned()]
+        );
+    }
+    for vm in &clones {
+        remove(&p, vm).await;
+    }
+    for s in snaps.list_snapshots(&src).await.expect("list") {
+        snaps
+            .delete_snapshot(&src, &s.id, &DeleteSnapshotOptions::default())
+            .await
+            .expect("cleanup");
+    }
+    common::remove_named(&p, &failed).await;
+}
