@@ -269,8 +269,16 @@ pub(crate) async fn power_off(
             ),
         );
     }
-    stop(client, r, overrule_shutdown).await?;
+    // Remembered before the stop is sent: a power-state read racing it (the VM is off
+    // before PVE archives the `qmstop` task) must read a kill, never the guest's own stop.
+    let before = last.get(r);
     last.remember(r, Some(LastAction::Stop));
+    if let Err(e) = stop(client, r, overrule_shutdown).await {
+        // Not stopped by us after all (or not known to be): what came before still holds, and
+        // a kill that did happen is still found in the VM's task list.
+        last.remember(r, before);
+        return Err(e);
+    }
     Ok(())
 }
 
