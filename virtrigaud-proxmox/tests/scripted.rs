@@ -165,7 +165,7 @@ async fn off_while_our_hard_stop_still_runs_reads_as_a_kill_not_the_guests_stop(
         .await
         .unwrap();
     let stopping = {
-        let (p, vm) = (p.clone(), vm.clone());
+        let (p, vm) = (std::sync::Arc::clone(&p), vm.clone());
         tokio::spawn(async move { p.power_off(&vm, &PowerOffOptions::default()).await })
     };
     // Once the stop is sent, the VM is off while its task still runs.
