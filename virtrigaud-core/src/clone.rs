@@ -22,8 +22,9 @@ pub struct NetworkCustomization {
     pub dns: Vec<String>,
 }
 
-/// Guest customization applied to a clone through the provider's native mechanism.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Guest customization applied to a clone through the provider's native mechanism. Its
+/// `Debug` output shows the user data's size, never its text.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct Customization {
@@ -34,6 +35,19 @@ pub struct Customization {
     pub networks: Vec<NetworkCustomization>,
     /// cloud-init user data.
     pub cloud_init_user_data: Option<String>,
+}
+
+impl std::fmt::Debug for Customization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Customization")
+            .field("hostname", &self.hostname)
+            .field("networks", &self.networks)
+            .field(
+                "cloud_init_user_data",
+                &crate::redact::Redacted(self.cloud_init_user_data.as_deref()),
+            )
+            .finish()
+    }
 }
 
 impl Customization {

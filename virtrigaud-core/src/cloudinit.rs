@@ -50,10 +50,7 @@ impl std::fmt::Debug for NoCloudSeed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NoCloudSeed")
             .field("meta_data", &self.meta_data)
-            .field(
-                "user_data",
-                &format_args!("<{} bytes>", self.user_data.len()),
-            )
+            .field("user_data", &crate::redact::Redacted(Some(&self.user_data)))
             .field("network_config", &self.network_config)
             .finish()
     }

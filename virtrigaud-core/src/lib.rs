@@ -91,6 +91,7 @@ pub mod orchestration;
 pub mod placement;
 pub mod provider;
 pub mod reconcile;
+mod redact;
 pub mod shutdown;
 pub mod sim;
 pub mod snapshot;

@@ -106,8 +106,9 @@ impl NetworkCreateSpec {
     }
 }
 
-/// Everything a provider needs to create a VM.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Everything a provider needs to create a VM. Its `Debug` output shows the user data's
+/// size, never its text.
+#[derive(Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct VmCreateSpec {
     /// VM name.
@@ -130,6 +131,26 @@ pub struct VmCreateSpec {
     pub placement: Option<String>,
     /// Power on after creation.
     pub power_on: bool,
+}
+
+impl std::fmt::Debug for VmCreateSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmCreateSpec")
+            .field("name", &self.name)
+            .field("cpu", &self.cpu)
+            .field("memory_mib", &self.memory_mib)
+            .field("disks", &self.disks)
+            .field("networks", &self.networks)
+            .field("image", &self.image)
+            .field(
+                "cloud_init_user_data",
+                &crate::redact::Redacted(self.cloud_init_user_data.as_deref()),
+            )
+            .field("labels", &self.labels)
+            .field("placement", &self.placement)
+            .field("power_on", &self.power_on)
+            .finish()
+    }
 }
 
 impl VmCreateSpec {

@@ -191,6 +191,10 @@ fn seed003_vmclone_customization_patch() {
         inline,
         "#cloud-config\nruncmd:\n  - echo \"Test environment\" > /etc/motd\n"
     );
+    // User data routinely carries secrets: Debug shows its size, never its text.
+    let shown = format!("{patch:?}");
+    assert!(!shown.contains("Test environment"), "{shown}");
+    assert!(shown.contains("<62 bytes>"), "{shown}");
     round_trip(&patch);
 }
 

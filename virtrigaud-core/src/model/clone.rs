@@ -181,8 +181,9 @@ pub struct UserData {
     pub cloud_init: Option<CloudInit>,
 }
 
-/// cloud-init user data, inline or from a secret.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// cloud-init user data, inline or from a secret. Its `Debug` output shows the inline
+/// document's size, never its text.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct CloudInit {
@@ -192,6 +193,15 @@ pub struct CloudInit {
     /// A secret holding the document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<ObjectRef>,
+}
+
+impl std::fmt::Debug for CloudInit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudInit")
+            .field("inline", &crate::redact::Redacted(self.inline.as_deref()))
+            .field("secret_ref", &self.secret_ref)
+            .finish()
+    }
 }
 
 /// Phase of a clone.
