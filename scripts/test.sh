@@ -113,11 +113,17 @@ step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets $FEATURES -q -- -D warnings || { echo "clippy FAILED"; status=1; }
 
 step "tests (nextest, VIRTRIGAUD_REQUIRE_BACKENDS=$VIRTRIGAUD_REQUIRE_BACKENDS)"
+# Every conformance run records itself here; the table of backends x checks is printed below.
+export VIRTRIGAUD_CONFORMANCE_DIR="$LOGS/conformance"
+rm -rf "$VIRTRIGAUD_CONFORMANCE_DIR"
 if command -v cargo-nextest >/dev/null; then
   cargo nextest run --workspace $FEATURES --profile ci || status=1
 else
   cargo test --workspace $FEATURES --lib --bins --tests || status=1
 fi
+
+step "conformance: backends x checks (also in $LOGS/conformance.md)"
+python3 scripts/conformance_table.py "$VIRTRIGAUD_CONFORMANCE_DIR" | tee "$LOGS/conformance.md"
 
 step "doctests"
 cargo test --workspace $FEATURES --doc || status=1

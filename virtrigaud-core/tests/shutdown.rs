@@ -712,10 +712,13 @@ async fn fleet_respects_groups_concurrency_and_the_overall_deadline() {
 #[tokio::test(start_paused = true)]
 async fn conformance_suite_passes_on_the_simulator() {
     use virtrigaud_core::conformance::{self, SimFixture};
-    for sim in [Simulator::new(), Simulator::polling_only()] {
+    for (sim, backend) in [
+        (Simulator::new(), "simulator"),
+        (Simulator::polling_only(), "simulator-polling-only"),
+    ] {
         let fixture = SimFixture::over(sim.clone());
         let report = conformance::run_all(Arc::new(sim), &fixture).await;
-        report.assert_passed();
+        report.assert_passed_on(backend);
         assert!(
             report.skipped().len() <= 1,
             "skipped: {:?}",

@@ -31,8 +31,10 @@ use crate::sim::{GuestBehavior, Simulator};
 use crate::snapshot::{DeleteSnapshotOptions, RevertOptions, SnapshotOptions};
 use crate::vm::{PowerState, VmId};
 
+mod report;
 mod truth;
 
+pub use report::{CheckOutcome, REPORT_DIR_ENV, Report};
 pub use truth::capabilities_tell_the_truth;
 
 /// What a backend supplies to the conformance suite.
@@ -672,67 +674,6 @@ pub async fn snapshot_round_trip(
         CheckOutcome::Passed
     })
     .await
-}
-
-/// The result of one check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckOutcome {
-    /// It passed.
-    Passed,
-    /// It was not applicable (capability missing, fixture cannot model it).
-    Skipped(String),
-    /// It failed.
-    Failed(String),
-}
-
-/// The results of a suite run.
-#[derive(Debug, Clone, Default)]
-pub struct Report {
-    /// `(check name, outcome)` in run order.
-    pub results: Vec<(&'static str, CheckOutcome)>,
-}
-
-impl Report {
-    /// Appends a result.
-    pub fn push(&mut self, name: &'static str, outcome: CheckOutcome) {
-        self.results.push((name, outcome));
-    }
-    /// Names of the checks that passed.
-    pub fn passed(&self) -> Vec<&'static str> {
-        self.results
-            .iter()
-            .filter(|(_, o)| *o == CheckOutcome::Passed)
-            .map(|(n, _)| *n)
-            .collect()
-    }
-    /// Names of the checks that were skipped.
-    pub fn skipped(&self) -> Vec<&'static str> {
-        self.results
-            .iter()
-            .filter(|(_, o)| matches!(o, CheckOutcome::Skipped(_)))
-            .map(|(n, _)| *n)
-            .collect()
-    }
-
-    /// Panics with every failure listed if any check failed; prints skips loudly.
-    ///
-    /// # Panics
-    /// When a check failed.
-    pub fn assert_passed(&self) {
-        let mut failures = Vec::new();
-        for (name, outcome) in &self.results {
-            match outcome {
-                CheckOutcome::Passed => eprintln!("conformance {name}: passed"),
-                CheckOutcome::Skipped(why) => eprintln!("conformance {name}: SKIPPED ({why})"),
-                CheckOutcome::Failed(why) => failures.push(format!("{name}: {why}")),
-            }
-        }
-        assert!(
-            failures.is_empty(),
-            "conformance failures:\n{}",
-            failures.join("\n")
-        );
-    }
 }
 
 /// The simulator's fixture: fresh VMs with the personalities the checks need.
