@@ -137,6 +137,7 @@ mod metadata;
 mod power;
 mod provider;
 mod reconfigure;
+mod seed;
 mod snapshot;
 mod volume;
 mod xml;
