@@ -23,7 +23,9 @@ use virtrigaud_core::{
 use virtrigaud_libvirt::{LibvirtConfig, LibvirtProvider};
 
 mod common;
-use common::{Guests, LibvirtFixture, private, running_vm, with_disks};
+use common::{
+    Guests, LibvirtFixture, Platform, private, running_vm, shared, two_disk_spec, with_disks,
+};
 
 fn rq(cpu: Option<u32>, memory_mib: Option<u64>) -> ReconfigureRequest {
     let mut r = ReconfigureRequest::default();
@@ -37,22 +39,37 @@ fn rq(cpu: Option<u32>, memory_mib: Option<u64>) -> ReconfigureRequest {
 // before the second is even made (it then sees AlreadyOff). Here the second request joins.
 #[tokio::test]
 async fn conformance_suite_passes_on_the_test_driver() {
-    struct TestDriver(LibvirtProvider);
+    struct TestDriver(LibvirtProvider, Platform);
     #[async_trait]
     impl Guests for TestDriver {
         fn provider(&self) -> &LibvirtProvider {
             &self.0
         }
+        fn platform(&self) -> &Platform {
+            &self.1
+        }
         async fn cooperative(&self, name: &str) -> VmId {
             running_vm(&self.0, &format!("conf-{name}")).await
+        }
+        async fn clone_source(&self, name: &str) -> VmId {
+            let spec = two_disk_spec(&format!("conf-{name}"), Some(common::NETWORK), false);
+            self.0.create(&spec).await.expect("create a clone source")
         }
         fn missing(&self) -> VmId {
             VmId::new("no-such-domain")
         }
     }
-    let (p, _dir) = private().await;
-    let fx = LibvirtFixture::new(TestDriver(p.clone()), Duration::from_secs(10));
-    conformance::run_all(Arc::new(p), &fx).await.assert_passed();
+    // The shared instance: the fixture's own connection sees the provider's domains and
+    // volumes (to put a volume in a clone's way).
+    let (p, platform) = shared().await;
+    let fx = LibvirtFixture::new(TestDriver(p.clone(), platform), Duration::from_secs(10));
+    let report = conformance::run_all(Arc::new(p), &fx).await;
+    report.assert_passed();
+    // Seeds cannot be uploaded on the test driver: customization is declared false there
+    // and the check verifies the refusal; the half-way clone failure runs for real.
+    for check in ["clone_customization_is_applied", "failed_clone_leaves_nothing"] {
+        assert!(report.passed().contains(&check), "{check} did not pass");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
