@@ -126,9 +126,36 @@ impl Platform {
         Ok(out)
     }
 
-    /// The customization the seed on domain `vm`'s cdrom gives the guest, as libvirt stores
-    /// it: the cdrom's volume downloaded, its ISO 9660 files read, parsed as NoCloud.
-    pub fn seed_customization(&self, vm: &str) -> Result<Customization> {
+    /// Redefines domain `name` with one more device (`<disk …>…</disk>`, …).
+    pub fn add_device(&self, name: &str, device: &str) -> Result<()> {
+        let xml = self
+            .domain_xml(name)?
+            .replacen("</devices>", &format!("{device}</devices>"), 1);
+        self.conn
+            .define_domain_xml(&xml)
+            .map(|_| ())
+            .map_err(|e| err(name, e))
+    }
+
+    /// The MAC addresses of domain `name`'s NICs, in order.
+    pub fn macs(&self, name: &str) -> Result<Vec<String>> {
+        Ok(elements(&self.domain_xml(name)?, "interface")
+            .into_iter()
+            .filter_map(|i| attr(&i, "mac", "address"))
+            .collect())
+    }
+
+    /// The path of the pool's volume `name`.
+    pub fn volume_path(&self, name: &str) -> Result<String> {
+        self.pool()?
+            .lookup_storage_vol_by_name(name)
+            .and_then(|v| v.path())
+            .map_err(|e| err(name, e))
+    }
+
+    /// The files of the seed on domain `vm`'s cdrom (`<vm>-cidata.iso`) as libvirt stores
+    /// them: the volume downloaded, its ISO 9660 root directory read.
+    pub fn seed_files(&self, vm: &str) -> Result<BTreeMap<String, Vec<u8>>> {
         let own = format!("{vm}-cidata.iso");
         let sources = self.cdrom_sources(vm)?;
         let path = sources
@@ -137,7 +164,13 @@ impl Platform {
             .ok_or_else(|| {
                 Error::internal(format!("{vm} has no cdrom showing {own}: {sources:?}"))
             })?;
-        let files = iso_root_files(&self.download(path)?)?;
+        iso_root_files(&self.download(path)?)
+    }
+
+    /// The customization the seed on domain `vm`'s cdrom gives the guest, as libvirt stores
+    /// it ([`Platform::seed_files`] parsed as NoCloud).
+    pub fn seed_customization(&self, vm: &str) -> Result<Customization> {
+        let files = self.seed_files(vm)?;
         let text = |name: &str| -> Result<Option<String>> {
             files
                 .get(name)
