@@ -183,7 +183,8 @@ fn macs(dom: &Element) -> Vec<String> {
 
 /// How many NICs `dom` has.
 fn nics(dom: &Element) -> usize {
-    dom.find("devices").map_or(0, |d| d.all("interface").count())
+    dom.find("devices")
+        .map_or(0, |d| d.all("interface").count())
 }
 
 /// Points `dom`'s cdrom that showed `source`'s own seed at `iso`, or adds a cdrom for it on
@@ -370,6 +371,9 @@ mod tests {
         );
         let mut bare = Element::parse("<domain><name>src</name></domain>").expect("xml");
         show_seed(&mut bare, "src", "/p/c-cidata.iso");
-        assert_eq!(cdroms(&bare), [("/p/c-cidata.iso".to_owned(), "hdc".to_owned())]);
+        assert_eq!(
+            cdroms(&bare),
+            [("/p/c-cidata.iso".to_owned(), "hdc".to_owned())]
+        );
     }
 }

@@ -3,8 +3,8 @@
 
 use virt::storage_vol::StorageVol;
 use virt::sys;
-use virtrigaud_core::provider::{DeleteOptions, VmCreateSpec};
 use virtrigaud_core::cloudinit::NoCloudSeed;
+use virtrigaud_core::provider::{DeleteOptions, VmCreateSpec};
 use virtrigaud_core::{Customization, Error, ErrorKind, Result, ResultExt, VmId};
 
 use crate::PROVIDER_TYPE;

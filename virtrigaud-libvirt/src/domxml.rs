@@ -280,9 +280,7 @@ pub(crate) fn seed_of(dom: &Element, name: &str) -> Option<String> {
     devs.all("disk")
         .filter(|d| d.get_attr("device") == Some("cdrom"))
         .filter_map(|d| d.find("source")?.get_attr("file"))
-        .find(|f| {
-            f.rsplit('/').next() == Some(crate::seed::volume_name(name).as_str())
-        })
+        .find(|f| f.rsplit('/').next() == Some(crate::seed::volume_name(name).as_str()))
         .map(str::to_owned)
 }
 

@@ -390,7 +390,10 @@ async fn conformance_suite_on_real_qemu() {
     let t0 = Instant::now();
     let report = conformance::run_all(provider, &fx).await;
     report.assert_passed();
-    for check in ["clone_customization_is_applied", "failed_clone_leaves_nothing"] {
+    for check in [
+        "clone_customization_is_applied",
+        "failed_clone_leaves_nothing",
+    ] {
         assert!(report.passed().contains(&check), "{check} did not pass");
     }
     metric("real_conformance_wall_s", t0.elapsed().as_secs_f64());

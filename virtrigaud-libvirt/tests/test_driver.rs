@@ -67,7 +67,10 @@ async fn conformance_suite_passes_on_the_test_driver() {
     report.assert_passed();
     // Seeds cannot be uploaded on the test driver: customization is declared false there
     // and the check verifies the refusal; the half-way clone failure runs for real.
-    for check in ["clone_customization_is_applied", "failed_clone_leaves_nothing"] {
+    for check in [
+        "clone_customization_is_applied",
+        "failed_clone_leaves_nothing",
+    ] {
         assert!(report.passed().contains(&check), "{check} did not pass");
     }
 }
@@ -493,7 +496,7 @@ async fn a_clone_failing_at_its_second_disk_leaves_only_the_blocker() {
         assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
         assert_eq!(
             platform.volumes(&format!("{target}-")).expect("volumes"),
-            [blocker.clone()],
+            std::slice::from_ref(&blocker),
             "{target}: the first disk must be deleted again"
         );
         assert_eq!(
@@ -543,10 +546,15 @@ async fn deleting_a_clone_leaves_the_source_seed() {
         assert!(!made.customized);
         assert_eq!(
             platform.cdrom_sources(target).expect("cdroms"),
-            [seed.clone()]
+            std::slice::from_ref(&seed)
         );
         p.delete(&made.vm, &with_disks()).await.expect("delete");
-        assert!(platform.volumes(&format!("{target}-")).expect("volumes").is_empty());
+        assert!(
+            platform
+                .volumes(&format!("{target}-"))
+                .expect("volumes")
+                .is_empty()
+        );
         assert_eq!(
             platform.volumes("ds-src-cidata").expect("volumes"),
             ["ds-src-cidata.iso"],

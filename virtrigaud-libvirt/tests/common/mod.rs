@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use virtrigaud_core::conformance::Fixture;
-use virtrigaud_core::{CloneOptions, Customization};
 use virtrigaud_core::provider::{
     DeleteOptions, DiskCreateSpec, NetworkCreateSpec, PowerOffOptions, VmCreateSpec,
 };
+use virtrigaud_core::{CloneOptions, Customization};
 use virtrigaud_core::{Provider, VmId};
 use virtrigaud_libvirt::{LibvirtConfig, LibvirtProvider};
 
@@ -30,9 +30,10 @@ pub const SHARED_POOL: &str = "default-pool";
 /// A provider on [`SHARED_TEST`] and the fixture's own connection to it. Tests sharing it
 /// must use names of their own.
 pub async fn shared() -> (LibvirtProvider, Platform) {
-    let p = LibvirtProvider::connect(LibvirtConfig::new(SHARED_TEST).with_storage_pool(SHARED_POOL))
-        .await
-        .expect("connect to test:///default");
+    let p =
+        LibvirtProvider::connect(LibvirtConfig::new(SHARED_TEST).with_storage_pool(SHARED_POOL))
+            .await
+            .expect("connect to test:///default");
     (p, Platform::open(SHARED_TEST, SHARED_POOL))
 }
 

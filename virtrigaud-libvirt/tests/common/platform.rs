@@ -34,7 +34,9 @@ impl Platform {
     }
 
     fn pool(&self) -> Result<StoragePool> {
-        self.conn.lookup_storage_pool_by_name(&self.pool).map_err(|e| err("pool", e))
+        self.conn
+            .lookup_storage_pool_by_name(&self.pool)
+            .map_err(|e| err("pool", e))
     }
 
     /// The stored (inactive) XML of domain `name`.
@@ -101,7 +103,10 @@ impl Platform {
 
     /// The bytes of the volume at `path`, downloaded through a libvirt stream.
     pub fn download(&self, path: &str) -> Result<Vec<u8>> {
-        let vol = self.conn.lookup_storage_vol_by_path(path).map_err(|e| err(path, e))?;
+        let vol = self
+            .conn
+            .lookup_storage_vol_by_path(path)
+            .map_err(|e| err(path, e))?;
         let size = vol.info().map_err(|e| err(path, e))?.capacity;
         let stream = Stream::new(&self.conn, 0).map_err(|e| err("stream", e))?;
         vol.download(&stream, 0, size, 0)

@@ -63,7 +63,7 @@ pub async fn real(test: &str) -> Option<Real> {
     let p = match LibvirtProvider::connect(
         LibvirtConfig::new(uri.clone()).with_storage_pool(pool.clone()),
     )
-        .await
+    .await
     {
         Ok(p) => p,
         Err(e) => {
