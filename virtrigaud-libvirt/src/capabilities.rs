@@ -10,6 +10,14 @@ pub(crate) fn disk_growth_blocker(driver: &str) -> Option<&'static str> {
     )
 }
 
+/// Why no NoCloud seed can be written on libvirt driver `driver` (`None`: seeds can be
+/// uploaded), which is what cloud-init user data on create and clone customization need.
+pub(crate) fn seed_upload_blocker(driver: &str) -> Option<&'static str> {
+    (driver == "TEST").then_some(
+        "the libvirt test driver implements neither virStorageVolUpload nor virStorageVolDownload",
+    )
+}
+
 /// The capabilities of a provider on libvirt driver `driver` (`QEMU`, `TEST`, …), with or
 /// without registered domain events and a configured storage pool.
 ///
@@ -24,6 +32,9 @@ pub(crate) fn declared(driver: &str, events: bool, storage_pool: bool) -> Provid
     c.quiesced_snapshots = false;
     c.linked_clones = storage_pool;
     c.full_clones = storage_pool;
+    // A clone's customization is its own NoCloud seed, uploaded into the pool.
+    c.clone_customization = storage_pool && seed_upload_blocker(driver).is_none();
+    c.clone_user_data = c.clone_customization;
     c.image_import = false;
     c.supported_disk_types = &["qcow2"];
     c.supported_network_types = &["virtio", "e1000", "rtl8139"];

@@ -1,18 +1,19 @@
 //! Create and delete: domain XML from a [`VmCreateSpec`], qcow2 volumes in the pool, a
-//! cloud-init NoCloud seed; a failed create removes the volumes it made.
+//! cloud-init NoCloud seed (see [`crate::seed`]); a failed create removes the volumes it made.
 
-use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::sys;
+use virtrigaud_core::cloudinit::NoCloudSeed;
 use virtrigaud_core::provider::{DeleteOptions, VmCreateSpec};
-use virtrigaud_core::{Error, ErrorKind, Result, ResultExt, VmId};
+use virtrigaud_core::{Customization, Error, ErrorKind, Result, ResultExt, VmId};
 
 use crate::PROVIDER_TYPE;
 use crate::config::DomainTemplate;
 use crate::connection::Session;
 use crate::domain::{lookup, state_of, xml_of};
 use crate::domxml::{self, DiskAttach};
-use crate::volume::{GIB, create_qcow2, fill, pool_required, scaled, volume_xml};
+use crate::seed;
+use crate::volume::{GIB, create_qcow2, pool_required, scaled};
 
 /// Defines (and starts, when asked) the domain of `spec` laid out by `tpl`.
 pub(crate) fn create(s: &Session, spec: &VmCreateSpec, tpl: &DomainTemplate) -> Result<VmId> {
@@ -76,7 +77,7 @@ fn define(
     let seed = match &spec.cloud_init_user_data {
         Some(ud) => {
             let pool = pool_required(s, "create")?;
-            let vol = upload_seed(s, &pool, &spec.name, ud)?;
+            let vol = seed::upload(s, &pool, &spec.name, &create_seed(&spec.name, ud)?)?;
             let path = s.api("cloud_init_seed", &spec.name, |_| vol.path())?;
             created.push(vol);
             Some(path)
@@ -94,22 +95,17 @@ fn define(
     Ok(VmId::new(spec.name.clone()))
 }
 
-/// Builds a NoCloud seed (ISO 9660 + Joliet, label `cidata`) and uploads it as a raw volume.
-fn upload_seed(s: &Session, pool: &StoragePool, name: &str, user_data: &str) -> Result<StorageVol> {
-    const OP: &str = "cloud_init_seed";
-    let meta = format!("instance-id: {name}\nlocal-hostname: {name}\n");
-    let img = crate::iso::build(
-        "cidata",
-        &[
-            ("user-data", user_data.as_bytes()),
-            ("meta-data", meta.as_bytes()),
-        ],
-    );
-    let vol_name = format!("{name}-cidata.iso");
-    let xml = volume_xml(&vol_name, img.len() as u64, "raw").to_xml();
-    let vol = s.api(OP, name, |_| StorageVol::create_xml(pool, &xml, 0))?;
-    fill(s, OP, name, &vol, img.len() as u64, img.as_slice(), "seed")?;
-    Ok(vol)
+/// The seed of a domain created with `user_data`: instance id and hostname are the domain's
+/// name (no `local-hostname` when the name is no valid hostname, `web_1`), the user data
+/// verbatim.
+fn create_seed(name: &str, user_data: &str) -> Result<NoCloudSeed> {
+    let mut c = Customization::default();
+    c.cloud_init_user_data = Some(user_data.to_owned());
+    c.hostname = Some(name.to_owned());
+    NoCloudSeed::for_customization(name, &c, &[]).or_else(|_| {
+        c.hostname = None;
+        NoCloudSeed::for_customization(name, &c, &[])
+    })
 }
 
 /// Undefines a domain that is off (with its snapshot metadata) and, when asked, its disks
@@ -143,4 +139,21 @@ pub(crate) fn delete(s: &Session, name: &str, opts: &DeleteOptions) -> Result<()
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn a_create_seed_names_the_host_after_the_domain_when_it_can() {
+        let seed = create_seed("web-1", "#cloud-config\n").expect("seed");
+        assert_eq!(seed.hostname().expect("meta"), Some("web-1".into()));
+        assert_eq!(seed.user_data, "#cloud-config\n");
+        assert_eq!(seed.network_config, None);
+        let odd = create_seed("web_1", "#cloud-config\n").expect("seed");
+        assert_eq!(odd.hostname().expect("meta"), None);
+        assert!(odd.meta_data.contains("web_1"), "{}", odd.meta_data);
+    }
 }

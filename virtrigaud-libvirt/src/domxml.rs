@@ -120,24 +120,8 @@ pub(crate) fn domain_xml(
         );
     }
     if let Some(iso) = seed {
-        let (dev, bus) = if tpl.machine.contains("q35") {
-            ("sda", "sata")
-        } else {
-            ("hdc", "ide")
-        };
-        devices = devices.child(
-            Element::new("disk")
-                .attr("type", "file")
-                .attr("device", "cdrom")
-                .child(
-                    Element::new("driver")
-                        .attr("name", "qemu")
-                        .attr("type", "raw"),
-                )
-                .child(Element::new("source").attr("file", iso))
-                .child(Element::new("target").attr("dev", dev).attr("bus", bus))
-                .child(Element::new("readonly")),
-        );
+        let (dev, bus) = seed_cdrom_target(&tpl.machine);
+        devices = devices.child(cdrom(iso, dev, bus));
     }
     for n in &spec.networks {
         devices = devices.child(
@@ -215,6 +199,30 @@ pub(crate) fn domain_xml(
     Ok(dom.to_xml())
 }
 
+/// Where a seed cdrom goes on `machine`: SATA on q35 (no IDE there), else IDE.
+pub(crate) fn seed_cdrom_target(machine: &str) -> (&'static str, &'static str) {
+    if machine.contains("q35") {
+        ("sda", "sata")
+    } else {
+        ("hdc", "ide")
+    }
+}
+
+/// A read-only raw cdrom showing the image `iso` at target `dev` on `bus`.
+pub(crate) fn cdrom(iso: &str, dev: &str, bus: &str) -> Element {
+    Element::new("disk")
+        .attr("type", "file")
+        .attr("device", "cdrom")
+        .child(
+            Element::new("driver")
+                .attr("name", "qemu")
+                .attr("type", "raw"),
+        )
+        .child(Element::new("source").attr("file", iso))
+        .child(Element::new("target").attr("dev", dev).attr("bus", bus))
+        .child(Element::new("readonly"))
+}
+
 /// Converts a size element (`<memory unit='KiB'>`) to KiB.
 pub(crate) fn size_kib(e: &Element) -> u64 {
     let v: u64 = e.text.trim().parse().unwrap_or(0);
@@ -264,13 +272,15 @@ pub(crate) fn disks(dom: &Element) -> Vec<DomDisk> {
         .collect()
 }
 
-/// The NoCloud seed image of the domain `name`, if it has one (`<name>-cidata.iso` cdrom).
+/// The NoCloud seed image of the domain `name`, if it has one: a cdrom whose file is named
+/// `<name>-cidata.iso`. Only the domain's own seed: a clone whose cdrom still shows its
+/// source's seed (`<source>-cidata.iso`) has none.
 pub(crate) fn seed_of(dom: &Element, name: &str) -> Option<String> {
     let devs = dom.find("devices")?;
     devs.all("disk")
         .filter(|d| d.get_attr("device") == Some("cdrom"))
         .filter_map(|d| d.find("source")?.get_attr("file"))
-        .find(|f| f.ends_with(&format!("/{name}-cidata.iso")))
+        .find(|f| f.rsplit('/').next() == Some(crate::seed::volume_name(name).as_str()))
         .map(str::to_owned)
 }
 

@@ -49,6 +49,12 @@ pub(crate) fn classify(code: ErrorNumber, message: &str) -> (ErrorKind, bool) {
             // The test driver reports state conflicts as internal errors.
             (ErrorKind::InvalidState, false)
         }
+        N::OperationFailed
+            if message.contains("vol already exists") || message.contains("exists already") =>
+        {
+            // The test driver reports a volume name in use as a failed operation.
+            (ErrorKind::AlreadyExists, false)
+        }
         _ => (ErrorKind::Internal, false),
     }
 }
@@ -116,6 +122,10 @@ mod tests {
         assert_eq!(
             classify(N::AccessDenied, ""),
             (ErrorKind::PermissionDenied, false)
+        );
+        assert_eq!(
+            classify(N::OperationFailed, "storage vol already exists"),
+            (ErrorKind::AlreadyExists, false)
         );
     }
 }

@@ -76,7 +76,12 @@
 //!   in the domain `<metadata>`, and a cloud-init NoCloud seed (an ISO 9660/Joliet image
 //!   labelled `cidata`, built in memory and uploaded as a volume) when user data is given.
 //!   **Snapshots** are internal (with memory when running).
-//!   **Clones** are linked (qcow2 overlay) or full (volume copy) with a new UUID and MACs.
+//!   **Clones** are linked (qcow2 overlay) or full (volume copy) with a new UUID and MACs;
+//!   a **customization** (hostname, static networks matched to the clone's NICs by MAC,
+//!   cloud-init user data) becomes the clone's own NoCloud seed (core's
+//!   [`NoCloudSeed`](virtrigaud_core::cloudinit::NoCloudSeed), uploaded as
+//!   `<clone>-cidata.iso`, on the cdrom that showed the source's seed). A failed clone
+//!   undefines what it defined and deletes every volume it made.
 //!   **Reconfigure** changes vCPUs/memory live within the maximum, otherwise in the
 //!   configuration with `needs_power_cycle`, and grows disks (`blockresize`).
 //!
@@ -97,7 +102,7 @@
 //!   capabilities);
 //! - leaves: `error.rs` (`to_core_error`, the one mapping from `virt` errors), `capabilities.rs`,
 //!   `events.rs` / `ffi.rs` (domain events and the close callback), `domxml.rs` / `xml.rs`,
-//!   `identity.rs`, `iso.rs`, `config.rs`.
+//!   `identity.rs`, `iso.rs`, `seed.rs` (NoCloud seed images and their volumes), `config.rs`.
 //!
 //! ## Licensing
 //!
@@ -108,7 +113,15 @@
 //!
 //! ## Known gaps
 //!
-//! Clone customization and cloning from a snapshot return `Unsupported`.
+//! | capability | QEMU (and other drivers with volume upload) | test driver |
+//! |---|---|---|
+//! | `clone_customization`, `clone_user_data` | yes (with a storage pool) | no: no `virStorageVolUpload`, refused with `Unsupported` |
+//! | cloud-init user data on create | yes | refused by the driver, nothing left behind |
+//! | disk growth | yes | no (no volume resize) |
+//!
+//! Cloning from a snapshot returns `Unsupported`. A clone without customization keeps the
+//! source's seed cdrom (it reads the source's instance id, and fails to start once the
+//! source is deleted with its disks); deleting the clone never deletes the source's seed.
 //!
 //! ## A restarted libvirtd
 //!
@@ -137,6 +150,7 @@ mod metadata;
 mod power;
 mod provider;
 mod reconfigure;
+mod seed;
 mod snapshot;
 mod volume;
 mod xml;

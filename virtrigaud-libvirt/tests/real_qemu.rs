@@ -388,7 +388,14 @@ async fn conformance_suite_on_real_qemu() {
     let fx =
         LibvirtFixture::new(r, Duration::from_secs(30)).with_short_grace(Duration::from_secs(3));
     let t0 = Instant::now();
-    conformance::run_all(provider, &fx).await.assert_passed();
+    let report = conformance::run_all(provider, &fx).await;
+    report.assert_passed();
+    for check in [
+        "clone_customization_is_applied",
+        "failed_clone_leaves_nothing",
+    ] {
+        assert!(report.passed().contains(&check), "{check} did not pass");
+    }
     metric("real_conformance_wall_s", t0.elapsed().as_secs_f64());
 }
 

@@ -23,7 +23,9 @@ use virtrigaud_core::{
 use virtrigaud_libvirt::{LibvirtConfig, LibvirtProvider};
 
 mod common;
-use common::{Guests, LibvirtFixture, private, running_vm, with_disks};
+use common::{
+    Guests, LibvirtFixture, Platform, private, running_vm, shared, two_disk_spec, with_disks,
+};
 
 fn rq(cpu: Option<u32>, memory_mib: Option<u64>) -> ReconfigureRequest {
     let mut r = ReconfigureRequest::default();
@@ -37,22 +39,40 @@ fn rq(cpu: Option<u32>, memory_mib: Option<u64>) -> ReconfigureRequest {
 // before the second is even made (it then sees AlreadyOff). Here the second request joins.
 #[tokio::test]
 async fn conformance_suite_passes_on_the_test_driver() {
-    struct TestDriver(LibvirtProvider);
+    struct TestDriver(LibvirtProvider, Platform);
     #[async_trait]
     impl Guests for TestDriver {
         fn provider(&self) -> &LibvirtProvider {
             &self.0
         }
+        fn platform(&self) -> &Platform {
+            &self.1
+        }
         async fn cooperative(&self, name: &str) -> VmId {
             running_vm(&self.0, &format!("conf-{name}")).await
+        }
+        async fn clone_source(&self, name: &str) -> VmId {
+            let spec = two_disk_spec(&format!("conf-{name}"), Some(common::NETWORK), false);
+            self.0.create(&spec).await.expect("create a clone source")
         }
         fn missing(&self) -> VmId {
             VmId::new("no-such-domain")
         }
     }
-    let (p, _dir) = private().await;
-    let fx = LibvirtFixture::new(TestDriver(p.clone()), Duration::from_secs(10));
-    conformance::run_all(Arc::new(p), &fx).await.assert_passed();
+    // The shared instance: the fixture's own connection sees the provider's domains and
+    // volumes (to put a volume in a clone's way).
+    let (p, platform) = shared().await;
+    let fx = LibvirtFixture::new(TestDriver(p.clone(), platform), Duration::from_secs(10));
+    let report = conformance::run_all(Arc::new(p), &fx).await;
+    report.assert_passed();
+    // Seeds cannot be uploaded on the test driver: customization is declared false there
+    // and the check verifies the refusal; the half-way clone failure runs for real.
+    for check in [
+        "clone_customization_is_applied",
+        "failed_clone_leaves_nothing",
+    ] {
+        assert!(report.passed().contains(&check), "{check} did not pass");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -452,4 +472,123 @@ async fn cloud_init_seed_is_created_or_cleanly_refused() {
             );
         }
     }
+}
+
+/// A clone that fails at its second disk (a volume of that name is in the way) deletes the
+/// first disk it copied and defines nothing: of `<target>-*` only the blocker is left, full
+/// or linked. On the shared instance, where the test's own connection sees the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_failing_at_its_second_disk_leaves_only_the_blocker() {
+    let (p, platform) = shared().await;
+    let src = p
+        .create(&two_disk_spec("hf-src", Some(common::NETWORK), false))
+        .await
+        .expect("source");
+    let c = p.cloner().expect("cloner");
+    for (target, linked) in [("hf-full", false), ("hf-linked", true)] {
+        let blocker = format!("{target}-vdb.qcow2");
+        platform.delete_volume(&blocker);
+        platform.create_volume(&blocker).expect("blocker");
+        let e = c
+            .clone_vm(&src, &CloneOptions::new(target).linked(linked))
+            .await
+            .expect_err("the second disk is in the way");
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+        assert_eq!(
+            platform.volumes(&format!("{target}-")).expect("volumes"),
+            std::slice::from_ref(&blocker),
+            "{target}: the first disk must be deleted again"
+        );
+        assert_eq!(
+            p.describe(&VmId::new(target))
+                .await
+                .expect_err("no domain")
+                .kind(),
+            ErrorKind::NotFound
+        );
+        platform.delete_volume(&blocker);
+    }
+    // The source is untouched.
+    assert_eq!(p.describe(&src).await.expect("source").disks.len(), 2);
+    p.delete(&src, &with_disks()).await.expect("delete source");
+    assert!(platform.volumes("hf-").expect("volumes").is_empty());
+}
+
+/// A clone without customization keeps the source's seed cdrom; deleting the clone with its
+/// disks leaves the source's seed volume, which goes with the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_clone_leaves_the_source_seed() {
+    let (p, platform) = shared().await;
+    let src = p
+        .create(&two_disk_spec("ds-src", None, false))
+        .await
+        .expect("source");
+    // The test driver cannot upload a seed's bytes: an empty volume of a seed's name stands
+    // in, on the cdrom create would give it.
+    platform.delete_volume("ds-src-cidata.iso");
+    platform.create_volume("ds-src-cidata.iso").expect("seed");
+    let seed = platform.volume_path("ds-src-cidata.iso").expect("path");
+    platform
+        .add_device(
+            "ds-src",
+            &format!(
+                "<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>\
+                 <source file='{seed}'/><target dev='hdc' bus='ide'/><readonly/></disk>"
+            ),
+        )
+        .expect("source seed cdrom");
+    let c = p.cloner().expect("cloner");
+    for (target, linked) in [("ds-full", false), ("ds-linked", true)] {
+        let made = c
+            .clone_vm(&src, &CloneOptions::new(target).linked(linked))
+            .await
+            .expect("clone");
+        assert!(!made.customized);
+        assert_eq!(
+            platform.cdrom_sources(target).expect("cdroms"),
+            std::slice::from_ref(&seed)
+        );
+        p.delete(&made.vm, &with_disks()).await.expect("delete");
+        assert!(
+            platform
+                .volumes(&format!("{target}-"))
+                .expect("volumes")
+                .is_empty()
+        );
+        assert_eq!(
+            platform.volumes("ds-src-cidata").expect("volumes"),
+            ["ds-src-cidata.iso"],
+            "deleting {target} with its disks deleted the source's seed"
+        );
+    }
+    p.delete(&src, &with_disks()).await.expect("delete source");
+    assert!(
+        platform.volumes("ds-").expect("volumes").is_empty(),
+        "the source's own seed goes with it"
+    );
+}
+
+/// The test driver cannot upload a seed: customization is declared false and refused with
+/// `Unsupported` before anything is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customization_is_refused_on_the_test_driver_making_nothing() {
+    let (p, platform) = shared().await;
+    assert!(!p.capabilities().clone_customization && !p.capabilities().clone_user_data);
+    let src = p
+        .create(&two_disk_spec("cu-src", None, false))
+        .await
+        .expect("source");
+    let mut c = virtrigaud_core::Customization::default();
+    c.hostname = Some("cu".into());
+    let mut opts = CloneOptions::new("cu-clone");
+    opts.customization = Some(c);
+    let e = p
+        .cloner()
+        .expect("cloner")
+        .clone_vm(&src, &opts)
+        .await
+        .expect_err("no seeds here");
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(platform.volumes("cu-clone").expect("volumes").is_empty());
+    p.delete(&src, &with_disks()).await.expect("delete source");
 }

@@ -1,10 +1,12 @@
 //! Helpers shared by the test files: private test-driver instances, VM cleanup, the one
 //! conformance fixture ([`LibvirtFixture`]) the test-driver and real-QEMU suites both run, and
-//! the real-QEMU backend ([`real`]).
+//! the real-QEMU backend ([`real`]), and the fixtures' own view of the platform ([`platform`]).
 #![allow(dead_code, unreachable_pub, clippy::expect_used)]
 
+pub mod platform;
 pub mod real;
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -13,8 +15,27 @@ use virtrigaud_core::conformance::Fixture;
 use virtrigaud_core::provider::{
     DeleteOptions, DiskCreateSpec, NetworkCreateSpec, PowerOffOptions, VmCreateSpec,
 };
+use virtrigaud_core::{CloneOptions, Customization};
 use virtrigaud_core::{Provider, VmId};
 use virtrigaud_libvirt::{LibvirtConfig, LibvirtProvider};
+
+pub use platform::Platform;
+
+/// The URI of the test driver's shared instance: the one instance a second connection of
+/// the same process sees (each `test:///<file>` connection has its own state).
+pub const SHARED_TEST: &str = "test:///default";
+/// The storage pool of [`SHARED_TEST`].
+pub const SHARED_POOL: &str = "default-pool";
+
+/// A provider on [`SHARED_TEST`] and the fixture's own connection to it. Tests sharing it
+/// must use names of their own.
+pub async fn shared() -> (LibvirtProvider, Platform) {
+    let p =
+        LibvirtProvider::connect(LibvirtConfig::new(SHARED_TEST).with_storage_pool(SHARED_POOL))
+            .await
+            .expect("connect to test:///default");
+    (p, Platform::open(SHARED_TEST, SHARED_POOL))
+}
 
 /// The directory pool every private instance has.
 pub const POOL: &str = "vr-pool";
@@ -79,6 +100,8 @@ pub async fn remove(p: &LibvirtProvider, vm: &VmId) {
 pub trait Guests: Send + Sync {
     /// The provider the guests live on.
     fn provider(&self) -> &LibvirtProvider;
+    /// The fixture's own connection to the platform the provider is on.
+    fn platform(&self) -> &Platform;
     /// A fresh, running guest derived from `name` that honours shutdown requests.
     async fn cooperative(&self, name: &str) -> VmId;
     /// A fresh, running guest derived from `name` that ignores them, if the backend has one.
@@ -86,6 +109,9 @@ pub trait Guests: Send + Sync {
         let _ = name;
         None
     }
+    /// A fresh VM derived from `name` to clone from: disks `root` and `data` (`vda`, `vdb`)
+    /// and one NIC, off or running.
+    async fn clone_source(&self, name: &str) -> VmId;
     /// An id that names no VM.
     fn missing(&self) -> VmId;
 }
@@ -98,6 +124,8 @@ pub struct LibvirtFixture<G> {
     n: AtomicU32,
     graceful: Duration,
     short: Duration,
+    /// Volumes put in the way of a clone of a source, removed with the source.
+    blockers: Mutex<Vec<(VmId, String, String)>>,
 }
 
 impl<G: Guests> LibvirtFixture<G> {
@@ -109,6 +137,7 @@ impl<G: Guests> LibvirtFixture<G> {
             n: AtomicU32::new(0),
             graceful,
             short: Duration::from_secs(2),
+            blockers: Mutex::new(Vec::new()),
         }
     }
 
@@ -144,5 +173,65 @@ impl<G: Guests> Fixture for LibvirtFixture<G> {
     }
     async fn cleanup(&self, vm: &VmId) {
         remove(self.guests.provider(), vm).await;
+        let mine: Vec<(VmId, String, String)> = {
+            let mut all = self.blockers.lock().expect("blockers");
+            let (mine, rest) = all.drain(..).partition(|(source, _, _)| source == vm);
+            *all = rest;
+            mine
+        };
+        let platform = self.guests.platform();
+        for (_, target, blocker) in mine {
+            platform.delete_volume(&blocker);
+            // A failed clone leaves none of its volumes; say so loudly if one did.
+            let left = platform
+                .volumes(&format!("{target}-"))
+                .expect("list the pool's volumes");
+            for v in &left {
+                eprintln!("LEAK: the failed clone {target} left volume {v}");
+                platform.delete_volume(v);
+            }
+        }
+    }
+
+    /// The clone's seed as libvirt stores it: the volume on its cdrom, downloaded and read
+    /// as ISO 9660 and NoCloud.
+    async fn applied_customization(
+        &self,
+        vm: &VmId,
+    ) -> virtrigaud_core::Result<Option<Customization>> {
+        self.guests
+            .platform()
+            .seed_customization(vm.as_str())
+            .map(Some)
+    }
+
+    async fn clone_source(&self, _linked: bool) -> virtrigaud_core::Result<VmId> {
+        let name = format!("s{}", self.next());
+        Ok(self.guests.clone_source(&name).await)
+    }
+
+    /// A volume named like the clone's copy of the source's second disk
+    /// (`<target>-vdb.qcow2`) is put in the pool: the clone copies the first disk, then
+    /// libvirt refuses the second (the volume exists), so the clone must undo the first.
+    async fn arrange_clone_failure(
+        &self,
+        source: &VmId,
+    ) -> virtrigaud_core::Result<Option<CloneOptions>> {
+        let platform = self.guests.platform();
+        let disks = platform.disk_targets(source.as_str())?;
+        let Some(second) = disks.get(1) else {
+            return Err(virtrigaud_core::Error::internal(format!(
+                "the clone source {source} has fewer than two disks: {disks:?}"
+            )));
+        };
+        let target = format!("{source}-fail");
+        let blocker = format!("{target}-{second}.qcow2");
+        platform.delete_volume(&blocker);
+        platform.create_volume(&blocker)?;
+        self.blockers
+            .lock()
+            .expect("blockers")
+            .push((source.clone(), target.clone(), blocker));
+        Ok(Some(CloneOptions::new(target)))
     }
 }

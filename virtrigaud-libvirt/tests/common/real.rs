@@ -13,7 +13,7 @@ use virtrigaud_core::testing::{backend_env, missing_prerequisite};
 use virtrigaud_core::{Provider, VmId};
 use virtrigaud_libvirt::{DomainTemplate, KernelBoot, LibvirtConfig, LibvirtProvider};
 
-use super::Guests;
+use super::{Guests, Platform};
 
 const BACKEND: &str = "libvirt";
 
@@ -26,6 +26,9 @@ pub struct Real {
     pub console: PathBuf,
     pub domain_type: String,
     pub prefix: String,
+    pub pool: String,
+    /// The fixtures' own connection to the daemon.
+    pub platform: Platform,
 }
 
 fn env(var: &str) -> Option<String> {
@@ -57,8 +60,10 @@ pub async fn real(test: &str) -> Option<Real> {
             return None;
         }
     }
-    let p = match LibvirtProvider::connect(LibvirtConfig::new(uri.clone()).with_storage_pool(pool))
-        .await
+    let p = match LibvirtProvider::connect(
+        LibvirtConfig::new(uri.clone()).with_storage_pool(pool.clone()),
+    )
+    .await
     {
         Ok(p) => p,
         Err(e) => {
@@ -70,6 +75,7 @@ pub async fn real(test: &str) -> Option<Real> {
         p.events_registered(),
         "domain events must register on {uri}"
     );
+    let platform = Platform::open(&uri, &pool);
     Some(Real {
         p,
         uri,
@@ -78,6 +84,8 @@ pub async fn real(test: &str) -> Option<Real> {
         console,
         domain_type,
         prefix: format!("vrt-{}-{test}", std::process::id()),
+        platform,
+        pool,
     })
 }
 
@@ -199,6 +207,13 @@ pub fn add_user_nic(uri: &str, name: &str) {
 impl Guests for Real {
     fn provider(&self) -> &LibvirtProvider {
         &self.p
+    }
+    fn platform(&self) -> &Platform {
+        &self.platform
+    }
+    /// Off: the clone checks stop their source anyway.
+    async fn clone_source(&self, name: &str) -> VmId {
+        self.two_disk_guest(name, "", true).await
     }
     async fn cooperative(&self, name: &str) -> VmId {
         self.guest(name, "acpi", false, true).await
