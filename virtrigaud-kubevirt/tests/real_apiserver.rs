@@ -885,3 +885,64 @@ async fn create_describe_list_delete() {
         .expect_err("bad id");
     assert_eq!(bad.kind(), ErrorKind::InvalidSpec);
 }
+
+// ---------------------------------------------------------------- clone customization
+
+/// A customized clone keeps its user data in a Secret owned by the VM (never inline), the
+/// provider's delete removes that Secret, and no `Debug` of the crate shows the user data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customized_clone_keeps_user_data_in_an_owned_secret() {
+    let Some(env) = env("custom", false).await else {
+        return;
+    };
+    let p = &env.provider;
+    let src = create_vm(&env.client, &env.ns, "src", "Halted", None, &[]).await;
+    let mut c = virtrigaud_core::Customization::default();
+    c.hostname = Some("web-2".into());
+    c.cloud_init_user_data = Some("#cloud-config\npassword: hunter2-marker\n".into());
+    let opts = virtrigaud_core::CloneOptions::new("web-2").with_customization(c);
+    let cloner = p.cloner().unwrap();
+    let res = cloner.clone_vm(&src, &opts).await.expect("clone");
+    assert!(res.customized);
+    let vm = env.vms().get("web-2").await.unwrap();
+    let uid = vm.metadata.uid.clone().unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    let s = secrets
+        .get("web-2-userdata")
+        .await
+        .expect("the user-data Secret");
+    let owners = s.metadata.owner_references.clone().unwrap_or_default();
+    assert!(
+        owners
+            .iter()
+            .any(|o| o.uid == uid && o.kind == "VirtualMachine" && o.name == "web-2"),
+        "{owners:?}"
+    );
+    let spec = serde_json::to_string(&vm.spec).unwrap();
+    assert!(!spec.contains("hunter2-marker"), "user data inline: {spec}");
+    let d = p.describe(&res.vm).await.unwrap();
+    for shown in [
+        format!("{vm:?}"),
+        format!("{res:?}"),
+        format!("{p:?}"),
+        format!("{d:?}"),
+    ] {
+        assert!(!shown.contains("hunter2-marker"), "{shown}");
+    }
+    // a bad hostname is refused before anything is made; its error shows no user data
+    let mut bad = opts.clone();
+    bad.target_name = "web-3".into();
+    if let Some(c) = bad.customization.as_mut() {
+        c.hostname = Some("Not_A_Label".into());
+    }
+    let e = cloner.clone_vm(&src, &bad).await.expect_err("bad hostname");
+    assert_eq!(e.kind(), ErrorKind::InvalidSpec);
+    assert!(!format!("{e:?} {e}").contains("hunter2-marker"));
+    assert!(env.vms().get_opt("web-3").await.unwrap().is_none());
+    // delete removes the owned Secret (the test apiserver has no garbage collector)
+    p.delete(&res.vm, &Default::default())
+        .await
+        .expect("delete");
+    assert!(secrets.get_opt("web-2-userdata").await.unwrap().is_none());
+}
