@@ -36,7 +36,8 @@ impl Connection {
         Ok(r.id())
     }
 
-    /// Deletes a stopped VM (its disks kept unless `opts.delete_disks`) and waits until it is gone.
+    /// Deletes a stopped VM (its disks kept unless `opts.delete_disks`) and the cloud-init
+    /// Secrets it owns, and waits until it is gone.
     pub(crate) async fn delete(&self, r: &VmRef, opts: &DeleteOptions) -> Result<()> {
         let res = r.to_string();
         let (vmo, vmi) = self.read(r, "delete").await?;
@@ -68,6 +69,10 @@ impl Connection {
             .delete(&r.name, &dp)
             .await
             .map_err(|e| to_core_error(e, "delete", Some(&res)))?;
+        // The cloud-init Secrets a clone's customization made: owned by the VM, so the garbage
+        // collector would remove them, but not after an orphaning delete (and not on clusters
+        // without one).
+        self.delete_owned_secrets(&vmo, false).await;
         if let Some(obj) = deleted.left()
             && let Some(uid) = obj.metadata.uid.clone()
         {

@@ -32,7 +32,10 @@
 //!   fails with `InvalidState`.
 //! - Seed 004's lifecycle action and status query: [`KubeVirtProvider::lifecycle_action`],
 //!   [`KubeVirtProvider::status`].
-//! - Snapshots / restores with readiness and failure deadline, full clones, CPU / memory
+//! - Snapshots / restores with readiness and failure deadline, full clones with guest
+//!   customization (hostname in `spec.template.spec.hostname`, networks as a
+//!   `cloudInitNoCloud` volume's `networkData`, cloud-init user data in a Secret owned by the
+//!   clone, never inline; `clone_customization` and `clone_user_data` are declared), CPU / memory
 //!   hot-plug under the `LiveUpdate` rollout strategy (`RestartRequired` → `needs_power_cycle`).
 //! - [`types`] holds the typed subset of the KubeVirt API; unknown fields are preserved, and
 //!   objects are changed with merge / JSON patches (never whole-object PUTs).
@@ -42,7 +45,8 @@
 //!   HTTP stack, see [`KubeVirtProvider::api_calls`]) → leaves (`state`, `types`, `error`, …).
 //!
 //! ## Known gaps
-//! - No linked clones and no guest customization at clone time; snapshots never hold memory.
+//! - No linked clones; snapshots never hold memory. `create` still puts its
+//!   `cloud_init_user_data` inline in the VM spec (only clones use a Secret).
 //! - `reconfigure` does not grow disks (that means expanding the PVC / DataVolume): `describe`
 //!   marks every disk `cannot_grow`, so a growth is planned `Impossible` with that reason before
 //!   anything changes, and `disk_expansion_online` is false. CPU / memory go live only under
@@ -50,8 +54,9 @@
 //!   with `Stage`).
 //! - Snapshots are declared quiesced: KubeVirt freezes the guest's file systems through its
 //!   agent when one is connected (`vm_capabilities().snapshot_quiesce` says whether it is).
-//! - The conformance suite cannot yet fail a clone half-way here (the fake virt-controller has
-//!   no such fault), so `failed_clone_leaves_nothing` is skipped on the test apiserver.
+//! - The test apiserver serves only CRDs: the testkit serves core `v1` Secrets in memory
+//!   (`testkit::CoreSecrets`), and there is no garbage collector there, so ownerReference
+//!   cleanup is covered only by the provider's explicit deletes.
 //! - Pause, reset and soft reboot need the subresource API ([`PowerApi::Subresources`]).
 //! - What `request_shutdown` changed (for `cancel_shutdown`) is remembered in this process only.
 //!

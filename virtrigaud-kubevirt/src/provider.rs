@@ -53,7 +53,7 @@ impl fmt::Debug for KubeVirtProvider {
 }
 
 impl KubeVirtProvider {
-    fn over(conn: Connection) -> Self {
+    pub(crate) fn over(conn: Connection) -> Self {
         let caps = Self::declared_capabilities(&conn.config);
         KubeVirtProvider {
             conn: Arc::new(conn),
@@ -73,6 +73,11 @@ impl KubeVirtProvider {
         // when one is connected (the snapshot's status says whether it did).
         c.quiesced_snapshots = true;
         c.full_clones = true;
+        // Hostname (spec.hostname), networks (a cloudInitNoCloud volume's networkData) and
+        // cloud-init user data (a Secret owned by the clone) are patched into the cloned VM
+        // before it first starts.
+        c.clone_customization = true;
+        c.clone_user_data = true;
         c.supported_disk_types = &["dataVolume", "containerDisk"];
         c.supported_network_types = &["virtio", "e1000"];
         // A KubeVirt stop delivers one shutdown signal; the launcher picks the guest agent or ACPI.

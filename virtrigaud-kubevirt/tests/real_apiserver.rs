@@ -108,6 +108,48 @@ impl Fixture for KvFixture {
     fn short_grace(&self) -> Duration {
         Duration::from_secs(2)
     }
+    async fn applied_customization(
+        &self,
+        vm: &VmId,
+    ) -> virtrigaud_core::Result<Option<virtrigaud_core::Customization>> {
+        let r = self.env.provider.vm_ref(vm)?;
+        let obj = self.env.vms().get(&r.name).await.unwrap();
+        let spec = serde_json::to_value(obj.spec.template.and_then(|t| t.spec)).unwrap();
+        let mut c = virtrigaud_core::Customization::default();
+        c.hostname = spec["hostname"].as_str().map(str::to_owned);
+        let ci = spec["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|v| v.get("cloudInitNoCloud").cloned());
+        if let Some(ci) = ci {
+            if let Some(nd) = ci["networkData"].as_str() {
+                c.networks = virtrigaud_core::cloudinit::read_network_config(nd)?;
+            }
+            if let Some(name) = ci["userDataSecretRef"]["name"].as_str() {
+                let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+                    Api::namespaced(self.env.client.clone(), &r.namespace);
+                let s = secrets.get(name).await.unwrap();
+                let ud = s
+                    .data
+                    .unwrap_or_default()
+                    .remove("userdata")
+                    .map(|b| String::from_utf8(b.0).unwrap());
+                c.cloud_init_user_data =
+                    ud.filter(|u| u != virtrigaud_core::cloudinit::EMPTY_USER_DATA);
+            }
+        }
+        Ok(Some(c))
+    }
+    async fn arrange_clone_failure(
+        &self,
+        _source: &VmId,
+    ) -> virtrigaud_core::Result<Option<virtrigaud_core::CloneOptions>> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let target = format!("vrconf-failed-{n}");
+        self.env.ctl.fail_next_clone(Some(&target));
+        Ok(Some(virtrigaud_core::CloneOptions::new(target)))
+    }
     async fn cleanup(&self, vm: &VmId) {
         eprintln!("fixture: cleanup {vm}");
         let p = &self.env.provider;
@@ -131,7 +173,7 @@ async fn conformance_suite() {
         .with_operation_timeout(Duration::from_secs(60))
         .with_snapshot_failure_deadline(Duration::from_secs(2))
         .with_rollout_strategy(RolloutStrategy::LiveUpdate);
-    env.provider = KubeVirtProvider::from_kube_config(kube_config(&env.path).await, cfg).unwrap();
+    env.provider = provider_with_config(&env.path, cfg).await;
     let provider: Arc<dyn Provider> = Arc::new(env.provider.clone());
     let fixture = KvFixture {
         env,
@@ -157,12 +199,6 @@ async fn conformance_suite() {
             ("reboot_comes_back_running", "reboot is declared false"),
             ("reset_keeps_running", "reset is declared false"),
             ("pause_resume_round_trip", "pause is declared false"),
-            // Not yet: the fake virt-controller has no knob to fail a VirtualMachineClone
-            // half-way, so the fixture cannot arrange the failure (an open item of issue 15).
-            (
-                "failed_clone_leaves_nothing",
-                "the backend cannot be made to fail a clone half-way"
-            ),
         ]
     );
 }
@@ -848,4 +884,65 @@ async fn create_describe_list_delete() {
         .await
         .expect_err("bad id");
     assert_eq!(bad.kind(), ErrorKind::InvalidSpec);
+}
+
+// ---------------------------------------------------------------- clone customization
+
+/// A customized clone keeps its user data in a Secret owned by the VM (never inline), the
+/// provider's delete removes that Secret, and no `Debug` of the crate shows the user data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customized_clone_keeps_user_data_in_an_owned_secret() {
+    let Some(env) = env("custom", false).await else {
+        return;
+    };
+    let p = &env.provider;
+    let src = create_vm(&env.client, &env.ns, "src", "Halted", None, &[]).await;
+    let mut c = virtrigaud_core::Customization::default();
+    c.hostname = Some("web-2".into());
+    c.cloud_init_user_data = Some("#cloud-config\npassword: hunter2-marker\n".into());
+    let opts = virtrigaud_core::CloneOptions::new("web-2").with_customization(c);
+    let cloner = p.cloner().unwrap();
+    let res = cloner.clone_vm(&src, &opts).await.expect("clone");
+    assert!(res.customized);
+    let vm = env.vms().get("web-2").await.unwrap();
+    let uid = vm.metadata.uid.clone().unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    let s = secrets
+        .get("web-2-userdata")
+        .await
+        .expect("the user-data Secret");
+    let owners = s.metadata.owner_references.clone().unwrap_or_default();
+    assert!(
+        owners
+            .iter()
+            .any(|o| o.uid == uid && o.kind == "VirtualMachine" && o.name == "web-2"),
+        "{owners:?}"
+    );
+    let spec = serde_json::to_string(&vm.spec).unwrap();
+    assert!(!spec.contains("hunter2-marker"), "user data inline: {spec}");
+    let d = p.describe(&res.vm).await.unwrap();
+    for shown in [
+        format!("{vm:?}"),
+        format!("{res:?}"),
+        format!("{p:?}"),
+        format!("{d:?}"),
+    ] {
+        assert!(!shown.contains("hunter2-marker"), "{shown}");
+    }
+    // a bad hostname is refused before anything is made; its error shows no user data
+    let mut bad = opts.clone();
+    bad.target_name = "web-3".into();
+    if let Some(c) = bad.customization.as_mut() {
+        c.hostname = Some("Not_A_Label".into());
+    }
+    let e = cloner.clone_vm(&src, &bad).await.expect_err("bad hostname");
+    assert_eq!(e.kind(), ErrorKind::InvalidSpec);
+    assert!(!format!("{e:?} {e}").contains("hunter2-marker"));
+    assert!(env.vms().get_opt("web-3").await.unwrap().is_none());
+    // delete removes the owned Secret (the test apiserver has no garbage collector)
+    p.delete(&res.vm, &Default::default())
+        .await
+        .expect("delete");
+    assert!(secrets.get_opt("web-2-userdata").await.unwrap().is_none());
 }

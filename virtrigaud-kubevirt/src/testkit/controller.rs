@@ -36,6 +36,8 @@ pub struct FakeKubeVirt {
     task: tokio::task::JoinHandle<()>,
     /// Every stop the fake virt-handler finished, in order.
     pub stops: Arc<Mutex<Vec<StopRecord>>>,
+    /// Armed clone failures (see [`FakeKubeVirt::fail_next_clone`]).
+    clone_faults: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 impl Drop for FakeKubeVirt {
@@ -56,10 +58,23 @@ impl FakeKubeVirt {
             .collect()
     }
 
+    /// Arms a restore failure: the next `VirtualMachineClone` whose target is `target` (any
+    /// clone with `None`) creates the target VM, as KubeVirt's clone controller does before it
+    /// restores into it, goes `RestoreInProgress` and then ends `Failed` (the target VM is left
+    /// for the client to clean up, as KubeVirt leaves it).
+    pub fn fail_next_clone(&self, target: Option<&str>) {
+        self.clone_faults
+            .lock()
+            .unwrap()
+            .push(target.map(str::to_owned));
+    }
+
     /// Starts the controllers. `live_update`: the cluster uses the LiveUpdate rollout strategy.
     pub fn start(client: Client, ns: &str, live_update: bool) -> Self {
         let stops = Arc::new(Mutex::new(Vec::new()));
+        let clone_faults = Arc::new(Mutex::new(Vec::new()));
         let ctl = Ctl {
+            clone_faults: Arc::clone(&clone_faults),
             client: client.clone(),
             ns: ns.to_owned(),
             live_update,
@@ -71,7 +86,11 @@ impl FakeKubeVirt {
             snap_started: HashSet::new(),
         };
         let task = tokio::spawn(ctl.run());
-        FakeKubeVirt { task, stops }
+        FakeKubeVirt {
+            task,
+            stops,
+            clone_faults,
+        }
     }
 }
 
@@ -88,6 +107,8 @@ pub(super) struct Ctl {
     /// snapshot name → VM template captured at snapshot time
     pub(super) snapshots: Arc<Mutex<HashMap<String, Value>>>,
     pub(super) snap_started: HashSet<String>,
+    /// Armed clone failures: target name, or `None` for any clone.
+    pub(super) clone_faults: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 pub(super) fn ann<'a>(vm: &'a VirtualMachine, key: &str) -> Option<&'a str> {

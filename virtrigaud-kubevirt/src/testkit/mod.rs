@@ -4,14 +4,19 @@
 //! plays KubeVirt's part of the protocol against that apiserver (no virt-api: use
 //! [`crate::PowerApi::RunStrategy`]).
 //!
-//! Annotations on a VM script its guest: [`GUEST_SHUTDOWN`], [`BOOT`], [`SNAPSHOT_STUCK`].
+//! Annotations on a VM script its guest: [`GUEST_SHUTDOWN`], [`BOOT`], [`SNAPSHOT_STUCK`];
+//! [`FakeKubeVirt::fail_next_clone`] makes a `VirtualMachineClone` fail after it created the
+//! target VM. The apiserver serves no core `v1` API: the clients and providers made here get
+//! Secrets from [`CoreSecrets`], in memory.
 //! Helpers panic on failure (they are test code).
 #![allow(clippy::unwrap_used, clippy::collapsible_match)]
 
 mod controller;
+mod secrets;
 mod snapshots;
 
 pub use controller::{FakeKubeVirt, StopRecord};
+pub use secrets::{CoreSecrets, CoreSecretsService};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -46,9 +51,12 @@ pub async fn kube_config(path: &str) -> kube::Config {
         .expect("config")
 }
 
-/// A client for the kubeconfig at `path`.
+/// A client for the kubeconfig at `path` (core `v1` Secrets served by [`CoreSecrets`]).
 pub async fn client(path: &str) -> Client {
-    Client::try_from(kube_config(path).await).expect("client")
+    kube::client::ClientBuilder::try_from(kube_config(path).await)
+        .expect("client")
+        .with_layer(&CoreSecrets)
+        .build()
 }
 
 /// Makes namespace names unique within the process.
@@ -72,7 +80,27 @@ pub async fn provider(path: &str, ns: &str) -> KubeVirtProvider {
         .with_namespace(ns)
         .with_operation_timeout(Duration::from_secs(60))
         .with_snapshot_failure_deadline(Duration::from_secs(2));
-    KubeVirtProvider::from_kube_config(kube_config(path).await, cfg).expect("provider")
+    provider_with_config(path, cfg).await
+}
+
+/// A provider over `path` with `cfg`, counting its requests like
+/// [`KubeVirtProvider::from_kube_config`], whose client has core `v1` Secrets served by
+/// [`CoreSecrets`] (the test apiserver serves only CRDs).
+pub async fn provider_with_config(path: &str, cfg: KubeVirtConfig) -> KubeVirtProvider {
+    let kc = kube_config(path).await;
+    let url = kc.cluster_url.clone();
+    let stats = crate::stats::ApiStats::default();
+    let client = kube::client::ClientBuilder::try_from(kc)
+        .expect("client")
+        .with_layer(&CoreSecrets)
+        .with_layer(&crate::stats::CountLayer(stats.clone()))
+        .build();
+    KubeVirtProvider::over(crate::client::Connection::new(
+        client,
+        cfg,
+        stats,
+        Some(&url),
+    ))
 }
 
 /// Creates a VM with `run_strategy`, `grace` (template terminationGracePeriodSeconds) and annotations.

@@ -152,6 +152,13 @@ impl Ctl {
             .as_ref()
             .map(|t| t.name.clone())
             .unwrap_or_else(|| format!("{}-clone", c.spec.source.name));
+        let fail = {
+            let mut faults = self.clone_faults.lock().unwrap();
+            let hit = faults
+                .iter()
+                .position(|f| f.as_ref().is_none_or(|t| *t == target));
+            hit.map(|i| faults.remove(i)).is_some()
+        };
         let phase = match source {
             None => "Failed",
             Some(src) => {
@@ -168,7 +175,11 @@ impl Ctl {
                     .await
                     .is_ok()
                 {
-                    "Succeeded"
+                    if fail {
+                        "RestoreInProgress"
+                    } else {
+                        "Succeeded"
+                    }
                 } else {
                     "Failed"
                 }
@@ -181,5 +192,14 @@ impl Ctl {
                 &Patch::Merge(json!({"status": {"phase": phase, "targetName": target}})),
             )
             .await;
+        if phase == "RestoreInProgress" {
+            // The armed fault: the restore into the new target fails.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let st = json!({"status": {"phase": "Failed", "conditions": [
+                {"type": "Ready", "status": "False", "reason": "RestoreFailed",
+                 "message": "restore into the target VM failed (injected by the fake clone controller)"},
+                {"type": "Progressing", "status": "False"}]}});
+            let _ = api.patch_status(&name, &pp(), &Patch::Merge(st)).await;
+        }
     }
 }
