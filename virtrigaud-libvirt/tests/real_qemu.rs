@@ -389,7 +389,7 @@ async fn conformance_suite_on_real_qemu() {
         LibvirtFixture::new(r, Duration::from_secs(30)).with_short_grace(Duration::from_secs(3));
     let t0 = Instant::now();
     let report = conformance::run_all(provider, &fx).await;
-    report.assert_passed();
+    report.assert_passed_on("libvirt-real-qemu");
     for check in [
         "clone_customization_is_applied",
         "failed_clone_leaves_nothing",

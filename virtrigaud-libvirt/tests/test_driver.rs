@@ -64,7 +64,7 @@ async fn conformance_suite_passes_on_the_test_driver() {
     let (p, platform) = shared().await;
     let fx = LibvirtFixture::new(TestDriver(p.clone(), platform), Duration::from_secs(10));
     let report = conformance::run_all(Arc::new(p), &fx).await;
-    report.assert_passed();
+    report.assert_passed_on("libvirt-test-driver");
     // Seeds cannot be uploaded on the test driver: customization is declared false there
     // and the check verifies the refusal; the half-way clone failure runs for real.
     for check in [
