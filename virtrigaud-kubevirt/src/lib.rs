@@ -86,6 +86,7 @@ mod client;
 mod clone;
 mod config;
 mod create;
+mod customize;
 mod describe;
 mod error;
 mod id;
