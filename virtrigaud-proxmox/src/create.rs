@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use virtrigaud_core::{Error, Result, VmCreateSpec, VmId};
+use virtrigaud_core::{Error, Result, ResultExt, VmCreateSpec, VmId};
 
 use crate::PROVIDER_TYPE;
 use crate::client::PveClient;
@@ -16,6 +16,9 @@ use crate::types::NodeEntry;
 use crate::vm_api::{run_task, with_free_vmid};
 
 const OP: &str = "create";
+
+/// The least memory PVE accepts for a VM (`memory` has `minimum: 16` in its schema).
+const MIN_MEMORY_MIB: u64 = 16;
 
 /// Where and on what [`create`] puts a VM whose spec does not say.
 #[derive(Debug, Clone, Copy)]
@@ -32,7 +35,7 @@ pub(crate) async fn create(
     spec: &VmCreateSpec,
     defaults: CreateDefaults<'_>,
 ) -> Result<VmId> {
-    check_disk_names(spec)?;
+    check_spec(spec)?;
     let node = pick_node(client, spec, defaults.node).await?;
     let config = vm_config(spec, defaults.storage);
     let (node, config) = (&node, &config);
@@ -45,6 +48,21 @@ pub(crate) async fn create(
         run_task(client, &req, OP, &r).await.map(|_| r.to_vm_id())
     })
     .await
+}
+
+/// Refuses a spec PVE would refuse or that would lose something, before any call: core's
+/// rules, PVE's memory floor, then the disk names. Nothing is clamped: `InvalidSpec` names the
+/// field instead.
+fn check_spec(spec: &VmCreateSpec) -> Result<()> {
+    spec.validate().ctx(PROVIDER_TYPE, OP, &spec.name)?;
+    if spec.memory_mib < MIN_MEMORY_MIB {
+        return Err(Error::invalid_spec(format!(
+            "memoryMiB: Proxmox VE needs at least {MIN_MEMORY_MIB} (got {})",
+            spec.memory_mib
+        ))
+        .context_for(PROVIDER_TYPE, OP, Some(&spec.name)));
+    }
+    check_disk_names(spec)
 }
 
 /// The disk names are kept in the VM's virtrigaud block: unique, 1-63 characters
@@ -98,14 +116,11 @@ async fn pick_node(
 fn vm_config(spec: &VmCreateSpec, storage: &str) -> Vec<(String, String)> {
     let mut config: Vec<(String, String)> = vec![
         ("name".into(), spec.name.clone()),
-        ("cores".into(), spec.cpu.max(1).to_string()),
-        ("memory".into(), spec.memory_mib.max(16).to_string()),
+        ("cores".into(), spec.cpu.to_string()),
+        ("memory".into(), spec.memory_mib.to_string()),
     ];
     for (i, d) in spec.disks.iter().enumerate() {
-        config.push((
-            format!("scsi{i}"),
-            format!("{storage}:{}", d.size_gib.max(1)),
-        ));
+        config.push((format!("scsi{i}"), format!("{storage}:{}", d.size_gib)));
     }
     for (i, n) in spec.networks.iter().enumerate() {
         config.push((
@@ -149,9 +164,9 @@ mod tests {
 
     #[test]
     fn the_config_holds_size_disks_networks_and_tags() {
-        let mut spec = VmCreateSpec::new("web-1", 0, 8);
+        let mut spec = VmCreateSpec::new("web-1", 1, 16);
         spec.disks = vec![
-            DiskCreateSpec::new("root", 0),
+            DiskCreateSpec::new("root", 1),
             DiskCreateSpec::new("data", 20),
         ];
         spec.networks = vec![NetworkCreateSpec::new("vmbr0")];
@@ -163,16 +178,32 @@ mod tests {
                 .map(|(_, v)| v.as_str())
         };
         assert_eq!(get("name"), Some("web-1"));
-        // At least one core and 16 MiB; at least 1 GiB per disk.
         assert_eq!(get("cores"), Some("1"));
         assert_eq!(get("memory"), Some("16"));
         assert_eq!(get("scsi0"), Some("local-lvm:1"));
         assert_eq!(get("scsi1"), Some("local-lvm:20"));
         assert_eq!(get("net0"), Some("virtio,bridge=vmbr0"));
-        assert_eq!(get("tags"), Some("app-web"));
+        assert_eq!(get("tags"), Some("vr+app-web"));
         let names = Meta::parse(get("description"));
         assert_eq!(names.disk_name("scsi0"), "root");
         assert_eq!(names.disk_name("scsi1"), "data");
+    }
+
+    #[test]
+    fn a_bad_spec_is_refused_naming_the_field_not_clamped() {
+        let e = check_spec(&VmCreateSpec::new("web-1", 0, 512)).unwrap_err();
+        assert_eq!(e.kind(), virtrigaud_core::ErrorKind::InvalidSpec);
+        assert!(e.message().contains("cpu"), "{e}");
+        let e = check_spec(&VmCreateSpec::new("web-1", 1, 8)).unwrap_err();
+        assert_eq!(e.kind(), virtrigaud_core::ErrorKind::InvalidSpec);
+        assert!(e.message().contains("memoryMiB"), "{e}");
+        assert!(e.message().contains("16"), "{e}");
+        let mut spec = VmCreateSpec::new("web-1", 1, 16);
+        spec.disks = vec![DiskCreateSpec::new("root", 0)];
+        let e = check_spec(&spec).unwrap_err();
+        assert!(e.message().contains("disks.root.sizeGiB"), "{e}");
+        spec.disks[0].size_gib = 1;
+        assert!(check_spec(&spec).is_ok());
     }
 
     #[test]

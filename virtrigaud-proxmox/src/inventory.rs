@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 
 use virtrigaud_core::placement::{DatastoreInfo, HostInfo, Resources};
 use virtrigaud_core::{
-    Inventory, ListOptions, OffReason, PowerState, Result, VmCapabilities, VmDescription, VmId,
+    Error, Inventory, ListOptions, OffReason, PowerState, Result, VmCapabilities, VmDescription,
+    VmId,
 };
 
+use crate::PROVIDER_TYPE;
 use crate::client::PveClient;
 use crate::disks::vm_disks;
 use crate::error::to_core_error;
@@ -78,8 +80,11 @@ pub(crate) async fn vm_capabilities(client: &PveClient, r: &VmRef) -> Result<VmC
     Ok(c)
 }
 
-/// The cluster's QEMU VMs whose labels match (VMs on offline nodes are left out: their
-/// state is unknown).
+/// The cluster's QEMU VMs whose labels match.
+///
+/// A matching VM whose state PVE does not know (its node is offline or unreachable) fails the
+/// whole listing with a retryable `Unavailable`, rather than being left out: a VM set that
+/// counted its members from a partial listing would create duplicates of the missing ones.
 pub(crate) async fn list_vms(client: &PveClient, opts: &ListOptions) -> Result<Vec<VmDescription>> {
     let vms: Vec<ClusterVm> = client
         .call(&api::cluster_vms())
@@ -102,7 +107,14 @@ pub(crate) async fn list_vms(client: &PveClient, opts: &ListOptions) -> Result<V
         let state = match v.status.as_str() {
             "running" => PowerState::Running,
             "stopped" => PowerState::Off(OffReason::Unknown),
-            _ => continue, // node offline: state unknown
+            other => {
+                let why = format!(
+                    "the listing is partial: node {} is offline or unreachable \
+                     (VM {vmid} has the status {other:?})",
+                    v.node
+                );
+                return Err(Error::unavailable(why).context_for(PROVIDER_TYPE, "list_vms", None));
+            }
         };
         let id = VmId::new(format!("{}/{vmid}", v.node));
         let mut d = VmDescription::new(id, v.name.unwrap_or_default(), state);

@@ -27,7 +27,15 @@
 //!   request tells a guest shutdown (`GuestShutdown`) from PVE's or someone's kill
 //!   (`Destroyed`).
 //! * Reads: only `status: stopped` is off; an empty or unknown status is a retryable
-//!   `Unavailable`, never off.
+//!   `Unavailable`, never off. A listing that would miss a matching VM (its node is offline,
+//!   so PVE lists it as `unknown`) is a retryable `Unavailable` too, never a partial answer: a
+//!   VM set counting its members from it would create duplicates.
+//! * Labels are PVE tags, escaped losslessly (`virtrigaud.io/set=web` is the tag
+//!   `vr+virtrigaud.io_2fset-web`), so `describe` and `list_vms` give back exactly the labels
+//!   written at create, and listings filter on them. Hand-written tags read as `key-value`.
+//! * Create refuses a spec PVE would refuse or that would lose something (no vCPU, under
+//!   16 MiB, a disk of 0 GiB, duplicate disk names) with `InvalidSpec` naming the field,
+//!   before any call; nothing is clamped.
 //! * Identities for the shutdown journal: `instance_id` is the API endpoint
 //!   (`https://pve1.example:8006`, no credentials, path or query); `incarnation` is the pid
 //!   of the VM's QEMU process (new with every start), `None` while it is stopped.

@@ -11,8 +11,8 @@
 //! An HTML comment, so PVE's notes view (Markdown) does not show it; any other text in the
 //! description is kept around it. It survives a restart of this process, a clone (PVE copies
 //! the description) and a rollback (PVE keeps the current description). Today it maps disk
-//! slots to the disk names of the create spec. Labels could live here too (`label.app: web`,
-//! without the character limits of PVE tags); today they are tags (issue 16).
+//! slots to the disk names of the create spec. Labels are not here but in PVE tags, escaped
+//! losslessly (see `labels.rs`), so that `cluster/resources` lists them and PVE's UI shows them.
 
 use std::collections::BTreeMap;
 
