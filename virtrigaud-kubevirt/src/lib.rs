@@ -52,6 +52,9 @@
 //!   anything changes, and `disk_expansion_online` is false. CPU / memory go live only under
 //!   the `LiveUpdate` rollout strategy (`reconfigure_online` is false for a provider configured
 //!   with `Stage`).
+//! - Snapshots outlive their VM (`snapshots_outlive_vm`): `VirtualMachineSnapshot` objects
+//!   are not owned by the VM, so after it is deleted they stay `Ready` and can still be
+//!   deleted (the orchestrator keeps their objects Ready instead of marking them Failed).
 //! - Snapshots are declared quiesced: KubeVirt freezes the guest's file systems through its
 //!   agent when one is connected (`vm_capabilities().snapshot_quiesce` says whether it is).
 //! - The test apiserver serves only CRDs: the testkit serves core `v1` Secrets in memory

@@ -72,6 +72,9 @@ impl KubeVirtProvider {
         // A VirtualMachineSnapshot freezes the guest's file systems through the guest agent
         // when one is connected (the snapshot's status says whether it did).
         c.quiesced_snapshots = true;
+        // VirtualMachineSnapshot objects (and their contents) are not owned by the VM: they
+        // stay Ready after it is deleted, and can still be restored from or deleted.
+        c.snapshots_outlive_vm = true;
         c.full_clones = true;
         // Hostname (spec.hostname), networks (a cloudInitNoCloud volume's networkData) and
         // cloud-init user data (a Secret owned by the clone) are patched into the cloned VM

@@ -22,6 +22,7 @@ use async_trait::async_trait;
 
 use crate::clone::{CloneOptions, Customization};
 use crate::error::{ErrorKind, Result};
+use crate::model::VmTemplate;
 use crate::orchestration::{Orchestrator, OrchestratorConfig};
 use crate::provider::{PowerOffOptions, Provider, StartOptions};
 use crate::shutdown::{
@@ -90,6 +91,13 @@ pub trait Fixture: Send + Sync {
     async fn arrange_clone_failure(&self, source: &VmId) -> Result<Option<CloneOptions>> {
         let _ = source;
         Ok(None)
+    }
+
+    /// Adapts the VM-set check's member template (seed 003's, 1 vCPU, 128 MiB, a 1 GiB disk
+    /// `root`, no network) to what the backend needs to make a VM, such as a network that
+    /// exists there. The default leaves it as it is.
+    fn adapt_set_template(&self, template: &mut VmTemplate) {
+        let _ = template;
     }
 
     /// The wall clock the backend stamps snapshots with (the retention check ages
@@ -192,6 +200,10 @@ pub async fn run_all(provider: Arc<dyn Provider>, fixture: &dyn Fixture) -> Repo
         "failed_clone_leaves_nothing",
         failed_clone_leaves_nothing(p, fixture).await,
     );
+    report.push(
+        "vm_set_scales_and_rolls",
+        vm_set_scales_and_rolls(p, fixture).await,
+    );
     report
 }
 
@@ -221,6 +233,7 @@ macro_rules! attempt {
 mod clones;
 mod lifecycle;
 mod reconfigure;
+mod sets;
 mod snapshots;
 
 pub use clones::{
@@ -234,6 +247,7 @@ pub use reconfigure::{
     disk_grows_by_its_spec_name, reconfigure_online_when_declared,
     reconfigure_power_cycles_gracefully,
 };
+pub use sets::vm_set_scales_and_rolls;
 pub use snapshots::{
     delete_on_vm_delete_is_honoured, retention_prunes_by_count_and_age,
     revert_to_ref_restores_power_state, snapshot_failure_deadline_leaves_nothing,
