@@ -274,3 +274,47 @@ async fn stopped_member_is_powered_on_by_the_power_gate() {
     assert_eq!(s.available, 2);
     assert_eq!(sim.true_state(&vm), Some(PowerState::Running));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unobservable_set_is_paused_with_a_condition_and_left_alone() {
+    let sim = Simulator::new();
+    let r = reconciler(&sim);
+    r.run_until_converged(&web(2, "v1"), TICK, 20)
+        .await
+        .unwrap();
+    let creates = sim.calls("create");
+    // The listing fails (a provider refusing a partial listing answers Unavailable).
+    sim.inject_fault("list_vms", virtrigaud_core::ErrorKind::Unavailable);
+    let s = r.reconcile(&web(4, "v2")).await.unwrap();
+    assert!(!s.converged);
+    assert_eq!(s.actions, 0);
+    let why = s.unobserved.clone().expect("unobserved");
+    assert!(why.contains("unavailable"), "{why}");
+    assert_eq!(
+        sim.calls("create"),
+        creates,
+        "nothing made from a failed listing"
+    );
+    let status = s.to_model(Some(7));
+    let paused = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Paused")
+        .expect("Paused condition");
+    assert_eq!(paused.reason, "MembersUnobserved");
+    assert!(
+        status
+            .conditions
+            .iter()
+            .filter(|c| c.type_ != "Paused")
+            .all(|c| c.status == virtrigaud_core::model::ConditionStatus::Unknown),
+        "{status:?}"
+    );
+    // The next pass sees the members again and goes on.
+    let s = r
+        .run_until_converged(&web(4, "v2"), TICK, 60)
+        .await
+        .unwrap();
+    assert_eq!((s.existing, s.updated), (4, 4));
+    assert!(s.unobserved.is_none());
+}

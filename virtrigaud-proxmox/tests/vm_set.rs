@@ -1,7 +1,7 @@
 //! Labels and VM sets against fakepve: labels written at create come back exactly through
 //! `describe` and `list_vms` (PVE tags, escaped losslessly), listings filter on them, and a
 //! set reconciled on PVE never creates duplicates, even while a node holding a member is
-//! offline.
+//! offline (the set is paused with a condition until the listing is whole again).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
@@ -167,7 +167,18 @@ async fn a_partial_listing_never_makes_a_set_create_duplicates() {
     assert!(e.is_retryable());
     assert!(e.message().contains("pve2"), "{e}");
     for _ in 0..3 {
-        assert!(r.reconcile(&desired).await.is_err());
+        let s = r.reconcile(&desired).await.unwrap();
+        assert_eq!(s.actions, 0, "{s:?}");
+        let why = s.unobserved.clone().expect("paused as unobserved");
+        assert!(why.contains("pve2"), "{why}");
+        let status = s.to_model(None);
+        assert!(
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Paused" && c.reason == "MembersUnobserved"),
+            "{status:?}"
+        );
     }
     env.control
         .post("/node", json!({"node": "pve2", "online": true}))

@@ -16,6 +16,10 @@
 //!   that reports [`Health::Failed`] for a current member **pauses** the rollout (no creation,
 //!   no removal; [`SetStatus::paused`] says which VM and why) until the VM recovers or the
 //!   template changes. Because the pause is derived from the VM, it survives restarts too.
+//! - **Never from a partial view.** A pass that cannot list the members (the listing fails,
+//!   or the provider refuses it as partial because a node is offline) does nothing and
+//!   reports why in [`SetStatus::unobserved`], a `Paused` condition with the reason
+//!   `MembersUnobserved`: acting on it could create a member twice.
 //! - **Placement** through any [`crate::placement::Placer`], with the set as the anti-affinity
 //!   group and every existing member (old ones included, so surge VMs avoid them) as peers.
 //! - **Removal**: graceful stop through the [`crate::shutdown::ShutdownManager`] (the

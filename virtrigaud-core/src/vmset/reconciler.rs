@@ -153,7 +153,7 @@ impl VmSetReconciler {
     }
 
     /// Runs passes every `interval` until the set has converged, at most `max_passes`.
-    /// A pass that fails (listing the VMs failed) is retried after `interval`.
+    /// A pass that fails, or that could not observe the members, is retried after `interval`.
     pub async fn run_until_converged(
         &self,
         set: &VMSet,
@@ -171,9 +171,10 @@ impl VmSetReconciler {
         }
         let why = last.map_or_else(
             || "every pass failed".to_owned(),
-            |s| match s.paused {
-                Some((vm, r)) => format!("paused: {vm}: {r}"),
-                None => format!(
+            |s| match (s.unobserved, s.paused) {
+                (Some(why), _) => format!("members unobserved: {why}"),
+                (None, Some((vm, r))) => format!("paused: {vm}: {r}"),
+                (None, None) => format!(
                     "{}/{} updated, {} available",
                     s.updated, s.replicas, s.available
                 ),
@@ -187,6 +188,11 @@ impl VmSetReconciler {
     }
 
     /// One pass: observe, plan, act. Returns what was observed and done.
+    ///
+    /// When the members cannot be observed (the listing fails, or a provider refuses it as
+    /// partial because a node is offline), the pass does nothing and returns a status whose
+    /// [`SetStatus::unobserved`] says why: the set is paused with a condition, never acted on
+    /// from a listing that may miss members.
     ///
     /// Without an explicit [`VmSetReconciler::shutdown_policy`], members are stopped with
     /// the template's `lifecycle.gracefulShutdownTimeout`; when that is above
@@ -232,11 +238,19 @@ impl VmSetReconciler {
         let members = match self.observe(&name, &hash, expects_running(template)).await {
             Ok(m) => m,
             Err(e) => {
+                // Acting on a failed or partial listing could create a member twice, or
+                // remove the wrong one: the pass does nothing and says why.
+                let why = crate::error::error_chain(&e);
                 self.emit(RolloutEvent::PassFailed {
                     set: name,
-                    error: e.to_string(),
+                    error: why.clone(),
                 });
-                return Err(e);
+                return Ok(SetStatus {
+                    replicas,
+                    template_hash: hash,
+                    unobserved: Some(why),
+                    ..SetStatus::default()
+                });
             }
         };
         let updated = count(members.iter().filter(|m| m.current));

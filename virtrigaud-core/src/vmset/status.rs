@@ -1,6 +1,6 @@
 //! [`SetStatus`]: the outcome of a reconcile pass, and its `VMSet.status` form.
 
-use crate::model::{Condition, VMSetStatus};
+use crate::model::{Condition, ConditionStatus, VMSetStatus};
 
 /// What a reconcile pass observed and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,12 +24,40 @@ pub struct SetStatus {
     pub errors: Vec<String>,
     /// Whether the set had converged when observed (nothing to do).
     pub converged: bool,
+    /// Why the members could not be observed: the listing failed, or was partial (a node
+    /// offline). The pass then did nothing at all, so no member is made twice or removed by
+    /// mistake, and the counts above are unknown (0). The next pass tries again.
+    pub unobserved: Option<String>,
 }
 
 impl SetStatus {
     /// The status in `VMSet.status` form, with `Available`, `Progressing` and `Paused`
     /// conditions.
+    ///
+    /// A pass that could not observe the members ([`SetStatus::unobserved`]) gives
+    /// `Available` and `Progressing` the status `Unknown` and `Paused` the reason
+    /// `MembersUnobserved`, with zero counts: merge them with the previous status if it is
+    /// kept.
     pub fn to_model(&self, generation: Option<i64>) -> VMSetStatus {
+        if let Some(why) = &self.unobserved {
+            let unknown = |type_: &str| {
+                Condition::new(
+                    type_,
+                    ConditionStatus::Unknown,
+                    "MembersUnobserved",
+                    "the members could not be listed",
+                )
+            };
+            return VMSetStatus {
+                observed_generation: generation,
+                conditions: vec![
+                    unknown("Available"),
+                    unknown("Progressing"),
+                    Condition::new("Paused", true, "MembersUnobserved", why.clone()),
+                ],
+                ..VMSetStatus::default()
+            };
+        }
         let mut conditions = vec![Condition::new(
             "Available",
             self.available >= self.replicas,
