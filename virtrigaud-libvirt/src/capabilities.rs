@@ -35,7 +35,9 @@ pub(crate) fn declared(driver: &str, events: bool, storage_pool: bool) -> Provid
     // A clone's customization is its own NoCloud seed, uploaded into the pool.
     c.clone_customization = storage_pool && seed_upload_blocker(driver).is_none();
     c.clone_user_data = c.clone_customization;
-    c.image_import = false;
+    // Prepared images are uploaded into the pool as volumes (`VolumeImageSink`), which
+    // needs volume upload: not in the test driver.
+    c.image_import = storage_pool && seed_upload_blocker(driver).is_none();
     c.supported_disk_types = &["qcow2"];
     c.supported_network_types = &["virtio", "e1000", "rtl8139"];
     c.acpi_shutdown = true;

@@ -52,21 +52,6 @@ impl VolumeImageSink {
             staging: FileSink::new(dir),
         }
     }
-
-    /// Deletes the volume of `target` (a missing volume is not an error).
-    pub async fn remove(&self, target: &ImageTarget) -> Result<()> {
-        let name = target.name.clone();
-        self.connection
-            .call(OP_REMOVE, move |s| {
-                let pool = pool_required(s, OP_REMOVE)?;
-                match s.api(OP_REMOVE, &name, |_| pool.lookup_storage_vol_by_name(&name)) {
-                    Ok(vol) => s.api(OP_REMOVE, &name, |_| vol.delete(0)),
-                    Err(err) if err.is(ErrorKind::NotFound) => Ok(()),
-                    Err(err) => Err(err),
-                }
-            })
-            .await
-    }
 }
 
 #[async_trait]
@@ -104,6 +89,21 @@ impl ImageSink for VolumeImageSink {
             connection: Arc::clone(&self.connection),
             target: target.clone(),
         }))
+    }
+
+    /// Deletes the volume of `target` (a missing volume is not an error).
+    async fn remove(&self, target: &ImageTarget) -> Result<()> {
+        let name = target.name.clone();
+        self.connection
+            .call(OP_REMOVE, move |s| {
+                let pool = pool_required(s, OP_REMOVE)?;
+                match s.api(OP_REMOVE, &name, |_| pool.lookup_storage_vol_by_name(&name)) {
+                    Ok(vol) => s.api(OP_REMOVE, &name, |_| vol.delete(0)),
+                    Err(err) if err.is(ErrorKind::NotFound) => Ok(()),
+                    Err(err) => Err(err),
+                }
+            })
+            .await
     }
 }
 

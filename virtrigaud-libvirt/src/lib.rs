@@ -84,6 +84,10 @@
 //!   undefines what it defined and deletes every volume it made.
 //!   **Reconfigure** changes vCPUs/memory live within the maximum, otherwise in the
 //!   configuration with `needs_power_cycle`, and grows disks (`blockresize`).
+//!   **Images** prepared by core's `ImagePreparer` (downloaded, checksummed, retried,
+//!   resumed) become volumes in the pool through [`VolumeImageSink`]; `image_import` is
+//!   declared where libvirt can upload volumes (not in the test driver, which has no
+//!   `virStorageVolUpload`).
 //!
 //! ## Layout
 //!

@@ -72,6 +72,99 @@ impl Validate for VMImageSpec {
     }
 }
 
+/// What to download for one provider, read from a `VMImage` spec
+/// ([`VMImageSpec::download_for`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ImageDownload {
+    /// The image's URL.
+    pub url: String,
+    /// Its expected checksum, if the spec gives one.
+    pub checksum: Option<Checksum>,
+    /// Its format (`qcow2`, `raw`, `ova`), if the spec gives one.
+    pub format: Option<String>,
+    /// The spec field the URL came from (`libvirt.url`, `vsphere.ovaURL`, `proxmox.url`).
+    pub field: &'static str,
+}
+
+impl VMImageSpec {
+    /// The download a provider of type `provider_type` (`"libvirt"`, `"vsphere"`,
+    /// `"proxmox"`, …) uses: its own source's URL, checksum and format. A provider with no
+    /// source of its own in the model (KubeVirt, the simulator) takes the first source with a
+    /// URL, in the order libvirt, proxmox, vsphere. `None` when no usable source has a URL
+    /// (a template name or a local path is not a download).
+    ///
+    /// ```
+    /// # #[cfg(feature = "yaml")] {
+    /// use virtrigaud_core::model::{from_yaml_str, VMImage};
+    /// let image: VMImage = from_yaml_str(
+    ///     "apiVersion: infra.virtrigaud.io/v1beta1\nkind: VMImage\nmetadata: {name: u}\n\
+    ///      spec: {libvirt: {url: 'http://x/u.img', format: qcow2}}\n",
+    /// ).unwrap();
+    /// let d = image.spec.download_for("libvirt").unwrap();
+    /// assert_eq!((d.url.as_str(), d.format.as_deref()), ("http://x/u.img", Some("qcow2")));
+    /// assert_eq!(image.spec.download_for("vsphere"), None);
+    /// # }
+    /// ```
+    pub fn download_for(&self, provider_type: &str) -> Option<ImageDownload> {
+        let libvirt = || {
+            let l = self.libvirt.as_ref()?;
+            Some(ImageDownload {
+                url: l.url.clone()?,
+                checksum: l.checksum.clone(),
+                format: l.format.clone(),
+                field: "libvirt.url",
+            })
+        };
+        let proxmox = || {
+            let p = self.proxmox.as_ref()?;
+            Some(ImageDownload {
+                url: p.url.clone()?,
+                checksum: p.checksum.clone(),
+                format: p.format.clone(),
+                field: "proxmox.url",
+            })
+        };
+        let vsphere = || {
+            let v = self.vsphere.as_ref()?;
+            Some(ImageDownload {
+                url: v.ova_url.clone()?,
+                checksum: v.checksum.clone(),
+                format: Some("ova".to_owned()),
+                field: "vsphere.ovaURL",
+            })
+        };
+        match provider_type {
+            "libvirt" => libvirt(),
+            "proxmox" => proxmox(),
+            "vsphere" => vsphere(),
+            _ => libvirt().or_else(proxmox).or_else(vsphere),
+        }
+    }
+}
+
+impl ImagePrepare {
+    /// Where a provider of type `provider_type` stores the image, from `storage`: the libvirt
+    /// pool, the Proxmox storage id, or the vSphere datastore (with its folder as
+    /// `datastore/folder` when one is given).
+    pub fn storage_for(&self, provider_type: &str) -> Option<String> {
+        let s = self.storage.as_ref()?;
+        match provider_type {
+            "libvirt" => s.libvirt.as_ref()?.pool.clone(),
+            "proxmox" => s.proxmox.as_ref()?.storage.clone(),
+            "vsphere" => {
+                let v = s.vsphere.as_ref()?;
+                let ds = v.datastore.clone()?;
+                Some(match v.folder.as_deref().map(|f| f.trim_matches('/')) {
+                    Some(f) if !f.is_empty() => format!("{ds}/{f}"),
+                    _ => ds,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 /// vSphere image source: an OVA to import or an existing template.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

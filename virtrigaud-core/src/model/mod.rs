@@ -78,8 +78,8 @@ pub use duration::{
     DURATION_RULE, DurationParseError, HumanDuration, MAX_DURATION, MAX_RETENTION_AGE,
 };
 pub use image::{
-    ImagePhase, ImagePrepare, ImageStorage, LibvirtImageSource, LibvirtImageStorage, OnMissing,
-    ProxmoxImageSource, ProxmoxImageStorage, VMImage, VMImageSpec, VMImageStatus,
+    ImageDownload, ImagePhase, ImagePrepare, ImageStorage, LibvirtImageSource, LibvirtImageStorage,
+    OnMissing, ProxmoxImageSource, ProxmoxImageStorage, VMImage, VMImageSpec, VMImageStatus,
     VsphereImageSource, VsphereImageStorage,
 };
 pub use intorpercent::{INT_OR_PERCENT_RULE, IntOrPercent, IntOrPercentParseError};

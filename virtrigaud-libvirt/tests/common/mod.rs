@@ -6,18 +6,19 @@
 pub mod platform;
 pub mod real;
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use virtrigaud_core::conformance::Fixture;
+use virtrigaud_core::orchestration::image::ImageSink;
 use virtrigaud_core::provider::{
     DeleteOptions, DiskCreateSpec, NetworkCreateSpec, PowerOffOptions, VmCreateSpec,
 };
 use virtrigaud_core::{CloneOptions, Customization};
 use virtrigaud_core::{Provider, VmId};
-use virtrigaud_libvirt::{LibvirtConfig, LibvirtProvider};
+use virtrigaud_libvirt::{LibvirtConfig, LibvirtProvider, VolumeImageSink};
 
 pub use platform::Platform;
 
@@ -203,6 +204,17 @@ impl<G: Guests> Fixture for LibvirtFixture<G> {
             .platform()
             .seed_customization(vm.as_str())
             .map(Some)
+    }
+
+    /// Prepared images become volumes in the provider's pool, staged in a temporary
+    /// directory of this test process.
+    async fn image_sink(&self) -> virtrigaud_core::Result<Option<Arc<dyn ImageSink>>> {
+        let staging = std::env::temp_dir().join(format!(
+            "virtrigaud-conformance-images-{}",
+            std::process::id()
+        ));
+        let sink = VolumeImageSink::new(self.guests.provider().clone(), staging);
+        Ok(Some(Arc::new(sink)))
     }
 
     async fn clone_source(&self, _linked: bool) -> virtrigaud_core::Result<VmId> {

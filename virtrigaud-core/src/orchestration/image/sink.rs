@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::model::VMImage;
 
 /// Which image to store, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +31,37 @@ impl ImageTarget {
             format: None,
             storage: None,
         }
+    }
+
+    /// The target a `VMImage` names for a provider of type `provider_type`: the image's
+    /// name, the format of that provider's source
+    /// ([`crate::model::VMImageSpec::download_for`]) and the storage of
+    /// `spec.prepare.storage` ([`crate::model::ImagePrepare::storage_for`]).
+    pub fn for_image(image: &VMImage, provider_type: &str) -> Self {
+        ImageTarget {
+            name: image.metadata.name.clone(),
+            format: image
+                .spec
+                .download_for(provider_type)
+                .and_then(|d| d.format),
+            storage: image
+                .spec
+                .prepare
+                .as_ref()
+                .and_then(|p| p.storage_for(provider_type)),
+        }
+    }
+
+    /// This target with `format`.
+    pub fn with_format(mut self, format: impl Into<String>) -> Self {
+        self.format = Some(format.into());
+        self
+    }
+
+    /// This target in `storage`.
+    pub fn with_storage(mut self, storage: impl Into<String>) -> Self {
+        self.storage = Some(storage.into());
+        self
     }
 }
 
@@ -67,6 +99,15 @@ pub trait ImageSink: Send + Sync + fmt::Debug {
         target: &ImageTarget,
         size_hint: Option<u64>,
     ) -> Result<Box<dyn ImageUpload>>;
+    /// Deletes the stored image of `target`; a missing image is not an error. The default
+    /// answers `Unsupported`.
+    async fn remove(&self, target: &ImageTarget) -> Result<()> {
+        let _ = target;
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            "this image sink cannot remove images",
+        ))
+    }
 }
 
 /// One upload in progress. Dropping it without [`ImageUpload::commit`] or
@@ -173,6 +214,16 @@ impl ImageSink for FileSink {
             file: Some(file),
             written,
         }))
+    }
+
+    async fn remove(&self, target: &ImageTarget) -> Result<()> {
+        let path = self.path(target)?;
+        blocking(move || match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("image_remove", &path, e)),
+        })
+        .await
     }
 }
 

@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use crate::clone::{CloneOptions, Customization};
 use crate::error::{ErrorKind, Result};
 use crate::model::VmTemplate;
+use crate::orchestration::image::ImageSink;
 use crate::orchestration::{Orchestrator, OrchestratorConfig};
 use crate::provider::{PowerOffOptions, Provider, StartOptions};
 use crate::shutdown::{
@@ -98,6 +99,13 @@ pub trait Fixture: Send + Sync {
     /// exists there. The default leaves it as it is.
     fn adapt_set_template(&self, template: &mut VmTemplate) {
         let _ = template;
+    }
+
+    /// The image sink that takes prepared images into the backend's storage, for the image
+    /// check; `None` (the default) when the fixture has none. A provider that declares
+    /// `image_import` needs one: the image check fails without it.
+    async fn image_sink(&self) -> Result<Option<Arc<dyn ImageSink>>> {
+        Ok(None)
     }
 
     /// The wall clock the backend stamps snapshots with (the retention check ages
@@ -204,6 +212,10 @@ pub async fn run_all(provider: Arc<dyn Provider>, fixture: &dyn Fixture) -> Repo
         "vm_set_scales_and_rolls",
         vm_set_scales_and_rolls(p, fixture).await,
     );
+    report.push(
+        "image_import_from_the_seed",
+        image_import_from_the_seed(p, fixture).await,
+    );
     report
 }
 
@@ -231,6 +243,7 @@ macro_rules! attempt {
 }
 
 mod clones;
+mod images;
 mod lifecycle;
 mod reconfigure;
 mod sets;
@@ -239,6 +252,7 @@ mod snapshots;
 pub use clones::{
     clone_customization_is_applied, failed_clone_leaves_nothing, full_and_linked_clones,
 };
+pub use images::image_import_from_the_seed;
 pub use lifecycle::{
     cancelled_shutdown_is_honest, escalation_shortens_or_forces, pause_resume_round_trip,
     reboot_comes_back_running, reset_keeps_running,
