@@ -44,7 +44,7 @@ const OP_LOOKUP: &str = "image_lookup";
 const OP_BEGIN: &str = "image_begin";
 const OP_UPLOAD: &str = "image_upload";
 const OP_REMOVE: &str = "image_remove";
-const OP_ABORT: &str = "image_abort";
+const OP_VALIDATE: &str = "image_validate";
 
 /// PVE's longest upload file name (the schema's `maxLength` of `filename`).
 const MAX_NAME: usize = 255;
@@ -92,13 +92,16 @@ impl std::fmt::Display for PveContent {
 /// `[A-Za-z0-9_.-]` (what PVE keeps unchanged), not starting with `.` or `-`, ending in one of
 /// [`PveContent::extensions`]. `InvalidSpec` naming the `name` field otherwise.
 pub fn validate_image_name(name: &str, content: PveContent) -> Result<()> {
-    let bad =
-        |why: String| {
-            Err(
-                Error::invalid_spec(format!("image name {name:?} (field `name`): {why}"))
-                    .context_for(PROVIDER_TYPE, OP_BEGIN, Some(name)),
-            )
-        };
+    check_name(name, content).map_err(|e| e.context_for(PROVIDER_TYPE, OP_VALIDATE, Some(name)))
+}
+
+/// [`validate_image_name`] without context (the caller adds its operation).
+fn check_name(name: &str, content: PveContent) -> Result<()> {
+    let bad = |why: String| {
+        Err(Error::invalid_spec(format!(
+            "image name {name:?} (field `name`): {why}"
+        )))
+    };
     if name.is_empty() || name.len() > MAX_NAME {
         return bad(format!("PVE file names are 1-{MAX_NAME} characters"));
     }
@@ -237,7 +240,7 @@ impl PveImageSink {
     }
 
     fn place(&self, target: &ImageTarget, op: &'static str) -> Result<Place> {
-        validate_image_name(&target.name, self.content)
+        check_name(&target.name, self.content)
             .map_err(|e| e.context_for(PROVIDER_TYPE, op, Some(&target.name)))?;
         let storage = target.storage.as_deref().unwrap_or(&self.storage);
         if !valid_storage_id(storage) {
@@ -451,19 +454,12 @@ impl ImageUpload for PveUpload {
         }
         uploaded
     }
-    /// Removes the staged data and any volume of this name on the storage (left by an
-    /// earlier commit that failed half-way: the preparer only begins an upload after its
-    /// lookup found no volume).
+    /// Removes the staged data. Nothing of this upload is on the storage at this point: the
+    /// preparer aborts only before commit, and a failed commit removes what reached the
+    /// storage itself. A volume of this name found now was made by someone else (another
+    /// preparer finishing first), so it is left alone.
     async fn abort(self: Box<Self>) -> Result<()> {
-        let PveUpload {
-            staged,
-            client,
-            content,
-            place,
-        } = *self;
-        let staged_res = staged.abort().await;
-        let volume_res = remove_volume(&client, &place, content, OP_ABORT).await;
-        staged_res.and(volume_res)
+        self.staged.abort().await
     }
 }
 
