@@ -5,6 +5,7 @@
 //! * API-token auth, or ticket + CSRF auth with renewal (before expiry, and once on a 401).
 //! * Secrets never appear in logs or `Debug` output.
 
+use std::path::Path;
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -15,7 +16,16 @@ use tokio::sync::Mutex;
 use virtrigaud_core::layers::ApiCalls;
 
 use crate::config::{Auth, ProxmoxConfig, Tls, redact_url};
+use crate::multipart;
 use crate::request::{ApiRequest, Method, api};
+
+/// How a request's parameters travel.
+enum Body<'a> {
+    /// As the query (reads, deletes) or a form body (writes).
+    Params,
+    /// As `multipart/form-data` around the `len` bytes of the file at `path` (uploads).
+    File { path: &'a Path, len: u64 },
+}
 
 /// A failure of one API call, before it is mapped to a [`virtrigaud_core::Error`].
 #[derive(Debug, thiserror::Error)]
@@ -220,11 +230,34 @@ impl PveClient {
 
     /// Sends `req` and returns the `data` of the answer.
     pub async fn send(&self, req: &ApiRequest) -> Result<serde_json::Value, ApiError> {
+        self.send_with(req, &Body::Params).await
+    }
+
+    /// Sends `req` (an [`api::upload`]) as `multipart/form-data`, the `len` bytes of the
+    /// local file `file` as its file part, and returns the `data` of the answer (a UPID).
+    /// The body is streamed from the file with a known `Content-Length`; the request may
+    /// take up to the configured task timeout (not the per-request timeout). Same
+    /// authentication (token, or ticket cookie + CSRF token) and ticket renewal as
+    /// [`PveClient::send`].
+    pub(crate) async fn upload(
+        &self,
+        req: &ApiRequest,
+        file: &Path,
+        len: u64,
+    ) -> Result<serde_json::Value, ApiError> {
+        self.send_with(req, &Body::File { path: file, len }).await
+    }
+
+    async fn send_with(
+        &self,
+        req: &ApiRequest,
+        body: &Body<'_>,
+    ) -> Result<serde_json::Value, ApiError> {
         match &self.inner.config.auth {
-            Auth::ApiToken { .. } => self.send_once(req, None).await,
+            Auth::ApiToken { .. } => self.send_once(req, None, body).await,
             Auth::Password { .. } => {
                 let ticket = self.ticket(false).await?;
-                match self.send_once(req, Some(&ticket)).await {
+                match self.send_once(req, Some(&ticket), body).await {
                     Err(ApiError::Http {
                         status: 401,
                         message,
@@ -233,7 +266,7 @@ impl PveClient {
                         // A 401 means the request was refused before it ran: safe to repeat once.
                         tracing::debug!(%message, "PVE ticket refused; logging in again");
                         let ticket = self.ticket(true).await?;
-                        self.send_once(req, Some(&ticket)).await
+                        self.send_once(req, Some(&ticket), body).await
                     }
                     other => other,
                 }
@@ -263,7 +296,7 @@ impl PveClient {
             need_tfa: Option<serde_json::Value>,
         }
         let req = api::ticket(username, password.expose_secret());
-        let data = match self.send_once(&req, None).await {
+        let data = match self.send_once(&req, None, &Body::Params).await {
             Ok(d) => d,
             Err(ApiError::Http {
                 status, message, ..
@@ -303,8 +336,13 @@ impl PveClient {
         &self,
         req: &ApiRequest,
         ticket: Option<&Ticket>,
+        body: &Body<'_>,
     ) -> Result<serde_json::Value, ApiError> {
-        let rb = self.authorize(self.build(req), req, ticket)?;
+        let rb = match body {
+            Body::Params => self.build(req),
+            Body::File { path, len } => self.build_upload(req, path, *len).await?,
+        };
+        let rb = self.authorize(rb, req, ticket)?;
         self.inner.calls.record();
         self.record(req);
         tracing::trace!(request = ?req, "PVE request");
@@ -331,6 +369,56 @@ impl PveClient {
             // Always a form body, even when empty: PVE parses forms, not JSON booleans.
             Method::Post | Method::Put => rb.form(&req.params),
         }
+    }
+
+    /// The HTTP request for an upload: a `multipart/form-data` body of known length, the
+    /// parameters as text fields, the file streamed from disk as the part named `filename`.
+    async fn build_upload(
+        &self,
+        req: &ApiRequest,
+        path: &Path,
+        len: u64,
+    ) -> Result<reqwest::RequestBuilder, ApiError> {
+        use futures::StreamExt;
+        use tokio::io::AsyncReadExt;
+
+        let filename = req.get(multipart::FILE_FIELD).ok_or_else(|| {
+            ApiError::Config(format!("{} {}: no filename", req.method, req.template))
+        })?;
+        let fields: Vec<(&str, &str)> = req
+            .params
+            .iter()
+            .filter(|(k, _)| k != multipart::FILE_FIELD)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let frame = multipart::Frame::new(multipart::boundary(), &fields, filename)
+            .map_err(ApiError::Config)?;
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| ApiError::Transport(format!("cannot read {}: {e}", path.display())))?;
+        let total = frame.content_length(len);
+        let head = futures::stream::once(futures::future::ready(Ok::<_, std::io::Error>(
+            bytes::Bytes::from(frame.head.clone()),
+        )));
+        let tail = futures::stream::once(futures::future::ready(Ok::<_, std::io::Error>(
+            bytes::Bytes::from(frame.tail.clone()),
+        )));
+        let data = tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024);
+        let body = reqwest::Body::wrap_stream(head.chain(data).chain(tail));
+        let url = format!("{}{}", self.inner.base, req.path());
+        let timeout = self
+            .inner
+            .config
+            .task_timeout
+            .max(self.inner.config.request_timeout);
+        Ok(self
+            .inner
+            .http
+            .post(&url)
+            .timeout(timeout)
+            .header(reqwest::header::CONTENT_TYPE, frame.content_type())
+            .header(reqwest::header::CONTENT_LENGTH, total)
+            .body(body))
     }
 
     /// Adds the credentials: the API token header, or the ticket cookie (and the CSRF token

@@ -39,12 +39,22 @@
 //! * Identities for the shutdown journal: `instance_id` is the API endpoint
 //!   (`https://pve1.example:8006`, no credentials, path or query); `incarnation` is the pid
 //!   of the VM's QEMU process (new with every start), `None` while it is stopped.
+//! * [`PveImageSink`]: the core's `ImageSink` for image preparation. The core's
+//!   `ImagePreparer` downloads and verifies an image into a local staging directory; on
+//!   commit the verified file is uploaded to a PVE storage (`POST …/storage/{storage}/upload`,
+//!   `multipart/form-data` streamed from the staged file with a known length, through the
+//!   [`PveClient`]'s own authentication), the `imgcopy` task is awaited and the volume
+//!   (`local:iso/base.iso`) read back from the storage's content. A failed upload or task
+//!   deletes what reached the storage; names PVE would rewrite are refused
+//!   ([`validate_image_name`]). Content types: [`PveContent`] (`iso`, `vztmpl`, and `import`
+//!   for disk images on PVE 8.2+).
 //! * One mapping from PVE answers ([`ApiError`]) to [`virtrigaud_core::ErrorKind`]s, also
 //!   available as `From<ApiError> for virtrigaud_core::Error`.
 //!
 //! Inside, [`ProxmoxProvider`]'s trait impls are thin: each method calls one operation file
 //! (`power`, `shutdown`, `create`, `reconfigure`, `inventory`, `snapshot`, `clone`), which
-//! works on the [`PveClient`] through a few shared VM reads and task calls.
+//! works on the [`PveClient`] through a few shared VM reads and task calls; `image` holds
+//! [`PveImageSink`] (with `multipart`, the upload body's framing).
 //!
 //! ## Capabilities
 //!
@@ -57,7 +67,9 @@
 //! snapshot without RAM; the report says whether it did), full and linked clones (linked from
 //! templates), clone customization (hostname as the VM name, `ipconfigN`, `nameserver`, a
 //! cloud-init drive), ACPI and agent shutdown, reboot (PVE's `status/reboot` task, through
-//! the channel asked for), reset, pause.
+//! the channel asked for), reset, pause, image import ([`PveImageSink`]: uploads into a
+//! storage as `iso`, `vztmpl` or `import`; the tests import `iso` images, the content type
+//! fakepve's upload accepts).
 //!
 //! Per VM ([`virtrigaud_core::Provider::vm_capabilities`]), from its config: CPU hot-add and
 //! its maximum (sockets × cores), memory hot-add (its maximum is not in the config: 0),
@@ -73,7 +85,6 @@
 //!   polls `status/current`.
 //! * `repeatable_shutdown_signal`: a running `qmshutdown` task holds the VM's config lock, so
 //!   a second request would only queue behind it; a request while one runs adopts it.
-//! * `image_import`: not implemented by this provider.
 //!
 //! Also `Unsupported` (no capability flag): starting paused, deleting a snapshot with its
 //! children, a reboot through ACPI of a VM whose config enables the guest agent (PVE then
@@ -107,9 +118,11 @@ mod disks;
 mod error;
 mod hotplug;
 mod id;
+mod image;
 mod inventory;
 mod labels;
 mod meta;
+mod multipart;
 mod node;
 mod power;
 mod provider;
@@ -125,6 +138,7 @@ mod vm_api;
 pub use client::{ApiError, PveClient};
 pub use config::{Auth, ProxmoxConfig, Tls};
 pub use id::VmRef;
+pub use image::{PveContent, PveImageSink, validate_image_name};
 pub use node::NodeCapabilities;
 pub use provider::{ProviderOptions, ProxmoxProvider};
 pub use request::{ApiRequest, Method, api, catalogue};

@@ -220,6 +220,10 @@ impl Provider for ProxmoxProvider {
         c.reconfigure = true;
         c.inventory = true;
         c.list_vms = true;
+        // `PveImageSink` (image.rs) uploads prepared images to a storage (`upload`, as
+        // `iso`, `vztmpl` or `import`); tests/image.rs drives the core's `ImagePreparer`
+        // through it against fakepve.
+        c.image_import = true;
         c
     }
 

@@ -255,6 +255,13 @@ pub fn catalogue() -> Vec<ApiRequest> {
         api::create(n, 203, &cfg, true),
         api::create(n, 203, &cfg[..3], false),
         api::destroy(n, v, true),
+        // Image import (PveImageSink): list, upload, remove.
+        api::storage_content(n, "local", "iso"),
+        api::storage_content(n, "local", "import"),
+        api::upload(n, "local", "iso", "base-image.iso"),
+        api::upload(n, "local", "vztmpl", "debian-12.tar.zst"),
+        api::upload(n, "local", "import", "base-image.qcow2"),
+        api::delete_volume(n, "local", "local:iso/base-image.iso"),
     ]
 }
 

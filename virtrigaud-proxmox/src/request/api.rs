@@ -326,3 +326,36 @@ pub fn destroy(node: &str, vmid: u32, purge: bool) -> ApiRequest {
         .bool_param("purge", purge)
         .bool_param("destroy-unreferenced-disks", true)
 }
+
+/// `GET /nodes/{node}/storage/{storage}/content?content=`: the volumes of one content type
+/// (`iso`, `vztmpl`, `import`, …) on a storage.
+pub fn storage_content(node: &str, storage: &str, content: &str) -> ApiRequest {
+    ApiRequest::new(Method::Get, "/nodes/{node}/storage/{storage}/content")
+        .path_param("node", node)
+        .path_param("storage", storage)
+        .param("content", content)
+}
+
+/// `DELETE /nodes/{node}/storage/{storage}/content/{volume}`: removes a volume (`volume` is
+/// the full volume id, `local:iso/name.iso`); PVE answers with an `imgdel` task's UPID.
+pub fn delete_volume(node: &str, storage: &str, volume: &str) -> ApiRequest {
+    ApiRequest::new(
+        Method::Delete,
+        "/nodes/{node}/storage/{storage}/content/{volume}",
+    )
+    .path_param("node", node)
+    .path_param("storage", storage)
+    .path_param("volume", volume)
+}
+
+/// `POST /nodes/{node}/storage/{storage}/upload`: a file of `content` (`iso`, `vztmpl`, or
+/// `import` on PVE 8.2+) named `filename`. Sent as `multipart/form-data` by
+/// [`crate::PveClient`]'s upload path: every parameter becomes a text field except
+/// `filename`, which names the file part; PVE answers with an `imgcopy` task's UPID.
+pub fn upload(node: &str, storage: &str, content: &str, filename: &str) -> ApiRequest {
+    ApiRequest::new(Method::Post, "/nodes/{node}/storage/{storage}/upload")
+        .path_param("node", node)
+        .path_param("storage", storage)
+        .param("content", content)
+        .param("filename", filename)
+}
