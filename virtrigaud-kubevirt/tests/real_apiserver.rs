@@ -199,6 +199,11 @@ async fn conformance_suite() {
             ("reboot_comes_back_running", "reboot is declared false"),
             ("reset_keeps_running", "reset is declared false"),
             ("pause_resume_round_trip", "pause is declared false"),
+            // No ImageSink yet (a CDI DataVolume import is issue 16's).
+            (
+                "image_import_from_the_seed",
+                "image_import is declared false"
+            ),
         ]
     );
 }

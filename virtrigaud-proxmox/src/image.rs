@@ -17,7 +17,10 @@
 //! the PVE schema but not exercised against a server.
 //!
 //! **Names.** The volume of a target named `base.iso` on storage `local` is
-//! `local:iso/base.iso` (`local:import/base.qcow2` for `import`). PVE rewrites every
+//! `local:iso/base.iso` (`local:import/base.qcow2` for `import`). A name without an
+//! extension of the content type gets one (from the target's format where the content type
+//! allows it, else the type's first), so the `VMImage` `ubuntu-22-04` is
+//! `local:iso/ubuntu-22-04.iso`. PVE rewrites every
 //! character outside `[A-Za-z0-9_.-]` in an uploaded file name to `_`, so such names are
 //! refused (`InvalidSpec` naming `name`) instead of silently stored under another name that a
 //! later lookup would miss; the name must also end in an extension the content type allows.
@@ -127,6 +130,26 @@ fn check_name(name: &str, content: PveContent) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The upload file name of `target`: its name when that already ends in an extension of
+/// `content`, else the name with one added, from the target's format where `content` allows
+/// it (`qcow2` → `.qcow2`), else `content`'s first (`.iso`), so that a `VMImage` named
+/// `ubuntu-22-04` becomes `ubuntu-22-04.iso`.
+fn file_name(target: &ImageTarget, content: PveContent) -> String {
+    let name = target.name.as_str();
+    let exts = content.extensions();
+    if exts
+        .iter()
+        .any(|e| name.len() > e.len() && name.ends_with(e))
+    {
+        return name.to_owned();
+    }
+    let from_format = target.format.as_deref().and_then(|f| {
+        let want = format!(".{}", f.to_ascii_lowercase());
+        exts.iter().find(|e| **e == want)
+    });
+    format!("{name}{}", from_format.unwrap_or(&exts[0]))
 }
 
 /// PVE's storage id rule (`pve-storage-id`).
@@ -240,7 +263,8 @@ impl PveImageSink {
     }
 
     fn place(&self, target: &ImageTarget, op: &'static str) -> Result<Place> {
-        check_name(&target.name, self.content)
+        let file = file_name(target, self.content);
+        check_name(&file, self.content)
             .map_err(|e| e.context_for(PROVIDER_TYPE, op, Some(&target.name)))?;
         let storage = target.storage.as_deref().unwrap_or(&self.storage);
         if !valid_storage_id(storage) {
@@ -259,15 +283,9 @@ impl PveImageSink {
         Ok(Place {
             node: self.node.clone(),
             storage: storage.to_owned(),
-            name: target.name.clone(),
-            volid: format!("{storage}:{}/{}", self.content, target.name),
+            volid: format!("{storage}:{}/{file}", self.content),
+            name: file,
         })
-    }
-
-    /// Deletes the volume of `target` from the storage (a missing volume is not an error).
-    pub async fn remove(&self, target: &ImageTarget) -> Result<()> {
-        let place = self.place(target, OP_REMOVE)?;
-        remove_volume(&self.client, &place, self.content, OP_REMOVE).await
     }
 }
 
@@ -327,6 +345,12 @@ impl ImageSink for PveImageSink {
     async fn lookup(&self, target: &ImageTarget) -> Result<Option<ImageRef>> {
         let place = self.place(target, OP_LOOKUP)?;
         find_volume(&self.client, &place, self.content, OP_LOOKUP).await
+    }
+
+    /// Deletes the volume of `target` from the storage (a missing volume is not an error).
+    async fn remove(&self, target: &ImageTarget) -> Result<()> {
+        let place = self.place(target, OP_REMOVE)?;
+        remove_volume(&self.client, &place, self.content, OP_REMOVE).await
     }
 
     async fn begin(
@@ -503,6 +527,37 @@ mod tests {
         }
         assert!(validate_image_name("base.iso", PveContent::Import).is_err());
         assert!(validate_image_name("t.tar", PveContent::Vztmpl).is_err());
+    }
+
+    #[test]
+    fn a_name_without_an_extension_gets_one() {
+        let t = |name: &str, format: Option<&str>| {
+            let mut t = ImageTarget::new(name);
+            t.format = format.map(str::to_owned);
+            t
+        };
+        assert_eq!(
+            file_name(&t("ubuntu-22-04", None), PveContent::Iso),
+            "ubuntu-22-04.iso"
+        );
+        assert_eq!(file_name(&t("base.img", None), PveContent::Iso), "base.img");
+        assert_eq!(
+            file_name(&t("noble", Some("QCOW2")), PveContent::Import),
+            "noble.qcow2"
+        );
+        assert_eq!(
+            file_name(&t("noble", Some("qcow2")), PveContent::Iso),
+            "noble.iso"
+        );
+        assert_eq!(file_name(&t("ct", None), PveContent::Vztmpl), "ct.tar.gz");
+        // The result is still checked: a bad character is refused, not rewritten.
+        assert!(
+            check_name(
+                &file_name(&t("a b", None), PveContent::Iso),
+                PveContent::Iso
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -339,7 +339,7 @@ async fn bad_names_are_refused_before_any_download() {
     let src = HttpSource::new(&format!("{}/image.iso", server.uri())).unwrap();
     let sink: Arc<dyn ImageSink> = Arc::new(sink);
     let preparer = ImagePreparer::new(Arc::clone(&sink));
-    for name in ["base image.iso", "../x.iso", "base.qcow2", ""] {
+    for name in ["base image.iso", "../x.iso", "a\"b", ""] {
         let mut image = VMImage::new("bad-name", VMImageSpec::default());
         let err = preparer
             .prepare(&mut image, &ImageTarget::new(name), &src, &options(&data))

@@ -7,9 +7,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use virtrigaud_core::conformance::Fixture;
+use virtrigaud_core::orchestration::image::ImageSink;
 use virtrigaud_core::testing::{backend_env, missing_prerequisite};
 use virtrigaud_core::{CloneOptions, Customization, Error, NetworkCustomization, Result, VmId};
-use virtrigaud_proxmox::{Auth, ProxmoxConfig, ProxmoxProvider, PveClient};
+use virtrigaud_proxmox::{
+    Auth, ProxmoxConfig, ProxmoxProvider, PveClient, PveContent, PveImageSink,
+};
 
 /// Connection info from the environment written by setup.sh.
 #[derive(Clone)]
@@ -284,6 +287,17 @@ impl Fixture for PveFixture {
     async fn applied_customization(&self, vm: &VmId) -> Result<Option<Customization>> {
         let fake = self.env.control.fake_vm(vm).await;
         Ok(customization_in(&fake["config"]))
+    }
+
+    /// Prepared images become ISO volumes on pve1's `local` storage, staged in a temporary
+    /// directory of this test process (fakepve's upload takes `iso` and `vztmpl` only).
+    async fn image_sink(&self) -> Result<Option<Arc<dyn ImageSink>>> {
+        let staging = std::env::temp_dir().join(format!(
+            "virtrigaud-pve-conformance-images-{}",
+            std::process::id()
+        ));
+        let sink = PveImageSink::new(&self.provider, "pve1", "local", PveContent::Iso, staging);
+        Ok(Some(Arc::new(sink)))
     }
 
     async fn clone_source(&self, linked: bool) -> Result<VmId> {

@@ -148,10 +148,15 @@ async fn import_and_fail_cleanly(
     CheckOutcome::Passed
 }
 
-/// The seed's image named `name`, every source's URL and checksum pointed at `url`, the
-/// libvirt source's format `raw` (what the server serves).
+/// The seed's placeholder checksum (not a valid digest: the seed does not parse as it is).
+const SEED_PLACEHOLDER_CHECKSUM: &str = "sha256:abcd1234...";
+
+/// The seed's image named `name`, every source's URL and checksum pointed at `url` (the
+/// seed's placeholder checksum replaced before parsing), the libvirt source's format `raw`
+/// (what the server serves).
 fn seed_image(name: &str, url: &str, checksum: &Checksum) -> crate::Result<VMImage> {
-    let mut image: VMImage = from_yaml_str(SEED_IMAGE).map_err(crate::Error::from)?;
+    let text = SEED_IMAGE.replace(SEED_PLACEHOLDER_CHECKSUM, &checksum.to_string());
+    let mut image: VMImage = from_yaml_str(&text).map_err(crate::Error::from)?;
     image.metadata.name = name.to_owned();
     if let Some(l) = image.spec.libvirt.as_mut() {
         l.url = Some(url.to_owned());
