@@ -62,6 +62,16 @@ impl VmCreateSpec {
         if self.networks.iter().any(|n| n.network.trim().is_empty()) {
             problems.push(invalid("networks[].network", "must not be empty"));
         }
+        let p = &self.placement;
+        for (field, part) in [
+            ("placement.host", &p.host),
+            ("placement.cluster", &p.cluster),
+            ("placement.datastore", &p.datastore),
+        ] {
+            if part.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                problems.push(invalid(field, "must not be an empty name"));
+            }
+        }
         problems
     }
 }

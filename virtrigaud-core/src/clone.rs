@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::placement::Placement;
 use crate::vm::VmId;
 
 /// A static network configuration applied to a clone.
@@ -71,8 +72,8 @@ pub struct CloneOptions {
     pub power_on: bool,
     /// Guest customization.
     pub customization: Option<Customization>,
-    /// Placement target (host / node / datastore), provider-specific.
-    pub placement: Option<String>,
+    /// Where to put the clone (host, cluster, datastore); empty keeps the source's.
+    pub placement: Placement,
 }
 
 impl CloneOptions {
@@ -96,6 +97,11 @@ impl CloneOptions {
     /// Applies guest customization.
     pub fn with_customization(mut self, customization: Customization) -> Self {
         self.customization = Some(customization);
+        self
+    }
+    /// Puts the clone at `placement`.
+    pub fn with_placement(mut self, placement: Placement) -> Self {
+        self.placement = placement;
         self
     }
 }

@@ -111,7 +111,7 @@ pub use testkit::{conformance, testing};
 pub use capabilities::{ProviderCapabilities, VmCapabilities};
 pub use clone::{CloneOptions, CloneResult, Cloner, Customization, NetworkCustomization};
 pub use error::{BoxError, Error, ErrorKind, ErrorStatus, Result, ResultExt};
-pub use placement::{Inventory, PlacementDecision, PlacementRequest, Placer};
+pub use placement::{Inventory, Placement, PlacementDecision, PlacementRequest, Placer};
 pub use provider::{
     DeleteOptions, DiskCreateSpec, DiskResize, ListOptions, NetworkCreateSpec, PowerOffOptions,
     PowerStateStream, Provider, ReconfigureRequest, ReconfigureResult, ShutdownRequestOptions,

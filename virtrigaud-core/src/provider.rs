@@ -14,7 +14,7 @@ use futures::stream::BoxStream;
 use crate::capabilities::{ProviderCapabilities, VmCapabilities};
 use crate::clone::Cloner;
 use crate::error::{Error, Result};
-use crate::placement::{Inventory, Placer};
+use crate::placement::{Inventory, Placement, Placer};
 use crate::snapshot::Snapshotter;
 use crate::vm::{AgentStatus, Incarnation, PowerState, ShutdownChannel, VmDescription, VmId};
 
@@ -127,8 +127,8 @@ pub struct VmCreateSpec {
     pub cloud_init_user_data: Option<String>,
     /// Labels to store with the VM (used by VM sets to find their members).
     pub labels: BTreeMap<String, String>,
-    /// Host / node / cluster to place the VM on, when a placement was decided.
-    pub placement: Option<String>,
+    /// Where to create it (host, cluster, datastore); empty leaves it to the provider.
+    pub placement: Placement,
     /// Power on after creation.
     pub power_on: bool,
 }

@@ -13,13 +13,15 @@ use virtrigaud_core::model::{
     AntiAffinity, IntOrPercent, RollingUpdate, UpdateStrategy, UpdateStrategyType,
     VMPlacementPolicySpec, VMSet, VMSetSpec,
 };
-use virtrigaud_core::placement::{HostInfo, Resources, SolverPlacer};
+use virtrigaud_core::placement::{DatastoreInfo, HostInfo, Resources, SolverPlacer};
 use virtrigaud_core::shutdown::ShutdownManager;
 use virtrigaud_core::sim::Simulator;
 use virtrigaud_core::vmset::{
     Health, RolloutEvent, SET_LABEL, TEMPLATE_HASH_LABEL, VmSetReconciler, probe_fn, template_hash,
 };
-use virtrigaud_core::{ListOptions, PowerState, Provider, VmDescription};
+use virtrigaud_core::{
+    ErrorKind, ListOptions, Placement, PowerState, Provider, VmCreateSpec, VmDescription,
+};
 
 const TICK: Duration = Duration::from_secs(1);
 
@@ -132,6 +134,101 @@ async fn placement_spreads_members_across_hosts_and_explains_failures() {
         "{explanation}"
     );
     assert_eq!(members(&sim).await.len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn datastore_anti_affinity_puts_each_member_on_its_own_datastore() {
+    let sim = Simulator::new();
+    // Four hosts sharing three datastores: datastore anti-affinity allows three members.
+    let stores = ["ds-a", "ds-b", "ds-c"];
+    for i in 1..=4 {
+        let mut h = HostInfo::new(format!("esx-{i}"), Resources::new(32, 65536));
+        h.datastores = stores.iter().map(|s| s.to_string()).collect();
+        sim.add_host(h);
+    }
+    for s in stores {
+        sim.add_datastore(DatastoreInfo::new(s, 500));
+    }
+    let p: Arc<dyn Provider> = Arc::new(sim.clone());
+    let mut aa = AntiAffinity::default();
+    aa.datastore_anti_affinity = true;
+    let mut policy = VMPlacementPolicySpec::default();
+    policy.anti_affinity = Some(aa);
+    let r = VmSetReconciler::new(Arc::clone(&p), ShutdownManager::new(Arc::clone(&p)))
+        .placer(Arc::new(SolverPlacer::new(Arc::clone(&p))))
+        .placement_policy(policy);
+    let mut events = Box::pin(r.events());
+    r.run_until_converged(&web(3, "v1"), TICK, 20)
+        .await
+        .unwrap();
+    let inv = p.inventory().await.unwrap();
+    let mut used: Vec<Vec<String>> = inv.datastores.iter().map(|d| d.vms.clone()).collect();
+    used.sort();
+    assert_eq!(
+        used,
+        [["web-1"], ["web-2"], ["web-3"]],
+        "one member per datastore"
+    );
+    // Each creation says where and why.
+    let mut placed = Vec::new();
+    while let Some(Some(e)) = futures::FutureExt::now_or_never(events.next()) {
+        if let RolloutEvent::Creating {
+            placement, reason, ..
+        } = e
+        {
+            assert!(placement.datastore.is_some(), "{placement:?}");
+            assert!(reason.unwrap().contains("score"));
+            placed.push(placement);
+        }
+    }
+    assert_eq!(placed.len(), 3);
+    // A fourth cannot have a datastore of its own: nothing is created.
+    let err = r
+        .run_until_converged(&web(4, "v1"), TICK, 5)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not converged"), "{err}");
+    assert_eq!(members(&sim).await.len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_simulator_refuses_a_placement_it_does_not_have() {
+    let sim = Simulator::new();
+    let mut h = HostInfo::new("esx-1", Resources::new(8, 8192));
+    h.datastores = vec!["ds-a".into()];
+    sim.add_host(h);
+    sim.add_datastore(DatastoreInfo::new("ds-a", 100));
+    sim.add_datastore(DatastoreInfo::new("ds-far", 100));
+    let cases = [
+        (Placement::on_host("esx-9"), "placement.host"),
+        (
+            Placement::on_host("esx-1").with_datastore("ds-far"),
+            "placement.datastore",
+        ),
+        (Placement::in_cluster("c9"), "placement.cluster"),
+    ];
+    for (placement, field) in cases {
+        let mut spec = VmCreateSpec::new("lost", 1, 512);
+        spec.placement = placement;
+        let err = sim.create(&spec).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert!(err.to_string().contains(field), "{err}");
+    }
+    assert!(
+        sim.list_vms(&ListOptions::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut spec = VmCreateSpec::new("here", 1, 512);
+    spec.placement = Placement::on_host("esx-1").with_datastore("ds-a");
+    let id = sim.create(&spec).await.unwrap();
+    assert_eq!(
+        sim.describe(&id).await.unwrap().host.as_deref(),
+        Some("esx-1")
+    );
+    let inv = sim.inventory().await.unwrap();
+    assert_eq!(inv.datastores[0].vms, ["here"]);
 }
 
 #[tokio::test(start_paused = true)]

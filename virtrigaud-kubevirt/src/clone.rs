@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use kube::api::{DeleteParams, PostParams, PropagationPolicy};
 use kube::runtime::wait::{await_condition, conditions};
+use serde_json::json;
 use virtrigaud_core::{CloneOptions, CloneResult, Error, ErrorKind, Result, ResultExt};
 
 use crate::PROVIDER_TYPE;
@@ -46,6 +47,16 @@ impl Connection {
         self.run_clone(r, &target, &obj)
             .await
             .ctx(PROVIDER_TYPE, OP, &res)?;
+        if let Some(node) = &opts.placement.host {
+            let api = self.api::<VirtualMachine>(&target.namespace);
+            let body = json!({"spec": {"template": {"spec": {
+                "nodeSelector": {"kubernetes.io/hostname": node}}}}});
+            let res = target.to_string();
+            if let Err(e) = self.merge_patch(&api, &target.name, &body, OP, &res).await {
+                self.remove_half_made(&target).await;
+                return Err(e);
+            }
+        }
         let customization = opts.customization.as_ref().filter(|c| !c.is_empty());
         if let Some(c) = customization
             && let Err(e) = self.customize(&target, c).await
@@ -140,6 +151,12 @@ fn check_clone_options(opts: &CloneOptions) -> Result<()> {
         return Err(Error::new(
             ErrorKind::Unsupported,
             "KubeVirt has no linked clones",
+        ));
+    }
+    if opts.placement.cluster.is_some() || opts.placement.datastore.is_some() {
+        return Err(Error::invalid_spec(
+            "placement: a KubeVirt clone is placed by host (node) only; its disks are \
+             restored where the snapshot's storage class puts them, in the source's cluster",
         ));
     }
     match opts.customization.as_ref().filter(|c| !c.is_empty()) {

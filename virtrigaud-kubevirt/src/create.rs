@@ -93,6 +93,16 @@ impl Connection {
 /// names are DNS-1123 names (they become object names).
 fn validate_create(spec: &VmCreateSpec) -> Result<()> {
     spec.validate()?;
+    if let Some(c) = &spec.placement.cluster {
+        return Err(Error::invalid_spec(format!(
+            "placement.cluster: a Kubernetes API endpoint is one cluster; place by host (node), not cluster {c:?}"
+        )));
+    }
+    if spec.placement.datastore.is_some() && spec.disks.is_empty() {
+        return Err(Error::invalid_spec(
+            "placement.datastore: the VM has no disk to put on that storage class",
+        ));
+    }
     if !is_dns_name(&spec.name) {
         return Err(Error::invalid_spec(
             "name: VM names must be lowercase DNS-1123 names",
@@ -122,10 +132,12 @@ fn build_vm(spec: &VmCreateSpec, ns: &str) -> Result<VirtualMachine> {
         let dv = format!("{}-{}", spec.name, d.name);
         disks.push(json!({"name": d.name, "disk": {"bus": "virtio"}}));
         volumes.push(json!({"name": d.name, "dataVolume": {"name": dv}}));
-        dvts.push(
-            json!({"metadata": {"name": dv}, "spec": {"source": {"blank": {}},
-            "storage": {"resources": {"requests": {"storage": format!("{}Gi", d.size_gib)}}}}}),
-        );
+        let mut storage =
+            json!({"resources": {"requests": {"storage": format!("{}Gi", d.size_gib)}}});
+        if let Some(class) = &spec.placement.datastore {
+            storage["storageClassName"] = json!(class);
+        }
+        dvts.push(json!({"metadata": {"name": dv}, "spec": {"source": {"blank": {}}, "storage": storage}}));
     }
     if let Some(ud) = &spec.cloud_init_user_data {
         disks.push(json!({"name": "cloudinit", "disk": {"bus": "virtio"}}));
@@ -153,7 +165,7 @@ fn build_vm(spec: &VmCreateSpec, ns: &str) -> Result<VirtualMachine> {
         "volumes": volumes,
         "networks": networks,
     });
-    if let Some(node) = &spec.placement {
+    if let Some(node) = &spec.placement.host {
         template_spec["nodeSelector"] = json!({"kubernetes.io/hostname": node});
     }
     let mut vm_spec: VirtualMachineSpec = serde_json::from_value(json!({

@@ -32,9 +32,9 @@ use crate::capabilities::seed_upload_blocker;
 use crate::connection::Session;
 use crate::domain::{lookup, state_of, xml_of};
 use crate::domxml::{cdrom, seed_cdrom_target};
-use crate::seed;
 use crate::volume::{create_qcow2, volume_xml};
 use crate::xml::Element;
+use crate::{placement, seed};
 
 const OP: &str = "clone";
 
@@ -77,14 +77,8 @@ pub(crate) fn clone(s: &Session, source: &str, opts: &CloneOptions) -> Result<Cl
         )
         .with_resource(source.to_owned()));
     }
-    let pool_name = s
-        .cfg()
-        .storage_pool
-        .clone()
-        .ok_or_else(|| Error::invalid_spec("clones need a storage pool"))?;
-    let pool = s.api(OP, &pool_name, |c| {
-        c.lookup_storage_pool_by_name(&pool_name)
-    })?;
+    placement::check(s, &opts.placement, OP, target)?;
+    let pool = placement::pool_for(s, &opts.placement, OP)?;
     let mut dom = xml_of(s, &src, source, sys::VIR_DOMAIN_XML_INACTIVE)?;
     if let Some(c) = custom {
         // Checked before anything is made; the clone will have the source's NICs.

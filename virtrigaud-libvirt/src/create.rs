@@ -12,12 +12,13 @@ use crate::config::DomainTemplate;
 use crate::connection::Session;
 use crate::domain::{lookup, state_of, xml_of};
 use crate::domxml::{self, DiskAttach};
-use crate::seed;
-use crate::volume::{GIB, create_qcow2, pool_required, scaled};
+use crate::volume::{GIB, create_qcow2, scaled};
+use crate::{placement, seed};
 
 /// Defines (and starts, when asked) the domain of `spec` laid out by `tpl`.
 pub(crate) fn create(s: &Session, spec: &VmCreateSpec, tpl: &DomainTemplate) -> Result<VmId> {
     domxml::validate(spec).ctx(PROVIDER_TYPE, "create", &spec.name)?;
+    placement::check(s, &spec.placement, "create", &spec.name)?;
     if s.api_raw(|c| c.lookup_domain_by_name(&spec.name)).is_ok() {
         return Err(Error::new(
             ErrorKind::AlreadyExists,
@@ -44,7 +45,7 @@ fn define(
 ) -> Result<VmId> {
     let mut attach = Vec::new();
     if !spec.disks.is_empty() || spec.image.is_some() {
-        let pool = pool_required(s, "create")?;
+        let pool = placement::pool_for(s, &spec.placement, "create")?;
         // The image (a volume name in the pool or a path) becomes the backing file of vda.
         let base = match &spec.image {
             Some(img) => {
@@ -76,7 +77,7 @@ fn define(
     }
     let seed = match &spec.cloud_init_user_data {
         Some(ud) => {
-            let pool = pool_required(s, "create")?;
+            let pool = placement::pool_for(s, &spec.placement, "create")?;
             let vol = seed::upload(s, &pool, &spec.name, &create_seed(&spec.name, ud)?)?;
             let path = s.api("cloud_init_seed", &spec.name, |_| vol.path())?;
             created.push(vol);

@@ -12,7 +12,8 @@ use crate::connection::Session;
 use crate::domain::{disk_capacity, state_of, xml_of};
 use crate::domxml;
 use crate::metadata;
-use crate::volume::{GIB, pool};
+use crate::placement;
+use crate::volume::GIB;
 use crate::xml::Element;
 
 /// Each disk of `x` under its spec name (or target), with its capacity in GiB (rounded
@@ -121,37 +122,64 @@ pub(crate) fn vm_capabilities(s: &Session, name: &str) -> Result<VmCapabilities>
     Ok(c)
 }
 
-/// One host (this connection's node): its CPUs and memory, the vCPUs and memory of its
-/// running domains as the allocation, and the configured storage pool as its datastore.
+/// The host (capacity, every domain on it, what the running ones take) and its active
+/// storage pools as datastores, each with its free space and the domains with a disk in it.
+/// The configured pool is listed even when inactive, so a placement can name it.
 pub(crate) fn inventory(s: &Session) -> Result<Inventory> {
     const OP: &str = "inventory";
     let node = s.api(OP, "node", |c| c.node_info())?;
-    let hostname = s
-        .api_raw(|c| c.hostname())
-        .unwrap_or_else(|_| "localhost".into());
     let mut host = HostInfo::new(
-        hostname,
+        placement::host_name(s),
         Resources::new(u64::from(node.cpus), node.memory / 1024),
     );
-    let doms = s.api(OP, "domains", |c| {
-        c.list_all_domains(sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-    })?;
+    let doms = s.api(OP, "domains", |c| c.list_all_domains(0))?;
     let mut alloc = Resources::default();
-    for d in doms {
-        if let (Ok(name), Ok(info)) = (d.name(), s.api_raw(|_| d.info())) {
+    let mut disks: Vec<(String, Vec<String>)> = Vec::new();
+    for d in &doms {
+        let Ok(name) = d.name() else { continue };
+        if s.api_raw(|_| d.is_active()).unwrap_or(false)
+            && let Ok(info) = s.api_raw(|_| d.info())
+        {
             alloc.cpu += u64::from(info.nr_virt_cpu);
             alloc.memory_mib += info.memory / 1024;
-            host.vms.push(name);
         }
+        let paths = xml_of(s, d, &name, sys::VIR_DOMAIN_XML_INACTIVE)
+            .map(|x| {
+                domxml::disks(&x)
+                    .into_iter()
+                    .filter_map(|k| k.source)
+                    .collect()
+            })
+            .unwrap_or_default();
+        disks.push((name.clone(), paths));
+        host.vms.push(name);
     }
     host.allocated = alloc;
     let mut inv = Inventory::default();
-    if let Some(pool) = pool(s)? {
-        let info = s.api(OP, "storage_pool", |_| pool.info())?;
-        let name = s.cfg().storage_pool.clone().unwrap_or_default();
+    let pools = s.api(OP, "storage_pools", |c| {
+        c.list_all_storage_pools(sys::VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
+    })?;
+    let configured = s.cfg().storage_pool.clone();
+    for p in pools {
+        let Ok(name) = p.name() else { continue };
+        let info = s.api(OP, &name, |_| p.info())?;
+        let mut ds = DatastoreInfo::new(name.clone(), info.available / GIB);
+        let vols: Vec<String> = s
+            .api(OP, &name, |_| p.list_all_volumes(0))?
+            .iter()
+            .filter_map(|v| v.path().ok())
+            .collect();
+        ds.vms = disks
+            .iter()
+            .filter(|(_, paths)| paths.iter().any(|path| vols.contains(path)))
+            .map(|(vm, _)| vm.clone())
+            .collect();
+        host.datastores.push(name);
+        inv.datastores.push(ds);
+    }
+    if let Some(name) = configured.filter(|n| !host.datastores.contains(n)) {
         host.datastores.push(name.clone());
-        inv.datastores
-            .push(DatastoreInfo::new(name, info.available / GIB));
+        inv.datastores.push(DatastoreInfo::new(name, 0));
     }
     inv.hosts.push(host);
     Ok(inv)

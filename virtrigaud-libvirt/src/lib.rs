@@ -151,6 +151,7 @@ mod identity;
 mod image;
 mod iso;
 mod metadata;
+mod placement;
 mod power;
 mod provider;
 mod reconfigure;

@@ -9,6 +9,7 @@ use crate::client::PveClient;
 use crate::customize::cloud_init_config;
 use crate::error::to_core_error;
 use crate::id::VmRef;
+use crate::placement;
 use crate::power::{LastActions, start};
 use crate::request::api;
 use crate::types::VmStatus;
@@ -34,7 +35,8 @@ pub(crate) async fn clone_vm(
         }
         None => Vec::new(),
     };
-    let target = opts.placement.as_deref().filter(|p| *p != src.node);
+    let (target, target_storage) = clone_target(client, src, opts).await?;
+    let (target, target_storage) = (target.as_deref(), target_storage.as_deref());
     let writes = &writes;
     let new = with_free_vmid(client, OP, &src.to_string(), move |vmid| async move {
         let req = api::clone(
@@ -45,6 +47,7 @@ pub(crate) async fn clone_vm(
             !opts.linked,
             opts.snapshot.as_deref(),
             target,
+            target_storage,
         );
         let new = VmRef {
             node: target.unwrap_or(&src.node).to_owned(),
@@ -140,4 +143,31 @@ async fn destroy(client: &PveClient, new: &VmRef, st: &VmStatus) -> Result<()> {
     run_task(client, &api::destroy(&new.node, new.vmid, true), OP, new)
         .await
         .map(|_| ())
+}
+
+/// The node (when not the source's) and storage a clone's placement asks for. A linked
+/// clone shares its source's disks, so it cannot go to another storage.
+async fn clone_target(
+    client: &PveClient,
+    src: &VmRef,
+    opts: &CloneOptions,
+) -> Result<(Option<String>, Option<String>)> {
+    if opts.placement.is_empty() {
+        return Ok((None, None));
+    }
+    if opts.linked && opts.placement.datastore.is_some() {
+        return Err(Error::invalid_spec(
+            "placement.datastore: a linked clone stays on its source's storage",
+        )
+        .context_for(PROVIDER_TYPE, OP, Some(&src.to_string())));
+    }
+    let r = placement::resolve(
+        client,
+        &opts.placement,
+        Some(&src.node),
+        OP,
+        &opts.target_name,
+    )
+    .await?;
+    Ok(((r.node != src.node).then_some(r.node), r.storage))
 }

@@ -6,13 +6,12 @@ use virtrigaud_core::{Error, Result, ResultExt, VmCreateSpec, VmId};
 
 use crate::PROVIDER_TYPE;
 use crate::client::PveClient;
-use crate::error::to_core_error;
 use crate::id::VmRef;
 use crate::labels::labels_to_tags;
 use crate::meta::{Meta, valid_disk_name};
+use crate::placement;
 use crate::power::LastActions;
 use crate::request::api;
-use crate::types::NodeEntry;
 use crate::vm_api::{run_task, with_free_vmid};
 
 const OP: &str = "create";
@@ -23,9 +22,9 @@ const MIN_MEMORY_MIB: u64 = 16;
 /// Where and on what [`create`] puts a VM whose spec does not say.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CreateDefaults<'a> {
-    /// Node when the spec has no placement (else the first online node).
+    /// Node when the spec's placement names none (else the first online node).
     pub(crate) node: Option<&'a str>,
-    /// Storage for the disks.
+    /// Storage for the disks when the placement names no datastore.
     pub(crate) storage: &'a str,
 }
 
@@ -36,8 +35,9 @@ pub(crate) async fn create(
     defaults: CreateDefaults<'_>,
 ) -> Result<VmId> {
     check_spec(spec)?;
-    let node = pick_node(client, spec, defaults.node).await?;
-    let config = vm_config(spec, defaults.storage);
+    let place = placement::resolve(client, &spec.placement, defaults.node, OP, &spec.name).await?;
+    let node = place.node;
+    let config = vm_config(spec, place.storage.as_deref().unwrap_or(defaults.storage));
     let (node, config) = (&node, &config);
     with_free_vmid(client, OP, &spec.name, move |vmid| async move {
         let r = VmRef {
@@ -83,32 +83,6 @@ fn check_disk_names(spec: &VmCreateSpec) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The spec's placement, else the default node, else the first online node.
-async fn pick_node(
-    client: &PveClient,
-    spec: &VmCreateSpec,
-    default_node: Option<&str>,
-) -> Result<String> {
-    if let Some(n) = spec
-        .placement
-        .clone()
-        .or_else(|| default_node.map(str::to_owned))
-    {
-        return Ok(n);
-    }
-    let nodes: Vec<NodeEntry> = client
-        .call(&api::nodes())
-        .await
-        .map_err(|e| to_core_error(e, OP, Some(&spec.name)))?;
-    nodes
-        .into_iter()
-        .find(|n| n.status == "online")
-        .map(|n| n.node)
-        .ok_or_else(|| {
-            Error::unavailable("no online PVE node").context_for(PROVIDER_TYPE, OP, None)
-        })
 }
 
 /// The VM's config: name, cores, memory, one `scsiN` per disk, one `netN` per network, tags,

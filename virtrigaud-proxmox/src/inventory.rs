@@ -15,6 +15,7 @@ use crate::error::to_core_error;
 use crate::hotplug::{Hotplug, Topology};
 use crate::id::VmRef;
 use crate::labels::tags_to_labels;
+use crate::placement::Store;
 use crate::power::{LastActions, power_state};
 use crate::request::api;
 use crate::types::{ClusterVm, NodeEntry, PendingEntry};
@@ -127,41 +128,59 @@ pub(crate) async fn list_vms(client: &PveClient, opts: &ListOptions) -> Result<V
     Ok(out)
 }
 
-/// One storage of one node, as `cluster/resources?type=storage` lists it.
-#[derive(serde::Deserialize)]
-struct Store {
-    #[serde(default)]
-    storage: String,
-    #[serde(default)]
-    node: String,
-    #[serde(default, deserialize_with = "crate::types::lenient::opt_u64")]
-    maxdisk: Option<u64>,
-    #[serde(default, deserialize_with = "crate::types::lenient::opt_u64")]
-    disk: Option<u64>,
-}
-
-/// Online nodes (capacity, what their running VMs take, their VMs and storages) and the
-/// free space of every storage.
+/// Online nodes (capacity, what their running VMs take, their VMs and storages) and every
+/// storage as a datastore (shared ones by name, node-local ones as `storage@node`, see
+/// [`crate::placement`]) with its free space and, for storages that hold disks, the VMs with
+/// a disk on it (one content listing per such storage of an online node).
 pub(crate) async fn inventory(client: &PveClient) -> Result<Inventory> {
     let wire = |e| to_core_error(e, "inventory", None);
     let nodes: Vec<NodeEntry> = client.call(&api::nodes()).await.map_err(wire)?;
     let vms: Vec<ClusterVm> = client.call(&api::cluster_vms()).await.map_err(wire)?;
     let stores: Vec<Store> = client.call(&api::cluster_storage()).await.map_err(wire)?;
+    let online: Vec<NodeEntry> = nodes.into_iter().filter(|n| n.status == "online").collect();
     let mut inv = Inventory::default();
-    for n in nodes.into_iter().filter(|n| n.status == "online") {
-        inv.hosts.push(host(n, &vms, &stores));
-    }
-    let mut seen = BTreeMap::new();
-    for s in stores {
+    let mut seen: BTreeMap<String, DatastoreInfo> = BTreeMap::new();
+    for s in &stores {
         let free =
             s.maxdisk.unwrap_or(0).saturating_sub(s.disk.unwrap_or(0)) / (1024 * 1024 * 1024);
-        seen.entry(s.storage).or_insert(free);
+        let ds = seen
+            .entry(s.datastore())
+            .or_insert_with(|| DatastoreInfo::new(s.datastore(), free));
+        if s.holds_images() && online.iter().any(|n| n.node == s.node) {
+            for vm in disk_owners(client, s, &vms).await? {
+                if !ds.vms.contains(&vm) {
+                    ds.vms.push(vm);
+                }
+            }
+        }
     }
-    inv.datastores = seen
-        .into_iter()
-        .map(|(n, f)| DatastoreInfo::new(n, f))
-        .collect();
+    for n in online {
+        inv.hosts.push(host(n, &vms, &stores));
+    }
+    inv.datastores = seen.into_values().collect();
     Ok(inv)
+}
+
+/// Names of the VMs with a disk volume on storage `s` of its node.
+async fn disk_owners(client: &PveClient, s: &Store, vms: &[ClusterVm]) -> Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Volume {
+        #[serde(default, deserialize_with = "crate::types::lenient::opt_u64")]
+        vmid: Option<u64>,
+    }
+    let vols: Vec<Volume> = client
+        .call(&api::storage_content(&s.node, &s.storage, "images"))
+        .await
+        .map_err(|e| to_core_error(e, "inventory", Some(&s.datastore())))?;
+    let mut out: Vec<String> = vols
+        .iter()
+        .filter_map(|v| v.vmid)
+        .filter_map(|id| vms.iter().find(|v| v.vmid == Some(id)))
+        .filter_map(|v| v.name.clone())
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 fn host(n: NodeEntry, vms: &[ClusterVm], stores: &[Store]) -> HostInfo {
@@ -185,7 +204,7 @@ fn host(n: NodeEntry, vms: &[ClusterVm], stores: &[Store]) -> HostInfo {
     h.datastores = stores
         .iter()
         .filter(|s| s.node == n.node)
-        .map(|s| s.storage.clone())
+        .map(Store::datastore)
         .collect();
     h
 }

@@ -124,6 +124,7 @@ mod labels;
 mod meta;
 mod multipart;
 mod node;
+mod placement;
 mod power;
 mod provider;
 mod reboot;

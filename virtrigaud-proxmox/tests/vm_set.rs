@@ -14,8 +14,8 @@ use virtrigaud_core::model::{VMSet, VMSetSpec};
 use virtrigaud_core::shutdown::{ShutdownManager, ShutdownPolicy};
 use virtrigaud_core::vmset::{SET_LABEL, VmSetReconciler, create_spec, template_hash};
 use virtrigaud_core::{
-    DeleteOptions, DiskCreateSpec, ErrorKind, ListOptions, PowerOffOptions, Provider, VmCreateSpec,
-    VmDescription, VmId,
+    DeleteOptions, DiskCreateSpec, ErrorKind, ListOptions, Placement, PowerOffOptions, Provider,
+    VmCreateSpec, VmDescription, VmId,
 };
 use virtrigaud_proxmox::ProxmoxProvider;
 
@@ -153,7 +153,7 @@ async fn a_partial_listing_never_makes_a_set_create_duplicates() {
         template,
         &template_hash(template),
     );
-    first.placement = Some("pve2".into());
+    first.placement = Placement::on_host("pve2");
     let on_pve2 = p.create(&first).await.unwrap();
     env.control
         .post("/node", json!({"node": "pve2", "online": false}))

@@ -53,13 +53,6 @@ pub(crate) fn validate(spec: &VmCreateSpec) -> Result<()> {
             spec.memory_mib
         )));
     }
-    if spec
-        .placement
-        .as_deref()
-        .is_some_and(|h| h.trim().is_empty())
-    {
-        return Err(invalid("placement is an empty host / cluster name"));
-    }
     if spec.image.is_some() {
         return Err(Error::new(
             ErrorKind::Unsupported,
@@ -212,7 +205,7 @@ pub(crate) async fn delete(c: &Arc<Client>, vm: &VmId, opts: &DeleteOptions) -> 
 mod tests {
     use super::*;
     use crate::{describe, inventory};
-    use virtrigaud_core::{DiskCreateSpec, NetworkCreateSpec};
+    use virtrigaud_core::{DiskCreateSpec, NetworkCreateSpec, Placement};
 
     #[test]
     fn validation() {
@@ -230,7 +223,10 @@ mod tests {
         s.disks.push(DiskCreateSpec::new("d", 0));
         bad.push(s);
         let mut s = ok.clone();
-        s.placement = Some(" ".into());
+        s.placement = Placement::on_host(" ");
+        bad.push(s);
+        let mut s = ok.clone();
+        s.placement = Placement::in_cluster("C0").with_datastore("");
         bad.push(s);
         let mut s = ok.clone();
         let mut d = DiskCreateSpec::new("d", 1);

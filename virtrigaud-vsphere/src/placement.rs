@@ -2,7 +2,7 @@
 //! (a named host, cluster or compute resource, the default pool, or the datacenter's first
 //! compute resource), the datastore, and the backing of each network adapter.
 
-use virtrigaud_core::{Error, ErrorKind, Result, VmCreateSpec};
+use virtrigaud_core::{Error, ErrorKind, Placement, Result, VmCreateSpec};
 
 use crate::PROVIDER_TYPE;
 use crate::client::Client;
@@ -101,8 +101,8 @@ async fn compute(
     spec: &VmCreateSpec,
 ) -> Result<Compute> {
     let host_folder = dc.folder("hostFolder")?;
-    if let Some(place) = &spec.placement {
-        return placed(c, dc, &host_folder, place).await;
+    if spec.placement.host.is_some() || spec.placement.cluster.is_some() {
+        return placed(c, dc, &host_folder, &spec.placement).await;
     }
     if let Some(path) = &d.resource_pool {
         let pool = by_path(c, path, "ResourcePool").await?;
@@ -150,31 +150,15 @@ async fn compute(
         })
 }
 
-/// The compute of a `placement`: a host of that name (its compute resource's root pool), or
-/// a cluster / compute resource of that name.
-async fn placed(c: &Client, dc: &Datacenter, host_folder: &MoRef, place: &str) -> Result<Compute> {
-    let hosts = c
-        .list_in(host_folder, "HostSystem", &["name", "parent", "datastore"])
-        .await
-        .map_err(|e| err(e, Some(place)))?;
-    if let Some((h, hp)) = hosts.iter().find(|(_, p)| p.str("name") == Some(place)) {
-        let cr = hp.get("parent").and_then(MoRef::from_el).ok_or_else(|| {
-            Error::internal(format!("host {place} has no parent compute resource"))
-        })?;
-        let crp = c
-            .retrieve(&cr, &["resourcePool"])
-            .await
-            .map_err(|e| err(e, Some(place)))?;
-        let pool = crp
-            .get("resourcePool")
-            .and_then(MoRef::from_el)
-            .ok_or_else(|| Error::internal(format!("host {place} has no resource pool")))?;
-        return Ok(Compute {
-            pool,
-            host: Some(h.clone()),
-            datastores: refs(hp.get("datastore")),
-        });
-    }
+/// The compute of a `placement`: its host (that host's compute resource's root pool; a host
+/// outside the placement's cluster is refused), or with no host its cluster / compute
+/// resource.
+async fn placed(
+    c: &Client,
+    dc: &Datacenter,
+    host_folder: &MoRef,
+    place: &Placement,
+) -> Result<Compute> {
     let crs = c
         .list_in(
             host_folder,
@@ -182,27 +166,74 @@ async fn placed(c: &Client, dc: &Datacenter, host_folder: &MoRef, place: &str) -
             &["name", "resourcePool", "datastore"],
         )
         .await
-        .map_err(|e| err(e, Some(place)))?;
-    let Some((_, cp)) = crs.iter().find(|(_, p)| p.str("name") == Some(place)) else {
-        return Err(Error::not_found(format!(
-            "placement {place:?}: no host or cluster of that name in datacenter {}",
-            dc.name
-        ))
-        .context_for(PROVIDER_TYPE, OP, Some(place)));
+        .map_err(|e| err(e, None))?;
+    let cluster = match &place.cluster {
+        Some(name) => match crs.iter().find(|(_, p)| p.str("name") == Some(name)) {
+            Some(cr) => Some(cr),
+            None => {
+                return Err(not_in_dc("placement.cluster", "cluster", name, dc));
+            }
+        },
+        None => None,
     };
-    let pool = cp
-        .get("resourcePool")
-        .and_then(MoRef::from_el)
-        .ok_or_else(|| Error::internal(format!("{place} has no resource pool")))?;
+    let Some(host) = &place.host else {
+        let (_, cp) =
+            cluster.ok_or_else(|| Error::internal("placement without host or cluster"))?;
+        let name = place.cluster.as_deref().unwrap_or_default();
+        return Ok(Compute {
+            pool: root_pool(cp, name)?,
+            host: None,
+            datastores: refs(cp.get("datastore")),
+        });
+    };
+    let hosts = c
+        .list_in(host_folder, "HostSystem", &["name", "parent", "datastore"])
+        .await
+        .map_err(|e| err(e, Some(host)))?;
+    let Some((h, hp)) = hosts.iter().find(|(_, p)| p.str("name") == Some(host)) else {
+        return Err(not_in_dc("placement.host", "host", host, dc));
+    };
+    let parent = hp.get("parent").and_then(MoRef::from_el);
+    let owner = crs.iter().find(|(m, _)| Some(m) == parent.as_ref());
+    let Some((cr, cp)) = owner else {
+        return Err(Error::internal(format!(
+            "host {host} has no parent compute resource"
+        )));
+    };
+    if let Some((want, _)) = cluster
+        && want != cr
+    {
+        return Err(Error::invalid_spec(format!(
+            "placement.host: host {host} is not in cluster {}",
+            place.cluster.as_deref().unwrap_or_default()
+        ))
+        .context_for(PROVIDER_TYPE, OP, Some(host)));
+    }
     Ok(Compute {
-        pool,
-        host: None,
-        datastores: refs(cp.get("datastore")),
+        pool: root_pool(cp, host)?,
+        host: Some(h.clone()),
+        datastores: refs(hp.get("datastore")),
     })
 }
 
-/// The configured datastore, or the first accessible one of the compute with room for the
-/// disks.
+/// The root resource pool of a compute resource.
+fn root_pool(cp: &Props, name: &str) -> Result<MoRef> {
+    cp.get("resourcePool")
+        .and_then(MoRef::from_el)
+        .ok_or_else(|| Error::internal(format!("{name} has no resource pool")))
+}
+
+/// `field: no <what> <name> in datacenter <dc>`, NotFound.
+fn not_in_dc(field: &str, what: &str, name: &str, dc: &Datacenter) -> Error {
+    Error::not_found(format!(
+        "{field}: no {what} {name:?} in datacenter {}",
+        dc.name
+    ))
+    .context_for(PROVIDER_TYPE, OP, Some(name))
+}
+
+/// The placement's datastore (which the compute must reach), the configured one, or the
+/// first accessible one of the compute with room for the disks.
 async fn datastore(
     c: &Client,
     d: &CreateDefaults,
@@ -210,7 +241,8 @@ async fn datastore(
     compute: &Compute,
     spec: &VmCreateSpec,
 ) -> Result<String> {
-    if let Some(name) = &d.datastore {
+    let wanted = spec.placement.datastore.as_ref();
+    if let Some(name) = d.datastore.as_ref().filter(|_| wanted.is_none()) {
         return Ok(name.clone());
     }
     let need: u64 = spec.disks.iter().map(|d| d.size_gib << 30).sum();
@@ -222,6 +254,20 @@ async fn datastore(
         )
         .await
         .map_err(|e| err(e, None))?;
+    if let Some(name) = wanted {
+        let reachable = compute.datastores.iter().any(|r| {
+            all.iter()
+                .any(|(m, p)| &m.value == r && p.str("name") == Some(name))
+        });
+        if !reachable {
+            return Err(Error::not_found(format!(
+                "placement.datastore: no datastore {name:?} reachable from the placement's compute in datacenter {}",
+                dc.name
+            ))
+            .context_for(PROVIDER_TYPE, OP, Some(name)));
+        }
+        return Ok(name.clone());
+    }
     let hit = compute.datastores.iter().find_map(|r| {
         let (_, p) = all.iter().find(|(m, _)| &m.value == r)?;
         let ok = p.bool("summary.accessible") != Some(false)

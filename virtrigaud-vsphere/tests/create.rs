@@ -14,8 +14,8 @@ use virtrigaud_core::model::{ObjectRef, VMSet, VMSetSpec, VmDisk, VmNetwork, VmR
 use virtrigaud_core::shutdown::{ShutdownManager, ShutdownPolicy};
 use virtrigaud_core::vmset::{SET_LABEL, TEMPLATE_HASH_LABEL, VmSetReconciler, template_hash};
 use virtrigaud_core::{
-    DeleteOptions, DiskCreateSpec, ErrorKind, ListOptions, NetworkCreateSpec, PowerState, Provider,
-    VmCreateSpec, VmDescription, VmId,
+    DeleteOptions, DiskCreateSpec, ErrorKind, ListOptions, NetworkCreateSpec, Placement,
+    PowerState, Provider, VmCreateSpec, VmDescription, VmId,
 };
 use virtrigaud_vsphere::VsphereProvider;
 
@@ -167,7 +167,9 @@ async fn create_on_named_host_and_cluster_with_power_on() {
     remove_named(&p, "vsc-host").await;
     remove_named(&p, "vsc-cluster").await;
     let mut spec = VmCreateSpec::new("vsc-host", 1, 128);
-    spec.placement = Some("DC0_C0_H1".into());
+    spec.placement = Placement::on_host("DC0_C0_H1")
+        .with_cluster("DC0_C0")
+        .with_datastore("LocalDS_0");
     spec.power_on = true;
     spec.disks.push(DiskCreateSpec::new("root", 1));
     let vm = p.create(&spec).await.expect("create on host");
@@ -183,7 +185,7 @@ async fn create_on_named_host_and_cluster_with_power_on() {
     remove(&p, &vm).await;
 
     let mut spec = VmCreateSpec::new("vsc-cluster", 1, 128);
-    spec.placement = Some("DC0_C0".into());
+    spec.placement = Placement::in_cluster("DC0_C0");
     let vm = p.create(&spec).await.expect("create in cluster");
     let raw = raw_props(&vm, &["resourcePool"]).await;
     let mut rawc = RawSession::login().await;
@@ -204,10 +206,30 @@ async fn create_on_named_host_and_cluster_with_power_on() {
 async fn unknown_placement_or_network_is_not_found_and_leaves_nothing() {
     let Some(p) = provider().await else { return };
     let mut spec = VmCreateSpec::new("vsc-nowhere", 1, 128);
-    spec.placement = Some("no-such-host".into());
+    spec.placement = Placement::on_host("no-such-host");
     let err = p.create(&spec).await.expect_err("unknown host");
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     assert!(err.to_string().contains("no-such-host"), "{err}");
+    assert!(err.to_string().contains("placement.host"), "{err}");
+    for (placement, field) in [
+        (
+            Placement::in_cluster("no-such-cluster"),
+            "placement.cluster",
+        ),
+        (
+            Placement::on_host("DC0_H0").with_cluster("DC0_C0"),
+            "placement.host",
+        ),
+        (
+            Placement::on_host("DC0_C0_H1").with_datastore("no-such-ds"),
+            "placement.datastore",
+        ),
+    ] {
+        let mut spec = VmCreateSpec::new("vsc-nowhere", 1, 128);
+        spec.placement = placement;
+        let err = p.create(&spec).await.expect_err(field);
+        assert!(err.to_string().contains(field), "{err}");
+    }
     let mut spec = VmCreateSpec::new("vsc-nowhere", 1, 128);
     spec.networks.push(NetworkCreateSpec::new("no-such-net"));
     let err = p.create(&spec).await.expect_err("unknown network");

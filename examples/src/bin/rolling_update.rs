@@ -100,9 +100,7 @@ fn describe(e: &RolloutEvent) -> Option<String> {
                 "[{bar}] updated {updated}/{replicas}, available {available}, existing {existing}"
             )
         }
-        RolloutEvent::Creating { vm, host, .. } => {
-            format!("  + {vm} on {}", host.as_deref().unwrap_or("?"))
-        }
+        RolloutEvent::Creating { vm, placement, .. } => format!("  + {vm} at {placement}"),
         RolloutEvent::Stopping { vm, reason, .. } => format!("  - {vm} stopping ({reason:?})"),
         RolloutEvent::Deleted { vm, shutdown, .. } => format!("  - {vm} deleted after {shutdown}"),
         RolloutEvent::CreateFailed { vm, error, .. } => format!("  ! {vm}: {error}"),

@@ -52,10 +52,12 @@ mod explain;
 pub mod export;
 mod placer;
 mod solver;
+mod target;
 
 pub use explain::{RejectReason, RejectedClass, Unsatisfiable};
 pub use placer::SolverPlacer;
 pub use solver::{Solver, place_batch};
+pub use target::Placement;
 
 /// Capacity or load of a host, in the units the solver compares.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,6 +266,18 @@ pub struct PlacementDecision {
     pub datastore: Option<String>,
     /// Score of the choice (higher is better).
     pub score: i64,
+}
+
+impl PlacementDecision {
+    /// The decision in words, for a VM's events or status:
+    /// `"host esx-2, cluster c1, datastore ssd-1 (score 412, the best that fits)"`.
+    pub fn explain(&self) -> String {
+        format!(
+            "{} (score {}, the best that fits)",
+            Placement::from(self),
+            self.score
+        )
+    }
 }
 
 /// Chooses a home for a VM.

@@ -38,7 +38,7 @@ pub use behavior::{AcpiResponse, AgentResponse, GuestBehavior};
 use crate::capabilities::ProviderCapabilities;
 use crate::clone::Customization;
 use crate::error::{Error, ErrorKind, Result};
-use crate::placement::{HostInfo, Inventory, Resources};
+use crate::placement::{DatastoreInfo, HostInfo, Inventory, Placement, Resources};
 use crate::shutdown::{TokioClock, WallClock};
 use crate::snapshot::SnapshotInfo;
 use crate::vm::{DiskInfo, OffReason, PowerState, VmId};
@@ -75,6 +75,8 @@ struct SimVm {
     disks: Vec<DiskInfo>,
     labels: BTreeMap<String, String>,
     host: Option<String>,
+    /// The datastore holding its disks, when it was placed on one.
+    datastore: Option<String>,
     snapshots: Vec<SimSnapshot>,
     /// The customization a clone was made with (the simulator's stand-in for a seed).
     customization: Option<Customization>,
@@ -91,6 +93,7 @@ struct SimVm {
 struct State {
     vms: HashMap<VmId, SimVm>,
     hosts: Vec<HostInfo>,
+    datastores: Vec<DatastoreInfo>,
     calls: BTreeMap<&'static str, u64>,
     faults: HashMap<&'static str, Vec<ErrorKind>>,
     next_snapshot: u64,
@@ -236,6 +239,7 @@ impl Simulator {
             disks: vec![DiskInfo::new("root", 20)],
             labels,
             host: None,
+            datastore: None,
             snapshots: Vec::new(),
             customization: None,
             reboots: 0,
@@ -275,6 +279,50 @@ impl Simulator {
     /// Adds a host to the placement inventory.
     pub fn add_host(&self, host: HostInfo) {
         self.lock().hosts.push(host);
+    }
+
+    /// Adds a datastore to the placement inventory (list it in a host's
+    /// [`HostInfo::datastores`] to make it reachable from there).
+    pub fn add_datastore(&self, datastore: DatastoreInfo) {
+        self.lock().datastores.push(datastore);
+    }
+
+    /// The host and datastore a VM named `vm` goes to at `placement`, after checking the
+    /// inventory has each part of it: a host, cluster or datastore it does not have is
+    /// `NotFound` naming the field, and so is a datastore the chosen host cannot reach. An
+    /// empty placement decides nothing.
+    fn resolve_placement(
+        st: &State,
+        vm: &str,
+        placement: &Placement,
+    ) -> Result<(Option<String>, Option<String>)> {
+        let unknown = |field: &str, what: String| {
+            Err(
+                Error::not_found(format!("{field}: the simulator has no {what}"))
+                    .with_provider(PROVIDER_TYPE)
+                    .with_resource(vm.to_owned()),
+            )
+        };
+        let host = match &placement.host {
+            Some(h) => match st.hosts.iter().find(|x| &x.name == h) {
+                Some(x) => Some(x),
+                None => return unknown("placement.host", format!("host {h}")),
+            },
+            None => None,
+        };
+        if let Some(c) = &placement.cluster {
+            let in_cluster = |x: &HostInfo| x.cluster.as_deref() == Some(c.as_str());
+            if !host.map_or_else(|| st.hosts.iter().any(in_cluster), in_cluster) {
+                return unknown("placement.cluster", format!("cluster {c} with that host"));
+            }
+        }
+        if let Some(d) = &placement.datastore {
+            let reachable = host.is_none_or(|x| x.datastores.iter().any(|n| n == d));
+            if !reachable || !st.datastores.iter().any(|x| &x.name == d) {
+                return unknown("placement.datastore", format!("datastore {d} there"));
+            }
+        }
+        Ok((host.map(|x| x.name.clone()), placement.datastore.clone()))
     }
 
     /// Makes the next call of `operation` fail with `kind` (queued; one failure per call).
@@ -346,8 +394,17 @@ impl Simulator {
         let st = self.lock();
         let mut inv = Inventory {
             hosts: st.hosts.clone(),
-            ..Default::default()
+            datastores: st.datastores.clone(),
         };
+        for ds in &mut inv.datastores {
+            ds.vms = st
+                .vms
+                .values()
+                .filter(|v| v.datastore.as_deref() == Some(ds.name.as_str()))
+                .map(|v| v.name.clone())
+                .collect();
+            ds.vms.sort();
+        }
         for host in &mut inv.hosts {
             let mut alloc = Resources::default();
             host.vms.clear();

@@ -309,6 +309,7 @@ impl Provider for Simulator {
         } else {
             PowerState::Off(OffReason::Unknown)
         };
+        let (host, datastore) = Self::resolve_placement(&self.lock(), &spec.name, &spec.placement)?;
         let id = self.insert_vm(
             &spec.name,
             super::GuestBehavior::cooperative(),
@@ -326,7 +327,8 @@ impl Provider for Simulator {
                     .map(|d| DiskInfo::new(d.name.clone(), d.size_gib))
                     .collect();
             }
-            v.host = spec.placement.clone();
+            v.host = host;
+            v.datastore = datastore;
         }
         Ok(id)
     }

@@ -116,7 +116,7 @@ impl Snapshotter for Simulator {
 #[async_trait]
 impl Cloner for Simulator {
     async fn clone_vm(&self, source: &VmId, opts: &CloneOptions) -> Result<CloneResult> {
-        let (behavior, cpu, mem, disks, mut labels) = {
+        let (behavior, cpu, mem, disks, mut labels, (host, datastore)) = {
             let mut st = self.lock();
             begin(&mut st, "clone")?;
             let v = st.vms.get(source).ok_or_else(|| not_found(source))?;
@@ -130,12 +130,16 @@ impl Cloner for Simulator {
                 )
                 .with_provider(PROVIDER_TYPE));
             }
+            let (host, datastore) =
+                Self::resolve_placement(&st, &opts.target_name, &opts.placement)?;
+            let place = (host.or(v.host.clone()), datastore.or(v.datastore.clone()));
             (
                 v.behavior.clone(),
                 v.cpu,
                 v.memory_mib,
                 v.disks.clone(),
                 v.labels.clone(),
+                place,
             )
         };
         let customized = opts.customization.as_ref().is_some_and(|c| !c.is_empty());
@@ -151,6 +155,8 @@ impl Cloner for Simulator {
         let mut st = self.lock();
         if let Some(v) = st.vms.get_mut(&id) {
             v.disks = disks;
+            v.host = host;
+            v.datastore = datastore;
             v.customization = opts.customization.clone().filter(|c| !c.is_empty());
         }
         // A fault injected into `clone_copy` fails the clone after the copy exists; like a

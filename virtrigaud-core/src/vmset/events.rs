@@ -1,5 +1,7 @@
 //! [`RolloutEvent`]: what a reconciler does, as it does it.
 
+use crate::placement::Placement;
+
 /// Why a member is removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -29,14 +31,16 @@ pub enum RolloutEvent {
         /// Available VMs (any template).
         available: u32,
     },
-    /// A VM is being created on `host`.
+    /// A VM is being created at `placement`.
     Creating {
         /// Set name.
         set: String,
         /// VM name.
         vm: String,
-        /// Chosen host, if a placer decided one.
-        host: Option<String>,
+        /// Where (empty when no placer decided).
+        placement: Placement,
+        /// Why there, as the placer explained its choice (`None` without a placer).
+        reason: Option<String>,
     },
     /// A VM was created.
     Created {

@@ -16,7 +16,7 @@ use super::template::{create_spec, expects_running, placement_request, template_
 use super::{SET_LABEL, TEMPLATE_HASH_LABEL};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{UpdateStrategyType, VMPlacementPolicySpec, VMSet};
-use crate::placement::Placer;
+use crate::placement::{Placement, Placer};
 use crate::provider::{DeleteOptions, ListOptions, Provider, StartOptions};
 use crate::shutdown::{ShutdownManager, ShutdownPolicy};
 use crate::vm::{PowerState, VmDescription};
@@ -495,10 +495,14 @@ impl VmSetReconciler {
     async fn create_one(&self, set: &VMSet, hash: &str, vm: &str, peers: &[String]) -> Result<()> {
         let name = set.name().to_owned();
         let mut spec = create_spec(&name, vm, &set.spec.template, hash);
+        let mut reason = None;
         if let Some(placer) = &self.placer {
             let req = placement_request(&name, &spec, peers, self.policy.as_ref());
             match placer.place(&req).await {
-                Ok(d) => spec.placement = Some(d.host),
+                Ok(d) => {
+                    spec.placement = Placement::from(&d);
+                    reason = Some(d.explain());
+                }
                 Err(e) => {
                     self.emit(RolloutEvent::PlacementFailed {
                         set: name,
@@ -511,7 +515,8 @@ impl VmSetReconciler {
         self.emit(RolloutEvent::Creating {
             set: name.clone(),
             vm: vm.to_owned(),
-            host: spec.placement.clone(),
+            placement: spec.placement.clone(),
+            reason,
         });
         match self.provider.create(&spec).await {
             Ok(_) => {

@@ -295,6 +295,7 @@ pub fn clone(
     full: bool,
     snapname: Option<&str>,
     target: Option<&str>,
+    storage: Option<&str>,
 ) -> ApiRequest {
     vm(Method::Post, "/nodes/{node}/qemu/{vmid}/clone", node, vmid)
         .param("newid", newid)
@@ -302,6 +303,7 @@ pub fn clone(
         .bool_param("full", full)
         .opt_param("snapname", snapname)
         .opt_param("target", target)
+        .opt_param("storage", storage)
 }
 
 /// `POST /nodes/{node}/qemu` (create). `config` holds config keys (`cores`, `memory`,
