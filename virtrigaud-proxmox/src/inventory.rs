@@ -129,14 +129,15 @@ pub(crate) async fn list_vms(client: &PveClient, opts: &ListOptions) -> Result<V
 }
 
 /// Online nodes (capacity, what their running VMs take, their VMs and storages) and every
-/// storage as a datastore (shared ones by name, node-local ones as `storage@node`, see
-/// [`crate::placement`]) with its free space and, for storages that hold disks, the VMs with
-/// a disk on it (one content listing per such storage of an online node).
+/// storage that holds VM disks (`images` content) as a datastore (shared ones by name,
+/// node-local ones as `storage@node`, see [`crate::placement`]) with its free space and the
+/// VMs with a disk on it (one content listing per such storage of an online node).
 pub(crate) async fn inventory(client: &PveClient) -> Result<Inventory> {
     let wire = |e| to_core_error(e, "inventory", None);
     let nodes: Vec<NodeEntry> = client.call(&api::nodes()).await.map_err(wire)?;
     let vms: Vec<ClusterVm> = client.call(&api::cluster_vms()).await.map_err(wire)?;
-    let stores: Vec<Store> = client.call(&api::cluster_storage()).await.map_err(wire)?;
+    let mut stores: Vec<Store> = client.call(&api::cluster_storage()).await.map_err(wire)?;
+    stores.retain(Store::holds_images);
     let online: Vec<NodeEntry> = nodes.into_iter().filter(|n| n.status == "online").collect();
     let mut inv = Inventory::default();
     let mut seen: BTreeMap<String, DatastoreInfo> = BTreeMap::new();
@@ -146,7 +147,7 @@ pub(crate) async fn inventory(client: &PveClient) -> Result<Inventory> {
         let ds = seen
             .entry(s.datastore())
             .or_insert_with(|| DatastoreInfo::new(s.datastore(), free));
-        if s.holds_images() && online.iter().any(|n| n.node == s.node) {
+        if online.iter().any(|n| n.node == s.node) {
             for vm in disk_owners(client, s, &vms).await? {
                 if !ds.vms.contains(&vm) {
                     ds.vms.push(vm);

@@ -9,7 +9,7 @@ use virtrigaud_core::{Error, ErrorKind, Result, VmId};
 use crate::PROVIDER_TYPE;
 use crate::client::Client;
 use crate::error::{VimError, to_core_error};
-use crate::types::{MoRef, Props};
+use crate::types::{MoRef, Props, refs};
 use crate::vm_api;
 
 /// vCPUs counted per physical core in the placement inventory (a 4:1 consolidation ratio).
@@ -18,7 +18,8 @@ pub const VCPU_PER_CORE: u64 = 4;
 const FIND: &str = "find_vm";
 
 /// Hosts (with their cluster, vCPU capacity, memory and reachable datastores), the vCPUs and
-/// memory of their powered-on VMs as allocation, and datastores with their free space.
+/// memory of their powered-on VMs as allocation, and datastores with their free space and the
+/// VMs with files on them.
 pub(crate) async fn inventory(c: &Client) -> Result<Inventory> {
     let err = |e: VimError| to_core_error(e, "inventory", None);
     let clusters: BTreeMap<String, String> = c
@@ -29,7 +30,7 @@ pub(crate) async fn inventory(c: &Client) -> Result<Inventory> {
         .map(|(m, p)| (m.value, p.str("name").unwrap_or_default().to_owned()))
         .collect();
     let datastores = c
-        .list_by_type("Datastore", &["name", "summary.freeSpace"])
+        .list_by_type("Datastore", &["name", "summary.freeSpace", "vm"])
         .await
         .map_err(err)?;
     let ds_names: BTreeMap<String, String> = datastores
@@ -68,13 +69,22 @@ pub(crate) async fn inventory(c: &Client) -> Result<Inventory> {
         inv.hosts
             .push(host_info(&m, &p, &clusters, &ds_names, &vms));
     }
+    let vm_names: BTreeMap<&str, &str> = vms
+        .iter()
+        .map(|(m, p)| (m.value.as_str(), p.str("name").unwrap_or_default()))
+        .collect();
     inv.datastores = datastores
         .iter()
         .map(|(_, p)| {
-            DatastoreInfo::new(
+            let mut ds = DatastoreInfo::new(
                 p.str("name").unwrap_or_default(),
                 p.u64("summary.freeSpace").unwrap_or(0) / (1024 * 1024 * 1024),
-            )
+            );
+            ds.vms = refs(p.get("vm"))
+                .iter()
+                .filter_map(|r| vm_names.get(r.as_str()).map(|n| (*n).to_owned()))
+                .collect();
+            ds
         })
         .collect();
     Ok(inv)

@@ -213,6 +213,10 @@ pub async fn run_all(provider: Arc<dyn Provider>, fixture: &dyn Fixture) -> Repo
         vm_set_scales_and_rolls(p, fixture).await,
     );
     report.push(
+        "vm_set_spreads_per_placement_policy",
+        vm_set_spreads_per_placement_policy(p, fixture).await,
+    );
+    report.push(
         "image_import_from_the_seed",
         image_import_from_the_seed(p, fixture).await,
     );
@@ -248,6 +252,7 @@ mod lifecycle;
 mod reconfigure;
 mod sets;
 mod snapshots;
+mod spread;
 
 pub use clones::{
     clone_customization_is_applied, failed_clone_leaves_nothing, full_and_linked_clones,
@@ -267,6 +272,7 @@ pub use snapshots::{
     revert_to_ref_restores_power_state, snapshot_failure_deadline_leaves_nothing,
     snapshot_reports_memory_and_quiesce,
 };
+pub use spread::vm_set_spreads_per_placement_policy;
 
 /// An orchestrator over `provider` whose graceful stops wait the fixture's graceful grace.
 fn orchestrator(provider: &Arc<dyn Provider>, fixture: &dyn Fixture) -> Orchestrator {

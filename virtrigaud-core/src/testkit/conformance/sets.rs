@@ -43,16 +43,7 @@ pub async fn vm_set_scales_and_rolls(
     if !caps.create || !caps.delete || !caps.list_vms {
         return CheckOutcome::Skipped("needs create, delete and list_vms".into());
     }
-    let mut set: VMSet = attempt!(from_yaml_str(SEED_SET), "parse seed 003's VMSet");
-    set.metadata.name = format!("vrconf-set-{}", std::process::id());
-    let size: VirtualMachineSpec = attempt!(from_yaml_str(MEMBER_SIZE), "parse the member size");
-    let template = &mut set.spec.template.spec;
-    template.provider_ref = None;
-    template.class_ref = None;
-    template.image_ref = None;
-    template.resources = size.resources;
-    template.disks = size.disks;
-    fixture.adapt_set_template(&mut set.spec.template);
+    let mut set = attempt!(seed_set(fixture, "set"), "seed 003's VMSet");
     let shutdown = ShutdownManager::new(Arc::clone(provider));
     let reconciler = VmSetReconciler::new(Arc::clone(provider), shutdown)
         .shutdown_policy(ShutdownPolicy::with_grace(fixture.short_grace()));
@@ -123,8 +114,24 @@ async fn scale_and_roll(
     }
 }
 
+/// Seed 003's VMSet named `vrconf-<kind>-<pid>`, its template without the references the
+/// test servers cannot resolve, members sized [`MEMBER_SIZE`], adapted by the fixture.
+pub(super) fn seed_set(fixture: &dyn Fixture, kind: &str) -> crate::Result<VMSet> {
+    let mut set: VMSet = from_yaml_str(SEED_SET)?;
+    set.metadata.name = format!("vrconf-{kind}-{}", std::process::id());
+    let size: VirtualMachineSpec = from_yaml_str(MEMBER_SIZE)?;
+    let template = &mut set.spec.template.spec;
+    template.provider_ref = None;
+    template.class_ref = None;
+    template.image_ref = None;
+    template.resources = size.resources;
+    template.disks = size.disks;
+    fixture.adapt_set_template(&mut set.spec.template);
+    Ok(set)
+}
+
 /// Reconciles until converged, within [`PHASE_LIMIT`].
-async fn converge(reconciler: &VmSetReconciler, set: &VMSet) -> crate::Result<()> {
+pub(super) async fn converge(reconciler: &VmSetReconciler, set: &VMSet) -> crate::Result<()> {
     let passes = u32::try_from(PHASE_LIMIT.as_millis() / TICK.as_millis()).unwrap_or(u32::MAX);
     let until = Instant::now() + PHASE_LIMIT;
     tokio::time::timeout_at(until, reconciler.run_until_converged(set, TICK, passes))
@@ -134,7 +141,10 @@ async fn converge(reconciler: &VmSetReconciler, set: &VMSet) -> crate::Result<()
 }
 
 /// The set's members, as `list_vms` filtered on the set label finds them.
-async fn members(provider: &Arc<dyn Provider>, set: &VMSet) -> crate::Result<Vec<VmDescription>> {
+pub(super) async fn members(
+    provider: &Arc<dyn Provider>,
+    set: &VMSet,
+) -> crate::Result<Vec<VmDescription>> {
     let mut opts = ListOptions::default();
     opts.labels.insert(SET_LABEL.into(), set.name().to_owned());
     provider.list_vms(&opts).await
