@@ -93,6 +93,7 @@ mod customize;
 mod describe;
 mod error;
 mod id;
+mod inventory;
 mod labels;
 mod lifecycle;
 mod power;

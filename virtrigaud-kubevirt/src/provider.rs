@@ -13,10 +13,10 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 use virtrigaud_core::{
     AgentStatus, CloneOptions, CloneResult, Cloner, DeleteOptions, DeleteSnapshotOptions, Error,
-    ErrorKind, Incarnation, ListOptions, PowerOffOptions, PowerState, PowerStateStream, Provider,
-    ProviderCapabilities, ReconfigureRequest, ReconfigureResult, Result, ResultExt, RevertOptions,
-    ShutdownChannel, ShutdownRequestOptions, SnapshotInfo, SnapshotOptions, Snapshotter,
-    StartOptions, VmCapabilities, VmCreateSpec, VmDescription, VmId,
+    ErrorKind, Incarnation, Inventory, ListOptions, PowerOffOptions, PowerState, PowerStateStream,
+    Provider, ProviderCapabilities, ReconfigureRequest, ReconfigureResult, Result, ResultExt,
+    RevertOptions, ShutdownChannel, ShutdownRequestOptions, SnapshotInfo, SnapshotOptions,
+    Snapshotter, StartOptions, VmCapabilities, VmCreateSpec, VmDescription, VmId,
 };
 
 use crate::PROVIDER_TYPE;
@@ -95,6 +95,7 @@ impl KubeVirtProvider {
         c.delete = true;
         c.reconfigure = true;
         c.list_vms = true;
+        c.inventory = true;
         c
     }
 
@@ -381,6 +382,12 @@ impl Provider for KubeVirtProvider {
 
     async fn list_vms(&self, opts: &ListOptions) -> Result<Vec<VmDescription>> {
         self.conn.list_vms(opts).await
+    }
+
+    /// Nodes as hosts and storage classes as datastores (needs cluster-wide `list` on
+    /// `nodes` and `storageclasses.storage.k8s.io`).
+    async fn inventory(&self) -> Result<Inventory> {
+        self.conn.inventory().await
     }
 
     fn snapshotter(&self) -> Option<&dyn Snapshotter> {

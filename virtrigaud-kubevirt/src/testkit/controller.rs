@@ -215,6 +215,14 @@ impl Ctl {
             .as_ref()
             .and_then(|t| t.spec.clone())
             .unwrap_or_default();
+        let node = serde_json::to_value(&tspec)
+            .ok()
+            .and_then(|v| {
+                v.pointer("/nodeSelector/kubernetes.io~1hostname")
+                    .and_then(|n| n.as_str())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| "node-1".to_owned());
         let vmi: VirtualMachineInstance = serde_json::from_value(json!({
             "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
             "metadata": {"name": name, "namespace": self.ns, "finalizers": ["kubevirt.io/foregroundDeleteVirtualMachine"],
@@ -241,7 +249,7 @@ impl Ctl {
                             )
                             .await;
                         tokio::time::sleep(Duration::from_millis(boot)).await;
-                        let st = json!({"status": {"phase": "Running", "nodeName": "node-1",
+                        let st = json!({"status": {"phase": "Running", "nodeName": node,
                             "conditions": [{"type": "Ready", "status": "True"}, {"type": "AgentConnected", "status": "True"}]}});
                         let _ = api.patch_status(&name, &pp(), &Patch::Merge(st)).await;
                     });

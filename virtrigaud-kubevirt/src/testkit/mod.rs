@@ -7,14 +7,18 @@
 //! Annotations on a VM script its guest: [`GUEST_SHUTDOWN`], [`BOOT`], [`SNAPSHOT_STUCK`];
 //! [`FakeKubeVirt::fail_next_clone`] makes a `VirtualMachineClone` fail after it created the
 //! target VM. The apiserver serves no core `v1` API: the clients and providers made here get
-//! Secrets from [`CoreSecrets`], in memory.
+//! Secrets from [`CoreSecrets`], in memory, and nodes and storage classes from
+//! [`CoreCluster`]. The fake controller runs a VMI on the node its template's
+//! `kubernetes.io/hostname` node selector names, else on `node-1`.
 //! Helpers panic on failure (they are test code).
 #![allow(clippy::unwrap_used, clippy::collapsible_match)]
 
+mod cluster;
 mod controller;
 mod secrets;
 mod snapshots;
 
+pub use cluster::{CoreCluster, CoreClusterService, NODES, STORAGE_CLASSES};
 pub use controller::{FakeKubeVirt, StopRecord};
 pub use secrets::{CoreSecrets, CoreSecretsService};
 
@@ -56,6 +60,7 @@ pub async fn client(path: &str) -> Client {
     kube::client::ClientBuilder::try_from(kube_config(path).await)
         .expect("client")
         .with_layer(&CoreSecrets)
+        .with_layer(&CoreCluster)
         .build()
 }
 
@@ -93,6 +98,7 @@ pub async fn provider_with_config(path: &str, cfg: KubeVirtConfig) -> KubeVirtPr
     let client = kube::client::ClientBuilder::try_from(kc)
         .expect("client")
         .with_layer(&CoreSecrets)
+        .with_layer(&CoreCluster)
         .with_layer(&crate::stats::CountLayer(stats.clone()))
         .build();
     KubeVirtProvider::over(crate::client::Connection::new(

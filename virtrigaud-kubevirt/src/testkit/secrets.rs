@@ -57,7 +57,7 @@ pub struct CoreSecretsService<S> {
     inner: S,
 }
 
-type Resp = Response<Box<DynBody>>;
+pub(super) type Resp = Response<Box<DynBody>>;
 
 impl<S> tower::Service<Request<Body>> for CoreSecretsService<S>
 where
@@ -97,7 +97,7 @@ fn secret_path(path: &str) -> Option<(String, Option<String>)> {
     parts.next().is_none().then_some((ns, name))
 }
 
-fn response(code: StatusCode, v: &Value) -> Resp {
+pub(super) fn response(code: StatusCode, v: &Value) -> Resp {
     let body = Full::new(Bytes::from(serde_json::to_vec(v).unwrap()))
         .map_err(|never| -> tower::BoxError { match never {} });
     Response::builder()
