@@ -132,6 +132,8 @@ impl Provider for VsphereProvider {
         c.reconfigure = true;
         c.inventory = true;
         c.list_vms = true;
+        // OVAs, through VsphereImageSink (CreateImportSpec, ImportVApp, an NFC lease).
+        c.image_import = true;
         c
     }
 
