@@ -8,7 +8,9 @@
 //! A device URL's host `*` means "the host you talk to": it is replaced by the SDK URL's
 //! scheme, host and port. The session cookie goes only to that host (vcsim wants it on
 //! `/nfc/` uploads; an ESXi host named in a URL authorises by the lease instead), and it is
-//! never logged. Reply bodies are read up to [`MAX_REPLY`] bytes.
+//! never logged. On vCenter the lease id in a device URL's path authorises the transfer, so
+//! logs and errors show a device URL only as [`shown`] (scheme, host, port, file name).
+//! Reply bodies are read up to [`MAX_REPLY`] bytes.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -240,19 +242,19 @@ impl Lease {
         if create {
             req = req.header("Overwrite", "t");
         }
-        // The URL's path holds the lease id only; no secret is in it.
-        tracing::debug!(url = %url, bytes = size, "NFC upload");
+        let shown = shown(url);
+        tracing::debug!(url = %shown, bytes = size, "NFC upload");
         let resp = req.send().await.map_err(|e| {
             let kind = if e.is_timeout() {
                 ErrorKind::Timeout
             } else {
                 ErrorKind::Unavailable
             };
-            Error::new(kind, format!("NFC upload to {url} failed: {e}")).context_for(
-                PROVIDER_TYPE,
-                OP,
-                Some(&self.resource),
+            Error::new(
+                kind,
+                format!("NFC upload to {shown} failed: {}", e.without_url()),
             )
+            .context_for(PROVIDER_TYPE, OP, Some(&self.resource))
         })?;
         let status = resp.status();
         if status.is_success() {
@@ -269,7 +271,7 @@ impl Lease {
         Err(Error::new(
             kind,
             format!(
-                "NFC upload to {url}: HTTP {status}: {}",
+                "NFC upload to {shown}: HTTP {status}: {}",
                 body.chars().take(200).collect::<String>()
             ),
         )
@@ -287,6 +289,21 @@ async fn bounded_text(mut resp: reqwest::Response, max: usize) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A device URL as logs and errors show it: `scheme://host:port/…/<file>`, without the
+/// lease id.
+pub(crate) fn shown(url: &url::Url) -> String {
+    let file = url
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .unwrap_or_default();
+    format!(
+        "{}://{}:{}/…/{file}",
+        url.scheme(),
+        url.host_str().unwrap_or_default(),
+        url.port_or_known_default().unwrap_or_default()
+    )
 }
 
 /// A device URL with a `*` host replaced by the SDK URL's scheme, host and port.
@@ -326,5 +343,7 @@ mod tests {
         assert_eq!(u.host_str(), Some("esx1.example.com"));
         assert!(device_url("nonsense", &sdk).is_err());
         assert!(device_url("ftp://*/x", &sdk).is_err());
+        let u = device_url("https://*/nfc/52a1-secret-lease/disk-0.vmdk", &sdk).expect("url");
+        assert_eq!(shown(&u), "https://127.0.0.1:18989/…/disk-0.vmdk");
     }
 }

@@ -276,3 +276,30 @@ async fn removing_a_missing_image_is_ok_and_a_plain_vm_is_not_an_image() {
     assert_eq!(err.kind(), ErrorKind::InvalidSpec);
     assert_eq!(s.provider_type(), p.provider_type());
 }
+
+/// A failure after `ImportVApp` (here the upload deadline, zero) aborts the lease and
+/// destroys the VM the lease made; the staged OVA is gone too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_upload_destroys_the_half_made_vm() {
+    let Some(p) = provider().await else { return };
+    let dir = std::env::temp_dir().join(format!("vrimg-vsphere-{}-late", std::process::id()));
+    let s = VsphereImageSink::new(&p, &dir)
+        .with_datastore("LocalDS_0")
+        .with_folder("DC0/vm")
+        .with_timeouts(Duration::from_secs(30), Duration::ZERO);
+    let target = ImageTarget::new(name("late"));
+    let data = ova(256 << 10);
+    let (res, _server) = prepare(&s, &target, &data).await;
+    let err = res.expect_err("zero upload deadline");
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(err.message().contains("half-made VM"), "{err}");
+    assert!(err.message().contains("was deleted"), "{err}");
+    assert!(
+        !err.to_string().contains("/nfc/"),
+        "lease URL in the error: {err}"
+    );
+    no_vm_named(&p, &target.name).await;
+    assert!(s.lookup(&target).await.expect("lookup").is_none());
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(left.is_empty(), "staged files left: {left:?}");
+}
