@@ -36,11 +36,12 @@ enum Serve {
 }
 
 /// The seed's VMImage, its source URL and checksum pointed at a local HTTP server serving a
-/// small raw image (a small OVA, [`ova`], where the provider's source is one), is prepared into the provider's storage with the seed's `prepare`
-/// options: it becomes `Ready`, the sink finds it with the served size, and a second
-/// preparation finds it without downloading again. A checksum mismatch, a server answering
-/// 503 through every retry, and a transfer that stalls each fail cleanly, leaving nothing in
-/// the provider's storage. Skipped where `image_import` is declared false; a provider that
+/// small raw image (a small OVA where the provider's source is one, vSphere's `ovaURL`), is
+/// prepared into the provider's storage with the seed's `prepare` options: it becomes
+/// `Ready`, the sink finds it with the served size, and a second preparation finds it
+/// without downloading again. A checksum mismatch, a server answering 503 through every
+/// retry, and a transfer that stalls each fail cleanly, leaving nothing in the provider's
+/// storage. Skipped where `image_import` is declared false; a provider that
 /// declares it needs a fixture with an [`ImageSink`] ([`Fixture::image_sink`]).
 pub async fn image_import_from_the_seed(
     provider: &Arc<dyn Provider>,
@@ -206,7 +207,10 @@ fn served_image(provider_type: &str) -> crate::Result<Vec<u8>> {
         .parse()
         .map_err(|e| crate::Error::internal(format!("checksum: {e}")))?;
     let image = seed_image("probe", "http://127.0.0.1/probe", &any)?;
-    let format = image.spec.download_for(provider_type).and_then(|d| d.format);
+    let format = image
+        .spec
+        .download_for(provider_type)
+        .and_then(|d| d.format);
     Ok(if is_ova(format.as_deref()) {
         ova(&pattern(IMAGE_LEN))
     } else {
