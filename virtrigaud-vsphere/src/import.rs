@@ -18,7 +18,7 @@ use crate::PROVIDER_TYPE;
 use crate::client::Client;
 use crate::error::{SoapFault, to_core_error};
 use crate::image_place::{ImportPlace, SHA256_KEY, SIZE_KEY, destroy};
-use crate::nfc::Lease;
+use crate::nfc::{Lease, Transfer};
 use crate::ovf::Index;
 use crate::spec::write_element;
 use crate::types::MoRef;
@@ -80,21 +80,16 @@ async fn create_import_spec(i: &Import<'_>) -> Result<(Element, Vec<FileItem>)> 
             i.name,
         )
     })?;
-    let mut b = Xml::new();
-    b.el("ovfDescriptor", i.descriptor)
-        .moref("resourcePool", &i.place.pool.ty, &i.place.pool.value)
-        .moref("datastore", &i.place.datastore.ty, &i.place.datastore.value)
-        .open("cisp")
-        .el("locale", "")
-        .el("deploymentOption", "")
-        .el("entityName", i.name);
-    if i.thin {
-        b.el("diskProvisioning", "thin");
-    }
-    b.close("cisp");
+    let body = import_spec_body(
+        i.descriptor,
+        &i.place.pool,
+        &i.place.datastore,
+        i.name,
+        i.thin,
+    );
     let resp = i
         .client
-        .call("CreateImportSpec", &om, &b.finish())
+        .call("CreateImportSpec", &om, &body)
         .await
         .map_err(|e| to_core_error(e, OP, Some(i.name)))?;
     let rv = resp
@@ -134,6 +129,31 @@ async fn create_import_spec(i: &Import<'_>) -> Result<(Element, Vec<FileItem>)> 
         })
         .collect();
     Ok((spec, items))
+}
+
+/// The body of `CreateImportSpec`, in XSD order: the descriptor, pool, datastore and the
+/// `OvfCreateImportSpecParams` (`locale` and `deploymentOption`, required and empty for the
+/// defaults, `entityName`, then `diskProvisioning`).
+fn import_spec_body(
+    descriptor: &str,
+    pool: &MoRef,
+    datastore: &MoRef,
+    name: &str,
+    thin: bool,
+) -> String {
+    let mut b = Xml::new();
+    b.el("ovfDescriptor", descriptor)
+        .moref("resourcePool", &pool.ty, &pool.value)
+        .moref("datastore", &datastore.ty, &datastore.value)
+        .open("cisp")
+        .el("locale", "")
+        .el("deploymentOption", "")
+        .el("entityName", name);
+    if thin {
+        b.el("diskProvisioning", "thin");
+    }
+    b.close("cisp");
+    b.finish()
 }
 
 /// `ImportVApp`: the lease.
@@ -201,18 +221,14 @@ async fn fill(
     let started = tokio::time::Instant::now();
     for (entry, url, create) in plan {
         let left = i.deadlines.upload.saturating_sub(started.elapsed());
-        lease
-            .upload(
-                i.file,
-                entry.offset,
-                entry.size,
-                url,
-                create,
-                &sent,
-                total,
-                left,
-            )
-            .await?;
+        let t = Transfer {
+            file: i.file,
+            offset: entry.offset,
+            size: entry.size,
+            url,
+            create,
+        };
+        lease.upload(&t, &sent, total, left).await?;
         let done = sent.load(std::sync::atomic::Ordering::Relaxed);
         lease
             .progress(done.saturating_mul(100) / total.max(1))
@@ -288,4 +304,28 @@ async fn roll_back(i: &Import<'_>, lease: &Lease, made: Option<&MoRef>, e: Error
     Error::new(e.kind(), format!("{} ({})", e.message(), notes.join("; ")))
         .with_source(e)
         .context_for(PROVIDER_TYPE, OP, Some(i.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_spec_params_are_in_xsd_order_and_escaped() {
+        let pool = MoRef::new("ResourcePool", "resgroup-9");
+        let ds = MoRef::new("Datastore", "datastore-1");
+        let body = import_spec_body("<Envelope a=\"&\"/>", &pool, &ds, "img <1>", true);
+        assert_eq!(
+            body,
+            concat!(
+                "<ovfDescriptor>&lt;Envelope a=&quot;&amp;&quot;/&gt;</ovfDescriptor>",
+                "<resourcePool type=\"ResourcePool\">resgroup-9</resourcePool>",
+                "<datastore type=\"Datastore\">datastore-1</datastore>",
+                "<cisp><locale></locale><deploymentOption></deploymentOption>",
+                "<entityName>img &lt;1&gt;</entityName><diskProvisioning>thin</diskProvisioning></cisp>"
+            )
+        );
+        let thick = import_spec_body("x", &pool, &ds, "n", false);
+        assert!(!thick.contains("diskProvisioning"), "{thick}");
+    }
 }

@@ -52,6 +52,17 @@ pub(crate) struct LeaseInfo {
     pub(crate) urls: Vec<DeviceUrl>,
 }
 
+/// One file to send: `size` bytes of `file` from `offset`, to `url`, with `PUT` when
+/// `create` (the server creates the file) or `POST` (a stream-optimised disk).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Transfer<'a> {
+    pub(crate) file: &'a Path,
+    pub(crate) offset: u64,
+    pub(crate) size: u64,
+    pub(crate) url: &'a url::Url,
+    pub(crate) create: bool,
+}
+
 /// An `HttpNfcLease` of this client.
 #[derive(Debug)]
 pub(crate) struct Lease {
@@ -165,22 +176,17 @@ impl Lease {
             .map_err(|e| self.err(e))
     }
 
-    /// Streams `size` bytes of `file` from `offset` to `url` (`PUT` when `create`, else
-    /// `POST`), adding them to `sent` as they go and reporting progress against `total`, all
-    /// within `within`.
-    #[allow(clippy::too_many_arguments)]
+    /// Streams one file (`t`), adding its bytes to `sent` as they go and reporting progress
+    /// against `total`, all within `within`.
     pub(crate) async fn upload(
         &self,
-        file: &Path,
-        offset: u64,
-        size: u64,
-        url: &url::Url,
-        create: bool,
+        t: &Transfer<'_>,
         sent: &Arc<AtomicU64>,
         total: u64,
         within: Duration,
     ) -> Result<()> {
-        let send = self.send(file, offset, size, url, create, sent);
+        let size = t.size;
+        let send = self.send(t, sent);
         tokio::pin!(send);
         let deadline = tokio::time::sleep(within);
         tokio::pin!(deadline);
@@ -203,15 +209,14 @@ impl Lease {
         }
     }
 
-    async fn send(
-        &self,
-        file: &Path,
-        offset: u64,
-        size: u64,
-        url: &url::Url,
-        create: bool,
-        sent: &Arc<AtomicU64>,
-    ) -> Result<()> {
+    async fn send(&self, t: &Transfer<'_>, sent: &Arc<AtomicU64>) -> Result<()> {
+        let Transfer {
+            file,
+            offset,
+            size,
+            url,
+            create,
+        } = *t;
         let ctx =
             |m: String| Error::internal(m).context_for(PROVIDER_TYPE, OP, Some(&self.resource));
         let mut f = tokio::fs::File::open(file)
@@ -227,8 +232,10 @@ impl Lease {
             }
             c
         });
-        let same_host = url.host_str() == self.client.sdk_url().host_str()
-            && url.port_or_known_default() == self.client.sdk_url().port_or_known_default();
+        let sdk = self.client.sdk_url();
+        let same_host = url.scheme() == sdk.scheme()
+            && url.host_str() == sdk.host_str()
+            && url.port_or_known_default() == sdk.port_or_known_default();
         let (method, kind) = if create {
             (reqwest::Method::PUT, "application/octet-stream")
         } else {
