@@ -23,6 +23,8 @@ pub(crate) struct ServiceContent {
     pub(crate) search_index: MoRef,
     pub(crate) session_manager: MoRef,
     pub(crate) view_manager: MoRef,
+    /// `OvfManager` (image imports); `None` when the server has none.
+    pub(crate) ovf_manager: Option<MoRef>,
     pub(crate) api_version: String,
 }
 
@@ -36,6 +38,7 @@ impl ServiceContent {
             search_index: si.clone(),
             session_manager: si.clone(),
             view_manager: si,
+            ovf_manager: None,
             api_version: String::new(),
         }
     }
@@ -56,6 +59,7 @@ impl ServiceContent {
             search_index: get("searchIndex")?,
             session_manager: get("sessionManager")?,
             view_manager: get("viewManager")?,
+            ovf_manager: rv.child("ovfManager").and_then(MoRef::from_el),
             api_version: rv.text_at("about/apiVersion").unwrap_or("6.5").to_owned(),
         })
     }
@@ -137,6 +141,28 @@ impl Client {
     /// The endpoint identity (see [`endpoint_identity`]).
     pub(crate) fn endpoint(&self) -> String {
         endpoint_identity(&self.url)
+    }
+
+    /// The `/sdk` URL (its scheme, host and port stand in for the `*` host of NFC URLs).
+    pub(crate) fn sdk_url(&self) -> &url::Url {
+        &self.url
+    }
+
+    /// A plain HTTP request (not SOAP) with the crate's TLS settings and, when
+    /// `with_session`, the session cookie (NFC uploads to the SDK host need it). The cookie
+    /// is added here and never logged.
+    pub(crate) fn http_request(
+        &self,
+        method: reqwest::Method,
+        url: url::Url,
+        with_session: bool,
+    ) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, url);
+        if with_session {
+            self.session.authorize(req)
+        } else {
+            req
+        }
     }
 
     /// SOAP calls sent so far (including logins).

@@ -69,6 +69,30 @@
 //!   `list_vms` filters by them (read in the same `RetrievePropertiesEx`; the filter runs
 //!   client-side). So the core's VM-set reconciler ([`virtrigaud_core::vmset`]) runs on
 //!   vSphere.
+//! * Images: [`VsphereImageSink`] is the core's `ImageSink` for `VMImage` preparation
+//!   (`image_import` is declared). The preparer's download (an OVA, `spec.vsphere.ovaURL`)
+//!   is staged in a local directory and checked against the checksum before anything
+//!   reaches vSphere; on commit the OVA's tar entries are read (the `.ovf` descriptor must
+//!   be the first entry), the descriptor is checked (one `VirtualSystem`, every disk item
+//!   backed by a file in the archive), then `OvfManager.CreateImportSpec` (its `error`s
+//!   are `InvalidSpec` naming `ovfDescriptor`; thin disks unless
+//!   [`VsphereImageSink::with_thin_provisioned`]`(false)`), `ResourcePool.ImportVApp` into
+//!   the image folder, the `HttpNfcLease` uploads (each `fileItem` to the device URL with
+//!   its `importKey`, `*` hosts replaced by the SDK host, the session cookie sent to that
+//!   host only, `HttpNfcLeaseProgress` while streaming, deadlines on the lease and the
+//!   uploads), `HttpNfcLeaseComplete`, the OVA's size and SHA-256 written to the VM's
+//!   `extraConfig` (`virtrigaud.image.size`, `virtrigaud.image.sha256`) and
+//!   `MarkAsTemplate`. `lookup` finds the template of the image's name directly in the
+//!   image folder and returns its moref with the recorded size; a VM of that name that is
+//!   not a template is not an image (and `begin` refuses to import over it:
+//!   `AlreadyExists`); `remove` destroys the template (missing: `Ok`). A failed import
+//!   aborts the lease and destroys the VM that lease created (checked by name), nothing
+//!   else. Datastore, folder and resource pool come from the sink's overrides
+//!   ([`VsphereImageSink::with_datastore`], `with_folder`, `with_resource_pool`), else the
+//!   target's storage (`datastore[/folder]`, the folder under the datacenter's VM folder),
+//!   else the provider's defaults, else the datacenter's VM folder and the first accessible
+//!   datastore reached by a compute resource; one the server lacks is `NotFound` naming
+//!   the field, found before any byte is downloaded.
 //! * Faults become [`virtrigaud_core::Error`]s in one place; the vim25 fault is kept as the
 //!   error's source ([`SoapFault`]) — `ToolsUnavailable` and `InvalidPowerState` are
 //!   `InvalidState`, `InvalidLogin` is `Unauthenticated`, `TaskInProgress` is `Conflict`,
@@ -84,7 +108,11 @@
 //!   channel), `watch.rs` (the pushed power-state stream), `describe.rs` (`describe`,
 //!   `list_vms`, `vm_capabilities`), `inventory.rs` (placement inventory, finding VMs),
 //!   `reconfigure.rs`, `snapshot.rs`, `clone.rs`, `create.rs` (validation, create with its
-//!   rollback, delete) with `placement.rs` (datacenter, compute, datastore and NIC steps);
+//!   rollback, delete) with `placement.rs` (datacenter, compute, datastore and NIC steps),
+//!   `image.rs` ([`VsphereImageSink`]) with `image_place.rs` (the image folder, datastore
+//!   and pool; finding and destroying templates), `import.rs` (the import steps and their
+//!   rollback), `nfc.rs` (the `HttpNfcLease`) and `ovf.rs` (the OVA's tar entries and the
+//!   descriptor checks);
 //! * shared by them: `vm_api.rs` (VM reads, calls and tasks with the error context),
 //!   `spec.rs` (request bodies in XSD order), `labels.rs` (labels and user data in
 //!   `extraConfig`);
@@ -115,6 +143,16 @@
 //!   so none is offered; `list_vms` label filters read every VM's extraConfig (no
 //!   server-side filter exists in vim25).
 //! * The ACPI shutdown channel is unsupported (see above).
+//! * Image imports: OVAs only (an `.ovf` with files beside it, a `VirtualSystemCollection`
+//!   or files referenced by URL are refused); disks are sent as they are in the archive
+//!   (`POST` as stream-optimised VMDK), without decompressing `ovf:compression` files or
+//!   joining chunked ones. `ImportVApp` gets no host (vCenter picks one; a cluster without
+//!   DRS may need one). An NFC URL naming another host (an ESXi host behind vCenter) is
+//!   sent with this provider's TLS settings and without the session cookie; its
+//!   `sslThumbprint` is not used. Only vcsim's lease (ready at once, uploads discarded) is
+//!   exercised here; vCenter's lease timeouts and its stream-optimised-VMDK checks are not.
+//!   `VMImage`'s `thinProvisioned` is not part of the core's `ImageTarget`: set it on the
+//!   sink.
 //!
 //! ```no_run
 //! # async fn demo() -> virtrigaud_core::Result<()> {
@@ -143,8 +181,13 @@ mod create;
 mod datetime;
 mod describe;
 mod error;
+mod image;
+mod image_place;
+mod import;
 mod inventory;
 mod labels;
+mod nfc;
+mod ovf;
 mod placement;
 mod power;
 mod provider;
@@ -161,5 +204,6 @@ mod xml;
 pub use clone::LINKED_CLONE_BASE;
 pub use config::{TlsVerification, VsphereConfig};
 pub use error::SoapFault;
+pub use image::VsphereImageSink;
 pub use inventory::VCPU_PER_CORE;
 pub use provider::VsphereProvider;

@@ -83,6 +83,16 @@ impl VsphereProvider {
             .map_err(|e| to_core_error(e, "logout", None))
     }
 
+    /// The session (for the image sink).
+    pub(crate) fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    /// The configured defaults (for the image sink).
+    pub(crate) fn defaults(&self) -> &Arc<CreateDefaults> {
+        &self.defaults
+    }
+
     /// The number of SOAP calls this provider has sent (including logins), counted where
     /// requests are sent; for measurements.
     pub fn api_calls(&self) -> u64 {
@@ -122,6 +132,8 @@ impl Provider for VsphereProvider {
         c.reconfigure = true;
         c.inventory = true;
         c.list_vms = true;
+        // OVAs, through VsphereImageSink (CreateImportSpec, ImportVApp, an NFC lease).
+        c.image_import = true;
         c
     }
 

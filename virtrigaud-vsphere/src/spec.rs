@@ -22,12 +22,35 @@ pub(crate) struct Target {
     pub(crate) nics: Vec<NicBacking>,
 }
 
-/// Serialises a parsed element back to XML (keeps `xsi:type` and plain attributes).
+/// XML Schema types a vim25 `xsi:type` may name (written with the `xsd:` prefix; every
+/// other type is a vim25 one).
+const XSD_TYPES: &[&str] = &[
+    "string",
+    "boolean",
+    "byte",
+    "short",
+    "int",
+    "long",
+    "float",
+    "double",
+    "dateTime",
+    "base64Binary",
+    "anyURI",
+    "anyType",
+];
+
+/// Serialises a parsed element back to XML (keeps `xsi:type`, `xsd:`-prefixed for the XML
+/// Schema types, and plain attributes).
 pub(crate) fn write_element(out: &mut String, el: &Element, name: &str) {
     out.push('<');
     out.push_str(name);
     if let Some(t) = &el.xsi_type {
-        out.push_str(&format!(" xsi:type=\"{}\"", esc(t)));
+        let prefix = if XSD_TYPES.contains(&t.as_str()) {
+            "xsd:"
+        } else {
+            ""
+        };
+        out.push_str(&format!(" xsi:type=\"{prefix}{}\"", esc(t)));
     }
     for (k, v) in &el.attrs {
         out.push_str(&format!(" {k}=\"{}\"", esc(v)));
@@ -349,6 +372,20 @@ pub(crate) fn create_vm_body(
 mod tests {
     use super::*;
     use virtrigaud_core::NetworkCustomization;
+
+    #[test]
+    fn written_elements_keep_their_types() {
+        let el = crate::xml::parse(
+            r#"<spec xmlns:x="http://www.w3.org/2001/XMLSchema-instance" x:type="VirtualMachineImportSpec"><configSpec><extraConfig x:type="OptionValue"><key>k</key><value x:type="xsd:string">a&amp;b</value></extraConfig></configSpec><pool type="ResourcePool">resgroup-1</pool></spec>"#,
+        )
+        .expect("parse");
+        let mut out = String::new();
+        write_element(&mut out, &el, "spec");
+        assert_eq!(
+            out,
+            r#"<spec xsi:type="VirtualMachineImportSpec"><configSpec><extraConfig xsi:type="OptionValue"><key>k</key><value xsi:type="xsd:string">a&amp;b</value></extraConfig></configSpec><pool type="ResourcePool">resgroup-1</pool></spec>"#
+        );
+    }
 
     #[test]
     fn masks() {

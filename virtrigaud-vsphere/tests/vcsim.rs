@@ -12,13 +12,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use virtrigaud_core::conformance::{self, Fixture};
+use virtrigaud_core::orchestration::image::ImageSink;
 use virtrigaud_core::shutdown::{ShutdownManager, ShutdownOutcome, ShutdownPolicy};
 use virtrigaud_core::{
     AgentStatus, CloneOptions, Customization, ErrorKind, ListOptions, NetworkCustomization,
     OffReason, PowerOffOptions, PowerState, Provider, ShutdownChannel, ShutdownRequestOptions,
     SnapshotOptions, StartOptions, VmId,
 };
-use virtrigaud_vsphere::{SoapFault, TlsVerification, VsphereConfig, VsphereProvider};
+use virtrigaud_vsphere::{
+    SoapFault, TlsVerification, VsphereConfig, VsphereImageSink, VsphereProvider,
+};
 
 use common::{
     RawSession, config, provider, remove, remove_named, running_vm, set_guest_shutdown_delay,
@@ -120,6 +123,19 @@ impl Fixture for VcsimFixture {
     }
     fn missing_vm(&self) -> VmId {
         VmId::new("vm-999999")
+    }
+    /// Prepared OVAs become templates in DC0's root VM folder on vcsim's `LocalDS_0` (the
+    /// seed's `images-datastore` and `/Templates` do not exist there), staged in a temporary
+    /// directory of this test process.
+    async fn image_sink(&self) -> virtrigaud_core::Result<Option<Arc<dyn ImageSink>>> {
+        let staging = std::env::temp_dir().join(format!(
+            "virtrigaud-vsphere-conformance-images-{}",
+            std::process::id()
+        ));
+        let sink = VsphereImageSink::new(&self.provider, staging)
+            .with_datastore("LocalDS_0")
+            .with_folder("DC0/vm");
+        Ok(Some(Arc::new(sink)))
     }
     fn graceful_grace(&self) -> Duration {
         Duration::from_secs(20)

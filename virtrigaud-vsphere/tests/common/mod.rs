@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 pub mod fake_vc;
+pub mod ova;
 
 use std::time::Duration;
 

@@ -20,7 +20,8 @@ use crate::provider::Provider;
 /// `validateChecksum`, `timeout: 30m`, `retries: 3`).
 const SEED_IMAGE: &str = include_str!("../../../tests/fixtures/seeds/003_10_vmimage.yaml");
 
-/// The served image: 2 MiB and a few bytes of a fixed pattern.
+/// The served image: 2 MiB and a few bytes of a fixed pattern (for an OVA source, the disk
+/// file inside the served OVA).
 const IMAGE_LEN: usize = (2 << 20) + 17;
 
 /// How the local server answers.
@@ -35,11 +36,12 @@ enum Serve {
 }
 
 /// The seed's VMImage, its source URL and checksum pointed at a local HTTP server serving a
-/// small raw image, is prepared into the provider's storage with the seed's `prepare`
-/// options: it becomes `Ready`, the sink finds it with the served size, and a second
-/// preparation finds it without downloading again. A checksum mismatch, a server answering
-/// 503 through every retry, and a transfer that stalls each fail cleanly, leaving nothing in
-/// the provider's storage. Skipped where `image_import` is declared false; a provider that
+/// small raw image (a small OVA where the provider's source is one, vSphere's `ovaURL`), is
+/// prepared into the provider's storage with the seed's `prepare` options: it becomes
+/// `Ready`, the sink finds it with the served size, and a second preparation finds it
+/// without downloading again. A checksum mismatch, a server answering 503 through every
+/// retry, and a transfer that stalls each fail cleanly, leaving nothing in the provider's
+/// storage. Skipped where `image_import` is declared false; a provider that
 /// declares it needs a fixture with an [`ImageSink`] ([`Fixture::image_sink`]).
 pub async fn image_import_from_the_seed(
     provider: &Arc<dyn Provider>,
@@ -53,7 +55,10 @@ pub async fn image_import_from_the_seed(
             "image_import is declared, but the fixture gives no image sink".into(),
         );
     };
-    let data = Arc::new(pattern(IMAGE_LEN));
+    let data = Arc::new(attempt!(
+        served_image(provider.provider_type()),
+        "the served image"
+    ));
     let base = format!("vrconf-img-{}", std::process::id());
     let names = ["ok", "badsum", "unavailable", "stall"].map(|n| format!("{base}-{n}"));
     let outcome = import_and_fail_cleanly(provider.provider_type(), &sink, &data, &names).await;
@@ -97,14 +102,15 @@ async fn import_and_fail_cleanly(
         "imported {}, phase {phase:?}",
         report.imported
     );
+    let served = data.len() as u64;
     ensure!(
-        report.image.size_bytes == IMAGE_LEN as u64,
-        "stored {} bytes, served {IMAGE_LEN}",
+        report.image.size_bytes == served,
+        "stored {} bytes, served {served}",
         report.image.size_bytes
     );
     let found = attempt!(sink.lookup(&target).await, "lookup");
     ensure!(
-        found.as_ref().map(|r| r.size_bytes) == Some(IMAGE_LEN as u64),
+        found.as_ref().map(|r| r.size_bytes) == Some(served),
         "lookup after the import found {found:?}"
     );
     let before = hits.load(Ordering::SeqCst);
@@ -189,7 +195,133 @@ fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
-/// Serves `data` at `http://127.0.0.1:<port>/image.raw` as `how` says; returns the URL and
+/// Whether a download's format names an OVA appliance.
+fn is_ova(format: Option<&str>) -> bool {
+    format.is_some_and(|f| f.trim().eq_ignore_ascii_case("ova"))
+}
+
+/// What the server serves to a provider of type `provider_type`: an OVA ([`ova`]) when the
+/// seed's download for it is one (vSphere's `ovaURL`), the raw pattern otherwise.
+fn served_image(provider_type: &str) -> crate::Result<Vec<u8>> {
+    let any: Checksum = format!("sha256:{}", hex::encode(Sha256::digest(b"")))
+        .parse()
+        .map_err(|e| crate::Error::internal(format!("checksum: {e}")))?;
+    let image = seed_image("probe", "http://127.0.0.1/probe", &any)?;
+    let format = image
+        .spec
+        .download_for(provider_type)
+        .and_then(|d| d.format);
+    Ok(if is_ova(format.as_deref()) {
+        ova(&pattern(IMAGE_LEN))
+    } else {
+        pattern(IMAGE_LEN)
+    })
+}
+
+/// The OVF descriptor of [`ova`]: one `VirtualSystem` with 1 vCPU, 128 MiB, an LSI Logic
+/// SCSI controller and one 1 GiB disk backed by the archive's `vrconf-image-disk1.vmdk` of
+/// `disk_len` bytes.
+fn ovf_descriptor(disk_len: usize) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData">
+  <References>
+    <File ovf:id="file1" ovf:href="vrconf-image-disk1.vmdk" ovf:size="{disk_len}"/>
+  </References>
+  <DiskSection>
+    <Info>Virtual disks</Info>
+    <Disk ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:capacity="1" ovf:capacityAllocationUnits="byte * 2^30" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
+  </DiskSection>
+  <VirtualSystem ovf:id="vrconf-image">
+    <Info>The conformance check's image</Info>
+    <Name>vrconf-image</Name>
+    <OperatingSystemSection ovf:id="101" ovf:osType="otherLinux64Guest">
+      <Info>Linux</Info>
+    </OperatingSystemSection>
+    <VirtualHardwareSection>
+      <Info>1 vCPU, 128 MiB, one disk</Info>
+      <System>
+        <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>
+        <vssd:InstanceID>0</vssd:InstanceID>
+        <vssd:VirtualSystemIdentifier>vrconf-image</vssd:VirtualSystemIdentifier>
+        <vssd:VirtualSystemType>vmx-13</vssd:VirtualSystemType>
+      </System>
+      <Item>
+        <rasd:AllocationUnits>hertz * 10^6</rasd:AllocationUnits>
+        <rasd:ElementName>1 virtual CPU</rasd:ElementName>
+        <rasd:InstanceID>1</rasd:InstanceID>
+        <rasd:ResourceType>3</rasd:ResourceType>
+        <rasd:VirtualQuantity>1</rasd:VirtualQuantity>
+      </Item>
+      <Item>
+        <rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits>
+        <rasd:ElementName>128 MB of memory</rasd:ElementName>
+        <rasd:InstanceID>2</rasd:InstanceID>
+        <rasd:ResourceType>4</rasd:ResourceType>
+        <rasd:VirtualQuantity>128</rasd:VirtualQuantity>
+      </Item>
+      <Item>
+        <rasd:ElementName>SCSI controller 0</rasd:ElementName>
+        <rasd:InstanceID>3</rasd:InstanceID>
+        <rasd:ResourceSubType>lsilogic</rasd:ResourceSubType>
+        <rasd:ResourceType>6</rasd:ResourceType>
+      </Item>
+      <Item>
+        <rasd:AddressOnParent>0</rasd:AddressOnParent>
+        <rasd:ElementName>Hard disk 1</rasd:ElementName>
+        <rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource>
+        <rasd:InstanceID>4</rasd:InstanceID>
+        <rasd:Parent>3</rasd:Parent>
+        <rasd:ResourceType>17</rasd:ResourceType>
+      </Item>
+    </VirtualHardwareSection>
+  </VirtualSystem>
+</Envelope>
+"#
+    )
+}
+
+/// A small valid OVA: a ustar archive whose first entry is the OVF descriptor
+/// `vrconf-image.ovf` ([`ovf_descriptor`]), followed by its disk file
+/// `vrconf-image-disk1.vmdk` holding `disk`.
+fn ova(disk: &[u8]) -> Vec<u8> {
+    let descriptor = ovf_descriptor(disk.len());
+    let mut out = Vec::with_capacity(disk.len() + descriptor.len() + 4 * 512);
+    for (name, data) in [
+        ("vrconf-image.ovf", descriptor.as_bytes()),
+        ("vrconf-image-disk1.vmdk", disk),
+    ] {
+        out.extend_from_slice(&ustar_header(name, data.len() as u64));
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    // The end of the archive: two zero blocks.
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+/// The 512-byte ustar header of a regular file `name` (at most 99 bytes) of `size` bytes.
+fn ustar_header(name: &str, size: u64) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    let n = name.len().min(99);
+    h[..n].copy_from_slice(&name.as_bytes()[..n]);
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = b'0';
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    // The checksum is the byte sum with its own field read as spaces.
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    h
+}
+
+/// Serves `data` at `http://127.0.0.1:<port>/image.raw` as `how` says (the name does not
+/// matter to the preparer); returns the URL and
 /// a count of requests.
 async fn serve(data: Arc<Vec<u8>>, how: Serve) -> std::io::Result<(String, Arc<AtomicU32>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
