@@ -46,8 +46,10 @@ pub(crate) async fn clone_vm(
             &opts.target_name,
             !opts.linked,
             opts.snapshot.as_deref(),
-            target,
-            target_storage,
+            api::CloneTo {
+                node: target,
+                storage: target_storage,
+            },
         );
         let new = VmRef {
             node: target.unwrap_or(&src.node).to_owned(),

@@ -286,6 +286,15 @@ pub fn delete_snapshot(node: &str, vmid: u32, name: &str) -> ApiRequest {
     .path_param("snapname", name)
 }
 
+/// Where a clone goes: another node (`target`) and another storage for a full clone's disks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CloneTo<'a> {
+    /// Target node (`None`: the source's).
+    pub node: Option<&'a str>,
+    /// Target storage (`None`: the source's).
+    pub storage: Option<&'a str>,
+}
+
 /// `POST /nodes/{node}/qemu/{vmid}/clone`.
 pub fn clone(
     node: &str,
@@ -294,16 +303,15 @@ pub fn clone(
     name: &str,
     full: bool,
     snapname: Option<&str>,
-    target: Option<&str>,
-    storage: Option<&str>,
+    to: CloneTo<'_>,
 ) -> ApiRequest {
     vm(Method::Post, "/nodes/{node}/qemu/{vmid}/clone", node, vmid)
         .param("newid", newid)
         .param("name", name)
         .bool_param("full", full)
         .opt_param("snapname", snapname)
-        .opt_param("target", target)
-        .opt_param("storage", storage)
+        .opt_param("target", to.node)
+        .opt_param("storage", to.storage)
 }
 
 /// `POST /nodes/{node}/qemu` (create). `config` holds config keys (`cores`, `memory`,
