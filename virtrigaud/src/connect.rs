@@ -39,17 +39,7 @@ pub async fn connect_parsed(
 ) -> Result<Arc<dyn Provider>> {
     let kind = url.kind();
     if !kind.is_compiled_in() {
-        let feature = kind.feature().unwrap_or_default();
-        return Err(Error::new(
-            ErrorKind::Unsupported,
-            format!(
-                "the {kind} provider is not compiled in: enable the `{feature}` feature of \
-                 the virtrigaud crate (or `full`)"
-            ),
-        )
-        .with_provider(kind.as_str())
-        .with_operation("connect")
-        .with_resource(url.redacted().to_owned()));
+        return Err(not_compiled_in(kind, url.redacted()));
     }
     let shown = url.redacted();
     let result: Result<Arc<dyn Provider>> = match &url.target {
@@ -67,6 +57,21 @@ pub async fn connect_parsed(
     };
     let _ = options;
     result.map_err(|e| e.context_for(kind.as_str(), "connect", Some(shown)))
+}
+
+/// The error for a URL whose provider's feature is off.
+fn not_compiled_in(kind: ProviderKind, shown: &str) -> Error {
+    let feature = kind.feature().unwrap_or_default();
+    Error::new(
+        ErrorKind::Unsupported,
+        format!(
+            "the {kind} provider is not compiled in: enable the `{feature}` feature of the \
+             virtrigaud crate (or `full`)"
+        ),
+    )
+    .with_provider(kind.as_str())
+    .with_operation("connect")
+    .with_resource(shown.to_owned())
 }
 
 /// The simulator a `sim://` URL describes, for callers that script it (add VMs with guest
@@ -478,6 +483,21 @@ mod tests {
             let e = err_of(block_on(connect(url)));
             assert_eq!(e.kind(), ErrorKind::Unsupported, "{url}: {e}");
             assert!(e.message().contains(feature), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_feature_error_names_the_feature() {
+        for (kind, feature) in [
+            (ProviderKind::Libvirt, "`libvirt`"),
+            (ProviderKind::Vsphere, "`vsphere`"),
+            (ProviderKind::Proxmox, "`proxmox`"),
+            (ProviderKind::KubeVirt, "`kubevirt`"),
+        ] {
+            let e = not_compiled_in(kind, "x://");
+            assert_eq!(e.kind(), ErrorKind::Unsupported);
+            assert_eq!(e.provider(), kind.as_str());
+            assert!(e.message().contains(feature), "{e}");
         }
     }
 
