@@ -70,7 +70,7 @@ async fn run(args: Args) -> bool {
         Ok(Backend::Simulator(sim)) => sim,
         Ok(Backend::Remote(provider)) => return run_remote(provider, &args).await,
         Err(e) => {
-            eprintln!("cannot connect to {}: {e}", args.provider_url);
+            eprintln!("cannot connect: {e}");
             return false;
         }
     };

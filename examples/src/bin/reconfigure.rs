@@ -99,7 +99,7 @@ async fn run(args: Args) -> virtrigaud_core::Result<()> {
             report.downtime,
             d.cpu,
             d.memory_mib,
-            d.disks[0].size_gib,
+            d.disks.first().map_or(0, |disk| disk.size_gib),
             d.power_state
         );
     }

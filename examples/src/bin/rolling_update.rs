@@ -181,7 +181,7 @@ async fn run(args: Args) -> bool {
             }
             Ok(Backend::Remote(p)) => (p, false),
             Err(e) => {
-                eprintln!("cannot connect to {}: {e}", args.provider_url);
+                eprintln!("cannot connect: {e}");
                 return false;
             }
         };
