@@ -77,6 +77,7 @@ impl Generated {
 }
 
 fn main() {
+    virtrigaud_examples::init_tracing();
     let args = Args::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

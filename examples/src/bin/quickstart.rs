@@ -7,9 +7,9 @@
 //! ```text
 //! cargo run -p virtrigaud-examples --bin quickstart            # real time, about 10 s
 //! cargo run -p virtrigaud-examples --bin quickstart -- --fast  # simulated time, instant
-//! # the same fleet shutdown on real libvirt domains:
+//! # the same fleet shutdown on real VMs of any provider (feature of its name, or `full`):
 //! cargo run -p virtrigaud-examples --features libvirt --bin quickstart -- \
-//!     --libvirt-uri qemu:///system --vm web-1 --vm db-1
+//!     --provider-url qemu:///system --vm web-1 --vm db-1
 //! ```
 
 use std::collections::BTreeMap;
@@ -21,8 +21,9 @@ use virtrigaud_core::shutdown::{
     ChannelPreference, FleetShutdown, MissingAgent, ShutdownEventKind, ShutdownManager,
     ShutdownOutcome, ShutdownPolicy,
 };
-use virtrigaud_core::sim::{GuestBehavior, Simulator};
+use virtrigaud_core::sim::GuestBehavior;
 use virtrigaud_core::{PowerState, Provider, VmId};
+use virtrigaud_examples::Backend;
 
 #[derive(Parser, Debug)]
 #[command(about = "virtrigaud quickstart: a fleet graceful shutdown on the simulator")]
@@ -33,13 +34,15 @@ struct Args {
     /// At most this many shutdowns at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
-    /// Shut down real libvirt domains at this URI instead of the simulator (feature `libvirt`).
-    #[arg(long)]
-    libvirt_uri: Option<String>,
-    /// Domains to shut down with `--libvirt-uri` (repeatable; the last one goes last).
+    /// The provider: `sim://` (the scripted fleet), or real VMs at `qemu:///system`,
+    /// `vsphere+https://HOST/sdk`, `pve+https://HOST:8006`, `kubevirt://` (needs the example
+    /// feature of that provider; credentials from the VIRTRIGAUD_* environment).
+    #[arg(long, alias = "libvirt-uri", default_value = virtrigaud_examples::DEFAULT_PROVIDER_URL)]
+    provider_url: String,
+    /// VMs to shut down on a real provider (repeatable; the last one goes last).
     #[arg(long = "vm")]
     vms: Vec<String>,
-    /// Grace period for real domains, seconds.
+    /// Grace period for real VMs, seconds.
     #[arg(long, default_value_t = 60)]
     grace: u64,
 }
@@ -49,13 +52,9 @@ fn secs(s: f64) -> Duration {
 }
 
 fn main() {
+    virtrigaud_examples::init_tracing();
     let args = Args::parse();
-    let mut builder = tokio::runtime::Builder::new_current_thread();
-    builder.enable_time();
-    if args.fast {
-        builder.start_paused(true);
-    }
-    let runtime = match builder.build() {
+    let runtime = match virtrigaud_examples::runtime(args.fast, &args.provider_url) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the tokio runtime: {e}");
@@ -67,10 +66,14 @@ fn main() {
 }
 
 async fn run(args: Args) -> bool {
-    if let Some(uri) = args.libvirt_uri.clone() {
-        return run_libvirt(&uri, &args).await;
-    }
-    let sim = Simulator::new();
+    let sim = match virtrigaud_examples::backend(&args.provider_url).await {
+        Ok(Backend::Simulator(sim)) => sim,
+        Ok(Backend::Remote(provider)) => return run_remote(provider, &args).await,
+        Err(e) => {
+            eprintln!("cannot connect: {e}");
+            return false;
+        }
+    };
     let grace = ShutdownPolicy::with_grace(secs(6.0));
     let plan: Vec<(&str, GuestBehavior, ShutdownPolicy, &str)> = vec![
         (
@@ -146,41 +149,27 @@ async fn run(args: Args) -> bool {
     .await
 }
 
-#[cfg(feature = "libvirt")]
-async fn run_libvirt(uri: &str, args: &Args) -> bool {
-    use virtrigaud_libvirt::{LibvirtConfig, LibvirtProvider};
-    let provider = match LibvirtProvider::connect(LibvirtConfig::new(uri)).await {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("cannot connect to {uri}: {e}");
-            return false;
-        }
-    };
+async fn run_remote(provider: Arc<dyn Provider>, args: &Args) -> bool {
     let policy = ShutdownPolicy::with_grace(Duration::from_secs(args.grace));
-    let mut vms: Vec<(VmId, ShutdownPolicy)> = args
-        .vms
-        .iter()
-        .map(|v| (VmId::new(v.as_str()), policy.clone()))
-        .collect();
+    let mut vms: Vec<(VmId, ShutdownPolicy)> = Vec::new();
+    let mut describe = BTreeMap::new();
+    for name in &args.vms {
+        match virtrigaud_examples::resolve_vm(provider.as_ref(), name).await {
+            Ok(id) => {
+                describe.insert(id.clone(), "real VM");
+                vms.push((id, policy.clone()));
+            }
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                return false;
+            }
+        }
+    }
     let Some(last) = vms.pop() else {
-        eprintln!("name at least one domain with --vm");
+        eprintln!("name at least one VM with --vm");
         return false;
     };
-    let describe = args
-        .vms
-        .iter()
-        .map(|v| (VmId::new(v.as_str()), "libvirt domain"))
-        .collect();
-    run_fleet(Arc::new(provider), vec![vms], vec![last], describe, args).await
-}
-
-#[cfg(not(feature = "libvirt"))]
-async fn run_libvirt(_uri: &str, _args: &Args) -> bool {
-    eprintln!(
-        "--libvirt-uri needs the `libvirt` feature: \
-         cargo run -p virtrigaud-examples --features libvirt --bin quickstart -- --libvirt-uri ..."
-    );
-    false
+    run_fleet(provider, vec![vms], vec![last], describe, args).await
 }
 
 async fn run_fleet(
@@ -224,13 +213,20 @@ async fn run_fleet(
         }
     });
 
+    let simulated = virtrigaud_examples::is_simulator(&args.provider_url);
     println!(
-        "virtrigaud quickstart: shutting down {} simulated VMs ({} at a time), database last\n",
+        "virtrigaud quickstart: shutting down {} {} ({} at a time), {} last\n",
         describe.len(),
-        args.concurrency
+        if simulated { "simulated VMs" } else { "VMs" },
+        args.concurrency,
+        if simulated {
+            "database"
+        } else {
+            "the last --vm"
+        },
     );
     let mut fleet = FleetShutdown::new(&manager).concurrency(args.concurrency);
-    if args.libvirt_uri.is_none() {
+    if simulated {
         fleet = fleet.deadline(secs(30.0));
     }
     for group in first_groups {

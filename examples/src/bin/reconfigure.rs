@@ -5,7 +5,7 @@
 //! cargo run -p virtrigaud-examples --bin reconfigure            # real time (a few seconds)
 //! cargo run -p virtrigaud-examples --bin reconfigure -- --fast  # simulated time, instant
 //! cargo run -p virtrigaud-examples --features libvirt --bin reconfigure -- \
-//!     --libvirt-uri qemu:///system --vm NAME --disk vda           # a real domain
+//!     --provider-url qemu:///system --vm NAME --disk vda           # a real domain
 //! ```
 
 use std::sync::Arc;
@@ -24,10 +24,11 @@ struct Args {
     /// Run on a paused (simulated) clock.
     #[arg(long)]
     fast: bool,
-    /// Work on a real libvirt domain at this URI instead of the simulator (feature `libvirt`).
-    #[arg(long)]
-    libvirt_uri: Option<String>,
-    /// The domain to use with `--libvirt-uri`.
+    /// The provider (default: the simulator); a real one needs the example feature of its
+    /// name and `--vm` (credentials from the VIRTRIGAUD_* environment).
+    #[arg(long, alias = "libvirt-uri", default_value = virtrigaud_examples::DEFAULT_PROVIDER_URL)]
+    provider_url: String,
+    /// The VM to use on a real provider (its name, or its id).
     #[arg(long)]
     vm: Option<String>,
     /// The disk to grow to 50 GiB in the first step (`none` to skip).
@@ -39,13 +40,9 @@ struct Args {
 }
 
 fn main() {
+    virtrigaud_examples::init_tracing();
     let args = Args::parse();
-    let mut b = tokio::runtime::Builder::new_current_thread();
-    b.enable_time();
-    if args.fast {
-        b.start_paused(true);
-    }
-    let rt = match b.build() {
+    let rt = match virtrigaud_examples::runtime(args.fast, &args.provider_url) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the tokio runtime: {e}");
@@ -59,17 +56,14 @@ fn main() {
 }
 
 async fn run(args: Args) -> virtrigaud_core::Result<()> {
-    let (provider, vm) = virtrigaud_examples::target(
-        args.libvirt_uri.as_deref(),
-        args.vm.as_deref(),
-        |sim: &Simulator| {
+    let (provider, vm) =
+        virtrigaud_examples::target(&args.provider_url, args.vm.as_deref(), |sim: &Simulator| {
             sim.add_vm(
                 "web-server",
                 GuestBehavior::cooperative().acpi_after(Duration::from_secs(2)),
             )
-        },
-    )
-    .await?;
+        })
+        .await?;
     let orch = Orchestrator::new(Arc::clone(&provider));
     let mut events = orch.events().subscribe();
     tokio::spawn(async move {
@@ -105,7 +99,7 @@ async fn run(args: Args) -> virtrigaud_core::Result<()> {
             report.downtime,
             d.cpu,
             d.memory_mib,
-            d.disks[0].size_gib,
+            d.disks.first().map_or(0, |disk| disk.size_gib),
             d.power_state
         );
     }

@@ -1,12 +1,18 @@
-//! Rolling update: a 10-VM set moves from template v1 to v2 on the embedded simulator, with
-//! `maxUnavailable` / `maxSurge`, host anti-affinity placement over 12 hosts, graceful stops
-//! through the shutdown engine, a boot-time readiness probe, and live progress.
+//! Rolling update: a 10-VM set moves from template v1 to v2 (memory doubled), with
+//! `maxUnavailable` / `maxSurge`, graceful stops through the shutdown engine, a boot-time
+//! readiness probe, and live progress. On the embedded simulator (the default) the VMs are
+//! placed with host anti-affinity over 12 hosts; `--provider-url` runs the same rollout on any
+//! provider (built with the example feature of its name, or `full`; credentials from the
+//! VIRTRIGAUD_* environment).
 //!
 //! ```text
 //! cargo run -p virtrigaud-examples --bin rolling_update            # real time, about 40 s
 //! cargo run -p virtrigaud-examples --bin rolling_update -- --fast  # simulated time, instant
 //! cargo run -p virtrigaud-examples --bin rolling_update -- --fast --max-unavailable 30% --max-surge 0
 //! cargo run -p virtrigaud-examples --bin rolling_update -- --fast --fail-gate   # pauses
+//! # three small VMs on Proxmox, removed again at the end:
+//! cargo run -p virtrigaud-examples --features proxmox --bin rolling_update -- \
+//!     --provider-url pve+https://pve1:8006 --replicas 3 --memory-mib 512 --disk-gib 1 --cleanup
 //! ```
 
 use std::collections::BTreeMap;
@@ -15,21 +21,53 @@ use std::time::Duration;
 
 use clap::Parser;
 use virtrigaud_core::model::{
-    AntiAffinity, IntOrPercent, RollingUpdate, UpdateStrategy, VMPlacementPolicySpec, VMSet,
-    VMSetSpec, VmResources,
+    AntiAffinity, IntOrPercent, ObjectRef, RollingUpdate, UpdateStrategy, VMPlacementPolicySpec,
+    VMSet, VMSetSpec, VmDisk, VmNetwork, VmResources,
 };
 use virtrigaud_core::placement::{HostInfo, Resources, SolverPlacer};
 use virtrigaud_core::shutdown::ShutdownManager;
-use virtrigaud_core::sim::Simulator;
 use virtrigaud_core::vmset::{Health, RolloutEvent, SET_LABEL, VmSetReconciler, probe_fn};
 use virtrigaud_core::{ListOptions, Provider, VmDescription};
+use virtrigaud_examples::Backend;
 
 #[derive(Parser, Debug)]
-#[command(about = "virtrigaud: rolling update of a 10-VM set on the simulator")]
+#[command(about = "virtrigaud: rolling update of a 10-VM set (on the simulator by default)")]
 struct Args {
-    /// Run on a paused (simulated) clock: finishes instantly.
+    /// Run on a paused (simulated) clock: finishes instantly (simulator only).
     #[arg(long)]
     fast: bool,
+    /// The provider: `sim://` (default), `qemu:///system`, `vsphere+https://HOST/sdk`,
+    /// `pve+https://HOST:8006`, `kubevirt://?namespace=NS`, …
+    #[arg(long, default_value = virtrigaud_examples::DEFAULT_PROVIDER_URL)]
+    provider_url: String,
+    /// The set's name (its VMs are NAME-0, NAME-1, …).
+    #[arg(long, default_value = "web")]
+    set_name: String,
+    /// vCPUs per VM.
+    #[arg(long, default_value_t = 2)]
+    cpu: u32,
+    /// Memory of a v1 VM, MiB (v2 doubles it).
+    #[arg(long, default_value_t = 4096)]
+    memory_mib: u64,
+    /// Give each VM a root disk of this size (GiB).
+    #[arg(long)]
+    disk_gib: Option<u64>,
+    /// Create the VMs from this image / template (provider-specific name).
+    #[arg(long)]
+    image: Option<String>,
+    /// Attach each VM to this network.
+    #[arg(long)]
+    network: Option<String>,
+    /// Place VMs with host anti-affinity from the provider's inventory (always on the
+    /// simulator).
+    #[arg(long)]
+    anti_affinity: bool,
+    /// Reconcile rounds allowed per phase (each waits at least 500 ms).
+    #[arg(long, default_value_t = 200)]
+    rounds: u32,
+    /// Scale the set to 0 at the end (deletes its VMs).
+    #[arg(long)]
+    cleanup: bool,
     /// Replicas.
     #[arg(long, default_value_t = 10)]
     replicas: i32,
@@ -45,13 +83,9 @@ struct Args {
 }
 
 fn main() {
+    virtrigaud_examples::init_tracing();
     let args = Args::parse();
-    let mut builder = tokio::runtime::Builder::new_current_thread();
-    builder.enable_time();
-    if args.fast {
-        builder.start_paused(true);
-    }
-    let runtime = match builder.build() {
+    let runtime = match virtrigaud_examples::runtime(args.fast, &args.provider_url) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the tokio runtime: {e}");
@@ -65,6 +99,19 @@ fn main() {
 fn web_set(args: &Args, version: &str, memory_mib: u64) -> VMSet {
     let mut spec = VMSetSpec::default();
     spec.replicas = Some(args.replicas);
+    if let Some(size) = args.disk_gib {
+        let mut disk = VmDisk::default();
+        disk.name = "root".into();
+        disk.size_gib = size;
+        spec.template.spec.disks = vec![disk];
+    }
+    if let Some(net) = &args.network {
+        let mut n = VmNetwork::default();
+        n.name = "net0".into();
+        n.network_ref = Some(ObjectRef::new(net.as_str()));
+        spec.template.spec.networks = vec![n];
+    }
+    spec.template.spec.image_ref = args.image.as_deref().map(ObjectRef::new);
     spec.selector
         .match_labels
         .insert("app".into(), "web".into());
@@ -72,7 +119,7 @@ fn web_set(args: &Args, version: &str, memory_mib: u64) -> VMSet {
     labels.insert("app".into(), "web".into());
     labels.insert("version".into(), version.into());
     let mut res = VmResources::default();
-    res.cpu = Some(2);
+    res.cpu = Some(args.cpu);
     res.memory_mib = Some(memory_mib);
     spec.template.spec.resources = Some(res);
     let mut ru = RollingUpdate::default();
@@ -81,7 +128,7 @@ fn web_set(args: &Args, version: &str, memory_mib: u64) -> VMSet {
     let mut strategy = UpdateStrategy::default();
     strategy.rolling_update = Some(ru);
     spec.update_strategy = Some(strategy);
-    VMSet::new("web", spec)
+    VMSet::new(args.set_name.as_str(), spec)
 }
 
 fn describe(e: &RolloutEvent) -> Option<String> {
@@ -116,14 +163,26 @@ fn describe(e: &RolloutEvent) -> Option<String> {
 }
 
 async fn run(args: Args) -> bool {
-    let sim = Simulator::new();
-    for i in 1..=12 {
-        sim.add_host(HostInfo::new(
-            format!("esx-{i:02}"),
-            Resources::new(16, 32768),
-        ));
-    }
-    let provider: Arc<dyn Provider> = Arc::new(sim.clone());
+    let (provider, simulated): (Arc<dyn Provider>, bool) =
+        match virtrigaud_examples::backend(&args.provider_url).await {
+            Ok(Backend::Simulator(sim)) => {
+                // The 12 hosts of the demo, unless the URL brought its own (`sim://?hosts=N`).
+                if sim.inventory().await.is_ok_and(|i| i.hosts.is_empty()) {
+                    for i in 1..=12 {
+                        sim.add_host(HostInfo::new(
+                            format!("esx-{i:02}"),
+                            Resources::new(16, 32768),
+                        ));
+                    }
+                }
+                (Arc::new(sim), true)
+            }
+            Ok(Backend::Remote(p)) => (p, false),
+            Err(e) => {
+                eprintln!("cannot connect: {e}");
+                return false;
+            }
+        };
     let mut aa = AntiAffinity::default();
     aa.host_anti_affinity = true;
     let mut policy = VMPlacementPolicySpec::default();
@@ -132,7 +191,9 @@ async fn run(args: Args) -> bool {
     // Readiness: a VM is ready 2 s after it is first seen running (it "boots").
     let first_seen: Arc<Mutex<BTreeMap<String, tokio::time::Instant>>> = Arc::default();
     let fail_gate = args.fail_gate;
+    let gated = format!("{}-2", args.set_name);
     let probe = probe_fn(move |vm: VmDescription| {
+        let gated = gated.clone();
         let first_seen = Arc::clone(&first_seen);
         async move {
             let now = tokio::time::Instant::now();
@@ -142,7 +203,7 @@ async fn run(args: Args) -> bool {
                 .entry(vm.name.clone())
                 .or_insert(now);
             let v2 = vm.labels.get("version").map(String::as_str) == Some("v2");
-            if fail_gate && v2 && vm.name == "web-2" {
+            if fail_gate && v2 && vm.name == gated {
                 Health::Failed("GET /healthz: 503".into())
             } else if now.duration_since(since) < Duration::from_secs(2) {
                 Health::NotReady("booting".into())
@@ -151,13 +212,16 @@ async fn run(args: Args) -> bool {
             }
         }
     });
-    let reconciler = VmSetReconciler::new(
+    let mut reconciler = VmSetReconciler::new(
         Arc::clone(&provider),
         ShutdownManager::new(Arc::clone(&provider)),
     )
-    .placer(Arc::new(SolverPlacer::new(Arc::clone(&provider))))
-    .placement_policy(policy)
     .probe(probe);
+    if simulated || args.anti_affinity {
+        reconciler = reconciler
+            .placer(Arc::new(SolverPlacer::new(Arc::clone(&provider))))
+            .placement_policy(policy);
+    }
 
     let start = tokio::time::Instant::now();
     let mut events = reconciler.subscribe();
@@ -174,15 +238,23 @@ async fn run(args: Args) -> bool {
     });
 
     let interval = Duration::from_millis(500);
-    let v1 = web_set(&args, "v1", 4096);
-    println!("creating web (v1, {} replicas)", args.replicas);
-    if let Err(e) = reconciler.run_until_converged(&v1, interval, 100).await {
+    let v1 = web_set(&args, "v1", args.memory_mib);
+    println!(
+        "creating {} (v1, {} replicas) on {}",
+        args.set_name,
+        args.replicas,
+        virtrigaud::redact_url(&args.provider_url)
+    );
+    if let Err(e) = reconciler
+        .run_until_converged(&v1, interval, args.rounds)
+        .await
+    {
         eprintln!("v1 did not converge: {e}");
         return false;
     }
     // Let the printer catch up before the next phase.
     tokio::time::sleep(Duration::from_millis(1)).await;
-    let v2 = web_set(&args, "v2", 8192);
+    let v2 = web_set(&args, "v2", args.memory_mib * 2);
     let (u, s) = v2
         .spec
         .update_strategy
@@ -190,13 +262,19 @@ async fn run(args: Args) -> bool {
         .and_then(|s| s.rolling_update.clone())
         .unwrap_or_default()
         .resolve(v2.spec.replicas());
-    println!("\nrolling out v2 (memory 4 GiB -> 8 GiB): maxUnavailable {u}, maxSurge {s}");
-    let result = reconciler.run_until_converged(&v2, interval, 200).await;
+    println!(
+        "\nrolling out v2 (memory {} MiB -> {} MiB): maxUnavailable {u}, maxSurge {s}",
+        args.memory_mib,
+        args.memory_mib * 2
+    );
+    let result = reconciler
+        .run_until_converged(&v2, interval, args.rounds)
+        .await;
     tokio::task::yield_now().await;
     printer.abort();
 
     let mut opts = ListOptions::default();
-    opts.labels.insert(SET_LABEL.into(), "web".into());
+    opts.labels.insert(SET_LABEL.into(), args.set_name.clone());
     let mut vms = provider.list_vms(&opts).await.unwrap_or_default();
     vms.sort_by(|a, b| (a.name.len(), &a.name).cmp(&(b.name.len(), &b.name)));
     println!(
@@ -213,7 +291,7 @@ async fn run(args: Args) -> bool {
             vm.memory_mib
         );
     }
-    match result {
+    let ok = match result {
         Ok(_) => {
             println!(
                 "\nrollout complete in {:.1}s",
@@ -225,5 +303,20 @@ async fn run(args: Args) -> bool {
             println!("\nrollout did not complete: {e}");
             fail_gate
         }
+    };
+    if args.cleanup {
+        let mut gone = v2.clone();
+        gone.spec.replicas = Some(0);
+        match reconciler
+            .run_until_converged(&gone, interval, args.rounds)
+            .await
+        {
+            Ok(_) => println!("cleanup: {} scaled to 0", args.set_name),
+            Err(e) => {
+                println!("cleanup failed: {e}");
+                return false;
+            }
+        }
     }
+    ok
 }

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run -p virtrigaud-examples --bin snapshot_revert -- --fast
 //! cargo run -p virtrigaud-examples --features libvirt --bin snapshot_revert -- \
-//!     --libvirt-uri qemu:///system --vm NAME   # a real domain
+//!     --provider-url qemu:///system --vm NAME   # a real domain
 //! ```
 
 use std::sync::Arc;
@@ -26,22 +26,19 @@ struct Args {
     /// Run on a paused (simulated) clock.
     #[arg(long)]
     fast: bool,
-    /// Work on a real libvirt domain at this URI instead of the simulator (feature `libvirt`).
-    #[arg(long)]
-    libvirt_uri: Option<String>,
-    /// The domain to use with `--libvirt-uri`.
+    /// The provider (default: the simulator); a real one needs the example feature of its
+    /// name and `--vm` (credentials from the VIRTRIGAUD_* environment).
+    #[arg(long, alias = "libvirt-uri", default_value = virtrigaud_examples::DEFAULT_PROVIDER_URL)]
+    provider_url: String,
+    /// The VM to use on a real provider (its name, or its id).
     #[arg(long)]
     vm: Option<String>,
 }
 
 fn main() {
+    virtrigaud_examples::init_tracing();
     let args = Args::parse();
-    let mut b = tokio::runtime::Builder::new_current_thread();
-    b.enable_time();
-    if args.fast {
-        b.start_paused(true);
-    }
-    let rt = match b.build() {
+    let rt = match virtrigaud_examples::runtime(args.fast, &args.provider_url) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the tokio runtime: {e}");
@@ -55,12 +52,17 @@ fn main() {
 }
 
 async fn run(args: Args) -> virtrigaud_core::Result<()> {
-    let (provider, vm) = virtrigaud_examples::target(
-        args.libvirt_uri.as_deref(),
-        args.vm.as_deref(),
-        |sim: &Simulator| sim.add_vm("db-1", GuestBehavior::with_agent(Duration::from_secs(2))),
-    )
-    .await?;
+    // The VM's name in the VMSnapshot / VirtualMachine objects.
+    let vm_name = if virtrigaud_examples::is_simulator(&args.provider_url) {
+        "db-1".to_owned()
+    } else {
+        args.vm.clone().unwrap_or_default()
+    };
+    let (provider, vm) =
+        virtrigaud_examples::target(&args.provider_url, args.vm.as_deref(), |sim: &Simulator| {
+            sim.add_vm("db-1", GuestBehavior::with_agent(Duration::from_secs(2)))
+        })
+        .await?;
     let orch = Orchestrator::new(Arc::clone(&provider));
     let mut events = orch.events().subscribe();
     tokio::spawn(async move {
@@ -71,7 +73,7 @@ async fn run(args: Args) -> virtrigaud_core::Result<()> {
     let mut snaps = Vec::new();
     for name in ["nightly-1", "nightly-2", "pre-maintenance"] {
         let mut spec = VMSnapshotSpec::default();
-        spec.vm_ref = ObjectRef::new("db-1");
+        spec.vm_ref = ObjectRef::new(vm_name.as_str());
         spec.quiesce = Some(true);
         spec.memory = Some(name == "pre-maintenance");
         let mut policy = RetentionPolicy::default();
@@ -104,7 +106,7 @@ async fn run(args: Args) -> virtrigaud_core::Result<()> {
     op.revert_to_ref = Some(ObjectRef::new("pre-maintenance"));
     let mut spec = VirtualMachineSpec::default();
     spec.snapshot = Some(op);
-    let mut obj = VirtualMachine::new("db-1", spec);
+    let mut obj = VirtualMachine::new(vm_name.as_str(), spec);
     orch.revert(&vm, &mut obj, &snaps).await?;
     tokio::task::yield_now().await;
     let d = provider.describe(&vm).await?;

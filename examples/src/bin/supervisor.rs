@@ -1,6 +1,9 @@
 //! A run-strategy supervisor on the simulator: RerunOnFailure restarts a crashed VM with
 //! backoff, leaves a clean shutdown alone, and a user `stop` / `start` goes through it.
 //!
+//! With `--provider-url` (and the example feature of that provider) it supervises a real,
+//! stopped VM (`--vm`); the guest's own clean shutdown is then an ACPI request.
+//!
 //! ```text
 //! cargo run -p virtrigaud-examples --bin supervisor -- --fast
 //! cargo run -p virtrigaud-examples --bin supervisor -- --fast --strategy Always
@@ -13,7 +16,7 @@ use clap::{Parser, ValueEnum};
 use virtrigaud_core::model::{LifecycleAction, RunStrategy};
 use virtrigaud_core::orchestration::{Orchestrator, Supervisor, SupervisorConfig};
 use virtrigaud_core::sim::{GuestBehavior, Simulator};
-use virtrigaud_core::{Provider, ShutdownChannel, ShutdownRequestOptions};
+use virtrigaud_core::{ShutdownChannel, ShutdownRequestOptions};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Strategy {
@@ -33,16 +36,18 @@ struct Args {
     /// The run strategy to enforce.
     #[arg(long, value_enum, default_value_t = Strategy::RerunOnFailure)]
     strategy: Strategy,
+    /// The provider (default: the simulator); a real one needs `--vm`.
+    #[arg(long, default_value = virtrigaud_examples::DEFAULT_PROVIDER_URL)]
+    provider_url: String,
+    /// The VM to supervise on a real provider (its name, or its id).
+    #[arg(long)]
+    vm: Option<String>,
 }
 
 fn main() {
+    virtrigaud_examples::init_tracing();
     let args = Args::parse();
-    let mut b = tokio::runtime::Builder::new_current_thread();
-    b.enable_time();
-    if args.fast {
-        b.start_paused(true);
-    }
-    let rt = match b.build() {
+    let rt = match virtrigaud_examples::runtime(args.fast, &args.provider_url) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the tokio runtime: {e}");
@@ -63,12 +68,15 @@ async fn run(args: Args) -> virtrigaud_core::Result<()> {
         Strategy::Halted => RunStrategy::Halted,
         Strategy::Once => RunStrategy::Once,
     };
-    let sim = Simulator::new();
-    let vm = sim.add_stopped_vm(
-        "worker",
-        GuestBehavior::cooperative().acpi_after(Duration::from_secs(1)),
-    );
-    let orch = Orchestrator::new(Arc::new(sim.clone()));
+    let (provider, vm) =
+        virtrigaud_examples::target(&args.provider_url, args.vm.as_deref(), |sim: &Simulator| {
+            sim.add_stopped_vm(
+                "worker",
+                GuestBehavior::cooperative().acpi_after(Duration::from_secs(1)),
+            )
+        })
+        .await?;
+    let orch = Orchestrator::new(Arc::clone(&provider));
     let mut events = orch.events().subscribe();
     tokio::spawn(async move {
         while let Ok(e) = events.recv().await {
@@ -83,11 +91,11 @@ async fn run(args: Args) -> virtrigaud_core::Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     println!(
         "[{strategy:?}] after start-up: {}",
-        sim.power_state(&vm).await?
+        provider.power_state(&vm).await?
     );
 
     println!("[{strategy:?}] the guest shuts itself down cleanly ...");
-    let _ = sim
+    let _ = provider
         .request_shutdown(
             &vm,
             ShutdownChannel::Acpi,
@@ -97,7 +105,7 @@ async fn run(args: Args) -> virtrigaud_core::Result<()> {
     tokio::time::sleep(Duration::from_secs(5)).await;
     println!(
         "[{strategy:?}] 5 s later: {} (restarts so far: {})",
-        sim.power_state(&vm).await?,
+        provider.power_state(&vm).await?,
         sup.status().restarts
     );
 
@@ -117,7 +125,7 @@ async fn run(args: Args) -> virtrigaud_core::Result<()> {
     let st = sup.status();
     println!(
         "[{strategy:?}] final: {} phase {:?} restarts {}",
-        sim.power_state(&vm).await?,
+        provider.power_state(&vm).await?,
         st.phase,
         st.restarts
     );
