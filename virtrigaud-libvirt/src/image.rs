@@ -11,10 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use virt::storage_vol::StorageVol;
 use virtrigaud_core::orchestration::image::{
-    FileSink, ImageRef, ImageSink, ImageTarget, ImageUpload,
+    FileSink, ImageRef, ImageSink, ImageTarget, ImageUpload, Publish, StagedUpload,
 };
 use virtrigaud_core::{Error, ErrorKind, Result};
 
@@ -84,11 +83,11 @@ impl ImageSink for VolumeImageSink {
         size_hint: Option<u64>,
     ) -> Result<Box<dyn ImageUpload>> {
         let staged = self.staging.begin(target, size_hint).await?;
-        Ok(Box::new(VolumeUpload {
-            staged,
+        let publish = VolumePublish {
             connection: Arc::clone(&self.connection),
             target: target.clone(),
-        }))
+        };
+        Ok(Box::new(StagedUpload::new(staged, Box::new(publish))))
     }
 
     /// Deletes the volume of `target` (a missing volume is not an error).
@@ -107,44 +106,23 @@ impl ImageSink for VolumeImageSink {
     }
 }
 
-/// An upload staged in a local file, turned into a volume on commit.
-struct VolumeUpload {
-    staged: Box<dyn ImageUpload>,
+/// Turns a verified staged file into a volume of the pool.
+struct VolumePublish {
     connection: Arc<Connection>,
     target: ImageTarget,
 }
 
 #[async_trait]
-impl ImageUpload for VolumeUpload {
-    fn written(&self) -> u64 {
-        self.staged.written()
-    }
-    async fn replay(&mut self, f: &mut (dyn for<'b> FnMut(&'b [u8]) + Send)) -> Result<()> {
-        self.staged.replay(f).await
-    }
-    async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        self.staged.write(chunk).await
-    }
-    async fn restart(&mut self) -> Result<()> {
-        self.staged.restart().await
-    }
-    async fn commit(self: Box<Self>) -> Result<ImageRef> {
-        let file = self.staged.commit().await?;
-        let path = PathBuf::from(&file.reference);
+impl Publish for VolumePublish {
+    async fn publish(self: Box<Self>, path: &Path, size: u64) -> Result<ImageRef> {
+        let path = path.to_path_buf();
         let name = self.target.name.clone();
         let format = self.target.format.clone().unwrap_or_else(|| "raw".into());
-        let uploaded = self
-            .connection
+        self.connection
             .call(OP_UPLOAD, move |s| {
-                upload_file(s, &name, &format, &path, file.size_bytes)
+                upload_file(s, &name, &format, &path, size)
             })
-            .await;
-        let staged_file = file.reference.clone();
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(staged_file)).await;
-        uploaded
-    }
-    async fn abort(self: Box<Self>) -> Result<()> {
-        self.staged.abort().await
+            .await
     }
 }
 

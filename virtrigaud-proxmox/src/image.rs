@@ -25,13 +25,12 @@
 //! refused (`InvalidSpec` naming `name`) instead of silently stored under another name that a
 //! later lookup would miss; the name must also end in an extension the content type allows.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use serde::Deserialize;
 use virtrigaud_core::orchestration::image::{
-    FileSink, ImageRef, ImageSink, ImageTarget, ImageUpload,
+    FileSink, ImageRef, ImageSink, ImageTarget, ImageUpload, Publish, StagedUpload,
 };
 use virtrigaud_core::{Error, Result};
 
@@ -361,18 +360,17 @@ impl ImageSink for PveImageSink {
         // Checked before any byte is downloaded.
         let place = self.place(target, OP_BEGIN)?;
         let staged = self.staging.begin(target, size_hint).await?;
-        Ok(Box::new(PveUpload {
-            staged,
+        let publish = PvePublish {
             client: self.client.clone(),
             content: self.content,
             place,
-        }))
+        };
+        Ok(Box::new(StagedUpload::new(staged, Box::new(publish))))
     }
 }
 
 /// An upload staged in a local file, sent to PVE on commit.
-struct PveUpload {
-    staged: Box<dyn ImageUpload>,
+struct PvePublish {
     client: PveClient,
     content: PveContent,
     place: Place,
@@ -439,51 +437,17 @@ impl Target<'_> {
 }
 
 #[async_trait]
-impl ImageUpload for PveUpload {
-    fn written(&self) -> u64 {
-        self.staged.written()
-    }
-    async fn replay(&mut self, f: &mut (dyn for<'b> FnMut(&'b [u8]) + Send)) -> Result<()> {
-        self.staged.replay(f).await
-    }
-    async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        self.staged.write(chunk).await
-    }
-    async fn restart(&mut self) -> Result<()> {
-        self.staged.restart().await
-    }
-    async fn commit(self: Box<Self>) -> Result<ImageRef> {
-        let PveUpload {
-            staged,
-            client,
-            content,
-            place,
-        } = *self;
-        let file = staged.commit().await?;
-        let path = PathBuf::from(&file.reference);
+impl Publish for PvePublish {
+    /// Sends the verified file to the storage. A volume of this name that turns up while the
+    /// download ran was made by someone else (another preparer finishing first), and a failed
+    /// upload removes only what reached the storage through it.
+    async fn publish(self: Box<Self>, path: &Path, size: u64) -> Result<ImageRef> {
         let target = Target {
-            client: &client,
-            place: &place,
-            content,
+            client: &self.client,
+            place: &self.place,
+            content: self.content,
         };
-        let uploaded = target.upload(&path, file.size_bytes).await;
-        let p2 = path.clone();
-        match tokio::task::spawn_blocking(move || std::fs::remove_file(p2)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Ok(Err(e)) => {
-                tracing::warn!(file = %path.display(), error = %e, "cannot remove the staged image");
-            }
-            Err(e) => tracing::warn!(error = %e, "removing the staged image failed"),
-        }
-        uploaded
-    }
-    /// Removes the staged data. Nothing of this upload is on the storage at this point: the
-    /// preparer aborts only before commit, and a failed commit removes what reached the
-    /// storage itself. A volume of this name found now was made by someone else (another
-    /// preparer finishing first), so it is left alone.
-    async fn abort(self: Box<Self>) -> Result<()> {
-        self.staged.abort().await
+        target.upload(path, size).await
     }
 }
 

@@ -14,14 +14,13 @@
 //! An image is the template of the target's name directly in the image folder (see
 //! `image_place.rs` for how the folder, datastore and resource pool are chosen).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use virtrigaud_core::orchestration::image::{
-    FileSink, ImageRef, ImageSink, ImageTarget, ImageUpload,
+    FileSink, ImageRef, ImageSink, ImageTarget, ImageUpload, Publish, StagedUpload,
 };
 use virtrigaud_core::{Error, ErrorKind, Result};
 
@@ -206,16 +205,14 @@ impl ImageSink for VsphereImageSink {
             return Err(taken(&target.name, &place.place.folder_name, OP_BEGIN));
         }
         let staged = self.staging.begin(target, size_hint).await?;
-        Ok(Box::new(VsphereUpload {
-            staged,
-            job: Job {
-                client: Arc::clone(&self.client),
-                place,
-                name: target.name.clone(),
-                thin: self.thin,
-                deadlines: self.deadlines,
-            },
-        }))
+        let job = Job {
+            client: Arc::clone(&self.client),
+            place,
+            name: target.name.clone(),
+            thin: self.thin,
+            deadlines: self.deadlines,
+        };
+        Ok(Box::new(StagedUpload::new(staged, Box::new(job))))
     }
 
     /// Destroys the template of `target` (a missing one is not an error; a VM of that name
@@ -237,12 +234,6 @@ impl ImageSink for VsphereImageSink {
             .context_for(PROVIDER_TYPE, OP_REMOVE, Some(&target.name))),
         }
     }
-}
-
-/// An upload staged in a local file, imported on commit.
-struct VsphereUpload {
-    staged: Box<dyn ImageUpload>,
-    job: Job,
 }
 
 /// What the import of one upload needs.
@@ -295,39 +286,11 @@ impl Job {
 }
 
 #[async_trait]
-impl ImageUpload for VsphereUpload {
-    fn written(&self) -> u64 {
-        self.staged.written()
-    }
-    async fn replay(&mut self, f: &mut (dyn for<'b> FnMut(&'b [u8]) + Send)) -> Result<()> {
-        self.staged.replay(f).await
-    }
-    async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        self.staged.write(chunk).await
-    }
-    async fn restart(&mut self) -> Result<()> {
-        self.staged.restart().await
-    }
-    async fn commit(self: Box<Self>) -> Result<ImageRef> {
-        let VsphereUpload { staged, job } = *self;
-        let file = staged.commit().await?;
-        let path = PathBuf::from(&file.reference);
-        let imported = job.import(&path).await;
-        let p2 = path.clone();
-        match tokio::task::spawn_blocking(move || std::fs::remove_file(p2)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Ok(Err(e)) => {
-                tracing::warn!(file = %path.display(), error = %e, "cannot remove the staged OVA");
-            }
-            Err(e) => tracing::warn!(error = %e, "removing the staged OVA failed"),
-        }
-        imported
-    }
-    /// Removes the staged data. Nothing of this upload is in vSphere at this point: the
-    /// preparer aborts only before commit, and a failed commit removes what it made itself.
-    async fn abort(self: Box<Self>) -> Result<()> {
-        self.staged.abort().await
+impl Publish for Job {
+    /// Imports the verified OVA. Nothing of this upload is in vSphere before: the preparer
+    /// aborts only before commit, and a failed import removes what it made itself.
+    async fn publish(self: Box<Self>, path: &Path, _size: u64) -> Result<ImageRef> {
+        self.import(path).await
     }
 }
 

@@ -13,6 +13,7 @@ mod http;
 mod prepare;
 mod sink;
 mod source;
+mod staged;
 
 #[cfg(feature = "image-http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "image-http")))]
@@ -20,3 +21,4 @@ pub use http::HttpSource;
 pub use prepare::{ImagePreparer, PrepareOptions, PrepareReport, Progress};
 pub use sink::{FileSink, ImageRef, ImageSink, ImageTarget, ImageUpload};
 pub use source::{ImageSource, SourceStream};
+pub use staged::{Publish, StagedUpload};
