@@ -6,7 +6,6 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tokio::time::{Instant, sleep};
-use virtrigaud_core::placement::{DatastoreInfo, HostInfo, Resources};
 use virtrigaud_core::shutdown::{
     ChannelPreference, FileJournal, FleetShutdown, ForcedReason, LeaseScope, MissingAgent,
     PausedGuest, PreStopExecutor, PreStopHook, ShutdownJournal, ShutdownManager, ShutdownOutcome,
@@ -717,14 +716,8 @@ async fn conformance_suite_passes_on_the_simulator() {
         (Simulator::new(), "simulator"),
         (Simulator::polling_only(), "simulator-polling-only"),
     ] {
-        // Three hosts reaching three datastores: the placement check spreads three members.
-        for i in 1..=3 {
-            let mut h = HostInfo::new(format!("esx-{i}"), Resources::new(16, 32768));
-            h.datastores = (1..=3).map(|d| format!("ds-{d}")).collect();
-            sim.add_host(h);
-            sim.add_datastore(DatastoreInfo::new(format!("ds-{i}"), 100));
-        }
         let fixture = SimFixture::over(sim.clone());
+        fixture.add_inventory();
         let report = conformance::run_all(Arc::new(sim), &fixture).await;
         report.assert_passed_on(backend);
         // The simulator has no image storage (image preparation is tested with FileSink in

@@ -13,6 +13,7 @@ use crate::PROVIDER_TYPE;
 use crate::client::Client;
 use crate::config::CreateDefaults;
 use crate::error::to_core_error;
+use crate::from_template::create_from_template;
 use crate::labels::{MAX_LABEL_KEY, MAX_LABEL_VALUE, extra_config, label_key_ok, label_value_ok};
 use crate::placement::resolve_target;
 use crate::types::MoRef;
@@ -52,13 +53,6 @@ pub(crate) fn validate(spec: &VmCreateSpec) -> Result<()> {
             "memory must be a positive multiple of 4 MiB (got {})",
             spec.memory_mib
         )));
-    }
-    if spec.image.is_some() {
-        return Err(Error::new(
-            ErrorKind::Unsupported,
-            "the vSphere provider creates empty VMs only: clone a template (Cloner) to start from an image",
-        )
-        .context_for(PROVIDER_TYPE, OP, None));
     }
     validate_devices(spec)?;
     for (k, v) in &spec.labels {
@@ -117,7 +111,7 @@ pub(crate) type AfterCreate<'a> = &'a (dyn Fn(&VmId) -> Result<()> + Sync);
 
 /// Whether the folder already holds a VM named `name` (vcsim does not raise
 /// `DuplicateName` itself; vCenter does, and that fault maps to `AlreadyExists` too).
-async fn name_taken(c: &Client, folder: &MoRef, name: &str) -> Result<bool> {
+pub(crate) async fn name_taken(c: &Client, folder: &MoRef, name: &str) -> Result<bool> {
     let vms = c
         .list_in(folder, "VirtualMachine", &["name", "parent"])
         .await
@@ -146,6 +140,9 @@ async fn create_checked(
     spec: &VmCreateSpec,
     after_create: Option<AfterCreate<'_>>,
 ) -> Result<VmId> {
+    if let Some(template) = &spec.image {
+        return create_from_template(c, defaults, spec, template, after_create).await;
+    }
     let target = resolve_target(c, defaults, spec).await?;
     if name_taken(c, &target.folder, &spec.name).await? {
         return Err(Error::new(
@@ -248,7 +245,7 @@ mod tests {
         }
         let mut s = ok.clone();
         s.image = Some("tmpl".into());
-        assert_eq!(validate(&s).unwrap_err().kind(), ErrorKind::Unsupported);
+        assert!(validate(&s).is_ok(), "an image is a template to clone");
         assert!(label_key_ok("virtrigaud.io/set"));
     }
 

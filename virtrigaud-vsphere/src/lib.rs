@@ -181,6 +181,7 @@ mod create;
 mod datetime;
 mod describe;
 mod error;
+mod from_template;
 mod image;
 mod image_place;
 mod import;

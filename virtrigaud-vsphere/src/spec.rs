@@ -351,6 +351,85 @@ pub(crate) fn create_vm_body(
         b.el("addressType", "generated").close("device");
         b.close("deviceChange");
     }
+    write_extra_config(&mut b, extra_config);
+    b.close("config")
+        .moref("pool", &target.pool.ty, &target.pool.value);
+    if let Some(h) = &target.host {
+        b.moref("host", &h.ty, &h.value);
+    }
+    b.finish()
+}
+
+/// Where a VM made from a template goes: folder, datastore, pool and host.
+pub(crate) struct TemplateTarget<'a> {
+    /// The folder of the new VM.
+    pub(crate) folder: &'a MoRef,
+    /// Its datastore.
+    pub(crate) datastore: &'a MoRef,
+    /// Its resource pool.
+    pub(crate) pool: &'a MoRef,
+    /// Its host, when the placement named one.
+    pub(crate) host: Option<&'a MoRef>,
+}
+
+/// The body of `CloneVM_Task` making VM `name` from a template: a full copy relocated to
+/// `to`, not a template, with `cpu` vCPUs, `memory_mib` MiB and `extra_config` (labels, user
+/// data), left off (elements in XSD order).
+pub(crate) fn template_clone_body(
+    name: &str,
+    to: &TemplateTarget<'_>,
+    cpu: u32,
+    memory_mib: u64,
+    extra_config: &[(String, String)],
+) -> String {
+    let mut b = Xml::new();
+    b.moref("folder", &to.folder.ty, &to.folder.value)
+        .el("name", name)
+        .open("spec")
+        .open("location")
+        .moref("datastore", &to.datastore.ty, &to.datastore.value)
+        .moref("pool", &to.pool.ty, &to.pool.value);
+    if let Some(h) = to.host {
+        b.moref("host", &h.ty, &h.value);
+    }
+    b.close("location")
+        .el("template", "false")
+        .open("config")
+        .el("numCPUs", &cpu.to_string())
+        .el("memoryMB", &memory_mib.to_string());
+    write_extra_config(&mut b, extra_config);
+    b.close("config").el("powerOn", "false").close("spec");
+    b.finish()
+}
+
+/// The body of `ReconfigVM_Task` giving a VM `cpu` vCPUs, `memory_mib` MiB and
+/// `extra_config` (for a clone whose server did not apply the clone spec's config).
+pub(crate) fn size_and_extra_config(
+    cpu: u32,
+    memory_mib: u64,
+    extra_config: &[(String, String)],
+) -> String {
+    let mut b = Xml::new();
+    b.open("spec")
+        .el("numCPUs", &cpu.to_string())
+        .el("memoryMB", &memory_mib.to_string());
+    write_extra_config(&mut b, extra_config);
+    b.close("spec");
+    b.finish()
+}
+
+/// The body of `RelocateVM_Task` moving a VM to `host` in `pool`.
+pub(crate) fn relocate_to_host(host: &MoRef, pool: &MoRef) -> String {
+    let mut b = Xml::new();
+    b.open("spec")
+        .moref("pool", &pool.ty, &pool.value)
+        .moref("host", &host.ty, &host.value)
+        .close("spec");
+    b.finish()
+}
+
+/// `extraConfig` option values, string-typed.
+fn write_extra_config(b: &mut Xml, extra_config: &[(String, String)]) {
     for (k, v) in extra_config {
         b.open_typed("extraConfig", "OptionValue")
             .el("key", k)
@@ -360,12 +439,6 @@ pub(crate) fn create_vm_body(
             ))
             .close("extraConfig");
     }
-    b.close("config")
-        .moref("pool", &target.pool.ty, &target.pool.value);
-    if let Some(h) = &target.host {
-        b.moref("host", &h.ty, &h.value);
-    }
-    b.finish()
 }
 
 #[cfg(test)]

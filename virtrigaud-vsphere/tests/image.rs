@@ -303,3 +303,66 @@ async fn a_failed_upload_destroys_the_half_made_vm() {
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert!(left.is_empty(), "staged files left: {left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_is_created_from_an_imported_template_with_the_specs_size_labels_and_placement() {
+    use virtrigaud_core::{DeleteOptions, DiskCreateSpec, Placement, PowerState, VmCreateSpec};
+    let Some(p) = provider().await else { return };
+    let sink = sink(&p, "tmpl");
+    let target = ImageTarget::new(name("tmpl")).with_format("ova");
+    let _ = sink.remove(&target).await;
+    let data = ova((1 << 20) + 5);
+    let (report, _server) = prepare(&sink, &target, &data).await;
+    let template = report.expect("prepare").image.reference;
+    let member = name("member");
+    if let Ok(old) = p.find_vm_by_name(&member).await {
+        let mut d = DeleteOptions::default();
+        d.delete_disks = true;
+        let _ = p.power_off(&old, &Default::default()).await;
+        let _ = p.delete(&old, &d).await;
+    }
+
+    let mut spec = VmCreateSpec::new(member.clone(), 2, 256);
+    spec.image = Some(template.clone());
+    spec.labels
+        .insert("virtrigaud.io/set".into(), "from-image".into());
+    spec.placement = Placement::on_host("DC0_C0_H1").with_datastore("LocalDS_0");
+    spec.power_on = true;
+    let vm = p.create(&spec).await.expect("create from the template");
+    let d = p.describe(&vm).await.expect("describe");
+    assert_eq!((d.cpu, d.memory_mib), (2, 256));
+    assert_eq!(d.power_state, PowerState::Running);
+    assert_eq!(
+        d.labels.get("virtrigaud.io/set").map(String::as_str),
+        Some("from-image")
+    );
+    assert!(!d.disks.is_empty(), "the template's disk: {:?}", d.disks);
+    let raw = raw_props(vm.as_str()).await;
+    assert!(raw.contains(">false<"), "the member is a template: {raw}");
+    let inv = p.inventory().await.expect("inventory");
+    let host = inv
+        .hosts
+        .iter()
+        .find(|h| h.name == "DC0_C0_H1")
+        .expect("host");
+    assert!(host.vms.contains(&member), "{:?}", host.vms);
+
+    // The template's disks and adapters are the member's: asking for others is refused.
+    let mut other = VmCreateSpec::new(name("member-disk"), 1, 128);
+    other.image = Some(template.clone());
+    other.disks.push(DiskCreateSpec::new("root", 1));
+    let e = p.create(&other).await.expect_err("disks with a template");
+    assert_eq!(e.kind(), ErrorKind::InvalidSpec);
+    assert!(e.to_string().contains("disks:"), "{e}");
+    // A plain VM is not an image.
+    let mut plain = VmCreateSpec::new(name("member-plain"), 1, 128);
+    plain.image = Some(vm.as_str().to_owned());
+    let e = p.create(&plain).await.expect_err("a VM as image");
+    assert!(e.to_string().contains("is a VM, not a template"), "{e}");
+
+    let _ = p.power_off(&vm, &Default::default()).await;
+    let mut del = DeleteOptions::default();
+    del.delete_disks = true;
+    p.delete(&vm, &del).await.expect("delete member");
+    sink.remove(&target).await.expect("remove image");
+}

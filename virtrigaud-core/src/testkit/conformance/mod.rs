@@ -25,6 +25,7 @@ use crate::error::{ErrorKind, Result};
 use crate::model::VmTemplate;
 use crate::orchestration::image::ImageSink;
 use crate::orchestration::{Orchestrator, OrchestratorConfig};
+use crate::placement::{DatastoreInfo, HostInfo, Resources};
 use crate::provider::{PowerOffOptions, Provider, StartOptions};
 use crate::shutdown::{
     ForcedReason, ShutdownManager, ShutdownOutcome, ShutdownPolicy, SystemClock, WallClock,
@@ -718,9 +719,23 @@ pub struct SimFixture {
 }
 
 impl SimFixture {
-    /// A fixture over a new simulator.
+    /// A fixture over a new simulator with a placement inventory
+    /// ([`SimFixture::add_inventory`]).
     pub fn new() -> Self {
-        Self::over(Simulator::new())
+        let f = Self::over(Simulator::new());
+        f.add_inventory();
+        f
+    }
+    /// Gives the simulator three hosts (16 vCPUs, 32 GiB) that all reach three datastores
+    /// (100 GiB), so the placement check can spread three members.
+    pub fn add_inventory(&self) {
+        for i in 1..=3 {
+            let mut h = HostInfo::new(format!("esx-{i}"), Resources::new(16, 32768));
+            h.datastores = (1..=3).map(|d| format!("ds-{d}")).collect();
+            self.sim.add_host(h);
+            self.sim
+                .add_datastore(DatastoreInfo::new(format!("ds-{i}"), 100));
+        }
     }
     /// A fixture over `sim`.
     pub fn over(sim: Simulator) -> Self {
