@@ -3,15 +3,16 @@
 //! restart and resume it, the event stream, and `Recreate`.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
 use virtrigaud_core::model::{
-    AntiAffinity, IntOrPercent, RollingUpdate, UpdateStrategy, UpdateStrategyType,
-    VMPlacementPolicySpec, VMSet, VMSetSpec,
+    AntiAffinity, ImagePhase, IntOrPercent, ObjectRef, RollingUpdate, StoredImage, UpdateStrategy,
+    UpdateStrategyType, VMImage, VMImageSpec, VMImageStatus, VMPlacementPolicySpec, VMSet,
+    VMSetSpec,
 };
 use virtrigaud_core::placement::{DatastoreInfo, HostInfo, Resources, SolverPlacer};
 use virtrigaud_core::shutdown::ShutdownManager;
@@ -229,6 +230,55 @@ async fn the_simulator_refuses_a_placement_it_does_not_have() {
     );
     let inv = sim.inventory().await.unwrap();
     assert_eq!(inv.datastores[0].vms, ["here"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn members_are_made_from_the_prepared_vmimage_their_imageref_names() {
+    let sim = Simulator::new();
+    let mut set = web(2, "v1");
+    set.spec.template.spec.image_ref = Some(ObjectRef::new("ubuntu"));
+    // Without a resolver the name alone is no image: nothing is created.
+    let err = reconciler(&sim)
+        .run_until_converged(&set, TICK, 3)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not converged"), "{err}");
+    assert!(members(&sim).await.is_empty());
+    // An image not Ready yet: the set waits.
+    let mut images = BTreeMap::new();
+    images.insert(
+        "ubuntu".to_owned(),
+        VMImage::new("ubuntu", VMImageSpec::default()),
+    );
+    let waiting = reconciler(&sim).images(Arc::new(images.clone()));
+    let s = waiting.reconcile(&set).await.unwrap();
+    assert!(
+        s.errors
+            .iter()
+            .any(|e| e.contains("template.spec.imageRef")),
+        "{:?}",
+        s.errors
+    );
+    assert!(members(&sim).await.is_empty());
+    // Ready on this provider: every member is created from its stored reference.
+    let mut st = VMImageStatus::default();
+    st.phase = Some(ImagePhase::Ready);
+    st.stored = Some(StoredImage::new(
+        "simulator",
+        "pool/ubuntu-22.04.img",
+        1 << 30,
+    ));
+    images.get_mut("ubuntu").unwrap().status = Some(st);
+    let ready = reconciler(&sim).images(Arc::new(images));
+    ready.run_until_converged(&set, TICK, 20).await.unwrap();
+    let vms = members(&sim).await;
+    assert_eq!(vms.len(), 2);
+    for v in &vms {
+        assert_eq!(
+            sim.image_of(&v.id).as_deref(),
+            Some("pool/ubuntu-22.04.img")
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]

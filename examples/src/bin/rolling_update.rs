@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use virtrigaud_core::model::{
-    AntiAffinity, IntOrPercent, ObjectRef, RollingUpdate, UpdateStrategy, VMPlacementPolicySpec,
-    VMSet, VMSetSpec, VmDisk, VmNetwork, VmResources,
+    AntiAffinity, ImagePhase, IntOrPercent, ObjectRef, RollingUpdate, StoredImage, UpdateStrategy,
+    VMImage, VMImageSpec, VMImageStatus, VMPlacementPolicySpec, VMSet, VMSetSpec, VmDisk,
+    VmNetwork, VmResources,
 };
 use virtrigaud_core::placement::{HostInfo, Resources, SolverPlacer};
 use virtrigaud_core::shutdown::ShutdownManager;
@@ -52,7 +53,8 @@ struct Args {
     /// Give each VM a root disk of this size (GiB).
     #[arg(long)]
     disk_gib: Option<u64>,
-    /// Create the VMs from this image / template (provider-specific name).
+    /// Create the VMs from this image, already in the provider's storage (a libvirt volume,
+    /// a vSphere template, a PVE volume id, a KubeVirt DataVolume or container disk).
     #[arg(long)]
     image: Option<String>,
     /// Attach each VM to this network.
@@ -111,7 +113,7 @@ fn web_set(args: &Args, version: &str, memory_mib: u64) -> VMSet {
         n.network_ref = Some(ObjectRef::new(net.as_str()));
         spec.template.spec.networks = vec![n];
     }
-    spec.template.spec.image_ref = args.image.as_deref().map(ObjectRef::new);
+    spec.template.spec.image_ref = args.image.as_ref().map(|_| ObjectRef::new(CLI_IMAGE));
     spec.selector
         .match_labels
         .insert("app".into(), "web".into());
@@ -129,6 +131,20 @@ fn web_set(args: &Args, version: &str, memory_mib: u64) -> VMSet {
     strategy.rolling_update = Some(ru);
     spec.update_strategy = Some(strategy);
     VMSet::new(args.set_name.as_str(), spec)
+}
+
+/// The `VMImage` name the template's `imageRef` uses for `--image`.
+const CLI_IMAGE: &str = "cli-image";
+
+/// A catalogue with one `VMImage`, [`CLI_IMAGE`], already prepared on `provider_type` as
+/// `reference` (a volume, template or DataVolume the provider has).
+fn image_catalogue(reference: &str, provider_type: &str) -> BTreeMap<String, VMImage> {
+    let mut status = VMImageStatus::default();
+    status.phase = Some(ImagePhase::Ready);
+    status.stored = Some(StoredImage::new(provider_type, reference, 0));
+    let mut image = VMImage::new(CLI_IMAGE, VMImageSpec::default());
+    image.status = Some(status);
+    BTreeMap::from([(CLI_IMAGE.to_owned(), image)])
 }
 
 fn describe(e: &RolloutEvent) -> Option<String> {
@@ -217,6 +233,12 @@ async fn run(args: Args) -> bool {
         ShutdownManager::new(Arc::clone(&provider)),
     )
     .probe(probe);
+    if let Some(reference) = &args.image {
+        reconciler = reconciler.images(Arc::new(image_catalogue(
+            reference,
+            provider.provider_type(),
+        )));
+    }
     if simulated || args.anti_affinity {
         reconciler = reconciler
             .placer(Arc::new(SolverPlacer::new(Arc::clone(&provider))))

@@ -356,4 +356,33 @@ pub struct VMImageStatus {
     /// Conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Where the prepared image is stored, once `Ready`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<StoredImage>,
+}
+
+/// Where a prepared image is: the provider that stores it and that provider's reference (a
+/// libvirt volume path, a PVE volume id, a vSphere template moref, a KubeVirt DataVolume),
+/// which is what a create spec's `image` takes on that provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct StoredImage {
+    /// Provider type (`libvirt`, `vsphere`, `proxmox`, `kubevirt`).
+    pub provider: String,
+    /// The provider's reference.
+    pub reference: String,
+    /// Size, bytes.
+    pub size_bytes: u64,
+}
+
+impl StoredImage {
+    /// `reference` of `size_bytes` bytes on `provider`.
+    pub fn new(provider: impl Into<String>, reference: impl Into<String>, size_bytes: u64) -> Self {
+        StoredImage {
+            provider: provider.into(),
+            reference: reference.into(),
+            size_bytes,
+        }
+    }
 }

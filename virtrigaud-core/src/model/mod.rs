@@ -79,8 +79,8 @@ pub use duration::{
 };
 pub use image::{
     ImageDownload, ImagePhase, ImagePrepare, ImageStorage, LibvirtImageSource, LibvirtImageStorage,
-    OnMissing, ProxmoxImageSource, ProxmoxImageStorage, VMImage, VMImageSpec, VMImageStatus,
-    VsphereImageSource, VsphereImageStorage,
+    OnMissing, ProxmoxImageSource, ProxmoxImageStorage, StoredImage, VMImage, VMImageSpec,
+    VMImageStatus, VsphereImageSource, VsphereImageStorage,
 };
 pub use intorpercent::{INT_OR_PERCENT_RULE, IntOrPercent, IntOrPercentParseError};
 pub use lifecycle::{

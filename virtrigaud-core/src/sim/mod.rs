@@ -77,6 +77,8 @@ struct SimVm {
     host: Option<String>,
     /// The datastore holding its disks, when it was placed on one.
     datastore: Option<String>,
+    /// The image it was created from.
+    image: Option<String>,
     snapshots: Vec<SimSnapshot>,
     /// The customization a clone was made with (the simulator's stand-in for a seed).
     customization: Option<Customization>,
@@ -240,6 +242,7 @@ impl Simulator {
             labels,
             host: None,
             datastore: None,
+            image: None,
             snapshots: Vec::new(),
             customization: None,
             reboots: 0,
@@ -337,6 +340,11 @@ impl Simulator {
             .vms
             .get(vm)
             .and_then(|v| v.customization.clone())
+    }
+
+    /// The image `vm` was created from (`VmCreateSpec::image`), as the simulator recorded it.
+    pub fn image_of(&self, vm: &VmId) -> Option<String> {
+        self.lock().vms.get(vm).and_then(|v| v.image.clone())
     }
 
     /// Guest reboots `vm` has honoured (0 for no such VM).

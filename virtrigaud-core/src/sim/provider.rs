@@ -329,6 +329,7 @@ impl Provider for Simulator {
             }
             v.host = host;
             v.datastore = datastore;
+            v.image = spec.image.clone();
         }
         Ok(id)
     }

@@ -33,6 +33,7 @@
 //! resolves them; the template's resources, disks, networks and image name are used as is).
 
 mod events;
+mod images;
 mod plan;
 mod probe;
 mod reconciler;
@@ -40,6 +41,7 @@ mod status;
 mod template;
 
 pub use events::{RemovalReason, RolloutEvent};
+pub use images::{ImageResolver, member_image};
 pub use plan::{Bounds, Member, Plan, Readiness, plan};
 pub use probe::{Health, HealthProbe, ProbeFn, probe_fn};
 pub use reconciler::VmSetReconciler;

@@ -9,6 +9,7 @@ use futures::Stream;
 use tokio::sync::broadcast;
 
 use super::events::{RemovalReason, RolloutEvent};
+use super::images::{ImageResolver, member_image};
 use super::plan::{Bounds, Member, Readiness, plan};
 use super::probe::{Health, HealthProbe};
 use super::status::SetStatus;
@@ -17,7 +18,7 @@ use super::{SET_LABEL, TEMPLATE_HASH_LABEL};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{UpdateStrategyType, VMPlacementPolicySpec, VMSet};
 use crate::placement::{Placement, Placer};
-use crate::provider::{DeleteOptions, ListOptions, Provider, StartOptions};
+use crate::provider::{DeleteOptions, ListOptions, Provider, StartOptions, VmCreateSpec};
 use crate::shutdown::{ShutdownManager, ShutdownPolicy};
 use crate::vm::{PowerState, VmDescription};
 
@@ -58,6 +59,7 @@ pub struct VmSetReconciler {
     placer: Option<Arc<dyn Placer>>,
     probe: Option<Arc<dyn HealthProbe>>,
     policy: Option<VMPlacementPolicySpec>,
+    images: Option<Arc<dyn ImageResolver>>,
     shutdown_policy: Option<ShutdownPolicy>,
     events: broadcast::Sender<RolloutEvent>,
     announced: Mutex<BTreeMap<String, Announced>>,
@@ -92,6 +94,7 @@ impl VmSetReconciler {
             placer: None,
             probe: None,
             policy: None,
+            images: None,
             shutdown_policy: None,
             events,
             announced: Mutex::new(BTreeMap::new()),
@@ -114,6 +117,15 @@ impl VmSetReconciler {
     /// `placementRef`, resolved by the embedder); the set is the anti-affinity group.
     pub fn placement_policy(mut self, policy: VMPlacementPolicySpec) -> Self {
         self.policy = Some(policy);
+        self
+    }
+
+    /// Makes members from the prepared `VMImage` the template's `imageRef` names, found by
+    /// `images`: the member's create spec carries that image's stored reference on this
+    /// provider ([`super::member_image`]). Without a resolver, a template with an `imageRef`
+    /// creates nothing and reports why: the name alone is no image.
+    pub fn images(mut self, images: Arc<dyn ImageResolver>) -> Self {
+        self.images = Some(images);
         self
     }
 
@@ -492,9 +504,39 @@ impl VmSetReconciler {
         }
     }
 
+    /// Replaces the template's `imageRef` name in `spec.image` with the stored reference of
+    /// that `VMImage` on this provider.
+    async fn resolve_image(&self, set: &VMSet, spec: &mut VmCreateSpec) -> Result<()> {
+        let Some(r) = &set.spec.template.spec.image_ref else {
+            return Ok(());
+        };
+        let Some(images) = &self.images else {
+            return Err(Error::invalid_spec(format!(
+                "template.spec.imageRef: VMImage {} cannot be resolved: the reconciler has no \
+                 image resolver (VmSetReconciler::images)",
+                r.name
+            )));
+        };
+        let image = images.image(&r.name).await?;
+        spec.image = Some(member_image(
+            &r.name,
+            image.as_ref(),
+            self.provider.provider_type(),
+        )?);
+        Ok(())
+    }
+
     async fn create_one(&self, set: &VMSet, hash: &str, vm: &str, peers: &[String]) -> Result<()> {
         let name = set.name().to_owned();
         let mut spec = create_spec(&name, vm, &set.spec.template, hash);
+        if let Err(e) = self.resolve_image(set, &mut spec).await {
+            self.emit(RolloutEvent::CreateFailed {
+                set: name,
+                vm: vm.to_owned(),
+                error: e.to_string(),
+            });
+            return Err(e);
+        }
         let mut reason = None;
         if let Some(placer) = &self.placer {
             let req = placement_request(&name, &spec, peers, self.policy.as_ref());

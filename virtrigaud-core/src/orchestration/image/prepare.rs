@@ -14,8 +14,8 @@ use super::source::ImageSource;
 use crate::error::{Error, ErrorKind, Result};
 use crate::layers::RetryPolicy;
 use crate::model::{
-    Checksum, ChecksumAlgorithm, Condition, ImagePhase, ImagePrepare, OnMissing, VMImage,
-    condition_types, set_condition,
+    Checksum, ChecksumAlgorithm, Condition, ImagePhase, ImagePrepare, OnMissing, StoredImage,
+    VMImage, condition_types, set_condition,
 };
 use crate::orchestration::events::{EventBus, EventReason, ObjectKind};
 use crate::orchestration::metrics;
@@ -252,11 +252,18 @@ impl ImagePreparer {
                     "already present".to_owned()
                 };
                 self.set_phase(image, ImagePhase::Ready, Some(msg.clone()));
+                let stored = StoredImage::new(
+                    self.sink.provider_type(),
+                    r.image.reference.clone(),
+                    r.image.size_bytes,
+                );
+                image.status.get_or_insert_with(Default::default).stored = Some(stored);
                 self.events
                     .emit(ObjectKind::VMImage, &name, EventReason::ImageReady, msg);
             }
             Err(e) => {
                 self.set_phase(image, ImagePhase::Failed, Some(e.to_string()));
+                image.status.get_or_insert_with(Default::default).stored = None;
                 self.events.emit(
                     ObjectKind::VMImage,
                     &name,
