@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use virtrigaud_core::{Error, Result, ResultExt, VmCreateSpec, VmId};
 
 use crate::PROVIDER_TYPE;
+use crate::boot_image::BootImage;
 use crate::client::PveClient;
 use crate::id::VmRef;
 use crate::labels::labels_to_tags;
@@ -37,7 +38,17 @@ pub(crate) async fn create(
     check_spec(spec)?;
     let place = placement::resolve(client, &spec.placement, defaults.node, OP, &spec.name).await?;
     let node = place.node;
-    let config = vm_config(spec, place.storage.as_deref().unwrap_or(defaults.storage));
+    let boot = spec
+        .image
+        .as_deref()
+        .map(BootImage::parse)
+        .transpose()
+        .ctx(PROVIDER_TYPE, OP, &spec.name)?;
+    let config = vm_config(
+        spec,
+        place.storage.as_deref().unwrap_or(defaults.storage),
+        boot.as_ref(),
+    );
     let (node, config) = (&node, &config);
     with_free_vmid(client, OP, &spec.name, move |vmid| async move {
         let r = VmRef {
@@ -60,6 +71,13 @@ fn check_spec(spec: &VmCreateSpec) -> Result<()> {
             "memoryMiB: Proxmox VE needs at least {MIN_MEMORY_MIB} (got {})",
             spec.memory_mib
         ))
+        .context_for(PROVIDER_TYPE, OP, Some(&spec.name)));
+    }
+    if spec.cloud_init_user_data.is_some() {
+        return Err(Error::invalid_spec(
+            "cloudInitUserData: this provider does not write user data at create (PVE takes \
+             it as a cicustom snippet file); clone a template with a customization instead",
+        )
         .context_for(PROVIDER_TYPE, OP, Some(&spec.name)));
     }
     check_disk_names(spec)
@@ -86,14 +104,27 @@ fn check_disk_names(spec: &VmCreateSpec) -> Result<()> {
 }
 
 /// The VM's config: name, cores, memory, one `scsiN` per disk, one `netN` per network, tags,
-/// and the virtrigaud block in `description` naming each `scsiN` by its spec disk name.
-fn vm_config(spec: &VmCreateSpec, storage: &str) -> Vec<(String, String)> {
+/// and the virtrigaud block in `description` naming each `scsiN` by its spec disk name. An
+/// image is the CD-ROM, or the first disk (`scsi0`, imported, in place of the spec's first
+/// disk's blank one).
+fn vm_config(
+    spec: &VmCreateSpec,
+    storage: &str,
+    boot: Option<&BootImage>,
+) -> Vec<(String, String)> {
     let mut config: Vec<(String, String)> = vec![
         ("name".into(), spec.name.clone()),
         ("cores".into(), spec.cpu.to_string()),
         ("memory".into(), spec.memory_mib.to_string()),
     ];
+    if let Some(b) = boot {
+        config.extend(b.config(storage));
+    }
+    let imported = matches!(boot, Some(BootImage::Import(_)));
     for (i, d) in spec.disks.iter().enumerate() {
+        if i == 0 && imported {
+            continue;
+        }
         config.push((format!("scsi{i}"), format!("{storage}:{}", d.size_gib)));
     }
     for (i, n) in spec.networks.iter().enumerate() {
@@ -145,7 +176,7 @@ mod tests {
         ];
         spec.networks = vec![NetworkCreateSpec::new("vmbr0")];
         spec.labels.insert("app".into(), "web".into());
-        let cfg = vm_config(&spec, "local-lvm");
+        let cfg = vm_config(&spec, "local-lvm", None);
         let get = |k: &str| {
             cfg.iter()
                 .find(|(key, _)| key == k)

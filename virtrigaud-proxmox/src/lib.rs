@@ -109,6 +109,7 @@
 /// Provider type name used in errors and metrics.
 pub const PROVIDER_TYPE: &str = "proxmox";
 
+mod boot_image;
 mod client;
 mod clone;
 mod config;

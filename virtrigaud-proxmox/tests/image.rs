@@ -356,3 +356,66 @@ async fn bad_names_are_refused_before_any_download() {
     assert!(server.received_requests().await.unwrap().is_empty());
     assert!(staged(staging.path()).is_empty());
 }
+
+/// The config of `vm` (`node/vmid`), read through the API.
+async fn vm_config(client: &PveClient, vm: &str) -> Value {
+    let (node, vmid) = vm.split_once('/').unwrap();
+    let req = ApiRequest::new(Method::Get, "/nodes/{node}/qemu/{vmid}/config")
+        .path_param("node", node)
+        .path_param("vmid", vmid);
+    client.send(&req).await.expect("config")
+}
+
+#[tokio::test]
+async fn a_vm_is_created_from_a_prepared_iso_or_disk_image() {
+    use virtrigaud_core::{DeleteOptions, DiskCreateSpec, VmCreateSpec};
+    let Some(env) = common::env() else { return };
+    let storage = Storage::new(&env, "boot").await;
+    let staging = tempfile::tempdir().unwrap();
+    let provider = env.provider();
+    let sink = sink(&provider, &storage, staging.path());
+    let data = pattern(1024 * 1024 + 3);
+    let server = source(&data).await;
+    let src = HttpSource::new(&format!("{}/image.iso", server.uri())).unwrap();
+    let preparer = ImagePreparer::new(Arc::clone(&sink) as Arc<dyn ImageSink>);
+    let target = ImageTarget::new("boot-image.iso");
+    let mut image = VMImage::new("boot-image", VMImageSpec::default());
+    preparer
+        .prepare(&mut image, &target, &src, &options(&data))
+        .await
+        .unwrap();
+    let stored = image.status.as_ref().unwrap().stored.clone().unwrap();
+    assert_eq!(stored.provider, "proxmox");
+    let volid = stored.reference;
+
+    let name = format!("vrimg-boot-{}", std::process::id());
+    let mut spec = VmCreateSpec::new(name, 1, 256);
+    spec.image = Some(volid.clone());
+    spec.disks.push(DiskCreateSpec::new("root", 2));
+    let vm = provider.create(&spec).await.expect("create from the ISO");
+    let cfg = vm_config(&env.client(), vm.as_str()).await;
+    let cdrom = cfg["ide2"].as_str().unwrap_or("");
+    assert!(cdrom.starts_with(&format!("{volid},media=cdrom")), "{cfg}");
+    assert!(
+        cfg["boot"].as_str().unwrap_or("").starts_with("order=ide2"),
+        "{cfg}"
+    );
+    assert!(
+        cfg["scsi0"].as_str().unwrap_or("").ends_with("size=2G"),
+        "the blank disk: {cfg}"
+    );
+    let mut del = DeleteOptions::default();
+    del.delete_disks = true;
+    provider.delete(&vm, &del).await.expect("delete");
+
+    // What is no VM image is refused before anything is made, naming the field.
+    for bad in ["local:vztmpl/debian.tar.zst", "no-storage.iso"] {
+        let mut spec = VmCreateSpec::new(format!("vrimg-bad-{}", std::process::id()), 1, 256);
+        spec.image = Some(bad.into());
+        let e = provider.create(&spec).await.expect_err(bad);
+        assert_eq!(e.kind(), ErrorKind::InvalidSpec);
+        assert!(e.to_string().contains("image:"), "{e}");
+    }
+    sink.remove(&target).await.unwrap();
+    storage.remove().await;
+}
