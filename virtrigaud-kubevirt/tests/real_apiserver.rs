@@ -204,6 +204,10 @@ async fn conformance_suite() {
                 "image_import_from_the_seed",
                 "image_import is declared false"
             ),
+            (
+                "vm_set_from_a_prepared_image",
+                "image_import is declared false"
+            ),
         ]
     );
 }

@@ -26,7 +26,7 @@ const IMAGE_LEN: usize = (2 << 20) + 17;
 
 /// How the local server answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Serve {
+pub(super) enum Serve {
     /// The image, whole.
     Whole,
     /// `503 Service Unavailable`, every time.
@@ -160,7 +160,7 @@ const SEED_PLACEHOLDER_CHECKSUM: &str = "sha256:abcd1234...";
 /// The seed's image named `name`, every source's URL and checksum pointed at `url` (the
 /// seed's placeholder checksum replaced before parsing), the libvirt source's format `raw`
 /// (what the server serves).
-fn seed_image(name: &str, url: &str, checksum: &Checksum) -> crate::Result<VMImage> {
+pub(super) fn seed_image(name: &str, url: &str, checksum: &Checksum) -> crate::Result<VMImage> {
     let text = SEED_IMAGE.replace(SEED_PLACEHOLDER_CHECKSUM, &checksum.to_string());
     let mut image: VMImage = from_yaml_str(&text).map_err(crate::Error::from)?;
     image.metadata.name = name.to_owned();
@@ -183,7 +183,7 @@ fn seed_image(name: &str, url: &str, checksum: &Checksum) -> crate::Result<VMIma
 }
 
 /// The seed's `prepare` options, with short delays: retries 10 ms apart, a stall after 2 s.
-fn options(image: &VMImage, checksum: Option<Checksum>) -> PrepareOptions {
+pub(super) fn options(image: &VMImage, checksum: Option<Checksum>) -> PrepareOptions {
     let mut o = PrepareOptions::from_spec(image.spec.prepare.as_ref(), checksum);
     o.retry_delay = Duration::from_millis(10);
     o.max_retry_delay = Duration::from_millis(50);
@@ -202,7 +202,7 @@ fn is_ova(format: Option<&str>) -> bool {
 
 /// What the server serves to a provider of type `provider_type`: an OVA ([`ova`]) when the
 /// seed's download for it is one (vSphere's `ovaURL`), the raw pattern otherwise.
-fn served_image(provider_type: &str) -> crate::Result<Vec<u8>> {
+pub(super) fn served_image(provider_type: &str) -> crate::Result<Vec<u8>> {
     let any: Checksum = format!("sha256:{}", hex::encode(Sha256::digest(b"")))
         .parse()
         .map_err(|e| crate::Error::internal(format!("checksum: {e}")))?;
@@ -323,7 +323,10 @@ fn ustar_header(name: &str, size: u64) -> [u8; 512] {
 /// Serves `data` at `http://127.0.0.1:<port>/image.raw` as `how` says (the name does not
 /// matter to the preparer); returns the URL and
 /// a count of requests.
-async fn serve(data: Arc<Vec<u8>>, how: Serve) -> std::io::Result<(String, Arc<AtomicU32>)> {
+pub(super) async fn serve(
+    data: Arc<Vec<u8>>,
+    how: Serve,
+) -> std::io::Result<(String, Arc<AtomicU32>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/image.raw", listener.local_addr()?);
     let hits = Arc::new(AtomicU32::new(0));

@@ -221,6 +221,10 @@ pub async fn run_all(provider: Arc<dyn Provider>, fixture: &dyn Fixture) -> Repo
         "image_import_from_the_seed",
         image_import_from_the_seed(p, fixture).await,
     );
+    report.push(
+        "vm_set_from_a_prepared_image",
+        vm_set_from_a_prepared_image(p, fixture).await,
+    );
     report
 }
 
@@ -248,6 +252,7 @@ macro_rules! attempt {
 }
 
 mod clones;
+mod image_sets;
 mod images;
 mod lifecycle;
 mod reconfigure;
@@ -258,6 +263,7 @@ mod spread;
 pub use clones::{
     clone_customization_is_applied, failed_clone_leaves_nothing, full_and_linked_clones,
 };
+pub use image_sets::vm_set_from_a_prepared_image;
 pub use images::image_import_from_the_seed;
 pub use lifecycle::{
     cancelled_shutdown_is_honest, escalation_shortens_or_forces, pause_resume_round_trip,

@@ -151,7 +151,7 @@ pub(super) async fn members(
 }
 
 /// What is wrong with `found` as a converged set of `replicas` members, if anything.
-fn settled(set: &VMSet, found: &[VmDescription], replicas: i32) -> Option<String> {
+pub(super) fn settled(set: &VMSet, found: &[VmDescription], replicas: i32) -> Option<String> {
     let want = usize::try_from(replicas).unwrap_or(0);
     if found.len() != want {
         let names: Vec<&str> = found.iter().map(|v| v.name.as_str()).collect();
