@@ -105,6 +105,7 @@ mod tests {
     #[tokio::test]
     async fn commit_publishes_the_staged_file_then_removes_it() {
         let dir = std::env::temp_dir().join(format!("vr-staged-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
         let sink = FileSink::new(&dir);
         let target = ImageTarget::new("img");
         let staged = sink.begin(&target, None).await.unwrap();
