@@ -2,6 +2,7 @@
 //! creates, lookup, removal, and reading CDI's status as a transfer state.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use virtrigaud_core::orchestration::image::{
@@ -71,7 +72,7 @@ pub(crate) fn pvc_size(configured: Option<u64>, hint: Option<u64>, format: Optio
 
 /// A byte count as a Kubernetes quantity (`"1Gi"` when it is whole GiB, else plain bytes).
 fn quantity(bytes: u64) -> String {
-    if bytes % GIB == 0 {
+    if bytes.is_multiple_of(GIB) {
         format!("{}Gi", bytes / GIB)
     } else {
         bytes.to_string()
@@ -241,7 +242,7 @@ pub(crate) async fn start(
         Err(e) => return Err(to_core_error(e, "image_import", Some(&res))),
     };
     let transfer = DataVolumeTransfer {
-        conn: sink.conn.clone(),
+        conn: Arc::clone(&sink.conn),
         namespace: ns,
         name: name.to_owned(),
         uid: created.metadata.uid.clone(),
