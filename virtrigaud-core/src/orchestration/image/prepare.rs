@@ -223,6 +223,15 @@ impl ImagePreparer {
     /// resuming failed attempts, within the overall timeout. `image.status` moves through
     /// `Pending`, `Importing`, `Preparing` and `Ready` (or `Failed`). A failed preparation
     /// leaves no partial image behind.
+    ///
+    /// When the sink's storage fetches URLs itself ([`ImageSink::remote_fetch`]) and the
+    /// source has one ([`ImageSource::url`]), nothing is streamed here: the storage is
+    /// started on the URL (with the checksum when `validate_checksum`, refused with
+    /// `Unsupported` where the storage cannot verify it; the source's `HEAD` length as the
+    /// size hint) and polled. `timeout` bounds the whole transfer, no change of progress or
+    /// attempt for `stall_timeout` fails it as a stall, and the storage's own attempt count
+    /// above `retries + 1` fails it; every failure aborts the transfer, removing what it
+    /// created.
     pub async fn prepare(
         &self,
         image: &mut VMImage,
