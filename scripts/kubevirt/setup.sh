@@ -135,7 +135,7 @@ for f in "$CRD_DIR"/*.json; do
   [ "$est" = True ] || die "CRD $name not Established"
 done
 # group discovery is served a moment after Established
-for g in kubevirt.io/v1 snapshot.kubevirt.io/v1beta1 clone.kubevirt.io/v1beta1; do
+for g in kubevirt.io/v1 snapshot.kubevirt.io/v1beta1 clone.kubevirt.io/v1beta1 cdi.kubevirt.io/v1beta1; do
   for _ in $(seq 1 50); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "${C[@]}" "$B/apis/$g")" = 200 ] && break; sleep 0.1
   done

@@ -289,6 +289,15 @@ fn seed003_vmimage() {
     assert_eq!(lv.format.as_deref(), Some("qcow2"));
     assert_eq!(lv.checksum, None);
     assert!(img.spec.proxmox.is_none());
+    // KubeVirt (CDI) imports the libvirt disk image, never the OVA.
+    let kv = img.spec.download_for("kubevirt").unwrap();
+    assert_eq!(
+        (kv.field, kv.format.as_deref()),
+        ("libvirt.url", Some("qcow2"))
+    );
+    let mut ova_only = img.spec.clone();
+    ova_only.libvirt = None;
+    assert_eq!(ova_only.download_for("kubevirt"), None);
     let prep = img.spec.prepare.as_ref().unwrap();
     assert_eq!(prep.on_missing, Some(OnMissing::Import));
     assert_eq!(prep.validate_checksum, Some(true));

@@ -96,7 +96,14 @@ impl KubeVirtProvider {
         c.reconfigure = true;
         c.list_vms = true;
         c.inventory = true;
+        // VMImages are imported by CDI (a DataVolume with an HTTP source): DataVolumeImageSink.
+        c.image_import = true;
         c
+    }
+
+    /// The connection (for the image sink).
+    pub(crate) fn conn(&self) -> &Arc<Connection> {
+        &self.conn
     }
 
     /// Wraps an existing kube client (request counting is then off).

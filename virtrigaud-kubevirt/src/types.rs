@@ -419,6 +419,96 @@ pub struct KubeVirtSpec {
     pub extra: Extra,
 }
 
+/// `cdi.kubevirt.io/v1beta1` DataVolume spec (subset): CDI imports `source` into a PVC of
+/// `storage`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "cdi.kubevirt.io",
+    version = "v1beta1",
+    kind = "DataVolume",
+    namespaced,
+    status = "DataVolumeStatus",
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DataVolumeSpec {
+    /// Where the data comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<DataVolumeSource>,
+    /// The PVC to create (size, storage class; CDI fills in the rest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<DataVolumeStorage>,
+    /// Unknown fields (pvc, contentType, preallocation, …).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `spec.source` of a DataVolume (only `http` is typed).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DataVolumeSource {
+    /// An HTTP(S) URL the importer downloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<DataVolumeSourceHttp>,
+    /// Unknown fields (registry, s3, upload, blank, pvc, …).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `spec.source.http` of a DataVolume.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DataVolumeSourceHttp {
+    /// The image URL.
+    pub url: String,
+    /// The digest the importer verifies, `algorithm:hex` (CDI ≥ 1.62; older CDIs drop it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+    /// Unknown fields (secretRef, certConfigMap, extraHeaders, …).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `spec.storage` of a DataVolume.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DataVolumeStorage {
+    /// `{"requests": {"storage": "1Gi"}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Value>,
+    /// The PVC's storage class (unset: the cluster's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Unknown fields (accessModes, volumeMode, …).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// DataVolume status (subset).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DataVolumeStatus {
+    /// `Pending`, `ImportScheduled`, `ImportInProgress`, `Succeeded`, `Failed`, `Paused`,
+    /// `WaitForFirstConsumer`, `Unknown`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// The importer's progress, `"45.20%"` (`"N/A"` when unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+    /// Restarts of the importer pod after failed attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_count: Option<i32>,
+    /// The PVC holding the data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_name: Option<String>,
+    /// Conditions (`Bound`, `Ready`, `Running`, with reason and message).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Unknown fields.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
 /// Builds object metadata with a name, namespace and labels.
 pub(crate) fn meta(name: &str, namespace: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
     ObjectMeta {

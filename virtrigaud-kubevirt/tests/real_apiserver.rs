@@ -23,8 +23,8 @@ use virtrigaud_core::{
 };
 use virtrigaud_kubevirt::types::{VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot};
 use virtrigaud_kubevirt::{
-    KubeVirtConfig, KubeVirtProvider, LifecycleAction, LifecycleState, PowerApi, RolloutStrategy,
-    StopOutcome,
+    DataVolumeImageSink, KubeVirtConfig, KubeVirtProvider, LifecycleAction, LifecycleState,
+    PowerApi, RolloutStrategy, StopOutcome,
 };
 
 use common::*;
@@ -81,6 +81,8 @@ impl Env {
 struct KvFixture {
     env: Env,
     next: std::sync::atomic::AtomicU32,
+    /// CDI for the image check's DataVolumes.
+    _cdi: FakeCdi,
 }
 
 #[async_trait]
@@ -150,6 +152,13 @@ impl Fixture for KvFixture {
         self.env.ctl.fail_next_clone(Some(&target));
         Ok(Some(virtrigaud_core::CloneOptions::new(target)))
     }
+    /// Images become CDI DataVolumes in the test namespace, fetched by the fake CDI.
+    async fn image_sink(
+        &self,
+    ) -> virtrigaud_core::Result<Option<Arc<dyn virtrigaud_core::orchestration::image::ImageSink>>>
+    {
+        Ok(Some(Arc::new(DataVolumeImageSink::new(&self.env.provider))))
+    }
     async fn cleanup(&self, vm: &VmId) {
         eprintln!("fixture: cleanup {vm}");
         let p = &self.env.provider;
@@ -175,9 +184,11 @@ async fn conformance_suite() {
         .with_rollout_strategy(RolloutStrategy::LiveUpdate);
     env.provider = provider_with_config(&env.path, cfg).await;
     let provider: Arc<dyn Provider> = Arc::new(env.provider.clone());
+    let cdi = FakeCdi::start(env.client.clone(), &env.ns);
     let fixture = KvFixture {
         env,
         next: Default::default(),
+        _cdi: cdi,
     };
     let report = conformance::run_all(provider, &fixture).await;
     report.assert_passed_on("kubevirt-apiserver");
@@ -199,15 +210,6 @@ async fn conformance_suite() {
             ("reboot_comes_back_running", "reboot is declared false"),
             ("reset_keeps_running", "reset is declared false"),
             ("pause_resume_round_trip", "pause is declared false"),
-            // No ImageSink yet (a CDI DataVolume import is issue 16's).
-            (
-                "image_import_from_the_seed",
-                "image_import is declared false"
-            ),
-            (
-                "vm_set_from_a_prepared_image",
-                "image_import is declared false"
-            ),
         ]
     );
 }

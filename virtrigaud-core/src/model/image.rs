@@ -89,10 +89,12 @@ pub struct ImageDownload {
 
 impl VMImageSpec {
     /// The download a provider of type `provider_type` (`"libvirt"`, `"vsphere"`,
-    /// `"proxmox"`, …) uses: its own source's URL, checksum and format. A provider with no
-    /// source of its own in the model (KubeVirt, the simulator) takes the first source with a
-    /// URL, in the order libvirt, proxmox, vsphere. `None` when no usable source has a URL
-    /// (a template name or a local path is not a download).
+    /// `"proxmox"`, …) uses: its own source's URL, checksum and format. KubeVirt has no
+    /// source of its own in the model: it takes the libvirt source, else the Proxmox one
+    /// (disk images CDI can import: qcow2, raw, …; never vSphere's OVA, which CDI cannot
+    /// import). Any other provider type (the simulator) takes the first source with a URL,
+    /// in the order libvirt, proxmox, vsphere. `None` when no usable source has a URL (a
+    /// template name or a local path is not a download).
     ///
     /// ```
     /// # #[cfg(feature = "yaml")] {
@@ -104,6 +106,7 @@ impl VMImageSpec {
     /// let d = image.spec.download_for("libvirt").unwrap();
     /// assert_eq!((d.url.as_str(), d.format.as_deref()), ("http://x/u.img", Some("qcow2")));
     /// assert_eq!(image.spec.download_for("vsphere"), None);
+    /// assert_eq!(image.spec.download_for("kubevirt").unwrap().field, "libvirt.url");
     /// # }
     /// ```
     pub fn download_for(&self, provider_type: &str) -> Option<ImageDownload> {
@@ -138,6 +141,7 @@ impl VMImageSpec {
             "libvirt" => libvirt(),
             "proxmox" => proxmox(),
             "vsphere" => vsphere(),
+            "kubevirt" => libvirt().or_else(proxmox),
             _ => libvirt().or_else(proxmox).or_else(vsphere),
         }
     }

@@ -10,14 +10,18 @@
 //! Secrets from [`CoreSecrets`], in memory, and nodes and storage classes from
 //! [`CoreCluster`]. The fake controller runs a VMI on the node its template's
 //! `kubernetes.io/hostname` node selector names, else on `node-1`.
+//! [`FakeCdi`] plays CDI for `DataVolume`s with an HTTP source (the importer's fetch runs in
+//! the test process), and [`serve_image`] serves test images.
 //! Helpers panic on failure (they are test code).
 #![allow(clippy::unwrap_used, clippy::collapsible_match)]
 
+mod cdi;
 mod cluster;
 mod controller;
 mod secrets;
 mod snapshots;
 
+pub use cdi::{FakeCdi, Serve, serve_image};
 pub use cluster::{CoreCluster, CoreClusterService, NODES, STORAGE_CLASSES};
 pub use controller::{FakeKubeVirt, StopRecord};
 pub use secrets::{CoreSecrets, CoreSecretsService};

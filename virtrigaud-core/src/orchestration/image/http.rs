@@ -87,6 +87,22 @@ fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
 
 #[async_trait]
 impl ImageSource for HttpSource {
+    fn url(&self) -> Option<&str> {
+        Some(self.url.as_str())
+    }
+
+    async fn probe_len(&self) -> Option<u64> {
+        let resp = self.client.head(self.url.clone()).send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.headers()
+            .get(reqwest::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|n| *n > 0)
+    }
+
     async fn open(&self, offset: u64) -> Result<SourceStream> {
         let mut req = self.client.get(self.url.clone());
         if offset > 0 {

@@ -9,6 +9,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256, Sha512};
 use tokio::time::Instant;
 
+use super::remote::{RemoteFetch, RemoteSource, RemoteTransfer, TransferProgress, TransferState};
 use super::sink::{ImageRef, ImageSink, ImageTarget, ImageUpload};
 use super::source::ImageSource;
 use crate::error::{Error, ErrorKind, Result};
@@ -222,6 +223,15 @@ impl ImagePreparer {
     /// resuming failed attempts, within the overall timeout. `image.status` moves through
     /// `Pending`, `Importing`, `Preparing` and `Ready` (or `Failed`). A failed preparation
     /// leaves no partial image behind.
+    ///
+    /// When the sink's storage fetches URLs itself ([`ImageSink::remote_fetch`]) and the
+    /// source has one ([`ImageSource::url`]), nothing is streamed here: the storage is
+    /// started on the URL (with the checksum when `validate_checksum`, refused with
+    /// `Unsupported` where the storage cannot verify it; the source's `HEAD` length as the
+    /// size hint) and polled. `timeout` bounds the whole transfer, no change of progress or
+    /// attempt for `stall_timeout` fails it as a stall, and the storage's own attempt count
+    /// above `retries + 1` fails it; every failure aborts the transfer, removing what it
+    /// created.
     pub async fn prepare(
         &self,
         image: &mut VMImage,
@@ -307,6 +317,11 @@ impl ImagePreparer {
             EventReason::ImageImporting,
             format!("importing into {}", self.sink.provider_type()),
         );
+        if let (Some(remote), Some(url)) = (self.sink.remote_fetch(), source.url()) {
+            return self
+                .prepare_remote(image, target, remote, url, source, opts)
+                .await;
+        }
         let alg = opts
             .checksum
             .as_ref()
@@ -507,6 +522,206 @@ impl ImagePreparer {
             .with_operation("image_download"));
         }
         Ok(())
+    }
+
+    /// The server-side path: the sink's storage fetches `url` itself, under the same options.
+    async fn prepare_remote(
+        &self,
+        image: &mut VMImage,
+        target: &ImageTarget,
+        remote: &dyn RemoteFetch,
+        url: &str,
+        source: &dyn ImageSource,
+        opts: &PrepareOptions,
+    ) -> Result<PrepareReport> {
+        let name = image.metadata.name.clone();
+        let checksum = opts.checksum.clone().filter(|_| opts.validate_checksum);
+        if let Some(c) = &checksum
+            && !remote.verifies(c.algorithm())
+        {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the {} storage fetches the image itself and cannot verify {} checksums; \
+                     set spec.prepare.validateChecksum to false to import without verification",
+                    self.sink.provider_type(),
+                    c.algorithm().as_str()
+                ),
+            )
+            .with_operation("image_prepare")
+            .permanent());
+        }
+        let mut transfer: Option<Box<dyn RemoteTransfer>> = None;
+        let mut attempts = 0u32;
+        let res = tokio::time::timeout(
+            bounded(opts.timeout),
+            self.run_remote(
+                &name,
+                target,
+                remote,
+                RemoteSource::new(url).with_checksum(checksum.clone()),
+                source,
+                opts,
+                &mut transfer,
+                &mut attempts,
+            ),
+        )
+        .await;
+        let res = match res {
+            Ok(r) => r,
+            Err(_) => Err(Error::timeout(format!(
+                "image preparation did not finish within {:?}",
+                opts.timeout
+            ))
+            .with_operation("image_prepare")),
+        };
+        image.status.get_or_insert_with(Default::default).attempts = Some(attempts);
+        let stored = match res {
+            Ok(stored) => stored,
+            Err(e) => {
+                if let Some(t) = transfer.take()
+                    && let Err(ae) = t.abort().await
+                {
+                    return Err(Error::new(
+                        e.kind(),
+                        format!(
+                            "{}; removing the partial image also failed: {ae}",
+                            e.message()
+                        ),
+                    ));
+                }
+                return Err(e);
+            }
+        };
+        self.set_phase(image, ImagePhase::Preparing, None);
+        self.events.emit(
+            ObjectKind::VMImage,
+            &name,
+            EventReason::ImagePreparing,
+            "the storage finished the transfer",
+        );
+        Ok(PrepareReport {
+            image: stored,
+            imported: true,
+            attempts,
+            resumed: 0,
+            restarted: attempts.saturating_sub(1),
+            digest: checksum.map(|c| c.hex().to_owned()),
+        })
+    }
+
+    /// Starts the transfer (into `transfer`, so a failure can abort it) and polls it until
+    /// it is done, failed, stalled or over its attempts.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_remote(
+        &self,
+        name: &str,
+        target: &ImageTarget,
+        remote: &dyn RemoteFetch,
+        rs: RemoteSource,
+        source: &dyn ImageSource,
+        opts: &PrepareOptions,
+        transfer: &mut Option<Box<dyn RemoteTransfer>>,
+        attempts: &mut u32,
+    ) -> Result<ImageRef> {
+        let stall = bounded(opts.stall_timeout);
+        let size_hint = tokio::time::timeout(stall, source.probe_len())
+            .await
+            .ok()
+            .flatten();
+        let rs = rs.with_size_hint(size_hint);
+        let t = transfer.insert(remote.start(target, &rs).await?);
+        *attempts = 1;
+        let max_attempts = opts.retries.saturating_add(1);
+        let mut last: Option<(TransferProgress, u32)> = None;
+        let mut changed = Instant::now();
+        let mut last_message: Option<String> = None;
+        loop {
+            match t.poll().await {
+                Ok(TransferState::Done(stored)) => {
+                    self.report_remote(
+                        TransferProgress::Bytes(stored.size_bytes),
+                        Some(stored.size_bytes),
+                        *attempts,
+                    );
+                    return Ok(stored);
+                }
+                Ok(TransferState::Failed(e)) => {
+                    return Err(e.context(self.sink.provider_type(), "image_download"));
+                }
+                Ok(TransferState::Running {
+                    progress,
+                    attempts: a,
+                    message,
+                }) => {
+                    let a = a.max(1);
+                    if message.is_some() {
+                        last_message = message;
+                    }
+                    let why = last_message
+                        .as_deref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default();
+                    if a > max_attempts {
+                        *attempts = a;
+                        return Err(Error::unavailable(format!(
+                            "the storage's transfer failed {} times{why} (after {a} attempts)",
+                            a - 1
+                        ))
+                        .with_operation("image_download")
+                        .persistent());
+                    }
+                    if a > *attempts {
+                        self.events.emit(
+                            ObjectKind::VMImage,
+                            name,
+                            EventReason::ImageRetrying,
+                            format!(
+                                "attempt {} failed{why}; the storage retries (attempt {a} of at most {max_attempts})",
+                                a - 1
+                            ),
+                        );
+                        *attempts = a;
+                    }
+                    if last != Some((progress, a)) {
+                        last = Some((progress, a));
+                        changed = Instant::now();
+                        self.report_remote(progress, size_hint, a);
+                    }
+                }
+                Err(e) if e.is_retryable() => {
+                    tracing::debug!(error = %e, "polling the remote transfer failed; polling again");
+                }
+                Err(e) => return Err(e),
+            }
+            if changed.elapsed() >= stall {
+                return Err(Error::unavailable(format!(
+                    "download stalled: no progress for {:?}",
+                    opts.stall_timeout
+                ))
+                .with_operation("image_download")
+                .persistent());
+            }
+            tokio::time::sleep(t.poll_interval().min(stall)).await;
+        }
+    }
+
+    fn report_remote(&self, progress: TransferProgress, total: Option<u64>, attempt: u32) {
+        let bytes = match progress {
+            TransferProgress::Bytes(b) => b,
+            TransferProgress::Permille(p) => match total {
+                Some(t) => t.saturating_mul(u64::from(p.min(1000))) / 1000,
+                None => return,
+            },
+            _ => return,
+        };
+        if let Some(f) = &self.progress {
+            f(Progress {
+                bytes,
+                total,
+                attempt,
+            });
+        }
     }
 
     fn report(&self, bytes: u64, run: &Run) {

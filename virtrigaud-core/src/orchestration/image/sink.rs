@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::remote::RemoteFetch;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::VMImage;
 
@@ -99,6 +100,11 @@ pub trait ImageSink: Send + Sync + fmt::Debug {
         target: &ImageTarget,
         size_hint: Option<u64>,
     ) -> Result<Box<dyn ImageUpload>>;
+    /// The server-side fetch this sink's storage offers, if any: the preparer then hands it
+    /// the source's URL instead of streaming the bytes ([`RemoteFetch`]). Default: none.
+    fn remote_fetch(&self) -> Option<&dyn RemoteFetch> {
+        None
+    }
     /// Deletes the stored image of `target`; a missing image is not an error. The default
     /// answers `Unsupported`.
     async fn remove(&self, target: &ImageTarget) -> Result<()> {

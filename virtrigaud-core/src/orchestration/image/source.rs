@@ -52,4 +52,16 @@ pub trait ImageSource: Send + Sync + fmt::Debug {
     /// Opens the image at `offset` (a source that cannot resume starts at 0 and says so in
     /// [`SourceStream::offset`]).
     async fn open(&self, offset: u64) -> Result<SourceStream>;
+
+    /// The URL a storage that fetches by itself ([`super::RemoteFetch`]) can be given
+    /// instead of the bytes; `None` (the default) for sources that are not a URL.
+    fn url(&self) -> Option<&str> {
+        None
+    }
+
+    /// The image's length without downloading it (an HTTP `HEAD`), when the source can
+    /// tell; `None` (the default) otherwise. Used as the size hint of a remote fetch.
+    async fn probe_len(&self) -> Option<u64> {
+        None
+    }
 }
