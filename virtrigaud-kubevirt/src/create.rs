@@ -9,6 +9,7 @@ use crate::PROVIDER_TYPE;
 use crate::client::Connection;
 use crate::error::to_core_error;
 use crate::id::{VmRef, is_dns_name};
+use crate::image::PVC_IMAGE_PREFIX;
 use crate::quantity::mib_to_quantity;
 use crate::state::vmi_active;
 use crate::types::{VirtualMachine, VirtualMachineSpec, meta};
@@ -98,7 +99,11 @@ fn validate_create(spec: &VmCreateSpec) -> Result<()> {
             "placement.cluster: a Kubernetes API endpoint is one cluster; place by host (node), not cluster {c:?}"
         )));
     }
-    if spec.placement.datastore.is_some() && spec.disks.is_empty() {
+    let pvc_root = spec
+        .image
+        .as_deref()
+        .is_some_and(|i| i.starts_with(PVC_IMAGE_PREFIX));
+    if spec.placement.datastore.is_some() && spec.disks.is_empty() && !pvc_root {
         return Err(Error::invalid_spec(
             "placement.datastore: the VM has no disk to put on that storage class",
         ));
@@ -119,6 +124,20 @@ fn validate_create(spec: &VmCreateSpec) -> Result<()> {
     Ok(())
 }
 
+/// The PVC a `pvc:<namespace>/<name>` image names (a prepared DataVolume, see
+/// [`crate::DataVolumeImageSink`]); `None` for a container disk image.
+fn pvc_image(image: &str) -> Result<Option<(&str, &str)>> {
+    let Some(rest) = image.strip_prefix(PVC_IMAGE_PREFIX) else {
+        return Ok(None);
+    };
+    match rest.split_once('/') {
+        Some((ns, name)) if is_dns_name(ns) && is_dns_name(name) => Ok(Some((ns, name))),
+        _ => Err(Error::invalid_spec(format!(
+            "image: {image:?} is not {PVC_IMAGE_PREFIX}NAMESPACE/NAME with DNS-1123 names"
+        ))),
+    }
+}
+
 /// The VirtualMachine object for a (validated) create spec.
 fn build_vm(spec: &VmCreateSpec, ns: &str) -> Result<VirtualMachine> {
     let mut disks = Vec::new();
@@ -126,7 +145,23 @@ fn build_vm(spec: &VmCreateSpec, ns: &str) -> Result<VirtualMachine> {
     let mut dvts = Vec::new();
     if let Some(image) = &spec.image {
         disks.push(json!({"name": "rootdisk", "disk": {"bus": "virtio"}}));
-        volumes.push(json!({"name": "rootdisk", "containerDisk": {"image": image}}));
+        match pvc_image(image)? {
+            Some((namespace, name)) => {
+                let dv = format!("{}-rootdisk", spec.name);
+                volumes.push(json!({"name": "rootdisk", "dataVolume": {"name": dv}}));
+                // No size: CDI sizes a PVC clone like its source.
+                let mut storage = json!({});
+                if let Some(class) = &spec.placement.datastore {
+                    storage["storageClassName"] = json!(class);
+                }
+                dvts.push(json!({"metadata": {"name": dv}, "spec": {
+                    "source": {"pvc": {"namespace": namespace, "name": name}},
+                    "storage": storage}}));
+            }
+            None => {
+                volumes.push(json!({"name": "rootdisk", "containerDisk": {"image": image}}));
+            }
+        }
     }
     for d in &spec.disks {
         let dv = format!("{}-{}", spec.name, d.name);
@@ -208,5 +243,31 @@ mod tests {
             Some("1536Mi")
         );
         assert!(vm.spec.extra.contains_key("dataVolumeTemplates"));
+    }
+
+    #[test]
+    fn a_pvc_image_becomes_a_cloned_root_disk_and_a_bad_one_is_refused() {
+        let mut s = VmCreateSpec::new("web-1", 1, 256);
+        s.image = Some("pvc:images/ubuntu".into());
+        s.placement = virtrigaud_core::Placement::default().with_datastore("fast");
+        let vm = serde_json::to_value(build_vm(&s, "ns").expect("vm")).unwrap();
+        let dvt = &vm["spec"]["dataVolumeTemplates"][0];
+        assert_eq!(dvt["metadata"]["name"], "web-1-rootdisk");
+        assert_eq!(
+            dvt["spec"]["source"]["pvc"],
+            json!({"namespace": "images", "name": "ubuntu"})
+        );
+        assert_eq!(dvt["spec"]["storage"]["storageClassName"], "fast");
+        let vols = &vm["spec"]["template"]["spec"]["volumes"][0];
+        assert_eq!(vols["dataVolume"]["name"], "web-1-rootdisk");
+        s.image = Some("pvc:Images/x".into());
+        let e = build_vm(&s, "ns").unwrap_err();
+        assert!(e.to_string().contains("image:"), "{e}");
+        s.image = Some("quay.io/containerdisks/fedora:40".into());
+        let vm = serde_json::to_value(build_vm(&s, "ns").expect("vm")).unwrap();
+        assert_eq!(
+            vm["spec"]["template"]["spec"]["volumes"][0]["containerDisk"]["image"],
+            "quay.io/containerdisks/fedora:40"
+        );
     }
 }

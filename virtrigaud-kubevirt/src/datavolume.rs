@@ -15,6 +15,7 @@ use crate::client::Connection;
 use crate::error::to_core_error;
 use crate::image::{
     DEFAULT_IMAGE_PVC_SIZE, DataVolumeImageSink, DataVolumeTransfer, IMAGE_SIZE_ANNOTATION,
+    PVC_IMAGE_PREFIX,
 };
 use crate::quantity::quantity_to_mib;
 use crate::types::{
@@ -151,8 +152,13 @@ fn phase(dv: &DataVolume) -> &str {
         .unwrap_or("")
 }
 
+/// `pvc:<namespace>/<name>`: the PVC CDI fills (named as the DataVolume), which a create
+/// spec's `image` takes to clone its root disk from.
 fn reference(dv: &DataVolume, ns: &str) -> String {
-    format!("{ns}/{}", dv.metadata.name.as_deref().unwrap_or_default())
+    format!(
+        "{PVC_IMAGE_PREFIX}{ns}/{}",
+        dv.metadata.name.as_deref().unwrap_or_default()
+    )
 }
 
 /// `GET` the DataVolume: a `Succeeded` one is the image.

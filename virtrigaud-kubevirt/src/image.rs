@@ -29,13 +29,18 @@ pub const DEFAULT_IMAGE_PVC_SIZE: u64 = 10 << 30;
 /// the PVC's size).
 pub const IMAGE_SIZE_ANNOTATION: &str = "virtrigaud.io/image-size";
 
+/// The prefix of an image reference naming a PVC (`pvc:namespace/name`); any other image
+/// is a container disk.
+pub const PVC_IMAGE_PREFIX: &str = "pvc:";
+
 /// Takes images into KubeVirt storage through CDI `DataVolume`s: the server-side fetch of
 /// [`RemoteFetch`], which [`virtrigaud_core::orchestration::image::ImagePreparer`] uses for
 /// URL sources.
 ///
 /// - The DataVolume is named after the image ([`ImageTarget::name`], which must be a valid
 ///   Kubernetes name) in the provider's namespace; the stored image's reference is
-///   `namespace/name` (the DataVolume, and the PVC CDI makes of the same name).
+///   `pvc:namespace/name` (the PVC CDI fills, named as the DataVolume), which a create
+///   spec's `image` takes to clone its root disk from.
 /// - `spec.source.http.url` is the image URL (a URL with credentials is refused: they would
 ///   be stored in the object), `spec.source.http.checksum` the verified digest (CDI ≥ 1.62;
 ///   an older CDI prunes the field, which the sink detects from the created object and then

@@ -127,7 +127,9 @@ pub use config::{
     ConnectOptions, DEFAULT_GRACE_SECONDS, KubeVirtConfig, PowerApi, RolloutStrategy,
 };
 pub use id::VmRef;
-pub use image::{DEFAULT_IMAGE_PVC_SIZE, DataVolumeImageSink, IMAGE_SIZE_ANNOTATION};
+pub use image::{
+    DEFAULT_IMAGE_PVC_SIZE, DataVolumeImageSink, IMAGE_SIZE_ANNOTATION, PVC_IMAGE_PREFIX,
+};
 pub use labels::VM_LABEL;
 pub use lifecycle::{
     LifecycleAction, LifecycleOutcome, LifecycleState, LifecycleStatus, LifecycleVerb,

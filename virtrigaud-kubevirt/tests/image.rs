@@ -91,7 +91,7 @@ async fn imports_through_a_datavolume_and_looks_it_up() {
         image.status.as_ref().and_then(|s| s.phase),
         Some(ImagePhase::Ready)
     );
-    let reference = format!("{}/disk", env.ns);
+    let reference = format!("pvc:{}/disk", env.ns);
     assert_eq!(report.image.reference, reference);
     assert_eq!(report.image.size_bytes, data.len() as u64);
     // What was asked of CDI.
