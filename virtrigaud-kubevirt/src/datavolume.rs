@@ -337,7 +337,7 @@ pub(crate) async fn poll(t: &DataVolumeTransfer) -> Result<TransferState> {
         .await
         .map_err(|e| to_core_error(e, "image_import", Some(&res)))?;
     Ok(match dv {
-        Some(dv) if dv.metadata.uid == t.uid => state_of(&dv, &res),
+        Some(dv) if dv.metadata.uid == t.uid => state_of(&dv, &reference(&dv, &t.namespace)),
         _ => TransferState::Failed(
             Error::new(
                 ErrorKind::Conflict,
