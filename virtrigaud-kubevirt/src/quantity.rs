@@ -1,31 +1,12 @@
 //! Kubernetes resource quantities (`"2Gi"`, `"1536Mi"`, `"1G"`) ↔ MiB.
 
-/// Parses a quantity into MiB (rounded up). `None` for malformed input.
+use virtrigaud_core::model::Quantity;
+
+/// Parses a quantity into MiB (rounded up) with core's exact [`Quantity`] parser. `None` for
+/// malformed input.
 pub(crate) fn quantity_to_mib(q: &str) -> Option<u64> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult: f64 = match suffix {
-        "" => 1.0,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024.0_f64.powi(4),
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        _ => return None,
-    };
-    let bytes = n * mult;
-    if !bytes.is_finite() || bytes < 0.0 {
-        return None;
-    }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    Some((bytes / (1024.0 * 1024.0)).ceil() as u64)
+    let q: Quantity = q.parse().ok()?;
+    Some(q.bytes().div_ceil(1 << 20))
 }
 
 /// Formats MiB as a quantity (`Gi` when whole, else `Mi`).
@@ -50,6 +31,9 @@ mod tests {
         assert_eq!(quantity_to_mib("1.5Gi"), Some(1536));
         assert_eq!(quantity_to_mib("x"), None);
         assert_eq!(quantity_to_mib("1Xi"), None);
+        // Exact, with every suffix core accepts.
+        assert_eq!(quantity_to_mib("1Ei"), Some(1 << 40));
+        assert_eq!(quantity_to_mib("16384001Ki"), Some(16001));
         assert_eq!(mib_to_quantity(2048), "2Gi");
         assert_eq!(mib_to_quantity(1536), "1536Mi");
     }
