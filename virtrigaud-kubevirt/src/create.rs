@@ -99,15 +99,6 @@ fn validate_create(spec: &VmCreateSpec) -> Result<()> {
             "placement.cluster: a Kubernetes API endpoint is one cluster; place by host (node), not cluster {c:?}"
         )));
     }
-    let pvc_root = spec
-        .image
-        .as_deref()
-        .is_some_and(|i| i.starts_with(PVC_IMAGE_PREFIX));
-    if spec.placement.datastore.is_some() && spec.disks.is_empty() && !pvc_root {
-        return Err(Error::invalid_spec(
-            "placement.datastore: the VM has no disk to put on that storage class",
-        ));
-    }
     if !is_dns_name(&spec.name) {
         return Err(Error::invalid_spec(
             "name: VM names must be lowercase DNS-1123 names",
@@ -203,6 +194,13 @@ fn build_vm(spec: &VmCreateSpec, ns: &str) -> Result<VirtualMachine> {
     if let Some(node) = &spec.placement.host {
         template_spec["nodeSelector"] = json!({"kubernetes.io/hostname": node});
     }
+    // A standing rule: a rescheduled VM still avoids its peers' nodes.
+    if let Some(rule) = &spec.placement.anti_affinity {
+        template_spec["affinity"] = json!({"podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [{
+                "labelSelector": {"matchLabels": {rule.label.as_str(): rule.value.as_str()}},
+                "topologyKey": "kubernetes.io/hostname"}]}});
+    }
     let mut vm_spec: VirtualMachineSpec = serde_json::from_value(json!({
         "runStrategy": if spec.power_on { "Always" } else { "Halted" },
         "template": {"metadata": {"labels": spec.labels}, "spec": template_spec},
@@ -269,5 +267,28 @@ mod tests {
             vm["spec"]["template"]["spec"]["volumes"][0]["containerDisk"]["image"],
             "quay.io/containerdisks/fedora:40"
         );
+    }
+
+    #[test]
+    fn host_anti_affinity_becomes_required_pod_anti_affinity_on_the_template() {
+        use virtrigaud_core::placement::HostAntiAffinity;
+        let mut s = VmCreateSpec::new("web-2", 1, 256);
+        s.labels.insert("virtrigaud.io/set".into(), "web".into());
+        s.placement = virtrigaud_core::Placement::on_host("node-2")
+            .with_anti_affinity(HostAntiAffinity::new("virtrigaud.io/set", "web"));
+        let vm = serde_json::to_value(build_vm(&s, "ns").expect("vm")).unwrap();
+        let t = &vm["spec"]["template"];
+        assert_eq!(t["metadata"]["labels"]["virtrigaud.io/set"], "web");
+        assert_eq!(
+            t["spec"]["nodeSelector"]["kubernetes.io/hostname"],
+            "node-2"
+        );
+        let term = &t["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            [0];
+        assert_eq!(
+            term["labelSelector"]["matchLabels"]["virtrigaud.io/set"],
+            "web"
+        );
+        assert_eq!(term["topologyKey"], "kubernetes.io/hostname");
     }
 }

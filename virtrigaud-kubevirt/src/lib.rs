@@ -45,6 +45,19 @@
 //!   older CDI a checksum is refused rather than skipped). `image_import` is declared. A
 //!   `VMImage` has no KubeVirt source of its own: KubeVirt takes its libvirt source, else its
 //!   Proxmox one.
+//!   A prepared image's reference is `pvc:namespace/name` ([`PVC_IMAGE_PREFIX`]): `create`
+//!   with that `image` clones the VM's root disk from the PVC (a `dataVolumeTemplates` entry
+//!   with a `pvc` source, sized by CDI like its source); any other `image` is a container
+//!   disk.
+//! - Placement: [`virtrigaud_core::Provider::inventory`] is the schedulable `Ready` nodes
+//!   (allocatable CPU and memory, zone from `topology.kubernetes.io/zone`, the namespace's
+//!   VMs on each by VMI node or node selector) and the storage classes as datastores (no free
+//!   space is reported for a class, so capacity never rules one out; VMs by their
+//!   DataVolume templates' class). A placement's host is a `kubernetes.io/hostname` node
+//!   selector, its datastore the storage class of every DataVolume the VM makes, a cluster
+//!   is refused (one API endpoint is one cluster), and a host anti-affinity rule
+//!   ([`virtrigaud_core::placement::HostAntiAffinity`]) becomes required pod anti-affinity
+//!   on the template, so a rescheduled VM still avoids its peers' nodes.
 //! - [`types`] holds the typed subset of the KubeVirt API; unknown fields are preserved, and
 //!   objects are changed with merge / JSON patches (never whole-object PUTs).
 //! - Layout: `provider.rs` (the struct, thin trait impls) → one file per group of operations
@@ -66,7 +79,8 @@
 //! - Snapshots are declared quiesced: KubeVirt freezes the guest's file systems through its
 //!   agent when one is connected (`vm_capabilities().snapshot_quiesce` says whether it is).
 //! - The test apiserver serves only CRDs: the testkit serves core `v1` Secrets in memory
-//!   (`testkit::CoreSecrets`), and there is no garbage collector there, so ownerReference
+//!   (`testkit::CoreSecrets`) and a fixed set of nodes and storage classes
+//!   (`testkit::CoreCluster`), and there is no garbage collector there, so ownerReference
 //!   cleanup is covered only by the provider's explicit deletes.
 //! - Images: no streaming upload (CDI's upload proxy, `virtctl image-upload`, is not used),
 //!   no `secretRef` for authenticated image URLs (a URL with credentials is refused), and

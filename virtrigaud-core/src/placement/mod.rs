@@ -57,7 +57,7 @@ mod target;
 pub use explain::{RejectReason, RejectedClass, Unsatisfiable};
 pub use placer::SolverPlacer;
 pub use solver::{Solver, place_batch};
-pub use target::Placement;
+pub use target::{HostAntiAffinity, Placement};
 
 /// Capacity or load of a host, in the units the solver compares.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

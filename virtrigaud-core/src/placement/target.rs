@@ -31,6 +31,32 @@ pub struct Placement {
     /// class) for the VM's disks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datastore: Option<String>,
+    /// A standing host anti-affinity rule the VM joins, for providers that keep enforcing
+    /// one after placement (KubeVirt: pod anti-affinity on the VM's template, so a
+    /// rescheduled VM still avoids its peers' nodes). The host chosen above already honours
+    /// it at create; providers without such a rule rely on that alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anti_affinity: Option<HostAntiAffinity>,
+}
+
+/// VMs whose label `label` has the value `value` never share a host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct HostAntiAffinity {
+    /// The label naming the group.
+    pub label: String,
+    /// Its value for this group.
+    pub value: String,
+}
+
+impl HostAntiAffinity {
+    /// The group of VMs labelled `label=value`.
+    pub fn new(label: impl Into<String>, value: impl Into<String>) -> Self {
+        HostAntiAffinity {
+            label: label.into(),
+            value: value.into(),
+        }
+    }
 }
 
 impl Placement {
@@ -62,9 +88,18 @@ impl Placement {
         self
     }
 
-    /// Whether nothing is decided.
+    /// The same placement, joining the host anti-affinity group `rule`.
+    pub fn with_anti_affinity(mut self, rule: HostAntiAffinity) -> Self {
+        self.anti_affinity = Some(rule);
+        self
+    }
+
+    /// Whether nothing is decided (no host, cluster, datastore or rule).
     pub fn is_empty(&self) -> bool {
-        self.host.is_none() && self.cluster.is_none() && self.datastore.is_none()
+        self.host.is_none()
+            && self.cluster.is_none()
+            && self.datastore.is_none()
+            && self.anti_affinity.is_none()
     }
 }
 
@@ -74,6 +109,7 @@ impl From<&PlacementDecision> for Placement {
             host: Some(d.host.clone()),
             cluster: d.cluster.clone(),
             datastore: d.datastore.clone(),
+            anti_affinity: None,
         }
     }
 }

@@ -17,7 +17,7 @@ use super::template::{create_spec, expects_running, placement_request, template_
 use super::{SET_LABEL, TEMPLATE_HASH_LABEL};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{UpdateStrategyType, VMPlacementPolicySpec, VMSet};
-use crate::placement::{Placement, Placer};
+use crate::placement::{HostAntiAffinity, Placement, Placer};
 use crate::provider::{DeleteOptions, ListOptions, Provider, StartOptions, VmCreateSpec};
 use crate::shutdown::{ShutdownManager, ShutdownPolicy};
 use crate::vm::{PowerState, VmDescription};
@@ -553,6 +553,14 @@ impl VmSetReconciler {
                     return Err(e);
                 }
             }
+        }
+        let host_spread = self
+            .policy
+            .as_ref()
+            .and_then(|p| p.anti_affinity.as_ref())
+            .is_some_and(|a| a.host_anti_affinity);
+        if host_spread {
+            spec.placement.anti_affinity = Some(HostAntiAffinity::new(SET_LABEL, name.as_str()));
         }
         self.emit(RolloutEvent::Creating {
             set: name.clone(),
