@@ -342,28 +342,16 @@ impl ImagePreparer {
         .await;
         let res = match res {
             Ok(r) => r,
-            Err(_) => Err(Error::timeout(format!(
-                "image preparation did not finish within {:?}",
-                opts.timeout
-            ))
-            .with_operation("image_prepare")),
+            Err(_) => Err(timed_out(opts)),
         };
         image.status.get_or_insert_with(Default::default).attempts = Some(run.attempts);
         let digest = match res {
             Ok(d) => d,
             Err(e) => {
-                if let Some(u) = upload.take()
-                    && let Err(ae) = u.abort().await
-                {
-                    return Err(Error::new(
-                        e.kind(),
-                        format!(
-                            "{}; removing the partial image also failed: {ae}",
-                            e.message()
-                        ),
-                    ));
-                }
-                return Err(e);
+                return Err(match upload.take() {
+                    Some(u) => after_abort(e, u.abort().await),
+                    None => e,
+                });
             }
         };
         self.set_phase(image, ImagePhase::Preparing, None);
@@ -569,28 +557,16 @@ impl ImagePreparer {
         .await;
         let res = match res {
             Ok(r) => r,
-            Err(_) => Err(Error::timeout(format!(
-                "image preparation did not finish within {:?}",
-                opts.timeout
-            ))
-            .with_operation("image_prepare")),
+            Err(_) => Err(timed_out(opts)),
         };
         image.status.get_or_insert_with(Default::default).attempts = Some(attempts);
         let stored = match res {
             Ok(stored) => stored,
             Err(e) => {
-                if let Some(t) = transfer.take()
-                    && let Err(ae) = t.abort().await
-                {
-                    return Err(Error::new(
-                        e.kind(),
-                        format!(
-                            "{}; removing the partial image also failed: {ae}",
-                            e.message()
-                        ),
-                    ));
-                }
-                return Err(e);
+                return Err(match transfer.take() {
+                    Some(t) => after_abort(e, t.abort().await),
+                    None => e,
+                });
             }
         };
         self.set_phase(image, ImagePhase::Preparing, None);
@@ -732,5 +708,28 @@ impl ImagePreparer {
                 attempt: run.attempts,
             });
         }
+    }
+}
+
+/// The error of a preparation that ran out of its overall timeout.
+fn timed_out(opts: &PrepareOptions) -> Error {
+    Error::timeout(format!(
+        "image preparation did not finish within {:?}",
+        opts.timeout
+    ))
+    .with_operation("image_prepare")
+}
+
+/// `e`, saying so when removing the partial image (`aborted`) failed too.
+fn after_abort(e: Error, aborted: Result<()>) -> Error {
+    match aborted {
+        Ok(()) => e,
+        Err(ae) => Error::new(
+            e.kind(),
+            format!(
+                "{}; removing the partial image also failed: {ae}",
+                e.message()
+            ),
+        ),
     }
 }

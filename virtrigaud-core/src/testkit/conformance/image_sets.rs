@@ -7,7 +7,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::images::{Serve, options, seed_image, serve, served_image};
-use super::sets::{converge, members, seed_set, settled};
+use super::sets::{converge, members, scaled_to_zero, seed_set, settled};
 use super::{CheckOutcome, Fixture};
 use crate::model::{Checksum, ObjectRef, VMImage, VMSet};
 use crate::orchestration::image::{HttpSource, ImagePreparer, ImageSink, ImageTarget};
@@ -59,22 +59,10 @@ pub async fn vm_set_from_a_prepared_image(
     let reconciler = VmSetReconciler::new(Arc::clone(provider), shutdown)
         .shutdown_policy(ShutdownPolicy::with_grace(fixture.short_grace()));
     set.spec.template.spec.image_ref = None;
-    set.spec.replicas = Some(0);
-    let emptied = converge(&reconciler, &set).await;
-    let left = members(provider, &set).await.unwrap_or_default();
-    for vm in &left {
-        fixture.cleanup(&vm.id).await;
-    }
-    let removed = sink.remove(&target).await;
-    match (outcome, emptied, removed) {
-        (CheckOutcome::Passed, Err(e), _) => CheckOutcome::Failed(format!("scale to 0: {e}")),
-        (CheckOutcome::Passed, Ok(()), _) if !left.is_empty() => {
-            CheckOutcome::Failed(format!("{} members left after scaling to 0", left.len()))
-        }
-        (CheckOutcome::Passed, Ok(()), Err(e)) => {
-            CheckOutcome::Failed(format!("removing the image: {e}"))
-        }
-        (outcome, _, _) => outcome,
+    let outcome = scaled_to_zero(provider, fixture, &reconciler, &mut set, outcome).await;
+    match (outcome, sink.remove(&target).await) {
+        (CheckOutcome::Passed, Err(e)) => CheckOutcome::Failed(format!("removing the image: {e}")),
+        (outcome, _) => outcome,
     }
 }
 

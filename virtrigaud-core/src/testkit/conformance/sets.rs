@@ -48,9 +48,21 @@ pub async fn vm_set_scales_and_rolls(
     let reconciler = VmSetReconciler::new(Arc::clone(provider), shutdown)
         .shutdown_policy(ShutdownPolicy::with_grace(fixture.short_grace()));
     let outcome = scale_and_roll(provider, &reconciler, &mut set).await;
+    scaled_to_zero(provider, fixture, &reconciler, &mut set, outcome).await
+}
+
+/// Scales `set` to 0 with `reconciler` and removes whatever is left through the fixture; a
+/// passed `outcome` fails when the set did not empty.
+pub(super) async fn scaled_to_zero(
+    provider: &Arc<dyn Provider>,
+    fixture: &dyn Fixture,
+    reconciler: &VmSetReconciler,
+    set: &mut VMSet,
+    outcome: CheckOutcome,
+) -> CheckOutcome {
     set.spec.replicas = Some(0);
-    let emptied = converge(&reconciler, &set).await;
-    let left = members(provider, &set).await.unwrap_or_default();
+    let emptied = converge(reconciler, set).await;
+    let left = members(provider, set).await.unwrap_or_default();
     for vm in &left {
         fixture.cleanup(&vm.id).await;
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::FutureExt;
 use futures::StreamExt;
 
-use super::sets::{converge, members, seed_set};
+use super::sets::{converge, members, scaled_to_zero, seed_set};
 use super::{CheckOutcome, Fixture};
 use crate::model::{VMPlacementPolicy, VMSet, from_yaml_str};
 use crate::placement::{Inventory, Placement, PlacementRequest, Solver, SolverPlacer};
@@ -66,19 +66,7 @@ pub async fn vm_set_spreads_per_placement_policy(
         .placer(Arc::new(SolverPlacer::new(Arc::clone(provider))))
         .placement_policy(policy.spec.clone());
     let outcome = spread(provider, &reconciler, &mut set, fits, one_more).await;
-    set.spec.replicas = Some(0);
-    let emptied = converge(&reconciler, &set).await;
-    let left = members(provider, &set).await.unwrap_or_default();
-    for vm in &left {
-        fixture.cleanup(&vm.id).await;
-    }
-    match (outcome, emptied) {
-        (CheckOutcome::Passed, Err(e)) => CheckOutcome::Failed(format!("scale to 0: {e}")),
-        (CheckOutcome::Passed, Ok(())) if !left.is_empty() => {
-            CheckOutcome::Failed(format!("{} members left after scaling to 0", left.len()))
-        }
-        (outcome, _) => outcome,
-    }
+    scaled_to_zero(provider, fixture, &reconciler, &mut set, outcome).await
 }
 
 /// How many members the core solver places on `inv` (at most [`MAX_MEMBERS`]), and whether
