@@ -17,7 +17,7 @@ use crate::from_template::create_from_template;
 use crate::labels::{MAX_LABEL_KEY, MAX_LABEL_VALUE, extra_config, label_key_ok, label_value_ok};
 use crate::placement::resolve_target;
 use crate::types::MoRef;
-use crate::{power, spec, vm_api};
+use crate::{drs, power, spec, vm_api};
 
 const OP: &str = "create";
 /// Longest VM name vSphere accepts.
@@ -162,6 +162,11 @@ async fn create_checked(
         .map(|m| VmId::new(m.value))
         .ok_or_else(|| Error::internal("CreateVM_Task returned no VM"))?;
     let mut step = after_create.map_or(Ok(()), |f| f(&vm));
+    if step.is_ok()
+        && let Some(group) = &spec.placement.anti_affinity
+    {
+        step = drs::join(c, &vm, group).await;
+    }
     if step.is_ok() && spec.power_on {
         step = power::start(c, &vm).await;
     }

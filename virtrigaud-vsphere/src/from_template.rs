@@ -20,7 +20,7 @@ use crate::labels::{extra_config, labels_of};
 use crate::placement::resolve_target;
 use crate::spec::{TemplateTarget, relocate_to_host, size_and_extra_config, template_clone_body};
 use crate::types::MoRef;
-use crate::{inventory, power, vm_api};
+use crate::{drs, inventory, power, vm_api};
 
 const OP: &str = "create";
 
@@ -86,6 +86,11 @@ pub(crate) async fn create_from_template(
     }
     if step.is_ok() {
         step = after_create.map_or(Ok(()), |f| f(&vm));
+    }
+    if step.is_ok()
+        && let Some(group) = &spec.placement.anti_affinity
+    {
+        step = drs::join(c, &vm, group).await;
     }
     if step.is_ok() && spec.power_on {
         step = power::start(c, &vm).await;

@@ -180,6 +180,7 @@ mod config;
 mod create;
 mod datetime;
 mod describe;
+mod drs;
 mod error;
 mod from_template;
 mod image;

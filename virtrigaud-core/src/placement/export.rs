@@ -16,8 +16,10 @@
 //! - soft folders, soft zones, soft clusters and soft datastores, and the spread/balance
 //!   score (DRS has its own balancing);
 //! - capacity: DRS admission control is configured separately;
-//! - other platforms: Proxmox VE 9 HA affinity rules and KubeVirt pod anti-affinity are not
-//!   generated (libvirt has no rule engine).
+//! - other platforms: Proxmox VE 9 HA affinity rules are not generated (libvirt has no rule
+//!   engine). KubeVirt keeps host anti-affinity as pod anti-affinity, and the vSphere provider
+//!   makes the DRS VM-VM rule itself, both from the rule a placement carries
+//!   ([`super::HostAntiAffinity`]).
 //!
 //! The rules are plain values; a vSphere provider translates them into its API calls.
 
