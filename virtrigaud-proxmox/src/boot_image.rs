@@ -1,14 +1,18 @@
-//! What a create spec's `image` is on PVE: a volume id of a storage's content, as
-//! [`crate::PveImageSink`] stores them. An ISO (`local:iso/debian.iso`) becomes the VM's
-//! CD-ROM, booted first; a disk image in `import` content (`local:import/debian.qcow2`)
-//! becomes its first disk (`import-from`, PVE 8.2+). Anything else is refused, naming
-//! `image`.
+//! What a create spec's `image` is on PVE: a template's VM id (`pve1/9000`), cloned (see
+//! `from_template`), or a volume id of a storage's content, as [`crate::PveImageSink`]
+//! stores them. An ISO (`local:iso/debian.iso`) becomes the VM's CD-ROM, booted first; a
+//! disk image in `import` content (`local:import/debian.qcow2`) becomes its first disk
+//! (`import-from`, PVE 8.2+). Anything else is refused, naming `image`.
 
-use virtrigaud_core::{Error, Result};
+use virtrigaud_core::{Error, Result, VmId};
+
+use crate::id::VmRef;
 
 /// How a VM uses its image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BootImage {
+    /// A template VM, cloned.
+    Template(VmRef),
     /// An ISO on the CD-ROM drive `ide2`.
     Cdrom(String),
     /// A disk image imported as the first disk.
@@ -18,9 +22,14 @@ pub(crate) enum BootImage {
 impl BootImage {
     /// The image a volume id names.
     pub(crate) fn parse(volid: &str) -> Result<Self> {
+        if !volid.contains(':')
+            && let Ok(r) = VmRef::parse(&VmId::new(volid))
+        {
+            return Ok(BootImage::Template(r));
+        }
         let invalid = |why: &str| {
             Err(Error::invalid_spec(format!(
-                "image: {volid:?} {why} (a PVE volume id: storage:iso/NAME.iso or storage:import/NAME.qcow2|raw|vmdk)"
+                "image: {volid:?} {why} (a template's node/vmid, or a PVE volume id: storage:iso/NAME.iso or storage:import/NAME.qcow2|raw|vmdk)"
             )))
         };
         let Some((storage, path)) = volid.split_once(':') else {
@@ -47,6 +56,7 @@ impl BootImage {
     /// imported image replaces the spec's first, blank disk).
     pub(crate) fn config(&self, storage: &str) -> Vec<(String, String)> {
         match self {
+            BootImage::Template(_) => Vec::new(),
             BootImage::Cdrom(v) => vec![
                 ("ide2".into(), format!("{v},media=cdrom")),
                 ("boot".into(), "order=ide2;scsi0".into()),
@@ -69,6 +79,10 @@ mod tests {
             BootImage::parse("local:iso/debian-12.iso").unwrap(),
             BootImage::Cdrom("local:iso/debian-12.iso".into())
         );
+        assert!(matches!(
+            BootImage::parse("pve1/9000").unwrap(),
+            BootImage::Template(r) if r.vmid == 9000 && r.node == "pve1"
+        ));
         assert_eq!(
             BootImage::parse("local:import/debian.qcow2").unwrap(),
             BootImage::Import("local:import/debian.qcow2".into())

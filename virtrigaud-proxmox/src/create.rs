@@ -7,6 +7,7 @@ use virtrigaud_core::{Error, Result, ResultExt, VmCreateSpec, VmId};
 use crate::PROVIDER_TYPE;
 use crate::boot_image::BootImage;
 use crate::client::PveClient;
+use crate::from_template::create_from_template;
 use crate::id::VmRef;
 use crate::labels::labels_to_tags;
 use crate::meta::{Meta, valid_disk_name};
@@ -32,18 +33,22 @@ pub(crate) struct CreateDefaults<'a> {
 /// Creates the VM on a free VM id (retried when another client took the id first).
 pub(crate) async fn create(
     client: &PveClient,
+    last: &LastActions,
     spec: &VmCreateSpec,
     defaults: CreateDefaults<'_>,
 ) -> Result<VmId> {
     check_spec(spec)?;
-    let place = placement::resolve(client, &spec.placement, defaults.node, OP, &spec.name).await?;
-    let node = place.node;
     let boot = spec
         .image
         .as_deref()
         .map(BootImage::parse)
         .transpose()
         .ctx(PROVIDER_TYPE, OP, &spec.name)?;
+    if let Some(BootImage::Template(t)) = &boot {
+        return create_from_template(client, last, spec, t, defaults.storage).await;
+    }
+    let place = placement::resolve(client, &spec.placement, defaults.node, OP, &spec.name).await?;
+    let node = place.node;
     let config = vm_config(
         spec,
         place.storage.as_deref().unwrap_or(defaults.storage),

@@ -117,6 +117,7 @@ mod create;
 mod customize;
 mod disks;
 mod error;
+mod from_template;
 mod hotplug;
 mod id;
 mod image;

@@ -332,7 +332,7 @@ impl Provider for ProxmoxProvider {
             node: self.options.default_node.as_deref(),
             storage: &self.options.default_storage,
         };
-        create::create(&self.client, spec, defaults).await
+        create::create(&self.client, &self.last, spec, defaults).await
     }
 
     async fn delete(&self, vm: &VmId, _opts: &DeleteOptions) -> Result<()> {

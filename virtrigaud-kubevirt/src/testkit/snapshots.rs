@@ -142,10 +142,21 @@ impl Ctl {
         }
         let name = c.name_any();
         let api = self.api::<VirtualMachineClone>();
-        let source = vms
+        // The reflector may not have seen a source created just before: ask the apiserver.
+        let source = match vms
             .state()
             .into_iter()
-            .find(|v| v.name_any() == c.spec.source.name);
+            .find(|v| v.name_any() == c.spec.source.name)
+        {
+            Some(v) => Some(v),
+            None => self
+                .api::<VirtualMachine>()
+                .get_opt(&c.spec.source.name)
+                .await
+                .ok()
+                .flatten()
+                .map(Arc::new),
+        };
         let target = c
             .spec
             .target
