@@ -627,3 +627,97 @@ mod http {
         );
     }
 }
+
+/// A sink staging in a `FileSink` whose hand-over to the "provider" never finishes, and
+/// which records removals.
+#[derive(Debug)]
+struct HangingSink {
+    staging: FileSink,
+    removed: AtomicU32,
+}
+
+struct Hang;
+
+#[async_trait]
+impl virtrigaud_core::orchestration::image::Publish for Hang {
+    async fn publish(
+        self: Box<Self>,
+        _path: &std::path::Path,
+        _size: u64,
+    ) -> Result<virtrigaud_core::orchestration::image::ImageRef> {
+        futures::future::pending().await
+    }
+}
+
+#[async_trait]
+impl virtrigaud_core::orchestration::image::ImageSink for HangingSink {
+    fn provider_type(&self) -> &'static str {
+        "hanging"
+    }
+    async fn lookup(
+        &self,
+        _target: &ImageTarget,
+    ) -> Result<Option<virtrigaud_core::orchestration::image::ImageRef>> {
+        Ok(None)
+    }
+    async fn begin(
+        &self,
+        target: &ImageTarget,
+        size_hint: Option<u64>,
+    ) -> Result<Box<dyn virtrigaud_core::orchestration::image::ImageUpload>> {
+        let staged = self.staging.begin(target, size_hint).await?;
+        Ok(Box::new(
+            virtrigaud_core::orchestration::image::StagedUpload::new(staged, Box::new(Hang)),
+        ))
+    }
+    async fn remove(&self, _target: &ImageTarget) -> Result<()> {
+        self.removed.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn handing_the_image_over_counts_against_the_timeout_and_leaves_nothing() {
+    use virtrigaud_core::orchestration::image::ImageSink as _;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(HangingSink {
+        staging: FileSink::new(dir.path()),
+        removed: AtomicU32::new(0),
+    });
+    let data = block(7, 0, 100_000);
+    let src = ScriptedSource::new(data.clone(), true, vec![]);
+    let prep = ImagePreparer::new(
+        Arc::clone(&sink) as Arc<dyn virtrigaud_core::orchestration::image::ImageSink>
+    );
+    let mut opts = fast_opts(Some(checksum_of(&data)));
+    opts.timeout = Duration::from_secs(60);
+    let mut img = image("slow");
+    let started = tokio::time::Instant::now();
+    let e = prep
+        .prepare(&mut img, &ImageTarget::new("slow"), &src, &opts)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(
+        started.elapsed() <= Duration::from_secs(61),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        sink.removed.load(Ordering::SeqCst),
+        1,
+        "the partial image is removed"
+    );
+    assert_eq!(img.status.as_ref().unwrap().phase, Some(ImagePhase::Failed));
+    assert!(
+        sink.lookup(&ImageTarget::new("slow"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        files_in(dir.path()).is_empty(),
+        "staging emptied: {:?}",
+        files_in(dir.path())
+    );
+}

@@ -20,7 +20,7 @@ use crate::model::{
 };
 use crate::orchestration::events::{EventBus, EventReason, ObjectKind};
 use crate::orchestration::metrics;
-use crate::orchestration::orchestrator::{bounded, now_rfc3339};
+use crate::orchestration::orchestrator::{bounded, deadline_after, now_rfc3339};
 
 /// Options of one preparation.
 ///
@@ -335,8 +335,9 @@ impl ImagePreparer {
             total: None,
         };
         let mut upload: Option<Box<dyn ImageUpload>> = None;
-        let res = tokio::time::timeout(
-            bounded(opts.timeout),
+        let deadline = deadline_after(Instant::now(), opts.timeout);
+        let res = tokio::time::timeout_at(
+            deadline,
             self.import(&name, target, source, opts, &mut run, &mut upload),
         )
         .await;
@@ -364,7 +365,19 @@ impl ImagePreparer {
         let Some(u) = upload.take() else {
             return Err(Error::internal("no upload to commit"));
         };
-        let stored = u.commit().await?;
+        // Handing the image over counts against the same budget; a commit cut short leaves
+        // nothing behind (the sink removes what it made of the target).
+        let stored = match tokio::time::timeout_at(deadline, u.commit()).await {
+            Ok(r) => r?,
+            Err(_) => {
+                let e = timed_out(opts);
+                return Err(match self.sink.remove(target).await {
+                    Ok(()) => e,
+                    Err(r) if r.is(ErrorKind::Unsupported) => e,
+                    Err(r) => after_abort(e, Err(r)),
+                });
+            }
+        };
         Ok(PrepareReport {
             image: stored,
             imported: true,

@@ -21,7 +21,7 @@ pub trait Publish: Send {
 /// An upload whose bytes go to a staging upload (usually a [`super::FileSink`]'s, so a
 /// resumed download can be re-hashed and nothing unverified leaves the machine) and whose
 /// commit hands the staged file to a [`Publish`], then removes the staged file whatever the
-/// outcome. Abort removes only the staged data: nothing has reached the provider before
+/// outcome, also when the commit is dropped half-way. Abort removes only the staged data: nothing has reached the provider before
 /// commit.
 pub struct StagedUpload {
     staged: Box<dyn ImageUpload>,
@@ -60,24 +60,29 @@ impl ImageUpload for StagedUpload {
     async fn commit(self: Box<Self>) -> Result<ImageRef> {
         let StagedUpload { staged, publish } = *self;
         let file = staged.commit().await?;
-        let path = PathBuf::from(&file.reference);
-        let published = publish.publish(&path, file.size_bytes).await;
-        remove_staged(path).await;
-        published
+        // Removed when the hand-over ends, and also when it is cut short (the preparer's
+        // deadline drops this future).
+        let staged = StagedFile(PathBuf::from(&file.reference));
+        publish.publish(&staged.0, file.size_bytes).await
     }
     async fn abort(self: Box<Self>) -> Result<()> {
         self.staged.abort().await
     }
 }
 
-/// Removes a staged file; a file already gone is fine, any other failure is logged.
-async fn remove_staged(path: PathBuf) {
-    let shown = path.display().to_string();
-    match tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Ok(Err(e)) => tracing::warn!(file = %shown, error = %e, "cannot remove the staged image"),
-        Err(e) => tracing::warn!(file = %shown, error = %e, "removing the staged image failed"),
+/// A complete staged file, removed on drop (a file already gone is fine; any other failure is
+/// logged).
+struct StagedFile(PathBuf);
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        match std::fs::remove_file(&self.0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(file = %self.0.display(), error = %e, "cannot remove the staged image");
+            }
+        }
     }
 }
 
