@@ -100,9 +100,9 @@ impl VsphereImageSink {
         self
     }
 
-    /// Thin (`true`, the default) or the server's default disk provisioning. (A `VMImage`'s
-    /// `prepare.storage.vsphere.thinProvisioned` is not part of an [`ImageTarget`]; pass it
-    /// here.)
+    /// Thin (`true`, the default) or the server's default disk provisioning, for targets
+    /// that do not say ([`ImageTarget::thin_provisioned`], which a `VMImage`'s
+    /// `prepare.storage.vsphere.thinProvisioned` sets, wins).
     pub fn with_thin_provisioned(mut self, thin: bool) -> Self {
         self.thin = thin;
         self
@@ -209,7 +209,7 @@ impl ImageSink for VsphereImageSink {
             client: Arc::clone(&self.client),
             place,
             name: target.name.clone(),
-            thin: self.thin,
+            thin: target.thin_provisioned.unwrap_or(self.thin),
             deadlines: self.deadlines,
         };
         Ok(Box::new(StagedUpload::new(staged, Box::new(job))))

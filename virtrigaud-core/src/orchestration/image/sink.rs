@@ -22,6 +22,9 @@ pub struct ImageTarget {
     pub format: Option<String>,
     /// Provider storage (pool, datastore, storage id), if given.
     pub storage: Option<String>,
+    /// Thin-provision the image's disks (`Some(false)`: the storage's default), where the
+    /// provider distinguishes (vSphere); `None` leaves it to the sink.
+    pub thin_provisioned: Option<bool>,
 }
 
 impl ImageTarget {
@@ -31,13 +34,15 @@ impl ImageTarget {
             name: name.into(),
             format: None,
             storage: None,
+            thin_provisioned: None,
         }
     }
 
     /// The target a `VMImage` names for a provider of type `provider_type`: the image's
     /// name, the format of that provider's source
-    /// ([`crate::model::VMImageSpec::download_for`]) and the storage of
-    /// `spec.prepare.storage` ([`crate::model::ImagePrepare::storage_for`]).
+    /// ([`crate::model::VMImageSpec::download_for`]), the storage of
+    /// `spec.prepare.storage` ([`crate::model::ImagePrepare::storage_for`]) and, for vSphere,
+    /// its `thinProvisioned`.
     pub fn for_image(image: &VMImage, provider_type: &str) -> Self {
         ImageTarget {
             name: image.metadata.name.clone(),
@@ -50,6 +55,19 @@ impl ImageTarget {
                 .prepare
                 .as_ref()
                 .and_then(|p| p.storage_for(provider_type)),
+            thin_provisioned: (provider_type == "vsphere")
+                .then(|| {
+                    image
+                        .spec
+                        .prepare
+                        .as_ref()?
+                        .storage
+                        .as_ref()?
+                        .vsphere
+                        .as_ref()?
+                        .thin_provisioned
+                })
+                .flatten(),
         }
     }
 
@@ -329,5 +347,32 @@ impl ImageUpload for FileUpload {
             Err(e) => Err(io_err("image_abort", &part, e)),
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::from_json_value;
+
+    #[test]
+    fn a_vmimage_names_its_vsphere_storage_and_thin_provisioning() {
+        let image: VMImage = from_json_value(serde_json::json!({
+            "apiVersion": "infra.virtrigaud.io/v1beta1", "kind": "VMImage",
+            "metadata": {"name": "ubuntu"},
+            "spec": {"vsphere": {"ovaURL": "https://example.com/u.ova"},
+                     "libvirt": {"url": "https://example.com/u.img", "format": "qcow2"},
+                     "prepare": {"storage": {"vsphere": {"datastore": "ds1", "folder": "/Templates",
+                                                         "thinProvisioned": false}}}}
+        }))
+        .unwrap();
+        let v = ImageTarget::for_image(&image, "vsphere");
+        assert_eq!(v.storage.as_deref(), Some("ds1/Templates"));
+        assert_eq!(v.thin_provisioned, Some(false));
+        let l = ImageTarget::for_image(&image, "libvirt");
+        assert_eq!(
+            (l.format.as_deref(), l.thin_provisioned),
+            (Some("qcow2"), None)
+        );
     }
 }
