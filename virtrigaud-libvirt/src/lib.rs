@@ -88,6 +88,11 @@
 //!   resumed) become volumes in the pool through [`VolumeImageSink`]; `image_import` is
 //!   declared where libvirt can upload volumes (not in the test driver, which has no
 //!   `virStorageVolUpload`).
+//!   **Placement**: the connection is one host; a placement's datastore picks the storage
+//!   pool, and the inventory lists every active pool with the domains whose disks are in it.
+//!   **Pre-stop hooks** run inside the guest through the QEMU guest agent
+//!   ([`GuestAgentPreStop`]: `guest-exec`, `guest-exec-status`; a non-zero exit is an error
+//!   with the start of the program's output), within the budget the shutdown engine gives.
 //!
 //! ## Layout
 //!
@@ -97,7 +102,8 @@
 //! - one file per group of operations: `power.rs` (start, stop, pause, the shutdown and reboot
 //!   signals, the agent probe, the incarnation), `create.rs` (create and delete),
 //!   `reconfigure.rs`, `describe.rs` (describe, list, per-VM capabilities, inventory),
-//!   `snapshot.rs`, `clone.rs`, and `image.rs` ([`VolumeImageSink`]);
+//!   `snapshot.rs`, `clone.rs`, `image.rs` ([`VolumeImageSink`]), `placement.rs` and
+//!   `prestop.rs` ([`GuestAgentPreStop`]);
 //! - `domain.rs` (lookup, state, XML of one domain) and `volume.rs` (the pool, qcow2 volumes,
 //!   stream uploads);
 //! - `connection.rs`: one libvirt connection (`Session`, whose `api` helper counts each call
@@ -153,6 +159,7 @@ mod iso;
 mod metadata;
 mod placement;
 mod power;
+mod prestop;
 mod provider;
 mod reconfigure;
 mod seed;
@@ -164,6 +171,7 @@ pub use config::{DomainTemplate, KernelBoot, LibvirtConfig};
 pub use domxml::AGENT_PORT;
 pub use image::VolumeImageSink;
 pub use metadata::{DISK_NAMES_NS, METADATA_NS};
+pub use prestop::GuestAgentPreStop;
 pub use provider::LibvirtProvider;
 
 /// The provider type name, used in errors and metrics.

@@ -489,3 +489,68 @@ async fn orchestration_flows_on_a_real_guest() {
     );
     r.remove(&vm).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_stop_hooks_run_inside_the_guest_and_never_eat_the_grace() {
+    use std::sync::Arc;
+    use virtrigaud_core::shutdown::{PreStopHook, ShutdownEventKind};
+    use virtrigaud_libvirt::GuestAgentPreStop;
+    let Some(r) = real("prestop").await else {
+        return;
+    };
+    let sh = |script: &str| vec!["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned()];
+    let cases = [
+        // (hook, budget, the hook's outcome)
+        (sh("echo VR-PRESTOP saving > /dev/console; sync"), 10, true),
+        (
+            sh("echo VR-PRESTOP failing > /dev/console; exit 3"),
+            10,
+            false,
+        ),
+        (
+            sh("echo VR-PRESTOP hanging > /dev/console; sleep 600"),
+            2,
+            false,
+        ),
+    ];
+    for (i, (hook, budget, ok)) in cases.into_iter().enumerate() {
+        let vm = r.guest(&format!("h{i}"), "acpi", true, true).await;
+        let t0 = Instant::now();
+        while r.p.probe_agent(&vm).await.expect("probe") != AgentStatus::Connected {
+            assert!(t0.elapsed() < Duration::from_secs(60), "no agent");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let manager = ShutdownManager::builder(r.dyn_provider())
+            .pre_stop_executor(Arc::new(GuestAgentPreStop::new(&r.p)))
+            .build();
+        let mut events = manager.subscribe();
+        let policy = ShutdownPolicy::with_grace(Duration::from_secs(30))
+            .pre_stop(PreStopHook::new(hook.clone(), Duration::from_secs(budget)));
+        let report = manager.shutdown(&vm, policy).await.expect("shutdown");
+        assert!(
+            matches!(report.outcome, ShutdownOutcome::Graceful { .. }),
+            "{hook:?}: {}",
+            report.outcome
+        );
+        assert!(
+            report.elapsed < Duration::from_secs(30),
+            "{:?}",
+            report.elapsed
+        );
+        let mut hook_ok = None;
+        while let Ok(e) = events.try_recv() {
+            if let ShutdownEventKind::PreStop { ok } = e.kind {
+                hook_ok = Some(ok);
+            }
+        }
+        assert_eq!(hook_ok, Some(ok), "{hook:?}");
+        // The hook ran inside the guest, before its shutdown.
+        let console = std::fs::read_to_string(r.console_of(vm.as_str())).unwrap_or_default();
+        let ran = console
+            .find("VR-PRESTOP")
+            .unwrap_or_else(|| panic!("{hook:?}: {console}"));
+        let down = console.rfind("VR:").unwrap_or(usize::MAX);
+        assert!(ran < down || down == usize::MAX, "{console}");
+        r.remove(&vm).await;
+    }
+}
