@@ -189,7 +189,17 @@ impl Connection {
 
     /// The VMs of the namespace matching `opts.labels` (a VM in an unknown state is skipped).
     pub(crate) async fn list_vms(&self, opts: &ListOptions) -> Result<Vec<VmDescription>> {
-        let ns = self.namespace.clone();
+        let (vms, vmis) = self.list_objects(opts, "list_vms").await?;
+        Ok(self.describe_listed(&vms, &vmis))
+    }
+
+    /// The namespace's VM objects matching `opts.labels`, and all its VMIs (one list each).
+    pub(crate) async fn list_objects(
+        &self,
+        opts: &ListOptions,
+        op: &'static str,
+    ) -> Result<(Vec<VirtualMachine>, Vec<VirtualMachineInstance>)> {
+        let ns = self.namespace.as_str();
         let selector: Vec<String> = opts
             .labels
             .iter()
@@ -197,26 +207,34 @@ impl Connection {
             .collect();
         let lp = ListParams::default().labels(&selector.join(","));
         let vms = self
-            .api::<VirtualMachine>(&ns)
+            .api::<VirtualMachine>(ns)
             .list(&lp)
             .await
-            .map_err(|e| to_core_error(e, "list_vms", Some(&ns)))?;
+            .map_err(|e| to_core_error(e, op, Some(ns)))?;
         let vmis = self
-            .api::<VirtualMachineInstance>(&ns)
+            .api::<VirtualMachineInstance>(ns)
             .list(&ListParams::default())
             .await
-            .map_err(|e| to_core_error(e, "list_vms", Some(&ns)))?;
+            .map_err(|e| to_core_error(e, op, Some(ns)))?;
+        Ok((vms.items, vmis.items))
+    }
+
+    /// Describes listed VMs with their VMIs (a VM in an unknown state is skipped).
+    pub(crate) fn describe_listed(
+        &self,
+        vms: &[VirtualMachine],
+        vmis: &[VirtualMachineInstance],
+    ) -> Vec<VmDescription> {
         let mut out = Vec::new();
-        for vm in &vms.items {
+        for vm in vms {
             let Some(name) = vm.metadata.name.clone() else {
                 continue;
             };
             let vmi = vmis
-                .items
                 .iter()
                 .find(|i| i.metadata.name.as_deref() == Some(&name));
             let r = VmRef {
-                namespace: ns.clone(),
+                namespace: self.namespace.clone(),
                 name,
             };
             match self.describe_pair(&r, vm, vmi) {
@@ -224,6 +242,6 @@ impl Connection {
                 Err(e) => tracing::debug!(vm = %r, error = %e, "skipping VM in unknown state"),
             }
         }
-        Ok(out)
+        out
     }
 }

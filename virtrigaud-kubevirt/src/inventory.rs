@@ -14,12 +14,14 @@
 //!   when it is the default class).
 //! - **Clusters**: one API endpoint is one cluster, so hosts have none.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ListParams};
 use serde_json::Value;
 use virtrigaud_core::placement::{DatastoreInfo, HostInfo, Inventory, Resources};
-use virtrigaud_core::{ListOptions, Result, VmDescription};
+use virtrigaud_core::{ListOptions, Result};
 
 use crate::client::Connection;
 use crate::error::to_core_error;
@@ -46,12 +48,21 @@ impl Connection {
             .list(&ListParams::default())
             .await
             .map_err(wire)?;
-        let vms = self.list_vms(&ListOptions::default()).await?;
-        let objects = self
-            .api::<VirtualMachine>(&self.namespace)
-            .list(&ListParams::default())
-            .await
-            .map_err(wire)?;
+        let (objects, vmis) = self.list_objects(&ListOptions::default(), OP).await?;
+        let vms = self.describe_listed(&objects, &vmis);
+        // Where each VM is: its VMI's node, else the node its template pins it to.
+        let node_of: BTreeMap<&str, String> = vms
+            .iter()
+            .filter_map(|v| {
+                let pinned = || {
+                    objects
+                        .iter()
+                        .find(|o| o.metadata.name.as_deref() == Some(v.name.as_str()))
+                        .and_then(pinned_node)
+                };
+                Some((v.name.as_str(), v.host.clone().or_else(pinned)?))
+            })
+            .collect();
         let mut inv = Inventory::default();
         let class_names: Vec<String> = classes
             .items
@@ -67,17 +78,10 @@ impl Connection {
             h.zone = labels.get(ZONE_LABEL).cloned();
             h.labels = labels.into_iter().collect();
             h.datastores = class_names.clone();
-            let here = |v: &&VmDescription| {
-                let pinned = || {
-                    objects
-                        .items
-                        .iter()
-                        .find(|o| o.metadata.name.as_deref() == Some(&v.name))
-                        .and_then(pinned_node)
-                };
-                v.host.clone().or_else(pinned).as_deref() == Some(name.as_str())
-            };
-            for v in vms.iter().filter(here) {
+            for v in vms
+                .iter()
+                .filter(|v| node_of.get(v.name.as_str()) == Some(&name))
+            {
                 h.vms.push(v.name.clone());
                 if v.power_state.is_active() {
                     h.allocated.cpu += u64::from(v.cpu);
@@ -100,7 +104,6 @@ impl Connection {
         for class in class_names {
             let mut ds = DatastoreInfo::new(class.clone(), u64::MAX);
             ds.vms = objects
-                .items
                 .iter()
                 .filter(|vm| {
                     storage_classes(vm)

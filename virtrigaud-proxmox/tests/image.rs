@@ -367,7 +367,7 @@ async fn vm_config(client: &PveClient, vm: &str) -> Value {
 }
 
 #[tokio::test]
-async fn a_vm_is_created_from_a_prepared_iso_or_disk_image() {
+async fn a_vm_is_created_from_a_prepared_iso_booted_first() {
     use virtrigaud_core::{DeleteOptions, DiskCreateSpec, VmCreateSpec};
     let Some(env) = common::env() else { return };
     let storage = Storage::new(&env, "boot").await;

@@ -161,6 +161,17 @@ async fn create_checked(
         .and_then(MoRef::from_result)
         .map(|m| VmId::new(m.value))
         .ok_or_else(|| Error::internal("CreateVM_Task returned no VM"))?;
+    finish(c, vm, spec, after_create).await
+}
+
+/// The steps after vCenter registered a new VM: the test hook, the DRS rule of the
+/// placement's anti-affinity group, the power-on; the VM is deleted again when one fails.
+pub(crate) async fn finish(
+    c: &Arc<Client>,
+    vm: VmId,
+    spec: &VmCreateSpec,
+    after_create: Option<AfterCreate<'_>>,
+) -> Result<VmId> {
     let mut step = after_create.map_or(Ok(()), |f| f(&vm));
     if step.is_ok()
         && let Some(group) = &spec.placement.anti_affinity

@@ -14,13 +14,13 @@ use virtrigaud_core::{Error, ErrorKind, Result, VmCreateSpec, VmId};
 use crate::PROVIDER_TYPE;
 use crate::client::Client;
 use crate::config::CreateDefaults;
-use crate::create::{AfterCreate, name_taken, roll_back};
+use crate::create::{AfterCreate, finish, name_taken, roll_back};
 use crate::error::to_core_error;
 use crate::labels::{extra_config, labels_of};
 use crate::placement::resolve_target;
 use crate::spec::{TemplateTarget, relocate_to_host, size_and_extra_config, template_clone_body};
 use crate::types::MoRef;
-use crate::{drs, inventory, power, vm_api};
+use crate::{inventory, vm_api};
 
 const OP: &str = "create";
 
@@ -84,19 +84,8 @@ pub(crate) async fn create_from_template(
     {
         step = keep_on_host(c, &vm, host, &target.pool).await;
     }
-    if step.is_ok() {
-        step = after_create.map_or(Ok(()), |f| f(&vm));
-    }
-    if step.is_ok()
-        && let Some(group) = &spec.placement.anti_affinity
-    {
-        step = drs::join(c, &vm, group).await;
-    }
-    if step.is_ok() && spec.power_on {
-        step = power::start(c, &vm).await;
-    }
     match step {
-        Ok(()) => Ok(vm),
+        Ok(()) => finish(c, vm, spec, after_create).await,
         Err(e) => Err(roll_back(c, &vm, e).await),
     }
 }
