@@ -10,7 +10,7 @@ use virtrigaud_core::model::{
 };
 use virtrigaud_core::orchestration::Orchestrator;
 use virtrigaud_core::reconcile::{Action, VmReconciler};
-use virtrigaud_core::shutdown::{PreStopExecutor, ShutdownManager, ShutdownPolicy};
+use virtrigaud_core::shutdown::{HookOutput, PreStopExecutor, ShutdownManager, ShutdownPolicy};
 use virtrigaud_core::sim::{GuestBehavior, Simulator};
 use virtrigaud_core::{ErrorKind, PowerState, Provider, Result, VmId};
 
@@ -48,13 +48,13 @@ struct Recorder {
 
 #[async_trait]
 impl PreStopExecutor for Recorder {
-    async fn exec(&self, _vm: &VmId, argv: &[String]) -> Result<()> {
+    async fn exec(&self, _vm: &VmId, argv: &[String]) -> Result<HookOutput> {
         let t0 = self.t0.lock().unwrap().unwrap();
         self.runs
             .lock()
             .unwrap()
             .push((argv.to_vec(), t0.elapsed()));
-        Ok(())
+        Ok(HookOutput::exited(0))
     }
 }
 
@@ -171,4 +171,65 @@ async fn resources_in_the_spec_reach_the_vm_and_a_bad_spec_touches_nothing() {
         calls,
         "an invalid spec made no provider call"
     );
+}
+
+/// A hook whose program exits with `code`.
+#[derive(Debug)]
+struct Exits {
+    code: i32,
+}
+
+#[async_trait]
+impl PreStopExecutor for Exits {
+    async fn exec(&self, _vm: &VmId, _argv: &[String]) -> Result<HookOutput> {
+        Ok(HookOutput::exited(self.code).with_output("state not saved"))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_pre_stop_is_a_warning_and_the_stop_goes_on() {
+    let sim = Simulator::new();
+    let id = sim.add_vm("my-vm", GuestBehavior::cooperative());
+    let p: Arc<dyn Provider> = Arc::new(sim.clone());
+    let manager = ShutdownManager::builder(Arc::clone(&p))
+        .pre_stop_executor(Arc::new(Exits { code: 4 }))
+        .build();
+    let r = VmReconciler::new(Orchestrator::with_shutdown_manager(p, Arc::new(manager)));
+    let mut events = r.orchestrator().events().subscribe();
+    let mut vm: VirtualMachine = from_yaml_str(SEED_000_ADVANCED).unwrap();
+    r.run_until_settled(&id, &mut vm, &[], 5).await.unwrap();
+    assert!(sim.power_state(&id).await.unwrap().is_off());
+    assert_eq!(sim.effective_power_offs(&id), 0, "still graceful");
+    let mut warned = None;
+    while let Ok(e) = events.try_recv() {
+        if e.reason.as_str() == "PreStopFailed" {
+            warned = Some(e.message.clone());
+        }
+    }
+    let msg = warned.expect("a PreStopFailed event");
+    assert!(
+        msg.contains("exited with 4: state not saved") && msg.contains("went on"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pre_stop_nobody_can_run_is_refused_unless_skipping_is_asked_for() {
+    let sim = Simulator::new();
+    let id = sim.add_vm("my-vm", GuestBehavior::cooperative());
+    let r = VmReconciler::new(Orchestrator::new(Arc::new(sim.clone())));
+    let mut vm: VirtualMachine = from_yaml_str(SEED_000_ADVANCED).unwrap();
+    let e = r.reconcile(&id, &mut vm, &[]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert!(e.to_string().contains("spec.lifecycle.preStop"), "{e}");
+    assert_eq!(sim.power_state(&id).await.unwrap(), PowerState::Running);
+    let ready = find_condition(
+        &vm.status.as_ref().unwrap().conditions,
+        condition_types::READY,
+    )
+    .unwrap();
+    assert_eq!(ready.reason, "PreStopUnsupported");
+    let r = r.skip_unrunnable_pre_stop();
+    r.run_until_settled(&id, &mut vm, &[], 5).await.unwrap();
+    assert!(sim.power_state(&id).await.unwrap().is_off());
 }

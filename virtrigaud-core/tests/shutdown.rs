@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use tokio::time::{Instant, sleep};
 use virtrigaud_core::shutdown::{
-    ChannelPreference, FileJournal, FleetShutdown, ForcedReason, LeaseScope, MissingAgent,
-    PausedGuest, PreStopExecutor, PreStopHook, ShutdownJournal, ShutdownManager, ShutdownOutcome,
-    ShutdownPolicy, TokioClock,
+    ChannelPreference, FileJournal, FleetShutdown, ForcedReason, HookOutput, LeaseScope,
+    MissingAgent, PausedGuest, PreStopExecutor, PreStopHook, ShutdownJournal, ShutdownManager,
+    ShutdownOutcome, ShutdownPolicy, TokioClock,
 };
 use virtrigaud_core::sim::{GuestBehavior, Simulator};
 use virtrigaud_core::{ErrorKind, PowerState, Provider, ShutdownChannel, VmId};
@@ -577,12 +577,12 @@ struct RecordingHook {
 
 #[async_trait]
 impl PreStopExecutor for RecordingHook {
-    async fn exec(&self, _vm: &VmId, argv: &[String]) -> virtrigaud_core::Result<()> {
+    async fn exec(&self, _vm: &VmId, argv: &[String]) -> virtrigaud_core::Result<HookOutput> {
         self.seen.lock().unwrap().push(argv.to_vec());
         if self.hang {
             std::future::pending::<()>().await;
         }
-        Ok(())
+        Ok(HookOutput::exited(0).with_output("stopped app"))
     }
 }
 
@@ -610,7 +610,13 @@ async fn pre_stop_hook_runs_first_within_its_budget() {
             ShutdownPolicy::with_grace(secs(30)).pre_stop(PreStopHook::new(argv.clone(), secs(10)));
         let r = m.shutdown(&vm, policy).await.unwrap();
         assert_eq!(hook.seen.lock().unwrap().as_slice(), &[argv]);
-        assert_eq!(r.pre_stop_ok, Some(!hang));
+        let run = r.pre_stop.expect("the hook ran");
+        assert_eq!(run.is_ok(), !hang, "{run}");
+        if hang {
+            assert!(run.error.unwrap().contains("pre_stop"));
+        } else {
+            assert_eq!(run.output.unwrap().output, "stopped app");
+        }
         assert!(matches!(r.outcome, ShutdownOutcome::Graceful { .. }));
         assert_eq!(r.elapsed, if hang { secs(11) } else { secs(1) });
     }

@@ -2,18 +2,18 @@
 //! (`guest-exec`, then `guest-exec-status` until the program exits), for
 //! `virtrigaud_core::shutdown::ShutdownManagerBuilder::pre_stop_executor`.
 //!
-//! The program runs with its arguments and no shell (argv as given); its exit code decides:
-//! 0 is success, anything else an error carrying the code and the start of its output. A
-//! guest without a connected agent is `Unavailable`. The shutdown engine bounds the hook by
+//! The program runs with its arguments and no shell (argv as given); its exit code, signal
+//! and output come back in the shutdown report (the engine treats anything but exit 0 as a
+//! failed hook and goes on with the shutdown). A guest without a connected agent is
+//! `Unavailable`. The shutdown engine bounds the hook by
 //! its budget and the grace; a hook cut short is left running in the guest (qemu-ga has no
 //! kill), and the shutdown goes on.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use virtrigaud_core::shutdown::PreStopExecutor;
+use virtrigaud_core::shutdown::{GuestExec, HookOutput};
 use virtrigaud_core::{Error, ErrorKind, Result, VmId};
 
 use crate::PROVIDER_TYPE;
@@ -22,12 +22,6 @@ use crate::domain::lookup;
 use crate::provider::LibvirtProvider;
 
 const OP: &str = "pre_stop";
-
-/// How often the program's status is read.
-const POLL: Duration = Duration::from_millis(200);
-
-/// Output kept in an error message, bytes.
-const OUTPUT_SHOWN: usize = 512;
 
 /// Runs pre-stop hooks inside libvirt guests through their QEMU guest agent.
 ///
@@ -84,52 +78,37 @@ impl GuestAgentPreStop {
 }
 
 #[async_trait]
-impl PreStopExecutor for GuestAgentPreStop {
-    async fn exec(&self, vm: &VmId, argv: &[String]) -> Result<()> {
-        let Some((path, args)) = argv.split_first() else {
-            return Err(
-                Error::invalid_spec("preStop.exec.command: empty").context_for(
-                    PROVIDER_TYPE,
-                    OP,
-                    Some(vm.as_str()),
-                ),
-            );
-        };
+impl GuestExec for GuestAgentPreStop {
+    async fn spawn(&self, vm: &VmId, program: &str, args: &[String]) -> Result<i64> {
         let started = self
             .agent(
                 vm,
                 json!({"execute": "guest-exec",
-                       "arguments": {"path": path, "arg": args, "capture-output": true}}),
+                       "arguments": {"path": program, "arg": args, "capture-output": true}}),
             )
             .await?;
-        let Some(pid) = started["pid"].as_i64() else {
-            return Err(Error::internal("guest-exec returned no pid").context_for(
+        started["pid"].as_i64().ok_or_else(|| {
+            Error::internal("guest-exec returned no pid").context_for(
                 PROVIDER_TYPE,
                 OP,
                 Some(vm.as_str()),
-            ));
-        };
-        loop {
-            let st = self
-                .agent(
-                    vm,
-                    json!({"execute": "guest-exec-status", "arguments": {"pid": pid}}),
-                )
-                .await?;
-            if st["exited"].as_bool() == Some(true) {
-                return finished(vm, path, &st);
-            }
-            tokio::time::sleep(POLL).await;
-        }
+            )
+        })
+    }
+
+    async fn status(&self, vm: &VmId, pid: i64) -> Result<Option<HookOutput>> {
+        let st = self
+            .agent(
+                vm,
+                json!({"execute": "guest-exec-status", "arguments": {"pid": pid}}),
+            )
+            .await?;
+        Ok((st["exited"].as_bool() == Some(true)).then(|| finished(&st)))
     }
 }
 
-/// The outcome of an exited program from its `guest-exec-status`.
-fn finished(vm: &VmId, path: &str, st: &Value) -> Result<()> {
-    let code = st["exitcode"].as_i64();
-    if code == Some(0) {
-        return Ok(());
-    }
+/// How an exited program ended, from its `guest-exec-status`.
+fn finished(st: &Value) -> HookOutput {
     let output = ["out-data", "err-data"]
         .iter()
         .filter_map(|k| st[*k].as_str())
@@ -138,19 +117,14 @@ fn finished(vm: &VmId, path: &str, st: &Value) -> Result<()> {
             base64::engine::general_purpose::STANDARD.decode(b).ok()
         })
         .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .collect::<Vec<_>>()
-        .join("");
-    let shown: String = output.chars().take(OUTPUT_SHOWN).collect();
-    let why = match (code, st["signal"].as_i64()) {
-        (Some(c), _) => format!("exited with {c}"),
-        (None, Some(sig)) => format!("was killed by signal {sig}"),
-        (None, None) => "ended without an exit code".to_owned(),
+        .collect::<String>();
+    let int = |k: &str| st[k].as_i64().and_then(|c| i32::try_from(c).ok());
+    let out = match (int("exitcode"), int("signal")) {
+        (Some(c), _) => HookOutput::exited(c),
+        (None, Some(sig)) => HookOutput::killed(sig),
+        (None, None) => HookOutput::default(),
     };
-    Err(Error::new(
-        ErrorKind::InvalidState,
-        format!("the pre-stop hook {path} {why}: {}", shown.trim()),
-    )
-    .context_for(PROVIDER_TYPE, OP, Some(vm.as_str())))
+    out.with_output(output)
 }
 
 #[cfg(test)]
@@ -158,17 +132,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_non_zero_exit_is_an_error_with_the_output() {
-        let vm = VmId::new("web");
-        assert!(finished(&vm, "/bin/true", &json!({"exited": true, "exitcode": 0})).is_ok());
-        let e = finished(
-            &vm,
-            "/bin/sh",
-            &json!({"exited": true, "exitcode": 3, "err-data": "bm8gc3BhY2UK"}),
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("exited with 3: no space"), "{e}");
-        let e = finished(&vm, "/bin/sh", &json!({"exited": true, "signal": 9})).unwrap_err();
-        assert!(e.to_string().contains("signal 9"), "{e}");
+    fn an_exit_status_keeps_its_code_and_output() {
+        assert!(finished(&json!({"exited": true, "exitcode": 0})).succeeded());
+        let out = finished(&json!({"exited": true, "exitcode": 3, "err-data": "bm8gc3BhY2UK"}));
+        assert_eq!(out.to_string(), "exited with 3: no space");
+        let out = finished(&json!({"exited": true, "signal": 9}));
+        assert_eq!((out.exit_code, out.signal), (None, Some(9)));
     }
 }

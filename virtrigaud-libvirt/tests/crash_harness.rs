@@ -66,7 +66,11 @@ struct AnnouncingHook;
 
 #[async_trait]
 impl PreStopExecutor for AnnouncingHook {
-    async fn exec(&self, _vm: &VmId, _argv: &[String]) -> virtrigaud_core::Result<()> {
+    async fn exec(
+        &self,
+        _vm: &VmId,
+        _argv: &[String],
+    ) -> virtrigaud_core::Result<virtrigaud_core::shutdown::HookOutput> {
         println!("PRESTOP {}", now_ms());
         std::future::pending().await
     }

@@ -539,7 +539,7 @@ async fn pre_stop_hooks_run_inside_the_guest_and_never_eat_the_grace() {
         );
         let mut hook_ok = None;
         while let Ok(e) = events.try_recv() {
-            if let ShutdownEventKind::PreStop { ok } = e.kind {
+            if let ShutdownEventKind::PreStop { ok, .. } = e.kind {
                 hook_ok = Some(ok);
             }
         }

@@ -111,6 +111,10 @@ pub enum EventReason {
     VmStopped,
     /// A lifecycle action failed.
     LifecycleActionFailed,
+    /// A VM's pre-stop hook exited with 0 before its shutdown.
+    PreStopCompleted,
+    /// A VM's pre-stop hook failed, hung or could not run; its shutdown went on.
+    PreStopFailed,
     /// The supervisor restarted a VM after a failure.
     VmRestarted,
     /// The supervisor backs off before the next restart.
@@ -151,6 +155,8 @@ impl EventReason {
             EventReason::VmStarted => "VMStarted",
             EventReason::VmStopped => "VMStopped",
             EventReason::LifecycleActionFailed => "LifecycleActionFailed",
+            EventReason::PreStopCompleted => "PreStopCompleted",
+            EventReason::PreStopFailed => "PreStopFailed",
             EventReason::VmRestarted => "VMRestarted",
             EventReason::CrashLoopBackOff => "CrashLoopBackOff",
             EventReason::RestartGivenUp => "RestartGivenUp",
@@ -169,6 +175,7 @@ impl EventReason {
             | EventReason::ImageRetrying
             | EventReason::ImageFailed
             | EventReason::LifecycleActionFailed
+            | EventReason::PreStopFailed
             | EventReason::VmRestarted
             | EventReason::CrashLoopBackOff
             | EventReason::RestartGivenUp => EventType::Warning,

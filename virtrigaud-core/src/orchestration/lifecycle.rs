@@ -11,7 +11,7 @@ use crate::model::{
     DEFAULT_STOP_GRACE_PERIOD, LifecycleAction, LifecycleActionKind, LifecyclePhase,
     LifecycleState, ObservedPowerState, RunStrategy, Validate,
 };
-use crate::shutdown::{ShutdownOutcome, ShutdownPolicy};
+use crate::shutdown::{ShutdownOutcome, ShutdownPolicy, ShutdownReport};
 use crate::vm::{PowerState, VmId};
 
 /// What [`Orchestrator::status`] found.
@@ -140,22 +140,50 @@ impl Orchestrator {
                 } else {
                     self.config.stop_policy.clone().grace(grace)
                 };
-                let report = self.shutdown.shutdown(vm, policy).await?;
-                match &report.outcome {
-                    o if o.is_off() => {
-                        self.emit_vm(
-                            vm,
-                            EventReason::VmStopped,
-                            format!("stopped: {o} after {}", fmt_secs(report.elapsed)),
-                        );
-                        Ok(state(LifecyclePhase::Stopped, LifecycleActionKind::Stop))
-                    }
-                    ShutdownOutcome::Failed { error } => {
-                        Err(err(error.kind(), format!("the stop failed: {error}")))
-                    }
-                    o => Err(err(ErrorKind::Internal, format!("the stop ended with {o}"))),
-                }
+                self.stop(vm, policy)
+                    .await
+                    .map_err(|e| err(e.kind(), e.message().to_owned()))?;
+                Ok(state(LifecyclePhase::Stopped, LifecycleActionKind::Stop))
             }
+        }
+    }
+
+    /// Stops `vm` through the shutdown engine under `policy` (joining a stop in flight) and
+    /// reports it as events: the pre-stop hook's result (`PreStopFailed`, a Warning, when it
+    /// did not exit with 0; the shutdown went on regardless) and `VMStopped`. A shutdown
+    /// that did not leave the VM off is an error.
+    pub async fn stop(&self, vm: &VmId, policy: ShutdownPolicy) -> Result<ShutdownReport> {
+        let report = self.shutdown.shutdown(vm, policy).await?;
+        if let Some(run) = &report.pre_stop {
+            let reason = if run.is_ok() {
+                EventReason::PreStopCompleted
+            } else {
+                EventReason::PreStopFailed
+            };
+            let tail = if run.is_ok() {
+                ""
+            } else {
+                "; the shutdown went on with the rest of the grace"
+            };
+            self.emit_vm(vm, reason, format!("preStop {run}{tail}"));
+        }
+        match &report.outcome {
+            o if o.is_off() => {
+                self.emit_vm(
+                    vm,
+                    EventReason::VmStopped,
+                    format!("stopped: {o} after {}", fmt_secs(report.elapsed)),
+                );
+                Ok(report)
+            }
+            ShutdownOutcome::Failed { error } => Err(Error::new(
+                error.kind(),
+                format!("the stop failed: {error}"),
+            )),
+            o => Err(Error::new(
+                ErrorKind::Internal,
+                format!("the stop ended with {o}"),
+            )),
         }
     }
 }

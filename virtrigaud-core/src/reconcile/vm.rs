@@ -21,11 +21,17 @@ use crate::vm::{VmDescription, VmId};
 /// start or a stop) and says when to come back. The object's status carries the observed
 /// power state, the resources, `lastReconfigureTime` (from the reconfigure flow),
 /// `observedGeneration` and the `Ready` condition, whose reason names the step under way.
+///
+/// A `preStop` hook needs a [`crate::shutdown::PreStopExecutor`] on the shutdown manager
+/// (one that runs commands in the provider's guests). Without one, a stop that would run the
+/// hook is refused with `Unsupported` naming `spec.lifecycle.preStop` and the VM is left
+/// running, unless [`VmReconciler::skip_unrunnable_pre_stop`] says to stop without it.
 #[derive(Debug, Clone)]
 pub struct VmReconciler {
     orch: Orchestrator,
     step_requeue: Duration,
     busy_requeue: Duration,
+    skip_unrunnable_pre_stop: bool,
 }
 
 impl VmReconciler {
@@ -36,7 +42,15 @@ impl VmReconciler {
             orch,
             step_requeue: Duration::from_secs(1),
             busy_requeue: Duration::from_secs(2),
+            skip_unrunnable_pre_stop: false,
         }
+    }
+
+    /// Stops a VM whose `preStop` cannot run (no executor) without the hook, with a
+    /// `PreStopFailed` Warning event, instead of refusing the stop.
+    pub fn skip_unrunnable_pre_stop(mut self) -> Self {
+        self.skip_unrunnable_pre_stop = true;
+        self
     }
 
     /// The orchestrator.
@@ -66,6 +80,15 @@ impl VmReconciler {
             return Ok(Action::await_change());
         };
         let reason = plan.reasons.first().cloned().unwrap_or_default();
+        let step = match self.runnable(id, step) {
+            Ok(step) => step,
+            Err(e) => {
+                let st = vm.status.get_or_insert_with(Default::default);
+                observe(st, &desc, generation);
+                ready(st, false, "PreStopUnsupported", e.message());
+                return Err(ctx(e));
+            }
+        };
         if step == VmStep::AwaitShutdown {
             // The start waits for the shutdown under way; the spec keeps asking for it.
             let st = vm.status.get_or_insert_with(Default::default);
@@ -101,6 +124,35 @@ impl VmReconciler {
         }
     }
 
+    /// `step`, or an error when it would run a pre-stop hook nobody can run (or the step
+    /// without it, when told to skip such hooks).
+    fn runnable(&self, id: &VmId, step: VmStep) -> Result<VmStep> {
+        let VmStep::Stop { mut policy } = step else {
+            return Ok(step);
+        };
+        if policy.pre_stop.is_none() || self.orch.shutdown_manager().runs_pre_stop_hooks() {
+            return Ok(VmStep::Stop { policy });
+        }
+        let why = format!(
+            "spec.lifecycle.preStop: the {} provider's shutdown manager has no pre-stop \
+             executor, so the hook cannot run in the guest",
+            self.orch.provider().provider_type()
+        );
+        if !self.skip_unrunnable_pre_stop {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("{why}; remove the hook or opt in to stopping without it"),
+            ));
+        }
+        self.orch.emit_vm(
+            id,
+            EventReason::PreStopFailed,
+            format!("{why}; stopped without it"),
+        );
+        policy.pre_stop = None;
+        Ok(VmStep::Stop { policy })
+    }
+
     async fn run(
         &self,
         id: &VmId,
@@ -124,25 +176,7 @@ impl VmReconciler {
                     .emit_vm(id, EventReason::VmStarted, "spec.powerState is On");
                 Ok(())
             }
-            VmStep::Stop { policy } => {
-                let report = self
-                    .orch
-                    .shutdown_manager()
-                    .shutdown(id, policy.clone())
-                    .await?;
-                if !report.outcome.is_off() {
-                    return Err(Error::new(
-                        ErrorKind::Internal,
-                        format!("the stop did not power the VM off: {}", report.outcome),
-                    ));
-                }
-                self.orch.emit_vm(
-                    id,
-                    EventReason::VmStopped,
-                    format!("{} ({:.1}s)", report.outcome, report.elapsed.as_secs_f64()),
-                );
-                Ok(())
-            }
+            VmStep::Stop { policy } => self.orch.stop(id, policy.clone()).await.map(|_| ()),
         }
     }
 

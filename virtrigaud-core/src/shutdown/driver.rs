@@ -17,13 +17,14 @@ use tokio::time::{Instant, sleep_until, timeout};
 
 use super::context::ShutdownContext;
 use super::events::ShutdownEventKind;
+use super::hooks::PreStopRun;
 use super::lease::{Lease, wall_add};
 use super::machine::{Command, Input, Machine, MachineCaps, later};
 use super::metrics;
 use super::outcome::{ShutdownOutcome, ShutdownReport};
 use super::policy::ShutdownPolicy;
 use super::slot::Slot;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::provider::{PowerOffOptions, PowerStateStream, ShutdownRequestOptions};
 use crate::vm::{ShutdownChannel, VmId};
 
@@ -120,7 +121,7 @@ impl ShutdownTask {
             resumed: start.resumed,
             calls: task.calls,
             power_offs: 0,
-            pre_stop_ok: None,
+            pre_stop: None,
             off_observed: None,
         })
     }
@@ -247,7 +248,7 @@ struct Driver {
     resumed: bool,
     calls: u32,
     power_offs: u32,
-    pre_stop_ok: Option<bool>,
+    pre_stop: Option<PreStopRun>,
     /// The first sign that the VM was off (see `ShutdownReport::off_observed`).
     off_observed: Option<Instant>,
 }
@@ -324,7 +325,7 @@ impl Driver {
             power_off_calls: self.power_offs,
             provider_calls: self.calls,
             channel: self.machine.channel(),
-            pre_stop_ok: self.pre_stop_ok,
+            pre_stop: self.pre_stop.clone(),
             resumed: self.resumed,
             off_observed: self
                 .off_observed
@@ -401,21 +402,38 @@ impl Driver {
                 Input::PowerState(r)
             }
             Command::RunPreStop { argv, timeout: t } => {
+                let began = Instant::now();
                 let result = match &self.ctx.pre_stop {
                     Some(exec) => self.call("pre_stop", t, exec.exec(&self.vm, &argv)).await,
-                    None => Some(Err(
-                        Error::unsupported("pre_stop").with_resource(self.vm.to_string())
-                    )),
+                    None => Some(Err(Error::new(
+                        ErrorKind::Unsupported,
+                        "this shutdown manager has no pre-stop executor",
+                    )
+                    .with_operation("pre_stop")
+                    .with_resource(self.vm.to_string()))),
                 };
                 let Some(r) = result else {
                     return Input::Cancel;
                 };
-                if let Err(e) = &r {
-                    tracing::warn!(vm = %self.vm, error = %e, "pre-stop hook failed; continuing");
+                let run = PreStopRun::from_result(&r, began.elapsed());
+                if !run.is_ok() {
+                    tracing::warn!(vm = %self.vm, hook = %run, "pre-stop hook failed; the shutdown goes on");
                 }
-                self.pre_stop_ok = Some(r.is_ok());
-                self.emit(|| ShutdownEventKind::PreStop { ok: r.is_ok() });
-                Input::PreStopDone(r)
+                let done = if run.is_ok() {
+                    Ok(())
+                } else {
+                    Err(Error::new(
+                        ErrorKind::InvalidState,
+                        format!("pre-stop hook {run}"),
+                    ))
+                };
+                self.emit(|| ShutdownEventKind::PreStop {
+                    ok: run.is_ok(),
+                    exit_code: run.exit_code(),
+                    detail: run.to_string(),
+                });
+                self.pre_stop = Some(run);
+                Input::PreStopDone(done)
             }
             Command::ProbeAgent { timeout: t } => {
                 let Some(r) = self

@@ -51,8 +51,12 @@ pub enum ShutdownEventKind {
     State(PowerState),
     /// The pre-stop hook finished.
     PreStop {
-        /// Whether it succeeded.
+        /// Whether its program exited with 0.
         ok: bool,
+        /// Its exit code, when it exited.
+        exit_code: Option<i32>,
+        /// What became of it (exit code and the start of its output, or why it failed).
+        detail: String,
     },
     /// The guest agent was probed.
     AgentProbed(Option<AgentStatus>),

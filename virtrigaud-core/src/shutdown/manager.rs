@@ -294,6 +294,12 @@ impl ShutdownManager {
         Ok(handles)
     }
 
+    /// Whether this manager has a [`PreStopExecutor`], so that a policy's pre-stop hook can
+    /// run (without one, a hook is reported failed and the shutdown goes on).
+    pub fn runs_pre_stop_hooks(&self) -> bool {
+        self.context.pre_stop.is_some()
+    }
+
     /// VMs whose shutdown is in flight.
     pub fn in_flight(&self) -> Vec<VmId> {
         self.registry

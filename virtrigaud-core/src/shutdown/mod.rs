@@ -50,7 +50,7 @@ pub use clock::{SystemClock, TokioClock, WallClock};
 pub use events::{ShutdownEvent, ShutdownEventKind};
 pub use file_journal::FileJournal;
 pub use fleet::{FleetReport, FleetShutdown};
-pub use hooks::PreStopExecutor;
+pub use hooks::{GuestExec, HOOK_OUTPUT_KEPT, HookOutput, PreStopExecutor, PreStopRun};
 pub use journal::{MemoryJournal, NoJournal, ShutdownJournal};
 pub use lease::{LEASE_EXPIRY_MARGIN, Lease, LeaseScope, StaleLease};
 pub use manager::{ShutdownHandle, ShutdownManager, ShutdownManagerBuilder};

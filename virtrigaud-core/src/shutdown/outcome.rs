@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::hooks::PreStopRun;
 use crate::error::Error;
 use crate::vm::ShutdownChannel;
 
@@ -133,8 +134,9 @@ pub struct ShutdownReport {
     pub provider_calls: u32,
     /// The last channel used.
     pub channel: Option<ShutdownChannel>,
-    /// Whether the pre-stop hook ran successfully (`None`: no hook).
-    pub pre_stop_ok: Option<bool>,
+    /// What became of the pre-stop hook (`None`: no hook ran): its exit code and output,
+    /// or why it failed.
+    pub pre_stop: Option<PreStopRun>,
     /// Whether this shutdown resumed a journalled one after a restart.
     pub resumed: bool,
     /// Time from the start of the grace period to the first sign that the VM was off: a pushed
@@ -155,7 +157,7 @@ impl ShutdownReport {
             power_off_calls: 0,
             provider_calls: 0,
             channel: None,
-            pre_stop_ok: None,
+            pre_stop: None,
             resumed: false,
             off_observed: None,
         }

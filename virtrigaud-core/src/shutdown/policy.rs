@@ -47,7 +47,8 @@ pub enum PausedGuest {
 pub struct PreStopHook {
     /// Program and arguments.
     pub command: Vec<String>,
-    /// Its time budget; it never runs past the grace deadline either.
+    /// Its time budget; the engine also cuts it at half the grace left when it starts, so
+    /// the guest is always signalled with at least the other half to go.
     pub budget: Duration,
 }
 

@@ -90,9 +90,11 @@ impl Machine {
         {
             let (argv, budget) = (hook.command.clone().into_boxed_slice(), hook.budget);
             self.phase = Phase::PreStop;
+            // Never more than half the grace left: the guest is always asked to shut
+            // down with at least the other half to go.
             return Command::RunPreStop {
                 argv,
-                timeout: self.stage(budget, now),
+                timeout: self.stage(budget.min(self.remaining(now) / 2), now),
             };
         }
         self.choose_channel(now)
