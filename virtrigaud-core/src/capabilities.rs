@@ -105,6 +105,16 @@ pub struct ProviderCapabilities {
     /// Lists VMs, filtered by labels ([`crate::Provider::list_vms`]; VM sets need it).
     #[serde(default)]
     pub list_vms: bool,
+    /// Runs programs inside the guest through its agent, so a `preStop` hook can run there:
+    /// the provider crate has a [`crate::shutdown::GuestExec`] executor.
+    #[serde(rename = "supportsGuestExec", default)]
+    pub guest_exec: bool,
+    /// Tells a guest that crashed or that the hypervisor failed to run
+    /// ([`crate::OffReason::Crashed`], [`crate::OffReason::Failed`],
+    /// [`crate::PowerState::Crashed`]) from one that stopped cleanly, so the supervisor can
+    /// honour `RerunOnFailure`.
+    #[serde(default)]
+    pub failure_detection: bool,
 }
 
 impl ProviderCapabilities {

@@ -95,6 +95,12 @@ impl KubeVirtProvider {
         c.delete = true;
         c.reconfigure = true;
         c.list_vms = true;
+        // KubeVirt has no API to run a program in the guest (virt-api's guest agent
+        // subresources read, they do not exec): a preStop hook is refused at reconcile.
+        c.guest_exec = false;
+        // A VMI's phase (Failed) and printableStatus (CrashLoopBackOff) say a failure
+        // apart from a clean stop (Succeeded).
+        c.failure_detection = true;
         c.inventory = true;
         // VMImages are imported by CDI (a DataVolume with an HTTP source): DataVolumeImageSink.
         c.image_import = true;

@@ -53,5 +53,9 @@ pub(crate) fn declared(driver: &str, events: bool, storage_pool: bool) -> Provid
     c.reconfigure = true;
     c.inventory = true;
     c.list_vms = true;
+    // qemu-ga guest-exec (GuestAgentPreStop); the test driver has no guest agent.
+    c.guest_exec = !test;
+    // Lifecycle events and state reasons say crashed/failed apart from a clean stop.
+    c.failure_detection = true;
     c
 }

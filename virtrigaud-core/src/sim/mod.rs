@@ -173,6 +173,10 @@ impl Simulator {
             reconfigure: true,
             inventory: true,
             list_vms: true,
+            // No executor runs commands in simulated guests, and simulated guests never
+            // crash on their own.
+            guest_exec: false,
+            failure_detection: false,
         }
     }
 
