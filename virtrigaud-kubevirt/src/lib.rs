@@ -30,8 +30,16 @@
 //!   (the run strategy it had, our `Stop` request, the VMI's grace) as long as virt-controller
 //!   has not begun deleting the instance; after that KubeVirt cannot take the stop back and it
 //!   fails with `InvalidState`.
-//! - Seed 004's lifecycle action and status query: [`KubeVirtProvider::lifecycle_action`],
-//!   [`KubeVirtProvider::status`].
+//! - Seed 004's lifecycle action is core's [`virtrigaud_core::model::LifecycleAction`], applied
+//!   by [`virtrigaud_core::orchestration::Orchestrator::apply_action`] (or
+//!   [`virtrigaud_core::reconcile::LifecycleReconciler`] for an object's
+//!   `spec.lifecycleAction`): validated there (an invalid one is `InvalidSpec` naming the
+//!   field), its stop runs through the shutdown engine and so this provider's
+//!   `request_shutdown` (the action's grace becomes KubeVirt's `gracePeriod`). A `stop`
+//!   without `gracePeriodSeconds` gets core's default (30 s, KubeVirt's own default), not
+//!   the VMI's `terminationGracePeriodSeconds`. [`KubeVirtProvider::status`] reports core's
+//!   [`virtrigaud_core::model::LifecyclePhase`] with the KubeVirt views it derives from
+//!   ([`KubeVirtStatus`]).
 //! - Snapshots / restores with readiness and failure deadline, full clones with guest
 //!   customization (hostname in `spec.template.spec.hostname`, networks as a
 //!   `cloudInitNoCloud` volume's `networkData`, cloud-init user data in a Secret owned by the
@@ -61,8 +69,8 @@
 //! - [`types`] holds the typed subset of the KubeVirt API; unknown fields are preserved, and
 //!   objects are changed with merge / JSON patches (never whole-object PUTs).
 //! - Layout: `provider.rs` (the struct, thin trait impls) → one file per group of operations
-//!   (`power`, `stop`, `lifecycle`, `describe`, `create`, `reconfigure`, `snapshot`, `clone`,
-//!   `watch`) → `client.rs` (the wire: one `Connection`; requests counted once, in the client's
+//!   (`power`, `stop`, `lifecycle` (the status query), `describe`, `create`, `reconfigure`,
+//!   `snapshot`, `clone`, `watch`) → `client.rs` (the wire: one `Connection`; requests counted once, in the client's
 //!   HTTP stack, see [`KubeVirtProvider::api_calls`]) → leaves (`state`, `types`, `error`, …).
 //!
 //! ## Known gaps
@@ -87,20 +95,33 @@
 //!   lookup's size is the source's `Content-Length` recorded at import
 //!   ([`IMAGE_SIZE_ANNOTATION`]), else the PVC's requested size (CDI reports no image size).
 //! - Pause, reset and soft reboot need the subresource API ([`PowerApi::Subresources`]).
+//! - No guest exec (`guest_exec` is declared false): KubeVirt has no API to run a program in
+//!   the guest (virt-api's guest-agent subresources only read). A `VirtualMachine` with a
+//!   `spec.lifecycle.preStop` hook is therefore refused at reconcile when it would be stopped
+//!   ([`virtrigaud_core::reconcile::VmReconciler`]: `Unsupported` naming
+//!   `spec.lifecycle.preStop`, `Ready` reason `PreStopUnsupported`, the VM left running),
+//!   unless the reconciler is told to stop without the hook
+//!   ([`virtrigaud_core::reconcile::VmReconciler::skip_unrunnable_pre_stop`]: a
+//!   `PreStopFailed` Warning event, then the engine's graceful stop).
 //! - What `request_shutdown` changed (for `cancel_shutdown`) is remembered in this process only.
 //!
 //! ```no_run
 //! # async fn demo() -> virtrigaud_core::Result<()> {
-//! use std::{sync::Arc, time::Duration};
+//! use std::sync::Arc;
+//! use virtrigaud_core::model::{LifecycleAction, RunStrategy};
+//! use virtrigaud_core::orchestration::Orchestrator;
 //! use virtrigaud_core::{Provider, VmId};
-//! use virtrigaud_kubevirt::{ConnectOptions, KubeVirtConfig, KubeVirtProvider, LifecycleAction};
+//! use virtrigaud_kubevirt::{ConnectOptions, KubeVirtConfig, KubeVirtProvider};
 //!
 //! let provider = KubeVirtProvider::connect("/etc/kubeconfig", &ConnectOptions::default(), KubeVirtConfig::default()).await?;
 //! let vm = VmId::new("prod/web-1");
 //! println!("{}", provider.power_state(&vm).await?);
-//! let out = provider.lifecycle_action(&vm, &LifecycleAction::stop(Some(60))).await?;
-//! println!("stopped (forced: {}) in {:?}", out.forced, out.elapsed);
-//! let _shared: Arc<dyn Provider> = Arc::new(provider);
+//! println!("{:?}", provider.status(&vm).await?.printable_status);
+//! // seed 004's `lifecycleAction: {action: stop, gracePeriodSeconds: 60}`, through the engine
+//! let orch = Orchestrator::new(Arc::new(provider) as Arc<dyn Provider>);
+//! let stop = LifecycleAction::stop().with_grace_period_seconds(60);
+//! let state = orch.apply_action(&vm, &stop, RunStrategy::Manual).await?;
+//! println!("{:?}", state.state);
 //! # Ok(()) }
 //! ```
 //!
@@ -145,9 +166,7 @@ pub use image::{
     DEFAULT_IMAGE_PVC_SIZE, DataVolumeImageSink, IMAGE_SIZE_ANNOTATION, PVC_IMAGE_PREFIX,
 };
 pub use labels::VM_LABEL;
-pub use lifecycle::{
-    LifecycleAction, LifecycleOutcome, LifecycleState, LifecycleStatus, LifecycleVerb,
-};
+pub use lifecycle::KubeVirtStatus;
 pub use provider::KubeVirtProvider;
 pub use stats::ApiStatsSnapshot;
 pub use stop::StopOutcome;

@@ -1,123 +1,38 @@
-//! Seed 004's lifecycle action (`start`, `stop` with `gracePeriodSeconds`, `force`) and status
-//! query, as provider-level methods.
+//! The KubeVirt status query ([`KubeVirtStatus`]) and the raw stop with an explicit grace
+//! period.
 //!
-//! ```yaml
-//! lifecycleAction:
-//!   action: stop
-//!   gracePeriodSeconds: 60   # default: the VMI's terminationGracePeriodSeconds (KubeVirt: 30)
-//!   force: false             # true: stop with grace period 0
-//! ```
+//! Seed 004's lifecycle action (`spec.lifecycleAction`: `start`, `stop` with
+//! `gracePeriodSeconds`, `force`) is core's [`virtrigaud_core::model::LifecycleAction`],
+//! applied by [`virtrigaud_core::orchestration::Orchestrator::apply_action`] (or, for an
+//! object, [`virtrigaud_core::reconcile::LifecycleReconciler`]): it is validated there, and
+//! its stop goes through the shutdown engine. This crate has no lifecycle method of its own.
 
-use std::time::Duration;
-
-use tokio::time::Instant;
-
-use serde::{Deserialize, Serialize};
-use virtrigaud_core::{Error, ErrorKind, PowerState, Result, ResultExt};
-
-use virtrigaud_core::model::LifecycleActionKind;
+use virtrigaud_core::model::LifecyclePhase;
+use virtrigaud_core::orchestration::lifecycle_phase;
+use virtrigaud_core::{Error, PowerState, Result, ResultExt};
 
 use crate::PROVIDER_TYPE;
 use crate::client::{Connection, derive};
-use crate::config::DEFAULT_GRACE_SECONDS;
 use crate::id::VmRef;
 use crate::state::{printable_status, vmi_phase};
 use crate::stop::StopOutcome;
-use crate::types::{VirtualMachineInstance, condition_true};
+use crate::types::condition_true;
 
-/// The action verb: core's [`LifecycleActionKind`] (one type for it in the workspace).
-pub type LifecycleVerb = LifecycleActionKind;
-
-/// A lifecycle action (seed 004 `LifecycleActionSpec`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[non_exhaustive]
-pub struct LifecycleAction {
-    /// `start` or `stop`.
-    pub action: LifecycleVerb,
-    /// Stop at once (grace period 0).
-    #[serde(default)]
-    pub force: bool,
-    /// Grace period for a graceful stop.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grace_period_seconds: Option<i64>,
-}
-
-impl LifecycleAction {
-    /// `start`.
-    pub fn start() -> Self {
-        LifecycleAction {
-            action: LifecycleVerb::Start,
-            force: false,
-            grace_period_seconds: None,
-        }
-    }
-    /// A graceful `stop` (with the VM's own grace period unless set).
-    pub fn stop(grace_period_seconds: Option<i64>) -> Self {
-        LifecycleAction {
-            action: LifecycleVerb::Stop,
-            force: false,
-            grace_period_seconds,
-        }
-    }
-    /// A forced `stop`.
-    pub fn force_stop() -> Self {
-        LifecycleAction {
-            action: LifecycleVerb::Stop,
-            force: true,
-            grace_period_seconds: None,
-        }
-    }
-}
-
-/// The seed's lifecycle state names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum LifecycleState {
-    /// Starting.
-    Starting,
-    /// Running.
-    Running,
-    /// Paused.
-    Paused,
-    /// Shutting down.
-    Stopping,
-    /// Stopped.
-    Stopped,
-}
-
-impl From<PowerState> for LifecycleState {
-    fn from(p: PowerState) -> Self {
-        match p {
-            PowerState::Running => LifecycleState::Running,
-            PowerState::Starting => LifecycleState::Starting,
-            PowerState::Paused(_) => LifecycleState::Paused,
-            PowerState::ShuttingDown | PowerState::Crashed => LifecycleState::Stopping,
-            _ => LifecycleState::Stopped,
-        }
-    }
-}
-
-/// What [`crate::KubeVirtProvider::lifecycle_action`] did.
+/// What [`crate::KubeVirtProvider::status`] found: core's lifecycle phase plus the KubeVirt
+/// views it was derived from.
+///
+/// The phase is core's [`LifecyclePhase`] (`status.lifecycleState.state` of seed 004, mapped
+/// from the power state by [`lifecycle_phase`], as
+/// [`virtrigaud_core::orchestration::Orchestrator::status`] does). This type exists only for
+/// what core's [`virtrigaud_core::orchestration::VmStatusReport`] cannot carry: the VM's
+/// `printableStatus`, the VMI's phase, the VM's `ready` flag and whether the two KubeVirt
+/// views agree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct LifecycleOutcome {
-    /// The state reached (`Starting` after a start request; `Stopped` after a stop).
-    pub state: LifecycleState,
-    /// The VM was already in the requested state: nothing was sent.
-    pub already: bool,
-    /// A graceful stop did not finish within grace + slack and was forced (grace 0).
-    pub forced: bool,
-    /// Time taken.
-    pub elapsed: Duration,
-}
-
-/// The status query's answer: both KubeVirt views and the combined state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct LifecycleStatus {
-    /// The combined state.
-    pub state: LifecycleState,
+pub struct KubeVirtStatus {
+    /// The lifecycle phase (core's; a paused VM is `Running`, see
+    /// [`KubeVirtStatus::power_state`]).
+    pub phase: LifecyclePhase,
     /// The power state it derives from.
     pub power_state: PowerState,
     /// The VM's `status.printableStatus`.
@@ -128,100 +43,22 @@ pub struct LifecycleStatus {
     pub ready: bool,
     /// `RestartRequired`: a change waits for a power cycle.
     pub needs_power_cycle: bool,
-    /// Whether the VM's printable status agrees with the combined state (false while
+    /// Whether the VM's printable status agrees with the power state (false while
     /// virt-controller catches up with virt-handler).
     pub consistent: bool,
 }
 
-/// Extra time allowed after a grace period before the provider forces a stop itself (KubeVirt
-/// forces at the deadline; this only covers its reaction time).
-const STOP_SLACK: Duration = Duration::from_secs(10);
-
 impl Connection {
-    /// Runs a seed-004 lifecycle action (see [`crate::KubeVirtProvider::lifecycle_action`]).
-    pub(crate) async fn lifecycle_action(
-        &self,
-        r: &VmRef,
-        action: &LifecycleAction,
-    ) -> Result<LifecycleOutcome> {
-        const OP: &str = "lifecycle_action";
-        let t0 = Instant::now();
-        let (vmo, vmi) = self.read(r, OP).await?;
-        let state = derive(&vmo, vmi.as_ref(), OP, r)?;
-        let (state, already, forced) = match action.action {
-            LifecycleVerb::Start if !state.is_off() => (state.into(), true, false),
-            LifecycleVerb::Start => {
-                self.start_vm(r, false, OP).await?;
-                (LifecycleState::Starting, false, false)
-            }
-            _ if state.is_off() => (LifecycleState::Stopped, true, false),
-            _ => {
-                let forced = self.stop_and_wait(r, action, vmi.as_ref(), OP).await?;
-                (LifecycleState::Stopped, false, forced)
-            }
-        };
-        Ok(LifecycleOutcome {
-            state,
-            already,
-            forced,
-            elapsed: t0.elapsed(),
-        })
-    }
-
-    /// The stop of a lifecycle action: waits (watch-based) until the VM is off; a graceful stop
-    /// gets its grace period plus [`STOP_SLACK`], after which it is forced. Returns whether
-    /// the stop was forced.
-    async fn stop_and_wait(
-        &self,
-        r: &VmRef,
-        action: &LifecycleAction,
-        vmi: Option<&VirtualMachineInstance>,
-        op: &'static str,
-    ) -> Result<bool> {
-        let grace = if action.force {
-            0
-        } else {
-            action
-                .grace_period_seconds
-                .or_else(|| vmi.and_then(|v| v.spec.termination_grace_period_seconds))
-                .unwrap_or(DEFAULT_GRACE_SECONDS)
-        };
-        let grace_u = u64::try_from(grace)
-            .map_err(|_| Error::invalid_spec("gracePeriodSeconds must be >= 0"))
-            .ctx(PROVIDER_TYPE, op, &r.to_string())?;
-        self.stop_vm(r, Some(grace), op).await?;
-        let budget = Duration::from_secs(grace_u) + STOP_SLACK;
-        match self
-            .wait_power_state(r, PowerState::is_off, budget, op)
-            .await
-        {
-            Ok(_) => Ok(action.force),
-            Err(e) if e.kind() == ErrorKind::Timeout => {
-                tracing::warn!(vm = %r, grace, "graceful stop overran its grace period; forcing");
-                match self.stop_vm(r, Some(0), op).await {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == ErrorKind::InvalidState => {}
-                    Err(e) => return Err(e),
-                }
-                self.wait_power_state(r, PowerState::is_off, self.config.operation_timeout, op)
-                    .await?;
-                Ok(true)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The seed-004 status query.
-    pub(crate) async fn status(&self, r: &VmRef) -> Result<LifecycleStatus> {
+    /// The status query.
+    pub(crate) async fn status(&self, r: &VmRef) -> Result<KubeVirtStatus> {
         let (vmo, vmi) = self.read(r, "status").await?;
         let power_state = derive(&vmo, vmi.as_ref(), "status", r)?;
-        let state = LifecycleState::from(power_state);
         let printable = printable_status(&vmo).map(str::to_owned);
         let st = vmo.status.as_ref();
-        Ok(LifecycleStatus {
-            state,
+        Ok(KubeVirtStatus {
+            phase: lifecycle_phase(power_state),
             power_state,
-            consistent: consistent(printable.as_deref(), state),
+            consistent: consistent(printable.as_deref(), power_state),
             printable_status: printable,
             vmi_phase: vmi.as_ref().map(|v| vmi_phase(v).to_owned()),
             ready: st.and_then(|s| s.ready).unwrap_or(false),
@@ -246,21 +83,19 @@ impl Connection {
     }
 }
 
-/// Whether the VM's printable status agrees with the combined state.
-fn consistent(printable: Option<&str>, state: LifecycleState) -> bool {
-    match (printable, state) {
-        (Some("Running" | "Migrating"), LifecycleState::Running) => true,
-        (Some("Paused"), LifecycleState::Paused) => true,
-        (Some("Stopping" | "Terminating"), LifecycleState::Stopping) => true,
-        (
-            Some("Starting" | "Provisioning" | "WaitingForVolumeBinding"),
-            LifecycleState::Starting,
-        ) => true,
-        (Some(_), LifecycleState::Stopped) => !matches!(
-            printable,
-            Some("Running" | "Starting" | "Stopping" | "Paused")
-        ),
-        (None, LifecycleState::Stopped) => true,
+/// Whether the VM's printable status agrees with the power state derived from both views.
+fn consistent(printable: Option<&str>, power: PowerState) -> bool {
+    match (printable, power) {
+        (Some("Running" | "Migrating"), PowerState::Running) => true,
+        (Some("Paused"), PowerState::Paused(_)) => true,
+        (Some("Stopping" | "Terminating"), PowerState::ShuttingDown) => true,
+        (Some("Starting" | "Provisioning" | "WaitingForVolumeBinding"), PowerState::Starting) => {
+            true
+        }
+        (Some(p), PowerState::Off(_)) => {
+            !matches!(p, "Running" | "Starting" | "Stopping" | "Paused")
+        }
+        (None, PowerState::Off(_)) => true,
         _ => false,
     }
 }
@@ -268,17 +103,41 @@ fn consistent(printable: Option<&str>, state: LifecycleState) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use virtrigaud_core::{OffReason, PauseReason};
 
     #[test]
-    fn seed_yaml_shape_parses() {
-        let a: LifecycleAction =
-            serde_json::from_str(r#"{"action":"stop","gracePeriodSeconds":60}"#).expect("parse");
-        assert_eq!(a, LifecycleAction::stop(Some(60)));
-        let a: LifecycleAction =
-            serde_json::from_str(r#"{"action":"stop","force":true}"#).expect("parse");
-        assert_eq!(a, LifecycleAction::force_stop());
-        let a: LifecycleAction = serde_json::from_str(r#"{"action":"start"}"#).expect("parse");
-        assert_eq!(a, LifecycleAction::start());
-        assert!(serde_json::from_str::<LifecycleAction>(r#"{"action":"reboot"}"#).is_err());
+    fn printable_status_agrees_with_the_power_state() {
+        assert!(consistent(Some("Running"), PowerState::Running));
+        assert!(consistent(
+            Some("Paused"),
+            PowerState::Paused(PauseReason::User)
+        ));
+        assert!(consistent(Some("Terminating"), PowerState::ShuttingDown));
+        assert!(consistent(Some("Provisioning"), PowerState::Starting));
+        assert!(consistent(
+            Some("Stopped"),
+            PowerState::Off(OffReason::Unknown)
+        ));
+        assert!(consistent(None, PowerState::Off(OffReason::Unknown)));
+        // virt-controller lagging behind virt-handler
+        assert!(!consistent(
+            Some("Running"),
+            PowerState::Off(OffReason::Unknown)
+        ));
+        assert!(!consistent(Some("Stopped"), PowerState::Running));
+        assert!(!consistent(None, PowerState::Running));
+    }
+
+    #[test]
+    fn the_phase_is_cores() {
+        // one mapping in the workspace: a paused VM is Running, a stopping one Stopping
+        assert_eq!(
+            lifecycle_phase(PowerState::Paused(PauseReason::User)),
+            LifecyclePhase::Running
+        );
+        assert_eq!(
+            lifecycle_phase(PowerState::ShuttingDown),
+            LifecyclePhase::Stopping
+        );
     }
 }

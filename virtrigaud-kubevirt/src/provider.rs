@@ -24,7 +24,7 @@ use crate::client::{Connection, Sub, derive};
 use crate::config::{ConnectOptions, KubeVirtConfig, PowerApi, RolloutStrategy};
 use crate::error::to_core_error;
 use crate::id::VmRef;
-use crate::lifecycle::{LifecycleAction, LifecycleOutcome, LifecycleStatus};
+use crate::lifecycle::KubeVirtStatus;
 use crate::stats::{ApiStats, ApiStatsSnapshot, CountLayer};
 use crate::stop::StopOutcome;
 
@@ -202,20 +202,15 @@ impl KubeVirtProvider {
         self.conn.rollout_strategy().await
     }
 
-    /// Runs a seed-004 lifecycle action. `start` returns once requested (state `Starting`);
-    /// `stop` waits (watch-based) until the VM is off: a graceful stop gets its grace period
-    /// plus a small slack, after which it is forced.
-    pub async fn lifecycle_action(
-        &self,
-        vm: &VmId,
-        action: &LifecycleAction,
-    ) -> Result<LifecycleOutcome> {
-        let r = self.vm_ref(vm)?;
-        self.conn.lifecycle_action(&r, action).await
-    }
-
-    /// The seed-004 status query.
-    pub async fn status(&self, vm: &VmId) -> Result<LifecycleStatus> {
+    /// The VM's lifecycle phase (core's [`virtrigaud_core::model::LifecyclePhase`]) with the
+    /// KubeVirt views it derives from (printable status, VMI phase, readiness).
+    ///
+    /// Seed 004's lifecycle *action* has no method here: apply core's
+    /// [`virtrigaud_core::model::LifecycleAction`] with
+    /// [`virtrigaud_core::orchestration::Orchestrator::apply_action`] (or
+    /// [`virtrigaud_core::reconcile::LifecycleReconciler`] for an object), which validates it
+    /// and stops through the shutdown engine.
+    pub async fn status(&self, vm: &VmId) -> Result<KubeVirtStatus> {
         let r = self.vm_ref(vm)?;
         self.conn.status(&r).await
     }
@@ -228,6 +223,11 @@ impl KubeVirtProvider {
 
     /// Stops the VM with an explicit grace period (seconds; `None`: the VMI's own). Returns
     /// whether a stop was requested, an in-flight one shortened, or nothing changed.
+    ///
+    /// A raw KubeVirt request that does not wait: it does not go through the shutdown engine
+    /// (no shared grace with other stops of the VM, no wait, no force at the deadline other
+    /// than KubeVirt's own). A stop that must keep the engine's guarantees goes through
+    /// [`virtrigaud_core::shutdown::ShutdownManager`] or the orchestrator.
     pub async fn stop_with_grace(
         &self,
         vm: &VmId,

@@ -16,6 +16,9 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use virtrigaud_core::conformance::{self, CheckOutcome, Fixture};
+use virtrigaud_core::model::{LifecycleAction, LifecycleActionKind, LifecyclePhase, RunStrategy};
+use virtrigaud_core::orchestration::Orchestrator;
+use virtrigaud_core::reconcile::LifecycleReconciler;
 use virtrigaud_core::shutdown::{ShutdownManager, ShutdownOutcome, ShutdownPolicy};
 use virtrigaud_core::{
     ErrorKind, PowerOffOptions, PowerState, Provider, ReconfigureRequest, RevertOptions,
@@ -23,8 +26,7 @@ use virtrigaud_core::{
 };
 use virtrigaud_kubevirt::types::{VirtualMachine, VirtualMachineInstance, VirtualMachineSnapshot};
 use virtrigaud_kubevirt::{
-    DataVolumeImageSink, KubeVirtConfig, KubeVirtProvider, LifecycleAction, LifecycleState,
-    PowerApi, RolloutStrategy, StopOutcome,
+    DataVolumeImageSink, KubeVirtConfig, KubeVirtProvider, PowerApi, RolloutStrategy, StopOutcome,
 };
 
 use common::*;
@@ -216,6 +218,12 @@ async fn conformance_suite() {
 
 // ---------------------------------------------------------------- lifecycle
 
+/// An orchestrator over `p` (its own shutdown engine): seed 004's lifecycle actions are core's
+/// `LifecycleAction`, applied by `Orchestrator::apply_action`.
+fn orchestrator(p: &KubeVirtProvider) -> Orchestrator {
+    Orchestrator::new(Arc::new(p.clone()) as Arc<dyn Provider>)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_then_graceful_stop_with_grace_period() {
     let Some(env) = env("graceful", false).await else {
@@ -231,15 +239,23 @@ async fn start_then_graceful_stop_with_grace_period() {
     )
     .await;
     let p = &env.provider;
+    let orch = orchestrator(p);
     assert_eq!(
         p.power_state(&vm).await.unwrap(),
         PowerState::Off(virtrigaud_core::OffReason::Unknown)
     );
-    let out = p
-        .lifecycle_action(&vm, &LifecycleAction::start())
+    let out = orch
+        .apply_action(&vm, &LifecycleAction::start(), RunStrategy::Manual)
         .await
         .expect("start");
-    assert_eq!(out.state, LifecycleState::Starting);
+    assert_eq!(out.last_action, Some(LifecycleActionKind::Start));
+    assert!(
+        matches!(
+            out.state,
+            LifecyclePhase::Starting | LifecyclePhase::Running
+        ),
+        "{out:?}"
+    );
     p.wait_for_power_state(&vm, |s| *s == PowerState::Running, SETTLE)
         .await
         .expect("running");
@@ -253,24 +269,35 @@ async fn start_then_graceful_stop_with_grace_period() {
             .as_deref(),
         Some("Always")
     );
-    let again = p
-        .lifecycle_action(&vm, &LifecycleAction::start())
+    // a start of a running VM only reads it (the VM and its VMI)
+    let before = p.api_stats();
+    let again = orch
+        .apply_action(&vm, &LifecycleAction::start(), RunStrategy::Manual)
         .await
         .expect("start again");
-    assert!(again.already);
+    assert_eq!(again.state, LifecyclePhase::Running);
+    assert_eq!((p.api_stats() - before).requests, 2, "nothing was sent");
     let e = p
         .start(&vm, &StartOptions::default())
         .await
         .expect_err("Always VM");
     assert_eq!(e.kind(), ErrorKind::InvalidState);
 
-    // seed 004: stop with gracePeriodSeconds; the guest needs 0.5 s
-    let out = p
-        .lifecycle_action(&vm, &LifecycleAction::stop(Some(5)))
+    // seed 004: stop with gracePeriodSeconds, through the engine; the guest needs 0.5 s
+    let mut events = orch.events().subscribe();
+    let out = orch
+        .apply_action(
+            &vm,
+            &LifecycleAction::stop().with_grace_period_seconds(5),
+            RunStrategy::Manual,
+        )
         .await
         .expect("stop");
-    assert_eq!(out.state, LifecycleState::Stopped);
-    assert!(!out.forced && !out.already);
+    assert_eq!(out.state, LifecyclePhase::Stopped);
+    assert_eq!(out.last_action, Some(LifecycleActionKind::Stop));
+    let stopped = events.try_recv().expect("a VMStopped event");
+    assert_eq!(stopped.reason.as_str(), "VMStopped");
+    assert!(stopped.message.contains("graceful"), "{}", stopped.message);
     let stops = env.ctl.stops_of("web");
     assert_eq!(stops.len(), 1);
     assert!(stops[0].graceful, "{stops:?}");
@@ -286,15 +313,16 @@ async fn start_then_graceful_stop_with_grace_period() {
         Some("Halted")
     );
     let st = p.status(&vm).await.unwrap();
-    assert_eq!(st.state, LifecycleState::Stopped);
+    assert_eq!(st.phase, LifecyclePhase::Stopped);
     assert_eq!(st.vmi_phase, None);
-    let again = p
-        .lifecycle_action(&vm, &LifecycleAction::stop(None))
+    let again = orch
+        .apply_action(&vm, &LifecycleAction::stop(), RunStrategy::Manual)
         .await
         .expect("stop again");
-    assert!(again.already);
+    assert_eq!(again.state, LifecyclePhase::Stopped);
+    assert_eq!(env.ctl.stops_of("web").len(), 1, "nothing more was stopped");
 
-    // the same through the core engine, measuring API calls and watch events per graceful stop
+    // the engine on its own, measuring API calls and watch events per graceful stop
     p.start(&vm, &StartOptions::default()).await.expect("start");
     p.wait_for_power_state(&vm, |s| *s == PowerState::Running, SETTLE)
         .await
@@ -327,14 +355,19 @@ async fn start_then_graceful_stop_with_grace_period() {
         .await
         .expect("running");
     let mid = p.api_stats();
-    let out = p
-        .lifecycle_action(&vm, &LifecycleAction::stop(Some(5)))
+    let out = orch
+        .apply_action(
+            &vm,
+            &LifecycleAction::stop().with_grace_period_seconds(5),
+            RunStrategy::Manual,
+        )
         .await
         .expect("stop");
     let used = p.api_stats() - mid;
-    assert!(!out.forced);
+    assert_eq!(out.state, LifecyclePhase::Stopped);
+    assert!(env.ctl.stops_of("web").iter().all(|s| s.graceful));
     eprintln!(
-        "METRIC graceful stop via lifecycle_action: {} HTTP requests ({} watch requests), {} watch events (start+wait: {} requests)",
+        "METRIC graceful stop via Orchestrator::apply_action: {} HTTP requests ({} watch requests), {} watch events (start+wait: {} requests)",
         used.requests,
         used.watch_requests,
         used.watch_events,
@@ -348,12 +381,12 @@ async fn forced_stop_uses_grace_zero() {
         return;
     };
     let vm = env.running_vm("db", Some(30), "never").await;
-    let out = env
-        .provider
-        .lifecycle_action(&vm, &LifecycleAction::force_stop())
+    let orch = orchestrator(&env.provider);
+    let out = orch
+        .apply_action(&vm, &LifecycleAction::force_stop(), RunStrategy::Manual)
         .await
         .expect("force");
-    assert_eq!(out.state, LifecycleState::Stopped);
+    assert_eq!(out.state, LifecyclePhase::Stopped);
     let stops = env.ctl.stops_of("db");
     assert_eq!(stops.len(), 1);
     assert!(!stops[0].graceful);
@@ -364,6 +397,47 @@ async fn forced_stop_uses_grace_zero() {
         .await
         .expect_err("already off");
     assert_eq!(e.kind(), ErrorKind::InvalidState);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_lifecycle_action_is_refused_before_any_request() {
+    let Some(env) = env("invalid-action", false).await else {
+        return;
+    };
+    let vm = env.running_vm("app", Some(30), "never").await;
+    let p = &env.provider;
+    let orch = orchestrator(p);
+    let before = p.api_calls();
+    for bad in [
+        LifecycleAction::stop().with_grace_period_seconds(-1),
+        LifecycleAction::force_stop().with_grace_period_seconds(10),
+        LifecycleAction::start().with_grace_period_seconds(5),
+    ] {
+        let e = orch
+            .apply_action(&vm, &bad, RunStrategy::Manual)
+            .await
+            .expect_err("invalid");
+        assert_eq!(e.kind(), ErrorKind::InvalidSpec, "{e}");
+        assert!(e.to_string().contains("gracePeriodSeconds"), "{e}");
+    }
+    // the object-level reconciler names the field's full path and leaves the action in place
+    let r = LifecycleReconciler::new(orch.clone());
+    let mut action = Some(LifecycleAction::stop().with_grace_period_seconds(-1));
+    let mut state = None;
+    let e = r
+        .reconcile(&vm, &mut action, &mut state, RunStrategy::Manual)
+        .await
+        .expect_err("invalid");
+    assert_eq!(e.kind(), ErrorKind::InvalidSpec);
+    assert!(
+        e.to_string()
+            .contains("spec.lifecycleAction.gracePeriodSeconds"),
+        "{e}"
+    );
+    assert!(action.is_some() && state.is_none());
+    assert_eq!(p.api_calls(), before, "no request was sent");
+    assert!(env.ctl.stops_of("app").is_empty());
+    assert_eq!(p.power_state(&vm).await.unwrap(), PowerState::Running);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,7 +473,7 @@ async fn racing_stops_shorter_grace_wins_one_grace_period() {
         .await
         .expect("stopping");
     let st = p.status(&vm).await.unwrap();
-    assert_eq!(st.state, LifecycleState::Stopping);
+    assert_eq!(st.phase, LifecyclePhase::Stopping);
     assert_eq!(st.vmi_phase.as_deref(), Some("Running"));
     assert_eq!(
         p.stop_with_grace(&vm, Some(25)).await.unwrap(),
