@@ -25,6 +25,8 @@ pub(crate) struct ServiceContent {
     pub(crate) view_manager: MoRef,
     /// `OvfManager` (image imports); `None` when the server has none.
     pub(crate) ovf_manager: Option<MoRef>,
+    /// `GuestOperationsManager` (pre-stop hooks in the guest); `None` when the server has none.
+    pub(crate) guest_operations_manager: Option<MoRef>,
     pub(crate) api_version: String,
 }
 
@@ -39,6 +41,7 @@ impl ServiceContent {
             session_manager: si.clone(),
             view_manager: si,
             ovf_manager: None,
+            guest_operations_manager: None,
             api_version: String::new(),
         }
     }
@@ -60,6 +63,7 @@ impl ServiceContent {
             session_manager: get("sessionManager")?,
             view_manager: get("viewManager")?,
             ovf_manager: rv.child("ovfManager").and_then(MoRef::from_el),
+            guest_operations_manager: rv.child("guestOperationsManager").and_then(MoRef::from_el),
             api_version: rv.text_at("about/apiVersion").unwrap_or("6.5").to_owned(),
         })
     }

@@ -198,3 +198,46 @@ impl CreateDefaults {
         }
     }
 }
+
+/// The guest account that [`crate::GuestOpsPreStop`] runs pre-stop hooks as (vSphere guest
+/// operations log in to the guest OS with a name and password of its own, not the vCenter
+/// session's).
+///
+/// The password is a [`SecretString`]: it is sent only inside the `auth` element of the
+/// guest-operation requests (SOAP bodies are never logged), never logged, and redacted in
+/// `Debug`.
+///
+/// ```
+/// use virtrigaud_vsphere::GuestCredentials;
+/// let creds = GuestCredentials::new("root", "gu3st-s3cret");
+/// assert_eq!(creds.username, "root");
+/// assert!(!format!("{creds:?}").contains("gu3st-s3cret"));
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct GuestCredentials {
+    /// The guest user name (`root`, `svc-hooks`, `DOMAIN\user`).
+    pub username: String,
+    /// The guest user's password (never logged, never in `Debug`).
+    pub password: SecretString,
+}
+
+impl GuestCredentials {
+    /// Credentials of the guest user `username` (a `String`, a `&str` or a [`SecretString`]
+    /// for the password).
+    pub fn new(username: impl Into<String>, password: impl Into<SecretString>) -> Self {
+        GuestCredentials {
+            username: username.into(),
+            password: password.into(),
+        }
+    }
+}
+
+impl fmt::Debug for GuestCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuestCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}

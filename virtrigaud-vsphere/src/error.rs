@@ -3,15 +3,16 @@
 //!
 //! | vim25 answer | kind |
 //! | --- | --- |
-//! | `InvalidLogin`, `NotAuthenticated` (after one re-login), HTTP 401 | `Unauthenticated` |
-//! | `NoPermission`, HTTP 403 | `PermissionDenied` |
-//! | `ManagedObjectNotFound`, `FileNotFound`, HTTP 404 | `NotFound` |
+//! | `InvalidLogin`, `NotAuthenticated` (after one re-login), `InvalidGuestLogin`, HTTP 401 | `Unauthenticated` |
+//! | `NoPermission`, `GuestPermissionDenied`, `OperationDisabledByGuest`, HTTP 403 | `PermissionDenied` |
+//! | `ManagedObjectNotFound`, `FileNotFound`, `GuestProcessNotFound`, HTTP 404 | `NotFound` |
 //! | `InvalidPowerState`, `ToolsUnavailable`, `InvalidHostState` | `InvalidState` |
 //! | `TaskInProgress`, `ConcurrentAccess`, `FileLocked`, HTTP 409 | `Conflict` (retryable) |
 //! | `DuplicateName`, `AlreadyExists` | `AlreadyExists` |
 //! | `InvalidArgument`, `InvalidVmConfig`, `InvalidDeviceSpec` | `InvalidSpec` |
-//! | `NotSupported`, `CpuHotPlugNotSupported` | `Unsupported` |
-//! | `HostNotConnected`, `HostCommunication`, HTTP 5xx, transport errors | `Unavailable` (retryable) |
+//! | `NotSupported`, `CpuHotPlugNotSupported`, `GuestComponentsOutOfDate`, `OperationNotSupportedByGuest` | `Unsupported` |
+//! | `TooManyGuestLogons`, HTTP 429 | `RateLimited` (retryable) |
+//! | `HostNotConnected`, `HostCommunication`, `GuestOperationsUnavailable`, HTTP 5xx, transport errors | `Unavailable` (retryable) |
 //! | a request timeout | `Timeout` (retryable) |
 //! | unreadable or unexpected replies, unknown faults | `Internal` |
 
@@ -93,11 +94,20 @@ impl SoapFault {
     /// The core error kind for this fault type.
     pub(crate) fn kind(&self) -> ErrorKind {
         match self.fault_type.as_str() {
-            "InvalidLogin" | "NotAuthenticated" | "InvalidCredentials" | "NoClientCertificate" => {
-                ErrorKind::Unauthenticated
+            "InvalidLogin"
+            | "NotAuthenticated"
+            | "InvalidCredentials"
+            | "NoClientCertificate"
+            | "InvalidGuestLogin"
+            | "GuestAuthenticationChallenge" => ErrorKind::Unauthenticated,
+            "NoPermission"
+            | "RestrictedVersion"
+            | "SecurityError"
+            | "GuestPermissionDenied"
+            | "OperationDisabledByGuest" => ErrorKind::PermissionDenied,
+            "ManagedObjectNotFound" | "NotFound" | "FileNotFound" | "GuestProcessNotFound" => {
+                ErrorKind::NotFound
             }
-            "NoPermission" | "RestrictedVersion" | "SecurityError" => ErrorKind::PermissionDenied,
-            "ManagedObjectNotFound" | "NotFound" | "FileNotFound" => ErrorKind::NotFound,
             "InvalidPowerState"
             | "InvalidState"
             | "ToolsUnavailable"
@@ -122,10 +132,15 @@ impl SoapFault {
             "NotSupported"
             | "NotImplemented"
             | "CpuHotPlugNotSupported"
-            | "MemoryHotPlugNotSupported" => ErrorKind::Unsupported,
-            "HostNotConnected" | "HostCommunication" | "HostNotReachable" | "Timedout" => {
-                ErrorKind::Unavailable
-            }
+            | "MemoryHotPlugNotSupported"
+            | "GuestComponentsOutOfDate"
+            | "OperationNotSupportedByGuest" => ErrorKind::Unsupported,
+            "TooManyGuestLogons" => ErrorKind::RateLimited,
+            "HostNotConnected"
+            | "HostCommunication"
+            | "HostNotReachable"
+            | "Timedout"
+            | "GuestOperationsUnavailable" => ErrorKind::Unavailable,
             "RequestCanceled" => ErrorKind::Cancelled,
             _ => ErrorKind::Internal,
         }
@@ -261,6 +276,11 @@ mod tests {
             ("AlreadyExists", ErrorKind::AlreadyExists),
             ("NotSupported", ErrorKind::Unsupported),
             ("HostCommunication", ErrorKind::Unavailable),
+            ("InvalidGuestLogin", ErrorKind::Unauthenticated),
+            ("GuestOperationsUnavailable", ErrorKind::Unavailable),
+            ("GuestComponentsOutOfDate", ErrorKind::Unsupported),
+            ("GuestProcessNotFound", ErrorKind::NotFound),
+            ("TooManyGuestLogons", ErrorKind::RateLimited),
             ("SomethingNew", ErrorKind::Internal),
         ] {
             let err = to_core_error(VimError::Fault(SoapFault::new(ty, "m")), "op", Some("vm-1"));

@@ -40,6 +40,22 @@
 //!   `guest.toolsRunningStatus`, `request_shutdown(Agent)` sends `ShutdownGuest`. vSphere has no
 //!   ACPI-button API, so the ACPI channel is `Unsupported` and declared so in the capabilities.
 //!   `power_off` on an off VM is `InvalidState` (vim25 `InvalidPowerState`).
+//! * Pre-stop hooks in the guest: [`GuestOpsPreStop`] is the core's
+//!   [`virtrigaud_core::shutdown::GuestExec`] (so a
+//!   [`virtrigaud_core::shutdown::PreStopExecutor`]) over the vim25 guest operations, through
+//!   VMware Tools, logged in to the guest OS with [`GuestCredentials`] (a user name and a
+//!   [`secrecy::SecretString`] password of the guest, never logged, redacted in `Debug` and
+//!   scrubbed from errors). `StartProgramInGuest` on the `GuestOperationsManager`'s
+//!   `processManager` starts the hook's program; the rest of its argv becomes vSphere's one
+//!   `arguments` string, each argument quoted for the POSIX shell Linux guests run it with
+//!   (bare when it holds only `A-Z a-z 0-9 @ % + = : , . / _ -`, else single-quoted with `'`
+//!   written `'\''`; not Windows command-line rules). `ListProcessesInGuest(pids=[pid])` is
+//!   polled until the process has an `endTime`; its `exitCode` is the result. vSphere returns
+//!   no program output, so [`virtrigaud_core::shutdown::HookOutput::output`] stays empty.
+//!   `InvalidGuestLogin` is `Unauthenticated`, `GuestOperationsUnavailable` / Tools not
+//!   running `Unavailable`, a server without guest operations (vcsim) `Unsupported`; the
+//!   shutdown engine records a failed hook and shuts the guest down anyway. The
+//!   capabilities declare `guest_exec` (with guest credentials, through this executor).
 //! * Creating VMs: [`virtrigaud_core::Provider::create`] sends `CreateVM_Task` for an empty
 //!   VM (`otherLinux64Guest`): one paravirtual SCSI controller with one disk per
 //!   [`virtrigaud_core::DiskCreateSpec`] (thin unless `thick`), one vmxnet3 adapter per
@@ -103,7 +119,8 @@
 //! Top to bottom, each file using only the ones below it:
 //!
 //! * `provider.rs`: [`VsphereProvider`] and its trait impls, each a delegation to one
-//!   operation file;
+//!   operation file; `guest_ops.rs`: [`GuestOpsPreStop`] (the guest-operation calls and
+//!   their fault mapping);
 //! * the operations: `power.rs` (state, incarnation, power-on/off, suspend, reset, the Tools
 //!   channel), `watch.rs` (the pushed power-state stream), `describe.rs` (`describe`,
 //!   `list_vms`, `vm_capabilities`), `inventory.rs` (placement inventory, finding VMs),
@@ -114,7 +131,8 @@
 //!   rollback), `nfc.rs` (the `HttpNfcLease`) and `ovf.rs` (the OVA's tar entries and the
 //!   descriptor checks);
 //! * shared by them: `vm_api.rs` (VM reads, calls and tasks with the error context),
-//!   `spec.rs` (request bodies in XSD order), `labels.rs` (labels and user data in
+//!   `spec.rs` (request bodies in XSD order), `guest_spec.rs` (the guest-operation bodies,
+//!   the argv quoting, `GuestProcessInfo`), `labels.rs` (labels and user data in
 //!   `extraConfig`);
 //! * the SOAP plumbing: `task.rs` (run and await tasks), `collector.rs` (property reads,
 //!   container views, the `WaitForUpdatesEx` waiter), `client.rs` (the one send point, where
@@ -127,6 +145,23 @@
 //! Core's checks run first: [`virtrigaud_core::VmCreateSpec::validate`] before a create,
 //! [`virtrigaud_core::ReconfigureRequest::validate`] / `validate_against` before a
 //! reconfigure; only vSphere's own rules are checked here.
+//!
+//! ## What this provider cannot do
+//!
+//! * **Failure detection** (`ProviderCapabilities::failure_detection` is `false`):
+//!   `RerunOnFailure` cannot be honoured on vSphere. vim25 has no crashed power state: a guest
+//!   that panicked or hung stays `poweredOn` (this provider then reports it `Running`, never
+//!   off), and every stop — a clean shutdown inside the guest, `ShutdownGuest`, a hard
+//!   power-off, the VMX process dying — reads as `poweredOff` (`Off(Unknown)`). Nothing else
+//!   tells them apart reliably: `guest.guestHeartbeatStatus` goes red or gray just as well
+//!   when VMware Tools is stopped, restarted or missing; the event log
+//!   (`VmGuestShutdownEvent`, `VmPoweredOffEvent`, HA's `VmDasBeingResetEvent`) says who
+//!   asked, not whether the guest failed, is only as complete as vCenter's retention and HA
+//!   configuration, and cannot be exercised on vcsim. So no [`virtrigaud_core::OffReason`]
+//!   `Crashed` / `Failed` and no `PowerState::Crashed` are ever reported.
+//! * Program output of pre-stop hooks (vSphere's guest operations return none) and
+//!   terminating a hook cut at its bound (it keeps running in the guest).
+//! * ACPI shutdown (no ACPI-button API; the Tools channel only).
 //!
 //! ## Known gaps
 //!
@@ -142,7 +177,6 @@
 //! * There is no way in the core `Provider` contract to change the labels of an existing VM,
 //!   so none is offered; `list_vms` label filters read every VM's extraConfig (no
 //!   server-side filter exists in vim25).
-//! * The ACPI shutdown channel is unsupported (see above).
 //! * Image imports: OVAs only (an `.ovf` with files beside it, a `VirtualSystemCollection`
 //!   or files referenced by URL are refused); disks are sent as they are in the archive
 //!   (`POST` as stream-optimised VMDK), without decompressing `ovf:compression` files or
@@ -169,6 +203,31 @@
 //! provider.request_shutdown(&vm, ShutdownChannel::Agent, &ShutdownRequestOptions::default()).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! A pre-stop hook run in the guest before it is asked to shut down:
+//!
+//! ```no_run
+//! # async fn demo(p: virtrigaud_vsphere::VsphereProvider) -> virtrigaud_core::Result<()> {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use virtrigaud_core::shutdown::{PreStopHook, ShutdownManager, ShutdownPolicy};
+//! use virtrigaud_vsphere::{GuestCredentials, GuestOpsPreStop};
+//!
+//! let creds = GuestCredentials::new("svc-hooks", std::env::var("GUEST_PASSWORD").unwrap());
+//! let manager = ShutdownManager::builder(Arc::new(p.clone()))
+//!     .pre_stop_executor(Arc::new(GuestOpsPreStop::new(&p, creds)))
+//!     .build();
+//! let vm = p.find_vm_by_path("DC0/vm/db-1").await?;
+//! let hook = PreStopHook::new(
+//!     vec!["/usr/local/bin/drain".into(), "--timeout".into(), "20s".into()],
+//!     Duration::from_secs(30),
+//! );
+//! let report = manager
+//!     .shutdown(&vm, ShutdownPolicy::with_grace(Duration::from_secs(120)).pre_stop(hook))
+//!     .await?;
+//! println!("{}: hook {:?}", report.outcome, report.pre_stop);
+//! # Ok(()) }
+//! ```
 
 /// Provider type name used in errors and metrics.
 pub const PROVIDER_TYPE: &str = "vsphere";
@@ -183,6 +242,8 @@ mod describe;
 mod drs;
 mod error;
 mod from_template;
+mod guest_ops;
+mod guest_spec;
 mod image;
 mod image_place;
 mod import;
@@ -204,8 +265,9 @@ mod watch;
 mod xml;
 
 pub use clone::LINKED_CLONE_BASE;
-pub use config::{TlsVerification, VsphereConfig};
+pub use config::{GuestCredentials, TlsVerification, VsphereConfig};
 pub use error::SoapFault;
+pub use guest_ops::{GUEST_OPS_POLL_INTERVAL, GuestOpsPreStop};
 pub use image::VsphereImageSink;
 pub use inventory::VCPU_PER_CORE;
 pub use provider::VsphereProvider;

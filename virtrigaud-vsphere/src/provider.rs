@@ -134,6 +134,12 @@ impl Provider for VsphereProvider {
         c.list_vms = true;
         // OVAs, through VsphereImageSink (CreateImportSpec, ImportVApp, an NFC lease).
         c.image_import = true;
+        // Pre-stop hooks run in the guest through VMware Tools, with guest credentials:
+        // GuestOpsPreStop (StartProgramInGuest + ListProcessesInGuest).
+        c.guest_exec = true;
+        // vSphere keeps a crashed guest powered on and reports every stop as poweredOff, so
+        // a failed guest cannot be told from one that stopped cleanly (see the crate docs).
+        c.failure_detection = false;
         c
     }
 

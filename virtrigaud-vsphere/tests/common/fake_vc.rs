@@ -1,6 +1,7 @@
 //! A scripted vCenter for one VM (wiremock), for what vcsim cannot show: replies are the
 //! real vcsim ones captured in tests/fixtures/vcsim-*.xml (scripts/vsphere/capture-fixtures.sh),
-//! the VM's behaviour is a guest script ([`Guest`]). Used by tests/scripted.rs.
+//! the VM's behaviour is a guest script ([`Guest`], [`GuestOps`]). Used by tests/scripted.rs
+//! and tests/guest_ops.rs.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -111,6 +112,55 @@ pub enum Guest {
     RacesPowerOff,
 }
 
+/// How the guest's Tools answer guest operations (`StartProgramInGuest`,
+/// `ListProcessesInGuest`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GuestOps {
+    /// As vcsim: `MethodNotFound` (it runs no guest programs).
+    NotImplemented,
+    /// A program starts as `pid`, is listed without an `endTime` by the first
+    /// `running_polls` process listings, then with one and `exitCode` = `exit`.
+    Runs {
+        pid: i64,
+        running_polls: usize,
+        exit: i32,
+    },
+    /// Every guest operation fails with this SOAP fault reply.
+    Fails(String),
+}
+
+/// A vim25 fault reply of `ty` (vcsim's envelope, from its InvalidLogin fault).
+pub fn vim_fault(ty: &str, message: &str) -> String {
+    fx("vcsim-login-invalid")
+        .replace("InvalidLoginFault", &format!("{ty}Fault"))
+        .replace(r#"xsi:type="InvalidLogin""#, &format!(r#"xsi:type="{ty}""#))
+        .replace(
+            "<faultstring>Login failure</faultstring>",
+            &format!("<faultstring>{message}</faultstring>"),
+        )
+}
+
+/// `StartProgramInGuestResponse` returning `pid` (vcsim's envelope).
+pub fn start_program_reply(pid: i64) -> String {
+    fx("vcsim-shutdown-guest").replace(
+        r#"<ShutdownGuestResponse xmlns="urn:vim25"></ShutdownGuestResponse>"#,
+        &format!(r#"<StartProgramInGuestResponse xmlns="urn:vim25"><returnval>{pid}</returnval></StartProgramInGuestResponse>"#),
+    )
+}
+
+/// `ListProcessesInGuestResponse` with one `GuestProcessInfo` (ended with `exit` when Some).
+pub fn list_processes_reply(pid: i64, exit: Option<i32>) -> String {
+    let end = exit
+        .map(|c| format!("<endTime>2024-05-01T10:00:02Z</endTime><exitCode>{c}</exitCode>"))
+        .unwrap_or_default();
+    fx("vcsim-shutdown-guest").replace(
+        r#"<ShutdownGuestResponse xmlns="urn:vim25"></ShutdownGuestResponse>"#,
+        &format!(
+            r#"<ListProcessesInGuestResponse xmlns="urn:vim25"><returnval><name>/bin/sh</name><pid>{pid}</pid><owner>root</owner><cmdLine>"/bin/sh" -c hook</cmdLine><startTime>2024-05-01T10:00:00Z</startTime>{end}</returnval></ListProcessesInGuestResponse>"#
+        ),
+    )
+}
+
 /// One scheduled change of the VM.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -122,8 +172,11 @@ pub struct Event {
 #[derive(Debug)]
 pub struct VcState {
     guest: Guest,
+    guest_ops: GuestOps,
+    process_listings: usize,
     events: Vec<Event>,
     calls: Vec<String>,
+    bodies: Vec<(String, String)>,
 }
 
 impl VcState {
@@ -147,12 +200,24 @@ impl FakeVc {
     pub fn new(guest: Guest) -> Self {
         FakeVc(Arc::new(Mutex::new(VcState {
             guest,
+            guest_ops: GuestOps::NotImplemented,
+            process_listings: 0,
             events: Vec::new(),
             calls: Vec::new(),
+            bodies: Vec::new(),
         })))
+    }
+    /// With guest operations answered as `ops`.
+    pub fn with_guest_ops(self, ops: GuestOps) -> Self {
+        self.0.lock().expect("state").guest_ops = ops;
+        self
     }
     pub fn calls(&self) -> Vec<String> {
         self.0.lock().expect("state").calls.clone()
+    }
+    /// Every request as (method, whole SOAP body), in order.
+    pub fn bodies(&self) -> Vec<(String, String)> {
+        self.0.lock().expect("state").bodies.clone()
     }
 }
 
@@ -171,6 +236,7 @@ impl Respond for FakeVc {
         let now = Instant::now();
         let mut st = self.0.lock().expect("state");
         st.calls.push(m.clone());
+        st.bodies.push((m.clone(), body.clone()));
         let (power, gs) = st.current(now);
         match m.as_str() {
             "RetrieveServiceContent" => ok(fx("vcsim-service-content")),
@@ -196,6 +262,33 @@ impl Respond for FakeVc {
                     ok(fx("vcsim-task-success"))
                 }
             }
+            "RetrievePropertiesEx" if body.contains("<type>GuestOperationsManager</type>") => {
+                ok(fx("vcsim-guest-process-manager"))
+            }
+            "StartProgramInGuest" | "ListProcessesInGuest" if power != "poweredOn" => {
+                fault(fx("vcsim-shutdown-guest-off"))
+            }
+            "StartProgramInGuest" => match &st.guest_ops {
+                GuestOps::NotImplemented => fault(fx("vcsim-start-program-not-implemented")),
+                GuestOps::Runs { pid, .. } => ok(start_program_reply(*pid)),
+                GuestOps::Fails(f) => fault(f.clone()),
+            },
+            "ListProcessesInGuest" => match st.guest_ops.clone() {
+                GuestOps::NotImplemented => fault(
+                    fx("vcsim-start-program-not-implemented")
+                        .replace("StartProgramInGuest", "ListProcessesInGuest"),
+                ),
+                GuestOps::Runs {
+                    pid,
+                    running_polls,
+                    exit,
+                } => {
+                    st.process_listings += 1;
+                    let ended = st.process_listings > running_polls;
+                    ok(list_processes_reply(pid, ended.then_some(exit)))
+                }
+                GuestOps::Fails(f) => fault(f),
+            },
             "RetrievePropertiesEx" => {
                 let mut props = String::new();
                 if body.contains("<pathSet>runtime.powerState</pathSet>") {
@@ -302,8 +395,12 @@ impl Respond for FakeVc {
 }
 
 pub async fn scripted(guest: Guest) -> (MockServer, FakeVc, VsphereProvider) {
+    scripted_with(FakeVc::new(guest)).await
+}
+
+/// A scripted vCenter answering as `vc`.
+pub async fn scripted_with(vc: FakeVc) -> (MockServer, FakeVc, VsphereProvider) {
     let server = MockServer::start().await;
-    let vc = FakeVc::new(guest);
     Mock::given(method("POST"))
         .respond_with(vc.clone())
         .mount(&server)
