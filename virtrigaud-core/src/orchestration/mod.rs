@@ -85,4 +85,5 @@ pub use snapshot::{
 };
 pub use supervisor::{
     Supervisor, SupervisorConfig, SupervisorHandle, SupervisorPhase, SupervisorStatus,
+    check_run_strategy,
 };
