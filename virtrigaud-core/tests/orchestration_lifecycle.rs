@@ -108,6 +108,8 @@ struct Crashy {
 
 #[derive(Debug, Default)]
 struct CrashState {
+    /// Declares no failure detection (reads a crash as a plain `Off`).
+    blind: bool,
     crashed: bool,
     crash_after: Option<Duration>,
     started: Option<Instant>,
@@ -135,7 +137,9 @@ impl Provider for Crashy {
         "crashy"
     }
     fn capabilities(&self) -> ProviderCapabilities {
-        self.sim.capabilities()
+        let mut c = self.sim.capabilities();
+        c.failure_detection = !self.st.lock().unwrap().blind;
+        c
     }
     async fn vm_capabilities(&self, vm: &VmId) -> Result<VmCapabilities> {
         self.sim.vm_capabilities(vm).await
@@ -464,4 +468,60 @@ async fn once_and_a_user_stop_survive_a_restart_of_the_supervisor() {
         "the user's stop was undone"
     );
     again.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn rerun_on_failure_restarts_a_simulated_crash_and_leaves_a_clean_stop_off() {
+    let sim = Simulator::new();
+    let vm = sim.add_vm("web", GuestBehavior::cooperative());
+    let orch = Orchestrator::new(Arc::new(sim.clone()));
+    let sup = Supervisor::spawn(orch, vm.clone(), RunStrategy::RerunOnFailure, config());
+    settle(120).await;
+    sim.crash(&vm);
+    assert_eq!(
+        sim.true_state(&vm),
+        Some(PowerState::Off(OffReason::Crashed))
+    );
+    settle(60).await;
+    assert_eq!(sim.true_state(&vm), Some(PowerState::Running), "restarted");
+    assert_eq!(sup.status().restarts, 1);
+    assert_eq!(sup.status().last_error, None);
+    settle(120).await;
+    sim.request_shutdown(
+        &vm,
+        ShutdownChannel::Acpi,
+        &ShutdownRequestOptions::default(),
+    )
+    .await
+    .unwrap();
+    settle(60).await;
+    assert!(
+        sim.true_state(&vm).unwrap().is_off(),
+        "a clean stop is left off"
+    );
+    assert_eq!(sup.status().restarts, 1);
+    sup.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn rerun_on_failure_on_a_provider_blind_to_crashes_is_declared_not_honoured() {
+    let sim = Simulator::new();
+    let vm = sim.add_vm("web", GuestBehavior::cooperative());
+    let crashy = Arc::new(Crashy::new(sim.clone()));
+    crashy.st.lock().unwrap().blind = true;
+    let orch = Orchestrator::new(Arc::clone(&crashy) as Arc<dyn Provider>);
+    let mut events = orch.events().subscribe();
+    let sup = Supervisor::spawn(orch, vm.clone(), RunStrategy::RerunOnFailure, config());
+    settle(1).await;
+    let err = sup.status().last_error.expect("the supervisor says why");
+    assert!(
+        err.contains("spec.runStrategy") && err.contains("RerunOnFailure"),
+        "{err}"
+    );
+    let mut warned = false;
+    while let Ok(e) = events.try_recv() {
+        warned |= e.reason == EventReason::RunStrategyNotHonoured;
+    }
+    assert!(warned, "a RunStrategyNotHonoured Warning");
+    sup.shutdown().await;
 }

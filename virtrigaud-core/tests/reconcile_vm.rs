@@ -233,3 +233,57 @@ async fn a_pre_stop_nobody_can_run_is_refused_unless_skipping_is_asked_for() {
     r.run_until_settled(&id, &mut vm, &[], 5).await.unwrap();
     assert!(sim.power_state(&id).await.unwrap().is_off());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reconciler_killed_mid_stop_resumes_with_the_original_grace_and_runs_no_hook_twice() {
+    use std::time::SystemTime;
+    use virtrigaud_core::shutdown::{FileJournal, TokioClock};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(TokioClock::new(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    ));
+    let sim = Simulator::new();
+    let id = sim.add_vm("my-vm", GuestBehavior::ignores_acpi());
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let hooks = Arc::new(Recorder::default());
+    *hooks.t0.lock().unwrap() = Some(tokio::time::Instant::now());
+    let process = |hooks: Arc<Recorder>| {
+        let p: Arc<dyn Provider> = Arc::new(sim.clone());
+        let manager = ShutdownManager::builder(Arc::clone(&p))
+            .journal(Arc::new(FileJournal::open(dir.path()).unwrap()))
+            .clock(Arc::<TokioClock>::clone(&clock))
+            .pre_stop_executor(hooks)
+            .build();
+        VmReconciler::new(Orchestrator::with_shutdown_manager(p, Arc::new(manager)))
+    };
+    let mut vm: VirtualMachine = from_yaml_str(SEED_000_ADVANCED).unwrap();
+    let t0 = tokio::time::Instant::now();
+    {
+        let first = process(Arc::clone(&hooks));
+        let cut =
+            tokio::time::timeout(Duration::from_secs(50), first.reconcile(&id, &mut vm, &[])).await;
+        assert!(cut.is_err(), "still stopping after 50 s of a 120 s grace");
+        // The process dies here: reconciler, orchestrator and shutdown manager are gone;
+        // the lease stays in the journal.
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(sim.true_state(&id).unwrap().is_active());
+    let second = process(Arc::clone(&hooks));
+    second
+        .run_until_settled(&id, &mut vm, &[], 10)
+        .await
+        .unwrap();
+    assert!(sim.true_state(&id).unwrap().is_off());
+    assert_eq!(sim.effective_power_offs(&id), 1);
+    // Settled one requeue (1 s) after the power-off.
+    let off_at = t0.elapsed();
+    assert!(
+        off_at >= Duration::from_secs(120) && off_at < Duration::from_secs(125),
+        "forced at the original 120 s deadline, not 120 s after the restart: {off_at:?}"
+    );
+    assert_eq!(
+        hooks.runs.lock().unwrap().len(),
+        1,
+        "the preStop ran once, before the crash"
+    );
+}

@@ -49,6 +49,10 @@ pub struct ObjectMeta {
     /// Finalizers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub finalizers: Vec<String>,
+    /// When the object's deletion was requested (RFC 3339); reconcilers then clean up what
+    /// the object made before it goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_timestamp: Option<String>,
 }
 
 impl ObjectMeta {

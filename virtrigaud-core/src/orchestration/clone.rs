@@ -60,7 +60,7 @@ pub struct CloneReport {
     pub powered_on: bool,
 }
 
-fn set_phase(c: &mut VMClone, phase: ClonePhase, message: Option<String>) {
+pub(crate) fn set_phase(c: &mut VMClone, phase: ClonePhase, message: Option<String>) {
     let st = c.status.get_or_insert_with(Default::default);
     st.phase = Some(phase);
     st.message = message;

@@ -121,6 +121,9 @@ pub enum EventReason {
     CrashLoopBackOff,
     /// The supervisor gave up restarting a VM that cannot stay up.
     RestartGivenUp,
+    /// The provider cannot honour the VM's run strategy (`RerunOnFailure` without failure
+    /// detection); the supervisor treats every stop as clean.
+    RunStrategyNotHonoured,
 }
 
 impl EventReason {
@@ -160,6 +163,7 @@ impl EventReason {
             EventReason::VmRestarted => "VMRestarted",
             EventReason::CrashLoopBackOff => "CrashLoopBackOff",
             EventReason::RestartGivenUp => "RestartGivenUp",
+            EventReason::RunStrategyNotHonoured => "RunStrategyNotHonoured",
         }
     }
 
@@ -178,7 +182,8 @@ impl EventReason {
             | EventReason::PreStopFailed
             | EventReason::VmRestarted
             | EventReason::CrashLoopBackOff
-            | EventReason::RestartGivenUp => EventType::Warning,
+            | EventReason::RestartGivenUp
+            | EventReason::RunStrategyNotHonoured => EventType::Warning,
             _ => EventType::Normal,
         }
     }

@@ -68,19 +68,22 @@ mod reconfigure;
 mod snapshot;
 mod supervisor;
 
+pub(crate) use clone::set_phase as set_clone_phase;
 pub use clone::{CloneReport, customization_from_model};
 pub use events::{EventBus, EventReason, EventType, ObjectKind, OrchestrationEvent};
 pub use lifecycle::{VmStatusReport, lifecycle_phase, observed_power_state};
-pub(crate) use orchestrator::now_rfc3339;
 pub use orchestrator::{Orchestrator, OrchestratorConfig, SnapshotGuard};
+pub(crate) use orchestrator::{now_rfc3339, rfc3339};
 pub use reconfigure::{
     DiskChange, PlanMode, ReconfigureOptions, ReconfigureOutcome, ReconfigurePlan,
     ReconfigureReport, ResourceChange,
 };
+pub(crate) use snapshot::set_phase as set_snapshot_phase;
 pub use snapshot::{
     DEFAULT_SNAPSHOT_DEADLINE, RetentionRules, SnapshotCreateOptions, SnapshotReport,
     plan_retention, snapshot_name,
 };
 pub use supervisor::{
     Supervisor, SupervisorConfig, SupervisorHandle, SupervisorPhase, SupervisorStatus,
+    check_run_strategy,
 };

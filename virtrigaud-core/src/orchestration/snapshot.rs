@@ -76,7 +76,7 @@ fn snapshotter(o: &Orchestrator) -> Result<&dyn Snapshotter> {
         .ok_or_else(|| Error::unsupported("snapshots").with_provider(o.ptype()))
 }
 
-fn set_phase(snap: &mut VMSnapshot, phase: SnapshotPhase, message: Option<String>) {
+pub(crate) fn set_phase(snap: &mut VMSnapshot, phase: SnapshotPhase, message: Option<String>) {
     let st = snap.status.get_or_insert_with(Default::default);
     st.phase = Some(phase);
     st.message = message;

@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 use super::events::EventReason;
 use super::metrics;
 use super::orchestrator::{Orchestrator, deadline_after};
-use crate::error::{Error, Result};
+use crate::capabilities::ProviderCapabilities;
+use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
     LifecycleAction, LifecycleActionKind, LifecycleState, RunStrategy, RunStrategyState,
 };
@@ -167,6 +168,23 @@ impl Supervisor {
     }
 }
 
+/// Whether a provider with `caps` can honour `strategy`: `RerunOnFailure` needs
+/// [`crate::ProviderCapabilities::failure_detection`], since a guest that crashed must be told
+/// from one that stopped cleanly. `Err` (`Unsupported`, naming `spec.runStrategy`) says why
+/// not; a supervisor given such a strategy publishes that error, emits a
+/// `RunStrategyNotHonoured` Warning, and treats every stop as clean (the VM is left off, as
+/// under `Manual`).
+pub fn check_run_strategy(strategy: RunStrategy, caps: &ProviderCapabilities) -> Result<()> {
+    if strategy == RunStrategy::RerunOnFailure && !caps.failure_detection {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            "spec.runStrategy: RerunOnFailure cannot be honoured: this provider does not tell \
+             a guest that crashed from one that stopped cleanly",
+        ));
+    }
+    Ok(())
+}
+
 /// Controls a running supervisor. Dropping it stops the supervisor (the VM is left as is).
 #[derive(Debug)]
 pub struct SupervisorHandle {
@@ -256,6 +274,7 @@ fn strategy_label(s: RunStrategy) -> &'static str {
 
 impl Task {
     async fn run(mut self, mut cmds: mpsc::Receiver<Command>, cancel: CancellationToken) {
+        self.warn_if_not_honoured();
         // Initial enforcement.
         if matches!(
             self.strategy,
@@ -302,6 +321,19 @@ impl Task {
                 }
                 _ = tokio::time::sleep_until(wake) => {}
             }
+        }
+    }
+
+    fn warn_if_not_honoured(&self) {
+        let caps = self.orch.provider.capabilities();
+        if let Err(e) = check_run_strategy(self.strategy, &caps) {
+            let e = e
+                .with_provider(self.orch.ptype())
+                .with_resource(self.vm.to_string());
+            tracing::warn!(vm = %self.vm, error = %e, "run strategy not honoured");
+            self.orch
+                .emit_vm(&self.vm, EventReason::RunStrategyNotHonoured, e.to_string());
+            self.publish(|s| s.last_error = Some(e.to_string()));
         }
     }
 

@@ -32,11 +32,19 @@
 //! ```
 
 mod action;
+mod clone;
+mod image;
 mod lifecycle;
+mod placement;
+mod snapshot;
 mod vm;
 mod vm_plan;
 
 pub use action::Action;
+pub use clone::{CloneReconciler, CloneStep, plan_clone};
+pub use image::{ImageReconciler, ImageStep, plan_image};
 pub use lifecycle::LifecycleReconciler;
+pub use placement::{POLICY_RECHECK, PlacementPolicyReconciler, check_policy};
+pub use snapshot::{SnapshotReconciler, SnapshotStep, plan_snapshot};
 pub use vm::VmReconciler;
 pub use vm_plan::{VmPlan, VmStep, plan_vm, pre_stop_budget};

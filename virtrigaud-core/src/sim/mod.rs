@@ -173,10 +173,10 @@ impl Simulator {
             reconfigure: true,
             inventory: true,
             list_vms: true,
-            // No executor runs commands in simulated guests, and simulated guests never
-            // crash on their own.
+            // No executor runs commands in simulated guests; a crash
+            // (`Simulator::crash`) reads `Off(Crashed)`.
             guest_exec: false,
-            failure_detection: false,
+            failure_detection: true,
         }
     }
 
@@ -382,6 +382,20 @@ impl Simulator {
         let mut st = self.lock();
         settle_vm(&mut st, vm, Instant::now());
         st.vms.get(vm).map(|v| v.power)
+    }
+
+    /// Crashes `vm`'s guest now: the VM reads `Off(Crashed)`, as a hypervisor reports a
+    /// guest that died (a shutdown under way is moot). No-op on a VM that is off or missing.
+    pub fn crash(&self, vm: &VmId) {
+        let mut st = self.lock();
+        settle_vm(&mut st, vm, Instant::now());
+        if let Some(v) = st.vms.get_mut(vm)
+            && !v.power.is_off()
+        {
+            v.generation += 1;
+            v.off_at = None;
+            set_power(v, PowerState::Off(OffReason::Crashed));
+        }
     }
 
     /// Hard power-offs that took effect on `vm`.

@@ -184,6 +184,11 @@ impl ImagePreparer {
         }
     }
 
+    /// The sink it stores into.
+    pub fn sink(&self) -> &Arc<dyn ImageSink> {
+        &self.sink
+    }
+
     /// Sends events to `bus`.
     pub fn with_events(mut self, bus: EventBus) -> Self {
         self.events = bus;
