@@ -16,6 +16,7 @@
 //! | 595/596 (node offline, no route), 502–504, transport errors | `Unavailable` (retryable) |
 //! | 501 | `Unsupported` |
 //! | a task ending in error | as its exit status above, with the task log in the message |
+//! | 500 from a guest-agent command (`agent/exec`, `agent/exec-status`): `No QEMU guest agent configured`, `QEMU guest agent is not running`, `VM … not running`, the agent's `qmp command 'guest-…' failed - got timeout` | `Unavailable` ([`agent_error`]) |
 
 use virtrigaud_core::{Error, ErrorKind};
 
@@ -120,6 +121,41 @@ pub(crate) fn to_core_error(
         .with_source(native)
 }
 
+/// Whether PVE's 500 to a guest-agent command says there is no agent to talk to: not
+/// enabled in the config, not running in the guest (or the VM not running), or not answering.
+fn agent_unreachable(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    (m.contains("guest agent") && (m.contains("not running") || m.contains("configured")))
+        || (m.starts_with("vm ") && m.contains("not running"))
+        || (m.contains("qmp command 'guest-") && (m.contains("timeout") || m.contains("timed out")))
+}
+
+/// Maps the failure of a guest-agent command sent to `operation` on `resource`: no agent to
+/// talk to ([`agent_unreachable`]) is a retryable `Unavailable` saying that the agent could
+/// not `what` and what it needs; anything else as [`to_core_error`] (a missing VM stays
+/// `NotFound`, a refused permission `PermissionDenied`, an error of the agent itself
+/// `Internal`).
+pub(crate) fn agent_error(
+    native: ApiError,
+    operation: &'static str,
+    resource: Option<&str>,
+    what: &str,
+) -> Error {
+    match &native {
+        ApiError::Http {
+            status: 500,
+            message,
+            ..
+        } if agent_unreachable(message) => Error::unavailable(format!(
+            "no running guest agent to {what} ({native}): the VM must run with `agent: 1` \
+             in its config and qemu-guest-agent running in the guest"
+        ))
+        .context_for(PROVIDER_TYPE, operation, resource)
+        .with_source(native),
+        _ => to_core_error(native, operation, resource),
+    }
+}
+
 /// An [`ApiError`] as a core error without an operation (for callers of [`crate::PveClient`]
 /// who want the crate's classification: kind, retry status, message).
 impl From<ApiError> for Error {
@@ -202,6 +238,48 @@ mod tests {
         let e = to_core_error(task, "start", Some("pve1/100"));
         assert!(e.message().contains("start failed: disk missing"), "{e}");
         assert!(e.message().contains("task log: starting"), "{e}");
+    }
+
+    #[test]
+    fn an_agent_nobody_can_reach_is_unavailable() {
+        for msg in [
+            "No QEMU guest agent configured",
+            "QEMU guest agent is not running",
+            "VM 101 is not running",
+            "VM 101 qmp command 'guest-exec' failed - got timeout",
+        ] {
+            let e = agent_error(http(500, msg), "pre_stop", Some("pve1/101"), "run the hook");
+            assert_eq!(e.kind(), ErrorKind::Unavailable, "{msg}");
+            assert!(e.is_retryable(), "{msg}");
+            assert!(e.message().contains(msg), "{e}");
+            assert!(e.message().contains("run the hook"), "{e}");
+            assert_eq!(
+                (e.provider(), e.operation(), e.resource()),
+                (PROVIDER_TYPE, "pre_stop", Some("pve1/101"))
+            );
+        }
+        let gone = agent_error(
+            http(
+                500,
+                "Configuration file 'nodes/pve1/qemu-server/101.conf' does not exist",
+            ),
+            "pre_stop",
+            Some("pve1/101"),
+            "run the hook",
+        );
+        assert_eq!(gone.kind(), ErrorKind::NotFound);
+        let denied = agent_error(http(403, "Permission check failed"), "pre_stop", None, "x");
+        assert_eq!(denied.kind(), ErrorKind::PermissionDenied);
+        let own = agent_error(
+            http(
+                500,
+                "Agent error: Failed to execute child process \"/nope\"",
+            ),
+            "pre_stop",
+            None,
+            "x",
+        );
+        assert_eq!(own.kind(), ErrorKind::Internal);
     }
 
     /// What PVE answers to `status/shutdown` or `monitor` while something else holds the VM

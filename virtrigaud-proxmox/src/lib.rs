@@ -48,13 +48,31 @@
 //!   deletes what reached the storage; names PVE would rewrite are refused
 //!   ([`validate_image_name`]). Content types: [`PveContent`] (`iso`, `vztmpl`, and `import`
 //!   for disk images on PVE 8.2+).
+//! * [`GuestAgentPreStop`]: the core's `GuestExec` (so a `PreStopExecutor`) for pre-stop
+//!   hooks inside the guest, through PVE's agent API: `POST …/agent/exec` with the hook's
+//!   argv as the `command` array (no shell added), then `GET …/agent/exec-status?pid=` until
+//!   it has exited; its exit code or signal and its output (PVE decodes the agent's base64;
+//!   a stream the agent cut is marked) land in the shutdown report. A VM without a running
+//!   agent is a retryable `Unavailable`, and the shutdown goes on without the hook:
+//!
+//!   ```no_run
+//!   # fn demo(p: std::sync::Arc<virtrigaud_proxmox::ProxmoxProvider>) {
+//!   use std::sync::Arc;
+//!   use virtrigaud_core::shutdown::ShutdownManager;
+//!   use virtrigaud_proxmox::GuestAgentPreStop;
+//!   let manager = ShutdownManager::builder(p.clone())
+//!       .pre_stop_executor(Arc::new(GuestAgentPreStop::new(&p)))
+//!       .build();
+//!   # let _ = manager; }
+//!   ```
 //! * One mapping from PVE answers ([`ApiError`]) to [`virtrigaud_core::ErrorKind`]s, also
 //!   available as `From<ApiError> for virtrigaud_core::Error`.
 //!
 //! Inside, [`ProxmoxProvider`]'s trait impls are thin: each method calls one operation file
 //! (`power`, `shutdown`, `create`, `reconfigure`, `inventory`, `snapshot`, `clone`), which
 //! works on the [`PveClient`] through a few shared VM reads and task calls; `image` holds
-//! [`PveImageSink`] (with `multipart`, the upload body's framing).
+//! [`PveImageSink`] (with `multipart`, the upload body's framing), `prestop`
+//! [`GuestAgentPreStop`] (over the provider's client).
 //!
 //! ## Capabilities
 //!
@@ -69,7 +87,8 @@
 //! cloud-init drive), ACPI and agent shutdown, reboot (PVE's `status/reboot` task, through
 //! the channel asked for), reset, pause, image import ([`PveImageSink`]: uploads into a
 //! storage as `iso`, `vztmpl` or `import`; the tests import `iso` images, the content type
-//! fakepve's upload accepts).
+//! fakepve's upload accepts), guest exec (`guest_exec`: [`GuestAgentPreStop`] runs pre-stop
+//! hooks through the agent; needs `agent: 1` and qemu-guest-agent in the guest).
 //!
 //! Per VM ([`virtrigaud_core::Provider::vm_capabilities`]), from its config: CPU hot-add and
 //! its maximum (sockets × cores), memory hot-add (its maximum is not in the config: 0),
@@ -85,6 +104,19 @@
 //!   polls `status/current`.
 //! * `repeatable_shutdown_signal`: a running `qmshutdown` task holds the VM's config lock, so
 //!   a second request would only queue behind it; a request while one runs adopts it.
+//! * `failure_detection`: PVE cannot tell a guest that crashed or that the hypervisor failed
+//!   to run from one that stopped cleanly, so `RerunOnFailure` cannot be honoured from its
+//!   answers. A QEMU process that dies (a crash, the OOM killer, a killed `kvm`) leaves the VM
+//!   `stopped` with no task and no reason, exactly as a guest that powers itself off:
+//!   `status/current` only has `running`/`stopped`, the task list shows a task only for a
+//!   stop or shutdown someone asked for (a `qmstop`/`qmshutdown` absent for both), and
+//!   qmeventd, which sees how QEMU ended, writes only to the node's journal. HA's `error`
+//!   state covers only HA-managed VMs and says that HA's resource manager failed on one and
+//!   gave up (it waits for manual recovery), not how the guest ended; an HA-managed VM that
+//!   crashes is simply started again. What the crate does tell: `guest-panicked` and `internal-error` while
+//!   QEMU still runs read as [`virtrigaud_core::PowerState::Crashed`]; after our request or
+//!   stop, `Off(GuestShutdown)` / `Off(Destroyed)` (see [`ProxmoxProvider`]); a VM that went
+//!   off by itself reads `Off(Unknown)`, never a guessed reason.
 //!
 //! Also `Unsupported` (no capability flag): starting paused, deleting a snapshot with its
 //! children, a reboot through ACPI of a VM whose config enables the guest agent (PVE then
@@ -128,6 +160,7 @@ mod multipart;
 mod node;
 mod placement;
 mod power;
+mod prestop;
 mod provider;
 mod reboot;
 mod reconfigure;
@@ -143,10 +176,11 @@ pub use config::{Auth, ProxmoxConfig, Tls};
 pub use id::VmRef;
 pub use image::{PveContent, PveImageSink, validate_image_name};
 pub use node::NodeCapabilities;
+pub use prestop::GuestAgentPreStop;
 pub use provider::{ProviderOptions, ProxmoxProvider};
 pub use request::{ApiRequest, Method, api, catalogue};
 pub use task::{TaskOutcome, TaskWaiter, Upid};
 pub use types::{
-    ClusterVm, NodeEntry, PendingEntry, SnapshotEntry, TaskListEntry, TaskLogLine, TaskStatus,
-    VmConfig, VmStatus,
+    AgentExecStatus, ClusterVm, NodeEntry, PendingEntry, SnapshotEntry, TaskListEntry, TaskLogLine,
+    TaskStatus, VmConfig, VmStatus,
 };

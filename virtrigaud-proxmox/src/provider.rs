@@ -220,6 +220,14 @@ impl Provider for ProxmoxProvider {
         c.reconfigure = true;
         c.inventory = true;
         c.list_vms = true;
+        // `GuestAgentPreStop` (prestop.rs) runs pre-stop hooks through `agent/exec` and
+        // `agent/exec-status`; tests/prestop.rs runs them against fakepve's agent.
+        c.guest_exec = true;
+        // A QEMU process that dies (crash, OOM kill) leaves the VM `stopped` with no task,
+        // exactly as a guest that powers itself off: PVE's API cannot tell them apart (see
+        // the crate docs' Capabilities). `guest-panicked`/`internal-error` while QEMU still
+        // runs do read as `Crashed`.
+        c.failure_detection = false;
         // `PveImageSink` (image.rs) uploads prepared images to a storage (`upload`, as
         // `iso`, `vztmpl` or `import`); tests/image.rs drives the core's `ImagePreparer`
         // through it against fakepve.

@@ -201,6 +201,14 @@ pub fn catalogue() -> Vec<ApiRequest> {
         api::resume(n, v),
         api::agent_ping(n, v),
         api::monitor(n, v, "system_powerdown"),
+        // Pre-stop hooks through the agent (GuestAgentPreStop).
+        api::agent_exec(
+            n,
+            v,
+            &["/bin/sh".into(), "-c".into(), "sync; exit 0".into()],
+        ),
+        api::agent_exec(n, v, &["/usr/bin/true".into()]),
+        api::agent_exec_status(n, v, 1234),
         api::config(n, v),
         api::pending(n, v),
         api::update_config(

@@ -46,6 +46,16 @@ pub(crate) mod lenient {
         Ok(v.as_ref().and_then(to_u64))
     }
 
+    /// An optional signed number given as a number or a string.
+    pub(crate) fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        let v = Option::<serde_json::Value>::deserialize(d)?;
+        Ok(match v {
+            Some(serde_json::Value::Number(n)) => n.as_i64(),
+            Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        })
+    }
+
     /// A boolean given as `true`, `1`, `"1"`, `"true"`; missing or null is false.
     pub(crate) fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
         let v = Option::<serde_json::Value>::deserialize(d)?;
@@ -104,6 +114,36 @@ pub struct VmStatus {
     /// Whether it is a template.
     #[serde(default, deserialize_with = "lenient::bool")]
     pub template: bool,
+}
+
+/// `GET …/agent/exec-status`: a program started in the guest through `agent/exec`.
+///
+/// PVE answers with the agent's `guest-exec-status`, `out-data` and `err-data` already
+/// decoded from the agent's base64 into text.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AgentExecStatus {
+    /// Whether the program has ended (the other fields are set only then).
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub exited: bool,
+    /// Its exit code, when it exited normally.
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    pub exitcode: Option<i64>,
+    /// The signal that ended it, when one did.
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    pub signal: Option<i64>,
+    /// Its standard output (as text).
+    #[serde(rename = "out-data", default, deserialize_with = "lenient::opt_string")]
+    pub out_data: Option<String>,
+    /// Its standard error (as text).
+    #[serde(rename = "err-data", default, deserialize_with = "lenient::opt_string")]
+    pub err_data: Option<String>,
+    /// Whether the agent cut the standard output (it keeps at most a fixed amount).
+    #[serde(rename = "out-truncated", default, deserialize_with = "lenient::bool")]
+    pub out_truncated: bool,
+    /// Whether the agent cut the standard error.
+    #[serde(rename = "err-truncated", default, deserialize_with = "lenient::bool")]
+    pub err_truncated: bool,
 }
 
 /// `GET /nodes/{node}/tasks/{upid}/status`.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use virtrigaud_core::shutdown::{ShutdownManager, ShutdownPolicy};
+use virtrigaud_core::shutdown::{PreStopExecutor, ShutdownManager, ShutdownPolicy};
 use virtrigaud_core::testing::backend_env;
 use virtrigaud_core::{
     CloneOptions, Customization, DeleteSnapshotOptions, DiskResize, NetworkCustomization,
@@ -276,8 +276,12 @@ fn validate(paths: &Value, req: &ApiRequest) -> Result<(), String> {
     for (name, value) in &req.params {
         let schema =
             property(props, name).ok_or_else(|| format!("parameter {name} is not declared"))?;
-        check_value(schema, value).map_err(|e| format!("{name}: {e}"))?;
-        if !given.insert(name.clone()) {
+        // An array is sent as PVE's clients send it: the name once per element, each element
+        // checked against `items`.
+        let array = schema.get("type").and_then(Value::as_str) == Some("array");
+        let element = if array { &schema["items"] } else { schema };
+        check_value(element, value).map_err(|e| format!("{name}: {e}"))?;
+        if !given.insert(name.clone()) && !array {
             return Err(format!("parameter {name} given twice"));
         }
     }
@@ -332,6 +336,25 @@ fn every_built_request_matches_the_pve_schema() {
     .path_param("node", "pve1")
     .path_param("vmid", 101);
     assert!(validate(&paths, &missing).unwrap_err().contains("newid"));
+    // Arrays: the name repeated, each element of the item type; scalars only once.
+    let exec = ApiRequest::new(
+        virtrigaud_proxmox::Method::Post,
+        "/nodes/{node}/qemu/{vmid}/agent/exec",
+    )
+    .path_param("node", "pve1")
+    .path_param("vmid", 101)
+    .param("command", "/bin/true")
+    .param("command", "-x");
+    assert!(validate(&paths, &exec).is_ok());
+    let twice = ApiRequest::new(
+        virtrigaud_proxmox::Method::Get,
+        "/nodes/{node}/qemu/{vmid}/agent/exec-status",
+    )
+    .path_param("node", "pve1")
+    .path_param("vmid", 101)
+    .param("pid", 1)
+    .param("pid", 2);
+    assert!(validate(&paths, &twice).unwrap_err().contains("twice"));
     eprintln!(
         "validated {} request shapes against the PVE schema",
         reqs.len()
@@ -394,6 +417,11 @@ async fn every_request_sent_in_a_lifecycle_matches_the_pve_schema() {
     p.vm_capabilities(&vm).await.unwrap();
     p.describe(&vm).await.unwrap();
     p.probe_agent(&vm).await.unwrap();
+    let hook = virtrigaud_proxmox::GuestAgentPreStop::with_client(client.clone())
+        .exec(&vm, &["/bin/sh".into(), "-c".into(), "sync".into()])
+        .await
+        .unwrap();
+    assert!(hook.succeeded(), "{hook}");
     let snaps = p.snapshotter().unwrap();
     snaps
         .create_snapshot(

@@ -185,6 +185,33 @@ pub fn agent_ping(node: &str, vmid: u32) -> ApiRequest {
     )
 }
 
+/// `POST /nodes/{node}/qemu/{vmid}/agent/exec`: starts `argv` (program first, no shell) in
+/// the guest through its agent. PVE 8+ takes `command` as an array: one `command` form field
+/// per element, in order.
+pub fn agent_exec(node: &str, vmid: u32, argv: &[String]) -> ApiRequest {
+    argv.iter().fold(
+        vm(
+            Method::Post,
+            "/nodes/{node}/qemu/{vmid}/agent/exec",
+            node,
+            vmid,
+        ),
+        |r, arg| r.param("command", arg),
+    )
+}
+
+/// `GET /nodes/{node}/qemu/{vmid}/agent/exec-status?pid=`: whether a program started by
+/// [`agent_exec`] has exited, with its exit code and output.
+pub fn agent_exec_status(node: &str, vmid: u32, pid: i64) -> ApiRequest {
+    vm(
+        Method::Get,
+        "/nodes/{node}/qemu/{vmid}/agent/exec-status",
+        node,
+        vmid,
+    )
+    .param("pid", pid)
+}
+
 /// `POST /nodes/{node}/qemu/{vmid}/monitor` with an HMP command (`system_powerdown`
 /// presses the ACPI power button without going through the guest agent).
 pub fn monitor(node: &str, vmid: u32, command: &str) -> ApiRequest {
