@@ -106,7 +106,9 @@ pub struct ProviderCapabilities {
     #[serde(default)]
     pub list_vms: bool,
     /// Runs programs inside the guest through its agent, so a `preStop` hook can run there:
-    /// the provider crate has a [`crate::shutdown::GuestExec`] executor.
+    /// the provider crate has a [`crate::shutdown::GuestExec`] executor. The embedder still
+    /// hands it to the shutdown manager (with guest credentials where the provider needs
+    /// them); a VM reconciler whose manager has none refuses a `preStop`.
     #[serde(rename = "supportsGuestExec", default)]
     pub guest_exec: bool,
     /// Tells a guest that crashed or that the hypervisor failed to run

@@ -28,7 +28,8 @@ use crate::orchestration::{Orchestrator, OrchestratorConfig};
 use crate::placement::{DatastoreInfo, HostInfo, Resources};
 use crate::provider::{PowerOffOptions, Provider, StartOptions};
 use crate::shutdown::{
-    ForcedReason, ShutdownManager, ShutdownOutcome, ShutdownPolicy, SystemClock, WallClock,
+    ForcedReason, PreStopExecutor, ShutdownManager, ShutdownOutcome, ShutdownPolicy, SystemClock,
+    WallClock,
 };
 use crate::sim::{GuestBehavior, Simulator};
 use crate::snapshot::{DeleteSnapshotOptions, RevertOptions, SnapshotOptions};
@@ -114,6 +115,20 @@ pub trait Fixture: Send + Sync {
     /// paused clock.
     fn wall_clock(&self) -> Arc<dyn WallClock> {
         Arc::new(SystemClock)
+    }
+
+    /// The executor that runs pre-stop hooks in the backend's guests, for the pre-stop
+    /// check: it must run [`CONFORMANCE_PRE_STOP`] in a [`Fixture::cooperative_vm`]'s guest
+    /// with exit 0. `None` (the default): the test server cannot run guest programs (the
+    /// check is skipped where the provider declares `guest_exec`).
+    async fn pre_stop_executor(&self) -> Result<Option<Arc<dyn PreStopExecutor>>> {
+        Ok(None)
+    }
+
+    /// A running VM for the pre-stop check, whose guest runs programs through the agent
+    /// the executor uses. The default is [`Fixture::cooperative_vm`].
+    async fn pre_stop_vm(&self) -> Result<VmId> {
+        self.cooperative_vm().await
     }
 }
 
@@ -225,6 +240,10 @@ pub async fn run_all(provider: Arc<dyn Provider>, fixture: &dyn Fixture) -> Repo
         "vm_set_from_a_prepared_image",
         vm_set_from_a_prepared_image(p, fixture).await,
     );
+    report.push(
+        "pre_stop_runs_in_the_guest_or_is_refused",
+        pre_stop_runs_in_the_guest_or_is_refused(p, fixture).await,
+    );
     report
 }
 
@@ -252,6 +271,7 @@ macro_rules! attempt {
 }
 
 mod clones;
+mod hooks;
 mod image_sets;
 mod images;
 mod lifecycle;
@@ -263,6 +283,7 @@ mod spread;
 pub use clones::{
     clone_customization_is_applied, failed_clone_leaves_nothing, full_and_linked_clones,
 };
+pub use hooks::{CONFORMANCE_PRE_STOP, pre_stop_runs_in_the_guest_or_is_refused};
 pub use image_sets::vm_set_from_a_prepared_image;
 pub use images::image_import_from_the_seed;
 pub use lifecycle::{
