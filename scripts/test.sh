@@ -167,6 +167,10 @@ step "quickstart (simulated clock)"
 cargo run -q -p virtrigaud-examples --bin quickstart -- --fast >"$LOGS/quickstart.log" 2>&1 \
   && tail -n 14 "$LOGS/quickstart.log" || { cat "$LOGS/quickstart.log"; echo "quickstart FAILED"; status=1; }
 
+step "reconcile: the seed documents through the reconcilers (simulated clock)"
+cargo run -q -p virtrigaud-examples --bin reconcile -- --fast >"$LOGS/reconcile.log" 2>&1 \
+  && tail -n 20 "$LOGS/reconcile.log" || { cat "$LOGS/reconcile.log"; echo "reconcile FAILED"; status=1; }
+
 if [ ${#failed_setup[@]} -gt 0 ]; then
   echo "FAILED: backend setup failed for ${failed_setup[*]}"; status=1
 fi
