@@ -5,9 +5,13 @@
 //!   hard power-off, the restarted process forces the guest at the original deadline
 //!   (± 0.5 s, wall clock) and nothing is signalled twice.
 //! - A guest that was restarted by hand meanwhile gets a full, fresh grace and a signal.
+//! - The same through core's `VmReconciler` on an `OffGraceful` `VirtualMachine` with a
+//!   preStop run in the guest: killed mid-grace, the restarted reconciler forces the guest at
+//!   the original deadline, and neither the hook nor the signal is repeated.
 //!
-//! The child is [`crash_child`], an ignored test that does nothing unless `VR_CHILD_MODE` is
-//! set; it prints one line per engine event with the wall-clock time.
+//! The children are [`crash_child`] (the shutdown manager alone) and [`reconcile_child`] (the
+//! reconciler), ignored tests that do nothing unless `VR_CHILD_MODE` is set; they print one
+//! line per engine event with the wall-clock time.
 #![allow(clippy::disallowed_methods)]
 
 use std::path::{Path, PathBuf};
@@ -139,6 +143,103 @@ fn crash_child() {
     });
 }
 
+/// The grace of the reconciled `VirtualMachine` ([`reconcile_child`]). Short enough that the
+/// engine's first re-send (5 s after the request, which goes out after a ~2 s hook) falls
+/// after the deadline, so every request the guest gets is the first one.
+const RECONCILE_GRACE: Duration = Duration::from_secs(6);
+
+/// The `VirtualMachine` the reconciling child works on: seed 000's shape, `OffGraceful` with a
+/// [`RECONCILE_GRACE`] grace and a preStop (run in the guest by qemu-ga) printing `marker` on
+/// the guest's console.
+fn off_graceful_vm(name: &str, marker: &str) -> virtrigaud_core::model::VirtualMachine {
+    let yaml = format!(
+        r#"apiVersion: infra.virtrigaud.io/v1beta1
+kind: VirtualMachine
+metadata:
+  name: {name}
+spec:
+  powerState: OffGraceful
+  lifecycle:
+    gracefulShutdownTimeout: "{grace}s"
+    preStop:
+      exec:
+        command: ["/bin/sh", "-c", "echo {marker} > /dev/console; sleep 1.5; sync"]
+"#,
+        grace = RECONCILE_GRACE.as_secs()
+    );
+    virtrigaud_core::model::from_yaml_str(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}
+
+/// An embedding process running core's `VmReconciler` (shutdown journal in
+/// `VR_CHILD_JOURNAL`, pre-stop hooks through qemu-ga) on the [`off_graceful_vm`] of
+/// `VR_CHILD_VM` until it settles. It prints one line per engine step and per orchestration
+/// event, then `SETTLED` if the status reads Off and Ready, then `REPORT`.
+#[test]
+#[ignore = "the reconciler crash test's child process; run by that test"]
+fn reconcile_child() {
+    use virtrigaud_core::model::{ObservedPowerState, condition_types, find_condition};
+    use virtrigaud_core::orchestration::Orchestrator;
+    use virtrigaud_core::reconcile::VmReconciler;
+    use virtrigaud_libvirt::GuestAgentPreStop;
+    if std::env::var("VR_CHILD_MODE").as_deref() != Ok("reconcile") {
+        return;
+    }
+    let vm = VmId::new(std::env::var("VR_CHILD_VM").expect("VR_CHILD_VM"));
+    let journal = PathBuf::from(std::env::var("VR_CHILD_JOURNAL").expect("VR_CHILD_JOURNAL"));
+    let marker = std::env::var("VR_CHILD_MARKER").expect("VR_CHILD_MARKER");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let p = connect().await.expect("libvirt");
+        let provider: Arc<dyn Provider> = Arc::new(p.clone());
+        let manager = ShutdownManager::builder(Arc::clone(&provider))
+            .journal(Arc::new(FileJournal::open(&journal).expect("journal")))
+            .pre_stop_executor(Arc::new(GuestAgentPreStop::new(&p)))
+            .build();
+        let r = VmReconciler::new(Orchestrator::with_shutdown_manager(
+            provider,
+            Arc::new(manager),
+        ));
+        let mut steps = r.orchestrator().shutdown_manager().subscribe();
+        tokio::spawn(async move {
+            while let Ok(e) = steps.recv().await {
+                let name = match &e.kind {
+                    ShutdownEventKind::PreStop { ok: true, .. } => "HOOK_OK",
+                    ShutdownEventKind::PreStop { ok: false, .. } => "HOOK_FAILED",
+                    ShutdownEventKind::SignalFailed { .. } => "SIGNAL_FAILED",
+                    kind => match event_line(kind) {
+                        Some(name) => name,
+                        None => continue,
+                    },
+                };
+                println!("{name} {}", now_ms());
+            }
+        });
+        let mut events = r.orchestrator().events().subscribe();
+        tokio::spawn(async move {
+            while let Ok(e) = events.recv().await {
+                println!("EVENT_{} {}", e.reason.as_str(), now_ms());
+            }
+        });
+        let mut obj = off_graceful_vm(vm.as_str(), &marker);
+        println!("RECONCILING {}", now_ms());
+        r.run_until_settled(&vm, &mut obj, &[], 10)
+            .await
+            .expect("settled");
+        let st = obj.status.as_ref().expect("status");
+        let ready = find_condition(&st.conditions, condition_types::READY).expect("Ready");
+        assert_eq!(st.power_state, Some(ObservedPowerState::Off), "{st:?}");
+        assert!(ready.is_true(), "{ready:?}");
+        println!("SETTLED {}", now_ms());
+        // Let the printing tasks catch up before the last line.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        println!("REPORT settled {}", now_ms());
+    });
+}
+
 // ------------------------------------------------------------------------------ the parent
 
 struct Run {
@@ -159,6 +260,23 @@ impl Run {
         if hook {
             cmd.env("VR_CHILD_HOOK", "1");
         }
+        Self::launch(cmd)
+    }
+
+    /// [`reconcile_child`] reconciling `vm`'s `VirtualMachine`, whose preStop prints `marker`.
+    fn spawn_reconciler(vm: &VmId, journal: &Path, marker: &str) -> Run {
+        let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
+        cmd.args(["reconcile_child", "--exact", "--ignored", "--nocapture"])
+            .env("VR_CHILD_MODE", "reconcile")
+            .env("VR_CHILD_VM", vm.as_str())
+            .env("VR_CHILD_JOURNAL", journal)
+            .env("VR_CHILD_MARKER", marker)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        Self::launch(cmd)
+    }
+
+    fn launch(mut cmd: Command) -> Run {
         let mut child = cmd.spawn().expect("spawn the child");
         let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         Run {
@@ -220,8 +338,8 @@ fn grace_ms() -> i64 {
     i64::try_from(GRACE.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// A guest that ignores ACPI, booted and ready.
-async fn ignoring_guest(p: &LibvirtProvider, name: &str) -> Option<VmId> {
+/// A guest that ignores ACPI, booted and ready; with `agent`, it runs qemu-ga.
+async fn ignoring_guest(p: &LibvirtProvider, name: &str, agent: bool) -> Option<VmId> {
     let kernel = PathBuf::from(backend_env(BACKEND, "VIRTRIGAUD_LIBVIRT_KERNEL")?);
     let initrd = PathBuf::from(backend_env(BACKEND, "VIRTRIGAUD_LIBVIRT_INITRD")?);
     let console = PathBuf::from(backend_env(BACKEND, "VIRTRIGAUD_LIBVIRT_CONSOLE_DIR")?);
@@ -237,7 +355,10 @@ async fn ignoring_guest(p: &LibvirtProvider, name: &str) -> Option<VmId> {
     t.kernel_boot = Some(KernelBoot::new(
         &kernel,
         Some(initrd),
-        "console=ttyS0 panic=-1 loglevel=4 vr.mode=ignore vr.agent=0".to_owned(),
+        format!(
+            "console=ttyS0 panic=-1 loglevel=4 vr.mode=ignore vr.agent={}",
+            u8::from(agent)
+        ),
     ));
     t.serial_log = Some(console);
     let mut spec = VmCreateSpec::new(name, 1, 128);
@@ -268,7 +389,7 @@ async fn is_off(p: &LibvirtProvider, vm: &VmId) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_each_point_the_restart_forces_at_the_original_deadline() {
     let Some(p) = connect().await else { return };
-    let Some(vm) = ignoring_guest(&p, "points").await else {
+    let Some(vm) = ignoring_guest(&p, "points", false).await else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -357,7 +478,7 @@ async fn killed_at_each_point_the_restart_forces_at_the_original_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_restarted_by_hand_meanwhile_gets_a_fresh_grace_and_a_signal() {
     let Some(p) = connect().await else { return };
-    let Some(vm) = ignoring_guest(&p, "byhand").await else {
+    let Some(vm) = ignoring_guest(&p, "byhand", false).await else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -389,6 +510,109 @@ async fn a_guest_restarted_by_hand_meanwhile_gets_a_fresh_grace_and_a_signal() {
         "restarted_by_hand_fresh_grace",
         at(&seen, "FORCING").expect("forced"),
         requested + grace_ms(),
+    );
+    remove(&p, &vm).await;
+}
+
+/// Core's `VirtualMachine` reconciler in a process killed with SIGKILL mid-grace (after the
+/// preStop ran in the guest and the guest was asked to stop), then restarted on the same
+/// object: the restarted reconciler resumes the journalled stop, forces the guest at the
+/// original deadline, runs no hook and signals nothing again.
+///
+/// The guest ignores ACPI and its agent refuses to shut it down (the test replaces the
+/// guest's `/sbin/shutdown`, which qemu-ga runs, by one that logs and fails), so it is still
+/// running at the deadline; the agent still runs the preStop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconciling_process_killed_mid_stop_resumes_with_the_original_grace() {
+    use virtrigaud_core::{AgentStatus, OffReason};
+    use virtrigaud_libvirt::GuestAgentPreStop;
+    let Some(p) = connect().await else { return };
+    let Some(console_dir) = backend_env(BACKEND, "VIRTRIGAUD_LIBVIRT_CONSOLE_DIR") else {
+        return;
+    };
+    let Some(vm) = ignoring_guest(&p, "recon", true).await else {
+        return;
+    };
+    let log = PathBuf::from(console_dir).join(format!("{vm}.console.log"));
+    let t0 = std::time::Instant::now();
+    while p.probe_agent(&vm).await.expect("probe") != AgentStatus::Connected {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no guest agent");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let refuse = "printf '#!/bin/sh\\necho \"VR-REFUSED shutdown $*\" > /dev/console\\nexit 1\\n' \
+                  > /sbin/shutdown";
+    let out = GuestAgentPreStop::new(&p)
+        .exec(&vm, &["/bin/sh".into(), "-c".into(), refuse.into()])
+        .await
+        .expect("guest-exec");
+    assert!(out.succeeded(), "{out}");
+    let marker = format!("VR-PRESTOP-RECONCILED-{}", std::process::id());
+    let grace_ms = i64::try_from(RECONCILE_GRACE.as_millis()).unwrap_or(i64::MAX);
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // The first process: the hook runs, the guest is asked (the agent refuses, ACPI is
+    // ignored), then the process dies mid-grace.
+    let mut run = Run::spawn_reconciler(&vm, dir.path(), &marker);
+    let started = run.until("STARTED").await;
+    run.until("HOOK_OK").await;
+    let signalled = run.until("SIGNALLED").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let seen1 = run.kill9().await;
+    let killed = now_ms();
+    eprintln!("first process: {seen1:?}");
+    assert!(
+        killed - started < grace_ms - 1_500,
+        "killed mid-grace ({} ms in): {seen1:?}",
+        killed - started
+    );
+    assert_eq!(count(&seen1, "SIGNALLED"), 1, "{seen1:?}");
+    assert_eq!(count(&seen1, "FORCING"), 0, "{seen1:?}");
+    assert!(signalled > started, "{seen1:?}");
+    assert_eq!(
+        p.power_state(&vm).await.expect("state"),
+        PowerState::Running,
+        "the guest outlived the first process"
+    );
+
+    // The restarted process reconciles the same object.
+    let run = Run::spawn_reconciler(&vm, dir.path(), &marker);
+    let seen2 = run.finish().await;
+    eprintln!("second process: {seen2:?}");
+    assert!(at(&seen2, "RESUMED").is_some(), "{seen2:?}");
+    assert!(at(&seen2, "STARTED").is_none(), "{seen2:?}");
+    assert_near(
+        "reconciler_mid_grace",
+        at(&seen2, "FORCING").expect("forced"),
+        started + grace_ms,
+    );
+    for again in ["SIGNALLED", "SIGNAL_FAILED", "HOOK_OK", "HOOK_FAILED"] {
+        assert_eq!(
+            count(&seen2, again),
+            0,
+            "{again} after the restart: {seen2:?}"
+        );
+    }
+    assert!(
+        at(&seen2, "EVENT_PreStopCompleted").is_none(),
+        "no hook after the restart: {seen2:?}"
+    );
+    assert!(at(&seen2, "EVENT_VMStopped").is_some(), "{seen2:?}");
+    assert!(at(&seen2, "SETTLED").is_some(), "{seen2:?}");
+    assert_eq!(
+        p.power_state(&vm).await.expect("state"),
+        PowerState::Off(OffReason::Destroyed)
+    );
+    // The guest's console: the hook ran once, the agent's shutdown was asked once.
+    let console = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        console.matches(&marker).count(),
+        1,
+        "the preStop ran once:\n{console}"
+    );
+    assert_eq!(
+        console.matches("VR-REFUSED shutdown").count(),
+        1,
+        "one agent shutdown request:\n{console}"
     );
     remove(&p, &vm).await;
 }
