@@ -197,6 +197,33 @@ pub struct ReconfigureRequest {
     pub disks: Vec<DiskResize>,
 }
 
+/// `cpu 4, memory 8192 MiB, disk data 100 GiB` (only what changes; `nothing` when empty).
+///
+/// ```
+/// let mut r = virtrigaud_core::ReconfigureRequest::default();
+/// r.cpu = Some(4);
+/// r.disks.push(virtrigaud_core::DiskResize::new("data", 100));
+/// assert_eq!(r.to_string(), "cpu 4, disk data 100 GiB");
+/// ```
+impl std::fmt::Display for ReconfigureRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(c) = self.cpu {
+            parts.push(format!("cpu {c}"));
+        }
+        if let Some(m) = self.memory_mib {
+            parts.push(format!("memory {m} MiB"));
+        }
+        for d in &self.disks {
+            parts.push(format!("disk {} {} GiB", d.name, d.size_gib));
+        }
+        if parts.is_empty() {
+            return f.write_str("nothing");
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
 /// What [`Provider::reconfigure`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]

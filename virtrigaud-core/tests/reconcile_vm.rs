@@ -287,3 +287,44 @@ async fn a_reconciler_killed_mid_stop_resumes_with_the_original_grace_and_runs_n
         "the preStop ran once, before the crash"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_power_cycle_reconfigure_cut_by_a_restart_is_finished_by_the_next_process() {
+    let sim = Simulator::new();
+    let id = sim.add_vm(
+        "db",
+        GuestBehavior::cooperative().acpi_after(Duration::from_secs(30)),
+    );
+    let before = sim.describe(&id).await.unwrap();
+    let smaller = before.memory_mib / 2;
+    let mut vm: VirtualMachine = from_yaml_str(&format!(
+        "apiVersion: infra.virtrigaud.io/v1beta1\nkind: VirtualMachine\nmetadata: {{name: db}}\n\
+         spec:\n  powerState: On\n  resources: {{memoryMiB: {smaller}}}\n"
+    ))
+    .unwrap();
+    {
+        // Shrinking memory needs a power cycle; the process dies while the guest shuts down.
+        let first = reconciler(&sim, Arc::new(Recorder::default()));
+        let cut = tokio::time::timeout(
+            Duration::from_secs(10),
+            first.run_until_settled(&id, &mut vm, &[], 20),
+        )
+        .await;
+        assert!(cut.is_err(), "still cycling after 10 s");
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let second = reconciler(&sim, Arc::new(Recorder::default()));
+    second
+        .run_until_settled(&id, &mut vm, &[], 20)
+        .await
+        .unwrap();
+    let d = sim.describe(&id).await.unwrap();
+    assert_eq!(d.memory_mib, smaller, "the change is in");
+    assert_eq!(
+        d.power_state,
+        PowerState::Running,
+        "spec.powerState On holds"
+    );
+    assert!(!d.pending_power_cycle);
+    assert_eq!(sim.effective_power_offs(&id), 0, "never forced");
+}

@@ -162,7 +162,10 @@ pub(crate) async fn inventory(client: &PveClient) -> Result<Inventory> {
     Ok(inv)
 }
 
-/// Names of the VMs with a disk volume on storage `s` of its node.
+/// Names of the VMs with a disk volume on storage `s` of its node. A node-local storage only
+/// counts VMs of that node: a VM elsewhere cannot use it (a volume left there by a VM that
+/// moved is not a disk of that VM now), and servers that list one storage's volumes for
+/// every node, as fakepve does, would otherwise put each VM on every node's local storage.
 async fn disk_owners(client: &PveClient, s: &Store, vms: &[ClusterVm]) -> Result<Vec<String>> {
     #[derive(serde::Deserialize)]
     struct Volume {
@@ -177,6 +180,7 @@ async fn disk_owners(client: &PveClient, s: &Store, vms: &[ClusterVm]) -> Result
         .iter()
         .filter_map(|v| v.vmid)
         .filter_map(|id| vms.iter().find(|v| v.vmid == Some(id)))
+        .filter(|v| s.is_shared() || v.node == s.node)
         .filter_map(|v| v.name.clone())
         .collect();
     out.sort();

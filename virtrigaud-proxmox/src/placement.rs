@@ -38,9 +38,14 @@ pub(crate) struct Store {
 }
 
 impl Store {
+    /// Whether every node sees the same storage.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared.unwrap_or(0) != 0
+    }
+
     /// Its name as a placement datastore: `storage` when shared, else `storage@node`.
     pub(crate) fn datastore(&self) -> String {
-        if self.shared.unwrap_or(0) != 0 {
+        if self.is_shared() {
             self.storage.clone()
         } else {
             format!("{}@{}", self.storage, self.node)

@@ -12,9 +12,18 @@
 //!   [`find_condition`].
 //! - **Lifecycle**: `powerState`, [`VirtualMachineSpec::graceful_shutdown_timeout`] (60 s by
 //!   default) and [`VirtualMachineSpec::pre_stop_command`] reach the shutdown engine through
-//!   [`crate::reconcile::VmReconciler`] (the preStop gets half the grace, run by the shutdown
-//!   manager's `PreStopExecutor`); [`LifecycleAction`]
-//!   (`start`/`stop`, `force`, `gracePeriodSeconds`) and [`RunStrategy`] model seed 004.
+//!   [`crate::reconcile::VmReconciler`] (the preStop gets at most half the grace, run in the
+//!   guest by the shutdown manager's `PreStopExecutor`, one per provider crate that declares
+//!   `guest_exec`; without one the stop is refused naming `spec.lifecycle.preStop`);
+//!   [`LifecycleAction`] (`start`/`stop`, `force`, `gracePeriodSeconds`) and [`RunStrategy`]
+//!   model seed 004, applied by [`crate::reconcile::LifecycleReconciler`] and enforced by
+//!   [`crate::orchestration::Supervisor`] (its memory kept in `status.runStrategyState`).
+//! - **What drives each kind**: a reconciler in [`crate::reconcile`] per kind —
+//!   `VmReconciler` (power state, resources, disks, `revertToRef`), `SnapshotReconciler`,
+//!   `CloneReconciler`, `ImageReconciler`, `PlacementPolicyReconciler` and
+//!   [`crate::vmset::VmSetReconciler`]. A field no reconciler reads (`classRef`,
+//!   `providerRef`, `postStart`) is carried and validated, and does nothing by itself: the
+//!   embedder resolves classes and providers before it builds a reconciler.
 //! - **Duration bounds**: a grace period or timeout (`gracefulShutdownTimeout`,
 //!   `gracePeriodSeconds`, `prepare.timeout`) is at most [`MAX_DURATION`] (365 days) and a
 //!   snapshot's `maxAge` at most [`MAX_RETENTION_AGE`] (100 years); a longer value, or a

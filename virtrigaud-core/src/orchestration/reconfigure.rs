@@ -406,7 +406,7 @@ impl Orchestrator {
         self.emit_vm(
             vm,
             EventReason::ReconfigureStarted,
-            format!("{:?}", plan.request),
+            plan.request.to_string(),
         );
         set_condition(
             &mut status.conditions,

@@ -110,6 +110,12 @@ pub trait Guests: Send + Sync {
         let _ = name;
         None
     }
+    /// A fresh, running guest derived from `name` whose guest agent is connected (it runs
+    /// pre-stop hooks), if the backend has one.
+    async fn with_agent(&self, name: &str) -> Option<VmId> {
+        let _ = name;
+        None
+    }
     /// A fresh VM derived from `name` to clone from: disks `root` and `data` (`vda`, `vdb`)
     /// and one NIC, off or running.
     async fn clone_source(&self, name: &str) -> VmId;
@@ -215,6 +221,24 @@ impl<G: Guests> Fixture for LibvirtFixture<G> {
         ));
         let sink = VolumeImageSink::new(self.guests.provider().clone(), staging);
         Ok(Some(Arc::new(sink)))
+    }
+
+    /// Hooks run through qemu-ga's guest-exec where the backend has guests with an agent.
+    async fn pre_stop_executor(
+        &self,
+    ) -> virtrigaud_core::Result<Option<Arc<dyn virtrigaud_core::shutdown::PreStopExecutor>>> {
+        let p = self.guests.provider();
+        Ok(p.capabilities()
+            .guest_exec
+            .then(|| Arc::new(virtrigaud_libvirt::GuestAgentPreStop::new(p)) as _))
+    }
+
+    async fn pre_stop_vm(&self) -> virtrigaud_core::Result<VmId> {
+        let name = format!("h{}", self.next());
+        match self.guests.with_agent(&name).await {
+            Some(vm) => Ok(vm),
+            None => self.cooperative_vm().await,
+        }
     }
 
     async fn clone_source(&self, _linked: bool) -> virtrigaud_core::Result<VmId> {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use virtrigaud_core::provider::{DiskCreateSpec, VmCreateSpec};
 use virtrigaud_core::testing::{backend_env, missing_prerequisite};
-use virtrigaud_core::{Provider, VmId};
+use virtrigaud_core::{AgentStatus, Provider, VmId};
 use virtrigaud_libvirt::{DomainTemplate, KernelBoot, LibvirtConfig, LibvirtProvider};
 
 use super::{Guests, Platform};
@@ -220,6 +220,18 @@ impl Guests for Real {
     }
     async fn ignoring(&self, name: &str) -> Option<VmId> {
         Some(self.guest_unready(name, "ignore", false, true).await)
+    }
+    async fn with_agent(&self, name: &str) -> Option<VmId> {
+        let vm = self.guest(name, "acpi", true, true).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while self.p.probe_agent(&vm).await.ok() != Some(AgentStatus::Connected) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{vm}: the guest agent never connected"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Some(vm)
     }
     fn missing(&self) -> VmId {
         VmId::new(self.name("missing"))

@@ -272,6 +272,28 @@ impl Fixture for PveFixture {
         ))
     }
 
+    async fn pre_stop_executor(
+        &self,
+    ) -> Result<Option<Arc<dyn virtrigaud_core::shutdown::PreStopExecutor>>> {
+        Ok(Some(Arc::new(virtrigaud_proxmox::GuestAgentPreStop::new(
+            &self.provider,
+        ))))
+    }
+
+    /// A guest with the agent enabled and running; fakepve answers every `agent/exec` of
+    /// a command it has no script for with exit 0.
+    async fn pre_stop_vm(&self) -> Result<VmId> {
+        Ok(self
+            .env
+            .control
+            .vm(
+                "conf-hook",
+                json!({"shutdown_secs": 1, "agent": {},
+                       "config": {"cores": 1, "memory": 512, "agent": "1"}}),
+            )
+            .await)
+    }
+
     fn missing_vm(&self) -> VmId {
         VmId::new("pve1/999999")
     }
