@@ -14,30 +14,8 @@ use virtrigaud_core::shutdown::{HookOutput, PreStopExecutor, ShutdownManager, Sh
 use virtrigaud_core::sim::{GuestBehavior, Simulator};
 use virtrigaud_core::{ErrorKind, PowerState, Provider, Result, VmId};
 
-/// Seed 000's "Advanced Configuration with Lifecycle Hooks" block, verbatim.
-const SEED_000_ADVANCED: &str = r#"apiVersion: infra.virtrigaud.io/v1beta1
-kind: VirtualMachine
-metadata:
-  name: my-vm
-spec:
-  powerState: OffGraceful
-  
-  lifecycle:
-    # Timeout for graceful shutdown (default: 60s)
-    gracefulShutdownTimeout: "120s"
-    
-    # Pre-stop hook runs before shutdown
-    preStop:
-      exec:
-        command:
-          - "/bin/bash"
-          - "-c"
-          - |
-            # Save application state
-            systemctl stop my-application
-            # Sync filesystem
-            sync
-"#;
+/// Seed 000's lifecycle-hooks block, verbatim.
+const SEED_000_ADVANCED: &str = virtrigaud_core::testing::SEED_000_LIFECYCLE_HOOKS;
 
 /// Records each hook run with the time it ran (since the test began).
 #[derive(Debug, Default)]

@@ -11,7 +11,7 @@ use virtrigaud_core::shutdown::{
     MissingAgent, PausedGuest, PreStopExecutor, PreStopHook, ShutdownJournal, ShutdownManager,
     ShutdownOutcome, ShutdownPolicy, TokioClock,
 };
-use virtrigaud_core::sim::{GuestBehavior, Simulator};
+use virtrigaud_core::sim::{AgentResponse, GuestBehavior, Simulator};
 use virtrigaud_core::{ErrorKind, PowerState, Provider, ShutdownChannel, VmId};
 
 fn secs(s: u64) -> Duration {
@@ -838,4 +838,31 @@ async fn reports_say_when_the_vm_was_first_seen_off() {
     let r = h.wait().await;
     assert!(matches!(r.outcome, ShutdownOutcome::Cancelled));
     assert_eq!(r.off_observed, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_graceful_stop_costs_four_provider_calls_on_the_simulator() {
+    for (name, guest) in [
+        (
+            "agent",
+            GuestBehavior::cooperative().agent(AgentResponse::Present(secs(5))),
+        ),
+        ("acpi", GuestBehavior::cooperative()),
+    ] {
+        let sim = Simulator::new();
+        let vm = sim.add_vm(name, guest.acpi_after(secs(5)));
+        sim.reset_calls();
+        let r = manager(&sim)
+            .shutdown(&vm, ShutdownPolicy::with_grace(secs(60)))
+            .await
+            .unwrap();
+        assert!(
+            matches!(r.outcome, ShutdownOutcome::Graceful { .. }),
+            "{name}"
+        );
+        // The watch, one read that also says whether the agent answers, one signal, the
+        // confirming read: the probe is folded into the first read.
+        assert_eq!(sim.total_calls(), 4, "{name}: {:?}", sim.all_calls());
+        assert_eq!(sim.calls("probe_agent"), 0, "{name}");
+    }
 }

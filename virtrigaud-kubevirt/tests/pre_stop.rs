@@ -22,31 +22,8 @@ use common::*;
 
 const SETTLE: Duration = Duration::from_secs(30);
 
-/// Seed 000's "Advanced Configuration with Lifecycle Hooks" block, verbatim (as in core's
-/// `tests/reconcile_vm.rs`); the test's KubeVirt VM is named `my-vm` too.
-const SEED_000_ADVANCED: &str = r#"apiVersion: infra.virtrigaud.io/v1beta1
-kind: VirtualMachine
-metadata:
-  name: my-vm
-spec:
-  powerState: OffGraceful
-  
-  lifecycle:
-    # Timeout for graceful shutdown (default: 60s)
-    gracefulShutdownTimeout: "120s"
-    
-    # Pre-stop hook runs before shutdown
-    preStop:
-      exec:
-        command:
-          - "/bin/bash"
-          - "-c"
-          - |
-            # Save application state
-            systemctl stop my-application
-            # Sync filesystem
-            sync
-"#;
+/// Seed 000's lifecycle-hooks block, verbatim.
+const SEED_000_ADVANCED: &str = virtrigaud_core::testing::SEED_000_LIFECYCLE_HOOKS;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pre_stop_hook_is_refused_unless_skipping_is_asked_for() {

@@ -1,8 +1,9 @@
 //! Power: start, hard stop, reset, pause/resume, the shutdown and reboot signals (agent or
 //! ACPI, with a plain fallback), the guest-agent probe and the incarnation.
 
+use virt::domain::Domain;
 use virt::sys;
-use virtrigaud_core::{AgentStatus, ErrorKind, Incarnation, Result, ShutdownChannel};
+use virtrigaud_core::{AgentStatus, ErrorKind, Incarnation, PowerState, Result, ShutdownChannel};
 
 use crate::connection::Session;
 use crate::domain::{lookup, state_of, xml_of};
@@ -120,22 +121,44 @@ fn agent_status(connected: bool) -> AgentStatus {
 
 /// Whether the guest agent answers: from the agent-lifecycle events when there are any, else
 /// from the live XML, else a `guest-ping`.
+/// The power state and, where it is known without asking the agent (the VM is off, no agent
+/// channel, or the channel's state from lifecycle events or the live XML), the agent's
+/// status: one read for the engine instead of a read and a probe.
+pub(crate) fn state_and_agent(
+    s: &Session,
+    name: &str,
+) -> Result<(PowerState, Option<AgentStatus>)> {
+    let dom = lookup(s, name)?;
+    let st = state_of(s, &dom, name)?;
+    Ok((st, agent_without_ping(s, &dom, name, st)?))
+}
+
+/// The agent's status if it is known without a `guest-ping` (`None`: ping it).
+fn agent_without_ping(
+    s: &Session,
+    dom: &Domain,
+    name: &str,
+    st: PowerState,
+) -> Result<Option<AgentStatus>> {
+    if st.is_off() {
+        return Ok(Some(AgentStatus::NotConnected));
+    }
+    let x = xml_of(s, dom, name, 0)?;
+    let (configured, live_state) = domxml::agent_channel(&x);
+    if !configured {
+        return Ok(Some(AgentStatus::NotConnected));
+    }
+    if let Some(ev) = s.hub().and_then(|h| h.agent_state(name)) {
+        return Ok(Some(agent_status(ev)));
+    }
+    Ok(live_state.map(agent_status))
+}
+
 pub(crate) fn probe_agent(s: &Session, name: &str) -> Result<AgentStatus> {
     let dom = lookup(s, name)?;
     let st = state_of(s, &dom, name)?;
-    if st.is_off() {
-        return Ok(AgentStatus::NotConnected);
-    }
-    let x = xml_of(s, &dom, name, 0)?;
-    let (configured, live_state) = domxml::agent_channel(&x);
-    if !configured {
-        return Ok(AgentStatus::NotConnected);
-    }
-    if let Some(ev) = s.hub().and_then(|h| h.agent_state(name)) {
-        return Ok(agent_status(ev));
-    }
-    if let Some(connected) = live_state {
-        return Ok(agent_status(connected));
+    if let Some(known) = agent_without_ping(s, &dom, name, st)? {
+        return Ok(known);
     }
     let secs = s.cfg().agent_ping_timeout.as_secs().clamp(1, 60) as i32;
     match s.api("probe_agent", name, |_| {

@@ -132,6 +132,12 @@ impl Provider for LibvirtProvider {
             .await
     }
 
+    /// The state with the agent channel's state where libvirt knows it without a ping
+    /// (lifecycle events, the live XML).
+    async fn power_state_and_agent(&self, vm: &VmId) -> Result<(PowerState, Option<AgentStatus>)> {
+        self.on_vm("power_state", vm, power::state_and_agent).await
+    }
+
     /// The endpoint: the connection URI libvirt reports, without credentials or query
     /// parameters other than `name`, `socket` and `root`; for a URI naming the local daemon
     /// (`qemu:///system`) followed by `@` and the host name libvirt reports.

@@ -75,6 +75,13 @@ async fn graceful_acpi_stop_is_event_driven() {
         "engine_provider_calls_per_graceful_stop",
         report.provider_calls,
     );
+    // Issue 18's budget: the read (which also says the agent's state), one signal, the
+    // confirming read, besides the event subscription.
+    assert!(
+        report.provider_calls <= 4,
+        "{} provider calls for one graceful stop",
+        report.provider_calls
+    );
     assert_eq!(
         r.p.power_state(&vm).await.expect("state"),
         PowerState::Off(OffReason::GuestShutdown)

@@ -26,30 +26,8 @@ use virtrigaud_core::shutdown::{
 use virtrigaud_core::{ErrorKind, Provider, VmId};
 use virtrigaud_proxmox::{GuestAgentPreStop, ProxmoxProvider};
 
-/// Seed 000's "Advanced Configuration with Lifecycle Hooks" block, verbatim.
-const SEED_000_ADVANCED: &str = r#"apiVersion: infra.virtrigaud.io/v1beta1
-kind: VirtualMachine
-metadata:
-  name: my-vm
-spec:
-  powerState: OffGraceful
-  
-  lifecycle:
-    # Timeout for graceful shutdown (default: 60s)
-    gracefulShutdownTimeout: "120s"
-    
-    # Pre-stop hook runs before shutdown
-    preStop:
-      exec:
-        command:
-          - "/bin/bash"
-          - "-c"
-          - |
-            # Save application state
-            systemctl stop my-application
-            # Sync filesystem
-            sync
-"#;
+/// Seed 000's lifecycle-hooks block, verbatim.
+const SEED_000_ADVANCED: &str = virtrigaud_core::testing::SEED_000_LIFECYCLE_HOOKS;
 
 /// The seed's hook as its argv (the YAML block scalar keeps its final newline).
 fn seed_argv() -> Vec<String> {

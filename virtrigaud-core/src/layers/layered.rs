@@ -116,6 +116,11 @@ impl<P: Provider, L: Layer> Provider for Layered<P, L> {
         self.layer.call(self.on("power_off", vm), next).await
     }
 
+    async fn power_state_and_agent(&self, vm: &VmId) -> Result<(PowerState, Option<AgentStatus>)> {
+        let next = Next::new(|| self.inner.power_state_and_agent(vm));
+        self.layer.call(self.read("power_state", vm), next).await
+    }
+
     async fn probe_agent(&self, vm: &VmId) -> Result<AgentStatus> {
         let next = Next::new(|| self.inner.probe_agent(vm));
         self.layer.call(self.read("probe_agent", vm), next).await

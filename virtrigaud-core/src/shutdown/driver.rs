@@ -122,6 +122,7 @@ impl ShutdownTask {
             calls: task.calls,
             power_offs: 0,
             pre_stop: None,
+            read_once: false,
             off_observed: None,
         })
     }
@@ -249,6 +250,8 @@ struct Driver {
     calls: u32,
     power_offs: u32,
     pre_stop: Option<PreStopRun>,
+    /// Whether the power state was read yet (the first read also asks for the agent).
+    read_once: bool,
     /// The first sign that the VM was off (see `ShutdownReport::off_observed`).
     off_observed: Option<Instant>,
 }
@@ -390,11 +393,29 @@ impl Driver {
         }
         match cmd {
             Command::ReadPowerState { timeout: t } => {
-                let Some(r) = self
-                    .call("power_state", t, provider.power_state(&self.vm))
-                    .await
-                else {
-                    return Input::Cancel;
+                let first = !self.read_once;
+                self.read_once = true;
+                let r = if first {
+                    let Some(r) = self
+                        .call("power_state", t, provider.power_state_and_agent(&self.vm))
+                        .await
+                    else {
+                        return Input::Cancel;
+                    };
+                    r.map(|(state, agent)| {
+                        if let Some(a) = agent {
+                            self.machine.note_agent(a);
+                        }
+                        state
+                    })
+                } else {
+                    let Some(r) = self
+                        .call("power_state", t, provider.power_state(&self.vm))
+                        .await
+                    else {
+                        return Input::Cancel;
+                    };
+                    r
                 };
                 if let Ok(state) = &r {
                     self.emit(|| ShutdownEventKind::State(*state));

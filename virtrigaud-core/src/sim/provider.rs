@@ -142,6 +142,18 @@ impl Provider for Simulator {
         })
     }
 
+    /// One read: the power state with what the simulated agent would answer (a hanging
+    /// agent is left to the engine's probe, which then hangs as a real one does).
+    async fn power_state_and_agent(&self, vm: &VmId) -> Result<(PowerState, Option<AgentStatus>)> {
+        let state = self.power_state(vm).await?;
+        let agent = match self.agent_of(vm) {
+            Some(AgentResponse::Present(_)) => Some(AgentStatus::Connected),
+            Some(AgentResponse::Absent) => Some(AgentStatus::NotConnected),
+            _ => None,
+        };
+        Ok((state, agent))
+    }
+
     async fn probe_agent(&self, vm: &VmId) -> Result<AgentStatus> {
         {
             let mut st = self.lock();

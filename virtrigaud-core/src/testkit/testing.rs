@@ -40,3 +40,9 @@ pub fn missing_prerequisite(backend: &str, what: &str) {
     }
     eprintln!("\n!!!!!!!! {msg}\n");
 }
+
+/// Seed 000's "Advanced Configuration with Lifecycle Hooks" VirtualMachine, verbatim
+/// (`powerState: OffGraceful`, `gracefulShutdownTimeout: "120s"`, a `/bin/bash` preStop), for
+/// providers' tests of the VM reconciler and pre-stop hooks.
+pub const SEED_000_LIFECYCLE_HOOKS: &str =
+    include_str!("../../tests/fixtures/seeds/000_02_vm_lifecycle_hooks.yaml");

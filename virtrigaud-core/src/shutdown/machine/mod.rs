@@ -218,6 +218,8 @@ pub struct Machine {
     outcome: Option<ShutdownOutcome>,
     /// The last command other than [`Command::Persist`], repeated after a deadline change.
     pending: Option<Command>,
+    /// The agent status read with the first power state, used instead of a probe.
+    agent_hint: Option<AgentStatus>,
 }
 
 impl Machine {
@@ -250,6 +252,7 @@ impl Machine {
             shortened_to_zero: false,
             outcome: None,
             pending: None,
+            agent_hint: None,
         }
     }
 
@@ -261,6 +264,13 @@ impl Machine {
         self.signals_sent = 1;
         self.pre_stop_done = true;
         self
+    }
+
+    /// Notes the guest agent's status as read together with the power state (see
+    /// [`crate::Provider::power_state_and_agent`]): the channel is then chosen without a
+    /// probe, unless a pre-stop hook runs first (the hint is then stale and dropped).
+    pub fn note_agent(&mut self, status: AgentStatus) {
+        self.agent_hint = Some(status);
     }
 
     /// The current grace deadline.

@@ -90,6 +90,7 @@ impl Machine {
         {
             let (argv, budget) = (hook.command.clone().into_boxed_slice(), hook.budget);
             self.phase = Phase::PreStop;
+            self.agent_hint = None;
             // Never more than half the grace left: the guest is always asked to shut
             // down with at least the other half to go.
             return Command::RunPreStop {
@@ -118,6 +119,9 @@ impl Machine {
             }
             ChannelPreference::Auto | ChannelPreference::AgentOnly => {
                 if self.caps.agent {
+                    if let Some(status) = self.agent_hint.take() {
+                        return self.on_probed(Ok(status), now);
+                    }
                     self.phase = Phase::Probing;
                     Command::ProbeAgent {
                         timeout: self.stage(self.policy.probe_budget, now),
