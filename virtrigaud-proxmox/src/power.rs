@@ -105,8 +105,25 @@ pub(crate) async fn power_state(
     last: &LastActions,
     r: &VmRef,
 ) -> Result<PowerState> {
+    // While our `qmshutdown` task runs, the VM is shutting down (the task ends only when the
+    // VM is off, or has been stopped at its timeout): its status is the one read. Off is
+    // never concluded from the task; the VM's own status is read once the task has ended.
+    let task_ended = match last.get(r) {
+        Some(LastAction::Shutdown(upid, _)) => match task_running(client, r, &upid).await {
+            Some(true) => return Ok(PowerState::ShuttingDown),
+            Some(false) => true,
+            None => false,
+        },
+        _ => false,
+    };
     let status = status(client, r, "power_state").await?;
     let state = power_state_of(r, &status, "power_state")?;
+    if task_ended && state.is_active() {
+        // Our task ended and the guest still runs: the request is spent (a failed task was
+        // logged by `task_running`).
+        last.remember(r, None);
+        return Ok(state);
+    }
     match (state, last.get(r)) {
         (PowerState::Off(_), Some(LastAction::Stop)) => Ok(PowerState::Off(OffReason::Destroyed)),
         (PowerState::Off(_), Some(LastAction::Off(reason))) => Ok(PowerState::Off(reason)),
@@ -140,8 +157,27 @@ fn remember_off(last: &LastActions, r: &VmRef, reason: OffReason) -> OffReason {
     reason
 }
 
-/// A running VM with our shutdown task: shutting down while the task runs. The task is
-/// re-checked at most every [`TASK_RECHECK`], to keep polls at one call.
+/// Whether our `qmshutdown` task still runs (`None`: its status could not be read). A task
+/// that ended other than `OK` is logged.
+async fn task_running(client: &PveClient, r: &VmRef, upid: &Upid) -> Option<bool> {
+    let req = api::task_status(upid.node(), upid.as_str());
+    match client.call::<TaskStatus>(&req).await {
+        Ok(t) if t.status == "running" => Some(true),
+        Ok(t) => {
+            if t.exitstatus.as_deref() != Some("OK") {
+                tracing::warn!(vm = %r, upid = %upid, exit = ?t.exitstatus, "PVE shutdown task failed");
+            }
+            Some(false)
+        }
+        Err(e) => {
+            tracing::debug!(vm = %r, error = %e, "could not read shutdown task status");
+            None
+        }
+    }
+}
+
+/// A running VM with our shutdown task whose status could not be read just now: shutting
+/// down while the task runs. The task is re-checked at most every [`TASK_RECHECK`].
 async fn shutdown_task_state(
     client: &PveClient,
     last: &LastActions,
