@@ -20,6 +20,9 @@ export VIRTRIGAUD_CACHE="${VIRTRIGAUD_CACHE:-$HOME/.cache/virtrigaud}"
 export VIRTRIGAUD_STATE_DIR="${VIRTRIGAUD_STATE_DIR:-/tmp/virtrigaud-state}"
 CHECKOUT_KEY="$(basename "$ROOT")-$(printf %s "$ROOT" | sha256sum | cut -c1-12)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$VIRTRIGAUD_CACHE/targets/$CHECKOUT_KEY}"
+# No incremental compilation: a test run builds each crate once, and incremental state would
+# double the cached target dir (the machine's disk is the limit, not the compile time).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 export VIRTRIGAUD_REQUIRE_BACKENDS="${VIRTRIGAUD_REQUIRE_BACKENDS:-1}"
 export CARGO_TERM_COLOR=never
 BACKENDS="${VIRTRIGAUD_BACKENDS:-libvirt proxmox vsphere kubevirt}"
