@@ -27,8 +27,8 @@ export VIRTRIGAUD_REQUIRE_BACKENDS="${VIRTRIGAUD_REQUIRE_BACKENDS:-1}"
 export CARGO_TERM_COLOR=never
 BACKENDS="${VIRTRIGAUD_BACKENDS:-libvirt proxmox vsphere kubevirt}"
 # Optional features whose code must be built, linted and tested too: the HTTP image downloader, the
-# mock provider and the side-by-side harness's provider comparison.
-FEATURES="--features virtrigaud-core/image-http,virtrigaud-core/mock,virtrigaud-benches/providers"
+# mock provider, the model's JSON Schema and the side-by-side harness's provider comparison.
+FEATURES="--features virtrigaud-core/image-http,virtrigaud-core/mock,virtrigaud-core/schema,virtrigaud-benches/providers"
 mkdir -p "$VIRTRIGAUD_CACHE" "$VIRTRIGAUD_STATE_DIR"
 LOGS="$VIRTRIGAUD_STATE_DIR/logs"
 mkdir -p "$LOGS"

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 /// `full_clones` is; the conformance suite's `capabilities_tell_the_truth` checks every flag
 /// against behaviour.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct ProviderCapabilities {
@@ -128,6 +129,7 @@ impl ProviderCapabilities {
 
 /// What one VM supports right now (depends on its configuration and guest).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct VmCapabilities {

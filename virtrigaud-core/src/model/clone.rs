@@ -13,6 +13,7 @@ pub type VMClone = Object<VMCloneSpec, VMCloneStatus>;
 
 /// Spec of a `VMClone`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct VMCloneSpec {
@@ -48,6 +49,7 @@ impl Validate for VMCloneSpec {
 
 /// `spec.target` of a clone.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct CloneTarget {
@@ -75,6 +77,7 @@ impl Validate for CloneTarget {
 
 /// `spec.customization`: hostname, static networking, cloud-init.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct CloneCustomization {
@@ -118,6 +121,7 @@ fn is_hostname(h: &str) -> bool {
 
 /// Static settings for one interface of the clone.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct CloneNetwork {
@@ -173,6 +177,7 @@ fn is_ip_or_cidr(s: &str) -> bool {
 
 /// `customization.userData`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct UserData {
@@ -184,6 +189,7 @@ pub struct UserData {
 /// cloud-init user data, inline or from a secret. Its `Debug` output shows the inline
 /// document's size, never its text.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct CloudInit {
@@ -206,6 +212,7 @@ impl std::fmt::Debug for CloudInit {
 
 /// Phase of a clone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[non_exhaustive]
 pub enum ClonePhase {
     /// Not started.
@@ -222,6 +229,7 @@ pub enum ClonePhase {
 
 /// Status of a `VMClone`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct VMCloneStatus {

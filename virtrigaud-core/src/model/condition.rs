@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Whether a condition holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ConditionStatus {
     /// It holds.
     True,
@@ -46,6 +47,7 @@ pub mod types {
 
 /// One status condition (Kubernetes style).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct Condition {

@@ -13,6 +13,7 @@ pub type VMImage = Object<VMImageSpec, VMImageStatus>;
 
 /// Spec of a `VMImage`: one source per provider type, plus preparation options.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct VMImageSpec {
@@ -171,6 +172,7 @@ impl ImagePrepare {
 
 /// vSphere image source: an OVA to import or an existing template.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct VsphereImageSource {
@@ -187,6 +189,7 @@ pub struct VsphereImageSource {
 
 /// libvirt image source: a disk image URL or a local path.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct LibvirtImageSource {
@@ -206,6 +209,7 @@ pub struct LibvirtImageSource {
 
 /// Proxmox VE image source: an existing template or a disk image URL.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ProxmoxImageSource {
@@ -232,6 +236,7 @@ pub struct ProxmoxImageSource {
 
 /// What to do when the image is missing on the provider.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[non_exhaustive]
 pub enum OnMissing {
     /// Import it from the source.
@@ -243,6 +248,7 @@ pub enum OnMissing {
 
 /// `spec.prepare`: import and preparation options.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ImagePrepare {
@@ -277,6 +283,7 @@ impl Validate for ImagePrepare {
 
 /// Per-provider storage for imported images.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ImageStorage {
@@ -293,6 +300,7 @@ pub struct ImageStorage {
 
 /// vSphere image storage.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct VsphereImageStorage {
@@ -309,6 +317,7 @@ pub struct VsphereImageStorage {
 
 /// libvirt image storage.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct LibvirtImageStorage {
@@ -319,6 +328,7 @@ pub struct LibvirtImageStorage {
 
 /// Proxmox image storage.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ProxmoxImageStorage {
@@ -329,6 +339,7 @@ pub struct ProxmoxImageStorage {
 
 /// Phase of image preparation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[non_exhaustive]
 pub enum ImagePhase {
     /// Waiting to start.
@@ -345,6 +356,7 @@ pub enum ImagePhase {
 
 /// Status of a `VMImage`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct VMImageStatus {
@@ -369,6 +381,7 @@ pub struct VMImageStatus {
 /// libvirt volume path, a PVE volume id, a vSphere template moref, a KubeVirt DataVolume),
 /// which is what a create spec's `image` takes on that provider.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct StoredImage {

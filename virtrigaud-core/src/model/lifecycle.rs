@@ -13,6 +13,7 @@ pub const DEFAULT_STOP_GRACE_PERIOD: Duration = Duration::from_secs(30);
 
 /// What a lifecycle action does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum LifecycleActionKind {
@@ -38,6 +39,7 @@ pub enum LifecycleActionKind {
 /// assert_eq!(LifecycleAction::force_stop().grace_period(DEFAULT_STOP_GRACE_PERIOD), Duration::ZERO);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct LifecycleAction {
@@ -138,6 +140,7 @@ impl Validate for LifecycleAction {
 
 /// When a VM should be running (KubeVirt `runStrategy`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[non_exhaustive]
 pub enum RunStrategy {
     /// Always running: restarted whenever it stops.
@@ -183,6 +186,7 @@ impl RunStrategy {
 /// it (`status.runStrategyState`): without it, `Once` would run again and a user's `stop`
 /// would be undone by `Always` after a restart.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct RunStrategyState {
@@ -205,6 +209,7 @@ pub struct RunStrategyState {
 
 /// Lifecycle state reported in status (`status.lifecycleState` in seed 004).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[non_exhaustive]
 pub enum LifecyclePhase {
     /// Being started.
@@ -221,6 +226,7 @@ pub enum LifecyclePhase {
 
 /// `status.lifecycleState`: the outcome of the last lifecycle action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct LifecycleState {

@@ -19,6 +19,7 @@ pub trait Resource {
 
 /// Object metadata: name, namespace, labels, annotations and a few server-set fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct ObjectMeta {
@@ -67,6 +68,7 @@ impl ObjectMeta {
 
 /// A reference to another object by name (and optionally namespace), e.g. `providerRef`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ObjectRef {
@@ -95,6 +97,7 @@ impl Validate for ObjectRef {
 
 /// A label selector (`matchLabels` only).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct LabelSelector {
@@ -118,6 +121,7 @@ impl LabelSelector {
 /// `St`. Validation checks `apiVersion`/`kind` against `S`'s [`Resource`] constants, that
 /// `metadata.name` is not empty, and then the spec under the path `spec`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Object<S, St = ()> {
@@ -178,6 +182,7 @@ impl<S: Resource + Validate, St> Validate for Object<S, St> {
 
 /// A partial document holding only `spec` (a merge-patch such as `{"spec":{"disks":[…]}}`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct SpecPatch<S> {

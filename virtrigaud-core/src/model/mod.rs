@@ -69,6 +69,8 @@ mod parse;
 mod placement;
 mod provider;
 mod quantity;
+#[cfg(feature = "schema")]
+mod schema;
 mod snapshot;
 mod validate;
 mod vm;
@@ -108,6 +110,8 @@ pub use placement::{
 };
 pub use provider::{DeclaredCapabilities, ProviderResource, ProviderSpec, ProviderStatus};
 pub use quantity::{Quantity, QuantityParseError};
+#[cfg(feature = "schema")]
+pub use schema::schemas;
 pub use snapshot::{RetentionPolicy, SnapshotPhase, VMSnapshot, VMSnapshotSpec, VMSnapshotStatus};
 pub use validate::{SpecError, SpecErrors, Validate, index as path_index, join as path_join};
 pub use vm::{

@@ -11,6 +11,7 @@ pub type VMPlacementPolicy = Object<VMPlacementPolicySpec, VMPlacementPolicyStat
 
 /// Spec of a `VMPlacementPolicy`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct VMPlacementPolicySpec {
@@ -39,6 +40,7 @@ impl Validate for VMPlacementPolicySpec {
 
 /// A set of allowed locations; an empty list places no constraint on that dimension.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct PlacementConstraints {
@@ -83,6 +85,7 @@ impl Validate for PlacementConstraints {
 
 /// Anti-affinity: spread the VMs that use the policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct AntiAffinity {
@@ -99,6 +102,7 @@ pub struct AntiAffinity {
 
 /// Status of a `VMPlacementPolicy`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct VMPlacementPolicyStatus {

@@ -10,6 +10,7 @@ use crate::capabilities::ProviderCapabilities;
 /// A `Provider` object. Unlike other kinds, `spec` and `metadata` may be absent (the
 /// seeds show a capabilities response holding only `status`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct ProviderResource {
@@ -57,6 +58,7 @@ impl Validate for ProviderResource {
 
 /// Connection settings of a provider.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ProviderSpec {
@@ -93,6 +95,7 @@ impl Validate for ProviderSpec {
 
 /// Status of a provider.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct ProviderStatus {
@@ -110,6 +113,7 @@ pub struct ProviderStatus {
 /// `status.capabilities` of a `Provider` object: the flags, and the disk and network type
 /// lists as the object carries them. Dereferences to the flags.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct DeclaredCapabilities {

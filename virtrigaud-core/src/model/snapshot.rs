@@ -12,6 +12,7 @@ pub type VMSnapshot = Object<VMSnapshotSpec, VMSnapshotStatus>;
 
 /// Spec of a `VMSnapshot`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct VMSnapshotSpec {
@@ -49,6 +50,7 @@ impl Validate for VMSnapshotSpec {
 
 /// `spec.retentionPolicy` of a snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RetentionPolicy {
@@ -84,6 +86,7 @@ impl Validate for RetentionPolicy {
 
 /// Phase of a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[non_exhaustive]
 pub enum SnapshotPhase {
     /// Creation in progress.
@@ -98,6 +101,7 @@ pub enum SnapshotPhase {
 
 /// Status of a `VMSnapshot`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct VMSnapshotStatus {

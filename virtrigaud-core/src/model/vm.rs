@@ -20,6 +20,7 @@ pub type VirtualMachine = Object<VirtualMachineSpec, VirtualMachineStatus>;
 ///
 /// Unknown values are rejected with the list of allowed values.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum VmPowerState {
     /// Powered on.
     #[default]
@@ -39,6 +40,7 @@ impl VmPowerState {
 
 /// Observed power state in `status.powerState`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[non_exhaustive]
 pub enum ObservedPowerState {
     /// Running.
@@ -57,6 +59,7 @@ pub enum ObservedPowerState {
 /// Spec of a `VirtualMachine`. Every field is optional so partial documents and
 /// merge patches (`{"spec":{"resources":{…}}}`) parse too.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct VirtualMachineSpec {
@@ -190,6 +193,7 @@ impl Validate for VirtualMachineSpec {
 
 /// `spec.lifecycle`: hooks and the graceful-shutdown timeout.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct VmLifecycle {
@@ -224,6 +228,7 @@ impl Validate for VmLifecycle {
 
 /// A lifecycle hook.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct LifecycleHandler {
@@ -243,6 +248,7 @@ impl Validate for LifecycleHandler {
 
 /// A command run as argv (no implicit shell: write `["/bin/sh", "-c", "…"]` for one).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ExecAction {
@@ -274,6 +280,7 @@ impl Validate for ExecAction {
 
 /// `spec.resources`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct VmResources {
@@ -298,6 +305,7 @@ impl Validate for VmResources {
 
 /// When a disk may grow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ExpandPolicy {
     /// Try to grow while running (fall back to a power cycle if unsupported).
     #[default]
@@ -308,6 +316,7 @@ pub enum ExpandPolicy {
 
 /// One disk in `spec.disks`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct VmDisk {
@@ -335,6 +344,7 @@ impl Validate for VmDisk {
 
 /// One network attachment in `spec.networks`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct VmNetwork {
@@ -361,6 +371,7 @@ impl Validate for VmNetwork {
 
 /// `spec.snapshot`: snapshot operations on the VM.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct VmSnapshotOperation {
@@ -378,6 +389,7 @@ impl Validate for VmSnapshotOperation {
 
 /// Status of a `VirtualMachine`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct VirtualMachineStatus {

@@ -16,6 +16,7 @@ pub const DEFAULT_ROLLING_PERCENT: IntOrPercent = IntOrPercent::Percent(25);
 
 /// Spec of a `VMSet`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct VMSetSpec {
@@ -67,6 +68,7 @@ impl Validate for VMSetSpec {
 
 /// `spec.template`: metadata and spec of each VM.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct VmTemplate {
@@ -80,6 +82,7 @@ pub struct VmTemplate {
 
 /// How a set replaces VMs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[non_exhaustive]
 pub enum UpdateStrategyType {
     /// Replace a few at a time, bounded by `maxUnavailable` and `maxSurge`.
@@ -91,6 +94,7 @@ pub enum UpdateStrategyType {
 
 /// `spec.updateStrategy`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct UpdateStrategy {
@@ -117,6 +121,7 @@ impl Validate for UpdateStrategy {
 
 /// Rolling update bounds, as counts or percentages of `replicas`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RollingUpdate {
@@ -183,6 +188,7 @@ impl Validate for RollingUpdate {
 
 /// Status of a `VMSet`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct VMSetStatus {
