@@ -270,9 +270,12 @@ impl Connection {
                 Error::unavailable("provider is shutting down").context_for(PROVIDER_TYPE, op, None)
             })?;
         let session = self.session(op).await?;
+        // The caller's span (the engine's shutdown, a layer's call span) goes with the call
+        // onto the blocking thread, so libvirt's work is logged inside it.
+        let span = tracing::debug_span!(parent: tracing::Span::current(), "libvirt_call", op);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            f(&session)
+            span.in_scope(|| f(&session))
         })
         .await
         .map_err(|e| Error::internal(format!("libvirt call panicked or was cancelled: {e}")))
