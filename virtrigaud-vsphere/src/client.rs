@@ -4,7 +4,8 @@
 //! Crate-private: the public API is `VsphereProvider`; no vSphere types leak out.
 //! The property collector and the task waits build on this in `collector.rs` and `task.rs`.
 
-use std::sync::{Arc, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use virtrigaud_core::layers::ApiCalls;
@@ -77,6 +78,7 @@ pub(crate) struct Client {
     pub(crate) sc: ServiceContent,
     soap_action: String,
     calls: ApiCalls,
+    by_method: MethodCounters,
     pub(crate) wait_poll: Duration,
     request_timeout: Duration,
 }
@@ -125,6 +127,7 @@ impl Client {
             sc: ServiceContent::placeholder(),
             soap_action: "urn:vim25/6.5".to_owned(),
             calls: ApiCalls::new(),
+            by_method: MethodCounters::default(),
             wait_poll: cfg.wait_poll,
             request_timeout: cfg.request_timeout,
         };
@@ -172,6 +175,11 @@ impl Client {
     /// SOAP calls sent so far (including logins).
     pub(crate) fn api_calls(&self) -> u64 {
         self.calls.get()
+    }
+
+    /// The requests of one SOAP method: sent so far, in flight now, most in flight at once.
+    pub(crate) fn method_calls(&self, method: &str) -> MethodCalls {
+        self.by_method.get(method)
     }
 
     /// Logins so far (see [`Session::generation`]).
@@ -258,11 +266,13 @@ impl Client {
             .body(envelope(method, this, body));
         let req = self.session.authorize(req);
         self.calls.record();
+        let in_flight = self.by_method.start(method);
         tracing::trace!(method, this = %this.value, "vSphere SOAP call");
         let resp = req.send().await.map_err(VimError::Transport)?;
         let status = resp.status();
         self.session.remember(resp.headers());
         let text = resp.text().await.map_err(VimError::Transport)?;
+        drop(in_flight);
         let doc = match xml::parse(&text) {
             Ok(d) => d,
             Err(e) if status.is_success() => return Err(VimError::Xml(e)),
@@ -293,6 +303,59 @@ impl Client {
         let si = MoRef::new("ServiceInstance", "ServiceInstance");
         let resp = self.call("CurrentTime", &si, "").await?;
         Ok(resp.text_at("returnval").unwrap_or("").to_owned())
+    }
+}
+
+/// The requests of one SOAP method, counted where requests are sent (see
+/// [`crate::VsphereProvider::method_calls`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MethodCalls {
+    /// Requests sent so far.
+    pub sent: u64,
+    /// Requests waiting for their reply now.
+    pub in_flight: u64,
+    /// The most requests of this method that waited for their reply at once.
+    pub peak_in_flight: u64,
+}
+
+/// [`MethodCalls`] by method name.
+#[derive(Debug, Default)]
+struct MethodCounters(Arc<Mutex<HashMap<String, MethodCalls>>>);
+
+impl MethodCounters {
+    fn get(&self, method: &str) -> MethodCalls {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(method).copied().unwrap_or_default()
+    }
+
+    /// Counts a request of `method` as sent and in flight until the guard is dropped (also
+    /// when the request future is).
+    fn start(&self, method: &str) -> InFlight {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let c = map.entry(method.to_owned()).or_default();
+        c.sent += 1;
+        c.in_flight += 1;
+        c.peak_in_flight = c.peak_in_flight.max(c.in_flight);
+        InFlight {
+            counters: Arc::clone(&self.0),
+            method: method.to_owned(),
+        }
+    }
+}
+
+/// One request of a method in flight (see [`MethodCounters::start`]).
+struct InFlight {
+    counters: Arc<Mutex<HashMap<String, MethodCalls>>>,
+    method: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut map = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get_mut(&self.method) {
+            c.in_flight = c.in_flight.saturating_sub(1);
+        }
     }
 }
 

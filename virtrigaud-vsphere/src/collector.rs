@@ -1,6 +1,8 @@
 //! The property collector: reads of one object ([`Client::retrieve`]), of every object of a
-//! type under a container (a container view), inventory-path lookups, and [`Waiter`], a
-//! private collector read with `WaitForUpdatesEx` long polls (the push-based watch).
+//! type under a container (a container view), inventory-path lookups, the calls of a
+//! collector read with `WaitForUpdatesEx` long polls (`create_collector`, `create_filter`,
+//! `wait_for_updates`, [`object_updates`]; the shared power-state watch in `watch.rs` is built
+//! on them), and [`Waiter`], a private collector for one object (task waits).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,23 +136,8 @@ impl Client {
         obj: &MoRef,
         paths: &[&str],
     ) -> Result<Waiter, VimError> {
-        let pc = self.sc.property_collector.clone();
-        let resp = self.call("CreatePropertyCollector", &pc, "").await?;
-        let own = resp
-            .child("returnval")
-            .and_then(MoRef::from_el)
-            .ok_or_else(|| VimError::Protocol("CreatePropertyCollector returned nothing".into()))?;
-        let mut b = Xml::new();
-        b.open("spec").open("propSet").el("type", &obj.ty);
-        for p in paths {
-            b.el("pathSet", p);
-        }
-        b.close("propSet")
-            .open("objectSet")
-            .moref("obj", &obj.ty, &obj.value)
-            .close("objectSet");
-        b.close("spec").el("partialUpdates", "false");
-        if let Err(e) = self.call("CreateFilter", &own, &b.finish()).await {
+        let own = self.create_collector().await?;
+        if let Err(e) = self.create_filter(&own, obj, paths).await {
             let _ = self.call("DestroyPropertyCollector", &own, "").await;
             return Err(e);
         }
@@ -163,6 +150,111 @@ impl Client {
             generation: self.generation(),
         })
     }
+
+    /// `CreatePropertyCollector`: a collector of this session.
+    pub(crate) async fn create_collector(&self) -> Result<MoRef, VimError> {
+        let pc = self.sc.property_collector.clone();
+        let resp = self.call("CreatePropertyCollector", &pc, "").await?;
+        resp.child("returnval")
+            .and_then(MoRef::from_el)
+            .ok_or_else(|| VimError::Protocol("CreatePropertyCollector returned nothing".into()))
+    }
+
+    /// `CreateFilter` on `collector` for `obj`'s `paths`; missing objects are reported in the
+    /// updates (`reportMissingObjectsInResults`), so one deleted object does not fail the
+    /// long polls of every other filter of the collector.
+    pub(crate) async fn create_filter(
+        &self,
+        collector: &MoRef,
+        obj: &MoRef,
+        paths: &[&str],
+    ) -> Result<MoRef, VimError> {
+        let mut b = Xml::new();
+        b.open("spec").open("propSet").el("type", &obj.ty);
+        for p in paths {
+            b.el("pathSet", p);
+        }
+        b.close("propSet")
+            .open("objectSet")
+            .moref("obj", &obj.ty, &obj.value)
+            .close("objectSet")
+            .el("reportMissingObjectsInResults", "true");
+        b.close("spec").el("partialUpdates", "false");
+        let resp = self.call("CreateFilter", collector, &b.finish()).await?;
+        resp.child("returnval")
+            .and_then(MoRef::from_el)
+            .ok_or_else(|| VimError::Protocol("CreateFilter returned nothing".into()))
+    }
+
+    /// One `WaitForUpdatesEx` long poll on `collector` from `version` (`""`: the initial
+    /// state). `Ok(None)` when nothing changed within the poll time.
+    pub(crate) async fn wait_for_updates(
+        &self,
+        collector: &MoRef,
+        version: &str,
+    ) -> Result<Option<Element>, VimError> {
+        let wait = self.wait_poll.as_secs().max(1);
+        let mut b = Xml::new();
+        b.el("version", version)
+            .open("options")
+            .el("maxWaitSeconds", &wait.to_string())
+            .close("options");
+        let resp = self
+            .call_timeout(
+                "WaitForUpdatesEx",
+                collector,
+                &b.finish(),
+                Some(Duration::from_secs(wait + 5)),
+            )
+            .await?;
+        Ok(resp.child("returnval").cloned())
+    }
+}
+
+/// One object update of a `WaitForUpdatesEx` result.
+#[derive(Debug)]
+pub(crate) struct ObjectUpdate {
+    pub(crate) obj: MoRef,
+    /// `enter`, `modify` or `leave`.
+    pub(crate) kind: String,
+    pub(crate) changes: Changes,
+}
+
+/// The object updates of a `WaitForUpdatesEx` result in server order, and the objects its
+/// filters report missing (`missingSet`).
+pub(crate) fn object_updates(rv: &Element) -> (Vec<ObjectUpdate>, Vec<MoRef>) {
+    let mut updates = Vec::new();
+    let mut missing = Vec::new();
+    for fs in rv.children_named("filterSet") {
+        for os in fs.children_named("objectSet") {
+            let Some(obj) = os.child("obj").and_then(MoRef::from_el) else {
+                continue;
+            };
+            let mut changes = Vec::new();
+            for cs in os.children_named("changeSet") {
+                let Some(name) = cs.text_at("name") else {
+                    continue;
+                };
+                let val = if cs.text_at("op") == Some("remove") {
+                    None
+                } else {
+                    cs.child("val").cloned()
+                };
+                changes.push((name.to_owned(), val));
+            }
+            updates.push(ObjectUpdate {
+                obj,
+                kind: os.text_at("kind").unwrap_or("modify").to_owned(),
+                changes,
+            });
+        }
+        for ms in fs.children_named("missingSet") {
+            if let Some(obj) = ms.child("obj").and_then(MoRef::from_el) {
+                missing.push(obj);
+            }
+        }
+    }
+    (updates, missing)
 }
 
 /// A private property collector with a filter, read with `WaitForUpdatesEx`.
@@ -184,22 +276,7 @@ impl Waiter {
         let Some(pc) = self.pc.clone() else {
             return Err(VimError::Protocol("waiter destroyed".into()));
         };
-        let wait = self.client.wait_poll.as_secs().max(1);
-        let mut b = Xml::new();
-        b.el("version", &self.version)
-            .open("options")
-            .el("maxWaitSeconds", &wait.to_string())
-            .close("options");
-        let body = b.finish();
-        let r = self
-            .client
-            .call_timeout(
-                "WaitForUpdatesEx",
-                &pc,
-                &body,
-                Some(Duration::from_secs(wait + 5)),
-            )
-            .await;
+        let r = self.client.wait_for_updates(&pc, &self.version).await;
         let resp = match r {
             Ok(r) => r,
             Err(e)
@@ -219,41 +296,28 @@ impl Waiter {
             }
             Err(e) => return Err(e),
         };
-        let Some(rv) = resp.child("returnval") else {
+        let Some(rv) = resp else {
             return Ok(None);
         };
         if let Some(v) = rv.text_at("version") {
             self.version = v.to_owned();
         }
-        self.changes(rv).map(Some)
+        self.changes(&rv).map(Some)
     }
 
     /// The change groups of a `WaitForUpdatesEx` result; a `leave` (the object was removed)
     /// is `ManagedObjectNotFound`.
     fn changes(&self, rv: &Element) -> Result<Vec<Changes>, VimError> {
+        let (updates, _) = object_updates(rv);
         let mut changes = Vec::new();
-        for fs in rv.children_named("filterSet") {
-            for os in fs.children_named("objectSet") {
-                if os.text_at("kind") == Some("leave") {
-                    return Err(VimError::Fault(SoapFault::new(
-                        "ManagedObjectNotFound",
-                        format!("{} {} was removed", self.obj.ty, self.obj.value),
-                    )));
-                }
-                let mut group = Vec::new();
-                for cs in os.children_named("changeSet") {
-                    let Some(name) = cs.text_at("name") else {
-                        continue;
-                    };
-                    let val = if cs.text_at("op") == Some("remove") {
-                        None
-                    } else {
-                        cs.child("val").cloned()
-                    };
-                    group.push((name.to_owned(), val));
-                }
-                changes.push(group);
+        for u in updates {
+            if u.kind == "leave" {
+                return Err(VimError::Fault(SoapFault::new(
+                    "ManagedObjectNotFound",
+                    format!("{} {} was removed", self.obj.ty, self.obj.value),
+                )));
             }
+            changes.push(u.changes);
         }
         Ok(changes)
     }

@@ -199,6 +199,38 @@ impl VimError {
     }
 }
 
+/// [`to_core_error`] of an error several callers share (one failed long poll ends every
+/// watch it served): the same kind and message; a transport error loses its source.
+pub(crate) fn to_core_error_shared(
+    native: &VimError,
+    operation: &'static str,
+    resource: Option<&str>,
+) -> Error {
+    let copy = match native {
+        VimError::Fault(f) => VimError::Fault(f.clone()),
+        VimError::Http(status, body) => VimError::Http(*status, body.clone()),
+        VimError::Protocol(msg) => VimError::Protocol(msg.clone()),
+        VimError::Transport(e) => {
+            let kind = if e.is_timeout() {
+                ErrorKind::Timeout
+            } else {
+                ErrorKind::Unavailable
+            };
+            return Error::new(kind, format!("cannot reach the SOAP endpoint: {e}"))
+                .temporary()
+                .context_for(PROVIDER_TYPE, operation, resource);
+        }
+        VimError::Xml(e) => {
+            return Error::internal(format!("unreadable SOAP reply: {e}")).context_for(
+                PROVIDER_TYPE,
+                operation,
+                resource,
+            );
+        }
+    };
+    to_core_error(copy, operation, resource)
+}
+
 /// Maps a client failure to a core error for `operation` on `resource`: the one place a
 /// vim25 failure becomes a [`virtrigaud_core::Error`] (kind, retry status, provider,
 /// operation, resource, and the [`SoapFault`] or transport error as its source).

@@ -19,9 +19,23 @@
 //!   (`vm-57`); find it with [`VsphereProvider::find_vm_by_path`] or
 //!   [`VsphereProvider::find_vm_by_name`].
 //! * Power: `runtime.powerState` plus `guest.guestState` (`shuttingDown` reads as
-//!   [`virtrigaud_core::PowerState::ShuttingDown`]). `watch_power_state` is push-based: a
-//!   private PropertyCollector with a filter, read with `WaitForUpdatesEx` long polls. Tasks are
-//!   awaited the same way (one read when the task is already done).
+//!   [`virtrigaud_core::PowerState::ShuttingDown`]). `watch_power_state` is push-based and
+//!   shared: the provider (and its clones) has ONE PropertyCollector, one filter per watched
+//!   VM and ONE `WaitForUpdatesEx` loop that routes each object update to that VM's
+//!   subscribers, so the collectors and long polls stay at one whatever the number of
+//!   concurrent shutdowns. A VM's filter is created by its first watch (`CreateFilter`; a
+//!   long poll already out is cut short with `CancelWaitForUpdates` so the new filter's
+//!   current values arrive at once) and destroyed with its last stream
+//!   (`DestroyPropertyFilter`); the collector is created by the first watch and destroyed
+//!   with the last one. A watch returns once the loop has the VM's current values (its
+//!   baseline) and then yields one state per object update after it (a batched off-then-on
+//!   reports both); only values the server sent are reported. After a re-login the loop
+//!   rebuilds the collector and its filters and reports what changed in the gap; any other
+//!   failure of the loop ends every stream with that error (the engine then polls) and the
+//!   next watch builds a new collector. A deleted VM ends its streams with `NotFound`.
+//!   [`VsphereProvider::method_calls`] counts requests per method (sent, in flight, peak in
+//!   flight); [`VsphereProvider::watched_vms`] counts the filters. Tasks are awaited with a
+//!   private collector per task (one read first, which settles tasks already done).
 //!   `poweredOff` is `Off(Unknown)` whatever stopped the VM (vim25 does not say whether the
 //!   guest shut down or the VM was powered off hard), so this provider never reports
 //!   `Off(Destroyed)`, and the shutdown engine never takes a guest shutdown for a
@@ -122,8 +136,8 @@
 //!   operation file; `guest_ops.rs`: [`GuestOpsPreStop`] (the guest-operation calls and
 //!   their fault mapping);
 //! * the operations: `power.rs` (state, incarnation, power-on/off, suspend, reset, the Tools
-//!   channel), `watch.rs` (the pushed power-state stream), `describe.rs` (`describe`,
-//!   `list_vms`, `vm_capabilities`), `inventory.rs` (placement inventory, finding VMs),
+//!   channel), `watch.rs` (the shared power-state watch: one collector, one long-poll
+//!   loop), `describe.rs` (`describe`, `list_vms`, `vm_capabilities`), `inventory.rs` (placement inventory, finding VMs),
 //!   `reconfigure.rs`, `snapshot.rs`, `clone.rs`, `create.rs` (validation, create with its
 //!   rollback, delete) with `placement.rs` (datacenter, compute, datastore and NIC steps),
 //!   `image.rs` ([`VsphereImageSink`]) with `image_place.rs` (the image folder, datastore
@@ -135,9 +149,10 @@
 //!   the argv quoting, `GuestProcessInfo`), `labels.rs` (labels and user data in
 //!   `extraConfig`);
 //! * the SOAP plumbing: `task.rs` (run and await tasks), `collector.rs` (property reads,
-//!   container views, the `WaitForUpdatesEx` waiter), `client.rs` (the one send point, where
-//!   requests are counted: [`VsphereProvider::api_calls`]), `session.rs` (URL, TLS, cookie,
-//!   login state);
+//!   container views, collectors, filters and `WaitForUpdatesEx` long polls, the per-task
+//!   waiter), `client.rs` (the one send point, where requests are counted:
+//!   [`VsphereProvider::api_calls`], per method [`VsphereProvider::method_calls`]),
+//!   `session.rs` (URL, TLS, cookie, login state);
 //! * at the bottom: `types.rs` (`MoRef`, `Props`), `error.rs` ([`SoapFault`] and
 //!   `to_core_error`, the one mapping to core errors), `xml.rs`, `datetime.rs`
 //!   (`xsd:dateTime` values), `config.rs`.
@@ -264,6 +279,7 @@ mod vm_api;
 mod watch;
 mod xml;
 
+pub use client::MethodCalls;
 pub use clone::LINKED_CLONE_BASE;
 pub use config::{GuestCredentials, TlsVerification, VsphereConfig};
 pub use error::SoapFault;

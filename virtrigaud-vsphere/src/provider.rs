@@ -14,7 +14,7 @@ use virtrigaud_core::{
 };
 
 use crate::PROVIDER_TYPE;
-use crate::client::Client;
+use crate::client::{Client, MethodCalls};
 use crate::config::{CreateDefaults, VsphereConfig};
 use crate::error::to_core_error;
 use crate::{clone, create, describe, inventory, power, reconfigure, snapshot, watch};
@@ -27,6 +27,9 @@ use crate::{clone, create, describe, inventory, power, reconfigure, snapshot, wa
 pub struct VsphereProvider {
     client: Arc<Client>,
     defaults: Arc<CreateDefaults>,
+    /// The shared power-state watch: one property collector and one long poll for every
+    /// watched VM of this provider (and its clones).
+    watches: Arc<watch::WatchHub>,
 }
 
 impl VsphereProvider {
@@ -51,6 +54,7 @@ impl VsphereProvider {
         Ok(VsphereProvider {
             client,
             defaults: Arc::new(CreateDefaults::from_config(&config)),
+            watches: Arc::default(),
         })
     }
 
@@ -97,6 +101,25 @@ impl VsphereProvider {
     /// requests are sent; for measurements.
     pub fn api_calls(&self) -> u64 {
         self.client.api_calls()
+    }
+
+    /// The SOAP requests of one method (`"WaitForUpdatesEx"`, `"CreatePropertyCollector"`, …)
+    /// this provider has sent, has in flight now, and had in flight at most at once; for
+    /// measurements (e.g. that power-state watches share one long poll).
+    pub fn method_calls(&self, method: &str) -> MethodCalls {
+        self.client.method_calls(method)
+    }
+
+    /// The VMs whose power state is watched now: each is one filter on the provider's one
+    /// shared property collector (see the crate docs); for measurements.
+    pub fn watched_vms(&self) -> usize {
+        self.watches.watched()
+    }
+
+    /// Whether the shared property collector of the power-state watches exists now (it is
+    /// created by the first watch and destroyed when the last one ends); for measurements.
+    pub fn has_watch_collector(&self) -> bool {
+        self.watches.has_collector()
     }
 }
 
@@ -164,7 +187,9 @@ impl Provider for VsphereProvider {
     }
 
     async fn watch_power_state(&self, vm: &VmId) -> Result<Option<PowerStateStream>> {
-        watch::watch_power_state(&self.client, vm).await.map(Some)
+        watch::watch_power_state(&self.client, &self.watches, vm)
+            .await
+            .map(Some)
     }
 
     /// `PowerOnVM_Task` (`StartOptions::paused` is not supported and ignored).

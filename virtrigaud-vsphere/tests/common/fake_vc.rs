@@ -177,6 +177,8 @@ pub struct VcState {
     events: Vec<Event>,
     calls: Vec<String>,
     bodies: Vec<(String, String)>,
+    /// Versioned `WaitForUpdatesEx` requests still to fail (with a `SystemError` fault).
+    failing_waits: usize,
 }
 
 impl VcState {
@@ -205,6 +207,7 @@ impl FakeVc {
             events: Vec::new(),
             calls: Vec::new(),
             bodies: Vec::new(),
+            failing_waits: 0,
         })))
     }
     /// With guest operations answered as `ops`.
@@ -214,6 +217,11 @@ impl FakeVc {
     }
     pub fn calls(&self) -> Vec<String> {
         self.0.lock().expect("state").calls.clone()
+    }
+    /// The next `n` versioned `WaitForUpdatesEx` requests fail with a `SystemError` fault
+    /// (after 200 ms).
+    pub fn fail_next_waits(&self, n: usize) {
+        self.0.lock().expect("state").failing_waits = n;
     }
     /// Every request as (method, whole SOAP body), in order.
     pub fn bodies(&self) -> Vec<(String, String)> {
@@ -247,6 +255,16 @@ impl Respond for FakeVc {
             "CreatePropertyCollector" => ok(fx("vcsim-create-collector")),
             "CreateFilter" => ok(fx("vcsim-create-filter")),
             "DestroyPropertyCollector" => ok(fx("vcsim-destroy-collector")),
+            "DestroyPropertyFilter" => ok(fx("vcsim-destroy-collector").replace(
+                "DestroyPropertyCollectorResponse",
+                "DestroyPropertyFilterResponse",
+            )),
+            // Replies are scripted with delays, which cannot be cut short: the outstanding
+            // long poll returns when its delay is over.
+            "CancelWaitForUpdates" => ok(fx("vcsim-destroy-collector").replace(
+                "DestroyPropertyCollectorResponse",
+                "CancelWaitForUpdatesResponse",
+            )),
             "CurrentTime" => ok(fx("vcsim-current-time")),
             "RebootGuest" => match st.guest {
                 Guest::NoTools => fault(tools_unavailable_fault()),
@@ -358,6 +376,11 @@ impl Respond for FakeVc {
                     let changes = change("runtime.powerState", "VirtualMachinePowerState", power)
                         + &change("guest.guestState", "xsd:string", gs);
                     return ok(wait_reply(seen, "VirtualMachine", VM, "enter", &changes));
+                }
+                if st.failing_waits > 0 {
+                    st.failing_waits -= 1;
+                    return fault(vim_fault("SystemError", "the collector failed"))
+                        .set_delay(Duration::from_millis(200));
                 }
                 let from: usize = version.parse().unwrap_or(0);
                 let horizon = now + Duration::from_secs(max_wait);
