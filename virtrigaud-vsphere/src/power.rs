@@ -105,12 +105,40 @@ pub(crate) async fn reset(c: &Arc<Client>, vm: &VmId) -> Result<()> {
 
 /// VMware Tools' state: `guest.toolsRunningStatus`.
 pub(crate) async fn probe_agent(c: &Client, vm: &VmId) -> Result<AgentStatus> {
-    let p = vm_api::props(c, vm, &["guest.toolsRunningStatus"], "probe_agent").await?;
-    Ok(match p.str("guest.toolsRunningStatus") {
+    let p = vm_api::props(c, vm, &[TOOLS_PATH], "probe_agent").await?;
+    Ok(tools_status(&p))
+}
+
+const TOOLS_PATH: &str = "guest.toolsRunningStatus";
+
+fn tools_status(p: &Props) -> AgentStatus {
+    match p.str(TOOLS_PATH) {
         Some("guestToolsRunning") => AgentStatus::Connected,
         Some(_) => AgentStatus::NotConnected,
         None => AgentStatus::Unknown,
-    })
+    }
+}
+
+/// The power state and VMware Tools' state from one property read (the engine then skips
+/// its probe).
+pub(crate) async fn power_state_and_agent(
+    c: &Client,
+    vm: &VmId,
+) -> Result<(PowerState, Option<AgentStatus>)> {
+    const OP: &str = "power_state";
+    let paths = [POWER_PATHS[0], POWER_PATHS[1], TOOLS_PATH];
+    let p = vm_api::props(c, vm, &paths, OP).await?;
+    let state = power_state_of(&p).ok_or_else(|| {
+        Error::internal("VM has no runtime.powerState").context_for(
+            PROVIDER_TYPE,
+            OP,
+            Some(vm.as_str()),
+        )
+    })?;
+    Ok((
+        state,
+        Some(tools_status(&p)).filter(|s| *s != AgentStatus::Unknown),
+    ))
 }
 
 /// `ShutdownGuest` through VMware Tools (the agent channel; ACPI is `Unsupported`).

@@ -174,6 +174,10 @@ impl Provider for VsphereProvider {
         power::power_state(&self.client, vm).await
     }
 
+    async fn power_state_and_agent(&self, vm: &VmId) -> Result<(PowerState, Option<AgentStatus>)> {
+        power::power_state_and_agent(&self.client, vm).await
+    }
+
     /// The endpoint: `scheme://host:port` of the SDK URL (never its user information, path or
     /// query).
     fn instance_id(&self) -> String {

@@ -414,6 +414,13 @@ async fn graceful_shutdown_through_the_engine_counts_soap_calls() {
         report.provider_calls
     );
     assert!(calls <= 12, "{calls} SOAP calls for one graceful shutdown");
+    // Issue 18's budget: one read that also gives Tools' state, one signal, the confirming
+    // read, besides the (shared) watch subscription.
+    assert!(
+        report.provider_calls <= 4,
+        "{} provider calls for one graceful stop",
+        report.provider_calls
+    );
     p.start(&vm, &StartOptions::default())
         .await
         .expect("start again");
