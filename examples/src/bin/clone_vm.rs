@@ -5,7 +5,8 @@
 //! from a real VM (`--vm`); the scripted failure needs the simulator.
 //!
 //! ```text
-//! cargo run -p virtrigaud-examples --bin clone_vm -- --fast
+//! cargo run -p virtrigaud-examples --bin clone_vm -- --fast          # linked clones
+//! cargo run -p virtrigaud-examples --bin clone_vm -- --fast --full   # full copies
 //! cargo run -p virtrigaud-examples --features libvirt --bin clone_vm -- \
 //!     --provider-url qemu:///system --vm NAME
 //! ```
@@ -28,9 +29,12 @@ struct Args {
     /// Run on a paused (simulated) clock.
     #[arg(long)]
     fast: bool,
-    /// Make linked clones.
-    #[arg(long, default_value_t = true)]
+    /// Make linked clones, sharing the source's disks (the default).
+    #[arg(long, conflicts_with = "full")]
     linked: bool,
+    /// Make full clones, copying the source's disks.
+    #[arg(long)]
+    full: bool,
     /// The provider (default: the simulator); a real one needs `--vm`.
     #[arg(long, default_value = virtrigaud_examples::DEFAULT_PROVIDER_URL)]
     provider_url: String,
@@ -98,15 +102,19 @@ async fn run(args: Args) -> virtrigaud_core::Result<()> {
             println!("  event  {e}");
         }
     });
-    let mut c = clone_spec(&source, &format!("{source}-test"), args.linked);
+    // `--linked` and `--full` exclude each other; neither: linked.
+    let linked = args.linked || !args.full;
+    let mut c = clone_spec(&source, &format!("{source}-test"), linked);
     let r = orch.clone_vm(&src, &mut c, None).await?;
+    // Let the event printer catch up (here and below).
+    tokio::task::yield_now().await;
     println!(
-        "clone {}: linked={} customized={} powered_on={} phase={:?}\n",
+        "clone {}: {} clone, customized: {}, powered on: {}, phase {}\n",
         r.result.vm,
-        r.result.linked,
-        r.result.customized,
-        r.powered_on,
-        c.status.as_ref().and_then(|s| s.phase)
+        if r.result.linked { "linked" } else { "full" },
+        virtrigaud_examples::yes_no(r.result.customized),
+        virtrigaud_examples::yes_no(r.powered_on),
+        virtrigaud_examples::phase_name(c.status.as_ref().and_then(|s| s.phase))
     );
 
     let Some(sim) = sim else {
@@ -115,12 +123,13 @@ async fn run(args: Args) -> virtrigaud_core::Result<()> {
         return Ok(());
     };
     sim.inject_fault("start", ErrorKind::Internal);
-    let mut c = clone_spec(&source, "web-server-broken", args.linked);
-    match orch.clone_vm(&src, &mut c, None).await {
+    let mut c = clone_spec(&source, "web-server-broken", linked);
+    let second = orch.clone_vm(&src, &mut c, None).await;
+    tokio::task::yield_now().await;
+    match second {
         Ok(_) => println!("unexpected success"),
         Err(e) => println!("second clone failed as scripted: {e}"),
     }
-    tokio::task::yield_now().await;
     println!(
         "VMs on the simulator now: {} (source + first clone)",
         sim.vm_count()

@@ -4,8 +4,12 @@
 //! downloads from a URL instead.)
 //!
 //! ```text
-//! cargo run -p virtrigaud-examples --bin prepare_image -- --mib 64
+//! cargo run -p virtrigaud-examples --bin prepare_image -- --fast     # the retry wait simulated
+//! cargo run -p virtrigaud-examples --bin prepare_image -- --mib 64   # real time
 //! ```
+//!
+//! In a terminal each import shows a progress bar; with the output in a file or a pipe the
+//! bar is replaced by a progress line every eighth of the image.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,17 +20,23 @@ use clap::Parser;
 use futures::StreamExt;
 use virtrigaud_core::model::{Checksum, VMImage, VMImageSpec};
 use virtrigaud_core::orchestration::image::{
-    FileSink, ImagePreparer, ImageSource, ImageTarget, PrepareOptions, SourceStream,
+    FileSink, ImagePreparer, ImageSource, ImageTarget, PrepareOptions, PrepareReport, Progress,
+    SourceStream,
 };
 use virtrigaud_core::{Error, Result};
+use virtrigaud_examples::CurrentBar;
 
 #[derive(Parser, Debug)]
 #[command(about = "virtrigaud: VMImage preparation into a directory")]
 struct Args {
+    /// Run on a paused (simulated) clock: the wait before resuming takes no time.
+    #[arg(long)]
+    fast: bool,
     /// Size of the generated image, MiB.
     #[arg(long, default_value_t = 32)]
     mib: u64,
-    /// Directory to store the image in (default: a new temporary directory).
+    /// Directory to store the images in, kept (default: a temporary directory, removed at
+    /// the end).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
 }
@@ -57,6 +67,14 @@ impl ImageSource for Generated {
 }
 
 impl Generated {
+    /// `len` bytes; with `cut_once` the first connection drops half-way.
+    fn new(len: u64, cut_once: bool) -> Self {
+        Generated {
+            len,
+            cut_once: AtomicBool::new(cut_once),
+        }
+    }
+
     async fn open_impl(&self, offset: u64) -> Result<SourceStream> {
         let len = self.len;
         let cut = if self.cut_once.swap(false, Ordering::SeqCst) {
@@ -79,10 +97,7 @@ impl Generated {
 fn main() {
     virtrigaud_examples::init_tracing();
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match virtrigaud_examples::local_runtime(args.fast) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the tokio runtime: {e}");
@@ -95,54 +110,99 @@ fn main() {
     }
 }
 
+/// Moves the current bar on, or (bar hidden: output to a file or a pipe) prints a line.
+fn show_progress(bar: &CurrentBar, p: &Progress) {
+    if bar.is_drawn() {
+        bar.update(|b| {
+            if let Some(total) = p.total {
+                b.set_length(total);
+            }
+            b.set_position(p.bytes);
+            b.set_message(format!("attempt {}", p.attempt));
+        });
+        return;
+    }
+    let pct = p.total.map_or(0.0, |t| p.bytes as f64 * 100.0 / t as f64);
+    bar.print(format!(
+        "  progress  attempt {}  {:>6.1} MiB  {pct:>5.1}%",
+        p.attempt,
+        p.bytes as f64 / 1048576.0
+    ));
+}
+
+/// Prepares `image` (stored under its own name) from `source` with a progress bar, finished
+/// with what became of it.
+async fn import(
+    preparer: &ImagePreparer,
+    bar: &CurrentBar,
+    image: &mut VMImage,
+    source: &dyn ImageSource,
+    opts: &PrepareOptions,
+) -> Result<PrepareReport> {
+    let name = image.metadata.name.clone();
+    bar.start(virtrigaud_examples::progress_bar(
+        0,
+        &format!("  {name:<13} [{{bar:30}}] {{binary_bytes:>9}}/{{binary_total_bytes}}  {{msg}}"),
+    ));
+    let result = preparer
+        .prepare(image, &ImageTarget::new(name.as_str()), source, opts)
+        .await;
+    // Let the event printer catch up.
+    tokio::task::yield_now().await;
+    bar.finish(match &result {
+        Ok(r) if r.resumed > 0 => "ready (resumed)",
+        Ok(_) => "ready",
+        Err(_) => "failed",
+    });
+    result
+}
+
 async fn run(args: Args) -> Result<()> {
     let len = args.mib << 20;
-    let dir = match args.dir {
-        Some(d) => d,
-        None => {
-            let d = std::env::temp_dir().join(format!("virtrigaud-images-{}", std::process::id()));
+    // A temporary directory is removed when `temporary` drops, at the end of `run`.
+    let (dir, temporary) = match args.dir {
+        Some(d) => {
             std::fs::create_dir_all(&d)
                 .map_err(|e| Error::internal(format!("{}: {e}", d.display())))?;
-            d
+            (d, None)
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("virtrigaud-images-")
+                .tempdir()
+                .map_err(|e| Error::internal(format!("temporary directory: {e}")))?;
+            (t.path().to_path_buf(), Some(t))
         }
     };
-    let preparer =
-        ImagePreparer::new(Arc::new(FileSink::new(&dir))).on_progress(len / 8, move |p| {
-            let pct = p.total.map_or(0.0, |t| p.bytes as f64 * 100.0 / t as f64);
-            println!(
-                "  progress  attempt {}  {:>6.1} MiB  {pct:>5.1}%",
-                p.attempt,
-                p.bytes as f64 / 1048576.0
-            );
-        });
+    let bar = CurrentBar::default();
+    let shown = bar.clone();
+    let preparer = ImagePreparer::new(Arc::new(FileSink::new(&dir)))
+        .on_progress(len / 8, move |p| show_progress(&shown, &p));
     let mut events = preparer.events().subscribe();
+    let printer = bar.clone();
     tokio::spawn(async move {
         while let Ok(e) = events.recv().await {
-            println!("  event  {e}");
+            printer.print(format!("  event  {e}"));
         }
     });
     // First import: no expected checksum; the digest is computed while streaming.
-    let source = Generated {
-        len,
-        cut_once: AtomicBool::new(true),
-    };
+    let source = Generated::new(len, true);
     let mut image = VMImage::new("ubuntu-22-04", VMImageSpec::default());
     let t0 = tokio::time::Instant::now();
-    let r = preparer
-        .prepare(
-            &mut image,
-            &ImageTarget::new("ubuntu-22-04"),
-            &source,
-            &PrepareOptions::default(),
-        )
-        .await?;
-    tokio::task::yield_now().await;
+    let r = import(
+        &preparer,
+        &bar,
+        &mut image,
+        &source,
+        &PrepareOptions::default(),
+    )
+    .await?;
     let digest = r.digest.clone().unwrap_or_default();
     println!(
-        "ready: {} ({} bytes) in {:.2} s; attempts {}, resumed {}, sha256 {digest}\n",
+        "ready: {} ({} bytes) in {}; attempts {}, resumed {}, sha256 {digest}\n",
         r.image.reference,
         r.image.size_bytes,
-        t0.elapsed().as_secs_f64(),
+        virtrigaud_examples::duration(t0.elapsed()),
         r.attempts,
         r.resumed,
     );
@@ -152,20 +212,17 @@ async fn run(args: Args) -> Result<()> {
         |e: virtrigaud_core::model::ChecksumParseError| Error::invalid_spec(e.to_string()),
     )?);
     let mut image = VMImage::new("ubuntu-copy", VMImageSpec::default());
-    preparer
-        .prepare(
-            &mut image,
-            &ImageTarget::new("ubuntu-copy"),
-            &Generated {
-                len,
-                cut_once: AtomicBool::new(false),
-            },
-            &opts,
-        )
-        .await?;
+    import(
+        &preparer,
+        &bar,
+        &mut image,
+        &Generated::new(len, false),
+        &opts,
+    )
+    .await?;
     println!(
-        "verified copy: phase {:?}\n",
-        image.status.as_ref().and_then(|s| s.phase)
+        "verified copy: phase {}\n",
+        virtrigaud_examples::phase_name(image.status.as_ref().and_then(|s| s.phase))
     );
     // A wrong checksum fails and leaves no partial file.
     let mut wrong = PrepareOptions::default();
@@ -174,25 +231,31 @@ async fn run(args: Args) -> Result<()> {
     )?;
     wrong.checksum = Some(zero);
     let mut image = VMImage::new("tampered", VMImageSpec::default());
-    if let Err(e) = preparer
-        .prepare(
-            &mut image,
-            &ImageTarget::new("tampered"),
-            &Generated {
-                len,
-                cut_once: AtomicBool::new(false),
-            },
-            &wrong,
-        )
-        .await
+    if let Err(e) = import(
+        &preparer,
+        &bar,
+        &mut image,
+        &Generated::new(len, false),
+        &wrong,
+    )
+    .await
     {
-        println!("tampered image rejected: {e}");
+        println!("tampered image rejected: {e}\n");
     }
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .map_err(|e| Error::internal(e.to_string()))?
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect();
     files.sort();
-    println!("files in {}: {files:?}", dir.display());
+    println!(
+        "files in {}: {}{}",
+        dir.display(),
+        virtrigaud_examples::list(&files),
+        if temporary.is_some() {
+            " (a temporary directory, removed now: --dir DIR keeps them)"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }

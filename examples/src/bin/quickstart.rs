@@ -9,17 +9,21 @@
 //! cargo run -p virtrigaud-examples --bin quickstart -- --fast  # simulated time, instant
 //! # the same fleet shutdown on real VMs of any provider (feature of its name, or `full`):
 //! cargo run -p virtrigaud-examples --features libvirt --bin quickstart -- \
-//!     --provider-url qemu:///system --vm web-1 --vm db-1
+//!     --provider-url qemu:///system --vm web-1 --vm db-1 --grace 2m
 //! ```
+//!
+//! In a terminal a progress bar under the timeline counts the VMs that are off; with the
+//! output in a file or a pipe the bar is left out and the timeline and the table are the same.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use indicatif::ProgressBar;
 use virtrigaud_core::shutdown::{
-    ChannelPreference, FleetShutdown, MissingAgent, ShutdownEventKind, ShutdownManager,
-    ShutdownOutcome, ShutdownPolicy,
+    ChannelPreference, FleetShutdown, MissingAgent, ShutdownEvent, ShutdownEventKind,
+    ShutdownManager, ShutdownOutcome, ShutdownPolicy,
 };
 use virtrigaud_core::sim::GuestBehavior;
 use virtrigaud_core::{PowerState, Provider, VmId};
@@ -42,9 +46,9 @@ struct Args {
     /// VMs to shut down on a real provider (repeatable; the last one goes last).
     #[arg(long = "vm")]
     vms: Vec<String>,
-    /// Grace period for real VMs, seconds.
-    #[arg(long, default_value_t = 60)]
-    grace: u64,
+    /// Grace period for real VMs: a duration (`90s`, `2m`) or whole seconds.
+    #[arg(long, default_value = "60s", value_parser = virtrigaud_examples::parse_duration)]
+    grace: Duration,
 }
 
 fn secs(s: f64) -> Duration {
@@ -150,7 +154,7 @@ async fn run(args: Args) -> bool {
 }
 
 async fn run_remote(provider: Arc<dyn Provider>, args: &Args) -> bool {
-    let policy = ShutdownPolicy::with_grace(Duration::from_secs(args.grace));
+    let policy = ShutdownPolicy::with_grace(args.grace);
     let mut vms: Vec<(VmId, ShutdownPolicy)> = Vec::new();
     let mut describe = BTreeMap::new();
     for name in &args.vms {
@@ -180,38 +184,13 @@ async fn run_fleet(
     args: &Args,
 ) -> bool {
     let manager = ShutdownManager::new(provider);
-    let mut events = manager.subscribe();
+    let events = manager.subscribe();
     let start = tokio::time::Instant::now();
-    let printer = tokio::spawn(async move {
-        let mut last: BTreeMap<VmId, PowerState> = BTreeMap::new();
-        while let Ok(ev) = events.recv().await {
-            if let ShutdownEventKind::State(s) = &ev.kind
-                && last.insert(ev.vm.clone(), *s) == Some(*s)
-            {
-                continue;
-            }
-            let t = start.elapsed().as_secs_f64();
-            let what = match ev.kind {
-                ShutdownEventKind::Started { remaining, .. } => {
-                    format!("started, grace {:.1}s", remaining.as_secs_f64())
-                }
-                ShutdownEventKind::AgentProbed(status) => format!("agent probe: {status:?}"),
-                ShutdownEventKind::Signalled { channel, attempt } => {
-                    format!("shutdown request #{attempt} via {channel}")
-                }
-                ShutdownEventKind::SignalFailed { channel, error } => {
-                    format!("request via {channel} failed: {error}")
-                }
-                ShutdownEventKind::State(s) => format!("state: {s}"),
-                ShutdownEventKind::Forcing(reason) => {
-                    format!("powering off hard ({})", reason.as_str())
-                }
-                ShutdownEventKind::Finished(outcome) => format!("done: {outcome}"),
-                other => format!("{other:?}"),
-            };
-            println!("[{t:6.2}s] {:<13} {what}", ev.vm.as_str());
-        }
-    });
+    let bar = virtrigaud_examples::progress_bar(
+        describe.len() as u64,
+        "[{prefix}] [{bar:30}] {pos}/{len} VMs off  {wide_msg}",
+    );
+    let printer = tokio::spawn(print_events(events, start, bar.clone()));
 
     let simulated = virtrigaud_examples::is_simulator(&args.provider_url);
     println!(
@@ -236,6 +215,12 @@ async fn run_fleet(
     // Let the printer drain what is left.
     tokio::task::yield_now().await;
     printer.abort();
+    let done = if report.all_off() {
+        "all off"
+    } else {
+        "some VMs are not off"
+    };
+    virtrigaud_examples::finish_bar(&bar, done);
 
     println!(
         "\n{:<13} {:<44} {:<26} {:<8} {:>8}",
@@ -265,12 +250,84 @@ async fn run_fleet(
             Err(err) => println!("{:<13} {:<44} not started: {err}", e.vm.as_str(), what),
         }
     }
+    let counts: Vec<String> = report
+        .counts()
+        .iter()
+        .map(|(outcome, n)| format!("{n} {}", outcome.replace('_', " ")))
+        .collect();
     println!(
-        "\n{} VMs in {:.2}s: {:?}; all off: {}",
+        "\n{} VMs in {}: {}; all off: {}",
         entries.len(),
-        report.elapsed.as_secs_f64(),
-        report.counts(),
-        report.all_off()
+        virtrigaud_examples::duration(report.elapsed),
+        counts.join(", "),
+        if report.all_off() { "yes" } else { "no" }
     );
     report.all_off()
+}
+
+/// Prints the shutdown timeline above `bar` (one line per step, a repeated power state left
+/// out) and moves the bar on as VMs finish.
+async fn print_events(
+    mut events: tokio::sync::broadcast::Receiver<ShutdownEvent>,
+    start: tokio::time::Instant,
+    bar: ProgressBar,
+) {
+    let mut last: BTreeMap<VmId, PowerState> = BTreeMap::new();
+    while let Ok(ev) = events.recv().await {
+        if let ShutdownEventKind::State(s) = &ev.kind
+            && last.insert(ev.vm.clone(), *s) == Some(*s)
+        {
+            continue;
+        }
+        if matches!(ev.kind, ShutdownEventKind::Finished(_)) {
+            bar.inc(1);
+        }
+        let what = describe_event(&ev.kind);
+        bar.set_message(format!("{}: {what}", ev.vm));
+        let t = start.elapsed().as_secs_f64();
+        bar.set_prefix(format!("{t:6.2}s"));
+        virtrigaud_examples::print_above(&bar, format!("[{t:6.2}s] {:<13} {what}", ev.vm.as_str()));
+    }
+}
+
+/// One step of a shutdown in words.
+fn describe_event(kind: &ShutdownEventKind) -> String {
+    use virtrigaud_examples::duration;
+    match kind {
+        ShutdownEventKind::Started { remaining, resumed } => format!(
+            "{}, grace {}",
+            if *resumed { "resumed" } else { "started" },
+            duration(*remaining)
+        ),
+        ShutdownEventKind::Joined => "another request joined the shutdown".into(),
+        ShutdownEventKind::StaleLeaseDiscarded { reason } => {
+            format!("stale lease discarded ({reason})")
+        }
+        ShutdownEventKind::Disarmed { ok } => format!(
+            "server-side deadline {}",
+            if *ok { "disarmed" } else { "not disarmed" }
+        ),
+        ShutdownEventKind::Shortened { remaining } => {
+            format!("deadline moved earlier: {} left", duration(*remaining))
+        }
+        ShutdownEventKind::PreStop { detail, .. } => format!("preStop hook: {detail}"),
+        ShutdownEventKind::AgentProbed(status) => {
+            format!(
+                "agent probe: {}",
+                virtrigaud_examples::agent_status(*status)
+            )
+        }
+        ShutdownEventKind::Signalled { channel, attempt } => {
+            format!("shutdown request #{attempt} via {channel}")
+        }
+        ShutdownEventKind::SignalFailed { channel, error } => {
+            format!("request via {channel} failed: {error}")
+        }
+        ShutdownEventKind::State(s) => format!("state: {s}"),
+        ShutdownEventKind::Forcing(reason) => {
+            format!("powering off hard ({})", reason.as_str())
+        }
+        ShutdownEventKind::Finished(outcome) => format!("done: {outcome}"),
+        _ => "another step".into(),
+    }
 }

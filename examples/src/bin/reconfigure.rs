@@ -86,7 +86,11 @@ async fn run(args: Args) -> virtrigaud_core::Result<()> {
         ResourceChange::default().cpu(args.cpu).memory_mib(16384),
     ] {
         let plan = orch.plan_reconfigure(&vm, &change, &opts).await?;
-        println!("plan for {change:?}:\n  mode {:?}", plan.mode);
+        println!(
+            "plan for {}:\n  mode: {}",
+            virtrigaud_examples::resource_change(&change),
+            virtrigaud_examples::plan_mode(&plan.mode)
+        );
         for r in &plan.power_cycle_reasons {
             println!("  because {r}");
         }
@@ -94,9 +98,9 @@ async fn run(args: Args) -> virtrigaud_core::Result<()> {
         tokio::task::yield_now().await;
         let d = provider.describe(&vm).await?;
         println!(
-            "done: {} (downtime {:?}); now {} vCPUs, {} MiB, root {} GiB, {}\n",
+            "done: {} (downtime {}); now {} vCPUs, {} MiB, root {} GiB, {}\n",
             report.outcome.as_str(),
-            report.downtime,
+            virtrigaud_examples::optional_duration(report.downtime),
             d.cpu,
             d.memory_mib,
             d.disks.first().map_or(0, |disk| disk.size_gib),
@@ -104,8 +108,8 @@ async fn run(args: Args) -> virtrigaud_core::Result<()> {
         );
     }
     println!(
-        "status.lastReconfigureTime = {:?}",
-        status.last_reconfigure_time
+        "status.lastReconfigureTime = {}",
+        status.last_reconfigure_time.as_deref().unwrap_or("unset")
     );
     Ok(())
 }

@@ -14,12 +14,16 @@
 //! cargo run -p virtrigaud-examples --features proxmox --bin rolling_update -- \
 //!     --provider-url pve+https://pve1:8006 --replicas 3 --memory-mib 512 --disk-gib 1 --cleanup
 //! ```
+//!
+//! In a terminal a progress bar under the timeline counts the updated VMs of each phase;
+//! with the output in a file or a pipe the bar is left out.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
+use indicatif::ProgressBar;
 use virtrigaud_core::model::{
     AntiAffinity, ImagePhase, IntOrPercent, ObjectRef, RollingUpdate, StoredImage, UpdateStrategy,
     VMImage, VMImageSpec, VMImageStatus, VMPlacementPolicySpec, VMSet, VMSetSpec, VmDisk,
@@ -29,7 +33,7 @@ use virtrigaud_core::placement::{HostInfo, Resources, SolverPlacer};
 use virtrigaud_core::shutdown::ShutdownManager;
 use virtrigaud_core::vmset::{Health, RolloutEvent, SET_LABEL, VmSetReconciler, probe_fn};
 use virtrigaud_core::{ListOptions, Provider, VmDescription};
-use virtrigaud_examples::Backend;
+use virtrigaud_examples::{Backend, CurrentBar};
 
 #[derive(Parser, Debug)]
 #[command(about = "virtrigaud: rolling update of a 10-VM set (on the simulator by default)")]
@@ -164,7 +168,10 @@ fn describe(e: &RolloutEvent) -> Option<String> {
             )
         }
         RolloutEvent::Creating { vm, placement, .. } => format!("  + {vm} at {placement}"),
-        RolloutEvent::Stopping { vm, reason, .. } => format!("  - {vm} stopping ({reason:?})"),
+        RolloutEvent::Stopping { vm, reason, .. } => format!(
+            "  - {vm} stopping ({})",
+            virtrigaud_examples::removal_reason(*reason)
+        ),
         RolloutEvent::Deleted { vm, shutdown, .. } => format!("  - {vm} deleted after {shutdown}"),
         RolloutEvent::CreateFailed { vm, error, .. } => format!("  ! {vm}: {error}"),
         RolloutEvent::RemoveFailed { vm, error, .. } => format!("  ! {vm}: {error}"),
@@ -176,6 +183,50 @@ fn describe(e: &RolloutEvent) -> Option<String> {
         RolloutEvent::Converged { template_hash, .. } => format!("  converged on {template_hash}"),
         _ => return None,
     })
+}
+
+/// The bar of one phase: the set's members on template `version` out of `replicas`.
+fn phase_bar(replicas: i32, version: &str) -> ProgressBar {
+    let bar = virtrigaud_examples::progress_bar(
+        u64::try_from(replicas).unwrap_or(0),
+        &format!("[{{prefix}}] {version} [{{bar:30}}] {{pos}}/{{len}} updated, {{msg}}"),
+    );
+    bar.set_prefix("  0.00s");
+    bar.set_message("0 available");
+    bar
+}
+
+/// Prints the rollout's timeline (a line repeated is left out) and moves the current bar on
+/// as a pass observes updated members.
+async fn print_events(
+    mut events: tokio::sync::broadcast::Receiver<RolloutEvent>,
+    start: tokio::time::Instant,
+    bar: CurrentBar,
+) {
+    let mut last = String::new();
+    while let Ok(e) = events.recv().await {
+        let t = start.elapsed().as_secs_f64();
+        if let RolloutEvent::Observed {
+            replicas,
+            updated,
+            available,
+            ..
+        } = &e
+        {
+            bar.update(|b| {
+                b.set_length(u64::from(*replicas));
+                b.set_position(u64::from(*updated));
+                b.set_prefix(format!("{t:6.2}s"));
+                b.set_message(format!("{available} available"));
+            });
+        }
+        if let Some(line) = describe(&e)
+            && line != last
+        {
+            bar.print(format!("[{t:6.2}s] {line}"));
+            last = line;
+        }
+    }
 }
 
 async fn run(args: Args) -> bool {
@@ -246,18 +297,9 @@ async fn run(args: Args) -> bool {
     }
 
     let start = tokio::time::Instant::now();
-    let mut events = reconciler.subscribe();
-    let printer = tokio::spawn(async move {
-        let mut last = String::new();
-        while let Ok(e) = events.recv().await {
-            if let Some(line) = describe(&e)
-                && line != last
-            {
-                println!("[{:6.2}s] {line}", start.elapsed().as_secs_f64());
-                last = line;
-            }
-        }
-    });
+    let events = reconciler.subscribe();
+    let bar = CurrentBar::default();
+    let printer = tokio::spawn(print_events(events, start, bar.clone()));
 
     let interval = Duration::from_millis(500);
     let v1 = web_set(&args, "v1", args.memory_mib);
@@ -267,15 +309,18 @@ async fn run(args: Args) -> bool {
         args.replicas,
         virtrigaud::redact_url(&args.provider_url)
     );
+    bar.start(phase_bar(args.replicas, "v1"));
     if let Err(e) = reconciler
         .run_until_converged(&v1, interval, args.rounds)
         .await
     {
+        bar.finish("v1 did not converge");
         eprintln!("v1 did not converge: {e}");
         return false;
     }
     // Let the printer catch up before the next phase.
     tokio::time::sleep(Duration::from_millis(1)).await;
+    bar.finish("v1 converged");
     let v2 = web_set(&args, "v2", args.memory_mib * 2);
     let (u, s) = v2
         .spec
@@ -284,23 +329,28 @@ async fn run(args: Args) -> bool {
         .and_then(|s| s.rolling_update.clone())
         .unwrap_or_default()
         .resolve(v2.spec.replicas());
-    println!(
+    bar.start(phase_bar(args.replicas, "v2"));
+    bar.print(format!(
         "\nrolling out v2 (memory {} MiB -> {} MiB): maxUnavailable {u}, maxSurge {s}",
         args.memory_mib,
         args.memory_mib * 2
-    );
+    ));
     let result = reconciler
         .run_until_converged(&v2, interval, args.rounds)
         .await;
     tokio::task::yield_now().await;
     printer.abort();
+    bar.finish(match &result {
+        Ok(_) => "v2 converged",
+        Err(_) => "v2 did not converge",
+    });
 
     let mut opts = ListOptions::default();
     opts.labels.insert(SET_LABEL.into(), args.set_name.clone());
     let mut vms = provider.list_vms(&opts).await.unwrap_or_default();
     vms.sort_by(|a, b| (a.name.len(), &a.name).cmp(&(b.name.len(), &b.name)));
     println!(
-        "\n{:<8} {:<8} {:<8} {:<10} {:>8}",
+        "\n{:<8} {:<8} {:<8} {:<10} {:>9}",
         "VM", "version", "host", "state", "memory"
     );
     for vm in &vms {
@@ -316,8 +366,8 @@ async fn run(args: Args) -> bool {
     let ok = match result {
         Ok(_) => {
             println!(
-                "\nrollout complete in {:.1}s",
-                start.elapsed().as_secs_f64()
+                "\nrollout complete in {}",
+                virtrigaud_examples::duration(start.elapsed())
             );
             true
         }

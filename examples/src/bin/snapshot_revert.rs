@@ -83,9 +83,14 @@ async fn run(args: Args) -> virtrigaud_core::Result<()> {
         let r = orch
             .create_snapshot(&vm, &mut snap, &SnapshotCreateOptions::default())
             .await?;
+        // Let the event printer catch up (here and below).
+        tokio::task::yield_now().await;
         println!(
-            "snapshot {name}: id {} quiesced={} memory={} pruned={:?}",
-            r.info.id, r.quiesced, r.memory, r.pruned
+            "snapshot {name}: id {}, quiesced: {}, memory: {}, pruned: {}",
+            r.info.id,
+            virtrigaud_examples::yes_no(r.quiesced),
+            virtrigaud_examples::yes_no(r.memory),
+            virtrigaud_examples::list(&r.pruned)
         );
         snaps.push(snap);
     }
@@ -97,6 +102,7 @@ async fn run(args: Args) -> virtrigaud_core::Result<()> {
         &mut st,
     )
     .await?;
+    tokio::task::yield_now().await;
     println!(
         "after the change: {} vCPUs",
         provider.describe(&vm).await?.cpu
@@ -114,10 +120,12 @@ async fn run(args: Args) -> virtrigaud_core::Result<()> {
         "after the revert: {} vCPUs, {}, revertToRef cleared: {}",
         d.cpu,
         d.power_state,
-        obj.spec
-            .snapshot
-            .as_ref()
-            .is_some_and(|s| s.revert_to_ref.is_none())
+        virtrigaud_examples::yes_no(
+            obj.spec
+                .snapshot
+                .as_ref()
+                .is_some_and(|s| s.revert_to_ref.is_none())
+        )
     );
     Ok(())
 }

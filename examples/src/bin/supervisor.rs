@@ -88,13 +88,14 @@ async fn run(args: Args) -> virtrigaud_core::Result<()> {
     config.restart_backoff = Duration::from_secs(1);
     config.min_uptime = Duration::from_secs(2);
     let sup = Supervisor::spawn(orch, vm.clone(), strategy, config);
+    let strategy = virtrigaud_examples::serde_name(&strategy);
     tokio::time::sleep(Duration::from_secs(3)).await;
     println!(
-        "[{strategy:?}] after start-up: {}",
+        "[{strategy}] after start-up: {}",
         provider.power_state(&vm).await?
     );
 
-    println!("[{strategy:?}] the guest shuts itself down cleanly ...");
+    println!("[{strategy}] the guest shuts itself down cleanly ...");
     let _ = provider
         .request_shutdown(
             &vm,
@@ -104,29 +105,29 @@ async fn run(args: Args) -> virtrigaud_core::Result<()> {
         .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     println!(
-        "[{strategy:?}] 5 s later: {} (restarts so far: {})",
+        "[{strategy}] 5 s later: {} (restarts so far: {})",
         provider.power_state(&vm).await?,
         sup.status().restarts
     );
 
-    println!("[{strategy:?}] user action: start, then stop with gracePeriodSeconds 10");
+    println!("[{strategy}] user action: start, then stop with gracePeriodSeconds 10");
     match sup.action(LifecycleAction::start()).await {
-        Ok(s) => println!("  start -> {:?}", s.state),
+        Ok(s) => println!("  start -> {}", virtrigaud_examples::serde_name(&s.state)),
         Err(e) => println!("  start refused: {e}"),
     }
     match sup
         .action(LifecycleAction::stop().with_grace_period_seconds(10))
         .await
     {
-        Ok(s) => println!("  stop -> {:?}", s.state),
+        Ok(s) => println!("  stop -> {}", virtrigaud_examples::serde_name(&s.state)),
         Err(e) => println!("  stop failed: {e}"),
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     let st = sup.status();
     println!(
-        "[{strategy:?}] final: {} phase {:?} restarts {}",
+        "[{strategy}] final: {}, supervisor {}, restarts {}",
         provider.power_state(&vm).await?,
-        st.phase,
+        virtrigaud_examples::supervisor_phase(st.phase),
         st.restarts
     );
     sup.shutdown().await;

@@ -212,7 +212,7 @@ impl Store {
                 let (a, k) = (a.unwrap_or_default(), k.unwrap_or_default());
                 let kind = Kind::of(a, k).ok_or_else(|| {
                     Rejected::Unplaceable(format!(
-                        "kind {k:?} of {a:?} is not one the example reconciles"
+                        "kind \"{k}\" of \"{a}\" is not one the example reconciles"
                     ))
                 })?;
                 self.store(kind, doc)
