@@ -18,6 +18,7 @@ use crate::armed::Armed;
 use crate::config::{KubeVirtConfig, RolloutStrategy, endpoint_identity};
 use crate::error::{Call, KubeError, to_core_error};
 use crate::id::VmRef;
+use crate::shared::SharedWatches;
 use crate::state::{StateError, power_state_of};
 use crate::stats::ApiStats;
 use crate::types::{KubeVirt, VirtualMachine, VirtualMachineInstance};
@@ -57,6 +58,8 @@ pub(crate) struct Connection {
     pub(crate) stats: ApiStats,
     /// `scheme://host:port[/path]` of the API server, without credentials (`""`: unknown).
     pub(crate) endpoint: String,
+    /// The shared VM / VMI watches (one pair per namespace while anyone subscribes).
+    pub(crate) shared: SharedWatches,
     /// What our pending stop requests changed, per `namespace/name` (for `cancel_shutdown`).
     armed: Mutex<HashMap<String, Armed>>,
 }
@@ -90,6 +93,7 @@ impl Connection {
             namespace,
             stats,
             endpoint,
+            shared: SharedWatches::default(),
             armed: Mutex::default(),
         }
     }

@@ -13,12 +13,22 @@ use crate::config::RolloutStrategy;
 use crate::error::to_core_error;
 use crate::id::VmRef;
 use crate::quantity::quantity_to_mib;
-use crate::state::{vmi_active, vmi_phase};
+use crate::state::{power_state_of, vmi_active, vmi_phase};
 use crate::types::{CpuSpec, VirtualMachine, VirtualMachineInstance, condition_true};
 
 impl Connection {
     /// The power state now.
+    /// The power state. While a power-state stream of `r` is open and its shared watch has
+    /// caught up with that stream's baseline read, a state other than `Off` is answered from
+    /// the watch (no request); `Off` is always read from the wire, so a watch never ends a
+    /// shutdown alone (the engine confirms a pushed `Off` with this read).
     pub(crate) async fn power_state(&self, r: &VmRef) -> Result<PowerState> {
+        if let Some((vm, vmi)) = self.shared.current(r)
+            && let Ok(s) = power_state_of(&vm, vmi.as_ref())
+            && !s.is_off()
+        {
+            return Ok(s);
+        }
         let (vmo, vmi) = self.read(r, "power_state").await?;
         derive(&vmo, vmi.as_ref(), "power_state", r)
     }

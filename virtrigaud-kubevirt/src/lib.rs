@@ -11,7 +11,20 @@
 //!   `status.stateChangeRequests` and the VMI's grace period — see [`power`](crate::StopOutcome)).
 //! - The power state combines the VM's `printableStatus` and the VMI's `phase` conservatively
 //!   ([`state`] has the table); [`virtrigaud_core::Provider::watch_power_state`] pushes changes
-//!   from two watches, and every wait is watch-based.
+//!   from the namespace's shared watches, and every wait is watch-based.
+//! - Shared watches (fleet scale): one VM watch and one VMI watch per namespace, opened by the
+//!   first power-state stream or wait of that namespace and closed with the last, fan out to
+//!   every subscriber, so the watches open stay constant in the number of concurrent stops. A
+//!   subscriber is anchored to its own baseline read (the VM's and VMI's `resourceVersion`)
+//!   and hears nothing until the watch has caught up with it, so a lagging watch never pushes
+//!   an older state (nor `Off` early); then it gets the deduplicated derived states, and
+//!   `NotFound` when the VM is deleted. While a stream of a VM is open and caught up,
+//!   [`virtrigaud_core::Provider::power_state`] answers states other than `Off` from the watch
+//!   (`Off` is always read from the wire: the engine confirms a pushed `Off` with that read)
+//!   and `request_shutdown` with [`PowerApi::RunStrategy`] plans from it (its JSON patches'
+//!   `test` operations turn a stale view into a conflict, answered by re-reading). A graceful
+//!   stop then sends 6 requests; [`KubeVirtProvider::api_stats`] counts the watch streams
+//!   opened and open ([`ApiStatsSnapshot::peak_open_watches`]).
 //! - Grace periods follow KubeVirt: the engine's one grace period becomes the stop's `gracePeriod`
 //!   (the VMI's `terminationGracePeriodSeconds`), KubeVirt forces the guest off when it expires,
 //!   a grace in flight is only ever shortened (the shorter of racing stops wins), and
@@ -70,7 +83,7 @@
 //!   objects are changed with merge / JSON patches (never whole-object PUTs).
 //! - Layout: `provider.rs` (the struct, thin trait impls) → one file per group of operations
 //!   (`power`, `stop`, `lifecycle` (the status query), `describe`, `create`, `reconfigure`,
-//!   `snapshot`, `clone`, `watch`) → `client.rs` (the wire: one `Connection`; requests counted once, in the client's
+//!   `snapshot`, `clone`, `watch`; `shared`, the namespace watches) → `client.rs` (the wire: one `Connection`; requests counted once, in the client's
 //!   HTTP stack, see [`KubeVirtProvider::api_calls`]) → leaves (`state`, `types`, `error`, …).
 //!
 //! ## Known gaps
@@ -149,6 +162,7 @@ mod power;
 mod provider;
 mod quantity;
 mod reconfigure;
+mod shared;
 mod snapshot;
 pub mod state;
 mod stats;

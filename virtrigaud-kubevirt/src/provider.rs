@@ -20,7 +20,7 @@ use virtrigaud_core::{
 };
 
 use crate::PROVIDER_TYPE;
-use crate::client::{Connection, Sub, derive};
+use crate::client::{Connection, Sub};
 use crate::config::{ConnectOptions, KubeVirtConfig, PowerApi, RolloutStrategy};
 use crate::error::to_core_error;
 use crate::id::VmRef;
@@ -288,9 +288,11 @@ impl Provider for KubeVirtProvider {
 
     async fn watch_power_state(&self, vm: &VmId) -> Result<Option<PowerStateStream>> {
         let r = self.vm_ref(vm)?;
-        let (vmo, vmi) = self.conn.read(&r, "watch_power_state").await?;
-        let baseline = derive(&vmo, vmi.as_ref(), "watch_power_state", &r).ok();
-        Ok(Some(self.conn.power_state_stream(&r, baseline).boxed()))
+        let (_, sub) = self
+            .conn
+            .subscribe_power_state(&r, true, "watch_power_state")
+            .await?;
+        Ok(Some(sub.boxed()))
     }
 
     async fn start(&self, vm: &VmId, opts: &StartOptions) -> Result<()> {

@@ -20,11 +20,25 @@ struct Detail {
     watch_requests: AtomicU64,
     watch_events: AtomicU64,
     conflict_retries: AtomicU64,
+    /// Watch streams (kube-runtime watchers) opened so far.
+    watches_opened: AtomicU64,
+    /// Watch streams open now.
+    open_watches: AtomicU64,
+    /// The most watch streams ever open at once.
+    peak_open_watches: AtomicU64,
 }
 
 impl ApiStats {
     pub(crate) fn watch_event(&self) {
         self.detail.watch_events.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts one watch stream open until the guard is dropped.
+    pub(crate) fn watch_opened(&self) -> OpenWatch {
+        let d = &self.detail;
+        d.watches_opened.fetch_add(1, Ordering::Relaxed);
+        let now = d.open_watches.fetch_add(1, Ordering::Relaxed) + 1;
+        d.peak_open_watches.fetch_max(now, Ordering::Relaxed);
+        OpenWatch(Arc::clone(&self.detail))
     }
     pub(crate) fn conflict_retry(&self) {
         self.detail.conflict_retries.fetch_add(1, Ordering::Relaxed);
@@ -39,6 +53,9 @@ impl ApiStats {
             watch_requests: self.detail.watch_requests.load(Ordering::Relaxed),
             watch_events: self.detail.watch_events.load(Ordering::Relaxed),
             conflict_retries: self.detail.conflict_retries.load(Ordering::Relaxed),
+            watches_opened: self.detail.watches_opened.load(Ordering::Relaxed),
+            open_watches: self.detail.open_watches.load(Ordering::Relaxed),
+            peak_open_watches: self.detail.peak_open_watches.load(Ordering::Relaxed),
         }
     }
     /// Counts one HTTP request (the one place requests are counted).
@@ -50,7 +67,19 @@ impl ApiStats {
     }
 }
 
-/// A copy of a provider's counters; subtract two to measure one operation.
+/// One open watch stream, counted in [`ApiStats`] until dropped.
+#[derive(Debug)]
+pub(crate) struct OpenWatch(Arc<Detail>);
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.open_watches.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A copy of a provider's counters; subtract two to measure one operation (the two gauges,
+/// [`ApiStatsSnapshot::open_watches`] and [`ApiStatsSnapshot::peak_open_watches`], keep the
+/// later snapshot's value).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ApiStatsSnapshot {
@@ -64,6 +93,14 @@ pub struct ApiStatsSnapshot {
     pub watch_events: u64,
     /// Optimistic-concurrency conflicts (409 / failed JSON-patch `test`) answered by re-reading.
     pub conflict_retries: u64,
+    /// Watch streams opened (each one is a list, then long-polling watch requests, re-listing
+    /// after a desync). The provider shares them: one VM watch and one VMI watch per namespace
+    /// while any power-state stream or wait of that namespace is alive.
+    pub watches_opened: u64,
+    /// Watch streams open now (a gauge).
+    pub open_watches: u64,
+    /// The most watch streams open at once since the provider was made (a gauge).
+    pub peak_open_watches: u64,
 }
 
 impl std::ops::Sub for ApiStatsSnapshot {
@@ -74,6 +111,9 @@ impl std::ops::Sub for ApiStatsSnapshot {
             watch_requests: self.watch_requests.saturating_sub(rhs.watch_requests),
             watch_events: self.watch_events.saturating_sub(rhs.watch_events),
             conflict_retries: self.conflict_retries.saturating_sub(rhs.conflict_retries),
+            watches_opened: self.watches_opened.saturating_sub(rhs.watches_opened),
+            open_watches: self.open_watches,
+            peak_open_watches: self.peak_open_watches,
         }
     }
 }

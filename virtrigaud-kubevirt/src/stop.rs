@@ -65,16 +65,45 @@ impl Connection {
         grace: Option<i64>,
         op: &'static str,
     ) -> Result<StopOutcome> {
-        let (outcome, armed) = self
-            .retry_conflicts(|| async {
-                let (vm, vmi) = self.read(r, op).await?;
-                self.try_stop(r, &vm, vmi.as_ref(), grace, op).await.ctx(
-                    PROVIDER_TYPE,
-                    op,
-                    &r.to_string(),
-                )
+        // Within a watched stop the first attempt plans from the shared watch (caught up with
+        // the stream's baseline read): every change it makes is a JSON patch whose `test`
+        // pins what it planned from, so a stale view fails as a conflict and is re-read.
+        let mut watched = match self.config.power_api {
+            PowerApi::RunStrategy => self.shared.current(r),
+            PowerApi::Subresources => None,
+        };
+        let from_watch = watched.is_some();
+        let (mut outcome, mut armed) = self
+            .retry_conflicts(|| {
+                let pair = watched.take();
+                async move {
+                    let (vm, vmi) = match pair {
+                        Some(pair) => pair,
+                        None => self.read(r, op).await?,
+                    };
+                    self.try_stop(r, &vm, vmi.as_ref(), grace, op).await.ctx(
+                        PROVIDER_TYPE,
+                        op,
+                        &r.to_string(),
+                    )
+                }
             })
             .await?;
+        if from_watch && outcome == StopOutcome::AlreadyStopping {
+            // "A stop is already in flight, send nothing" from a view that may lag would leave
+            // the guest unasked until the hard power-off: that one decision is made again
+            // from a fresh read.
+            (outcome, armed) = self
+                .retry_conflicts(|| async {
+                    let (vm, vmi) = self.read(r, op).await?;
+                    self.try_stop(r, &vm, vmi.as_ref(), grace, op).await.ctx(
+                        PROVIDER_TYPE,
+                        op,
+                        &r.to_string(),
+                    )
+                })
+                .await?;
+        }
         if !armed.is_empty() {
             let mut map = self.armed_lock();
             match map.get_mut(&r.to_string()) {

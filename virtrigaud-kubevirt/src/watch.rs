@@ -1,101 +1,33 @@
-//! Watches: the (VM, VMI) pair stream behind `watch_power_state`, and the one watch-based
-//! wait for a power state.
+//! Watches: the power-state stream behind `watch_power_state` and the one watch-based wait
+//! for a power state, both over the namespace's shared watches ([`crate::shared`]).
 
 use std::time::Duration;
 
-use futures::stream::{self, BoxStream};
-use futures::{Stream, StreamExt, TryFutureExt};
-use kube::runtime::{WatchStreamExt, watcher};
+use futures::{StreamExt, TryFutureExt};
 use virtrigaud_core::{Error, PowerState, Result, ResultExt};
 
 use crate::PROVIDER_TYPE;
-use crate::client::Connection;
-use crate::error::to_core_error;
+use crate::client::{Connection, derive};
 use crate::id::VmRef;
-use crate::state::power_state_of;
-use crate::stats::ApiStats;
-use crate::types::{VirtualMachine, VirtualMachineInstance};
+use crate::shared::Subscription;
 
 impl Connection {
-    /// A stream of (VM, VMI) pairs from two watches (field selector on the name): the first item
-    /// reflects the state when both initial listings completed, then one item per change.
-    pub(crate) fn pair_stream(
+    /// Power states of `r` from now on (deduplicated), from the namespace's shared watches.
+    /// Subscribes first, then reads the VM and its VMI (the baseline: nothing older than this
+    /// read is ever pushed, and the baseline's state is not repeated). Yields `NotFound` and
+    /// ends when the VM is deleted. `seen`: whether the baseline's own state counts as already
+    /// seen (`false`: the first state is pushed too).
+    pub(crate) async fn subscribe_power_state(
         &self,
         r: &VmRef,
-    ) -> BoxStream<'static, Result<(Option<VirtualMachine>, Option<VirtualMachineInstance>)>> {
-        #[allow(clippy::large_enum_variant)] // short-lived, one per event
-        enum Side {
-            Vm(watcher::Event<VirtualMachine>),
-            Vmi(watcher::Event<VirtualMachineInstance>),
-        }
-        let wc = watcher::Config::default().fields(&format!("metadata.name={}", r.name));
-        let a = watcher(self.api::<VirtualMachine>(&r.namespace), wc.clone())
-            .default_backoff()
-            .map(|e| e.map(Side::Vm));
-        let b = watcher(self.api::<VirtualMachineInstance>(&r.namespace), wc)
-            .default_backoff()
-            .map(|e| e.map(Side::Vmi));
-        let stats = self.stats.clone();
-        let res = r.to_string();
-        stream::select(a, b)
-            .scan(
-                (Mirror::default(), Mirror::default()),
-                move |(vm, vmi), ev| {
-                    let out = match ev {
-                        Err(e) => Some(Err(to_core_error(e, "watch", Some(&res)))),
-                        Ok(side) => {
-                            let changed = match side {
-                                Side::Vm(ev) => vm.apply(ev, &stats),
-                                Side::Vmi(ev) => vmi.apply(ev, &stats),
-                            };
-                            (changed && vm.ready && vmi.ready)
-                                .then(|| Ok((vm.current.clone(), vmi.current.clone())))
-                        }
-                    };
-                    futures::future::ready(Some(out))
-                },
-            )
-            .filter_map(futures::future::ready)
-            .boxed()
-    }
-
-    /// Power states of `r` from now on (deduplicated). Yields `NotFound` and ends when the VM is deleted.
-    pub(crate) fn power_state_stream(
-        &self,
-        r: &VmRef,
-        last: Option<PowerState>,
-    ) -> impl Stream<Item = Result<PowerState>> + Send + 'static {
-        let pairs = self.pair_stream(r);
-        let r = r.clone();
-        stream::unfold((pairs, last, false), move |(mut pairs, last, done)| {
-            let r = r.clone();
-            async move {
-                if done {
-                    return None;
-                }
-                loop {
-                    match pairs.next().await? {
-                        Err(e) => {
-                            tracing::debug!(error = %e, "power-state watch error (retrying with backoff)")
-                        }
-                        Ok((None, _)) => {
-                            let e = Error::not_found("VirtualMachine deleted").context_for(
-                                PROVIDER_TYPE,
-                                "watch_power_state",
-                                Some(&r.to_string()),
-                            );
-                            return Some((Err(e), (pairs, last, true)));
-                        }
-                        Ok((Some(vm), vmi)) => match power_state_of(&vm, vmi.as_ref()) {
-                            Ok(s) if Some(s) != last => {
-                                return Some((Ok(s), (pairs, Some(s), false)));
-                            }
-                            _ => {}
-                        },
-                    }
-                }
-            }
-        })
+        seen: bool,
+        op: &'static str,
+    ) -> Result<(Option<PowerState>, Subscription)> {
+        let sub = self.shared.subscribe(self, r);
+        let (vm, vmi) = self.read(r, op).await?;
+        let baseline = derive(&vm, vmi.as_ref(), op, r).ok();
+        sub.anchor(&vm, vmi.as_ref(), baseline.filter(|_| seen));
+        Ok((baseline, sub))
     }
 
     /// Waits (watch-based, no polling) until the power state satisfies `pred`.
@@ -108,7 +40,7 @@ impl Connection {
     ) -> Result<PowerState> {
         let res = r.to_string();
         let fut = async {
-            let mut s = self.power_state_stream(r, None).boxed();
+            let (_, mut s) = self.subscribe_power_state(r, false, op).await?;
             while let Some(item) = s.next().await {
                 let st = item?;
                 if pred(&st) {
@@ -121,59 +53,5 @@ impl Connection {
             .unwrap_or_else(|_| Err(Error::timeout(format!("not done within {timeout:?}"))))
             .await
             .ctx(PROVIDER_TYPE, op, &res)
-    }
-}
-
-/// One watched object as the watch has delivered it so far.
-#[derive(Debug)]
-struct Mirror<K> {
-    /// The object now (`None`: absent).
-    current: Option<K>,
-    /// The object of an initial listing in progress.
-    buffered: Option<K>,
-    /// The first initial listing is complete.
-    ready: bool,
-}
-
-impl<K> Default for Mirror<K> {
-    fn default() -> Self {
-        Mirror {
-            current: None,
-            buffered: None,
-            ready: false,
-        }
-    }
-}
-
-impl<K> Mirror<K> {
-    /// Applies one watch event; returns whether [`Mirror::current`] may have changed.
-    fn apply(&mut self, ev: watcher::Event<K>, stats: &ApiStats) -> bool {
-        use watcher::Event as E;
-        match ev {
-            E::Apply(o) => {
-                stats.watch_event();
-                self.current = Some(o);
-                true
-            }
-            E::Delete(_) => {
-                stats.watch_event();
-                self.current = None;
-                true
-            }
-            E::Init => {
-                self.buffered = None;
-                false
-            }
-            E::InitApply(o) => {
-                stats.watch_event();
-                self.buffered = Some(o);
-                false
-            }
-            E::InitDone => {
-                self.current = self.buffered.take();
-                self.ready = true;
-                true
-            }
-        }
     }
 }

@@ -28,6 +28,8 @@ pub struct StopRecord {
     pub elapsed: Duration,
     /// The grace in force at the end (seconds).
     pub grace: i64,
+    /// When the guest was off (just before its VMI is marked final).
+    pub at: tokio::time::Instant,
 }
 
 /// The fake KubeVirt controllers for one namespace (stopped when dropped).
@@ -508,6 +510,7 @@ impl Ctl {
                 graceful,
                 elapsed: t0.elapsed(),
                 grace: g,
+                at: tokio::time::Instant::now(),
             });
             // virt-handler: a guest that shut itself down ends `Succeeded`; one killed at the
             // grace deadline (a destroyed domain with ACPI) ends `Failed`.
