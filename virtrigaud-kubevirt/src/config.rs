@@ -140,6 +140,16 @@ pub struct ConnectOptions {
     pub insecure_skip_tls_verify: bool,
 }
 
+impl ConnectOptions {
+    /// **Do not verify the API server's TLS certificate** (the same name on every
+    /// provider; sets [`ConnectOptions::insecure_skip_tls_verify`]). Logged as a warning
+    /// at connect; only for throw-away lab clusters.
+    pub fn danger_accept_invalid_certs(mut self) -> Self {
+        self.insecure_skip_tls_verify = true;
+        self
+    }
+}
+
 /// `scheme://host:port[/path]` of an API server URL: never its user-info (credentials), query
 /// or fragment; the port is explicit (443 / 80 by default), a trailing `/` dropped.
 pub(crate) fn endpoint_identity(uri: &http::Uri) -> String {

@@ -154,6 +154,11 @@ impl KubeVirtProvider {
             .map_err(|e| Error::invalid_spec("invalid kubeconfig").with_source(e))
             .ctx(PROVIDER_TYPE, "connect", &res)?;
         if opts.insecure_skip_tls_verify {
+            tracing::warn!(
+                kubeconfig = %res,
+                "TLS certificate verification is OFF (danger_accept_invalid_certs): the API \
+                 server's identity is not checked and its credentials can be intercepted"
+            );
             kconf.accept_invalid_certs = true;
         }
         Self::from_kube_config(kconf, config)

@@ -133,7 +133,7 @@
 //! let pem = std::fs::read("/etc/pve/pve-root-ca.pem").expect("CA");
 //! let cfg = ProxmoxConfig::new("https://pve1.example:8006", Auth::api_token("root@pam!ci", "…"))
 //!     .with_ca_pem(pem);
-//! let provider: Arc<dyn Provider> = Arc::new(ProxmoxProvider::connect(cfg)?);
+//! let provider: Arc<dyn Provider> = Arc::new(ProxmoxProvider::connect(cfg).await?);
 //! println!("{}", provider.power_state(&VmId::new("pve1/101")).await?);
 //! # Ok(()) }
 //! ```

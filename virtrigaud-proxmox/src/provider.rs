@@ -159,8 +159,9 @@ impl ProxmoxProvider {
         }
     }
 
-    /// Builds the client from `config` and a provider over it.
-    pub fn connect(config: ProxmoxConfig) -> Result<Self> {
+    /// Builds the client from `config` and a provider over it (async like every provider's
+    /// `connect`; the first request logs in).
+    pub async fn connect(config: ProxmoxConfig) -> Result<Self> {
         let client = PveClient::new(config).map_err(|e| to_core_error(e, "connect", None))?;
         Ok(Self::new(client))
     }

@@ -136,6 +136,13 @@ impl VsphereConfig {
         self.tls = tls;
         self
     }
+
+    /// **Do not verify the server's TLS certificate** (the same name on every provider:
+    /// [`TlsVerification::DangerousAcceptInvalidCerts`]). Logged as a warning at connect;
+    /// anyone on the network path can read the credentials. Only for throw-away lab servers.
+    pub fn danger_accept_invalid_certs(self) -> Self {
+        self.with_tls(TlsVerification::DangerousAcceptInvalidCerts)
+    }
     /// Sets the per-request timeout.
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;

@@ -49,7 +49,7 @@ pub async fn connect_parsed(
         #[cfg(feature = "vsphere")]
         t @ Target::Vsphere { .. } => backends::vsphere(t, options).await,
         #[cfg(feature = "proxmox")]
-        t @ Target::Proxmox { .. } => backends::proxmox(t, options),
+        t @ Target::Proxmox { .. } => backends::proxmox(t, options).await,
         #[cfg(feature = "kubevirt")]
         t @ Target::KubeVirt { .. } => backends::kubevirt(t, options, shown).await,
         #[allow(unreachable_patterns)]
@@ -256,7 +256,7 @@ mod backends {
     }
 
     #[cfg(feature = "proxmox")]
-    pub(super) fn proxmox(t: &Target, options: &ConnectOptions) -> Result<Arc<dyn Provider>> {
+    pub(super) async fn proxmox(t: &Target, options: &ConnectOptions) -> Result<Arc<dyn Provider>> {
         use virtrigaud_proxmox::{ProviderOptions, ProxmoxConfig, ProxmoxProvider, PveClient};
         let Target::Proxmox {
             endpoint,
@@ -275,7 +275,7 @@ mod backends {
             Tls::Insecure => cfg = cfg.danger_accept_invalid_certs(),
         }
         if node.is_none() && storage.is_none() {
-            return Ok(Arc::new(ProxmoxProvider::connect(cfg)?));
+            return Ok(Arc::new(ProxmoxProvider::connect(cfg).await?));
         }
         let mut popts = ProviderOptions::default();
         if let Some(s) = storage {
