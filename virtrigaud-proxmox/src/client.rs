@@ -175,6 +175,16 @@ impl PveClient {
         let http = builder
             .build()
             .map_err(|e| ApiError::Config(e.to_string()))?;
+        Self::with_http_client(http, config)
+    }
+
+    /// A client sending its requests through `http`, the embedder's own `reqwest::Client`
+    /// (its TLS roots, proxy, timeouts and connection pool apply; `config`'s TLS and timeout
+    /// settings are not used). The URL and the credentials still come from `config`.
+    pub fn with_http_client(
+        http: reqwest::Client,
+        config: ProxmoxConfig,
+    ) -> Result<Self, ApiError> {
         let base = config.api_base();
         url::Url::parse(&base)
             .map_err(|e| ApiError::Config(format!("URL {:?}: {e}", redact_url(&base))))?;

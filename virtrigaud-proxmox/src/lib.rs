@@ -7,7 +7,8 @@
 //!
 //! * [`ProxmoxConfig`] + [`Auth`] + [`Tls`]: where and how to connect. TLS verification is on
 //!   by default; [`ProxmoxConfig::with_ca_pem`] trusts a self-signed node's CA;
-//!   [`ProxmoxConfig::danger_accept_invalid_certs`] is an explicit, logged opt-out.
+//!   [`ProxmoxConfig::danger_accept_invalid_certs`] is an explicit, logged opt-out;
+//!   [`PveClient::with_http_client`] sends through the embedder's own `reqwest::Client`.
 //!   API tokens (`user@realm!id` + secret) or password login with tickets, CSRF and renewal.
 //!   Secrets never appear in logs or `Debug` output.
 //! * [`PveClient`]: a thin typed client. It sends **form-encoded** bodies (as PVE's own

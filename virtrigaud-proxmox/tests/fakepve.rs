@@ -138,6 +138,24 @@ async fn tls_is_verified_by_default_and_insecure_is_opt_in() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_http_client_is_the_one_that_sends() {
+    let Some(env) = common::env() else { return };
+    // The config trusts nothing but the system roots: only the injected client, which
+    // trusts fakepve's CA, can reach the server.
+    let cfg = ProxmoxConfig::new(&env.url, Auth::api_token(&env.token_id, &env.token_secret));
+    let certs = reqwest::Certificate::from_pem_bundle(&env.ca_pem).unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only(certs)
+        .build()
+        .unwrap();
+    let client = PveClient::with_http_client(http, cfg).unwrap();
+    client.send(&api::version()).await.unwrap();
+    let p = ProxmoxProvider::new(client);
+    assert!(p.inventory().await.is_ok());
+    assert!(p.api_calls() >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_acpi_sends_timeout_and_force_stop() {
     let Some(env) = common::env() else { return };
     let provider = env.provider();
