@@ -393,30 +393,25 @@ impl Driver {
         }
         match cmd {
             Command::ReadPowerState { timeout: t } => {
-                let first = !self.read_once;
-                self.read_once = true;
-                let r = if first {
-                    let Some(r) = self
-                        .call("power_state", t, provider.power_state_and_agent(&self.vm))
-                        .await
-                    else {
-                        return Input::Cancel;
-                    };
-                    r.map(|(state, agent)| {
-                        if let Some(a) = agent {
-                            self.machine.note_agent(a);
-                        }
-                        state
-                    })
-                } else {
-                    let Some(r) = self
-                        .call("power_state", t, provider.power_state(&self.vm))
-                        .await
-                    else {
-                        return Input::Cancel;
-                    };
-                    r
+                // The first read also asks for the agent's status (the probe it may save).
+                let first = !std::mem::replace(&mut self.read_once, true);
+                let vm = self.vm.clone();
+                let read = async move {
+                    if first {
+                        provider.power_state_and_agent(&vm).await
+                    } else {
+                        provider.power_state(&vm).await.map(|s| (s, None))
+                    }
                 };
+                let Some(r) = self.call("power_state", t, read).await else {
+                    return Input::Cancel;
+                };
+                let r = r.map(|(state, agent)| {
+                    if let Some(a) = agent {
+                        self.machine.note_agent(a);
+                    }
+                    state
+                });
                 if let Ok(state) = &r {
                     self.emit(|| ShutdownEventKind::State(*state));
                 }
